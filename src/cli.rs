@@ -1,0 +1,291 @@
+//! The command line: every flag defined once, with its documentation.
+//!
+//! The same clap definitions feed parsing, `--help`, the man page and shell completions
+//! (`pgreplica generate man|bash|zsh|fish`), so they cannot drift apart. Option names and short
+//! flags follow `repmgr standby clone`.
+
+use crate::log::Level;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Clone a PostgreSQL standby from a Barman backup server, resumably, and configure it to
+/// replicate.
+#[derive(Debug, Parser)]
+#[command(name = "pgreplica", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Where clone records are kept (never inside a data directory).
+    /// Default: $XDG_STATE_HOME/pgreplica or ~/.local/state/pgreplica.
+    #[arg(long, global = true, env = "PGREPLICA_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Least severe log level printed on stderr.
+    #[arg(
+        short = 'L',
+        long,
+        global = true,
+        value_enum,
+        default_value = "INFO",
+        ignore_case = true
+    )]
+    pub log_level: Level,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Clone a standby and follow its progress.
+    #[command(subcommand)]
+    Clone(CloneCommand),
+    /// Print the man page or a shell completion script on stdout.
+    #[command(hide = true)]
+    Generate {
+        /// What to generate.
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// Artefacts generated from these definitions.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Generated {
+    /// roff man page.
+    Man,
+    /// bash completion.
+    Bash,
+    /// zsh completion.
+    Zsh,
+    /// fish completion.
+    Fish,
+}
+
+/// `pgreplica clone …`
+#[derive(Debug, Subcommand)]
+pub enum CloneCommand {
+    /// Start a new clone.
+    #[command(after_help = START_EXAMPLES)]
+    Start(StartArgs),
+    /// Continue an interrupted or failed clone from the step where it stopped.
+    #[command(after_help = RESUME_EXAMPLES)]
+    Resume(ResumeArgs),
+    /// Show one clone, or every clone in the store.
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
+}
+
+const START_EXAMPLES: &str = "\
+Examples:
+  Clone from Barman (barman_host and barman_server set in repmgr.conf):
+    pgreplica clone start -f /etc/repmgr.conf -h node1 -U repmgr -d repmgr
+  Check everything first, change nothing:
+    pgreplica clone start -f /etc/repmgr.conf -h node1 -U repmgr -d repmgr --dry-run
+  Restore an older backup with four rsync streams:
+    pgreplica clone start -f /etc/repmgr.conf -h node1 -U repmgr --backup-id 20261124T010000 --jobs 4";
+
+const RESUME_EXAMPLES: &str = "\
+Examples:
+  pgreplica clone resume -f /etc/repmgr.conf
+  pgreplica clone resume main-1a2b3c4d";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  pgreplica clone status
+  pgreplica clone status main-1a2b3c4d --json";
+
+/// Options of `clone start`, named as in `repmgr standby clone`.
+///
+/// `-h` is the host, as in repmgr and psql, so help is `--help` only.
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+pub struct StartArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+
+    /// repmgr.conf to read (node, Barman and replication settings).
+    #[arg(short = 'f', long = "config-file", value_name = "PATH")]
+    pub config_file: Option<PathBuf>,
+
+    /// Source node host (the upstream the standby will stream from).
+    #[arg(short = 'h', long = "host", value_name = "HOST")]
+    pub host: Option<String>,
+
+    /// Source node port.
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Database user on the source node.
+    #[arg(short = 'U', long = "username", value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Database name or conninfo string for the source node.
+    #[arg(short = 'd', long = "dbname", value_name = "DBNAME")]
+    pub dbname: Option<String>,
+
+    /// Data directory of the new standby (default: data_directory from repmgr.conf).
+    #[arg(short = 'D', long = "pgdata", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Backup to restore: latest (default), oldest, a backup id or a backup name.
+    #[arg(long, value_name = "ID", default_value = "latest")]
+    pub backup_id: String,
+
+    /// Parallel rsync streams for the transfer.
+    #[arg(short = 'j', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: u32,
+
+    /// Clone with pg_basebackup from the source node even if Barman is configured.
+    #[arg(long, conflicts_with = "replication_conf_only")]
+    pub without_barman: bool,
+
+    /// Only write the replication configuration into an already restored data directory.
+    #[arg(long)]
+    pub replication_conf_only: bool,
+
+    /// Check everything a real run needs and report every problem; change nothing anywhere.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Reuse a non-empty data directory, or discard an unfinished clone of it.
+    #[arg(short = 'F', long)]
+    pub force: bool,
+
+    /// repmgr node id of the upstream to follow, if not the source node.
+    #[arg(long, value_name = "ID")]
+    pub upstream_node_id: Option<i32>,
+}
+
+/// Options of `clone resume`.
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// repmgr.conf whose data_directory names the clone (only used to find it).
+    #[arg(
+        short = 'f',
+        long = "config-file",
+        value_name = "PATH",
+        conflicts_with = "clone"
+    )]
+    pub config_file: Option<PathBuf>,
+
+    /// Clone id as shown by `clone status`, or its data directory.
+    #[arg(value_name = "CLONE")]
+    pub clone: Option<String>,
+}
+
+/// Options of `clone status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Clone id or data directory; all clones when omitted.
+    #[arg(value_name = "CLONE")]
+    pub clone: Option<String>,
+
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The clap command, for the man page and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// Writes the requested artefact to `out`.
+pub fn generate(what: Generated, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut cmd = command();
+    match what {
+        Generated::Man => clap_mangen::Man::new(cmd).render(out),
+        Generated::Bash => {
+            clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "pgreplica", out);
+            Ok(())
+        }
+        Generated::Zsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "pgreplica", out);
+            Ok(())
+        }
+        Generated::Fish => {
+            clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "pgreplica", out);
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn definitions_are_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn repmgr_style_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "pgreplica",
+            "clone",
+            "start",
+            "-f",
+            "/etc/repmgr.conf",
+            "-h",
+            "node1",
+            "-p",
+            "5433",
+            "-U",
+            "repmgr",
+            "-d",
+            "repmgr",
+            "-D",
+            "/srv/pg",
+            "-F",
+            "--jobs",
+            "4",
+            "--backup-id",
+            "oldest",
+            "--upstream-node-id",
+            "2",
+        ])
+        .unwrap();
+        let Command::Clone(CloneCommand::Start(args)) = cli.command else {
+            panic!("not a start");
+        };
+        assert_eq!(args.host.as_deref(), Some("node1"));
+        assert_eq!(args.port, Some(5433));
+        assert_eq!(args.jobs, 4);
+        assert!(args.force);
+        assert_eq!(args.backup_id, "oldest");
+        assert_eq!(args.upstream_node_id, Some(2));
+    }
+
+    #[test]
+    fn conflicting_modes_are_refused() {
+        let err = Cli::try_parse_from([
+            "pgreplica",
+            "clone",
+            "start",
+            "--without-barman",
+            "--replication-conf-only",
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
+        assert!(Cli::try_parse_from(["pgreplica", "clone", "start", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn man_page_and_completions_generate() {
+        for what in [
+            Generated::Man,
+            Generated::Bash,
+            Generated::Zsh,
+            Generated::Fish,
+        ] {
+            let mut out = Vec::new();
+            generate(what, &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.contains("pgreplica"), "{what:?}");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! Errors and their exit codes: the one place where a failure becomes a number.
+//!
+//! Exit codes follow repmgr's `errcode.h` where repmgr has one, so scripts written for
+//! `repmgr standby clone` keep working; pgreplica adds codes 40–42 for what repmgr cannot do.
+//! docs/exit-codes.md lists them all; a test keeps the two in sync.
+
+use std::fmt;
+
+/// What kind of thing went wrong; decides the exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// repmgr.conf or the command line is wrong (1).
+    Config,
+    /// rsync failed (2).
+    Rsync,
+    /// A local command (pg_verifybackup, pg_ctl …) failed (5).
+    LocalCommand,
+    /// Cannot connect to the source or upstream node (6).
+    DbConnection,
+    /// A query on the source or upstream node failed (7).
+    DbQuery,
+    /// ssh to the Barman host failed (12).
+    Ssh,
+    /// The operating system refused something: permissions, disk, a directory in use (13).
+    System,
+    /// The copy is wrong or pg_basebackup failed (14).
+    BaseBackup,
+    /// A bug in pgreplica (15).
+    Internal,
+    /// Barman said no: no such backup, not restorable (19).
+    Barman,
+    /// pg-backup-api failed or stalled (28).
+    BackupApi,
+    /// Stopped by SIGINT/SIGTERM at a safe point; `clone resume` continues (40).
+    Interrupted,
+    /// The state store is unreadable, from a newer pgreplica, or the clone is locked (41).
+    Store,
+    /// The clone's state forbids the command: an unfinished clone exists, or none does (42).
+    CloneState,
+}
+
+impl ErrorKind {
+    /// Every kind, for docs and tests.
+    pub const ALL: [ErrorKind; 14] = [
+        ErrorKind::Config,
+        ErrorKind::Rsync,
+        ErrorKind::LocalCommand,
+        ErrorKind::DbConnection,
+        ErrorKind::DbQuery,
+        ErrorKind::Ssh,
+        ErrorKind::System,
+        ErrorKind::BaseBackup,
+        ErrorKind::Internal,
+        ErrorKind::Barman,
+        ErrorKind::BackupApi,
+        ErrorKind::Interrupted,
+        ErrorKind::Store,
+        ErrorKind::CloneState,
+    ];
+
+    /// The process exit code for this kind.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            ErrorKind::Config => 1,
+            ErrorKind::Rsync => 2,
+            ErrorKind::LocalCommand => 5,
+            ErrorKind::DbConnection => 6,
+            ErrorKind::DbQuery => 7,
+            ErrorKind::Ssh => 12,
+            ErrorKind::System => 13,
+            ErrorKind::BaseBackup => 14,
+            ErrorKind::Internal => 15,
+            ErrorKind::Barman => 19,
+            ErrorKind::BackupApi => 28,
+            ErrorKind::Interrupted => 40,
+            ErrorKind::Store => 41,
+            ErrorKind::CloneState => 42,
+        }
+    }
+
+    /// The kind for an exit code recorded in the store.
+    pub fn from_exit_code(code: u8) -> Option<ErrorKind> {
+        ErrorKind::ALL.into_iter().find(|k| k.exit_code() == code)
+    }
+}
+
+/// A failure on its way to the operator: one line, optional detail and hint, a kind.
+#[derive(Debug, Clone)]
+pub struct Error {
+    /// Decides the exit code.
+    pub kind: ErrorKind,
+    /// One line: what is wrong and where.
+    pub message: String,
+    /// Supporting facts (command output, the offending value).
+    pub detail: Option<String>,
+    /// What the operator can do about it.
+    pub hint: Option<String>,
+    /// Whether retrying the same step unchanged may succeed (network, killed child).
+    pub retryable: bool,
+}
+
+impl Error {
+    /// A fatal error of `kind`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            kind,
+            message: message.into(),
+            detail: None,
+            hint: None,
+            retryable: false,
+        }
+    }
+
+    /// Adds a DETAIL line.
+    pub fn detail(mut self, detail: impl Into<String>) -> Error {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    /// Adds a HINT line.
+    pub fn hint(mut self, hint: impl Into<String>) -> Error {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Marks the error as worth retrying.
+    pub fn retryable(mut self) -> Error {
+        self.retryable = true;
+        self
+    }
+
+    /// The process exit code.
+    pub fn exit_code(&self) -> u8 {
+        self.kind.exit_code()
+    }
+
+    /// A mode whose code has not landed yet: fails clearly instead of pretending.
+    pub fn not_implemented(what: &str) -> Error {
+        Error::new(
+            ErrorKind::Internal,
+            format!("{what} is not implemented in this version of pgreplica"),
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Shorthand for results in pgreplica.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_are_distinct_and_round_trip() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in ErrorKind::ALL {
+            assert!(seen.insert(kind.exit_code()), "{kind:?} reuses a code");
+            assert_eq!(ErrorKind::from_exit_code(kind.exit_code()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn exit_codes_are_documented() {
+        let doc = include_str!("../docs/exit-codes.md");
+        for kind in ErrorKind::ALL {
+            let row = format!("| {} |", kind.exit_code());
+            assert!(
+                doc.contains(&row),
+                "docs/exit-codes.md lacks a row for {kind:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! pgreplica: clone a PostgreSQL standby from a Barman backup server, resumably.
+//!
+//! # Layout
+//! * [`cli`] — clap definitions (parsing, help, man page, completions).
+//! * [`app`] — the command handlers behind `clone start|resume|status`.
+//! * [`config`] — repmgr.conf: the parser and the typed settings.
+//! * [`store`] — the sled checkpoint store, the per-clone lock, the status snapshot.
+//! * [`runner`] — drives a clone record through its steps and checkpoints every transition.
+//! * [`steps`] — one module per state of the machine.
+//! * [`transfer`] — the copy methods: rsync from Barman, pg-backup-api, pg_basebackup.
+//! * [`barman`] — every command run on the Barman host, built with correct quoting.
+//! * [`source`] — the source/upstream node over tokio-postgres.
+//! * [`replication_conf`] — primary_conninfo and the files that make a standby.
+//! * [`progress`], [`log`] — what the operator sees.
+//! * [`error`] — errors and the exit codes they map to.
+//!
+//! The decisions (which step runs next, what a failure means) live in the `states` crate,
+//! which performs no I/O; this crate does the I/O.
+
+pub mod app;
+pub mod barman;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod log;
+pub mod progress;
+pub mod replication_conf;
+pub mod runner;
+pub mod source;
+pub mod status;
+pub mod steps;
+pub mod store;
+pub mod transfer;

@@ -1,0 +1,5 @@
+//! The `pgreplica` binary: parse, run, map the outcome to an exit code.
+
+fn main() -> std::process::ExitCode {
+    pgreplica::app::main()
+}

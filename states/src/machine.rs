@@ -1,0 +1,394 @@
+//! Steps, plans per mode, outcomes and the transition function.
+
+use crate::record::{
+    BackupFacts, CloneRecord, CloneRequest, Facts, InFlight, Millis, OutcomeKind, PreparedDirs,
+    SourceParams, TransferSummary, Transition, Verification, WrittenConf,
+};
+use crate::CloneId;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// How the standby is copied; decides which steps run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Mode {
+    /// ssh + rsync from the Barman catalogue (`barman_host`).
+    #[default]
+    BarmanRsync,
+    /// Barman's HTTP API restores into the data directory (`pg_backupapi_host`).
+    BackupApi,
+    /// pg_basebackup from the source node (`--without-barman`).
+    BaseBackup,
+    /// Only configure replication on an already restored data directory.
+    ReplicationConfOnly,
+}
+
+impl Mode {
+    /// Every mode, for exhaustive tests and documentation.
+    pub const ALL: [Mode; 4] = [
+        Mode::BarmanRsync,
+        Mode::BackupApi,
+        Mode::BaseBackup,
+        Mode::ReplicationConfOnly,
+    ];
+
+    /// The steps this mode runs, in order.
+    pub fn plan(self) -> &'static [Step] {
+        use Step::*;
+        match self {
+            Mode::BarmanRsync | Mode::BackupApi => &[
+                VerifyBackup,
+                FetchParams,
+                PrepareDirs,
+                Transfer,
+                VerifyCopy,
+                WriteReplicationConf,
+            ],
+            // No Barman to verify against: the source node is the backup.
+            Mode::BaseBackup => &[
+                FetchParams,
+                PrepareDirs,
+                Transfer,
+                VerifyCopy,
+                WriteReplicationConf,
+            ],
+            Mode::ReplicationConfOnly => &[FetchParams, WriteReplicationConf],
+        }
+    }
+
+    /// Human label, as shown in logs and status.
+    pub fn label(self) -> &'static str {
+        match self {
+            Mode::BarmanRsync => "Barman (rsync)",
+            Mode::BackupApi => "pg-backup-api",
+            Mode::BaseBackup => "pg_basebackup",
+            Mode::ReplicationConfOnly => "replication configuration only",
+        }
+    }
+}
+
+/// One state of the clone machine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Step {
+    /// Resolve and check the backup.
+    VerifyBackup,
+    /// Read Barman's directories and the source node's parameters.
+    FetchParams,
+    /// Make the data directory, WAL directory and tablespace targets ready.
+    PrepareDirs,
+    /// Copy the data (the mode's method).
+    Transfer,
+    /// Check the copy against the backup manifest.
+    VerifyCopy,
+    /// Write primary_conninfo and friends, create the slot.
+    WriteReplicationConf,
+}
+
+impl Step {
+    /// Every step, in machine order.
+    pub const ALL: [Step; 6] = [
+        Step::VerifyBackup,
+        Step::FetchParams,
+        Step::PrepareDirs,
+        Step::Transfer,
+        Step::VerifyCopy,
+        Step::WriteReplicationConf,
+    ];
+
+    /// The name used in logs, status and docs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Step::VerifyBackup => "VerifyBackup",
+            Step::FetchParams => "FetchParams",
+            Step::PrepareDirs => "PrepareDirs",
+            Step::Transfer => "Transfer",
+            Step::VerifyCopy => "VerifyCopy",
+            Step::WriteReplicationConf => "WriteReplicationConf",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where a clone stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// This step is the current one: it runs next (again, if it failed).
+    At(Step),
+    /// Every step of the plan succeeded.
+    Done,
+}
+
+/// What a step established, handed to [`CloneRecord::finish`] on success.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum StepResult {
+    /// VerifyBackup's result.
+    VerifyBackup(BackupFacts),
+    /// FetchParams' result.
+    FetchParams(SourceParams),
+    /// PrepareDirs' result.
+    PrepareDirs(PreparedDirs),
+    /// Transfer's result.
+    Transfer(TransferSummary),
+    /// VerifyCopy's result.
+    VerifyCopy(Verification),
+    /// WriteReplicationConf's result.
+    WriteReplicationConf(WrittenConf),
+}
+
+impl StepResult {
+    /// The step this result belongs to.
+    pub fn step(&self) -> Step {
+        match self {
+            StepResult::VerifyBackup(_) => Step::VerifyBackup,
+            StepResult::FetchParams(_) => Step::FetchParams,
+            StepResult::PrepareDirs(_) => Step::PrepareDirs,
+            StepResult::Transfer(_) => Step::Transfer,
+            StepResult::VerifyCopy(_) => Step::VerifyCopy,
+            StepResult::WriteReplicationConf(_) => Step::WriteReplicationConf,
+        }
+    }
+}
+
+/// Whether a failure is worth retrying without the operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// Transient (network, a killed child): the runner may retry after a delay.
+    Retryable,
+    /// Needs a change by the operator (bad backup, wrong settings): stop now.
+    Fatal,
+}
+
+/// A step's failure as recorded on the clone.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFailure {
+    /// Retryable or fatal.
+    pub kind: FailureKind,
+    /// One line: what went wrong and where.
+    pub message: String,
+    /// How to fix it, if known.
+    pub hint: Option<String>,
+    /// The process exit code this failure maps to (repmgr's numbering).
+    pub exit_code: u8,
+}
+
+/// What happened to the step that was begun.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// It finished and established this.
+    Succeeded(StepResult),
+    /// It failed.
+    Failed(StepFailure),
+    /// SIGINT/SIGTERM stopped it at a safe point.
+    Interrupted,
+}
+
+/// What the driver does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Run this step (call [`CloneRecord::begin`] first).
+    Run(Step),
+    /// The step failed retryably: the driver may run it again after a delay, or stop.
+    Retry(Step),
+    /// Stop the run; the record is resumable from its current step.
+    Stop,
+    /// The clone is complete.
+    Done,
+}
+
+/// Misuse of the machine by its driver: a bug, never an operational error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MachineError {
+    /// `begin` or `finish` on a finished clone.
+    AlreadyDone,
+    /// `begin` while a step is in flight, or `finish` with nothing in flight.
+    NotInFlight,
+    /// `begin` with a crash not yet recovered.
+    CrashNotRecovered(Step),
+    /// A result for a step other than the current one.
+    WrongStep {
+        /// The current step.
+        expected: Step,
+        /// The step the result belongs to.
+        got: Step,
+    },
+}
+
+impl fmt::Display for MachineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MachineError::AlreadyDone => write!(f, "the clone is already complete"),
+            MachineError::NotInFlight => write!(f, "no step is in flight"),
+            MachineError::CrashNotRecovered(step) => {
+                write!(f, "step {step} is still marked in flight")
+            }
+            MachineError::WrongStep { expected, got } => {
+                write!(
+                    f,
+                    "result for step {got} while the current step is {expected}"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for MachineError {}
+
+impl CloneRecord {
+    /// A new clone at the first step of its mode's plan.
+    pub fn new(id: CloneId, request: CloneRequest, now: Millis) -> CloneRecord {
+        let first = request.mode.plan()[0];
+        CloneRecord {
+            id,
+            request,
+            created_at: now,
+            phase: Phase::At(first),
+            in_flight: None,
+            attempts: 0,
+            last_error: None,
+            facts: Facts::default(),
+            history: Vec::new(),
+            api_operation: None,
+        }
+    }
+
+    /// Where the clone stands.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The steps of this clone's plan.
+    pub fn plan(&self) -> &'static [Step] {
+        self.request.mode.plan()
+    }
+
+    /// The step in flight, if a run is (or was, before a crash) inside one.
+    pub fn in_flight(&self) -> Option<Step> {
+        self.in_flight.as_ref().map(|f| f.step)
+    }
+
+    /// What to do now: run the current step, or nothing.
+    pub fn next(&self) -> Next {
+        match self.phase {
+            Phase::At(step) => Next::Run(step),
+            Phase::Done => Next::Done,
+        }
+    }
+
+    /// Whether `step` was checkpointed as done (it will never run again).
+    pub fn is_step_done(&self, step: Step) -> bool {
+        let plan = self.plan();
+        let Some(position) = plan.iter().position(|s| *s == step) else {
+            return false;
+        };
+        match self.phase {
+            Phase::Done => true,
+            Phase::At(current) => plan
+                .iter()
+                .position(|s| *s == current)
+                .is_some_and(|now| position < now),
+        }
+    }
+
+    /// Input: the record was loaded with a step in flight, so the run that began it died.
+    /// Records the crash in the history and returns the step, which stays current.
+    pub fn recover_crash(&mut self, now: Millis) -> Option<Step> {
+        let in_flight = self.in_flight.take()?;
+        self.history.push(Transition {
+            step: in_flight.step,
+            started_at: in_flight.started_at,
+            ended_at: now,
+            outcome: OutcomeKind::Crashed,
+            message: Some("the process stopped inside this step".to_string()),
+        });
+        Some(in_flight.step)
+    }
+
+    /// Command: the current step is about to run. The driver checkpoints the record after this
+    /// call and before running the step.
+    pub fn begin(&mut self, now: Millis) -> Result<Step, MachineError> {
+        let Phase::At(step) = self.phase else {
+            return Err(MachineError::AlreadyDone);
+        };
+        if let Some(in_flight) = &self.in_flight {
+            return Err(MachineError::CrashNotRecovered(in_flight.step));
+        }
+        self.in_flight = Some(InFlight {
+            step,
+            started_at: now,
+        });
+        self.attempts += 1;
+        Ok(step)
+    }
+
+    /// Input: the outcome of the step in flight. Returns what to do next.
+    pub fn finish(&mut self, outcome: Outcome, now: Millis) -> Result<Next, MachineError> {
+        let Phase::At(current) = self.phase else {
+            return Err(MachineError::AlreadyDone);
+        };
+        let Some(in_flight) = self.in_flight.clone() else {
+            return Err(MachineError::NotInFlight);
+        };
+        if let Outcome::Succeeded(result) = &outcome {
+            if result.step() != current {
+                return Err(MachineError::WrongStep {
+                    expected: current,
+                    got: result.step(),
+                });
+            }
+        }
+        self.in_flight = None;
+        let (kind, message, next) = match outcome {
+            Outcome::Succeeded(result) => {
+                self.record_result(result);
+                self.attempts = 0;
+                self.last_error = None;
+                self.phase = self.step_after(current);
+                (OutcomeKind::Succeeded, None, self.next())
+            }
+            Outcome::Failed(failure) => {
+                let (kind, next) = match failure.kind {
+                    FailureKind::Retryable => (OutcomeKind::FailedRetryable, Next::Retry(current)),
+                    FailureKind::Fatal => (OutcomeKind::FailedFatal, Next::Stop),
+                };
+                let message = Some(failure.message.clone());
+                self.last_error = Some(failure);
+                (kind, message, next)
+            }
+            Outcome::Interrupted => (OutcomeKind::Interrupted, None, Next::Stop),
+        };
+        self.history.push(Transition {
+            step: current,
+            started_at: in_flight.started_at,
+            ended_at: now,
+            outcome: kind,
+            message,
+        });
+        Ok(next)
+    }
+
+    fn step_after(&self, step: Step) -> Phase {
+        let plan = self.plan();
+        let position = plan
+            .iter()
+            .position(|s| *s == step)
+            .expect("the current step is always in the plan");
+        plan.get(position + 1)
+            .map_or(Phase::Done, |next| Phase::At(*next))
+    }
+
+    fn record_result(&mut self, result: StepResult) {
+        let facts = &mut self.facts;
+        match result {
+            StepResult::VerifyBackup(f) => facts.backup = Some(f),
+            StepResult::FetchParams(f) => facts.params = Some(f),
+            StepResult::PrepareDirs(f) => facts.dirs = Some(f),
+            StepResult::Transfer(f) => facts.transfer = Some(f),
+            StepResult::VerifyCopy(f) => facts.verification = Some(f),
+            StepResult::WriteReplicationConf(f) => facts.replication_conf = Some(f),
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! Exhaustive tests of the clone machine: every mode × every step of its plan × every outcome.
+
+use states::*;
+
+fn record(mode: Mode) -> CloneRecord {
+    let request = CloneRequest {
+        mode,
+        data_dir: "/srv/standby".into(),
+        backup_selector: "latest".into(),
+        jobs: 2,
+        ..CloneRequest::default()
+    };
+    CloneRecord::new(CloneId::for_data_dir("/srv/standby"), request, 1_000)
+}
+
+fn result_for(step: Step) -> StepResult {
+    match step {
+        Step::VerifyBackup => StepResult::VerifyBackup(BackupFacts {
+            backup_id: "20261125T061436".into(),
+            ..BackupFacts::default()
+        }),
+        Step::FetchParams => StepResult::FetchParams(SourceParams::default()),
+        Step::PrepareDirs => StepResult::PrepareDirs(PreparedDirs::default()),
+        Step::Transfer => StepResult::Transfer(TransferSummary::default()),
+        Step::VerifyCopy => StepResult::VerifyCopy(Verification::Skipped {
+            reason: "no manifest".into(),
+        }),
+        Step::WriteReplicationConf => StepResult::WriteReplicationConf(WrittenConf::default()),
+    }
+}
+
+fn failure(kind: FailureKind) -> StepFailure {
+    StepFailure {
+        kind,
+        message: "rsync exited with code 12".into(),
+        hint: None,
+        exit_code: 2,
+    }
+}
+
+/// Drives `record` through successes until `step` is current.
+fn advance_to(record: &mut CloneRecord, step: Step, now: &mut Millis) {
+    while record.phase() != Phase::At(step) {
+        let Phase::At(current) = record.phase() else {
+            panic!("plan ended before {step}");
+        };
+        record.begin(*now).unwrap();
+        *now += 10;
+        record
+            .finish(Outcome::Succeeded(result_for(current)), *now)
+            .unwrap();
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Input {
+    Success,
+    Retryable,
+    Fatal,
+    Interrupted,
+    Crash,
+}
+
+const INPUTS: [Input; 5] = [
+    Input::Success,
+    Input::Retryable,
+    Input::Fatal,
+    Input::Interrupted,
+    Input::Crash,
+];
+
+#[test]
+fn every_state_and_outcome_reaches_the_right_next_state_in_every_plan() {
+    let mut combinations = 0;
+    for mode in Mode::ALL {
+        let plan = mode.plan();
+        for (index, &step) in plan.iter().enumerate() {
+            for input in INPUTS {
+                let mut now = 1_000;
+                let mut rec = record(mode);
+                advance_to(&mut rec, step, &mut now);
+                let history_before = rec.history.len();
+                assert_eq!(rec.begin(now).unwrap(), step);
+                assert_eq!(rec.in_flight(), Some(step));
+                let started = now;
+                now += 5;
+                let expected_after_success = plan
+                    .get(index + 1)
+                    .map_or(Phase::Done, |next| Phase::At(*next));
+                match input {
+                    Input::Success => {
+                        let next = rec
+                            .finish(Outcome::Succeeded(result_for(step)), now)
+                            .unwrap();
+                        assert_eq!(rec.phase(), expected_after_success, "{mode:?} {step}");
+                        assert_eq!(
+                            next,
+                            match expected_after_success {
+                                Phase::At(s) => Next::Run(s),
+                                Phase::Done => Next::Done,
+                            }
+                        );
+                        assert_eq!(rec.attempts, 0);
+                        assert!(rec.is_step_done(step));
+                    }
+                    Input::Retryable | Input::Fatal => {
+                        let kind = match input {
+                            Input::Retryable => FailureKind::Retryable,
+                            _ => FailureKind::Fatal,
+                        };
+                        let next = rec.finish(Outcome::Failed(failure(kind)), now).unwrap();
+                        assert_eq!(rec.phase(), Phase::At(step));
+                        assert_eq!(
+                            next,
+                            match kind {
+                                FailureKind::Retryable => Next::Retry(step),
+                                FailureKind::Fatal => Next::Stop,
+                            }
+                        );
+                        assert_eq!(rec.attempts, 1);
+                        assert_eq!(rec.last_error.as_ref().unwrap().kind, kind);
+                        assert!(!rec.is_step_done(step));
+                    }
+                    Input::Interrupted => {
+                        assert_eq!(rec.finish(Outcome::Interrupted, now).unwrap(), Next::Stop);
+                        assert_eq!(rec.phase(), Phase::At(step));
+                    }
+                    Input::Crash => {
+                        // The process died: the record as checkpointed after `begin` is all that
+                        // survives. Reloading finds the step in flight.
+                        let mut reloaded = rec.clone();
+                        assert_eq!(
+                            reloaded.begin(now),
+                            Err(MachineError::CrashNotRecovered(step))
+                        );
+                        assert_eq!(reloaded.recover_crash(now), Some(step));
+                        assert_eq!(reloaded.recover_crash(now), None);
+                        assert_eq!(reloaded.phase(), Phase::At(step));
+                        assert_eq!(reloaded.next(), Next::Run(step));
+                        rec = reloaded;
+                    }
+                }
+                let last = rec.history.last().unwrap();
+                assert_eq!(rec.history.len(), history_before + 1);
+                assert_eq!(last.step, step);
+                assert_eq!(last.started_at, started);
+                assert_eq!(last.ended_at, now);
+                assert_eq!(
+                    last.outcome,
+                    match input {
+                        Input::Success => OutcomeKind::Succeeded,
+                        Input::Retryable => OutcomeKind::FailedRetryable,
+                        Input::Fatal => OutcomeKind::FailedFatal,
+                        Input::Interrupted => OutcomeKind::Interrupted,
+                        Input::Crash => OutcomeKind::Crashed,
+                    }
+                );
+                assert_eq!(rec.in_flight(), None);
+                // Every earlier step stays done whatever happened to this one.
+                for earlier in &plan[..index] {
+                    assert!(rec.is_step_done(*earlier), "{mode:?}: {earlier} undone");
+                }
+                combinations += 1;
+            }
+        }
+    }
+    assert_eq!(combinations, (6 + 6 + 5 + 2) * INPUTS.len());
+}
+
+#[test]
+fn plans_follow_the_design() {
+    use Step::*;
+    assert_eq!(Mode::BarmanRsync.plan(), &Step::ALL);
+    assert_eq!(Mode::BackupApi.plan(), &Step::ALL);
+    assert_eq!(
+        Mode::BaseBackup.plan(),
+        &[
+            FetchParams,
+            PrepareDirs,
+            Transfer,
+            VerifyCopy,
+            WriteReplicationConf
+        ]
+    );
+    assert_eq!(
+        Mode::ReplicationConfOnly.plan(),
+        &[FetchParams, WriteReplicationConf]
+    );
+}
+
+#[test]
+fn a_resumed_record_never_reruns_a_checkpointed_step() {
+    // Random walks of failures, crashes and successes: the sequence of steps that *succeed* is
+    // exactly the plan, each once, in order.
+    for mode in Mode::ALL {
+        for seed in 0..200_u64 {
+            let mut rng = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let mut next_random = || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut rec = record(mode);
+            let mut now = 0;
+            let mut succeeded = Vec::new();
+            let mut guard = 0;
+            while rec.phase() != Phase::Done {
+                guard += 1;
+                assert!(guard < 10_000);
+                now += 1;
+                rec.recover_crash(now);
+                let step = rec.begin(now).unwrap();
+                now += 1;
+                match next_random() % 5 {
+                    0 => {
+                        rec.finish(Outcome::Failed(failure(FailureKind::Retryable)), now)
+                            .unwrap();
+                    }
+                    1 => {
+                        rec.finish(Outcome::Failed(failure(FailureKind::Fatal)), now)
+                            .unwrap();
+                    }
+                    2 => {
+                        rec.finish(Outcome::Interrupted, now).unwrap();
+                    }
+                    3 => { /* crash: leave in flight, like a SIGKILL after the checkpoint */ }
+                    _ => {
+                        rec.finish(Outcome::Succeeded(result_for(step)), now)
+                            .unwrap();
+                        succeeded.push(step);
+                    }
+                }
+            }
+            assert_eq!(succeeded, mode.plan(), "{mode:?} seed {seed}");
+            assert_eq!(rec.next(), Next::Done);
+        }
+    }
+}
+
+#[test]
+fn misuse_is_an_error_not_a_panic() {
+    let mut rec = record(Mode::ReplicationConfOnly);
+    assert_eq!(
+        rec.finish(Outcome::Interrupted, 1),
+        Err(MachineError::NotInFlight)
+    );
+    rec.begin(1).unwrap();
+    assert_eq!(
+        rec.finish(Outcome::Succeeded(result_for(Step::Transfer)), 2),
+        Err(MachineError::WrongStep {
+            expected: Step::FetchParams,
+            got: Step::Transfer
+        })
+    );
+    // The rejected result changed nothing.
+    assert_eq!(rec.in_flight(), Some(Step::FetchParams));
+    rec.finish(Outcome::Succeeded(result_for(Step::FetchParams)), 3)
+        .unwrap();
+    rec.begin(4).unwrap();
+    rec.finish(
+        Outcome::Succeeded(result_for(Step::WriteReplicationConf)),
+        5,
+    )
+    .unwrap();
+    assert_eq!(rec.begin(6), Err(MachineError::AlreadyDone));
+    assert_eq!(
+        rec.finish(Outcome::Interrupted, 6),
+        Err(MachineError::AlreadyDone)
+    );
+}
+
+#[test]
+fn facts_are_recorded_for_the_step_that_produced_them() {
+    let mut rec = record(Mode::BarmanRsync);
+    rec.begin(1).unwrap();
+    rec.finish(Outcome::Succeeded(result_for(Step::VerifyBackup)), 2)
+        .unwrap();
+    assert_eq!(
+        rec.facts.backup.as_ref().unwrap().backup_id,
+        "20261125T061436"
+    );
+    assert!(rec.facts.params.is_none());
+}

@@ -1,0 +1,2 @@
+//! `cargo xtask test|demo|bench|lab`.
+fn main() {}
