@@ -1,8 +1,15 @@
-//! The command handlers behind `pgreplica clone start|resume|status`.
+//! The command handlers behind `pgreplica clone start|resume|status`: they find the clone, take
+//! its lock, and hand it to the runner. Nothing here copies data or talks to a server.
 
-use crate::cli::{Cli, Command};
-use crate::error::{Error, ErrorKind};
+use crate::cli::{Cli, CloneCommand, Command, ResumeArgs, StartArgs, StatusArgs};
+use crate::config::Config;
+use crate::error::{Error, ErrorKind, Result};
+use crate::progress::{human_bytes, Progress};
+use crate::runner::{self, RetryPolicy};
+use crate::store::StateDir;
 use clap::Parser;
+use states::{CloneId, CloneRecord, Mode, Phase};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Parses the command line, runs the command and maps its outcome to an exit code.
@@ -18,10 +25,210 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Error> {
-    match cli.command {
-        Command::Generate { what } => crate::cli::generate(what, &mut std::io::stdout().lock())
-            .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}"))),
-        Command::Clone(_) => Err(Error::not_implemented("clone")),
+fn run(cli: Cli) -> Result<()> {
+    let command = match cli.command {
+        Command::Generate { what } => {
+            return crate::cli::generate(what, &mut std::io::stdout().lock()).map_err(|e| {
+                Error::new(ErrorKind::System, format!("cannot write output: {e}"))
+            });
+        }
+        Command::Clone(command) => command,
+    };
+    refuse_root()?;
+    let state_dir = StateDir::resolve(cli.state_dir.as_deref())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::System, format!("cannot start the runtime: {e}")))?;
+    match command {
+        CloneCommand::Start(args) => runtime.block_on(start(&state_dir, args)),
+        CloneCommand::Resume(args) => runtime.block_on(resume(&state_dir, args)),
+        CloneCommand::Status(args) => status(&state_dir, args),
     }
+}
+
+/// PostgreSQL refuses to run as root, and so does pgreplica: a data directory restored by root
+/// would belong to root and never start.
+fn refuse_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Err(Error::new(ErrorKind::Config, "pgreplica must not be run as root")
+            .hint("run it as the PostgreSQL system user, e.g. \"sudo -u postgres pgreplica …\""));
+    }
+    Ok(())
+}
+
+/// Loads repmgr.conf (`-f`, else `./repmgr.conf` or `/etc/repmgr.conf` when present, as repmgr
+/// looks for it) and logs its warnings.
+fn load_config(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
+    let path = match explicit {
+        Some(path) => Some(path.to_path_buf()),
+        None => ["repmgr.conf", "/etc/repmgr.conf"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file()),
+    };
+    let Some(path) = path else {
+        return Ok((Config::default(), None));
+    };
+    if explicit.is_none() {
+        crate::info!("using configuration file \"{}\"", path.display());
+    }
+    let (config, warnings) = Config::load(&path)?;
+    for warning in warnings {
+        crate::warning!("{warning}");
+    }
+    Ok((config, Some(path)))
+}
+
+async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
+    let (config, config_path) = load_config(args.config_file.as_deref())?;
+    let request = crate::request::build(&args, &config, config_path.as_deref())?;
+    crate::notice!("destination directory \"{}\" provided", request.data_dir);
+    if args.dry_run {
+        return crate::dry_run::run(&request).await;
+    }
+    let id = CloneId::for_data_dir(&request.data_dir);
+    let dir = StateDir::open(state_dir)?;
+    let mut store = dir.open_clone(&id)?;
+    if let Some(existing) = store.load()? {
+        if existing.phase() != Phase::Done && !args.force {
+            return Err(Error::new(
+                ErrorKind::CloneState,
+                format!(
+                    "an unfinished clone of \"{}\" exists (clone {id}, at {})",
+                    request.data_dir,
+                    describe_phase(&existing)
+                ),
+            )
+            .hint(format!(
+                "continue it with \"pgreplica clone resume {id}\", or discard it with \"pgreplica clone start --force\""
+            )));
+        }
+        crate::notice!("discarding the earlier clone record {id}");
+        store.discard()?;
+        store = dir.open_clone(&id)?;
+    }
+    let mut record = CloneRecord::new(id, request, runner::now_millis());
+    store.save(&record)?;
+    crate::info!("clone {} created ({} mode)", record.id, record.request.mode.label());
+    drive(&store, &mut record).await
+}
+
+async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
+    let id = match (&args.clone, &args.config_file) {
+        (Some(text), _) => clone_id_from_arg(text)?,
+        (None, explicit) => {
+            let (config, _) = load_config(explicit.as_deref())?;
+            let data_dir = config.data_directory.ok_or_else(|| {
+                Error::new(ErrorKind::Config, "no clone named and no data_directory configured")
+                    .hint("name the clone (see \"pgreplica clone status\") or pass -f repmgr.conf")
+            })?;
+            CloneId::for_data_dir(
+                &crate::request::absolute(Path::new(&data_dir))?.display().to_string(),
+            )
+        }
+    };
+    let dir = StateDir::open(state_dir)?;
+    let no_clone = || {
+        Error::new(ErrorKind::CloneState, format!("there is no clone {id} to resume"))
+            .hint("start one with \"pgreplica clone start\"; \"pgreplica clone status\" lists clones")
+    };
+    if !dir.clone_ids()?.contains(&id) {
+        return Err(no_clone());
+    }
+    let store = dir.open_clone(&id)?;
+    let mut record = store.load()?.ok_or_else(no_clone)?;
+    if record.phase() == Phase::Done {
+        crate::notice!("clone {id} is already complete");
+        return Ok(());
+    }
+    crate::notice!(
+        "resuming clone {id} of \"{}\" at {}",
+        record.request.data_dir,
+        describe_phase(&record)
+    );
+    drive(&store, &mut record).await
+}
+
+/// A clone id as typed, or a data directory path naming one.
+fn clone_id_from_arg(text: &str) -> Result<CloneId> {
+    if text.starts_with('/') || text.starts_with('.') {
+        let path = crate::request::absolute(Path::new(text))?;
+        return Ok(CloneId::for_data_dir(&path.display().to_string()));
+    }
+    CloneId::parse(text).ok_or_else(|| {
+        Error::new(ErrorKind::Config, format!("\"{text}\" is not a clone id or a data directory"))
+            .hint("\"pgreplica clone status\" lists clones")
+    })
+}
+
+async fn drive(store: &crate::store::CloneStore, record: &mut CloneRecord) -> Result<()> {
+    let progress = Progress::new();
+    let steps = crate::steps::Steps::default();
+    runner::run(store, record, &steps, &progress, &RetryPolicy::default()).await?;
+    report_done(record);
+    Ok(())
+}
+
+fn report_done(record: &CloneRecord) {
+    let data_dir = &record.request.data_dir;
+    if let Some(transfer) = &record.facts.transfer {
+        crate::notice!(
+            "copied {} in {} files in {:.1} s ({} files already present from an earlier run)",
+            human_bytes(transfer.bytes_sent),
+            transfer.files,
+            transfer.duration_ms as f64 / 1000.0,
+            transfer.files_reused
+        );
+    }
+    match record.request.mode {
+        Mode::BarmanRsync => crate::notice!("standby clone (from Barman) complete"),
+        Mode::BackupApi => crate::notice!("standby clone (from pg-backup-api) complete"),
+        Mode::BaseBackup => crate::notice!("standby clone (using pg_basebackup) complete"),
+        Mode::ReplicationConfOnly => {
+            crate::notice!("replication configuration written in \"{data_dir}\"");
+        }
+    }
+    crate::notice!("you can now start your PostgreSQL server");
+    crate::log::emit(
+        crate::log::Level::Notice,
+        "",
+        None,
+        Some(&format!("for example: pg_ctl -D {data_dir} start")),
+    );
+}
+
+fn describe_phase(record: &CloneRecord) -> String {
+    match record.phase() {
+        Phase::At(step) => format!("step {step}"),
+        Phase::Done => "done".to_string(),
+    }
+}
+
+fn status(state_dir: &Path, args: StatusArgs) -> Result<()> {
+    let dir = StateDir::open(state_dir)?;
+    let ids = match &args.clone {
+        Some(text) => vec![clone_id_from_arg(text)?],
+        None => dir.clone_ids()?,
+    };
+    let mut views = Vec::new();
+    for id in &ids {
+        match dir.read_status(id)? {
+            Some(view) => views.push(view),
+            None if args.clone.is_some() => {
+                return Err(Error::new(ErrorKind::CloneState, format!("there is no clone {id}"))
+                    .hint("\"pgreplica clone status\" lists clones"));
+            }
+            None => {}
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        crate::status::write_json(&views, &mut out)
+    } else {
+        crate::status::write_text(&views, &mut out)
+    };
+    written.map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))
 }

@@ -137,6 +137,10 @@ pub struct StartArgs {
     #[arg(short = 'j', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub jobs: u32,
 
+    /// Cap each transfer stream at this many KiB/s (rsync's --bwlimit), to spare the network.
+    #[arg(long, value_name = "KBPS")]
+    pub bwlimit: Option<u32>,
+
     /// Clone with pg_basebackup from the source node even if Barman is configured.
     #[arg(long, conflicts_with = "replication_conf_only")]
     pub without_barman: bool,

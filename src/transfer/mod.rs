@@ -1,1 +1,23 @@
-//! TODO-SKELETON transfer
+//! The copy methods behind the Transfer step: rsync from the Barman catalogue, pg-backup-api,
+//! pg_basebackup. [`run`] picks the clone's.
+
+pub mod barman_rsync;
+pub mod rsync;
+pub mod streams;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::runner::StepContext;
+use states::{Mode, TransferSummary};
+
+/// Runs the Transfer step of the clone's mode.
+pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
+    match ctx.record.request.mode {
+        Mode::BarmanRsync => barman_rsync::run(ctx).await,
+        Mode::BackupApi => Err(Error::not_implemented("pg-backup-api mode")),
+        Mode::BaseBackup => Err(Error::not_implemented("pg_basebackup mode (--without-barman)")),
+        Mode::ReplicationConfOnly => Err(Error::new(
+            ErrorKind::Internal,
+            "Transfer is not part of the replication-conf-only plan",
+        )),
+    }
+}

@@ -75,6 +75,9 @@ pub struct CloneRequest {
     pub jobs: u32,
     /// `--force`: reuse a non-empty data directory.
     pub force: bool,
+    /// `--bwlimit`: cap of each transfer stream in KiB/s (rsync's `--bwlimit`), to spare the
+    /// network of a production Barman host.
+    pub bwlimit_kbps: Option<u32>,
     /// `--waldir` from pg_basebackup_options: pg_wal lives there, symlinked from the data dir.
     pub waldir: Option<String>,
     /// `tablespace_mapping` pairs (old location → new location), in config order.

@@ -1,0 +1,138 @@
+//! FetchParams: Barman's directories for the server, and the source node's version, identity,
+//! size, replication settings and upstream record. Read-only everywhere.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::progress::human_bytes;
+use crate::runner::StepContext;
+use crate::source::{SourceNode, Target};
+use states::{BackupFacts, CloneRequest, Mode, SourceParams};
+
+/// Runs the step.
+pub async fn run(ctx: &mut StepContext<'_>) -> Result<SourceParams> {
+    let request = &ctx.record.request;
+    let mut params = SourceParams::default();
+    if request.mode == Mode::BarmanRsync {
+        let barman = super::barman_of(request)?;
+        crate::info!("connecting to Barman server to fetch server parameters");
+        let dirs = barman.show_server().await?;
+        params.basebackups_directory = Some(dirs.basebackups_directory);
+        params.wals_directory = Some(dirs.wals_directory);
+    }
+    let (node_params, warnings) = inspect_source(request, ctx.record.facts.backup.as_ref()).await?;
+    params.server_version_num = node_params.server_version_num;
+    params.system_identifier = node_params.system_identifier;
+    params.installation_size = node_params.installation_size;
+    params.upstream_node_id = node_params.upstream_node_id;
+    params.upstream_conninfo = node_params.upstream_conninfo;
+    for warning in &warnings {
+        crate::warning!("{warning}");
+    }
+    params.warnings = warnings;
+    Ok(params)
+}
+
+/// Connects to the source node and checks that a standby can replicate from it. Returns the
+/// parameters and the warnings (problems that do not stop the clone). Used by `--dry-run` too.
+pub async fn inspect_source(
+    request: &CloneRequest,
+    backup: Option<&BackupFacts>,
+) -> Result<(SourceParams, Vec<String>)> {
+    let target = Target::resolve(&request.source)?;
+    crate::info!("connecting to source node");
+    let node = SourceNode::connect(&target, request.replication.passfile.as_deref()).await?;
+    let facts = node.facts().await?;
+    crate::info!(
+        "current installation size is {}",
+        human_bytes(facts.installation_size)
+    );
+    let mut warnings = Vec::new();
+    if !matches!(facts.wal_level.as_str(), "replica" | "logical" | "hot_standby" | "archive") {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "parameter \"wal_level\" on the source node is \"{}\"; a standby needs \"replica\"",
+                facts.wal_level
+            ),
+        )
+        .hint("set wal_level = replica on the source node and restart it"));
+    }
+    if facts.max_wal_senders < 1 {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "parameter \"max_wal_senders\" on the source node is 0; a standby cannot stream",
+        )
+        .hint("set max_wal_senders (e.g. 10) on the source node and restart it"));
+    }
+    if !facts.hot_standby {
+        warnings.push(
+            "hot_standby is off on the source node: the standby will not accept read-only queries"
+                .to_string(),
+        );
+    }
+    if let Some(backup) = backup {
+        check_backup_matches(backup, &facts)?;
+        if request.replication.restore_command.is_none()
+            && node.holds_wal_segment(&backup.begin_wal).await == Some(false)
+        {
+            warnings.push(format!(
+                "the source node no longer holds WAL segment {} that backup {} starts from, and no restore_command is configured: the standby cannot reach consistency by streaming alone; set restore_command (e.g. barman-wal-restore)",
+                backup.begin_wal, backup.backup_id
+            ));
+        }
+    }
+    let upstream = node.repmgr_node(request.upstream_node_id).await?;
+    let (upstream_node_id, upstream_conninfo) = match (upstream, request.upstream_node_id) {
+        (Some(node), _) => (
+            Some(node.node_id),
+            crate::conninfo::Conninfo::parse(&node.conninfo)
+                .map(|c| c.without_password().to_string())
+                .unwrap_or_else(|_| target.conninfo()),
+        ),
+        (None, Some(id)) => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("upstream node {id} is not in repmgr.nodes on the source node"),
+            )
+            .hint("check --upstream-node-id with \"repmgr cluster show\""));
+        }
+        (None, None) => (None, target.conninfo()),
+    };
+    Ok((
+        SourceParams {
+            server_version_num: facts.server_version_num,
+            system_identifier: facts.system_identifier,
+            installation_size: facts.installation_size,
+            upstream_node_id,
+            upstream_conninfo,
+            ..SourceParams::default()
+        },
+        warnings,
+    ))
+}
+
+/// A backup of another cluster, or of another major version, can never stream from this node.
+fn check_backup_matches(backup: &BackupFacts, facts: &crate::source::NodeFacts) -> Result<()> {
+    if let Some(system_id) = &backup.system_id {
+        if *system_id != facts.system_identifier {
+            return Err(Error::new(
+                ErrorKind::Barman,
+                format!(
+                    "backup {} belongs to another cluster (system identifier {system_id}, source node {})",
+                    backup.backup_id, facts.system_identifier
+                ),
+            )
+            .hint("check barman_server in repmgr.conf and -h/-p of the source node"));
+        }
+    }
+    if backup.pg_version / 10_000 != facts.server_version_num / 10_000 {
+        return Err(Error::new(
+            ErrorKind::Barman,
+            format!(
+                "backup {} is of PostgreSQL {} but the source node runs {}",
+                backup.backup_id, backup.pg_version, facts.server_version_num
+            ),
+        )
+        .hint("a standby must run the same major version as its upstream"));
+    }
+    Ok(())
+}

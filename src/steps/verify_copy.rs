@@ -1,0 +1,95 @@
+//! VerifyCopy: check the data directory against the backup's `backup_manifest` with
+//! `pg_verifybackup --no-parse-wal` before declaring the copy good.
+//!
+//! WAL is not parsed: pg_wal is empty in a restored standby (the WAL comes from Barman or the
+//! primary). Files pgreplica itself writes (`tablespace_map`) are ignored; pg_verifybackup
+//! already ignores postgresql.auto.conf, the signal files and pg_wal.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::runner::StepContext;
+use states::{Mode, Verification};
+use std::path::{Path, PathBuf};
+
+/// Runs the step.
+pub async fn run(ctx: &mut StepContext<'_>) -> Result<Verification> {
+    let request = &ctx.record.request;
+    let data_dir = Path::new(&request.data_dir);
+    let manifest = data_dir.join("backup_manifest");
+    let expected = match request.mode {
+        Mode::BarmanRsync => super::backup_facts(ctx)?.has_manifest,
+        _ => manifest.exists(),
+    };
+    if !expected {
+        let reason = "the backup has no backup_manifest (rsync-method Barman backups have none unless \"barman generate-manifest\" was run)".to_string();
+        crate::info!("skipping verification: {reason}");
+        return Ok(Verification::Skipped { reason });
+    }
+    if !manifest.is_file() {
+        return Err(Error::new(
+            ErrorKind::BaseBackup,
+            format!("backup_manifest is missing from \"{}\" although the backup has one", data_dir.display()),
+        )
+        .hint("resume the clone to copy it again: \"pgreplica clone resume\""));
+    }
+    let version = super::source_params(ctx)?.server_version_num;
+    let program = pg_program(request.pg_bindir.as_deref(), version, "pg_verifybackup");
+    crate::info!("verifying \"{}\" against its backup_manifest", data_dir.display());
+    let output = tokio::process::Command::new(&program)
+        .arg("--no-parse-wal")
+        .arg("--ignore=tablespace_map")
+        .arg(data_dir)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::LocalCommand,
+                format!("cannot run \"{}\": {e}", program.display()),
+            )
+            .hint("set pg_bindir in repmgr.conf to the directory of the PostgreSQL programs")
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        let problems: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+        return Err(Error::new(
+            ErrorKind::BaseBackup,
+            format!(
+                "the copy in \"{}\" does not match its backup manifest ({} problems)",
+                data_dir.display(),
+                problems.len()
+            ),
+        )
+        .detail(problems.iter().take(20).copied().collect::<Vec<_>>().join("\n"))
+        .hint("remove the files named above and run \"pgreplica clone resume\"; they will be copied again"));
+    }
+    let files = count_manifest_files(&manifest).await;
+    crate::info!("{}", stdout.trim());
+    Ok(Verification::Verified { files })
+}
+
+/// Counts the `"Path"` entries of a backup manifest (its JSON has one object per file).
+async fn count_manifest_files(manifest: &Path) -> u64 {
+    let text = tokio::fs::read_to_string(manifest).await.unwrap_or_default();
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("Files").and_then(|f| f.as_array()).map(|f| f.len() as u64))
+        .unwrap_or(0)
+}
+
+/// Where a PostgreSQL program lives: `pg_bindir` if configured, else Debian's layout for the
+/// server's major version, else the PATH.
+pub fn pg_program(pg_bindir: Option<&str>, server_version_num: u32, name: &str) -> PathBuf {
+    if let Some(dir) = pg_bindir {
+        return Path::new(dir).join(name);
+    }
+    let debian = PathBuf::from(format!(
+        "/usr/lib/postgresql/{}/bin/{name}",
+        server_version_num / 10_000
+    ));
+    if debian.exists() {
+        debian
+    } else {
+        PathBuf::from(name)
+    }
+}
