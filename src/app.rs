@@ -215,14 +215,11 @@ fn status(state_dir: &Path, args: StatusArgs) -> Result<()> {
     };
     let mut views = Vec::new();
     for id in &ids {
-        match dir.read_status(id)? {
-            Some(view) => views.push(view),
-            None if args.clone.is_some() => {
-                return Err(Error::new(ErrorKind::CloneState, format!("there is no clone {id}"))
-                    .hint("\"pgreplica clone status\" lists clones"));
-            }
-            None => {}
+        if args.clone.is_some() && !dir.clone_ids()?.contains(id) {
+            return Err(Error::new(ErrorKind::CloneState, format!("there is no clone {id}"))
+                .hint("\"pgreplica clone status\" lists clones"));
         }
+        views.push(dir.read_status(id)?);
     }
     let mut out = std::io::stdout().lock();
     let written = if args.json {

@@ -1,1 +1,197 @@
-//! TODO-SKELETON status
+//! `clone status` output: a readable summary per clone, or JSON for machines.
+//!
+//! Rendering only: the views come from the store (`StateDir::read_status`).
+
+use crate::progress::human_bytes;
+use crate::store::StatusView;
+use serde_json::json;
+use states::{Phase, Verification};
+use std::io::{self, Write};
+
+/// Writes the views as one JSON document: `{"clones": [...]}`.
+pub fn write_json(views: &[StatusView], out: &mut dyn Write) -> io::Result<()> {
+    let clones: Vec<_> = views
+        .iter()
+        .map(|view| {
+            let record = &view.record;
+            json!({
+                "id": record.id.as_str(),
+                "data_dir": record.request.data_dir,
+                "mode": record.request.mode,
+                "phase": phase_name(view),
+                "done": record.phase() == Phase::Done,
+                "running": view.running,
+                "pid": view.pid,
+                "updated_at": view.updated_at,
+                "attempts": record.attempts,
+                "backup_id": record.facts.backup.as_ref().map(|b| b.backup_id.clone()),
+                "last_error": record.last_error,
+                "live": view.live,
+                "files": view.files.map(|f| json!({
+                    "files_done": f.files_done,
+                    "files_total": f.files_total,
+                    "bytes_done": f.bytes_done,
+                    "bytes_total": f.bytes_total,
+                })),
+                "history": record.history.iter().map(|t| json!({
+                    "step": t.step,
+                    "started_at": t.started_at,
+                    "ended_at": t.ended_at,
+                    "duration_ms": t.ended_at.saturating_sub(t.started_at),
+                    "outcome": t.outcome,
+                    "message": t.message,
+                })).collect::<Vec<_>>(),
+                "record": record,
+            })
+        })
+        .collect();
+    serde_json::to_writer_pretty(&mut *out, &json!({ "clones": clones }))?;
+    writeln!(out)
+}
+
+fn phase_name(view: &StatusView) -> String {
+    match view.record.phase() {
+        Phase::At(step) => step.name().to_string(),
+        Phase::Done => "Done".to_string(),
+    }
+}
+
+/// Writes a readable summary of each view.
+pub fn write_text(views: &[StatusView], out: &mut dyn Write) -> io::Result<()> {
+    if views.is_empty() {
+        return writeln!(out, "no clones in the state directory");
+    }
+    for (index, view) in views.iter().enumerate() {
+        if index > 0 {
+            writeln!(out)?;
+        }
+        write_one(view, out)?;
+    }
+    Ok(())
+}
+
+fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
+    let record = &view.record;
+    writeln!(
+        out,
+        "Clone {}  \"{}\"  ({})",
+        record.id,
+        record.request.data_dir,
+        record.request.mode.label()
+    )?;
+    let activity = match (view.running, view.pid) {
+        (true, Some(pid)) => format!("running, pid {pid}"),
+        (true, None) => "running".to_string(),
+        (false, _) if record.phase() == Phase::Done => "complete".to_string(),
+        (false, _) => "stopped; resume with \"pgreplica clone resume\"".to_string(),
+    };
+    writeln!(out, "  state:      {} ({activity})", phase_name(view))?;
+    if let Some(backup) = &record.facts.backup {
+        writeln!(
+            out,
+            "  backup:     {} of server \"{}\" ({}, PostgreSQL {})",
+            backup.backup_id,
+            backup.server,
+            human_bytes(backup.size_bytes),
+            backup.pg_version
+        )?;
+    }
+    if let Some(live) = &view.live {
+        let percent = (live.bytes_total > 0)
+            .then(|| format!(" ({}%)", live.bytes_done * 100 / live.bytes_total))
+            .unwrap_or_default();
+        let eta = live
+            .eta_secs
+            .map(|s| format!(", ETA {s} s"))
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "  progress:   {} / {}{percent}, {}/s{eta}, files {}/{}",
+            human_bytes(live.bytes_done),
+            human_bytes(live.bytes_total),
+            human_bytes(live.rate_bytes_per_sec),
+            live.files_done,
+            live.files_total
+        )?;
+    } else if let Some(files) = view.files.filter(|f| f.files_total > 0) {
+        writeln!(
+            out,
+            "  copied:     {} / {}, files {}/{}",
+            human_bytes(files.bytes_done),
+            human_bytes(files.bytes_total),
+            files.files_done,
+            files.files_total
+        )?;
+    }
+    if let Some(verification) = &record.facts.verification {
+        match verification {
+            Verification::Verified { files } => {
+                writeln!(out, "  verified:   {files} files against backup_manifest")?
+            }
+            Verification::Skipped { reason } => writeln!(out, "  verified:   skipped: {reason}")?,
+        }
+    }
+    if let Some(error) = &record.last_error {
+        writeln!(
+            out,
+            "  last error: {} (exit {}, attempt {})",
+            error.message, error.exit_code, record.attempts
+        )?;
+        if let Some(hint) = &error.hint {
+            writeln!(out, "  hint:       {hint}")?;
+        }
+    }
+    writeln!(out, "  history:")?;
+    for transition in &record.history {
+        let seconds = transition.ended_at.saturating_sub(transition.started_at) as f64 / 1000.0;
+        writeln!(
+            out,
+            "    {}  {:<21} {:>8.1} s  {}{}",
+            utc_timestamp(transition.started_at),
+            transition.step.name(),
+            seconds,
+            transition.outcome.label(),
+            transition
+                .message
+                .as_ref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        )?;
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the epoch (civil-from-days, no time zone
+/// database needed).
+pub fn utc_timestamp(millis: u64) -> String {
+    let secs = millis / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_utc_civil_dates() {
+        assert_eq!(utc_timestamp(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc_timestamp(1_795_000_000_000), "2026-11-18 11:06:40 UTC");
+        assert_eq!(utc_timestamp(951_782_400_000), "2000-02-29 00:00:00 UTC");
+    }
+}
