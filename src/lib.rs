@@ -21,6 +21,7 @@ pub mod app;
 pub mod barman;
 pub mod cli;
 pub mod config;
+pub mod conninfo;
 pub mod error;
 pub mod log;
 pub mod progress;
