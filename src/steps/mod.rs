@@ -1,1 +1,3 @@
 //! TODO-SKELETON steps
+
+pub mod prepare_dirs;
