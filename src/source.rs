@@ -79,13 +79,12 @@ impl Target {
     /// The conninfo of this target, without any password, suitable for primary_conninfo and
     /// for the store.
     pub fn conninfo(&self) -> String {
-        crate::conninfo::Conninfo::from_pairs([
-            ("host", self.host.as_str()),
-            ("port", &self.port.to_string()),
-            ("user", self.user.as_str()),
-            ("dbname", self.dbname.as_str()),
-        ])
-        .to_string()
+        let mut conninfo = crate::conninfo::Conninfo::new();
+        conninfo.set("host", &self.host);
+        conninfo.set("port", &self.port.to_string());
+        conninfo.set("user", &self.user);
+        conninfo.set("dbname", &self.dbname);
+        conninfo.render()
     }
 
     /// `host:port`, for messages.

@@ -85,7 +85,7 @@ pub async fn inspect_source(
         (Some(node), _) => (
             Some(node.node_id),
             crate::conninfo::Conninfo::parse(&node.conninfo)
-                .map(|c| c.without_password().to_string())
+                .map(|c| c.without_password().render())
                 .unwrap_or_else(|_| target.conninfo()),
         ),
         (None, Some(id)) => {

@@ -43,10 +43,10 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<WrittenConf> {
     let settings = replication_conf::settings(
         params.server_version_num,
         &primary_conninfo,
+        request.replication.recovery_min_apply_delay.as_deref(),
         slot.as_deref(),
         request.replication.restore_command.as_deref(),
         request.replication.archive_cleanup_command.as_deref(),
-        request.replication.recovery_min_apply_delay.as_deref(),
     );
     let files = replication_conf::write(
         Path::new(&request.data_dir),
