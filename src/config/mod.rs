@@ -323,6 +323,55 @@ impl Config {
     }
 }
 
+/// The fields behind keys whose value needs no more than its type.
+impl Config {
+    fn text_field(&mut self, key: &str) -> Option<&mut Option<String>> {
+        Some(match key {
+            "node_name" => &mut self.node_name,
+            "conninfo" => &mut self.conninfo,
+            "replication_user" => &mut self.replication_user,
+            "restore_command" => &mut self.restore_command,
+            "archive_cleanup_command" => &mut self.archive_cleanup_command,
+            "passfile" => &mut self.passfile,
+            "barman_host" => &mut self.barman_host,
+            "barman_server" => &mut self.barman_server,
+            "barman_config" => &mut self.barman_config,
+            "pg_backupapi_host" => &mut self.pg_backupapi_host,
+            "pg_backupapi_node_name" => &mut self.pg_backupapi_node_name,
+            "pg_backupapi_remote_ssh_command" => &mut self.pg_backupapi_remote_ssh_command,
+            "pg_backupapi_backup_id" => &mut self.pg_backupapi_backup_id,
+            _ => return None,
+        })
+    }
+
+    fn path_field(&mut self, key: &str) -> Option<&mut Option<PathBuf>> {
+        Some(match key {
+            "data_directory" => &mut self.data_directory,
+            "pg_bindir" => &mut self.pg_bindir,
+            "pg_backupapi_ca_file" => &mut self.pg_backupapi_ca_file,
+            "pg_backupapi_cert_file" => &mut self.pg_backupapi_cert_file,
+            "pg_backupapi_key_file" => &mut self.pg_backupapi_key_file,
+            _ => return None,
+        })
+    }
+
+    fn bool_field(&mut self, key: &str) -> Option<&mut bool> {
+        Some(match key {
+            "use_replication_slots" => &mut self.use_replication_slots,
+            "use_primary_conninfo_password" => &mut self.use_primary_conninfo_password,
+            _ => return None,
+        })
+    }
+
+    fn seconds_field(&mut self, key: &str) -> Option<&mut Duration> {
+        Some(match key {
+            "pg_backupapi_stall_timeout" => &mut self.pg_backupapi_stall_timeout,
+            "pg_backupapi_poll_interval" => &mut self.pg_backupapi_poll_interval,
+            _ => return None,
+        })
+    }
+}
+
 /// A value problem's message and optional hint.
 type Invalid = (String, Option<String>);
 
@@ -406,77 +455,56 @@ impl Builder {
     /// Stores a key pgreplica reads; None when pgreplica does not read `key`.
     fn assign(&mut self, key: &str, value: String) -> Option<Result<(), Invalid>> {
         let c = &mut self.config;
-        let boolean = |value: &str| values::boolean(key, value).map_err(invalid);
-        let seconds = |value: &str| values::seconds(key, value).map_err(invalid);
+        if let Some(field) = c.text_field(key) {
+            *field = text(value);
+            return Some(Ok(()));
+        }
+        if let Some(field) = c.path_field(key) {
+            return Some(absolute_path(key, value).map(|path| *field = path));
+        }
+        if let Some(field) = c.bool_field(key) {
+            return Some(
+                values::boolean(key, &value)
+                    .map(|b| *field = b)
+                    .map_err(invalid),
+            );
+        }
+        if let Some(field) = c.seconds_field(key) {
+            return Some(
+                values::seconds(key, &value)
+                    .map(|d| *field = d)
+                    .map_err(invalid),
+            );
+        }
         Some(match key {
             "node_id" => values::node_id(&value)
                 .map(|id| c.node_id = Some(id))
                 .map_err(invalid),
-            "node_name" => Ok(c.node_name = text(value)),
-            "conninfo" => Ok(c.conninfo = text(value)),
-            "data_directory" => absolute_path(key, value).map(|p| c.data_directory = p),
-            "pg_bindir" => absolute_path(key, value).map(|p| c.pg_bindir = p),
-            "use_replication_slots" => boolean(&value).map(|b| c.use_replication_slots = b),
-            "replication_user" => Ok(c.replication_user = text(value)),
+            "recovery_min_apply_delay" if value.is_empty() => {
+                c.recovery_min_apply_delay = None;
+                Ok(())
+            }
+            "recovery_min_apply_delay" => values::time_units(key, &value)
+                .map(|()| c.recovery_min_apply_delay = Some(value))
+                .map_err(invalid),
+            "tablespace_mapping" => values::tablespace_mapping(&value)
+                .map(|pair| c.tablespace_mapping.push(pair))
+                .map_err(|(message, hint)| (message, Some(hint))),
+            "ssh_options" => arguments(key, &value).map(|args| {
+                c.ssh_args = args;
+                c.ssh_options = text(value);
+            }),
             "pg_basebackup_options" => arguments(key, &value).and_then(|args| {
                 let waldir = values::waldir(&args).map_err(|m| {
-                    (
-                        m,
-                        Some(
-                            "write e.g. pg_basebackup_options='--waldir=/var/lib/postgresql/wal'"
-                                .into(),
-                        ),
-                    )
+                    let hint =
+                        "write e.g. pg_basebackup_options='--waldir=/var/lib/postgresql/wal'";
+                    (m, Some(hint.to_string()))
                 })?;
                 c.waldir = waldir.map(PathBuf::from);
                 c.pg_basebackup_args = args;
                 c.pg_basebackup_options = text(value);
                 Ok(())
             }),
-            "restore_command" => Ok(c.restore_command = text(value)),
-            "archive_cleanup_command" => Ok(c.archive_cleanup_command = text(value)),
-            "recovery_min_apply_delay" => {
-                if value.is_empty() {
-                    Ok(c.recovery_min_apply_delay = None)
-                } else {
-                    values::time_units(key, &value)
-                        .map(|()| c.recovery_min_apply_delay = Some(value))
-                        .map_err(invalid)
-                }
-            }
-            "tablespace_mapping" => values::tablespace_mapping(&value)
-                .map(|pair| c.tablespace_mapping.push(pair))
-                .map_err(|(message, hint)| (message, Some(hint))),
-            "passfile" => Ok(c.passfile = text(value)),
-            "use_primary_conninfo_password" => {
-                boolean(&value).map(|b| c.use_primary_conninfo_password = b)
-            }
-            "ssh_options" => arguments(key, &value).map(|args| {
-                c.ssh_args = args;
-                c.ssh_options = text(value);
-            }),
-            "barman_host" => Ok(c.barman_host = text(value)),
-            "barman_server" => Ok(c.barman_server = text(value)),
-            "barman_config" => Ok(c.barman_config = text(value)),
-            "pg_backupapi_host" => Ok(c.pg_backupapi_host = text(value)),
-            "pg_backupapi_node_name" => Ok(c.pg_backupapi_node_name = text(value)),
-            "pg_backupapi_remote_ssh_command" => {
-                Ok(c.pg_backupapi_remote_ssh_command = text(value))
-            }
-            "pg_backupapi_backup_id" => Ok(c.pg_backupapi_backup_id = text(value)),
-            "pg_backupapi_ca_file" => absolute_path(key, value).map(|p| c.pg_backupapi_ca_file = p),
-            "pg_backupapi_cert_file" => {
-                absolute_path(key, value).map(|p| c.pg_backupapi_cert_file = p)
-            }
-            "pg_backupapi_key_file" => {
-                absolute_path(key, value).map(|p| c.pg_backupapi_key_file = p)
-            }
-            "pg_backupapi_stall_timeout" => {
-                seconds(&value).map(|d| c.pg_backupapi_stall_timeout = d)
-            }
-            "pg_backupapi_poll_interval" => {
-                seconds(&value).map(|d| c.pg_backupapi_poll_interval = d)
-            }
             _ => return None,
         })
     }
