@@ -1073,6 +1073,30 @@ fn secrets_never_appear_in_errors_or_warnings() {
 }
 
 #[test]
+fn debug_output_hides_the_conninfo() {
+    let (c, _) = load_ok("conninfo = 'host=db1 password=hunter2'\n");
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("conninfo: Some(\"<redacted>\")"), "{shown}");
+}
+
+#[test]
+fn a_file_full_of_garbage_stops_after_a_hundred_syntax_errors() {
+    let text = "this is not : a repmgr.conf\n".repeat(150);
+    let (e, path) = load_err(&text);
+    let lines = problem_lines(&e);
+    assert_eq!(lines.len(), 101);
+    assert_eq!(
+        lines[100],
+        format!(
+            "{}: too many syntax errors; the rest of \"{}\" was not read",
+            at(&path, 100),
+            path.display()
+        )
+    );
+}
+
+#[test]
 fn a_missing_or_unreadable_main_file_is_a_clear_error() {
     let dir = Dir::new();
     let missing = dir.path("nope/repmgr.conf");

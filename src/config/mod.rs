@@ -92,7 +92,7 @@ pub(crate) struct Problem {
 /// Empty values (`key=''`) count as not set, as in repmgr. Paths that pgreplica itself opens
 /// or creates on this host are `PathBuf`s and must be absolute; values that are passed on to
 /// PostgreSQL, Barman or ssh stay `String`s.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// The main file the settings were read from (absolute); None for [`Config::default`].
     path: Option<PathBuf>,
@@ -320,6 +320,55 @@ impl Config {
             use_primary_conninfo_password: self.use_primary_conninfo_password,
             passfile: self.passfile.clone(),
         }
+    }
+}
+
+/// Every field but `conninfo`, which may hold a password and shows only whether it is set.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("path", &self.path)
+            .field("node_id", &self.node_id)
+            .field("node_name", &self.node_name)
+            .field("conninfo", &self.conninfo.as_ref().map(|_| "<redacted>"))
+            .field("data_directory", &self.data_directory)
+            .field("pg_bindir", &self.pg_bindir)
+            .field("use_replication_slots", &self.use_replication_slots)
+            .field("replication_user", &self.replication_user)
+            .field("pg_basebackup_options", &self.pg_basebackup_options)
+            .field("restore_command", &self.restore_command)
+            .field("archive_cleanup_command", &self.archive_cleanup_command)
+            .field("recovery_min_apply_delay", &self.recovery_min_apply_delay)
+            .field("tablespace_mapping", &self.tablespace_mapping)
+            .field("passfile", &self.passfile)
+            .field(
+                "use_primary_conninfo_password",
+                &self.use_primary_conninfo_password,
+            )
+            .field("ssh_options", &self.ssh_options)
+            .field("barman_host", &self.barman_host)
+            .field("barman_server", &self.barman_server)
+            .field("barman_config", &self.barman_config)
+            .field("pg_backupapi_host", &self.pg_backupapi_host)
+            .field("pg_backupapi_node_name", &self.pg_backupapi_node_name)
+            .field(
+                "pg_backupapi_remote_ssh_command",
+                &self.pg_backupapi_remote_ssh_command,
+            )
+            .field("pg_backupapi_backup_id", &self.pg_backupapi_backup_id)
+            .field("pg_backupapi_ca_file", &self.pg_backupapi_ca_file)
+            .field("pg_backupapi_cert_file", &self.pg_backupapi_cert_file)
+            .field("pg_backupapi_key_file", &self.pg_backupapi_key_file)
+            .field(
+                "pg_backupapi_stall_timeout",
+                &self.pg_backupapi_stall_timeout,
+            )
+            .field(
+                "pg_backupapi_poll_interval",
+                &self.pg_backupapi_poll_interval,
+            )
+            .field("waldir", &self.waldir)
+            .finish_non_exhaustive()
     }
 }
 
