@@ -3,7 +3,40 @@
 //! Taken from repmgr's settings table (`configdata.c`, repmgr 4.x–5.5) and its list of
 //! deprecated names (`configfile.c`). A key listed here is accepted without a word, because a
 //! production repmgr.conf is full of them; only names nobody knows earn a warning. This module
-//! must not list the keys pgreplica reads: those live, typed, in `mod.rs`.
+//! also names the keys pgreplica reads, for the test that keeps docs/configuration.md complete;
+//! their parsing lives, typed, in `mod.rs`.
+
+/// Every key pgreplica reads (repmgr's clone keys and pgreplica's own), in documentation order.
+#[cfg(test)]
+pub(crate) const PGREPLICA: &[&str] = &[
+    "node_id",
+    "node_name",
+    "conninfo",
+    "data_directory",
+    "pg_bindir",
+    "use_replication_slots",
+    "replication_user",
+    "restore_command",
+    "archive_cleanup_command",
+    "recovery_min_apply_delay",
+    "passfile",
+    "use_primary_conninfo_password",
+    "pg_basebackup_options",
+    "tablespace_mapping",
+    "ssh_options",
+    "barman_host",
+    "barman_server",
+    "barman_config",
+    "pg_backupapi_host",
+    "pg_backupapi_node_name",
+    "pg_backupapi_remote_ssh_command",
+    "pg_backupapi_backup_id",
+    "pg_backupapi_ca_file",
+    "pg_backupapi_cert_file",
+    "pg_backupapi_key_file",
+    "pg_backupapi_stall_timeout",
+    "pg_backupapi_poll_interval",
+];
 
 /// repmgr's settings that have nothing to do with cloning (repmgrd, failover, switchover, event
 /// notification, service commands, monitoring, logging, witness, BDR …).

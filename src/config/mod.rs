@@ -659,3 +659,61 @@ fn config_error(problems: Vec<Problem>, warnings: &[Warning]) -> Error {
     .detail(lines.join("\n"))
     .hint(format!("fix each line listed; {DOCS_HINT}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = include_str!("../../docs/configuration.md");
+
+    fn builder() -> Builder {
+        Builder {
+            config: Config::default(),
+            problems: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The first cell of every table row that names one key: `| \`key\` …|`.
+    fn documented_keys() -> Vec<&'static str> {
+        DOC.lines()
+            .filter_map(|line| line.strip_prefix("| `"))
+            .filter_map(|rest| rest.split('`').next())
+            .filter(|key| !key.contains(' '))
+            .collect()
+    }
+
+    #[test]
+    fn every_key_pgreplica_reads_is_parsed_and_documented() {
+        for key in keys::PGREPLICA {
+            assert!(
+                builder().assign(key, String::new()).is_some(),
+                "{key} is listed but not parsed"
+            );
+            assert!(
+                DOC.contains(&format!("| `{key}` |")) || DOC.contains(&format!("| `{key}` **")),
+                "docs/configuration.md has no row for {key}"
+            );
+        }
+        for key in documented_keys() {
+            assert!(
+                keys::PGREPLICA.contains(&key),
+                "docs/configuration.md documents {key}, which pgreplica does not read"
+            );
+        }
+    }
+
+    #[test]
+    fn every_silently_accepted_key_is_documented_and_not_parsed() {
+        for key in keys::REPMGR_ONLY {
+            assert!(
+                builder().assign(key, String::new()).is_none(),
+                "{key} is both read and ignored"
+            );
+            assert!(
+                DOC.contains(&format!("`{key}`")),
+                "docs/configuration.md does not list {key}"
+            );
+        }
+    }
+}
