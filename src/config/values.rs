@@ -1,0 +1,248 @@
+//! Value parsers for the typed keys: booleans, node ids, durations, PostgreSQL time units,
+//! tablespace mappings and `--waldir` in pg_basebackup_options.
+//!
+//! Pure functions from a decoded value to a typed one or a one-line reason. They must not know
+//! files or lines (the caller adds the location) and must not echo values that may be secret.
+
+use std::time::Duration;
+
+/// repmgr's booleans: 0/1, true/false, on/off, yes/no, in any case.
+pub(crate) fn boolean(key: &str, value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "on" | "yes" => Ok(true),
+        "0" | "false" | "off" | "no" => Ok(false),
+        _ => Err(format!(
+            "\"{key}\" must be a boolean (true/false, on/off, yes/no, 1/0), not \"{value}\""
+        )),
+    }
+}
+
+/// A decimal integer ≥ 1 that fits in an i32, as repmgr's node ids.
+pub(crate) fn node_id(value: &str) -> Result<i32, String> {
+    let digits = value.strip_prefix('+').unwrap_or(value);
+    match digits.parse::<i32>() {
+        Ok(id) if id >= 1 && digits.bytes().all(|b| b.is_ascii_digit()) => Ok(id),
+        _ => Err(format!(
+            "\"node_id\" must be a positive integer, not \"{value}\""
+        )),
+    }
+}
+
+/// Splits `123unit` into the number and the unit; None when there are no leading digits.
+fn number_and_unit(value: &str) -> Option<(u64, &str)> {
+    let end = value
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(value.len());
+    let number = value[..end].parse().ok()?;
+    Some((number, &value[end..]))
+}
+
+/// `recovery_min_apply_delay`: a whole number with an optional unit ms, s, min, h or d, as
+/// repmgr checks it (PostgreSQL itself would also accept `us` and spaces; repmgr does not).
+pub(crate) fn time_units(key: &str, value: &str) -> Result<(), String> {
+    match number_and_unit(value) {
+        Some((_, "" | "ms" | "s" | "min" | "h" | "d")) => Ok(()),
+        _ => Err(format!(
+            "\"{key}\" must be a whole number with an optional unit ms, s, min, h or d, not \"{value}\""
+        )),
+    }
+}
+
+/// A whole number of seconds ≥ 1, optionally written with a unit s, min, h or d.
+pub(crate) fn seconds(key: &str, value: &str) -> Result<Duration, String> {
+    let scaled = number_and_unit(value).and_then(|(n, unit)| {
+        let factor = match unit {
+            "" | "s" => 1,
+            "min" => 60,
+            "h" => 3600,
+            "d" => 86_400,
+            _ => return None,
+        };
+        n.checked_mul(factor)
+    });
+    match scaled {
+        Some(secs) if secs >= 1 => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "\"{key}\" must be a whole number of seconds of at least 1, optionally with a unit s, min, h or d, not \"{value}\""
+        )),
+    }
+}
+
+/// `OLD=NEW`, where `\=` stands for an `=` inside either path (pg_basebackup's
+/// `--tablespace-mapping` syntax). Both must be absolute paths.
+///
+/// The escape is read from the decoded value, as repmgr does: inside a quoted string `\\`
+/// is one backslash, so a file says `'/old\\=dir=/new'`.
+pub(crate) fn tablespace_mapping(value: &str) -> Result<(String, String), (String, String)> {
+    let mut old = String::new();
+    let mut new = String::new();
+    let mut seen_separator = false;
+    let mut chars = value.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' && chars.peek() == Some(&'=') {
+            let escaped = chars.next().unwrap_or('=');
+            if seen_separator { &mut new } else { &mut old }.push(escaped);
+        } else if c == '=' {
+            if seen_separator {
+                return Err((
+                    format!("tablespace_mapping \"{value}\" has more than one \"=\""),
+                    "escape an \"=\" inside a path as \\\\= in the quoted value".to_string(),
+                ));
+            }
+            seen_separator = true;
+        } else if seen_separator {
+            new.push(c);
+        } else {
+            old.push(c);
+        }
+    }
+    if !seen_separator || old.is_empty() || new.is_empty() {
+        return Err((
+            format!("tablespace_mapping \"{value}\" is not OLDDIR=NEWDIR"),
+            "write tablespace_mapping='/old/location=/new/location', one line per tablespace"
+                .to_string(),
+        ));
+    }
+    for (what, path) in [("old", &old), ("new", &new)] {
+        if !path.starts_with('/') {
+            return Err((
+                format!("tablespace_mapping \"{value}\": the {what} directory \"{path}\" is not an absolute path"),
+                "both sides of tablespace_mapping must be absolute paths".to_string(),
+            ));
+        }
+    }
+    Ok((old, new))
+}
+
+/// The WAL directory named in pg_basebackup's arguments (`--waldir=X`, `--waldir X`, or the
+/// pre-PostgreSQL-10 `--xlogdir`); the last one wins, as with getopt.
+pub(crate) fn waldir(args: &[String]) -> Result<Option<String>, String> {
+    let mut found = None;
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        for option in ["--waldir", "--xlogdir"] {
+            if arg == option {
+                match iter.next() {
+                    Some(dir) => found = Some(dir.clone()),
+                    None => return Err(format!("{option} in pg_basebackup_options has no value")),
+                }
+            } else if let Some(dir) = arg
+                .strip_prefix(option)
+                .and_then(|rest| rest.strip_prefix('='))
+            {
+                found = Some(dir.to_string());
+            }
+        }
+    }
+    match found {
+        Some(dir) if !dir.starts_with('/') => Err(format!(
+            "the WAL directory in pg_basebackup_options must be an absolute path, not \"{dir}\""
+        )),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn booleans_in_every_spelling() {
+        for yes in ["1", "true", "TRUE", "On", "yes", "YES"] {
+            assert_eq!(boolean("k", yes), Ok(true), "{yes}");
+        }
+        for no in ["0", "false", "False", "OFF", "no", "No"] {
+            assert_eq!(boolean("k", no), Ok(false), "{no}");
+        }
+        assert!(boolean("k", "maybe")
+            .unwrap_err()
+            .contains("\"k\" must be a boolean"));
+        assert!(boolean("k", "").is_err());
+    }
+
+    #[test]
+    fn node_ids_are_positive_integers() {
+        assert_eq!(node_id("7"), Ok(7));
+        assert_eq!(node_id("+7"), Ok(7));
+        for bad in ["0", "-1", "1.5", "x", "", "99999999999", "+-1", "3min"] {
+            assert!(node_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn time_units_as_repmgr_checks_them() {
+        for ok in ["0", "500", "500ms", "5s", "5min", "2h", "1d"] {
+            assert!(time_units("k", ok).is_ok(), "{ok}");
+        }
+        for bad in ["5m", "-1", "x", "5 min", "1.5h", "5us"] {
+            assert!(time_units("k", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn seconds_with_units() {
+        assert_eq!(seconds("k", "3"), Ok(Duration::from_secs(3)));
+        assert_eq!(seconds("k", "90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(seconds("k", "2min"), Ok(Duration::from_secs(120)));
+        assert_eq!(seconds("k", "1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(seconds("k", "1d"), Ok(Duration::from_secs(86_400)));
+        for bad in ["0", "-5", "5ms", "x", "99999999999999999999d"] {
+            assert!(seconds("k", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tablespace_mappings() {
+        assert_eq!(
+            tablespace_mapping("/old=/new"),
+            Ok(("/old".into(), "/new".into()))
+        );
+        assert_eq!(
+            tablespace_mapping(r"/o\=ld=/n\=ew"),
+            Ok(("/o=ld".into(), "/n=ew".into()))
+        );
+        assert!(tablespace_mapping("/a=/b=/c")
+            .unwrap_err()
+            .0
+            .contains("more than one"));
+        assert!(tablespace_mapping("/a")
+            .unwrap_err()
+            .0
+            .contains("OLDDIR=NEWDIR"));
+        assert!(tablespace_mapping("=/b").is_err());
+        assert!(tablespace_mapping("/a=").is_err());
+        assert!(tablespace_mapping("a=/b")
+            .unwrap_err()
+            .0
+            .contains("not an absolute path"));
+        assert!(tablespace_mapping("/a=b")
+            .unwrap_err()
+            .0
+            .contains("new directory"));
+    }
+
+    #[test]
+    fn waldir_in_every_form() {
+        assert_eq!(waldir(&args(&["--waldir=/w"])), Ok(Some("/w".into())));
+        assert_eq!(waldir(&args(&["--waldir", "/w"])), Ok(Some("/w".into())));
+        assert_eq!(waldir(&args(&["--xlogdir=/x"])), Ok(Some("/x".into())));
+        assert_eq!(waldir(&args(&["--xlogdir", "/x"])), Ok(Some("/x".into())));
+        assert_eq!(
+            waldir(&args(&["--waldir=/a", "-c", "fast", "--waldir", "/b"])),
+            Ok(Some("/b".into()))
+        );
+        assert_eq!(waldir(&args(&["--label=x", "--waldirx=/y"])), Ok(None));
+        assert!(waldir(&args(&["--waldir"]))
+            .unwrap_err()
+            .contains("no value"));
+        assert!(waldir(&args(&["--waldir=wal"]))
+            .unwrap_err()
+            .contains("absolute"));
+        assert!(waldir(&args(&["--waldir="])).is_err());
+    }
+}
