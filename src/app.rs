@@ -62,13 +62,7 @@ fn refuse_root() -> Result<()> {
 /// Loads repmgr.conf (`-f`, else `./repmgr.conf` or `/etc/repmgr.conf` when present, as repmgr
 /// looks for it) and logs its warnings.
 fn load_config(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
-    let path = match explicit {
-        Some(path) => Some(path.to_path_buf()),
-        None => ["repmgr.conf", "/etc/repmgr.conf"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file()),
-    };
+    let path = explicit.map(Path::to_path_buf).or_else(Config::find_default);
     let Some(path) = path else {
         return Ok((Config::default(), None));
     };
@@ -76,8 +70,8 @@ fn load_config(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
         crate::info!("using configuration file \"{}\"", path.display());
     }
     let (config, warnings) = Config::load(&path)?;
-    for warning in warnings {
-        crate::warning!("{warning}");
+    for warning in &warnings {
+        warning.log();
     }
     Ok((config, Some(path)))
 }
@@ -125,9 +119,7 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
                 Error::new(ErrorKind::Config, "no clone named and no data_directory configured")
                     .hint("name the clone (see \"pgreplica clone status\") or pass -f repmgr.conf")
             })?;
-            CloneId::for_data_dir(
-                &crate::request::absolute(Path::new(&data_dir))?.display().to_string(),
-            )
+            CloneId::for_data_dir(&crate::request::absolute(&data_dir)?.display().to_string())
         }
     };
     let dir = StateDir::open(state_dir)?;

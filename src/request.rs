@@ -5,9 +5,9 @@
 //! request, never the configuration file.
 
 use crate::cli::StartArgs;
-use crate::config::{split_args, Config};
+use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use states::{ApiTarget, BarmanTarget, CloneRequest, Mode, ReplicationSettings, SourceConn};
+use states::{CloneRequest, Mode, SourceConn};
 use std::path::{Component, Path, PathBuf};
 
 /// Mode selection, as `repmgr standby clone` does it (reference/repmgr.md):
@@ -29,7 +29,7 @@ pub fn select_mode(args: &StartArgs, config: &Config) -> Mode {
 pub fn build(args: &StartArgs, config: &Config, config_file: Option<&Path>) -> Result<CloneRequest> {
     let data_dir = match (&args.data_dir, &config.data_directory) {
         (Some(dir), _) => dir.clone(),
-        (None, Some(dir)) => PathBuf::from(dir),
+        (None, Some(dir)) => dir.clone(),
         (None, None) => {
             return Err(Error::new(ErrorKind::Config, "no data directory given")
                 .hint("use -D/--pgdata, or set data_directory in repmgr.conf"));
@@ -37,42 +37,6 @@ pub fn build(args: &StartArgs, config: &Config, config_file: Option<&Path>) -> R
     };
     let data_dir = absolute(&data_dir)?;
     let mode = select_mode(args, config);
-    let ssh_options = match &config.ssh_options {
-        Some(text) => split_args(text).map_err(|e| {
-            Error::new(ErrorKind::Config, format!("ssh_options cannot be split into arguments: {e}"))
-        })?,
-        None => Vec::new(),
-    };
-    let pg_basebackup_options = match &config.pg_basebackup_options {
-        Some(text) => split_args(text).map_err(|e| {
-            Error::new(
-                ErrorKind::Config,
-                format!("pg_basebackup_options cannot be split into arguments: {e}"),
-            )
-        })?,
-        None => Vec::new(),
-    };
-    let barman = match (&config.barman_host, &config.barman_server) {
-        (Some(host), Some(server)) if mode == Mode::BarmanRsync => Some(BarmanTarget {
-            host: host.clone(),
-            server: server.clone(),
-            config: config.barman_config.clone(),
-        }),
-        _ => None,
-    };
-    let backup_api = match &config.pg_backupapi_host {
-        Some(host) if mode == Mode::BackupApi => Some(ApiTarget {
-            host: host.clone(),
-            node_name: config.pg_backupapi_node_name.clone().unwrap_or_default(),
-            remote_ssh_command: config.pg_backupapi_remote_ssh_command.clone().unwrap_or_default(),
-            backup_id: config.pg_backupapi_backup_id.clone().unwrap_or_default(),
-            ca_file: config.pg_backupapi_ca_file.clone(),
-            cert_file: config.pg_backupapi_cert_file.clone(),
-            key_file: config.pg_backupapi_key_file.clone(),
-            stall_timeout_secs: config.pg_backupapi_stall_timeout,
-        }),
-        _ => None,
-    };
     Ok(CloneRequest {
         mode,
         data_dir: data_dir.display().to_string(),
@@ -90,22 +54,14 @@ pub fn build(args: &StartArgs, config: &Config, config_file: Option<&Path>) -> R
         jobs: args.jobs,
         force: args.force,
         bwlimit_kbps: args.bwlimit,
-        waldir: config.waldir(),
+        waldir: config.waldir().map(|p| p.display().to_string()),
         tablespace_mapping: config.tablespace_mapping.clone(),
-        barman,
-        backup_api,
-        ssh_options,
-        pg_bindir: config.pg_bindir.clone(),
-        pg_basebackup_options,
-        replication: ReplicationSettings {
-            replication_user: config.replication_user.clone(),
-            use_replication_slots: config.use_replication_slots,
-            restore_command: config.restore_command.clone(),
-            archive_cleanup_command: config.archive_cleanup_command.clone(),
-            recovery_min_apply_delay: config.recovery_min_apply_delay.clone(),
-            use_primary_conninfo_password: config.use_primary_conninfo_password,
-            passfile: config.passfile.clone(),
-        },
+        barman: config.barman_target().filter(|_| mode == Mode::BarmanRsync),
+        backup_api: config.api_target().filter(|_| mode == Mode::BackupApi),
+        ssh_options: config.ssh_args().to_vec(),
+        pg_bindir: config.pg_bindir.as_ref().map(|p| p.display().to_string()),
+        pg_basebackup_options: config.pg_basebackup_args().to_vec(),
+        replication: config.replication_settings(),
     })
 }
 
