@@ -74,10 +74,11 @@ pub(crate) async fn run(
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| Error::new(ErrorKind::Internal, "empty command for the Barman host"))?;
+    // The remote command line as the remote shell receives it (the last argument).
     crate::debug!(
-        "running on Barman host \"{}\": {}",
+        "on the Barman host \"{}\": {}",
         target.host,
-        super::quote::shell_join(argv)
+        args.last().map_or("", String::as_str)
     );
     let child = tokio::process::Command::new(program)
         .args(args)

@@ -686,3 +686,354 @@ fn facts_from(
         has_manifest: probe.has_manifest,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    macro_rules! fixture {
+        ($path:literal) => {
+            include_str!(concat!("../../tests/fixtures/barman/", $path))
+        };
+    }
+
+    fn client() -> Barman {
+        Barman::new(
+            "barman@barmansrv",
+            "pg",
+            Some("/etc/barman it's.conf".into()),
+            vec![
+                "-p".into(),
+                "2222".into(),
+                "-i".into(),
+                "/keys/my key".into(),
+            ],
+        )
+    }
+
+    fn shown(server: &str, text: &str) -> ShowBackup {
+        catalogue::parse_show_backup(server, &serde_json::from_str(text).expect("JSON"))
+            .expect("parses")
+    }
+
+    fn dirs(home: &str) -> ServerDirs {
+        ServerDirs {
+            backup_directory: format!("{home}/pg"),
+            basebackups_directory: format!("{home}/pg/base"),
+            wals_directory: format!("{home}/pg/wals"),
+            backup_method: Some("postgres".into()),
+            backup_compression: None,
+        }
+    }
+
+    fn probe(info: &str) -> Probe {
+        Probe::parse(&format!("dir data\nmanifest\ninfo\n{info}")).expect("probe output parses")
+    }
+
+    #[test]
+    fn argv_shapes() {
+        let b = client();
+        assert_eq!(
+            b.ssh_argv(),
+            [
+                "ssh",
+                "-o",
+                "BatchMode=yes",
+                "-p",
+                "2222",
+                "-i",
+                "/keys/my key",
+                "--",
+                "barman@barmansrv"
+            ]
+        );
+        assert_eq!(
+            b.rsync_rsh(),
+            "ssh -o BatchMode=yes -p 2222 -i '/keys/my key'"
+        );
+        assert_eq!(
+            b.barman_argv(&["show-backup", "pg", "latest"]),
+            [
+                "barman",
+                "--config=/etc/barman it's.conf",
+                "show-backup",
+                "pg",
+                "latest"
+            ]
+        );
+        let argv = b.command_argv(&b.barman_argv(&["--version"]));
+        assert_eq!(
+            argv.last().map(String::as_str),
+            Some("barman '--config=/etc/barman it'\\''s.conf' --version")
+        );
+        let local = b
+            .clone()
+            .with_transport(Transport::Local(vec!["sh".into(), "-c".into()]));
+        assert_eq!(
+            local.command_argv(&["echo", "a b"]),
+            ["sh", "-c", "echo 'a b'"]
+        );
+        let plain = Barman::new("h", "pg", None, vec![]).with_timeout(Duration::from_secs(5));
+        assert_eq!(
+            plain.barman_argv(&["list-backups", "pg"]),
+            ["barman", "list-backups", "pg"]
+        );
+        assert_eq!(plain.timeout, Duration::from_secs(5));
+        let target = BarmanTarget {
+            host: "b@h".into(),
+            server: "pg".into(),
+            config: None,
+        };
+        assert_eq!(
+            Barman::from_target(&target, &[]).ssh_argv(),
+            ["ssh", "-o", "BatchMode=yes", "--", "b@h"]
+        );
+    }
+
+    #[test]
+    fn option_like_values_are_refused() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut b = client();
+        b.host = "-oProxyCommand=evil".into();
+        let err = rt.block_on(b.version()).expect_err("refused");
+        assert_eq!(err.kind, ErrorKind::Config);
+        let mut b = client();
+        b.server = "--help".into();
+        assert_eq!(
+            rt.block_on(b.show_server()).expect_err("refused").kind,
+            ErrorKind::Config
+        );
+        let err = rt
+            .block_on(client().resolve_backup("-x"))
+            .expect_err("refused");
+        assert_eq!(err.kind, ErrorKind::Config);
+    }
+
+    #[test]
+    fn facts_from_real_340_backup() {
+        let shown = shown(
+            "pg",
+            fixture!("3.4.0/show-backup-20261125T150710.json.stdout"),
+        );
+        let facts = facts_from(
+            "pg",
+            &dirs("/tmp/bmcap/bh34"),
+            &shown,
+            &probe(fixture!("3.4.0/backup.info-20261125T150710")),
+        )
+        .expect("restorable");
+        assert_eq!(
+            facts,
+            BackupFacts {
+                backup_id: "20261125T150710".into(),
+                backup_name: None,
+                server: "pg".into(),
+                pg_version: 150018,
+                size_bytes: 23196062,
+                timeline: 1,
+                begin_wal: "000000010000000000000003".into(),
+                end_wal: "000000010000000000000003".into(),
+                system_id: Some("7712125799867076052".into()),
+                tablespaces: vec![states::Tablespace {
+                    name: "tbs1".into(),
+                    oid: 16386,
+                    location: "/tmp/bmcap/tbs1".into()
+                }],
+                backup_dir: "/tmp/bmcap/bh34/pg/base/20261125T150710".into(),
+                data_subdir: "data".into(),
+                has_manifest: true,
+            }
+        );
+        assert_eq!(
+            data_dir(&facts),
+            "/tmp/bmcap/bh34/pg/base/20261125T150710/data"
+        );
+        assert_eq!(
+            tablespace_dir(&facts, 16386),
+            "/tmp/bmcap/bh34/pg/base/20261125T150710/16386"
+        );
+    }
+
+    #[test]
+    fn facts_from_real_3191_backup() {
+        let shown = shown("pg", fixture!("3.19.1/show-backup-named.json.stdout"));
+        let facts = facts_from(
+            "pg",
+            &dirs("/tmp/bmcap/bh319"),
+            &shown,
+            &probe(fixture!("3.19.1/20261125T150740-backup.info")),
+        )
+        .expect("restorable");
+        assert_eq!(facts.backup_name.as_deref(), Some("named 319"));
+        assert_eq!(facts.size_bytes, 23195442);
+        assert_eq!(facts.begin_wal, "000000010000000000000007");
+        assert_eq!(facts.tablespaces.len(), 1);
+        let latest = shown_latest_3191();
+        let facts = facts_from(
+            "pg",
+            &dirs("/tmp/bmcap/bh319"),
+            &latest,
+            &probe(fixture!("3.19.1/20261125T150747-backup.info")),
+        )
+        .expect("restorable");
+        assert!(facts.tablespaces.is_empty());
+        assert_eq!(facts.end_wal, "00000001000000000000000D");
+    }
+
+    fn shown_latest_3191() -> ShowBackup {
+        shown("pg", fixture!("3.19.1/show-backup-latest.json.stdout"))
+    }
+
+    #[test]
+    fn real_tar_backup_is_refused() {
+        let shown = shown("pgtar", fixture!("3.19.1/show-backup-pgtar.json.stdout"));
+        let probe = Probe::parse(&format!(
+            "dir data\nmanifest\ntar\ninfo\n{}",
+            fixture!("3.19.1/pgtar-20261125T150741-backup.info")
+        ))
+        .expect("parses");
+        let refusal = facts_from("pgtar", &dirs("/b"), &shown, &probe).expect_err("tar refused");
+        let err = refusal.into_error(&client());
+        assert_eq!(err.kind, ErrorKind::Barman);
+        assert_eq!(err.exit_code(), 19);
+        assert!(
+            err.message.contains("tar-format backup (compression gzip)"),
+            "{}",
+            err.message
+        );
+        assert!(err
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("--replication-conf-only") && h.contains("list-backups")));
+    }
+
+    #[test]
+    fn encrypted_incremental_snapshot_and_broken_backups_are_refused() {
+        let base = fixture!("3.19.1/20261125T150747-backup.info");
+        let message = |r: Result<BackupFacts, Refusal>| match r.expect_err("refused") {
+            Refusal::Unrestorable { message, .. } | Refusal::Broken(message) => message,
+        };
+        let gpg = Probe::parse(&format!("dir data\ngpg\ninfo\n{base}")).expect("parses");
+        assert!(
+            message(facts_from("pg", &dirs("/b"), &shown_latest_3191(), &gpg))
+                .contains("encrypted")
+        );
+        let incremental = BackupInfo::parse(
+            &base.replace("parent_backup_id=None", "parent_backup_id=20261125T150740"),
+        )
+        .expect("parses");
+        let probe = Probe {
+            data_subdir: Some("data".into()),
+            info: Some(incremental),
+            ..Probe::default()
+        };
+        let refused = facts_from("pg", &dirs("/b"), &shown_latest_3191(), &probe)
+            .expect_err("incremental refused");
+        assert!(
+            matches!(&refused, Refusal::Unrestorable { message, .. } if message.contains("incremental backup (parent 20261125T150740)"))
+        );
+        let snapshot =
+            BackupInfo::parse(&base.replace("mode=postgres", "mode=snapshot-gcp")).expect("parses");
+        let probe = Probe {
+            data_subdir: Some("data".into()),
+            info: Some(snapshot),
+            ..Probe::default()
+        };
+        assert!(
+            message(facts_from("pg", &dirs("/b"), &shown_latest_3191(), &probe))
+                .contains("snapshot")
+        );
+        let no_data = Probe {
+            info: BackupInfo::parse(base).ok(),
+            ..Probe::default()
+        };
+        let refused =
+            facts_from("pg", &dirs("/b"), &shown_latest_3191(), &no_data).expect_err("no data dir");
+        assert!(matches!(&refused, Refusal::Broken(m) if m.contains("no data directory")));
+        assert_eq!(refused.into_error(&client()).kind, ErrorKind::Barman);
+        let bad_version =
+            BackupInfo::parse(&base.replace("version=150018", "version=fifteen")).expect("parses");
+        let probe = Probe {
+            data_subdir: Some("data".into()),
+            info: Some(bad_version),
+            ..Probe::default()
+        };
+        assert!(
+            message(facts_from("pg", &dirs("/b"), &shown_latest_3191(), &probe))
+                .contains("version=fifteen")
+        );
+    }
+
+    #[test]
+    fn probe_output_and_legacy_layout() {
+        let p = Probe::parse("dir data\ndir pgdata\ninfo\nstatus=DONE\nmode=rsync-exclusive\n")
+            .expect("parses");
+        assert_eq!(p.data_subdir.as_deref(), Some("pgdata"));
+        assert!(!p.has_manifest);
+        assert!(Probe::parse("dir data\nnoinfo\n")
+            .expect_err("no info")
+            .contains("no backup.info"));
+        assert!(Probe::parse("dir data\n").is_err());
+        assert!(Probe::parse("surprise\n").is_err());
+        let legacy = BackupFacts {
+            backup_dir: "/b/base/X".into(),
+            data_subdir: "pgdata".into(),
+            ..BackupFacts::default()
+        };
+        assert_eq!(
+            tablespace_dir(&legacy, 16400),
+            "/b/base/X/pgdata/pg_tblspc/16400"
+        );
+        assert_eq!(data_dir(&legacy), "/b/base/X/pgdata");
+    }
+
+    /// Runs the real probe script through `sh` on a catalogue laid out on disk in both layouts,
+    /// with a path that needs quoting.
+    #[test]
+    fn probe_script_on_real_directories() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let home = tmp.path().join("it's $HOME; a dir");
+        let id = "20261125T150740";
+        let bb = home.join("pg/base");
+        std::fs::create_dir_all(bb.join(id).join("data")).expect("mkdir");
+        std::fs::write(bb.join(id).join("data/backup_manifest"), "{}").expect("write");
+        std::fs::write(bb.join(id).join("backup.info"), "status=DONE\nsize=1\n").expect("write");
+        let b = Barman::new("local", "pg", None, vec![])
+            .with_transport(Transport::Local(vec!["sh".into(), "-c".into()]));
+        let d = ServerDirs {
+            backup_directory: home.join("pg").to_str().expect("utf-8").into(),
+            basebackups_directory: bb.to_str().expect("utf-8").into(),
+            ..ServerDirs::default()
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let legacy_place = rt.block_on(b.probe(&d, id)).expect("probe runs");
+        assert_eq!(legacy_place.data_subdir.as_deref(), Some("data"));
+        assert!(legacy_place.has_manifest && !legacy_place.tar && !legacy_place.gpg);
+        assert_eq!(
+            legacy_place.info.as_ref().and_then(|i| i.get("size")),
+            Some("1")
+        );
+        // 3.13.2+ layout wins when both exist; tar and gpg files are noticed.
+        std::fs::create_dir_all(home.join("pg/meta")).expect("mkdir");
+        std::fs::write(
+            home.join(format!("pg/meta/{id}-backup.info")),
+            "status=DONE\nsize=2\n",
+        )
+        .expect("write");
+        std::fs::write(bb.join(id).join("data/base.tar.gpg"), "").expect("write");
+        let meta = rt.block_on(b.probe(&d, id)).expect("probe runs");
+        assert_eq!(meta.info.as_ref().and_then(|i| i.get("size")), Some("2"));
+        assert!(meta.tar && meta.gpg);
+        let err = rt
+            .block_on(b.probe(&d, "20000101T000000"))
+            .expect_err("no such backup");
+        assert_eq!(err.kind, ErrorKind::Barman);
+        assert!(err.message.contains("backup.info"), "{}", err.message);
+    }
+}
