@@ -41,8 +41,8 @@ pub enum ShowServerError {
 /// Parses `show-server <server>` output, JSON (`{"pg": {…}}`) or console (`Server pg:` then
 /// tab-indented `key: value` lines); values `None`/null count as absent.
 pub fn parse_show_server(server: &str, output: &str) -> Result<ServerDirs, ShowServerError> {
-    let settings: Vec<(String, String)> = match serde_json::from_str::<Value>(output.trim()) {
-        Ok(json) => {
+    let settings: Vec<(String, String)> = match parse_json_reply(output) {
+        Some(json) => {
             let Some(Value::Object(map)) = server_entry(&json, server) else {
                 return Err(ShowServerError::Unreadable(format!(
                     "the JSON output has no entry for server \"{server}\""
@@ -56,7 +56,7 @@ pub fn parse_show_server(server: &str, output: &str) -> Result<ServerDirs, ShowS
                 })
                 .collect()
         }
-        Err(_) => console_settings(server, output).ok_or_else(|| {
+        None => console_settings(server, output).ok_or_else(|| {
             ShowServerError::Unreadable(format!("the output has no \"Server {server}:\" section"))
         })?,
     };
@@ -108,6 +108,16 @@ fn server_entry<'a>(json: &'a Value, server: &str) -> Option<&'a Value> {
             (Some((_, v)), None) => Some(v),
             _ => None,
         }
+    })
+}
+
+/// The JSON object Barman printed (`-f json` writes one object at exit), also when a login
+/// script of the ssh user printed something before it.
+pub fn parse_json_reply(output: &str) -> Option<Value> {
+    let output = output.trim();
+    serde_json::from_str(output).ok().or_else(|| {
+        let start = output.rfind("\n{")?;
+        serde_json::from_str(&output[start + 1..]).ok()
     })
 }
 
@@ -431,6 +441,17 @@ mod tests {
             assert_eq!(list[1].backup_name.as_deref(), oldest_name);
         }
         assert_eq!(parse_list_backups("pg", &json("{}")), Ok(vec![]));
+    }
+
+    #[test]
+    fn json_reply_after_login_noise() {
+        let noisy = format!(
+            "Welcome to barmansrv\n{}",
+            fixture!("3.4.0/show-backup-unknown.json.stdout")
+        );
+        let reply = parse_json_reply(&noisy).expect("found");
+        assert_eq!(json_messages(&reply, "_ERROR").len(), 1);
+        assert!(parse_json_reply("Server pg:\n\tactive: True").is_none());
     }
 
     #[test]

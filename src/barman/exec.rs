@@ -189,12 +189,68 @@ fn seconds(d: Duration) -> String {
     }
 }
 
-/// The stderr of a failed command as a DETAIL, or a placeholder when it said nothing.
-pub(crate) fn output_detail(stderr: &str) -> String {
-    if stderr.trim().is_empty() {
-        "the command printed nothing on stderr".to_string()
-    } else {
-        stderr.trim().to_string()
+/// The output of a failed command as a DETAIL: passwords masked, at most 4000 characters, or a
+/// placeholder when it said nothing. Barman may echo a conninfo in its messages, and DETAIL
+/// lines end up in logs and in the clone's recorded error.
+pub(crate) fn output_detail(text: &str) -> String {
+    let text = text.trim();
+    if text.is_empty() {
+        return "the command printed nothing".to_string();
+    }
+    let masked = redact(text);
+    match masked.char_indices().nth(4000) {
+        Some((cut, _)) => format!("{}…", &masked[..cut]),
+        None => masked,
+    }
+}
+
+/// Byte range of the first URL password (`scheme://user:PASSWORD@host`) in `text`.
+fn url_password(text: &str) -> Option<(usize, usize)> {
+    text.match_indices("://").find_map(|(i, _)| {
+        let auth_start = i + 3;
+        let auth_len =
+            text[auth_start..].find(|c: char| c == '@' || c == '/' || c.is_whitespace())?;
+        let auth_end = auth_start + auth_len;
+        let colon = text[auth_start..auth_end].find(':')?;
+        text[auth_end..]
+            .starts_with('@')
+            .then_some((auth_start + colon + 1, auth_end))
+    })
+}
+
+/// Masks `password=…` conninfo values and the password of `scheme://user:password@host` URLs.
+pub(crate) fn redact(text: &str) -> String {
+    const MASK: &str = "********";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let lower = rest.to_ascii_lowercase();
+        let key = lower.find("password=").map(|i| (i, i + "password=".len()));
+        let url = url_password(rest);
+        match (key, url) {
+            (Some((start, value)), u) if u.is_none_or(|(us, _)| start < us) => {
+                out.push_str(&rest[..value]);
+                out.push_str(MASK);
+                let tail = &rest[value..];
+                let quoted = tail.starts_with('\'');
+                let end = if quoted {
+                    tail[1..].find('\'').map_or(tail.len(), |e| e + 2)
+                } else {
+                    tail.find(|c: char| c.is_whitespace() || c == '\'' || c == '"' || c == ',')
+                        .unwrap_or(tail.len())
+                };
+                rest = &tail[end..];
+            }
+            (_, Some((start, end))) => {
+                out.push_str(&rest[..start]);
+                out.push_str(MASK);
+                rest = &rest[end..];
+            }
+            _ => {
+                out.push_str(rest);
+                return out;
+            }
+        }
     }
 }
 
@@ -279,6 +335,26 @@ mod tests {
             .as_deref()
             .unwrap_or("")
             .contains("barman: command not found"));
+    }
+
+    #[test]
+    fn details_never_carry_passwords() {
+        assert_eq!(
+            redact("conninfo: host=db password=s3cr3t user=barman"),
+            "conninfo: host=db password=******** user=barman"
+        );
+        assert_eq!(redact("PASSWORD='it is' x"), "PASSWORD=******** x");
+        assert_eq!(
+            redact("postgresql://barman:pw@db:5432/postgres and s3://bucket/x"),
+            "postgresql://barman:********@db:5432/postgres and s3://bucket/x"
+        );
+        assert_eq!(
+            redact("password=a password=b"),
+            "password=******** password=********"
+        );
+        assert_eq!(redact("nothing here"), "nothing here");
+        assert_eq!(output_detail("  "), "the command printed nothing");
+        assert!(output_detail(&"x".repeat(5000)).ends_with('…'));
     }
 
     #[test]

@@ -235,7 +235,7 @@ impl Barman {
         full.extend_from_slice(args);
         let out = self.run(&self.barman_argv(&full)).await?;
         let text = out.stdout_text();
-        let json = serde_json::from_str::<Value>(text.trim()).ok();
+        let json = catalogue::parse_json_reply(&text);
         if let Some(json) = &json {
             for w in catalogue::json_messages(json, "_WARNING") {
                 crate::warning!("Barman: {w}");
@@ -266,7 +266,7 @@ impl Barman {
             .collect::<Vec<_>>()
             .join("\n");
         if !detail.is_empty() {
-            err = err.detail(detail);
+            err = err.detail(exec::output_detail(&detail));
         }
         if reason.starts_with("Unknown server") {
             err.hint(format!(
@@ -333,7 +333,6 @@ impl Barman {
                 ErrorKind::Barman,
                 format!("cannot read Barman's \"show-server {}\" output from \"{}\": {why}", self.server, self.host),
             )
-            .detail(reply.text.chars().take(2000).collect::<String>())
             .hint(format!("check the output by hand: {}", self.manual_command(&["show-server", &self.server]))),
         })
     }
@@ -356,7 +355,7 @@ impl Barman {
 
     fn unreadable(&self, command: &str, why: &str) -> Error {
         Error::new(ErrorKind::Barman, format!("cannot read Barman's \"{command}\" reply from \"{}\"", self.host))
-            .detail(why.chars().take(2000).collect::<String>())
+            .detail(exec::output_detail(why))
             .hint("pgreplica reads Barman's JSON output (barman -f json), available in Barman 3.4 and newer")
     }
 
@@ -399,7 +398,7 @@ impl Barman {
                     ErrorKind::Barman,
                     format!("no backup \"{selector}\" for server \"{}\" in the Barman catalogue", self.server),
                 )
-                .detail(reply.errors().join("\n"))
+                .detail(exec::output_detail(&reply.errors().join("\n")))
                 .hint(format!(
                     "choose a backup with --backup-id (latest, oldest, an id or a name); list them with: {}",
                     self.manual_command(&["list-backups", &self.server])
@@ -810,6 +809,41 @@ mod tests {
             .block_on(client().resolve_backup("-x"))
             .expect_err("refused");
         assert_eq!(err.kind, ErrorKind::Config);
+    }
+
+    /// The real ssh client against a closed port: the error the operator sees when the Barman
+    /// host's sshd is down.
+    #[test]
+    fn real_ssh_to_a_closed_port_is_a_retryable_ssh_error() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        // Port 1 on loopback: nothing listens there, so the kernel refuses at once.
+        let b = Barman::new(
+            "barman@127.0.0.1",
+            "pg",
+            None,
+            vec!["-F".into(), "/dev/null".into(), "-p".into(), "1".into()],
+        );
+        let err = rt
+            .block_on(b.check_reachable())
+            .expect_err("nothing listens on port 1");
+        assert_eq!(err.kind, ErrorKind::Ssh, "{err:?}");
+        assert_eq!(err.exit_code(), 12);
+        assert!(err.retryable, "a refused connection may succeed later");
+        assert!(
+            err.message.contains("Connection refused"),
+            "{}",
+            err.message
+        );
+        let hint = err.hint.as_deref().unwrap_or("");
+        assert!(
+            hint.contains(
+                "ssh -o BatchMode=yes -F /dev/null -p 1 -- barman@127.0.0.1 'barman --version'"
+            ),
+            "{hint}"
+        );
     }
 
     #[test]
