@@ -40,7 +40,7 @@ pub fn barman_of(request: &CloneRequest) -> Result<Barman> {
     let target = request.barman.as_ref().ok_or_else(|| {
         Error::new(ErrorKind::Internal, "Barman mode without barman_host in the clone record")
     })?;
-    Ok(Barman::new(target, request.ssh_options.clone()))
+    Ok(Barman::from_target(target, &request.ssh_options))
 }
 
 /// A fact an earlier step recorded; its absence is a bug in the plan, never the operator's.
