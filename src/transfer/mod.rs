@@ -1,1 +1,4 @@
 //! TODO-SKELETON transfer
+
+pub mod rsync;
+pub mod streams;
