@@ -598,3 +598,77 @@ fn copies_through_a_remote_shell() {
     });
     assert_eq!(by_kind.get("Symlink"), Some(&1));
 }
+
+#[test]
+fn dropping_the_copy_stops_and_reaps_every_rsync() {
+    require_rsync();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = kill_test_paths(tmp.path());
+    make_tree(&src, &[(BIG, BIG_LEN)]);
+    std::fs::create_dir(&dst).unwrap();
+    let mut job = job(&src, &dst, manifest(&src));
+    job.extra_args = vec!["--bwlimit=1000".into()];
+    let plan = plan_streams(&job.entries, 2);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let needle = dst.to_str().unwrap();
+    rt.block_on(async {
+        let mut copy = std::pin::pin!(run_streams(&job, &plan, move |event| {
+            if matches!(event, RsyncEvent::FileDone { .. }) {
+                let _ = tx.send(());
+            }
+        }));
+        tokio::select! {
+            result = &mut copy => panic!("the copy ended before it was dropped: {result:?}"),
+            _ = rx.recv() => {}
+        }
+        assert!(
+            !rsync_groups_mentioning(needle).is_empty(),
+            "no rsync was running when the copy was dropped"
+        );
+        // What a caller's select! on SIGTERM does: drop the copy. The drop returns only once
+        // every rsync process is gone.
+    });
+    let left = rsync_groups_mentioning(needle);
+    assert!(
+        left.is_empty(),
+        "rsync still running after the drop: {left:?}"
+    );
+    assert!(!dst.join(BIG).exists());
+    assert!(!dst.join(PG_CONTROL).exists());
+}
+
+#[test]
+fn a_killed_rsync_is_a_retryable_failure() {
+    require_rsync();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = kill_test_paths(tmp.path());
+    make_tree(&src, &[(BIG, BIG_LEN)]);
+    std::fs::create_dir(&dst).unwrap();
+    let mut job = job(&src, &dst, manifest(&src));
+    job.extra_args = vec!["--bwlimit=1000".into()];
+    let plan = plan_streams(&job.entries, 2);
+    let needle = dst.to_str().unwrap().to_string();
+    let mut killed = BTreeSet::new();
+    let err = rt
+        .block_on(run_streams(&job, &plan, |event| {
+            if killed.is_empty() && matches!(event, RsyncEvent::FileDone { .. }) {
+                // Kill the top rsync of every running stream (its group leader), as an
+                // operator's `kill -9` or the OOM killer would.
+                killed = rsync_groups_mentioning(&needle);
+                for &group in &killed {
+                    // SAFETY: plain kill(2) of a pid that is alive (a group leader seen above).
+                    unsafe {
+                        libc::kill(group, libc::SIGKILL);
+                    }
+                }
+            }
+        }))
+        .expect_err("a killed rsync must fail the copy");
+    assert!(!killed.is_empty(), "no rsync was running");
+    assert_eq!(err.kind, ErrorKind::Rsync);
+    assert!(err.retryable, "a killed rsync is worth retrying");
+    assert!(err.message.contains("signal 9"), "{}", err.message);
+    assert!(rsync_groups_mentioning(&needle).is_empty());
+}
