@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use pgreplica::error::ErrorKind;
-use pgreplica::transfer::rsync::{cleanup_partial, run_streams, RsyncEvent, RsyncJob};
+use pgreplica::transfer::rsync::{cleanup_partial, run_streams, RsyncEvent, RsyncJob, TreeSource};
 use pgreplica::transfer::streams::{is_pg_control, plan_streams, PG_CONTROL};
 use rand::{rngs::StdRng, RngCore, SeedableRng};
 use states::{EntryKind, ManifestEntry};
@@ -671,4 +671,37 @@ fn a_killed_rsync_is_a_retryable_failure() {
     assert!(err.retryable, "a killed rsync is worth retrying");
     assert!(err.message.contains("signal 9"), "{}", err.message);
     assert!(rsync_groups_mentioning(&needle).is_empty());
+}
+
+#[test]
+fn copies_tablespaces_to_their_own_targets() {
+    require_rsync();
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = kill_test_paths(tmp.path());
+    make_tree(&src, &[]);
+    std::fs::create_dir(&dst).unwrap();
+    let (ts_src, ts_dst) = (tmp.path().join("ts_src"), tmp.path().join("ts_dst"));
+    let mut rng = StdRng::seed_from_u64(3);
+    for i in 0..5 {
+        let rel = format!("PG_15_202209061/16384/{}", 30000 + i);
+        write_file(&ts_src, &rel, 50_000 * i, &mut rng, 0o600);
+    }
+    age_tree(&ts_src);
+    std::fs::create_dir(&ts_dst).unwrap();
+    let mut entries = manifest(&src);
+    entries.extend(
+        manifest(&ts_src)
+            .into_iter()
+            .map(|e| ManifestEntry { root: 16385, ..e }),
+    );
+    let mut job = job(&src, &dst, entries.clone());
+    job.tablespaces = vec![TreeSource {
+        root: 16385,
+        source: ts_src.to_str().unwrap().into(),
+        dest: ts_dst.clone(),
+    }];
+    let done = run(&runtime(), &job, 3);
+    assert_reported_once(&entries, &done);
+    assert_same_tree(&src, &dst);
+    assert_same_tree(&ts_src, &ts_dst);
 }

@@ -151,13 +151,21 @@ pub async fn run_streams(
     if plan.is_empty() {
         return Ok(stats);
     }
+    if let Some(&i) = plan
+        .streams
+        .iter()
+        .flatten()
+        .chain(&plan.last)
+        .find(|&&i| i >= job.entries.len())
+    {
+        return Err(bad_index(i, job));
+    }
     let scratch = ScratchDir::create()?;
     let mut streams = Vec::with_capacity(plan.streams.len());
     for (n, indices) in plan.streams.iter().enumerate() {
         let mut by_root: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
         for &i in indices {
-            let entry = job.entries.get(i).ok_or_else(|| bad_index(i, job))?;
-            by_root.entry(entry.root).or_default().push(i);
+            by_root.entry(job.entries[i].root).or_default().push(i);
         }
         let mut invocations = Vec::new();
         for (root, send) in by_root {
