@@ -1,0 +1,192 @@
+//! Transfer in Barman mode: the backup's file list checkpointed in the store, parallel rsync
+//! streams over ssh, each file marked done the moment rsync reports it complete.
+//!
+//! Resume rules (the heart of crash safety):
+//! * the file list is fetched once and stored; a resume reuses it, so the transfer finishes the
+//!   backup it started even if the catalogue changed;
+//! * before copying, [`rsync::cleanup_partial`] removes what a killed rsync leaves (temp files,
+//!   files whose size or mtime differ from the list), so nothing half-written survives;
+//! * only entries not marked done are planned, so the bytes sent again are bounded by the files
+//!   that were in flight;
+//! * done marks are flushed at least every second (and at the end), so at most one second of
+//!   completed files is re-sent after a kill.
+
+use super::rsync::{self, RsyncEvent, RsyncJob, TreeSource};
+use super::streams::plan_streams;
+use crate::barman::{data_dir, tablespace_dir, Barman};
+use crate::error::Result;
+use crate::runner::StepContext;
+use crate::steps::prepare_dirs::{create_empty_pgdata_dirs, wal_dir_name, write_tablespace_map};
+use crate::steps::{backup_facts, barman_of, prepared_dirs};
+use states::{BackupFacts, CloneRequest, EntryKind, ManifestEntry, TransferSummary};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Done marks are committed to disk at least this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs the transfer.
+pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
+    let request = &ctx.record.request;
+    let backup = backup_facts(ctx)?.clone();
+    let dirs = prepared_dirs(ctx)?.clone();
+    let barman = barman_of(request)?;
+    let files = ctx.store.files();
+    let mut entries = files.entries()?;
+    if entries.is_empty() {
+        entries = list_backup(&barman, &backup, request).await?;
+        files.replace(&entries)?;
+        crate::info!(
+            "backup {} holds {} files, {}",
+            backup.backup_id,
+            entries.len(),
+            crate::progress::human_bytes(entries.iter().map(|e| e.size).sum())
+        );
+    }
+    let job = RsyncJob {
+        source: format!("{}:{}/", barman.host, data_dir(&backup)),
+        rsh: Some(barman.rsync_rsh()),
+        dest: PathBuf::from(&dirs.data_dir),
+        tablespaces: dirs
+            .tablespaces
+            .iter()
+            .map(|t| TreeSource {
+                root: t.oid,
+                source: format!("{}:{}/", barman.host, tablespace_dir(&backup, t.oid)),
+                dest: PathBuf::from(&t.path),
+            })
+            .collect(),
+        extra_args: request
+            .bwlimit_kbps
+            .map(|k| vec![format!("--bwlimit={k}")])
+            .unwrap_or_default(),
+        entries,
+    };
+    let removed = rsync::cleanup_partial(&job)?;
+    if !removed.is_empty() {
+        crate::notice!(
+            "removed {} partial file(s) left by an interrupted transfer",
+            removed.len()
+        );
+        for path in &removed {
+            crate::debug!("removed \"{}\"", path.display());
+        }
+    }
+    let (bytes_total, files_total) = totals(&job.entries, |_| true);
+    let (bytes_done, files_done) = totals(&job.entries, |e| e.done);
+    ctx.progress
+        .set_totals(bytes_total, files_total, bytes_done, files_done);
+    if files_done > 0 {
+        crate::notice!(
+            "resuming the transfer: {files_done} of {files_total} files already copied"
+        );
+    }
+    let plan = plan_streams(&job.entries, request.jobs);
+    crate::notice!(
+        "retrieving backup {} from Barman ({} stream(s))...",
+        backup.backup_id,
+        plan.streams.len().max(1)
+    );
+    let started = Instant::now();
+    let mut last_flush = Instant::now();
+    let mut flush_error = None;
+    let progress = ctx.progress;
+    let stats = rsync::run_streams(&job, &plan, |event| {
+        if let RsyncEvent::FileDone { root, path, size, .. } = event {
+            if let Err(e) = files.mark_done(root, &path) {
+                flush_error.get_or_insert(e);
+            }
+            progress.file_done(size);
+            if last_flush.elapsed() >= FLUSH_EVERY {
+                if let Err(e) = files.flush() {
+                    flush_error.get_or_insert(e);
+                }
+                last_flush = Instant::now();
+            }
+        }
+    })
+    .await;
+    // Whatever happened, what was reported done is committed before the step's outcome.
+    files.flush()?;
+    let stats = stats?;
+    if let Some(e) = flush_error {
+        return Err(e);
+    }
+    finish_layout(&job, &backup, request, &dirs)?;
+    Ok(TransferSummary {
+        files: files_total,
+        bytes_total,
+        bytes_sent: stats.bytes_sent,
+        files_reused: files_done,
+        duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        restarts: 0,
+    })
+}
+
+/// The backup's file list: the data directory and each tablespace.
+async fn list_backup(
+    barman: &Barman,
+    backup: &BackupFacts,
+    request: &CloneRequest,
+) -> Result<Vec<ManifestEntry>> {
+    crate::info!("listing the files of backup {}", backup.backup_id);
+    let mut entries = barman.list_files(backup, 0, &data_dir(backup)).await?;
+    if request.waldir.is_some() {
+        // pg_wal is a link to the WAL directory: an rsync'd directory would replace it.
+        let wal = wal_dir_name(backup.pg_version);
+        entries.retain(|e| !(e.root == 0 && e.path == wal));
+    }
+    for tablespace in &backup.tablespaces {
+        let dir = tablespace_dir(backup, tablespace.oid);
+        entries.extend(barman.list_files(backup, tablespace.oid, &dir).await?);
+    }
+    Ok(entries)
+}
+
+fn totals(entries: &[ManifestEntry], select: impl Fn(&ManifestEntry) -> bool) -> (u64, u64) {
+    entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File && select(e))
+        .fold((0, 0), |(bytes, files), e| (bytes + e.size, files + 1))
+}
+
+/// What a data directory needs beyond the backup's files: the empty directories PostgreSQL
+/// expects, tablespace links and `tablespace_map`.
+fn finish_layout(
+    job: &RsyncJob,
+    backup: &BackupFacts,
+    request: &CloneRequest,
+    dirs: &states::PreparedDirs,
+) -> Result<()> {
+    let data_dir = Path::new(&dirs.data_dir);
+    create_empty_pgdata_dirs(data_dir, backup.pg_version)?;
+    link_tablespaces(data_dir, dirs)?;
+    if write_tablespace_map(data_dir, &dirs.tablespaces)?.is_some() {
+        crate::info!("tablespace_map written");
+    }
+    crate::debug!(
+        "transfer of {} entries into \"{}\" complete (jobs {})",
+        job.entries.len(),
+        data_dir.display(),
+        request.jobs
+    );
+    Ok(())
+}
+
+/// `pg_tblspc/<oid>` → the tablespace's target, as pg_basebackup and `barman restore` leave
+/// them, so that pg_verifybackup finds the tablespace files before the standby first starts.
+fn link_tablespaces(data_dir: &Path, dirs: &states::PreparedDirs) -> Result<()> {
+    for target in &dirs.tablespaces {
+        let link = data_dir.join("pg_tblspc").join(target.oid.to_string());
+        match std::fs::read_link(&link) {
+            Ok(existing) if existing == Path::new(&target.path) => continue,
+            Ok(_) => std::fs::remove_file(&link).map_err(|e| {
+                crate::replication_conf::durable::io_error("replace link", &link, e)
+            })?,
+            Err(_) => {}
+        }
+        std::os::unix::fs::symlink(&target.path, &link)
+            .map_err(|e| crate::replication_conf::durable::io_error("create link", &link, e))?;
+    }
+    Ok(())
+}
