@@ -44,6 +44,11 @@ impl FileTable<'_> {
     /// Stores `entries` as the whole list, replacing any earlier one atomically, and flushes.
     /// When two entries share a `(root, path)`, the later one wins.
     pub fn replace(&self, entries: &[ManifestEntry]) -> Result<(), Error> {
+        // Until the new list is flushed, sled may hold either list after a crash: the marker
+        // stops vouching for a length meanwhile.
+        let mut marker = self.store.marker();
+        marker.files = None;
+        marker.write(self.store.dir())?;
         let mut batch = sled::Batch::default();
         for old in self.tree.iter().keys() {
             batch.remove(old.map_err(|e| self.store.sled_error("read the file list of", e))?);
@@ -54,19 +59,31 @@ impl FileTable<'_> {
         self.tree
             .apply_batch(batch)
             .map_err(|e| self.store.sled_error("write the file list of", e))?;
-        self.flush()
+        self.flush()?;
+        marker.files = Some(self.tree.len() as u64);
+        marker.write(self.store.dir())
     }
 
     /// Every entry, sorted by `(root, path)` (paths compared bytewise).
     pub fn entries(&self) -> Result<Vec<ManifestEntry>, Error> {
-        self.tree
+        let entries = self
+            .tree
             .iter()
             .values()
             .map(|value| {
                 let value = value.map_err(|e| self.store.sled_error("read the file list of", e))?;
                 codec::decode(&value).map_err(|e| self.store.decode_error("file list", e))
             })
-            .collect()
+            .collect::<Result<Vec<ManifestEntry>, Error>>()?;
+        if let Some(expected) = self.store.marker().files {
+            if entries.len() as u64 != expected {
+                return Err(self.store.damaged(&format!(
+                    "the file list has {} entries, although {expected} were saved",
+                    entries.len()
+                )));
+            }
+        }
+        Ok(entries)
     }
 
     /// Marks one entry done. Cheap: nothing is flushed, so the caller calls [`flush`]

@@ -21,6 +21,7 @@
 mod codec;
 mod files;
 mod lock;
+mod marker;
 mod status;
 
 pub use files::{FileCounts, FileTable};
@@ -29,16 +30,21 @@ pub use status::{LiveProgress, StatusSnapshot};
 use crate::error::{Error, ErrorKind};
 use codec::DecodeError;
 use lock::{io_error, CloneLock, LockError};
+use marker::Marker;
 use states::{CloneId, CloneRecord, Millis, SCHEMA_VERSION};
 use std::cell::Cell;
 use std::ffi::OsString;
 use std::os::unix::fs::DirBuilderExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::{Mutex, Once};
 
 /// Key of the clone record in the database's default tree.
 const RECORD_KEY: &[u8] = b"record";
+
+/// Key of the record's generation (big-endian `u64`), written in the same batch as the record
+/// and compared with the [`Marker`].
+const GENERATION_KEY: &[u8] = b"generation";
 
 /// A state directory, opened (and created 0700 if missing).
 #[derive(Debug, Clone)]
@@ -55,6 +61,8 @@ pub struct CloneStore {
     files: sled::Tree,
     id: CloneId,
     dir: PathBuf,
+    /// What sled must at least hold; updated after each flush.
+    marker: Mutex<Marker>,
     _lock: CloneLock,
 }
 
@@ -236,6 +244,7 @@ impl CloneStore {
             db,
             files,
             id: id.clone(),
+            marker: Mutex::new(Marker::read(&dir)?),
             dir,
             _lock: lock,
         })
@@ -253,9 +262,22 @@ impl CloneStore {
 
     /// The clone record, or `None` for a clone that has never been saved.
     pub fn load(&self) -> Result<Option<CloneRecord>, Error> {
-        let value = guarded(|| self.db.get(RECORD_KEY))
-            .map_err(|panic| self.damaged(&panic))?
-            .map_err(|e| self.sled_error("read the record of", e))?;
+        let (value, generation) = guarded(|| -> sled::Result<_> {
+            Ok((self.db.get(RECORD_KEY)?, self.db.get(GENERATION_KEY)?))
+        })
+        .map_err(|panic| self.damaged(&panic))?
+        .map_err(|e| self.sled_error("read the record of", e))?;
+        let generation = generation_of(generation.as_deref());
+        let saved = self.marker().record_generation;
+        if generation < saved {
+            let reason = match value {
+                None => format!("the record is gone, although checkpoint {saved} was saved"),
+                Some(_) => format!(
+                    "the record is checkpoint {generation}, although checkpoint {saved} was saved"
+                ),
+            };
+            return Err(self.damaged(&reason));
+        }
         value
             .map(|bytes| codec::decode(&bytes).map_err(|e| self.decode_error("clone record", e)))
             .transpose()
@@ -263,13 +285,23 @@ impl CloneStore {
 
     /// Checkpoints `record`: it is on disk when this returns.
     pub fn save(&self, record: &CloneRecord) -> Result<(), Error> {
+        let stored = self
+            .db
+            .get(GENERATION_KEY)
+            .map_err(|e| self.sled_error("read the record of", e))?;
+        let mut marker = self.marker();
+        let generation = generation_of(stored.as_deref()).max(marker.record_generation) + 1;
+        let mut batch = sled::Batch::default();
+        batch.insert(RECORD_KEY, codec::encode(record));
+        batch.insert(GENERATION_KEY, &generation.to_be_bytes());
         self.db
-            .insert(RECORD_KEY, codec::encode(record))
+            .apply_batch(batch)
             .map_err(|e| self.sled_error("write the record of", e))?;
         self.db
             .flush()
-            .map(drop)
-            .map_err(|e| self.sled_error("flush the record of", e))
+            .map_err(|e| self.sled_error("flush the record of", e))?;
+        marker.record_generation = generation;
+        marker.write(&self.dir)
     }
 
     /// The transfer's file list.
@@ -300,6 +332,14 @@ impl CloneStore {
         remove_clone_dir(&dir, lock)
     }
 
+    /// The marker, locked; a poisoned lock still holds a consistent marker (it is replaced
+    /// whole), so poisoning is ignored.
+    pub(crate) fn marker(&self) -> std::sync::MutexGuard<'_, Marker> {
+        self.marker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn db_path(&self) -> PathBuf {
         self.dir.join("db")
     }
@@ -308,7 +348,7 @@ impl CloneStore {
         sled_error_at(&self.id, &self.db_path(), action, err)
     }
 
-    fn damaged(&self, reason: &str) -> Error {
+    pub(crate) fn damaged(&self, reason: &str) -> Error {
         unreadable(&format!("clone {}", self.id), &self.db_path(), reason)
     }
 
@@ -336,11 +376,12 @@ pub(crate) fn newer_schema_error(what: &str, version: u64) -> Error {
     .hint("upgrade pgreplica to the version that wrote it")
 }
 
-fn unreadable(what: &str, db: &Path, reason: &str) -> Error {
-    let clone_dir = db.parent().unwrap_or(db);
+/// The error for a damaged value at `path` (in a clone's directory or its `db/`).
+pub(crate) fn unreadable(what: &str, path: &Path, reason: &str) -> Error {
+    let clone_dir = path.parent().unwrap_or(path);
     Error::new(
         ErrorKind::Store,
-        format!("{what} in {} is unreadable: {reason}", db.display()),
+        format!("{what} in {} is unreadable: {reason}", path.display()),
     )
     .hint(format!(
         "move {} out of the way and start the clone again: the data directory is untouched, \
@@ -352,14 +393,21 @@ fn unreadable(what: &str, db: &Path, reason: &str) -> Error {
 fn sled_error_at(id: &CloneId, db: &Path, action: &str, err: sled::Error) -> Error {
     match err {
         sled::Error::Io(io) => io_error(&format!("{action} clone {id} in"), db, &io),
-        sled::Error::Corruption { .. } | sled::Error::Unsupported(_) => {
-            unreadable(&format!("clone {id}"), db, &err.to_string())
+        sled::Error::Corruption { .. } => {
+            unreadable(&format!("clone {id}"), db, "sled found corrupted data")
         }
+        sled::Error::Unsupported(_) => unreadable(&format!("clone {id}"), db, &err.to_string()),
         other => Error::new(
             ErrorKind::Store,
             format!("cannot {action} clone {id} in {}: {other}", db.display()),
         ),
     }
+}
+
+fn generation_of(stored: Option<&[u8]>) -> u64 {
+    stored
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map_or(0, u64::from_be_bytes)
 }
 
 fn remove_clone_dir(dir: &Path, lock: CloneLock) -> Result<(), Error> {

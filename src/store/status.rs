@@ -61,7 +61,6 @@ struct StatusFile {
 /// Writes `snapshot` to `<dir>/status.json` atomically.
 pub(crate) fn write(dir: &Path, snapshot: &StatusSnapshot) -> Result<(), Error> {
     let path = dir.join(STATUS_FILE);
-    let tmp = dir.join(format!("{STATUS_FILE}.tmp"));
     let file = StatusFile {
         schema: SCHEMA_VERSION,
         snapshot: snapshot.clone(),
@@ -72,13 +71,21 @@ pub(crate) fn write(dir: &Path, snapshot: &StatusSnapshot) -> Result<(), Error> 
             format!("cannot serialise the status snapshot: {e}"),
         )
     })?;
+    write_atomically(&path, &bytes)
+}
+
+/// Replaces `path` with `bytes` so that readers see the old or the new content, never a mix.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let write_tmp = || -> std::io::Result<()> {
         let mut out = File::create(&tmp)?;
-        out.write_all(&bytes)?;
+        out.write_all(bytes)?;
         out.sync_all()
     };
     write_tmp().map_err(|e| io_error("write", &tmp, &e))?;
-    fs::rename(&tmp, &path).map_err(|e| io_error("rename into place", &path, &e))
+    fs::rename(&tmp, path).map_err(|e| io_error("rename into place", path, &e))
 }
 
 /// Reads `<dir>/status.json`; `Ok(None)` when the runner has not published one yet.
