@@ -1,1 +1,490 @@
-//! TODO-SKELETON store
+//! The checkpoint store: one sled database per clone in a state directory, the per-clone
+//! lock, and the status snapshot other processes read.
+//!
+//! Layout of a state directory (`--state-dir`, `PGREPLICA_STATE_DIR`,
+//! `$XDG_STATE_HOME/pgreplica`, `~/.local/state/pgreplica`; never inside a data directory):
+//!
+//! ```text
+//! <state>/clones/<clone-id>/db/          sled: the clone record and the transfer's file list
+//! <state>/clones/<clone-id>/lock         flock'ed by the process running the clone; its pid
+//! <state>/clones/<clone-id>/status.json  the running clone's snapshot for `clone status`
+//! ```
+//!
+//! One database per clone keeps clones independent: a damaged one, or one locked by a run,
+//! never stands in the way of the others. Every value is written with a schema version
+//! ([`codec`]) so that a record from a newer pgreplica, or a damaged one, is a clear
+//! [`ErrorKind::Store`] error — never a panic, even when sled itself panics on a damaged file.
+//!
+//! **Invariant:** only this module knows sled. It stores what it is given and decides nothing
+//! about the clone: which step runs next is the `states` machine's business.
+
+mod codec;
+mod files;
+mod lock;
+mod marker;
+mod status;
+
+pub use files::{FileCounts, FileTable};
+pub use status::{LiveProgress, StatusSnapshot};
+
+use crate::error::{Error, ErrorKind};
+use codec::DecodeError;
+use lock::{io_error, CloneLock, LockError};
+use marker::Marker;
+use states::{CloneId, CloneRecord, Millis, SCHEMA_VERSION};
+use std::cell::Cell;
+use std::ffi::OsString;
+use std::os::unix::fs::DirBuilderExt;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
+
+/// Key of the clone record in the database's default tree.
+const RECORD_KEY: &[u8] = b"record";
+
+/// Key of the record's generation (big-endian `u64`), written in the same batch as the record
+/// and compared with the [`Marker`].
+const GENERATION_KEY: &[u8] = b"generation";
+
+/// A state directory, opened (and created 0700 if missing).
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    root: PathBuf,
+}
+
+/// One clone's store, opened under its exclusive lock, which it holds until dropped.
+#[derive(Debug)]
+pub struct CloneStore {
+    // Field order is drop order: sled is closed before the lock is released, so the next
+    // holder never finds sled's own lock still taken.
+    db: sled::Db,
+    files: sled::Tree,
+    id: CloneId,
+    dir: PathBuf,
+    /// What sled must at least hold; updated after each flush.
+    marker: Mutex<Marker>,
+    _lock: CloneLock,
+}
+
+/// What `clone status` shows about one clone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StatusView {
+    /// The record: from sled when no process runs the clone, else from the runner's snapshot.
+    pub record: CloneRecord,
+    /// Whether a process holds the clone's lock right now.
+    pub running: bool,
+    /// The process running the clone.
+    pub pid: Option<u32>,
+    /// When the runner took its snapshot (running clones only).
+    pub updated_at: Option<Millis>,
+    /// Progress inside the running step (running clones only).
+    pub live: Option<LiveProgress>,
+    /// The transfer's file list counts, read from sled (idle clones only; a running clone
+    /// reports its progress in `live`).
+    pub files: Option<FileCounts>,
+}
+
+impl StateDir {
+    /// The state directory to use: `explicit` (from `--state-dir` or `PGREPLICA_STATE_DIR`,
+    /// which clap maps onto the flag), else `$XDG_STATE_HOME/pgreplica`, else
+    /// `$HOME/.local/state/pgreplica`.
+    pub fn resolve(explicit: Option<&Path>) -> Result<PathBuf, Error> {
+        resolve_from(
+            explicit,
+            std::env::var_os("XDG_STATE_HOME"),
+            std::env::var_os("HOME"),
+        )
+    }
+
+    /// Opens the state directory at `path`, creating it (mode 0700) if it does not exist.
+    pub fn open(path: &Path) -> Result<StateDir, Error> {
+        let clones = path.join("clones");
+        create_private_dir(&clones)?;
+        Ok(StateDir {
+            root: path.to_path_buf(),
+        })
+    }
+
+    /// The state directory.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// The directory of clone `id` (whether or not it exists).
+    pub fn clone_dir(&self, id: &CloneId) -> PathBuf {
+        self.root.join("clones").join(id.as_str())
+    }
+
+    /// The clones in this state directory, sorted. Lists directories only: a clone being run
+    /// by another process is listed too.
+    pub fn clone_ids(&self) -> Result<Vec<CloneId>, Error> {
+        let clones = self.root.join("clones");
+        let listing = std::fs::read_dir(&clones).map_err(|e| io_error("list", &clones, &e))?;
+        let mut ids = Vec::new();
+        for item in listing {
+            let item = item.map_err(|e| io_error("list", &clones, &e))?;
+            let is_dir = item.file_type().is_ok_and(|t| t.is_dir());
+            let id = item.file_name().to_str().and_then(CloneId::parse);
+            if let (true, Some(id)) = (is_dir, id) {
+                ids.push(id);
+            }
+        }
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Opens clone `id` for running it: creates its directory if needed, takes its lock
+    /// (refusing at once if another process holds it) and opens its database. A clone that
+    /// turns out to have no record (see [`CloneStore::load`]) was created by this call; a
+    /// caller that did not mean to create one calls [`CloneStore::discard`].
+    pub fn open_clone(&self, id: &CloneId) -> Result<CloneStore, Error> {
+        let dir = self.clone_dir(id);
+        create_private_dir(&dir)?;
+        let lock = self.lock(id, &dir)?;
+        CloneStore::open_locked(id, dir, lock)
+    }
+
+    /// Removes clone `id` under its lock, without opening its database: this is how a clone
+    /// whose store is damaged is thrown away (`clone start --force`).
+    pub fn discard_clone(&self, id: &CloneId) -> Result<(), Error> {
+        let dir = self.clone_dir(id);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let lock = self.lock(id, &dir)?;
+        remove_clone_dir(&dir, lock)
+    }
+
+    /// What `clone status` shows for clone `id`. When no process runs the clone, its lock is
+    /// taken briefly and the record read from sled (the truth); when one does, the runner's
+    /// snapshot is read instead, which answers in milliseconds however busy the runner is.
+    pub fn read_status(&self, id: &CloneId) -> Result<StatusView, Error> {
+        let dir = self.clone_dir(id);
+        if !dir.is_dir() {
+            return Err(self.no_such_clone(id));
+        }
+        match CloneLock::try_acquire(&dir.join("lock")) {
+            Ok(lock) => {
+                let store = CloneStore::open_locked(id, dir, lock)?;
+                let record = store.load()?.ok_or_else(|| self.no_such_clone(id))?;
+                let counts = store.files().counts()?;
+                Ok(StatusView {
+                    record,
+                    running: false,
+                    pid: None,
+                    updated_at: None,
+                    live: None,
+                    files: (counts.files_total > 0).then_some(counts),
+                })
+            }
+            Err(LockError::Held(pid)) => {
+                let snapshot = status::read(&dir)?;
+                // A snapshot left by an earlier run of the clone says nothing about this one.
+                let snapshot = snapshot.filter(|s| pid.is_none_or(|pid| pid == s.pid));
+                let Some(snapshot) = snapshot else {
+                    return Err(Error::new(
+                        ErrorKind::Store,
+                        format!(
+                            "clone {id} is being started by pgreplica process ({}) and has \
+                             not published its status yet",
+                            pid_text(pid)
+                        ),
+                    )
+                    .hint("run `pgreplica clone status` again in a moment")
+                    .retryable());
+                };
+                Ok(StatusView {
+                    pid: Some(snapshot.pid),
+                    record: snapshot.record,
+                    running: true,
+                    updated_at: Some(snapshot.updated_at),
+                    live: snapshot.live,
+                    files: None,
+                })
+            }
+            Err(LockError::Io(err)) => Err(err),
+        }
+    }
+
+    fn lock(&self, id: &CloneId, dir: &Path) -> Result<CloneLock, Error> {
+        CloneLock::try_acquire(&dir.join("lock")).map_err(|err| match err {
+            LockError::Held(pid) => Error::new(
+                ErrorKind::Store,
+                format!(
+                    "clone {id} is being run by another pgreplica process ({})",
+                    pid_text(pid)
+                ),
+            )
+            .hint(format!(
+                "wait for it to finish, or follow it with `pgreplica clone status {id}`"
+            )),
+            LockError::Io(err) => err,
+        })
+    }
+
+    fn no_such_clone(&self, id: &CloneId) -> Error {
+        Error::new(
+            ErrorKind::CloneState,
+            format!("there is no clone {id} in {}", self.root.display()),
+        )
+        .hint("`pgreplica clone status` lists the clones of this state directory")
+    }
+}
+
+impl CloneStore {
+    fn open_locked(id: &CloneId, dir: PathBuf, lock: CloneLock) -> Result<CloneStore, Error> {
+        let path = dir.join("db");
+        let db = guarded(|| sled::Config::new().path(&path).open())
+            .map_err(|panic| unreadable(&format!("clone {id}"), &path, &panic))?
+            .map_err(|e| sled_error_at(id, &path, "open", e))?;
+        let files = guarded(|| db.open_tree(files::TREE))
+            .map_err(|panic| unreadable(&format!("clone {id}"), &path, &panic))?
+            .map_err(|e| sled_error_at(id, &path, "open the file list of", e))?;
+        Ok(CloneStore {
+            db,
+            files,
+            id: id.clone(),
+            marker: Mutex::new(Marker::read(&dir)?),
+            dir,
+            _lock: lock,
+        })
+    }
+
+    /// The clone's id.
+    pub fn id(&self) -> &CloneId {
+        &self.id
+    }
+
+    /// The clone's directory in the state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The clone record, or `None` for a clone that has never been saved.
+    pub fn load(&self) -> Result<Option<CloneRecord>, Error> {
+        let (value, generation) = guarded(|| -> sled::Result<_> {
+            Ok((self.db.get(RECORD_KEY)?, self.db.get(GENERATION_KEY)?))
+        })
+        .map_err(|panic| self.damaged(&panic))?
+        .map_err(|e| self.sled_error("read the record of", e))?;
+        let generation = generation_of(generation.as_deref());
+        let saved = self.marker().record_generation;
+        if generation < saved {
+            let reason = match value {
+                None => format!("the record is gone, although checkpoint {saved} was saved"),
+                Some(_) => format!(
+                    "the record is checkpoint {generation}, although checkpoint {saved} was saved"
+                ),
+            };
+            return Err(self.damaged(&reason));
+        }
+        value
+            .map(|bytes| codec::decode(&bytes).map_err(|e| self.decode_error("clone record", e)))
+            .transpose()
+    }
+
+    /// Checkpoints `record`: it is on disk when this returns.
+    pub fn save(&self, record: &CloneRecord) -> Result<(), Error> {
+        let stored = self
+            .db
+            .get(GENERATION_KEY)
+            .map_err(|e| self.sled_error("read the record of", e))?;
+        let mut marker = self.marker();
+        let generation = generation_of(stored.as_deref()).max(marker.record_generation) + 1;
+        let mut batch = sled::Batch::default();
+        batch.insert(RECORD_KEY, codec::encode(record));
+        batch.insert(GENERATION_KEY, &generation.to_be_bytes());
+        self.db
+            .apply_batch(batch)
+            .map_err(|e| self.sled_error("write the record of", e))?;
+        self.db
+            .flush()
+            .map_err(|e| self.sled_error("flush the record of", e))?;
+        marker.record_generation = generation;
+        marker.write(&self.dir)
+    }
+
+    /// The transfer's file list.
+    pub fn files(&self) -> FileTable<'_> {
+        FileTable {
+            store: self,
+            tree: self.files.clone(),
+        }
+    }
+
+    /// Publishes `snapshot` for `clone status` in other processes (atomically replacing the
+    /// previous one).
+    pub fn publish(&self, snapshot: &StatusSnapshot) -> Result<(), Error> {
+        status::write(&self.dir, snapshot)
+    }
+
+    /// Removes the clone's directory (record, file list, snapshot) and then releases the lock.
+    pub fn discard(self) -> Result<(), Error> {
+        let CloneStore {
+            db,
+            files,
+            dir,
+            _lock: lock,
+            ..
+        } = self;
+        drop(files);
+        drop(db);
+        remove_clone_dir(&dir, lock)
+    }
+
+    /// The marker, locked; a poisoned lock still holds a consistent marker (it is replaced
+    /// whole), so poisoning is ignored.
+    pub(crate) fn marker(&self) -> std::sync::MutexGuard<'_, Marker> {
+        self.marker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn db_path(&self) -> PathBuf {
+        self.dir.join("db")
+    }
+
+    pub(crate) fn sled_error(&self, action: &str, err: sled::Error) -> Error {
+        sled_error_at(&self.id, &self.db_path(), action, err)
+    }
+
+    pub(crate) fn damaged(&self, reason: &str) -> Error {
+        unreadable(&format!("clone {}", self.id), &self.db_path(), reason)
+    }
+
+    pub(crate) fn decode_error(&self, what: &str, err: DecodeError) -> Error {
+        let whose = format!("{what} of {}", self.id);
+        match err {
+            DecodeError::Newer(version) => newer_schema_error(
+                &format!("{whose} in {}", self.db_path().display()),
+                u64::from(version),
+            ),
+            DecodeError::Unreadable(reason) => unreadable(&whose, &self.db_path(), &reason),
+        }
+    }
+}
+
+/// The error for a value written by a newer pgreplica.
+pub(crate) fn newer_schema_error(what: &str, version: u64) -> Error {
+    Error::new(
+        ErrorKind::Store,
+        format!(
+            "{what} was written by a newer pgreplica (schema {version}; this pgreplica reads up \
+             to {SCHEMA_VERSION})"
+        ),
+    )
+    .hint("upgrade pgreplica to the version that wrote it")
+}
+
+/// The error for a damaged value at `path` (in a clone's directory or its `db/`).
+pub(crate) fn unreadable(what: &str, path: &Path, reason: &str) -> Error {
+    let clone_dir = path.parent().unwrap_or(path);
+    Error::new(
+        ErrorKind::Store,
+        format!("{what} in {} is unreadable: {reason}", path.display()),
+    )
+    .hint(format!(
+        "move {} out of the way and start the clone again: the data directory is untouched, \
+         and the transfer re-derives what is already copied by comparing it with the backup",
+        clone_dir.display()
+    ))
+}
+
+fn sled_error_at(id: &CloneId, db: &Path, action: &str, err: sled::Error) -> Error {
+    match err {
+        sled::Error::Io(io) => io_error(&format!("{action} clone {id} in"), db, &io),
+        sled::Error::Corruption { .. } => {
+            unreadable(&format!("clone {id}"), db, "sled found corrupted data")
+        }
+        sled::Error::Unsupported(_) => unreadable(&format!("clone {id}"), db, &err.to_string()),
+        other => Error::new(
+            ErrorKind::Store,
+            format!("cannot {action} clone {id} in {}: {other}", db.display()),
+        ),
+    }
+}
+
+fn generation_of(stored: Option<&[u8]>) -> u64 {
+    stored
+        .and_then(|bytes| <[u8; 8]>::try_from(bytes).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn remove_clone_dir(dir: &Path, lock: CloneLock) -> Result<(), Error> {
+    // The lock file goes with the directory while its flock is still held, so no process can
+    // take the lock of a half-removed clone.
+    let removed = std::fs::remove_dir_all(dir).map_err(|e| io_error("remove", dir, &e));
+    drop(lock);
+    removed
+}
+
+fn create_private_dir(path: &Path) -> Result<(), Error> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|e| io_error("create", path, &e))
+}
+
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map_or_else(|| "pid unknown".to_string(), |pid| format!("pid {pid}"))
+}
+
+fn resolve_from(
+    explicit: Option<&Path>,
+    xdg_state_home: Option<OsString>,
+    home: Option<OsString>,
+) -> Result<PathBuf, Error> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    // The XDG spec says a relative XDG_STATE_HOME is invalid and must be ignored.
+    if let Some(xdg) = xdg_state_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
+        return Ok(xdg.join("pgreplica"));
+    }
+    if let Some(home) = home.map(PathBuf::from).filter(|p| p.is_absolute()) {
+        return Ok(home.join(".local/state/pgreplica"));
+    }
+    Err(Error::new(
+        ErrorKind::Config,
+        "cannot choose a state directory: none of --state-dir, PGREPLICA_STATE_DIR, \
+         XDG_STATE_HOME and HOME is set",
+    )
+    .hint("pass --state-dir or set PGREPLICA_STATE_DIR"))
+}
+
+thread_local! {
+    /// Set while this thread runs sled code under [`guarded`], whose panics become errors and
+    /// must not also be printed as a crash.
+    static GUARDED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs sled code that may panic on a damaged database, turning a panic into its message.
+fn guarded<T>(run: impl FnOnce() -> T) -> Result<T, String> {
+    static QUIET_HOOK: Once = Once::new();
+    QUIET_HOOK.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if !GUARDED.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let outer = GUARDED.with(|g| g.replace(true));
+    let result = panic::catch_unwind(AssertUnwindSafe(run));
+    GUARDED.with(|g| g.set(outer));
+    result.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "sled panicked".to_string());
+        format!("sled failed on it: {message}")
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,110 @@
+//! Unit tests of the store's internals: where the state lives, raw values in sled, panics.
+
+use super::*;
+use states::{CloneRequest, Mode};
+
+fn record(id: &CloneId) -> CloneRecord {
+    let request = CloneRequest {
+        mode: Mode::BarmanRsync,
+        data_dir: "/srv/pg/main".to_string(),
+        ..CloneRequest::default()
+    };
+    CloneRecord::new(id.clone(), request, 1_700_000_000_000)
+}
+
+fn fixture() -> (tempfile::TempDir, StateDir, CloneId) {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let state = StateDir::open(&tmp.path().join("state")).expect("state directory opens");
+    (tmp, state, CloneId::for_data_dir("/srv/pg/main"))
+}
+
+#[test]
+fn state_dir_follows_flag_then_xdg_then_home() {
+    let flag = Path::new("/etc/pgr");
+    let xdg = || Some(OsString::from("/x/state"));
+    let home = || Some(OsString::from("/home/pg"));
+    assert_eq!(resolve_from(Some(flag), xdg(), home()).unwrap(), flag);
+    assert_eq!(
+        resolve_from(None, xdg(), home()).unwrap(),
+        Path::new("/x/state/pgreplica")
+    );
+    assert_eq!(
+        resolve_from(None, Some(OsString::from("relative")), home()).unwrap(),
+        Path::new("/home/pg/.local/state/pgreplica")
+    );
+    let err = resolve_from(None, None, None).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Config);
+    assert!(err.hint.is_some());
+}
+
+#[test]
+fn state_dir_is_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (tmp, _state, _) = fixture();
+    let mode = std::fs::metadata(tmp.path().join("state"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+}
+
+#[test]
+fn newer_schema_record_is_refused_with_both_versions() {
+    let (_tmp, state, id) = fixture();
+    let store = state.open_clone(&id).unwrap();
+    let mut bytes = codec::encode(&record(&id));
+    bytes[4..6].copy_from_slice(&(SCHEMA_VERSION + 4).to_le_bytes());
+    store.db.insert(RECORD_KEY, bytes).unwrap();
+    let err = store.load().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Store);
+    let expected = format!(
+        "written by a newer pgreplica (schema {}; this pgreplica reads up to {SCHEMA_VERSION})",
+        SCHEMA_VERSION + 4
+    );
+    assert!(err.message.contains(&expected), "{}", err.message);
+    assert!(err.message.contains(id.as_str()), "{}", err.message);
+    assert!(err.hint.unwrap().contains("upgrade"));
+}
+
+#[test]
+fn truncated_and_garbage_records_are_unreadable() {
+    let (_tmp, state, id) = fixture();
+    let store = state.open_clone(&id).unwrap();
+    let good = codec::encode(&record(&id));
+    for bytes in [good[..good.len() / 2].to_vec(), vec![0x5a; 300], Vec::new()] {
+        store.db.insert(RECORD_KEY, bytes).unwrap();
+        let err = store.load().unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Store);
+        let expected = format!("clone record of {id} in {}", store.db_path().display());
+        assert!(err.message.starts_with(&expected), "{}", err.message);
+        assert!(err.message.contains("is unreadable: "), "{}", err.message);
+        assert!(err.hint.unwrap().contains("data directory is untouched"));
+    }
+}
+
+#[test]
+fn damaged_file_list_entry_is_unreadable() {
+    let (_tmp, state, id) = fixture();
+    let store = state.open_clone(&id).unwrap();
+    store
+        .files
+        .insert(b"\0\0\0\0base/1", b"junk".to_vec())
+        .unwrap();
+    let err = store.files().entries().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Store);
+    assert!(
+        err.message.starts_with(&format!("file list of {id}")),
+        "{}",
+        err.message
+    );
+    let err = store.files().mark_done(0, "base/1").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Store);
+}
+
+#[test]
+fn a_panic_inside_the_guard_is_an_error_and_the_guard_resets() {
+    let caught = guarded(|| -> u32 { panic!("page 7 is torn") });
+    assert_eq!(caught, Err("sled failed on it: page 7 is torn".to_string()));
+    assert!(!GUARDED.with(Cell::get));
+    assert_eq!(guarded(|| 3), Ok(3));
+}

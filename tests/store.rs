@@ -1,0 +1,341 @@
+//! The checkpoint store in one process: round trips, the file table at scale, damaged sled
+//! files, discarding, status of an idle clone. tests/store_kill.rs covers other processes.
+
+use pgreplica::error::ErrorKind;
+use pgreplica::store::{StateDir, StatusSnapshot};
+use states::{
+    ApiOperation, BackupFacts, CloneId, CloneRecord, CloneRequest, EntryKind, FailureKind,
+    ManifestEntry, Mode, Next, Outcome, Phase, PreparedDirs, SourceParams, Step, StepFailure,
+    StepResult, Tablespace, TransferSummary, Verification, WrittenConf,
+};
+use std::path::Path;
+
+fn state() -> (tempfile::TempDir, StateDir) {
+    let tmp = tempfile::tempdir().expect("temporary directory");
+    let state = StateDir::open(&tmp.path().join("state")).expect("state directory opens");
+    (tmp, state)
+}
+
+fn result_for(step: Step) -> StepResult {
+    match step {
+        Step::VerifyBackup => StepResult::VerifyBackup(BackupFacts {
+            backup_id: "20261125T061436".to_string(),
+            backup_name: Some("nightly".to_string()),
+            server: "pg".to_string(),
+            pg_version: 150_018,
+            size_bytes: 3 << 30,
+            timeline: 2,
+            begin_wal: "000000020000000000000009".to_string(),
+            end_wal: "00000002000000000000000A".to_string(),
+            system_id: Some("7300000000000000001".to_string()),
+            tablespaces: vec![Tablespace {
+                name: "fast".to_string(),
+                oid: 16_390,
+                location: "/srv/fast".to_string(),
+            }],
+            backup_dir: "/var/lib/barman/pg/base/20261125T061436".to_string(),
+            data_subdir: "data".to_string(),
+            has_manifest: true,
+        }),
+        Step::FetchParams => StepResult::FetchParams(SourceParams {
+            basebackups_directory: Some("/var/lib/barman/pg/base".to_string()),
+            wals_directory: Some("/var/lib/barman/pg/wals".to_string()),
+            server_version_num: 150_018,
+            system_identifier: "7300000000000000001".to_string(),
+            installation_size: 3 << 30,
+            upstream_node_id: Some(1),
+            upstream_conninfo: "host=node1 user=repmgr application_name=node2".to_string(),
+            warnings: vec!["wal_keep_size is 0".to_string()],
+        }),
+        Step::PrepareDirs => StepResult::PrepareDirs(PreparedDirs::default()),
+        Step::Transfer => StepResult::Transfer(TransferSummary {
+            files: 1_234,
+            bytes_total: 3 << 30,
+            bytes_sent: 1 << 30,
+            files_reused: 800,
+            duration_ms: 61_000,
+            restarts: 0,
+        }),
+        Step::VerifyCopy => StepResult::VerifyCopy(Verification::Verified { files: 1_234 }),
+        Step::WriteReplicationConf => StepResult::WriteReplicationConf(WrittenConf {
+            files: vec!["/srv/pg/main/postgresql.auto.conf".to_string()],
+            slot: Some("repmgr_slot_2".to_string()),
+        }),
+    }
+}
+
+/// A record that went through every step, with a crash and a retryable failure on the way.
+fn full_record(id: &CloneId) -> CloneRecord {
+    let request = CloneRequest {
+        mode: Mode::BarmanRsync,
+        data_dir: "/srv/pg/main".to_string(),
+        node_id: Some(2),
+        node_name: Some("node2".to_string()),
+        backup_selector: "latest".to_string(),
+        jobs: 4,
+        tablespace_mapping: vec![("/srv/fast".to_string(), "/srv/fast2".to_string())],
+        ..CloneRequest::default()
+    };
+    let mut record = CloneRecord::new(id.clone(), request, 1_000);
+    let mut now = 1_000;
+    let mut tick = || {
+        now += 7;
+        now
+    };
+    record.begin(tick()).unwrap();
+    assert_eq!(record.recover_crash(tick()), Some(Step::VerifyBackup));
+    record.begin(tick()).unwrap();
+    let failure = StepFailure {
+        kind: FailureKind::Retryable,
+        message: "ssh: connection reset".to_string(),
+        hint: Some("check the network".to_string()),
+        exit_code: 12,
+    };
+    assert_eq!(
+        record.finish(Outcome::Failed(failure), tick()).unwrap(),
+        Next::Retry(Step::VerifyBackup)
+    );
+    record.api_operation = Some(ApiOperation {
+        attempt_started_at: 55,
+        operation_id: Some("20261125T061500".to_string()),
+    });
+    while let Next::Run(step) = record.next() {
+        record.begin(tick()).unwrap();
+        record
+            .finish(Outcome::Succeeded(result_for(step)), tick())
+            .unwrap();
+    }
+    assert_eq!(record.phase(), Phase::Done);
+    record
+}
+
+#[test]
+fn full_record_round_trips_and_survives_reopening() {
+    let (_tmp, state) = state();
+    let id = CloneId::for_data_dir("/srv/pg/main");
+    let record = full_record(&id);
+    {
+        let store = state.open_clone(&id).unwrap();
+        assert_eq!(store.load().unwrap(), None, "a new clone has no record");
+        store.save(&record).unwrap();
+        assert_eq!(store.load().unwrap().as_ref(), Some(&record));
+    }
+    let store = state.open_clone(&id).unwrap();
+    assert_eq!(store.load().unwrap(), Some(record));
+    assert_eq!(state.clone_ids().unwrap(), vec![id]);
+}
+
+fn manifest(count: usize) -> Vec<ManifestEntry> {
+    (0..count)
+        .map(|i| ManifestEntry {
+            // Two roots, listed out of order, to show entries() sorts by (root, path).
+            root: if i % 10 == 0 { 16_390 } else { 0 },
+            path: format!("base/{}/{}", i % 97, count - i),
+            kind: if i % 50 == 0 {
+                EntryKind::Dir
+            } else {
+                EntryKind::File
+            },
+            size: if i % 50 == 0 { 0 } else { 8_192 + i as u64 },
+            mtime: 1_700_000_000 + i as i64,
+            done: false,
+        })
+        .collect()
+}
+
+#[test]
+fn file_table_of_100k_entries_round_trips_sorted_and_counts_done() {
+    let (_tmp, state) = state();
+    let id = CloneId::for_data_dir("/srv/pg/big");
+    let list = manifest(100_000);
+    let mut sorted = list.clone();
+    sorted.sort_by(|a, b| (a.root, a.path.as_bytes()).cmp(&(b.root, b.path.as_bytes())));
+    let marked: Vec<&ManifestEntry> = list.iter().step_by(3).collect();
+    {
+        let store = state.open_clone(&id).unwrap();
+        let files = store.files();
+        files.replace(&list).unwrap();
+        assert_eq!(files.entries().unwrap(), sorted);
+        for entry in &marked {
+            assert!(files.mark_done(entry.root, &entry.path).unwrap());
+        }
+        assert!(!files.mark_done(7, "not/listed").unwrap());
+        files.flush().unwrap();
+    }
+    let store = state.open_clone(&id).unwrap();
+    let files = store.files();
+    let entries = files.entries().unwrap();
+    assert_eq!(entries.len(), 100_000);
+    let done_files: Vec<&ManifestEntry> = marked
+        .iter()
+        .copied()
+        .filter(|e| e.kind == EntryKind::File)
+        .collect();
+    let expected = (
+        done_files.len() as u64,
+        done_files.iter().map(|e| e.size).sum::<u64>(),
+    );
+    assert_eq!(files.done_counts().unwrap(), expected);
+    assert_eq!(entries.iter().filter(|e| e.done).count(), marked.len());
+    let counts = files.counts().unwrap();
+    assert_eq!(counts.files_total, 98_000);
+
+    // Replacing the list drops the old entries and their marks.
+    files.replace(&manifest(10)).unwrap();
+    assert_eq!(files.entries().unwrap().len(), 10);
+    assert_eq!(files.done_counts().unwrap(), (0, 0));
+}
+
+#[test]
+fn discard_removes_the_clone_and_frees_it() {
+    let (_tmp, state) = state();
+    let id = CloneId::for_data_dir("/srv/pg/gone");
+    let store = state.open_clone(&id).unwrap();
+    store.save(&full_record(&id)).unwrap();
+    let dir = store.dir().to_path_buf();
+    store.discard().unwrap();
+    assert!(!dir.exists());
+    assert!(state.clone_ids().unwrap().is_empty());
+    let store = state.open_clone(&id).unwrap();
+    assert_eq!(store.load().unwrap(), None);
+}
+
+#[test]
+fn status_of_an_idle_clone_comes_from_sled_and_of_a_missing_one_is_an_error() {
+    let (_tmp, state) = state();
+    let id = CloneId::for_data_dir("/srv/pg/idle");
+    let missing = state.read_status(&id).unwrap_err();
+    assert_eq!(missing.kind, ErrorKind::CloneState);
+    let record = full_record(&id);
+    {
+        let store = state.open_clone(&id).unwrap();
+        store.save(&record).unwrap();
+        store.files().replace(&manifest(100)).unwrap();
+        // A snapshot left behind by a run that ended is not what an idle clone shows.
+        let mut stale = record.clone();
+        stale.attempts = 99;
+        store
+            .publish(&StatusSnapshot {
+                record: stale,
+                pid: 1,
+                updated_at: 5,
+                live: None,
+            })
+            .unwrap();
+    }
+    let view = state.read_status(&id).unwrap();
+    assert!(!view.running);
+    assert_eq!(view.pid, None);
+    assert_eq!(view.record, record);
+    assert_eq!(view.files.unwrap().files_total, 98);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for item in std::fs::read_dir(from).unwrap() {
+        let item = item.unwrap();
+        let target = to.join(item.file_name());
+        if item.file_type().unwrap().is_dir() {
+            copy_dir(&item.path(), &target);
+        } else {
+            std::fs::copy(item.path(), target).unwrap();
+        }
+    }
+}
+
+fn sled_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for item in std::fs::read_dir(dir).unwrap() {
+        let item = item.unwrap();
+        if item.file_type().unwrap().is_dir() {
+            sled_files(&item.path(), out);
+        } else {
+            out.push(item.path());
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Damage {
+    Empty,
+    Halve,
+    ScribbleHead,
+    ScribbleMiddle,
+}
+
+fn damage(file: &Path, how: Damage) {
+    use std::io::{Seek, SeekFrom, Write};
+    let len = std::fs::metadata(file).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    match how {
+        Damage::Empty => f.set_len(0).unwrap(),
+        Damage::Halve => f.set_len(len / 2).unwrap(),
+        Damage::ScribbleHead | Damage::ScribbleMiddle => {
+            let at = if matches!(how, Damage::ScribbleHead) {
+                0
+            } else {
+                len / 2
+            };
+            f.seek(SeekFrom::Start(at)).unwrap();
+            let garbage: Vec<u8> = (0..4096u32).map(|i| (i * 7 + 13) as u8).collect();
+            f.write_all(&garbage[..garbage.len().min(len.max(64) as usize)])
+                .unwrap();
+        }
+    }
+}
+
+#[test]
+fn damaged_sled_files_are_store_errors_never_panics() {
+    let (tmp, state) = state();
+    let pristine = CloneId::parse("pristine").unwrap();
+    let record = full_record(&pristine);
+    let list = manifest(5_000);
+    {
+        let store = state.open_clone(&pristine).unwrap();
+        store.save(&record).unwrap();
+        store.files().replace(&list).unwrap();
+    }
+    let db = state.clone_dir(&pristine).join("db");
+    let mut files = vec![state.clone_dir(&pristine).join("checkpoint.json")];
+    sled_files(&db, &mut files);
+    let mut outcomes = Vec::new();
+    for (n, file) in files.iter().enumerate() {
+        let clone_dir = state.clone_dir(&pristine);
+        let relative = file.strip_prefix(&clone_dir).unwrap().to_path_buf();
+        for how in [
+            Damage::Empty,
+            Damage::Halve,
+            Damage::ScribbleHead,
+            Damage::ScribbleMiddle,
+        ] {
+            let id = CloneId::parse(&format!("damaged-{n}-{how:?}")).unwrap();
+            let target = state.clone_dir(&id);
+            copy_dir(&state.clone_dir(&pristine), &target);
+            damage(&target.join(&relative), how);
+            let result = state.open_clone(&id).and_then(|store| {
+                let loaded = store.load()?;
+                let entries = store.files().entries()?;
+                Ok((loaded, entries.len()))
+            });
+            let outcome = match result {
+                Ok((Some(_), len)) if len == list.len() => "intact".to_string(),
+                Ok((loaded, len)) => format!("LOST record={} entries={len}", loaded.is_some()),
+                Err(err) => {
+                    assert_eq!(err.kind, ErrorKind::Store, "{}", err.message);
+                    assert!(err.message.contains(&id.to_string()), "{}", err.message);
+                    assert!(err.hint.is_some(), "{}", err.message);
+                    format!("error: {}", err.message)
+                }
+            };
+            outcomes.push(format!("{} {how:?}: {outcome}", relative.display()));
+        }
+    }
+    let lost: Vec<&String> = outcomes.iter().filter(|o| o.contains("LOST")).collect();
+    assert!(lost.is_empty(), "silent loss:\n{}", outcomes.join("\n"));
+    let errors = outcomes.iter().filter(|o| o.contains("error:")).count();
+    assert!(
+        errors >= outcomes.len() / 2,
+        "most damage must be noticed:\n{}",
+        outcomes.join("\n")
+    );
+    drop(tmp);
+}

@@ -1,0 +1,512 @@
+//! The checkpoint store across real processes: a child driving a clone is SIGKILLed at random
+//! moments and resumed; a second run is refused by the lock; `clone status` reads a running
+//! clone quickly.
+//!
+//! Children are this test binary re-executed (`--exact <test> --nocapture -q`) with
+//! `PGREPLICA_STORE_CHILD` naming their role; they report each checkpoint on stdout *after* it
+//! is saved, so whatever the parent read before the kill must be in the store afterwards.
+
+use pgreplica::error::ErrorKind;
+use pgreplica::store::{CloneStore, FileTable, LiveProgress, StateDir, StatusSnapshot};
+use rand::Rng;
+use states::{
+    BackupFacts, CloneId, CloneRecord, CloneRequest, EntryKind, ManifestEntry, Mode, Next, Outcome,
+    OutcomeKind, Phase, PreparedDirs, SourceParams, Step, StepResult, TransferSummary,
+    Verification, WrittenConf,
+};
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const ROLE_ENV: &str = "PGREPLICA_STORE_CHILD";
+const STATE_ENV: &str = "PGREPLICA_STORE_STATE";
+const CLONE_ENV: &str = "PGREPLICA_STORE_CLONE";
+
+/// Entries in the drive child's file list.
+const FILES: usize = 1_500;
+/// The drive child flushes its done marks every this many files.
+const FLUSH_EVERY: usize = 25;
+/// Kills that must land inside a running child.
+const KILLS: usize = 50;
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+fn request() -> CloneRequest {
+    CloneRequest {
+        mode: Mode::BarmanRsync,
+        data_dir: "/srv/pg/main".to_string(),
+        backup_selector: "latest".to_string(),
+        jobs: 2,
+        ..CloneRequest::default()
+    }
+}
+
+fn result_for(step: Step) -> StepResult {
+    match step {
+        Step::VerifyBackup => StepResult::VerifyBackup(BackupFacts {
+            backup_id: "20261125T061436".to_string(),
+            ..BackupFacts::default()
+        }),
+        Step::FetchParams => StepResult::FetchParams(SourceParams::default()),
+        Step::PrepareDirs => StepResult::PrepareDirs(PreparedDirs::default()),
+        Step::Transfer => StepResult::Transfer(TransferSummary {
+            files: FILES as u64,
+            ..TransferSummary::default()
+        }),
+        Step::VerifyCopy => StepResult::VerifyCopy(Verification::Skipped {
+            reason: "test".to_string(),
+        }),
+        Step::WriteReplicationConf => StepResult::WriteReplicationConf(WrittenConf::default()),
+    }
+}
+
+fn manifest() -> Vec<ManifestEntry> {
+    (0..FILES)
+        .map(|i| ManifestEntry {
+            root: 0,
+            path: format!("base/5/{i:05}"),
+            kind: EntryKind::File,
+            size: 8_192,
+            mtime: 1_700_000_000,
+            done: false,
+        })
+        .collect()
+}
+
+/// A number that every save of the drive child raises by exactly one: `begin` sets the
+/// in-flight step, `finish` and `recover_crash` clear it and add a history entry.
+fn progress(record: &CloneRecord) -> usize {
+    2 * record.history.len() + usize::from(record.in_flight().is_some())
+}
+
+fn checkpoint_line(record: &CloneRecord) -> String {
+    format!(
+        "CKPT {} {:?} {:?}",
+        progress(record),
+        record.phase(),
+        record.in_flight()
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Children
+
+/// Runs the child role named in the environment, if any; returns whether this process is a
+/// child (the calling test then returns at once).
+fn run_as_child() -> bool {
+    let Ok(role) = std::env::var(ROLE_ENV) else {
+        return false;
+    };
+    let state = StateDir::open(Path::new(&std::env::var(STATE_ENV).unwrap())).unwrap();
+    let id = CloneId::parse(&std::env::var(CLONE_ENV).unwrap()).unwrap();
+    let store = state.open_clone(&id).unwrap_or_else(|err| {
+        println!("LOCKED {}", err.message);
+        std::process::exit(3)
+    });
+    match role.as_str() {
+        "drive" => drive(&store),
+        "hold" => hold(&store),
+        other => panic!("unknown child role {other}"),
+    }
+    true
+}
+
+/// Drives the clone to Done, reporting every checkpoint after it is durable.
+fn drive(store: &CloneStore) {
+    let mut record = store
+        .load()
+        .unwrap()
+        .expect("the parent created the record");
+    println!("READY");
+    if record.recover_crash(now()).is_some() {
+        store.save(&record).unwrap();
+        println!("{}", checkpoint_line(&record));
+    }
+    while let Next::Run(step) = record.next() {
+        record.begin(now()).unwrap();
+        store.save(&record).unwrap();
+        println!("{}", checkpoint_line(&record));
+        if step == Step::Transfer {
+            transfer(&store.files());
+        }
+        record
+            .finish(Outcome::Succeeded(result_for(step)), now())
+            .unwrap();
+        store.save(&record).unwrap();
+        println!("{}", checkpoint_line(&record));
+    }
+    println!("DONE");
+}
+
+/// The "work" of the Transfer step: mark every file done, in list order, flushing regularly.
+fn transfer(files: &FileTable<'_>) {
+    let mut entries = files.entries().unwrap();
+    if entries.is_empty() {
+        files.replace(&manifest()).unwrap();
+        entries = files.entries().unwrap();
+    }
+    for (index, entry) in entries.iter().enumerate() {
+        if !entry.done {
+            assert!(files.mark_done(entry.root, &entry.path).unwrap());
+        }
+        if (index + 1) % FLUSH_EVERY == 0 || index + 1 == entries.len() {
+            files.flush().unwrap();
+            println!("FILES {}", index + 1);
+        }
+    }
+}
+
+/// Begins the current step, publishes a snapshot, and holds the clone until stdin closes.
+fn hold(store: &CloneStore) {
+    let mut record = store
+        .load()
+        .unwrap()
+        .expect("the parent created the record");
+    record.recover_crash(now());
+    let step = record.begin(now()).unwrap();
+    store.save(&record).unwrap();
+    store
+        .publish(&StatusSnapshot {
+            record,
+            pid: std::process::id(),
+            updated_at: now(),
+            live: Some(LiveProgress {
+                step,
+                bytes_done: 1 << 20,
+                bytes_total: 1 << 30,
+                files_done: 3,
+                files_total: 900,
+                rate_bytes_per_sec: 50 << 20,
+                eta_secs: Some(20),
+            }),
+        })
+        .unwrap();
+    println!("READY");
+    let mut rest = Vec::new();
+    std::io::stdin().read_to_end(&mut rest).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The parent side
+
+/// A running child and the lines it has printed so far.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn spawn(test: &str, role: &str, state: &Path, id: &CloneId) -> Running {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", test, "--nocapture", "--test-threads=1", "-q"])
+            .env(ROLE_ENV, role)
+            .env(STATE_ENV, state)
+            .env(CLONE_ENV, id.as_str())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("the test binary re-executes itself");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for the child's READY line (it has the store open).
+    fn ready(&mut self) {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("child never got ready ({e}); it said {:?}", self.seen));
+            self.seen.push(line.clone());
+            if line == "READY" {
+                return;
+            }
+            assert!(!line.starts_with("LOCKED"), "child could not open: {line}");
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILLs the child (if still running), reaps it and returns whether the kill landed,
+    /// with everything it printed.
+    fn kill(mut self) -> (bool, Vec<String>) {
+        // SAFETY: kill(2) on our own child, which is not reaped yet, so the pid is still ours.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGKILL) };
+        let status = self.child.wait().unwrap();
+        self.seen.extend(self.lines.iter());
+        let killed = status.signal() == Some(libc::SIGKILL);
+        assert!(killed || status.success(), "child failed: {status:?}");
+        (killed, self.seen)
+    }
+
+    /// Waits for the child to exit on its own.
+    fn finish(mut self) -> Vec<String> {
+        drop(self.child.stdin.take());
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "child failed: {status:?}");
+        self.seen.extend(self.lines.iter());
+        self.seen
+    }
+}
+
+/// What the parent knows of one clone between children.
+struct Expect {
+    /// Progress of the record as last verified.
+    progress: usize,
+    /// Crashes the parent found (in-flight steps at reopening).
+    crashes: usize,
+}
+
+/// Reopens the store after a child and checks that every checkpoint it reported survived.
+fn verify(state: &StateDir, id: &CloneId, lines: &[String], expect: &mut Expect) -> CloneRecord {
+    let store = state.open_clone(id).expect("the dead child's lock is free");
+    let record = store
+        .load()
+        .expect("the record loads after SIGKILL")
+        .expect("the record exists");
+    let found = progress(&record);
+    let last = lines.iter().rev().find(|l| l.starts_with("CKPT "));
+    let reported = last.map_or(expect.progress, |l| {
+        l.split(' ').nth(1).unwrap().parse::<usize>().unwrap()
+    });
+    assert!(
+        found == reported || found == reported + 1,
+        "store is at checkpoint {found}, the child reported {reported}: {lines:?}"
+    );
+    if let (Some(line), true) = (last, found == reported) {
+        assert_eq!(
+            line,
+            &checkpoint_line(&record),
+            "the reported checkpoint differs"
+        );
+    }
+    expect.progress = found;
+
+    let flushed = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("FILES "))
+        .map(|n| n.parse::<usize>().unwrap())
+        .max()
+        .unwrap_or(0);
+    let entries = store.files().entries().unwrap();
+    let done = entries.iter().take_while(|e| e.done).count();
+    assert!(done >= flushed, "{done} files done, {flushed} were flushed");
+    assert!(
+        entries[done..].iter().all(|e| !e.done),
+        "done marks are not a prefix of the list"
+    );
+    if record.is_step_done(Step::Transfer) {
+        assert_eq!(done, FILES, "Transfer succeeded with files left");
+    }
+
+    // What the next child's recover_crash will do, checked here on a copy.
+    let mut recovered = record.clone();
+    let crashed = recovered.recover_crash(now());
+    assert_eq!(crashed, record.in_flight());
+    if let Some(step) = crashed {
+        let last = recovered.history.last().unwrap();
+        assert_eq!((last.step, last.outcome), (step, OutcomeKind::Crashed));
+        expect.crashes += 1;
+    }
+    record
+}
+
+fn new_clone(state: &StateDir, id: &CloneId) -> Expect {
+    let store = state.open_clone(id).unwrap();
+    store
+        .save(&CloneRecord::new(id.clone(), request(), now()))
+        .unwrap();
+    Expect {
+        progress: 0,
+        crashes: 0,
+    }
+}
+
+fn check_done(record: &CloneRecord, expect: &Expect) {
+    assert_eq!(record.phase(), Phase::Done);
+    for step in record.plan() {
+        let successes = record
+            .history
+            .iter()
+            .filter(|t| t.step == *step && t.outcome == OutcomeKind::Succeeded)
+            .count();
+        assert_eq!(successes, 1, "{step} succeeded {successes} times");
+    }
+    let crashes = record
+        .history
+        .iter()
+        .filter(|t| t.outcome == OutcomeKind::Crashed)
+        .count();
+    assert_eq!(
+        crashes, expect.crashes,
+        "every crash is in the history once"
+    );
+    assert_eq!(
+        record.history.len(),
+        record.plan().len() + crashes,
+        "nothing but successes and crashes happened"
+    );
+}
+
+#[test]
+fn sigkilled_child_resumes_at_the_right_step_and_loses_no_checkpoint() {
+    const TEST: &str = "sigkilled_child_resumes_at_the_right_step_and_loses_no_checkpoint";
+    if run_as_child() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state_path = tmp.path().join("state");
+    let state = StateDir::open(&state_path).unwrap();
+    let started = Instant::now();
+    let mut rng = rand::thread_rng();
+    let mut kills = 0;
+    let mut landed_in = std::collections::BTreeMap::<String, usize>::new();
+    let mut clones = 0;
+    // Clones follow one another until enough kills have landed; the last one is then run to
+    // completion without a kill.
+    while kills < KILLS {
+        let id = CloneId::parse(&format!("killed-{clones}")).unwrap();
+        clones += 1;
+        let mut expect = new_clone(&state, &id);
+        loop {
+            let mut child = Running::spawn(TEST, "drive", &state_path, &id);
+            child.ready();
+            std::thread::sleep(Duration::from_millis(rng.gen_range(0..=30)));
+            let (killed, lines) = child.kill();
+            let record = verify(&state, &id, &lines, &mut expect);
+            if killed {
+                kills += 1;
+                let at = format!("{:?}/{:?}", record.phase(), record.in_flight());
+                *landed_in.entry(at).or_default() += 1;
+            } else {
+                assert!(lines.iter().any(|l| l == "DONE"), "{lines:?}");
+                check_done(&record, &expect);
+                break;
+            }
+            if kills >= KILLS {
+                let lines = Running::spawn(TEST, "drive", &state_path, &id).finish();
+                assert!(lines.iter().any(|l| l == "DONE"), "{lines:?}");
+                let record = verify(&state, &id, &lines, &mut expect);
+                check_done(&record, &expect);
+                break;
+            }
+        }
+    }
+    assert!(kills >= KILLS);
+    assert!(
+        landed_in.keys().any(|k| k.contains("Transfer")),
+        "no kill landed in Transfer: {landed_in:?}"
+    );
+    eprintln!(
+        "{kills} kills over {clones} clones in {:?}: {landed_in:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_second_run_is_refused_until_the_holder_dies() {
+    const TEST: &str = "a_second_run_is_refused_until_the_holder_dies";
+    if run_as_child() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state_path = tmp.path().join("state");
+    let state = StateDir::open(&state_path).unwrap();
+    let id = CloneId::for_data_dir("/srv/pg/main");
+    drop(new_clone(&state, &id));
+
+    let mut holder = Running::spawn(TEST, "hold", &state_path, &id);
+    holder.ready();
+    let err = state.open_clone(&id).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Store);
+    assert_eq!(
+        err.message,
+        format!(
+            "clone {id} is being run by another pgreplica process (pid {})",
+            holder.pid()
+        )
+    );
+    assert!(err.hint.unwrap().contains("clone status"));
+    // Discarding is refused too: --force must not pull a clone from under its runner.
+    assert_eq!(state.discard_clone(&id).unwrap_err().kind, ErrorKind::Store);
+
+    let (killed, _) = holder.kill();
+    assert!(killed);
+    let store = state.open_clone(&id).expect("flock died with the holder");
+    let record = store.load().unwrap().unwrap();
+    assert_eq!(record.in_flight(), Some(Step::VerifyBackup));
+}
+
+#[test]
+fn status_of_a_running_clone_answers_within_100ms_with_its_step() {
+    const TEST: &str = "status_of_a_running_clone_answers_within_100ms_with_its_step";
+    if run_as_child() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let state_path = tmp.path().join("state");
+    let state = StateDir::open(&state_path).unwrap();
+    let id = CloneId::for_data_dir("/srv/pg/main");
+    {
+        // Put the clone at Transfer so that the step shown is not simply the first one.
+        let store = state.open_clone(&id).unwrap();
+        let mut record = CloneRecord::new(id.clone(), request(), now());
+        while record.next() != Next::Run(Step::Transfer) {
+            let step = record.begin(now()).unwrap();
+            record
+                .finish(Outcome::Succeeded(result_for(step)), now())
+                .unwrap();
+        }
+        store.save(&record).unwrap();
+    }
+
+    let mut holder = Running::spawn(TEST, "hold", &state_path, &id);
+    holder.ready();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let asked = Instant::now();
+        let view = state.read_status(&id).unwrap();
+        slowest = slowest.max(asked.elapsed());
+        assert!(view.running);
+        assert_eq!(view.pid, Some(holder.pid()));
+        assert_eq!(view.record.phase(), Phase::At(Step::Transfer));
+        assert_eq!(view.record.in_flight(), Some(Step::Transfer));
+        assert_eq!(view.live.unwrap().step, Step::Transfer);
+    }
+    assert!(
+        slowest < Duration::from_millis(100),
+        "slowest answer {slowest:?}"
+    );
+
+    // Once the runner is gone, status reads sled, which knows the step was in flight.
+    let (killed, _) = holder.kill();
+    assert!(killed);
+    let view = state.read_status(&id).unwrap();
+    assert!(!view.running);
+    assert_eq!(view.record.in_flight(), Some(Step::Transfer));
+}
