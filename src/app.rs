@@ -28,9 +28,8 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let command = match cli.command {
         Command::Generate { what } => {
-            return crate::cli::generate(what, &mut std::io::stdout().lock()).map_err(|e| {
-                Error::new(ErrorKind::System, format!("cannot write output: {e}"))
-            });
+            return crate::cli::generate(what, &mut std::io::stdout().lock())
+                .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")));
         }
         Command::Clone(command) => command,
     };
@@ -53,8 +52,11 @@ fn run(cli: Cli) -> Result<()> {
 fn refuse_root() -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
-        return Err(Error::new(ErrorKind::Config, "pgreplica must not be run as root")
-            .hint("run it as the PostgreSQL system user, e.g. \"sudo -u postgres pgreplica …\""));
+        return Err(
+            Error::new(ErrorKind::Config, "pgreplica must not be run as root").hint(
+                "run it as the PostgreSQL system user, e.g. \"sudo -u postgres pgreplica …\"",
+            ),
+        );
     }
     Ok(())
 }
@@ -62,7 +64,9 @@ fn refuse_root() -> Result<()> {
 /// Loads repmgr.conf (`-f`, else `./repmgr.conf` or `/etc/repmgr.conf` when present, as repmgr
 /// looks for it) and logs its warnings.
 fn load_config(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
-    let path = explicit.map(Path::to_path_buf).or_else(Config::find_default);
+    let path = explicit
+        .map(Path::to_path_buf)
+        .or_else(Config::find_default);
     let Some(path) = path else {
         return Ok((Config::default(), None));
     };
@@ -106,7 +110,11 @@ async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
     }
     let mut record = CloneRecord::new(id, request, runner::now_millis());
     store.save(&record)?;
-    crate::info!("clone {} created ({} mode)", record.id, record.request.mode.label());
+    crate::info!(
+        "clone {} created ({} mode)",
+        record.id,
+        record.request.mode.label()
+    );
     drive(&store, &mut record).await
 }
 
@@ -116,16 +124,22 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
         (None, explicit) => {
             let (config, _) = load_config(explicit.as_deref())?;
             let data_dir = config.data_directory.ok_or_else(|| {
-                Error::new(ErrorKind::Config, "no clone named and no data_directory configured")
-                    .hint("name the clone (see \"pgreplica clone status\") or pass -f repmgr.conf")
+                Error::new(
+                    ErrorKind::Config,
+                    "no clone named and no data_directory configured",
+                )
+                .hint("name the clone (see \"pgreplica clone status\") or pass -f repmgr.conf")
             })?;
             CloneId::for_data_dir(&crate::request::absolute(&data_dir)?.display().to_string())
         }
     };
     let dir = StateDir::open(state_dir)?;
     let no_clone = || {
-        Error::new(ErrorKind::CloneState, format!("there is no clone {id} to resume"))
-            .hint("start one with \"pgreplica clone start\"; \"pgreplica clone status\" lists clones")
+        Error::new(
+            ErrorKind::CloneState,
+            format!("there is no clone {id} to resume"),
+        )
+        .hint("start one with \"pgreplica clone start\"; \"pgreplica clone status\" lists clones")
     };
     if !dir.clone_ids()?.contains(&id) {
         return Err(no_clone());
@@ -151,14 +165,17 @@ fn clone_id_from_arg(text: &str) -> Result<CloneId> {
         return Ok(CloneId::for_data_dir(&path.display().to_string()));
     }
     CloneId::parse(text).ok_or_else(|| {
-        Error::new(ErrorKind::Config, format!("\"{text}\" is not a clone id or a data directory"))
-            .hint("\"pgreplica clone status\" lists clones")
+        Error::new(
+            ErrorKind::Config,
+            format!("\"{text}\" is not a clone id or a data directory"),
+        )
+        .hint("\"pgreplica clone status\" lists clones")
     })
 }
 
 async fn drive(store: &crate::store::CloneStore, record: &mut CloneRecord) -> Result<()> {
     let progress = Progress::new();
-    let steps = crate::steps::Steps::default();
+    let steps = crate::steps::Steps;
     runner::run(store, record, &steps, &progress, &RetryPolicy::default()).await?;
     report_done(record);
     Ok(())
@@ -208,8 +225,10 @@ fn status(state_dir: &Path, args: StatusArgs) -> Result<()> {
     let mut views = Vec::new();
     for id in &ids {
         if args.clone.is_some() && !dir.clone_ids()?.contains(id) {
-            return Err(Error::new(ErrorKind::CloneState, format!("there is no clone {id}"))
-                .hint("\"pgreplica clone status\" lists clones"));
+            return Err(
+                Error::new(ErrorKind::CloneState, format!("there is no clone {id}"))
+                    .hint("\"pgreplica clone status\" lists clones"),
+            );
         }
         views.push(dir.read_status(id)?);
     }

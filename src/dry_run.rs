@@ -22,7 +22,11 @@ pub async fn run(request: &CloneRequest) -> Result<()> {
             let barman = crate::steps::barman_of(request)?;
             match barman.resolve_backup(&request.backup_selector).await {
                 Ok(facts) => {
-                    crate::info!("backup {} of server \"{}\" can be restored", facts.backup_id, facts.server);
+                    crate::info!(
+                        "backup {} of server \"{}\" can be restored",
+                        facts.backup_id,
+                        facts.server
+                    );
                     backup = Some(facts);
                 }
                 Err(e) => problems.push(e),
@@ -36,7 +40,10 @@ pub async fn run(request: &CloneRequest) -> Result<()> {
     }
     match inspect_source(request, backup.as_ref()).await {
         Ok((params, warnings)) => {
-            crate::info!("source node reachable (server version {})", params.server_version_num);
+            crate::info!(
+                "source node reachable (server version {})",
+                params.server_version_num
+            );
             for warning in warnings {
                 crate::warning!("{warning}");
             }

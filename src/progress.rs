@@ -67,7 +67,13 @@ impl Progress {
     }
 
     /// The step knows its size; `already_*` were done by an earlier run.
-    pub fn set_totals(&self, bytes_total: u64, files_total: u64, already_bytes: u64, already_files: u64) {
+    pub fn set_totals(
+        &self,
+        bytes_total: u64,
+        files_total: u64,
+        already_bytes: u64,
+        already_files: u64,
+    ) {
         self.bytes_total.store(bytes_total, Ordering::Relaxed);
         self.files_total.store(files_total, Ordering::Relaxed);
         self.bytes_done.store(already_bytes, Ordering::Relaxed);
@@ -76,7 +82,8 @@ impl Progress {
         let mut state = self.state.lock().expect("progress lock");
         state.started = Instant::now();
         if std::io::stderr().is_terminal() && crate::log::enabled(crate::log::Level::Info) {
-            let bar = ProgressBar::with_draw_target(Some(bytes_total), ProgressDrawTarget::stderr());
+            let bar =
+                ProgressBar::with_draw_target(Some(bytes_total), ProgressDrawTarget::stderr());
             bar.set_style(
                 ProgressStyle::with_template(
                     "{spinner} {bytes}/{total_bytes} [{wide_bar}] {bytes_per_sec} ETA {eta}",
@@ -137,9 +144,13 @@ impl Progress {
         let bytes_total = self.bytes_total.load(Ordering::Relaxed);
         let moved = bytes_done.saturating_sub(self.bytes_at_start.load(Ordering::Relaxed));
         let seconds = state.started.elapsed().as_secs_f64();
-        let rate = if seconds > 0.5 { (moved as f64 / seconds) as u64 } else { 0 };
-        let eta_secs = (rate > 0 && bytes_total >= bytes_done)
-            .then(|| (bytes_total - bytes_done) / rate);
+        let rate = if seconds > 0.5 {
+            (moved as f64 / seconds) as u64
+        } else {
+            0
+        };
+        let eta_secs =
+            (rate > 0 && bytes_total >= bytes_done).then(|| (bytes_total - bytes_done) / rate);
         Some(LiveProgress {
             step,
             bytes_done,

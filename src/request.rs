@@ -26,7 +26,11 @@ pub fn select_mode(args: &StartArgs, config: &Config) -> Mode {
 }
 
 /// Builds the request; errors are configuration errors (exit 1).
-pub fn build(args: &StartArgs, config: &Config, config_file: Option<&Path>) -> Result<CloneRequest> {
+pub fn build(
+    args: &StartArgs,
+    config: &Config,
+    config_file: Option<&Path>,
+) -> Result<CloneRequest> {
     let data_dir = match (&args.data_dir, &config.data_directory) {
         (Some(dir), _) => dir.clone(),
         (None, Some(dir)) => dir.clone(),
@@ -73,7 +77,10 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
     } else {
         std::env::current_dir()
             .map_err(|e| {
-                Error::new(ErrorKind::System, format!("cannot read the current directory: {e}"))
+                Error::new(
+                    ErrorKind::System,
+                    format!("cannot read the current directory: {e}"),
+                )
             })?
             .join(path)
     };
@@ -96,7 +103,10 @@ mod tests {
 
     #[test]
     fn paths_are_normalised() {
-        assert_eq!(absolute(Path::new("/srv/./pg/../data/")).unwrap(), PathBuf::from("/srv/data"));
+        assert_eq!(
+            absolute(Path::new("/srv/./pg/../data/")).unwrap(),
+            PathBuf::from("/srv/data")
+        );
         assert!(absolute(Path::new("rel")).unwrap().is_absolute());
     }
 }

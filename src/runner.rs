@@ -46,7 +46,9 @@ impl RetryPolicy {
     /// Delay before retry number `retry` (1-based).
     pub fn delay(&self, retry: u32) -> Duration {
         let factor = 2_u32.saturating_pow(retry.saturating_sub(1));
-        self.initial_delay.saturating_mul(factor).min(self.max_delay)
+        self.initial_delay
+            .saturating_mul(factor)
+            .min(self.max_delay)
     }
 }
 
@@ -97,7 +99,10 @@ impl Signals {
     fn install() -> Result<Signals> {
         let make = |kind| {
             signal(kind).map_err(|e| {
-                Error::new(ErrorKind::System, format!("cannot install signal handler: {e}"))
+                Error::new(
+                    ErrorKind::System,
+                    format!("cannot install signal handler: {e}"),
+                )
             })
         };
         Ok(Signals {
@@ -196,7 +201,10 @@ fn interrupted(record: &CloneRecord, step: Step) -> Error {
         ErrorKind::Interrupted,
         format!("clone {} interrupted during step {step}", record.id),
     )
-    .hint(format!("continue it with \"pgreplica clone resume {}\"", record.id))
+    .hint(format!(
+        "continue it with \"pgreplica clone resume {}\"",
+        record.id
+    ))
 }
 
 /// The record of a failure, as the machine keeps it.

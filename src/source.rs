@@ -38,8 +38,11 @@ impl Target {
         let mut dbname = conn.dbname.clone();
         if let Some(text) = conn.dbname.as_deref().filter(|d| is_conninfo(d)) {
             from_dbname = text.parse::<Config>().map_err(|e| {
-                Error::new(ErrorKind::Config, format!("invalid conninfo given with -d/--dbname: {e}"))
-                    .hint("use key=value pairs, e.g. -d \"host=node1 dbname=repmgr\"")
+                Error::new(
+                    ErrorKind::Config,
+                    format!("invalid conninfo given with -d/--dbname: {e}"),
+                )
+                .hint("use key=value pairs, e.g. -d \"host=node1 dbname=repmgr\"")
             })?;
             dbname = from_dbname.get_dbname().map(str::to_string);
         }
@@ -50,11 +53,17 @@ impl Target {
             .or_else(|| from_dbname.get_hosts().first().map(host_text))
             .or_else(|| env("PGHOST"))
             .unwrap_or_else(|| "/var/run/postgresql".to_string());
-        let port = match conn.port.or_else(|| from_dbname.get_ports().first().copied()) {
+        let port = match conn
+            .port
+            .or_else(|| from_dbname.get_ports().first().copied())
+        {
             Some(port) => port,
             None => match env("PGPORT") {
                 Some(text) => text.parse().map_err(|_| {
-                    Error::new(ErrorKind::Config, format!("PGPORT is not a port number: {text}"))
+                    Error::new(
+                        ErrorKind::Config,
+                        format!("PGPORT is not a port number: {text}"),
+                    )
                 })?,
                 None => 5432,
             },
@@ -89,7 +98,10 @@ impl Target {
 
     /// `host:port`, for messages.
     pub fn describe(&self) -> String {
-        format!("host={} port={} user={} dbname={}", self.host, self.port, self.user, self.dbname)
+        format!(
+            "host={} port={} user={} dbname={}",
+            self.host, self.port, self.user, self.dbname
+        )
     }
 }
 
@@ -263,7 +275,10 @@ impl SourceNode {
     fn query_error(&self, what: &str, e: tokio_postgres::Error) -> Error {
         Error::new(
             ErrorKind::DbQuery,
-            format!("cannot read {what} from the source node ({})", self.target.describe()),
+            format!(
+                "cannot read {what} from the source node ({})",
+                self.target.describe()
+            ),
         )
         .detail(e.to_string())
     }

@@ -97,8 +97,9 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
         )?;
     }
     if let Some(live) = &view.live {
-        let percent = (live.bytes_total > 0)
-            .then(|| format!(" ({}%)", live.bytes_done * 100 / live.bytes_total))
+        let percent = (live.bytes_done * 100)
+            .checked_div(live.bytes_total)
+            .map(|p| format!(" ({p}%)"))
             .unwrap_or_default();
         let eta = live
             .eta_secs

@@ -46,7 +46,10 @@ pub async fn inspect_source(
         human_bytes(facts.installation_size)
     );
     let mut warnings = Vec::new();
-    if !matches!(facts.wal_level.as_str(), "replica" | "logical" | "hot_standby" | "archive") {
+    if !matches!(
+        facts.wal_level.as_str(),
+        "replica" | "logical" | "hot_standby" | "archive"
+    ) {
         return Err(Error::new(
             ErrorKind::Config,
             format!(

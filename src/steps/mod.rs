@@ -17,7 +17,6 @@ use crate::runner::{Executor, StepContext};
 use states::{BackupFacts, CloneRequest, PreparedDirs, SourceParams, Step, StepResult};
 
 /// The real steps.
-#[derive(Default)]
 pub struct Steps;
 
 impl Executor for Steps {
@@ -38,7 +37,10 @@ impl Executor for Steps {
 /// The Barman client of a Barman-mode request.
 pub fn barman_of(request: &CloneRequest) -> Result<Barman> {
     let target = request.barman.as_ref().ok_or_else(|| {
-        Error::new(ErrorKind::Internal, "Barman mode without barman_host in the clone record")
+        Error::new(
+            ErrorKind::Internal,
+            "Barman mode without barman_host in the clone record",
+        )
     })?;
     Ok(Barman::from_target(target, &request.ssh_options))
 }
@@ -46,12 +48,15 @@ pub fn barman_of(request: &CloneRequest) -> Result<Barman> {
 /// A fact an earlier step recorded; its absence is a bug in the plan, never the operator's.
 fn recorded<'a, T>(fact: &'a Option<T>, what: &str) -> Result<&'a T> {
     fact.as_ref().ok_or_else(|| {
-        Error::new(ErrorKind::Internal, format!("the clone record lacks {what}"))
+        Error::new(
+            ErrorKind::Internal,
+            format!("the clone record lacks {what}"),
+        )
     })
 }
 
 /// The pinned backup (VerifyBackup's fact).
-pub fn backup_facts(ctx: &StepContext<'_>) -> Result<&BackupFacts> {
+pub fn backup_facts<'a>(ctx: &'a StepContext<'_>) -> Result<&'a BackupFacts> {
     recorded(&ctx.record.facts.backup, "the verified backup")
 }
 

@@ -549,6 +549,72 @@ fn access(path: &Path, mode: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// The PrepareDirs step: the data directory, the WAL directory link, the tablespace targets.
+///
+/// Idempotent: a re-run after a crash inside this step finds at most what the step itself made
+/// (the `pg_wal` link to the WAL directory), which is accepted without `--force`.
+pub async fn run(ctx: &mut crate::runner::StepContext<'_>) -> Result<states::PreparedDirs> {
+    let request = &ctx.record.request;
+    let version = match &ctx.record.facts.backup {
+        Some(backup) => backup.pg_version,
+        None => super::source_params(ctx)?.server_version_num,
+    };
+    let data_dir = Path::new(&request.data_dir);
+    let waldir = request.waldir.as_deref().map(Path::new);
+    let only_our_link = waldir.is_some_and(|w| holds_only_wal_link(data_dir, w, version));
+    let state = prepare_data_dir(data_dir, version, request.force || only_our_link)?;
+    match state {
+        DataDirState::Missing => {
+            crate::info!("creating directory \"{}\"...", data_dir.display());
+        }
+        DataDirState::Empty => crate::info!(
+            "checking and correcting permissions on existing directory \"{}\"",
+            data_dir.display()
+        ),
+        DataDirState::NonEmpty if !only_our_link => crate::notice!(
+            "-F/--force provided: existing files in \"{}\" are kept and reused",
+            data_dir.display()
+        ),
+        DataDirState::NonEmpty => {}
+    }
+    if let Some(waldir) = waldir {
+        prepare_waldir(data_dir, waldir, version, request.force)?;
+        crate::info!(
+            "WAL directory \"{}\" linked from \"{}\"",
+            waldir.display(),
+            data_dir.join(wal_dir_name(version)).display()
+        );
+    }
+    let tablespaces = match &ctx.record.facts.backup {
+        Some(backup) => tablespace_targets(&backup.tablespaces, &request.tablespace_mapping),
+        None => Vec::new(),
+    };
+    for target in &tablespaces {
+        prepare_tablespace_dir(Path::new(&target.path), version, request.force)?;
+        crate::info!("tablespace {} goes to \"{}\"", target.oid, target.path);
+    }
+    Ok(states::PreparedDirs {
+        data_dir: request.data_dir.clone(),
+        waldir: request.waldir.clone(),
+        tablespaces,
+        reused_existing: state == DataDirState::NonEmpty && !only_our_link,
+    })
+}
+
+/// Whether `data_dir` holds nothing but the WAL link to `waldir` that this step creates.
+fn holds_only_wal_link(data_dir: &Path, waldir: &Path, version: u32) -> bool {
+    let Ok(entries) = fs::read_dir(data_dir) else {
+        return false;
+    };
+    let names: Vec<_> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
+    names.len() == 1
+        && names[0] == wal_dir_name(version)
+        && fs::read_link(data_dir.join(wal_dir_name(version))).is_ok_and(|t| t == waldir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -955,67 +1021,4 @@ mod tests {
         write_tablespace_map(dir.path(), &targets).unwrap();
         assert_eq!(fs::read_to_string(&path).unwrap(), text);
     }
-}
-
-/// The PrepareDirs step: the data directory, the WAL directory link, the tablespace targets.
-///
-/// Idempotent: a re-run after a crash inside this step finds at most what the step itself made
-/// (the `pg_wal` link to the WAL directory), which is accepted without `--force`.
-pub async fn run(ctx: &mut crate::runner::StepContext<'_>) -> Result<states::PreparedDirs> {
-    let request = &ctx.record.request;
-    let version = match &ctx.record.facts.backup {
-        Some(backup) => backup.pg_version,
-        None => super::source_params(ctx)?.server_version_num,
-    };
-    let data_dir = Path::new(&request.data_dir);
-    let waldir = request.waldir.as_deref().map(Path::new);
-    let only_our_link = waldir.is_some_and(|w| holds_only_wal_link(data_dir, w, version));
-    let state = prepare_data_dir(data_dir, version, request.force || only_our_link)?;
-    match state {
-        DataDirState::Missing => {
-            crate::info!("creating directory \"{}\"...", data_dir.display());
-        }
-        DataDirState::Empty => crate::info!(
-            "checking and correcting permissions on existing directory \"{}\"",
-            data_dir.display()
-        ),
-        DataDirState::NonEmpty if !only_our_link => crate::notice!(
-            "-F/--force provided: existing files in \"{}\" are kept and reused",
-            data_dir.display()
-        ),
-        DataDirState::NonEmpty => {}
-    }
-    if let Some(waldir) = waldir {
-        prepare_waldir(data_dir, waldir, version, request.force)?;
-        crate::info!(
-            "WAL directory \"{}\" linked from \"{}\"",
-            waldir.display(),
-            data_dir.join(wal_dir_name(version)).display()
-        );
-    }
-    let tablespaces = match &ctx.record.facts.backup {
-        Some(backup) => tablespace_targets(&backup.tablespaces, &request.tablespace_mapping),
-        None => Vec::new(),
-    };
-    for target in &tablespaces {
-        prepare_tablespace_dir(Path::new(&target.path), version, request.force)?;
-        crate::info!("tablespace {} goes to \"{}\"", target.oid, target.path);
-    }
-    Ok(states::PreparedDirs {
-        data_dir: request.data_dir.clone(),
-        waldir: request.waldir.clone(),
-        tablespaces,
-        reused_existing: state == DataDirState::NonEmpty && !only_our_link,
-    })
-}
-
-/// Whether `data_dir` holds nothing but the WAL link to `waldir` that this step creates.
-fn holds_only_wal_link(data_dir: &Path, waldir: &Path, version: u32) -> bool {
-    let Ok(entries) = fs::read_dir(data_dir) else {
-        return false;
-    };
-    let names: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
-    names.len() == 1
-        && names[0] == wal_dir_name(version)
-        && fs::read_link(data_dir.join(wal_dir_name(version))).is_ok_and(|t| t == waldir)
 }

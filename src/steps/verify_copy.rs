@@ -27,13 +27,19 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<Verification> {
     if !manifest.is_file() {
         return Err(Error::new(
             ErrorKind::BaseBackup,
-            format!("backup_manifest is missing from \"{}\" although the backup has one", data_dir.display()),
+            format!(
+                "backup_manifest is missing from \"{}\" although the backup has one",
+                data_dir.display()
+            ),
         )
         .hint("resume the clone to copy it again: \"pgreplica clone resume\""));
     }
     let version = super::source_params(ctx)?.server_version_num;
     let program = pg_program(request.pg_bindir.as_deref(), version, "pg_verifybackup");
-    crate::info!("verifying \"{}\" against its backup_manifest", data_dir.display());
+    crate::info!(
+        "verifying \"{}\" against its backup_manifest",
+        data_dir.display()
+    );
     let output = tokio::process::Command::new(&program)
         .arg("--no-parse-wal")
         .arg("--ignore=tablespace_map")
@@ -70,10 +76,16 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<Verification> {
 
 /// Counts the `"Path"` entries of a backup manifest (its JSON has one object per file).
 async fn count_manifest_files(manifest: &Path) -> u64 {
-    let text = tokio::fs::read_to_string(manifest).await.unwrap_or_default();
+    let text = tokio::fs::read_to_string(manifest)
+        .await
+        .unwrap_or_default();
     serde_json::from_str::<serde_json::Value>(&text)
         .ok()
-        .and_then(|v| v.get("Files").and_then(|f| f.as_array()).map(|f| f.len() as u64))
+        .and_then(|v| {
+            v.get("Files")
+                .and_then(|f| f.as_array())
+                .map(|f| f.len() as u64)
+        })
         .unwrap_or(0)
 }
 

@@ -28,11 +28,17 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<WrittenConf> {
         false => None,
     };
     let password = if request.replication.use_primary_conninfo_password {
-        password_for(&upstream_target(&upstream)?, request.replication.passfile.as_deref())
+        password_for(
+            &upstream_target(&upstream)?,
+            request.replication.passfile.as_deref(),
+        )
     } else {
         None
     };
-    let node_name = request.node_name.clone().unwrap_or_else(|| "pgreplica".to_string());
+    let node_name = request
+        .node_name
+        .clone()
+        .unwrap_or_else(|| "pgreplica".to_string());
     let primary_conninfo = replication_conf::primary_conninfo(
         &upstream,
         &node_name,
@@ -65,8 +71,11 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<WrittenConf> {
 /// The slot repmgr would use for this node.
 pub fn slot_name(request: &CloneRequest) -> Result<String> {
     let node_id = request.node_id.ok_or_else(|| {
-        Error::new(ErrorKind::Config, "use_replication_slots is set but node_id is not")
-            .hint("set node_id in repmgr.conf")
+        Error::new(
+            ErrorKind::Config,
+            "use_replication_slots is set but node_id is not",
+        )
+        .hint("set node_id in repmgr.conf")
     })?;
     Ok(format!("repmgr_slot_{node_id}"))
 }

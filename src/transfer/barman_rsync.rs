@@ -77,9 +77,7 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
     ctx.progress
         .set_totals(bytes_total, files_total, bytes_done, files_done);
     if files_done > 0 {
-        crate::notice!(
-            "resuming the transfer: {files_done} of {files_total} files already copied"
-        );
+        crate::notice!("resuming the transfer: {files_done} of {files_total} files already copied");
     }
     let plan = plan_streams(&job.entries, request.jobs);
     crate::notice!(
@@ -92,7 +90,10 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
     let mut flush_error = None;
     let progress = ctx.progress;
     let stats = rsync::run_streams(&job, &plan, |event| {
-        if let RsyncEvent::FileDone { root, path, size, .. } = event {
+        if let RsyncEvent::FileDone {
+            root, path, size, ..
+        } = event
+        {
             if let Err(e) = files.mark_done(root, &path) {
                 flush_error.get_or_insert(e);
             }

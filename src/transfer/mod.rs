@@ -14,7 +14,9 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
     match ctx.record.request.mode {
         Mode::BarmanRsync => barman_rsync::run(ctx).await,
         Mode::BackupApi => Err(Error::not_implemented("pg-backup-api mode")),
-        Mode::BaseBackup => Err(Error::not_implemented("pg_basebackup mode (--without-barman)")),
+        Mode::BaseBackup => Err(Error::not_implemented(
+            "pg_basebackup mode (--without-barman)",
+        )),
         Mode::ReplicationConfOnly => Err(Error::new(
             ErrorKind::Internal,
             "Transfer is not part of the replication-conf-only plan",
