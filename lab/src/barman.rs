@@ -120,7 +120,12 @@ impl Barman {
     }
 
     /// Runs barman with `args` for `stage`; a failure carries the tail of barman's log.
-    pub(crate) fn checked(&self, stage: &str, args: &[&str], timeout: Duration) -> Result<Output, LabError> {
+    pub(crate) fn checked(
+        &self,
+        stage: &str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<Output, LabError> {
         exec::checked(&mut self.command(args), stage, timeout)
             .map_err(|e| e.detail(exec::file_tail(&self.log_file, 20)))
     }
@@ -132,7 +137,11 @@ mod tests {
 
     #[test]
     fn config_names_its_own_home_and_streaming_server() {
-        let text = config_text(Path::new("/tmp/l/barman/home"), Path::new("/tmp/l/barman/barman.log"), 23456);
+        let text = config_text(
+            Path::new("/tmp/l/barman/home"),
+            Path::new("/tmp/l/barman/barman.log"),
+            23456,
+        );
         for line in [
             "barman_home = /tmp/l/barman/home",
             "[pg]",
@@ -144,7 +153,10 @@ mod tests {
             "create_slot = auto",
             "path_prefix = /usr/lib/postgresql/15/bin",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 
@@ -153,7 +165,9 @@ mod tests {
         assert_eq!(BarmanFlavor::parse("PyPI"), Some(BarmanFlavor::PyPI));
         assert_eq!(BarmanFlavor::parse("debian"), Some(BarmanFlavor::Debian));
         assert_eq!(BarmanFlavor::parse("conda"), None);
-        assert!(BarmanFlavor::PyPI.path_env().starts_with("/opt/pgreplica-lab/barman-venv/bin:"));
+        assert!(BarmanFlavor::PyPI
+            .path_env()
+            .starts_with("/opt/pgreplica-lab/barman-venv/bin:"));
         assert_eq!(BarmanFlavor::Debian.program(), Path::new("/usr/bin/barman"));
     }
 }

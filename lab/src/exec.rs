@@ -58,7 +58,11 @@ pub(crate) fn output(cmd: &mut Command, what: &str, timeout: Duration) -> Result
 }
 
 /// Like [`output`], but a non-zero exit status is an error carrying the tail of the output.
-pub(crate) fn checked(cmd: &mut Command, what: &str, timeout: Duration) -> Result<Output, LabError> {
+pub(crate) fn checked(
+    cmd: &mut Command,
+    what: &str,
+    timeout: Duration,
+) -> Result<Output, LabError> {
     let out = output(cmd, what, timeout)?;
     if out.status.success() {
         Ok(out)
@@ -152,10 +156,16 @@ pub(crate) fn user_ids(user: &str) -> Result<(u32, u32), LabError> {
     match (out.status.success(), fields.get(2), fields.get(3)) {
         (true, Some(uid), Some(gid)) => match (uid.parse(), gid.parse()) {
             (Ok(uid), Ok(gid)) => Ok((uid, gid)),
-            _ => Err(LabError::new("users", format!("getent passwd {user}: bad entry {line:?}"))),
+            _ => Err(LabError::new(
+                "users",
+                format!("getent passwd {user}: bad entry {line:?}"),
+            )),
         },
-        _ => Err(LabError::new("users", format!("user {user} does not exist"))
-            .hint("run `cargo xtask install` as root (the postgresql and barman packages create it)")),
+        _ => Err(
+            LabError::new("users", format!("user {user} does not exist")).hint(
+                "run `cargo xtask install` as root (the postgresql and barman packages create it)",
+            ),
+        ),
     }
 }
 
@@ -184,7 +194,12 @@ pub(crate) fn make_dir(path: &Path, user: Option<&str>, mode: u32) -> Result<(),
 }
 
 /// Writes `text` to `path`, owned by `user` (root when None) with `mode`.
-pub(crate) fn write_file(path: &Path, text: &str, user: Option<&str>, mode: u32) -> Result<(), LabError> {
+pub(crate) fn write_file(
+    path: &Path,
+    text: &str,
+    user: Option<&str>,
+    mode: u32,
+) -> Result<(), LabError> {
     std::fs::write(path, text)
         .map_err(|e| LabError::io("files", format!("write {}", path.display()), e))?;
     match user {
@@ -248,7 +263,10 @@ fn wait_with_deadline(
             let _ = child.wait();
             return Err(LabError::new(
                 what,
-                format!("{} did not finish within {timeout:?}; stopped it", describe(cmd)),
+                format!(
+                    "{} did not finish within {timeout:?}; stopped it",
+                    describe(cmd)
+                ),
             ));
         }
         std::thread::sleep(pause);
@@ -262,7 +280,10 @@ mod tests {
 
     #[test]
     fn shell_quote_leaves_plain_words_and_quotes_the_rest() {
-        assert_eq!(shell_quote("/tmp/lab-1/barman.conf"), "/tmp/lab-1/barman.conf");
+        assert_eq!(
+            shell_quote("/tmp/lab-1/barman.conf"),
+            "/tmp/lab-1/barman.conf"
+        );
         assert_eq!(shell_quote("barman@127.0.0.1"), "barman@127.0.0.1");
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("a b"), "'a b'");

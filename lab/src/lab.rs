@@ -161,7 +161,10 @@ impl Lab {
     /// A conninfo for the primary as the superuser `barman`: `host=127.0.0.1 port=P user=barman
     /// dbname=postgres`.
     pub fn primary_conninfo(&self) -> String {
-        format!("host=127.0.0.1 port={} user=barman dbname=postgres", self.primary_port)
+        format!(
+            "host=127.0.0.1 port={} user=barman dbname=postgres",
+            self.primary_port
+        )
     }
 
     /// The tablespace on the primary, when [`LabOptions::tablespace`] asked for one.
@@ -233,12 +236,18 @@ impl Lab {
         // cron restarts receive-wal should it have stopped; the backup waits on its WAL.
         self.barman.checked(stage, &["cron"], BARMAN_QUICK)?;
         *self.last_backup.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        self.barman.checked(stage, &["backup", "--wait", barman::SERVER], BARMAN_BACKUP)?;
+        self.barman
+            .checked(stage, &["backup", "--wait", barman::SERVER], BARMAN_BACKUP)?;
         let after = self.backup_ids()?;
         after
             .into_iter()
             .find(|id| !before.contains(id))
-            .ok_or_else(|| LabError::new(stage, "barman backup succeeded but list-backups shows no new backup"))
+            .ok_or_else(|| {
+                LabError::new(
+                    stage,
+                    "barman backup succeeded but list-backups shows no new backup",
+                )
+            })
     }
 
     /// Runs the lab's Barman locally as `barman` with the lab config: `barman -c <config> ARGS`.
@@ -285,13 +294,21 @@ impl Lab {
             .unwrap_or_else(|| panic!("lab: install_binary: {} has no file name", path.display()));
         let target = self.dir.join("bin").join(name);
         // Copy then rename: overwriting a binary that is running fails with ETXTBSY.
-        let temp = self.dir.join("bin").join(format!(".{}.tmp", name.to_string_lossy()));
+        let temp = self
+            .dir
+            .join("bin")
+            .join(format!(".{}.tmp", name.to_string_lossy()));
         let copied = std::fs::copy(path, &temp)
             .map_err(|e| LabError::io("install binary", format!("copy {}", path.display()), e))
             .and_then(|_| exec::set_mode(&temp, 0o755))
             .and_then(|()| {
-                std::fs::rename(&temp, &target)
-                    .map_err(|e| LabError::io("install binary", format!("rename to {}", target.display()), e))
+                std::fs::rename(&temp, &target).map_err(|e| {
+                    LabError::io(
+                        "install binary",
+                        format!("rename to {}", target.display()),
+                        e,
+                    )
+                })
             });
         if let Err(e) = copied {
             panic!("{e}");
@@ -326,7 +343,11 @@ impl Lab {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(data_dir.to_path_buf());
-        Standby::start(data_dir, port, self.dir.join(format!("logs/standby-{port}.log")))
+        Standby::start(
+            data_dir,
+            port,
+            self.dir.join(format!("logs/standby-{port}.log")),
+        )
     }
 
     /// A repmgr.conf for a standby of this lab cloned from Barman: node_id, node_name,
@@ -361,7 +382,11 @@ impl Lab {
         self.dir.join("ssh/keys").join(user)
     }
 
-    fn stage(&mut self, name: &'static str, step: impl FnOnce(&mut Lab) -> Result<(), LabError>) -> Result<(), LabError> {
+    fn stage(
+        &mut self,
+        name: &'static str,
+        step: impl FnOnce(&mut Lab) -> Result<(), LabError>,
+    ) -> Result<(), LabError> {
         let began = Instant::now();
         step(self)?;
         self.stages.push((name, began.elapsed()));
@@ -373,7 +398,13 @@ impl Lab {
         // The sticky, world-writable logs directory lets each user create its own log files.
         exec::make_dir(&d.join("logs"), None, 0o1777)?;
         exec::make_dir(&d.join("bin"), None, 0o755)?;
-        for (sub, mode) in [("run", 0o755), ("pg", 0o755), ("data", 0o755), ("tablespaces", 0o755), ("state", 0o700)] {
+        for (sub, mode) in [
+            ("run", 0o755),
+            ("pg", 0o755),
+            ("data", 0o755),
+            ("tablespaces", 0o755),
+            ("state", 0o700),
+        ] {
             exec::make_dir(&d.join(sub), Some("postgres"), mode)?;
         }
         exec::make_dir(&d.join("barman"), Some("barman"), 0o755)?;
@@ -405,9 +436,11 @@ impl Lab {
         self.sshd = Some(Sshd::start(&ssh_dir, self.ssh_port)?);
         // Prove that postgres reaches barman@ and that `barman` there is this lab's flavour.
         let out = exec::checked(
-            as_user("postgres", SSH)
-                .args(self.ssh_args())
-                .args([self.barman_ssh_host().as_str(), "barman", "--version"]),
+            as_user("postgres", SSH).args(self.ssh_args()).args([
+                self.barman_ssh_host().as_str(),
+                "barman",
+                "--version",
+            ]),
             "sshd",
             Duration::from_secs(30),
         )
@@ -417,7 +450,10 @@ impl Lab {
         if !version.starts_with(expected) {
             return Err(LabError::new(
                 "sshd",
-                format!("`barman --version` over ssh says {:?}, expected {expected}…", version.trim()),
+                format!(
+                    "`barman --version` over ssh says {:?}, expected {expected}…",
+                    version.trim()
+                ),
             )
             .hint("the lab sshd's SetEnv PATH must put the flavour's barman first"));
         }
@@ -425,7 +461,10 @@ impl Lab {
     }
 
     fn sshd_log_tail(&self) -> String {
-        self.sshd.as_ref().map(|s| exec::file_tail(&s.log_file(), 20)).unwrap_or_default()
+        self.sshd
+            .as_ref()
+            .map(|s| exec::file_tail(&s.log_file(), 20))
+            .unwrap_or_default()
     }
 
     fn start_primary(&mut self) -> Result<(), LabError> {
@@ -434,11 +473,24 @@ impl Lab {
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)
             .map_err(|e| LabError::io("primary", format!("read {}", conf.display()), e))?;
-        text.push_str(&postgres::primary_settings(self.primary_port, &self.dir.join("run")));
+        text.push_str(&postgres::primary_settings(
+            self.primary_port,
+            &self.dir.join("run"),
+        ));
         exec::write_file(&conf, &text, Some("postgres"), 0o600)?;
-        exec::write_file(&data.join("pg_hba.conf"), postgres::PG_HBA, Some("postgres"), 0o600)?;
+        exec::write_file(
+            &data.join("pg_hba.conf"),
+            postgres::PG_HBA,
+            Some("postgres"),
+            0o600,
+        )?;
         self.primary_started = true;
-        postgres::start(&data, self.primary_port, &self.log_dir().join("primary.log"), "start primary")?;
+        postgres::start(
+            &data,
+            self.primary_port,
+            &self.log_dir().join("primary.log"),
+            "start primary",
+        )?;
         self.psql(
             self.primary_port,
             "CREATE ROLE barman SUPERUSER LOGIN; CREATE ROLE streaming_barman REPLICATION LOGIN;",
@@ -449,8 +501,21 @@ impl Lab {
     fn load_data(&mut self) -> Result<(), LabError> {
         exec::checked(
             postgres::pg_command("pgbench")
-                .args(["-i", "-q", "-s", &self.options.scale.to_string(), "-h", "127.0.0.1"])
-                .args(["-p", &self.primary_port.to_string(), "-U", "postgres", "postgres"]),
+                .args([
+                    "-i",
+                    "-q",
+                    "-s",
+                    &self.options.scale.to_string(),
+                    "-h",
+                    "127.0.0.1",
+                ])
+                .args([
+                    "-p",
+                    &self.primary_port.to_string(),
+                    "-U",
+                    "postgres",
+                    "postgres",
+                ]),
             "pgbench -i",
             Duration::from_secs(1800),
         )?;
@@ -491,25 +556,60 @@ impl Lab {
     fn start_barman(&mut self) -> Result<(), LabError> {
         exec::write_file(
             &self.barman.config,
-            &barman::config_text(&self.barman_home(), &self.barman.log_file, self.primary_port),
+            &barman::config_text(
+                &self.barman_home(),
+                &self.barman.log_file,
+                self.primary_port,
+            ),
             Some("barman"),
             0o644,
         )?;
         self.barman_started = true;
         // cron creates the slot and starts receive-wal; switch-wal proves WAL arrives.
-        self.barman.checked("barman cron", &["cron"], BARMAN_QUICK)?;
-        self.barman.checked(
-            "barman switch-wal",
-            &["switch-wal", "--force", "--archive", "--archive-timeout", "60", barman::SERVER],
-            Duration::from_secs(120),
-        )?;
-        Ok(())
+        self.barman
+            .checked("barman cron", &["cron"], BARMAN_QUICK)?;
+        self.switch_wal()
+    }
+
+    /// `barman switch-wal --force --archive`, nudging the primary meanwhile. Barman archives a
+    /// streamed segment only once the next one has begun (pg_receivewal must keep one file), and
+    /// an idle primary writes nothing for ~15 s after a switch; a committed transaction now and
+    /// then starts the next segment, and the switch completes at once.
+    fn switch_wal(&self) -> Result<(), LabError> {
+        let stage = "barman switch-wal";
+        let mut switch = self.barman.command([
+            "switch-wal",
+            "--force",
+            "--archive",
+            "--archive-timeout",
+            "60",
+            barman::SERVER,
+        ]);
+        std::thread::scope(|scope| {
+            let switching =
+                scope.spawn(|| exec::checked(&mut switch, stage, Duration::from_secs(120)));
+            let nudged = exec::wait_for(stage, Duration::from_secs(130), || {
+                if switching.is_finished() {
+                    return Ok(true);
+                }
+                self.psql(self.primary_port, "SELECT txid_current()")?;
+                Ok(false)
+            });
+            let switched = switching
+                .join()
+                .unwrap_or_else(|_| Err(LabError::new(stage, "the switch-wal thread panicked")));
+            switched.and(nudged)
+        })
+        .map(drop)
+        .map_err(|e| e.detail(exec::file_tail(&self.barman.log_file, 20)))
     }
 
     fn backup_ids(&self) -> Result<Vec<String>, LabError> {
-        let out = self
-            .barman
-            .checked("list backups", &["list-backups", "--minimal", barman::SERVER], BARMAN_QUICK)?;
+        let out = self.barman.checked(
+            "list backups",
+            &["list-backups", "--minimal", barman::SERVER],
+            BARMAN_QUICK,
+        )?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::trim)
@@ -521,14 +621,19 @@ impl Lab {
     /// Stops everything the lab started, newest first; returns what went wrong.
     fn shut_down(&mut self) -> Vec<LabError> {
         let mut errors = Vec::new();
-        let standbys = std::mem::take(&mut *self.standbys.lock().unwrap_or_else(|e| e.into_inner()));
+        let standbys =
+            std::mem::take(&mut *self.standbys.lock().unwrap_or_else(|e| e.into_inner()));
         for data_dir in standbys {
             errors.extend(postgres::stop(&data_dir, "stop standby").err());
         }
         if self.barman_started {
             errors.extend(
                 self.barman
-                    .checked("stop receive-wal", &["receive-wal", "--stop", barman::SERVER], BARMAN_QUICK)
+                    .checked(
+                        "stop receive-wal",
+                        &["receive-wal", "--stop", barman::SERVER],
+                        BARMAN_QUICK,
+                    )
                     .err(),
             );
         }
@@ -575,7 +680,13 @@ fn make_lab_dir() -> Result<PathBuf, LabError> {
                 return Ok(dir);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(LabError::io("directories", format!("mkdir {}", dir.display()), e)),
+            Err(e) => {
+                return Err(LabError::io(
+                    "directories",
+                    format!("mkdir {}", dir.display()),
+                    e,
+                ))
+            }
         }
     }
 }
@@ -594,15 +705,35 @@ fn reap_leftovers(dir: &Path) -> Result<(), LabError> {
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
             .filter(|&pid| pid != me)
             .filter(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle.as_slice()))
+                std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+                    cmdline
+                        .windows(needle.len())
+                        .any(|w| w == needle.as_slice())
+                })
             })
             .collect()
     };
-    let first = leftovers();
-    if first.is_empty() {
+    // An ssh session or pg_receivewal may still be on its way out: give them a moment first.
+    if exec::wait_for("processes exit", Duration::from_secs(3), || {
+        Ok(leftovers().is_empty())
+    })
+    .is_ok()
+    {
         return Ok(());
     }
+    let first = leftovers();
+    let described: Vec<String> = first
+        .iter()
+        .map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline)
+                    .replace('\0', " ")
+                    .trim_end()
+            )
+        })
+        .collect();
     for &pid in &first {
         exec::signal(pid, libc::SIGTERM);
     }
@@ -616,7 +747,11 @@ fn reap_leftovers(dir: &Path) -> Result<(), LabError> {
     }
     Err(LabError::new(
         "stop",
-        format!("{} process(es) were still running in {}; stopped them", first.len(), dir.display()),
+        format!(
+            "{} process(es) were still running in {}; stopped them",
+            first.len(),
+            dir.display()
+        ),
     )
-    .detail(format!("pids {first:?}")))
+    .detail(described.join("\n")))
 }

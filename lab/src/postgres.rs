@@ -23,7 +23,14 @@ pub(crate) fn initdb(data_dir: &Path) -> Result<(), LabError> {
     // --no-sync: a lab cluster need not survive a power cut, and fsyncing costs seconds.
     exec::checked(
         pg_command("initdb")
-            .args(["--no-sync", "--no-instructions", "-U", "postgres", "-A", "trust"])
+            .args([
+                "--no-sync",
+                "--no-instructions",
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+            ])
             .args(["-E", "UTF8", "--locale=C", "-D"])
             .arg(data_dir),
         "initdb",
@@ -104,11 +111,22 @@ pub(crate) fn psql(port: u16, sql: &str) -> Result<String, LabError> {
     let out = exec::checked(
         pg_command("psql")
             .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-            .args(["-p", &port.to_string(), "-U", "postgres", "-d", "postgres", "-c", sql]),
+            .args([
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-c",
+                sql,
+            ]),
         &format!("psql on port {port}"),
         PSQL_TIMEOUT,
     )?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim_end_matches('\n').to_string())
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .trim_end_matches('\n')
+        .to_string())
 }
 
 /// A PostgreSQL server started by [`crate::Lab::start_standby`] on a data directory the test
@@ -121,7 +139,11 @@ pub struct Standby {
 }
 
 impl Standby {
-    pub(crate) fn start(data_dir: &Path, port: u16, log_file: PathBuf) -> Result<Standby, LabError> {
+    pub(crate) fn start(
+        data_dir: &Path,
+        port: u16,
+        log_file: PathBuf,
+    ) -> Result<Standby, LabError> {
         start(data_dir, port, &log_file, "start standby")?;
         Ok(Standby {
             data_dir: data_dir.to_path_buf(),
@@ -158,18 +180,26 @@ impl Standby {
         exec::wait_for("wait for streaming", timeout, || {
             let status = self.psql("SELECT status FROM pg_stat_wal_receiver")?;
             let streaming = status == "streaming";
-            last = if status.is_empty() { "(no WAL receiver)".into() } else { status };
+            last = if status.is_empty() {
+                "(no WAL receiver)".into()
+            } else {
+                status
+            };
             Ok(streaming)
         })
         .map_err(|e| {
-            e.detail(format!("standby on port {}: last WAL receiver status {last}", self.port))
-                .detail(exec::file_tail(&self.log_file, 30))
+            e.detail(format!(
+                "standby on port {}: last WAL receiver status {last}",
+                self.port
+            ))
+            .detail(exec::file_tail(&self.log_file, 30))
         })
     }
 
     /// Stops it (`pg_ctl stop -m fast`); Ok when it is not running.
     pub fn stop(&self) -> Result<(), LabError> {
-        stop(&self.data_dir, "stop standby").map_err(|e| e.detail(exec::file_tail(&self.log_file, 20)))
+        stop(&self.data_dir, "stop standby")
+            .map_err(|e| e.detail(exec::file_tail(&self.log_file, 20)))
     }
 }
 
@@ -187,7 +217,10 @@ mod tests {
             "wal_level = replica",
             "hot_standby = on",
         ] {
-            assert!(conf.lines().any(|l| l == line), "missing {line:?} in\n{conf}");
+            assert!(
+                conf.lines().any(|l| l == line),
+                "missing {line:?} in\n{conf}"
+            );
         }
         assert!(PG_HBA.contains("host    replication  all   127.0.0.1/32  trust"));
     }

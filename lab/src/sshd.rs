@@ -144,7 +144,10 @@ mod tests {
             "PasswordAuthentication no",
             "SetEnv PATH=/v/bin:/usr/bin:/bin",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
         }
     }
 

@@ -88,7 +88,10 @@ pub fn prerequisites() -> Result<(), LabError> {
     }
     Err(LabError::new(
         "prerequisites",
-        format!("{} prerequisite(s) of the loopback lab missing", missing.len()),
+        format!(
+            "{} prerequisite(s) of the loopback lab missing",
+            missing.len()
+        ),
     )
     .detail(missing.join("\n"))
     .hint(INSTALL_HINT))
@@ -99,10 +102,16 @@ pub fn prerequisites() -> Result<(), LabError> {
 /// Idempotent, and silent when everything is already there.
 pub fn install() -> Result<(), LabError> {
     if !exec::is_root() {
-        return Err(LabError::new("install", "installing the lab's prerequisites needs root")
-            .hint("run `sudo cargo xtask install`"));
+        return Err(
+            LabError::new("install", "installing the lab's prerequisites needs root")
+                .hint("run `sudo cargo xtask install`"),
+        );
     }
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !package_installed(p)).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !package_installed(p))
+        .collect();
     if !missing.is_empty() {
         eprintln!("lab: installing {}", missing.join(" "));
         apt(&["update", "-q"])?;
@@ -121,25 +130,32 @@ pub fn install() -> Result<(), LabError> {
 /// whose password field is locked (`!…`), so it becomes `*` (no password, not locked).
 pub(crate) fn unlock_for_ssh(users: &[&str]) -> Result<(), LabError> {
     for &user in users {
-        exec::wait_for(&format!("unlock {user} for ssh"), Duration::from_secs(20), || {
-            let out = Command::new(GETENT)
-                .args(["shadow", user])
-                .output()
-                .map_err(|e| LabError::io("users", "getent shadow", e))?;
-            let entry = String::from_utf8_lossy(&out.stdout);
-            let locked = entry.split(':').nth(1).is_some_and(|pw| pw.starts_with('!'));
-            if !locked {
-                return Ok(true);
-            }
-            // Another test process may hold the shadow lock right now: then usermod fails and
-            // the next poll retries.
-            exec::checked(
-                Command::new(USERMOD).args(["-p", "*", user]),
-                "users",
-                Duration::from_secs(10),
-            )?;
-            Ok(false)
-        })?;
+        exec::wait_for(
+            &format!("unlock {user} for ssh"),
+            Duration::from_secs(20),
+            || {
+                let out = Command::new(GETENT)
+                    .args(["shadow", user])
+                    .output()
+                    .map_err(|e| LabError::io("users", "getent shadow", e))?;
+                let entry = String::from_utf8_lossy(&out.stdout);
+                let locked = entry
+                    .split(':')
+                    .nth(1)
+                    .is_some_and(|pw| pw.starts_with('!'));
+                if !locked {
+                    return Ok(true);
+                }
+                // Another test process may hold the shadow lock right now: then usermod fails and
+                // the next poll retries.
+                exec::checked(
+                    Command::new(USERMOD).args(["-p", "*", user]),
+                    "users",
+                    Duration::from_secs(10),
+                )?;
+                Ok(false)
+            },
+        )?;
     }
     Ok(())
 }
@@ -163,7 +179,7 @@ fn install_venv() -> Result<(), LabError> {
         long,
     )?;
     let version = exec::checked(
-        &mut as_user("barman", format!("{BARMAN_VENV}/bin/barman")).arg("--version"),
+        as_user("barman", format!("{BARMAN_VENV}/bin/barman")).arg("--version"),
         "install venv",
         Duration::from_secs(60),
     )?;
@@ -171,7 +187,10 @@ fn install_venv() -> Result<(), LabError> {
     if !version.starts_with("3.19.") {
         return Err(LabError::new(
             "install venv",
-            format!("the venv's barman reports {:?}, expected 3.19.x", version.trim()),
+            format!(
+                "the venv's barman reports {:?}, expected 3.19.x",
+                version.trim()
+            ),
         ));
     }
     Ok(())

@@ -51,21 +51,42 @@ fn check_flavour(options: LabOptions) -> Lab {
         lab.startup_time(),
         lab.startup_stages()
     );
-    assert!(lab.startup_time() < Duration::from_secs(30), "{:?}", lab.startup_time());
+    assert!(
+        lab.startup_time() < Duration::from_secs(30),
+        "{:?}",
+        lab.startup_time()
+    );
 
     let version = ssh_to_barman(&lab, &["barman", "--version"]);
     assert_ok("barman --version over ssh", &version);
-    assert!(text(&version).starts_with(flavour.version_prefix()), "{}", text(&version));
+    assert!(
+        text(&version).starts_with(flavour.version_prefix()),
+        "{}",
+        text(&version)
+    );
 
     let config = lab.barman_config().display().to_string();
     let show = ssh_to_barman(
         &lab,
-        &["barman", "-c", &config, "show-backup", lab.barman_server(), "latest"],
+        &[
+            "barman",
+            "-c",
+            &config,
+            "show-backup",
+            lab.barman_server(),
+            "latest",
+        ],
     );
     assert_ok("show-backup over ssh", &show);
     let shown = fields(&text(&show));
-    assert_eq!(shown.get("Status").map(String::as_str), Some("DONE"), "{shown:?}");
-    let pg_version = shown.get("PostgreSQL Version").expect("PostgreSQL Version shown");
+    assert_eq!(
+        shown.get("Status").map(String::as_str),
+        Some("DONE"),
+        "{shown:?}"
+    );
+    let pg_version = shown
+        .get("PostgreSQL Version")
+        .expect("PostgreSQL Version shown");
     assert!(pg_version.starts_with("15"), "{pg_version}");
 
     let id = text(&lab.barman(["list-backups", "--minimal", "pg"]).unwrap())
@@ -78,7 +99,8 @@ fn check_flavour(options: LabOptions) -> Lab {
         BarmanFlavor::Debian => catalogue.join(format!("base/{id}/backup.info")),
         BarmanFlavor::PyPI => catalogue.join(format!("meta/{id}-backup.info")),
     };
-    let info_text = std::fs::read_to_string(&info).unwrap_or_else(|e| panic!("{}: {e}", info.display()));
+    let info_text =
+        std::fs::read_to_string(&info).unwrap_or_else(|e| panic!("{}: {e}", info.display()));
     assert!(info_text.lines().any(|l| l == "status=DONE"), "{info_text}");
     lab
 }
@@ -95,7 +117,10 @@ fn debian_barman_lab_with_tablespace() {
     assert_ok("show-backup", &info);
     assert!(text(&info).contains(&tablespace.name), "{}", text(&info));
     let rows = lab
-        .psql(lab.primary_port(), &format!("SELECT count(*) FROM {}", tablespace.table))
+        .psql(
+            lab.primary_port(),
+            &format!("SELECT count(*) FROM {}", tablespace.table),
+        )
         .unwrap();
     assert_eq!(rows, tablespace.rows.to_string());
 }
@@ -139,14 +164,22 @@ fn barman_restores_over_remote_ssh_command_and_the_standby_streams() {
         lab.primary_port()
     ));
     lab.write_file_as_postgres(&auto_conf, &settings).unwrap();
-    lab.write_file_as_postgres(&target.join("standby.signal"), "").unwrap();
+    lab.write_file_as_postgres(&target.join("standby.signal"), "")
+        .unwrap();
 
     let standby = lab.start_standby(&target, lab::free_port()).unwrap();
     standby.wait_streaming(Duration::from_secs(60)).unwrap();
     assert_eq!(standby.psql("SELECT pg_is_in_recovery()").unwrap(), "t");
-    lab.psql(lab.primary_port(), "CREATE TABLE arrived AS SELECT 42 AS answer").unwrap();
+    lab.psql(
+        lab.primary_port(),
+        "CREATE TABLE arrived AS SELECT 42 AS answer",
+    )
+    .unwrap();
     lab::wait_for("row reaches the standby", Duration::from_secs(30), || {
-        Ok(standby.psql("SELECT to_regclass('arrived') IS NOT NULL").unwrap() == "t")
+        Ok(standby
+            .psql("SELECT to_regclass('arrived') IS NOT NULL")
+            .unwrap()
+            == "t")
     })
     .unwrap();
     assert_eq!(standby.psql("SELECT answer FROM arrived").unwrap(), "42");
