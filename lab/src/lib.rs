@@ -16,6 +16,7 @@
 //! - `system` — [`prerequisites`] and [`install`]: programs, users, packages.
 //! - `exec` — running programs with a deadline and captured output, as another user.
 //! - `ports` — [`free_port`].
+//! - `signals` — [`wait_for_interrupt`] for `cargo xtask lab`.
 //! - `error` — [`LabError`].
 //!
 //! # Directory of a lab
@@ -38,6 +39,7 @@ mod exec;
 mod lab;
 mod ports;
 mod postgres;
+mod signals;
 mod sshd;
 mod system;
 
@@ -47,4 +49,5 @@ pub use exec::{is_root, shell_quote, wait_for};
 pub use lab::{Lab, LabOptions, Tablespace, KEEP_ENV};
 pub use ports::free_port;
 pub use postgres::Standby;
+pub use signals::wait_for_interrupt;
 pub use system::{install, prerequisites, BARMAN_VENV, PG_BIN};
