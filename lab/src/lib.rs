@@ -1,1 +1,53 @@
-//! A loopback lab for pgreplica: PostgreSQL primary, Barman, sshd on 127.0.0.1.
+//! A loopback lab for pgreplica: a PostgreSQL 15 primary, Barman (Debian's 3.4.0 or PyPI's
+//! 3.19.x) with a first backup, and a private sshd on 127.0.0.1 — what pgreplica's integration
+//! tests, demo, benchmark and chaos campaign run against.
+//!
+//! It must not write into any home directory or global configuration (no ~/.ssh/config, no
+//! /etc/barman.conf): a lab lives in its own directory under /tmp and clients reach it through
+//! explicit options ([`Lab::ssh_options`], [`Lab::barman_config`], ports). The only changes
+//! outside it are [`install`] (packages, the PyPI venv), `/run/sshd`, and unlocking the password
+//! field of `postgres` and `barman` (a sshd without PAM refuses locked users even for keys).
+//!
+//! # Layout
+//! - `lab` — [`Lab`], [`LabOptions`]: standing a lab up, using it, tearing it down.
+//! - `postgres` — initdb, pg_ctl, psql, [`Standby`].
+//! - `barman` — [`BarmanFlavor`], the lab's barman.conf, running barman as `barman`.
+//! - `sshd` — the private sshd and the ssh keys.
+//! - `system` — [`prerequisites`] and [`install`]: programs, users, packages.
+//! - `exec` — running programs with a deadline and captured output, as another user.
+//! - `ports` — [`free_port`].
+//! - `signals` — [`wait_for_interrupt`] for `cargo xtask lab`.
+//! - `error` — [`LabError`].
+//!
+//! # Directory of a lab
+//! ```text
+//! /tmp/pgreplica-lab-<pid>-<n>-<x>/   0755 root
+//!   pg/primary/          the primary's PGDATA          (postgres)
+//!   tablespaces/tbs1/    the optional tablespace       (postgres)
+//!   data/                new_dir() paths               (postgres)
+//!   state/               PGREPLICA_STATE_DIR           (postgres)
+//!   run/                 unix sockets                  (postgres)
+//!   bin/                 install_binary() copies
+//!   logs/                primary.log, standby-PORT.log (sticky, world-writable)
+//!   barman/              barman.conf, barman.log, home/ (the catalogue: home/pg/)  (barman)
+//!   ssh/                 sshd_config, host key, sshd.log, keys/{postgres,barman}, authorized_keys/
+//! ```
+
+mod barman;
+mod error;
+mod exec;
+mod lab;
+mod ports;
+mod postgres;
+mod signals;
+mod sshd;
+mod system;
+
+pub use barman::{BarmanFlavor, SERVER as BARMAN_SERVER, SLOT as BARMAN_SLOT};
+pub use error::LabError;
+pub use exec::{is_root, shell_quote, wait_for};
+pub use lab::{Lab, LabOptions, Tablespace, KEEP_ENV};
+pub use ports::free_port;
+pub use postgres::Standby;
+pub use signals::wait_for_interrupt;
+pub use system::{install, prerequisites, BARMAN_VENV, PG_BIN};

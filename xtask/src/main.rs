@@ -1,2 +1,217 @@
-//! `cargo xtask test|demo|bench|lab`.
-fn main() {}
+//! `cargo xtask …`: pgreplica's build and lab orchestration, in Rust rather than shell.
+//! `install` (lab prerequisites), `test` (the CI gate), `lab` (a lab to play with), `demo`
+//! (a clone from Barman, end to end). It must stay std + the `lab` crate, and must not hold
+//! logic the tests need: that belongs in `lab`.
+
+mod demo;
+mod gate;
+mod interactive;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::{Duration, Instant};
+
+use lab::{BarmanFlavor, LabOptions};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  install                      install the lab's prerequisites (Debian 12, as root)
+  test                         prerequisites (when root), cargo fmt --check, clippy -D warnings,
+                               then the whole test suite (nextest when installed)
+  lab [LAB OPTIONS]            stand a loopback lab up and keep it until Ctrl-C
+  demo [LAB OPTIONS]           clone a standby from the lab's Barman with pgreplica, end to end
+
+lab options:
+  --barman debian|pypi         Barman 3.4.0 from Debian (default) or 3.19.x from PyPI
+  --tablespace                 create a tablespace with a table on the primary before the backup
+  --scale N                    pgbench scale of the primary's data (default 1)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("install") if args.len() == 1 => {
+            lab::install().map_err(|e| Failure::new("install", e))
+        }
+        Some("test") if args.len() == 1 => gate::run(),
+        Some("lab") => lab_options(&args[1..]).and_then(interactive::run),
+        Some("demo") => lab_options(&args[1..]).and_then(demo::run),
+        Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => Err(Failure::new(
+            "arguments",
+            format!("unknown command line {args:?}\n{USAGE}"),
+        )),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("{failure}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why an xtask command failed: the stage and the error.
+pub(crate) struct Failure {
+    stage: String,
+    message: String,
+}
+
+impl Failure {
+    pub(crate) fn new(stage: &str, message: impl fmt::Display) -> Failure {
+        Failure {
+            stage: stage.to_string(),
+            message: message.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "xtask: FAILED at stage \"{}\":\n{}",
+            self.stage, self.message
+        )
+    }
+}
+
+/// Parses `--barman debian|pypi`, `--tablespace`, `--scale N`.
+fn lab_options(args: &[String]) -> Result<LabOptions, Failure> {
+    let mut options = LabOptions::default();
+    let mut args = args.iter();
+    let bad = |msg: String| Failure::new("arguments", format!("{msg}\n{USAGE}"));
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--barman" => {
+                let value = args
+                    .next()
+                    .ok_or_else(|| bad("--barman needs a value".into()))?;
+                options.barman = BarmanFlavor::parse(value)
+                    .ok_or_else(|| bad(format!("--barman {value}: expected debian or pypi")))?;
+            }
+            "--tablespace" => options.tablespace = true,
+            "--scale" => {
+                let value = args
+                    .next()
+                    .ok_or_else(|| bad("--scale needs a value".into()))?;
+                options.scale =
+                    value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
+                        bad(format!("--scale {value}: expected a positive integer"))
+                    })?;
+            }
+            other => return Err(bad(format!("unknown option {other}"))),
+        }
+    }
+    Ok(options)
+}
+
+/// The workspace root (xtask lives in `<root>/xtask`).
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest).to_path_buf()
+}
+
+/// `cargo` (the one running us, when known), run from the workspace root.
+pub(crate) fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// Runs `cmd` with the terminal as its stdout/stderr, printing it first; stops it after
+/// `timeout`. Ok when it exits 0.
+pub(crate) fn run_visible(
+    stage: &str,
+    cmd: &mut Command,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let shown = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| lab::shell_quote(&a.to_string_lossy()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("+ {shown}");
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Failure::new(stage, format!("cannot run {shown}: {e}")))?;
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Failure::new(
+                    stage,
+                    format!("{shown} did not finish within {timeout:?}"),
+                ));
+            }
+            Err(e) => return Err(Failure::new(stage, format!("wait for {shown}: {e}"))),
+        }
+    };
+    if status.success() {
+        Ok(())
+    } else {
+        Err(Failure::new(stage, format!("{shown} failed ({status})")))
+    }
+}
+
+/// Prints `== name` and how long the stage took; a failure names the stage.
+pub(crate) fn stage<T, E: fmt::Display>(
+    name: &str,
+    step: impl FnOnce() -> Result<T, E>,
+) -> Result<T, Failure> {
+    eprintln!("== {name}");
+    let began = Instant::now();
+    let result = step().map_err(|e| Failure::new(name, e));
+    if result.is_ok() {
+        eprintln!("   {name}: done in {:.1?}", began.elapsed());
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn lab_options_parse() {
+        let options = lab_options(&strings(&[
+            "--barman",
+            "pypi",
+            "--tablespace",
+            "--scale",
+            "5",
+        ]))
+        .unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(
+            options,
+            LabOptions {
+                barman: BarmanFlavor::PyPI,
+                tablespace: true,
+                scale: 5
+            }
+        );
+        assert_eq!(lab_options(&[]).ok(), Some(LabOptions::default()));
+        for bad in [
+            &["--barman"][..],
+            &["--barman", "conda"],
+            &["--scale", "0"],
+            &["--fast"],
+        ] {
+            assert!(lab_options(&strings(bad)).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The lab's private sshd on 127.0.0.1 and its keys: one sshd process per lab, with its own host
+//! key, config and authorized_keys files inside the lab directory. It must not touch the
+//! system's sshd, /etc/ssh or any ~/.ssh.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::exec;
+use crate::system::{SSHD, SSH_KEYGEN};
+use crate::LabError;
+
+/// Client options that reach the lab's sshd with `key` and never prompt or remember host keys.
+pub(crate) fn client_options(port: u16, key: &Path) -> Vec<String> {
+    let mut options = vec!["-p".to_string(), port.to_string(), "-i".to_string()];
+    options.push(key.display().to_string());
+    for option in [
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "BatchMode=yes",
+        "LogLevel=ERROR",
+    ] {
+        options.push("-o".to_string());
+        options.push(option.to_string());
+    }
+    options
+}
+
+/// The sshd_config of a lab: loopback only, keys only, authorized_keys per user inside the lab,
+/// and `path` as PATH for every session (so `barman` resolves to the lab's flavour).
+pub(crate) fn config_text(dir: &Path, port: u16, path: &str) -> String {
+    format!(
+        "Port {port}\n\
+         ListenAddress 127.0.0.1\n\
+         HostKey {dir}/ssh_host_ed25519_key\n\
+         PidFile {dir}/sshd.pid\n\
+         AuthorizedKeysFile {dir}/authorized_keys/%u\n\
+         AllowUsers postgres barman\n\
+         PubkeyAuthentication yes\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         UsePAM no\n\
+         StrictModes no\n\
+         PermitRootLogin no\n\
+         PrintMotd no\n\
+         # Parallel transfers open many sessions at once.\n\
+         MaxStartups 200\n\
+         MaxSessions 200\n\
+         SetEnv PATH={path}\n\
+         LogLevel INFO\n",
+        dir = dir.display()
+    )
+}
+
+/// Makes an ed25519 key pair at `path` (+ `.pub`), the private half owned by `owner`, 0600.
+/// Returns the public key line.
+pub(crate) fn keygen(path: &Path, owner: &str) -> Result<String, LabError> {
+    exec::checked(
+        Command::new(SSH_KEYGEN)
+            .args(["-q", "-t", "ed25519", "-N", ""])
+            .args(["-C", &format!("pgreplica-lab-{owner}"), "-f"])
+            .arg(path),
+        "ssh keys",
+        Duration::from_secs(30),
+    )?;
+    exec::own(path, owner, 0o600)?;
+    let public = path.with_extension("pub");
+    std::fs::read_to_string(&public)
+        .map_err(|e| LabError::io("ssh keys", format!("read {}", public.display()), e))
+}
+
+/// A running lab sshd.
+#[derive(Debug)]
+pub(crate) struct Sshd {
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Sshd {
+    /// Starts sshd with the config in `dir` and waits until it accepts connections.
+    pub(crate) fn start(dir: &Path, port: u16) -> Result<Sshd, LabError> {
+        // sshd insists on its privilege-separation directory.
+        exec::make_dir(Path::new("/run/sshd"), None, 0o755)?;
+        let sshd = Sshd {
+            dir: dir.to_path_buf(),
+            port,
+        };
+        let log = sshd.log_file();
+        exec::checked(
+            Command::new(SSHD)
+                .arg("-f")
+                .arg(dir.join("sshd_config"))
+                .arg("-E")
+                .arg(&log),
+            "start sshd",
+            Duration::from_secs(30),
+        )
+        .map_err(|e| e.detail(exec::file_tail(&log, 20)))?;
+        exec::wait_for("start sshd", Duration::from_secs(20), || {
+            Ok(sshd.pid().is_some() && TcpStream::connect(("127.0.0.1", port)).is_ok())
+        })
+        .map_err(|e| e.detail(exec::file_tail(&log, 20)))?;
+        Ok(sshd)
+    }
+
+    /// Its log file.
+    pub(crate) fn log_file(&self) -> PathBuf {
+        self.dir.join("sshd.log")
+    }
+
+    fn pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.dir.join("sshd.pid"))
+            .ok()
+            .and_then(|text| text.trim().parse().ok())
+    }
+
+    /// Stops the listening sshd (sessions still open end with their clients).
+    pub(crate) fn stop(&self) -> Result<(), LabError> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        exec::signal(pid, libc::SIGTERM);
+        exec::wait_for("stop sshd", Duration::from_secs(10), || {
+            Ok(TcpStream::connect(("127.0.0.1", self.port)).is_err())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keeps_everything_inside_the_lab() {
+        let text = config_text(Path::new("/tmp/l/ssh"), 24567, "/v/bin:/usr/bin:/bin");
+        for line in [
+            "Port 24567",
+            "ListenAddress 127.0.0.1",
+            "HostKey /tmp/l/ssh/ssh_host_ed25519_key",
+            "AuthorizedKeysFile /tmp/l/ssh/authorized_keys/%u",
+            "UsePAM no",
+            "StrictModes no",
+            "PasswordAuthentication no",
+            "SetEnv PATH=/v/bin:/usr/bin:/bin",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn client_options_name_port_key_and_batch_mode() {
+        let options = client_options(2222, Path::new("/tmp/l/ssh/keys/postgres"));
+        assert_eq!(
+            options.join(" "),
+            "-p 2222 -i /tmp/l/ssh/keys/postgres -o StrictHostKeyChecking=no \
+             -o UserKnownHostsFile=/dev/null -o BatchMode=yes -o LogLevel=ERROR"
+        );
+    }
+}

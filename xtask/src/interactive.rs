@@ -1,0 +1,70 @@
+//! `cargo xtask lab`: stands a lab up, prints how to reach it (ports, ssh options, a ready
+//! repmgr.conf, the clone command) and keeps it until Ctrl-C. It must not change the lab.
+
+use lab::{shell_quote, Lab, LabOptions, PG_BIN};
+
+use crate::{stage, Failure};
+
+/// Runs `cargo xtask lab`.
+pub(crate) fn run(options: LabOptions) -> Result<(), Failure> {
+    let lab = stage("start lab", || Lab::start(options))?;
+    let standby_dir = lab.new_dir("standby");
+    let standby_port = lab::free_port();
+    let conf_path = lab.dir().join("repmgr.conf");
+    let conf = lab.repmgr_conf(2, "node2", &standby_dir, standby_port);
+    stage("write repmgr.conf", || {
+        lab.write_file_as_postgres(&conf_path, &conf)
+    })?;
+    println!("{}", describe(&lab, &conf_path, &conf, standby_port));
+    println!(
+        "Press Ctrl-C to stop the lab and remove it ({}=1 keeps its directory).",
+        lab::KEEP_ENV
+    );
+    lab::wait_for_interrupt();
+    eprintln!("stopping the lab…");
+    Ok(())
+}
+
+/// What a user needs to reach the lab, with commands to paste.
+fn describe(lab: &Lab, conf_path: &std::path::Path, conf: &str, standby_port: u16) -> String {
+    let q = |s: &str| shell_quote(s);
+    let config = lab.barman_config().display().to_string();
+    let barman = lab.barman_flavor().program().display().to_string();
+    let port = lab.primary_port();
+    let standby_dir = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("data_directory="))
+        .unwrap_or_default()
+        .trim_matches('\'')
+        .to_string();
+    format!(
+        "\nLab ready in {took:.1?}: {dir}\n\
+         \n  primary        {conninfo}  (data {data})\
+         \n  psql           runuser -u postgres -- {PG_BIN}/psql -h 127.0.0.1 -p {port} -U postgres\
+         \n  barman         {flavour:?} {barman}, server {server}, config {config}\
+         \n  barman here    runuser -u barman -- {barman} -c {config} list-backups {server}\
+         \n  barman by ssh  runuser -u postgres -- ssh {ssh} {host} barman -c {config} list-backups {server}\
+         \n  ssh_options    {ssh}\
+         \n  barman → postgres@ (--remote-ssh-command)\
+         \n                 {remote}\
+         \n  logs           {logs}\
+         \n\nrepmgr.conf for a standby (node 2, port {standby_port}) at {conf_path}:\n\n{conf}\
+         \nClone and start it:\
+         \n  runuser -u postgres -- env PGREPLICA_STATE_DIR={state} pgreplica clone start -f {conf_path} \
+         -h 127.0.0.1 -p {port} -U barman -d postgres\
+         \n  runuser -u postgres -- {PG_BIN}/pg_ctl -w -D {standby_dir} -o {opt} -l {logs}/standby-{standby_port}.log start\n",
+        took = lab.startup_time(),
+        dir = lab.dir().display(),
+        conninfo = lab.primary_conninfo(),
+        data = lab.primary_data_dir().display(),
+        flavour = lab.barman_flavor(),
+        server = lab.barman_server(),
+        ssh = lab.ssh_options(),
+        host = lab.barman_ssh_host(),
+        remote = lab.barman_remote_ssh_command(),
+        logs = lab.log_dir().display(),
+        conf_path = conf_path.display(),
+        state = lab.state_dir().display(),
+        opt = q(&format!("-p {standby_port}")),
+    )
+}
