@@ -1,0 +1,227 @@
+//! Shared helpers of the integration tests: run the built pgreplica as `postgres` against a lab,
+//! read `clone status --json`, compare data directories.
+
+#![allow(dead_code)] // each test binary uses its own subset
+
+use lab::{Lab, LabOptions, Standby};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A lab plus the pgreplica binary installed where `postgres` can run it.
+pub struct Bench {
+    /// The lab.
+    pub lab: Lab,
+    /// pgreplica, executable by postgres.
+    pub binary: PathBuf,
+}
+
+impl Bench {
+    /// Stands up a lab (failing loudly with the reason when prerequisites are missing).
+    pub fn start(options: LabOptions) -> Bench {
+        let lab = match Lab::start(options) {
+            Ok(lab) => lab,
+            Err(e) => panic!("cannot stand up the lab: {e}"),
+        };
+        let binary = lab.install_binary(Path::new(env!("CARGO_BIN_EXE_pgreplica")));
+        Bench { lab, binary }
+    }
+
+    /// Writes a repmgr.conf for node 2 cloning into `data_dir`, plus `extra` lines.
+    pub fn repmgr_conf(&self, name: &str, data_dir: &Path, extra: &str) -> PathBuf {
+        let path = self.lab.dir().join(format!("{name}.conf"));
+        let text = format!(
+            "{}{extra}\n",
+            self.lab
+                .repmgr_conf(2, name, data_dir, self.lab.primary_port())
+        );
+        self.lab
+            .write_file_as_postgres(&path, &text)
+            .expect("write repmgr.conf");
+        path
+    }
+
+    /// `pgreplica ARGS` as postgres, with the lab's state directory.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = self.lab.command_as_postgres(&self.binary);
+        command.args(args);
+        command
+    }
+
+    /// Runs `pgreplica ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let output = self.command(args).output().expect("run pgreplica");
+        eprintln!(
+            "$ pgreplica {}\n{}{}-> {:?}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+            output.status.code()
+        );
+        output
+    }
+
+    /// `clone start -f CONF -h 127.0.0.1 -p PORT -U barman -d postgres EXTRA…` as a command.
+    pub fn start_args(&self, conf: &Path, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "clone",
+            "start",
+            "-f",
+            &conf.display().to_string(),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.lab.primary_port().to_string(),
+            "-U",
+            "barman",
+            "-d",
+            "postgres",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    }
+
+    /// The clone's status as JSON (the first clone of `clone status --json CLONE`).
+    pub fn status(&self, data_dir: &Path) -> Value {
+        let output = self
+            .command(&["clone", "status", "--json", &data_dir.display().to_string()])
+            .output()
+            .expect("run pgreplica clone status");
+        assert!(
+            output.status.success(),
+            "clone status failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let value: Value = serde_json::from_slice(&output.stdout).expect("status JSON");
+        value["clones"][0].clone()
+    }
+
+    /// Starts the cloned standby on a free port and waits until it streams.
+    pub fn start_streaming_standby(&self, data_dir: &Path) -> Standby {
+        let standby = self
+            .lab
+            .start_standby(data_dir, lab::free_port())
+            .unwrap_or_else(|e| panic!("standby does not start: {e}"));
+        standby
+            .wait_streaming(Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("standby does not stream: {e}"));
+        standby
+    }
+
+    /// Asserts the standby is in recovery, streams, and receives a row inserted on the primary
+    /// after the clone.
+    pub fn assert_replicates(&self, standby: &Standby) {
+        assert_eq!(standby.psql("SELECT pg_is_in_recovery()").unwrap().trim(), "t");
+        assert_eq!(
+            standby
+                .psql("SELECT status FROM pg_stat_wal_receiver")
+                .unwrap()
+                .trim(),
+            "streaming"
+        );
+        let marker = format!("after-clone-{}", std::process::id());
+        self.lab
+            .psql(
+                self.lab.primary_port(),
+                &format!(
+                    "CREATE TABLE IF NOT EXISTS clone_marker (note text); INSERT INTO clone_marker VALUES ('{marker}')"
+                ),
+            )
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = standby
+                .psql(&format!(
+                    "SELECT count(*) FROM pg_tables WHERE tablename = 'clone_marker' AND EXISTS (SELECT 1 FROM clone_marker WHERE note = '{marker}')"
+                ))
+                .unwrap_or_default();
+            if seen.trim() == "1" {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the row inserted on the primary never reached the standby"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// Spawns `pgreplica ARGS` as postgres with piped stderr, in its own process group.
+pub fn spawn(bench: &Bench, args: &[String]) -> Child {
+    use std::os::unix::process::CommandExt;
+    let mut command = bench.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    command.spawn().expect("spawn pgreplica")
+}
+
+/// Collects a child's stderr after it ended.
+pub fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        let _ = stderr.read_to_string(&mut text);
+    }
+    text
+}
+
+/// Content digest of every file of a data directory (and of the trees its symlinks point to),
+/// by relative path, with size, mode and a hash of the content; symlinks by target.
+/// Files PostgreSQL itself rewrites at start are not involved: the standbys compared here have
+/// not been started.
+pub fn tree_digest(root: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for path in entries {
+        let relative = path.strip_prefix(root).unwrap().display().to_string();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(&path).unwrap();
+            out.insert(relative, format!("link -> {}", target.display()));
+        } else if meta.is_dir() {
+            out.insert(relative, format!("dir {:o}", meta.permissions().mode() & 0o7777));
+            walk(root, &path, out);
+        } else {
+            let bytes = std::fs::read(&path).unwrap();
+            out.insert(
+                relative,
+                format!(
+                    "file {} {:o} {:016x} mtime {}",
+                    bytes.len(),
+                    meta.permissions().mode() & 0o7777,
+                    fnv1a64(&bytes),
+                    meta.mtime()
+                ),
+            );
+        }
+    }
+}
+
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The default lab for a Barman-mode test.
+pub fn debian_lab() -> LabOptions {
+    LabOptions::default()
+}
