@@ -234,7 +234,7 @@ impl StateDir {
 impl CloneStore {
     fn open_locked(id: &CloneId, dir: PathBuf, lock: CloneLock) -> Result<CloneStore, Error> {
         let path = dir.join("db");
-        let db = guarded(|| sled::Config::new().path(&path).open())
+        let db = open_sled(&path)
             .map_err(|panic| unreadable(&format!("clone {id}"), &path, &panic))?
             .map_err(|e| sled_error_at(id, &path, "open", e))?;
         let files = guarded(|| db.open_tree(files::TREE))
@@ -401,6 +401,29 @@ fn sled_error_at(id: &CloneId, db: &Path, action: &str, err: sled::Error) -> Err
             ErrorKind::Store,
             format!("cannot {action} clone {id} in {}: {other}", db.display()),
         ),
+    }
+}
+
+/// How long to wait for sled's own lock on a database whose clone lock is already ours.
+const SLED_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens a sled database whose clone lock this process holds.
+///
+/// sled keeps its own flock on `db/db`, and a dropped handle releases it only when sled's
+/// background threads have let go of the file, a few milliseconds later; likewise in a
+/// process that has just died. Holding the clone lock proves no live run owns the database,
+/// so sled's "could not acquire lock" can only be such a leftover: wait for it (sled offers
+/// no notification) instead of failing the run.
+fn open_sled(path: &Path) -> Result<sled::Result<sled::Db>, String> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = guarded(|| sled::Config::new().path(path).open())?;
+        let leftover_lock = matches!(&opened, Err(sled::Error::Io(io))
+            if io.to_string().starts_with("could not acquire lock"));
+        if !leftover_lock || started.elapsed() > SLED_LOCK_PATIENCE {
+            return Ok(opened);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
 
