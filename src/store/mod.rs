@@ -8,12 +8,16 @@
 //! <state>/clones/<clone-id>/db/          sled: the clone record and the transfer's file list
 //! <state>/clones/<clone-id>/lock         flock'ed by the process running the clone; its pid
 //! <state>/clones/<clone-id>/status.json  the running clone's snapshot for `clone status`
+//! <state>/clones/<clone-id>/checkpoint.json  what sled must at least hold (damage detector)
 //! ```
 //!
 //! One database per clone keeps clones independent: a damaged one, or one locked by a run,
-//! never stands in the way of the others. Every value is written with a schema version
-//! ([`codec`]) so that a record from a newer pgreplica, or a damaged one, is a clear
+//! never stands in the way of the others. Every value is written behind a magic and a schema
+//! version so that a record from a newer pgreplica, or a damaged one, is a clear
 //! [`ErrorKind::Store`] error — never a panic, even when sled itself panics on a damaged file.
+//! sled quietly drops what follows a damaged spot in its log, so a small marker beside the
+//! database records how far the last checkpoint went, and a database that has less is
+//! reported as damaged rather than taken for a new clone.
 //!
 //! **Invariant:** only this module knows sled. It stores what it is given and decides nothing
 //! about the clone: which step runs next is the `states` machine's business.
@@ -55,8 +59,9 @@ pub struct StateDir {
 /// One clone's store, opened under its exclusive lock, which it holds until dropped.
 #[derive(Debug)]
 pub struct CloneStore {
-    // Field order is drop order: sled is closed before the lock is released, so the next
-    // holder never finds sled's own lock still taken.
+    // Field order is drop order: the sled handles go before the clone lock is released.
+    // sled's background threads may hold its file a moment longer; the next opener waits for
+    // that (see `open_sled`).
     db: sled::Db,
     files: sled::Tree,
     id: CloneId,
