@@ -339,3 +339,18 @@ fn damaged_sled_files_are_store_errors_never_panics() {
     );
     drop(tmp);
 }
+
+#[test]
+fn a_clone_reopens_at_once_after_its_store_is_dropped() {
+    // sled lets go of its own file lock a little after its handle is dropped; the store must
+    // wait for that instead of failing the next open.
+    let (_tmp, state) = state();
+    let id = CloneId::for_data_dir("/srv/pg/again");
+    let record = full_record(&id);
+    for _ in 0..40 {
+        let store = state.open_clone(&id).unwrap();
+        store.save(&record).unwrap();
+        drop(store);
+        assert_eq!(state.read_status(&id).unwrap().record, record);
+    }
+}

@@ -40,9 +40,8 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(128);
     bytes.extend_from_slice(&MAGIC);
     bytes.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
-    // Serialising plain data into a Vec cannot fail: no I/O, no maps with non-string keys
-    // matter to bincode, and the limit only applies to what we write here if it is exceeded,
-    // which a clone record or a manifest entry never comes near.
+    // Serialising plain data into memory can only fail on the size limit, which a clone
+    // record or a manifest entry never comes near.
     options()
         .serialize_into(&mut bytes, value)
         .expect("bincode serialises store values into memory");

@@ -8,12 +8,16 @@
 //! <state>/clones/<clone-id>/db/          sled: the clone record and the transfer's file list
 //! <state>/clones/<clone-id>/lock         flock'ed by the process running the clone; its pid
 //! <state>/clones/<clone-id>/status.json  the running clone's snapshot for `clone status`
+//! <state>/clones/<clone-id>/checkpoint.json  what sled must at least hold (damage detector)
 //! ```
 //!
 //! One database per clone keeps clones independent: a damaged one, or one locked by a run,
-//! never stands in the way of the others. Every value is written with a schema version
-//! ([`codec`]) so that a record from a newer pgreplica, or a damaged one, is a clear
+//! never stands in the way of the others. Every value is written behind a magic and a schema
+//! version so that a record from a newer pgreplica, or a damaged one, is a clear
 //! [`ErrorKind::Store`] error — never a panic, even when sled itself panics on a damaged file.
+//! sled quietly drops what follows a damaged spot in its log, so a small marker beside the
+//! database records how far the last checkpoint went, and a database that has less is
+//! reported as damaged rather than taken for a new clone.
 //!
 //! **Invariant:** only this module knows sled. It stores what it is given and decides nothing
 //! about the clone: which step runs next is the `states` machine's business.
@@ -55,8 +59,9 @@ pub struct StateDir {
 /// One clone's store, opened under its exclusive lock, which it holds until dropped.
 #[derive(Debug)]
 pub struct CloneStore {
-    // Field order is drop order: sled is closed before the lock is released, so the next
-    // holder never finds sled's own lock still taken.
+    // Field order is drop order: the sled handles go before the clone lock is released.
+    // sled's background threads may hold its file a moment longer; the next opener waits for
+    // that (see `open_sled`).
     db: sled::Db,
     files: sled::Tree,
     id: CloneId,
@@ -234,7 +239,7 @@ impl StateDir {
 impl CloneStore {
     fn open_locked(id: &CloneId, dir: PathBuf, lock: CloneLock) -> Result<CloneStore, Error> {
         let path = dir.join("db");
-        let db = guarded(|| sled::Config::new().path(&path).open())
+        let db = open_sled(&path)
             .map_err(|panic| unreadable(&format!("clone {id}"), &path, &panic))?
             .map_err(|e| sled_error_at(id, &path, "open", e))?;
         let files = guarded(|| db.open_tree(files::TREE))
@@ -401,6 +406,29 @@ fn sled_error_at(id: &CloneId, db: &Path, action: &str, err: sled::Error) -> Err
             ErrorKind::Store,
             format!("cannot {action} clone {id} in {}: {other}", db.display()),
         ),
+    }
+}
+
+/// How long to wait for sled's own lock on a database whose clone lock is already ours.
+const SLED_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Opens a sled database whose clone lock this process holds.
+///
+/// sled keeps its own flock on `db/db`, and a dropped handle releases it only when sled's
+/// background threads have let go of the file, a few milliseconds later; likewise in a
+/// process that has just died. Holding the clone lock proves no live run owns the database,
+/// so sled's "could not acquire lock" can only be such a leftover: wait for it (sled offers
+/// no notification) instead of failing the run.
+fn open_sled(path: &Path) -> Result<sled::Result<sled::Db>, String> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = guarded(|| sled::Config::new().path(path).open())?;
+        let leftover_lock = matches!(&opened, Err(sled::Error::Io(io))
+            if io.to_string().starts_with("could not acquire lock"));
+        if !leftover_lock || started.elapsed() > SLED_LOCK_PATIENCE {
+            return Ok(opened);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
 }
 
