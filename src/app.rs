@@ -201,11 +201,9 @@ fn report_done(record: &CloneRecord) {
         }
     }
     crate::notice!("you can now start your PostgreSQL server");
-    crate::log::emit(
-        crate::log::Level::Notice,
-        "",
-        None,
-        Some(&format!("for example: pg_ctl -D {data_dir} start")),
+    crate::log::hint(&format!("for example: pg_ctl -D {data_dir} start"));
+    crate::log::hint(
+        "after starting the server, you need to register this standby with \"repmgr standby register\"",
     );
 }
 

@@ -70,6 +70,13 @@ macro_rules! warning { ($($arg:tt)*) => { $crate::log::emit($crate::log::Level::
 #[macro_export]
 macro_rules! debug { ($($arg:tt)*) => { $crate::log::emit($crate::log::Level::Debug, &format!($($arg)*), None, None) } }
 
+/// Prints a HINT line on its own (following a NOTICE that needs one).
+pub fn hint(hint: &str) {
+    if enabled(Level::Notice) {
+        let _ = writeln!(std::io::stderr().lock(), "HINT: {hint}");
+    }
+}
+
 /// Prints an error with its DETAIL and HINT, as the last words of a failed command.
 pub fn error(err: &crate::error::Error) {
     emit(

@@ -14,7 +14,10 @@ fn clone_from_debian_barman_gives_a_streaming_standby() {
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
-    assert!(stderr.contains("NOTICE: standby clone (from Barman) complete"), "{stderr}");
+    assert!(
+        stderr.contains("NOTICE: standby clone (from Barman) complete"),
+        "{stderr}"
+    );
     let status = bench.status(&data_dir);
     assert_eq!(status["phase"], "Done");
     let auto_conf = std::fs::read_to_string(data_dir.join("postgresql.auto.conf")).unwrap();

@@ -564,13 +564,7 @@ pub async fn run(ctx: &mut crate::runner::StepContext<'_>) -> Result<states::Pre
     let only_our_link = waldir.is_some_and(|w| holds_only_wal_link(data_dir, w, version));
     let state = prepare_data_dir(data_dir, version, request.force || only_our_link)?;
     match state {
-        DataDirState::Missing => {
-            crate::info!("creating directory \"{}\"...", data_dir.display());
-        }
-        DataDirState::Empty => crate::info!(
-            "checking and correcting permissions on existing directory \"{}\"",
-            data_dir.display()
-        ),
+        DataDirState::Missing | DataDirState::Empty => {}
         DataDirState::NonEmpty if !only_our_link => crate::notice!(
             "-F/--force provided: existing files in \"{}\" are kept and reused",
             data_dir.display()

@@ -118,7 +118,10 @@ impl Bench {
     /// Asserts the standby is in recovery, streams, and receives a row inserted on the primary
     /// after the clone.
     pub fn assert_replicates(&self, standby: &Standby) {
-        assert_eq!(standby.psql("SELECT pg_is_in_recovery()").unwrap().trim(), "t");
+        assert_eq!(
+            standby.psql("SELECT pg_is_in_recovery()").unwrap().trim(),
+            "t"
+        );
         assert_eq!(
             standby
                 .psql("SELECT status FROM pg_stat_wal_receiver")
@@ -197,7 +200,10 @@ fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
             let target = std::fs::read_link(&path).unwrap();
             out.insert(relative, format!("link -> {}", target.display()));
         } else if meta.is_dir() {
-            out.insert(relative, format!("dir {:o}", meta.permissions().mode() & 0o7777));
+            out.insert(
+                relative,
+                format!("dir {:o}", meta.permissions().mode() & 0o7777),
+            );
             walk(root, &path, out);
         } else {
             let bytes = std::fs::read(&path).unwrap();
