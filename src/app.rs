@@ -1,7 +1,7 @@
 //! The command handlers behind `pgreplica clone start|resume|status`: they find the clone, take
 //! its lock, and hand it to the runner. Nothing here copies data or talks to a server.
 
-use crate::cli::{Cli, CloneCommand, Command, ResumeArgs, StartArgs, StatusArgs};
+use crate::cli::{Cli, CloneCommand, Command, ResumeArgs, RetryArgs, StartArgs, StatusArgs};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{human_bytes, Progress};
@@ -89,8 +89,18 @@ async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
     }
     let id = CloneId::for_data_dir(&request.data_dir);
     let dir = StateDir::open(state_dir)?;
-    let mut store = dir.open_clone(&id)?;
-    if let Some(existing) = store.load()? {
+    let (mut store, existing) = match dir.open_clone(&id).and_then(|s| Ok((s.load()?, s))) {
+        Ok((existing, store)) => (store, existing),
+        // A damaged record: --force discards it (discard_clone takes the lock, so a clone that
+        // another process runs is still refused).
+        Err(e) if args.force && e.kind == ErrorKind::Store => {
+            crate::warning!("discarding the unreadable clone record {id}: {}", e.message);
+            dir.discard_clone(&id)?;
+            (dir.open_clone(&id)?, None)
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some(existing) = existing {
         if existing.phase() != Phase::Done && !args.force {
             return Err(Error::new(
                 ErrorKind::CloneState,
@@ -115,7 +125,7 @@ async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
         record.id,
         record.request.mode.label()
     );
-    drive(&store, &mut record).await
+    drive(&store, &mut record, &args.retries).await
 }
 
 async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
@@ -155,7 +165,7 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
         record.request.data_dir,
         describe_phase(&record)
     );
-    drive(&store, &mut record).await
+    drive(&store, &mut record, &args.retries).await
 }
 
 /// A clone id as typed, or a data directory path naming one.
@@ -173,10 +183,17 @@ fn clone_id_from_arg(text: &str) -> Result<CloneId> {
     })
 }
 
-async fn drive(store: &crate::store::CloneStore, record: &mut CloneRecord) -> Result<()> {
+async fn drive(
+    store: &crate::store::CloneStore,
+    record: &mut CloneRecord,
+    retries: &RetryArgs,
+) -> Result<()> {
     let progress = Progress::new();
-    let steps = crate::steps::Steps;
-    runner::run(store, record, &steps, &progress, &RetryPolicy::default()).await?;
+    let policy = RetryPolicy {
+        max_attempts: retries.retries + 1,
+        ..RetryPolicy::default()
+    };
+    runner::run(store, record, &crate::steps::Steps, &progress, &policy).await?;
     report_done(record);
     Ok(())
 }

@@ -141,6 +141,9 @@ pub struct StartArgs {
     #[arg(long, value_name = "KBPS")]
     pub bwlimit: Option<u32>,
 
+    #[command(flatten)]
+    pub retries: RetryArgs,
+
     /// Clone with pg_basebackup from the source node even if Barman is configured.
     #[arg(long, conflicts_with = "replication_conf_only")]
     pub without_barman: bool,
@@ -162,9 +165,21 @@ pub struct StartArgs {
     pub upstream_node_id: Option<i32>,
 }
 
+/// In-run retries, shared by `clone start` and `clone resume`.
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Retries of a transient failure (dropped connection, killed rsync) within this run before
+    /// pgreplica stops and leaves the clone to `clone resume`; 0 stops at the first failure.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub retries: u32,
+}
+
 /// Options of `clone resume`.
 #[derive(Debug, Args)]
 pub struct ResumeArgs {
+    #[command(flatten)]
+    pub retries: RetryArgs,
+
     /// repmgr.conf whose data_directory names the clone (only used to find it).
     #[arg(
         short = 'f',

@@ -27,3 +27,67 @@ fn clone_from_debian_barman_gives_a_streaming_standby() {
     let standby = bench.start_streaming_standby(&data_dir);
     bench.assert_replicates(&standby);
 }
+
+#[test]
+fn clone_from_pypi_barman_with_tablespace_waldir_and_restore_command() {
+    let bench = Bench::start(lab::LabOptions {
+        barman: lab::BarmanFlavor::PyPI,
+        tablespace: true,
+        ..lab::LabOptions::default()
+    });
+    let tablespace = bench.lab.tablespace().expect("lab tablespace").clone();
+    let data_dir = bench.lab.new_dir("standby");
+    let waldir = bench.lab.new_dir("standby-wal");
+    let tablespace_target = bench.lab.new_dir("standby-tbs1");
+    let restore_command = format!(
+        "barman-wal-restore -U barman --port {} 127.0.0.1 pg %f %p",
+        bench.lab.ssh_port()
+    );
+    let conf = bench.repmgr_conf(
+        "node2",
+        &data_dir,
+        &format!(
+            "pg_basebackup_options='--waldir={}'\n\
+             tablespace_mapping='{}={}'\n\
+             restore_command='{restore_command}'\n",
+            waldir.display(),
+            tablespace.location.display(),
+            tablespace_target.display()
+        ),
+    );
+    let args = bench.start_args(&conf, &["--jobs", "3"]);
+    let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+
+    // pg_wal is a link to the WAL directory, the tablespace went to its mapped target.
+    assert_eq!(std::fs::read_link(data_dir.join("pg_wal")).unwrap(), waldir);
+    let status = bench.status(&data_dir);
+    let oid = status["record"]["facts"]["backup"]["tablespaces"][0]["oid"]
+        .as_u64()
+        .expect("the backup's tablespace");
+    assert_eq!(
+        std::fs::read_link(data_dir.join("pg_tblspc").join(oid.to_string())).unwrap(),
+        tablespace_target
+    );
+    let map = std::fs::read_to_string(data_dir.join("tablespace_map")).unwrap();
+    assert_eq!(map, format!("{oid} {}\n", tablespace_target.display()));
+    assert!(std::fs::read_dir(&tablespace_target).unwrap().count() > 0);
+    let auto_conf = std::fs::read_to_string(data_dir.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        auto_conf.contains(&format!("restore_command = '{restore_command}'")),
+        "{auto_conf}"
+    );
+    assert!(
+        matches!(status["record"]["facts"]["verification"]["Verified"]["files"].as_u64(), Some(n) if n > 0),
+        "{}",
+        status["record"]["facts"]["verification"]
+    );
+
+    let standby = bench.start_streaming_standby(&data_dir);
+    bench.assert_replicates(&standby);
+    let rows = standby
+        .psql(&format!("SELECT count(*) FROM {}", tablespace.table))
+        .unwrap();
+    assert_eq!(rows.trim(), tablespace.rows.to_string());
+}

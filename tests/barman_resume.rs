@@ -1,0 +1,218 @@
+//! Crash safety in Barman mode, with real processes: pgreplica is SIGKILLed during Transfer at
+//! several points (one of them mid-file), a newer backup appears meanwhile, and `clone resume`
+//! finishes with a data directory identical to an uninterrupted clone's, having re-sent only the
+//! files that were in flight.
+
+mod common;
+
+use common::{debian_lab, spawn, stderr_of, tree_digest, Bench};
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Files pgreplica writes itself after the copy: same content in both clones, but their own
+/// mtimes.
+const WRITTEN_BY_PGREPLICA: [&str; 2] = ["postgresql.auto.conf", "standby.signal"];
+
+/// Polls `clone status --json` until the running clone has copied `fraction` of its bytes.
+/// Returns the bytes done then; panics (with the clone's stderr) if it ends first.
+fn wait_for_progress(
+    bench: &Bench,
+    data_dir: &Path,
+    child: &mut std::process::Child,
+    fraction: f64,
+) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "pgreplica ended ({status}) before reaching {fraction}: {}",
+                stderr_of(child)
+            );
+        }
+        let output = bench
+            .command(&["clone", "status", "--json", &data_dir.display().to_string()])
+            .output()
+            .unwrap();
+        if output.status.success() {
+            let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+            let live = &value["clones"][0]["live"];
+            if live["step"] == "Transfer" {
+                let done = live["bytes_done"].as_u64().unwrap();
+                let total = live["bytes_total"].as_u64().unwrap();
+                if total > 0 && done as f64 >= fraction * total as f64 {
+                    return done;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress to {fraction} in time"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// SIGKILLs pgreplica's whole process group, as a power cut or the OOM killer would.
+fn kill_group(child: &mut std::process::Child) {
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: plain kill(2) on the child's own process group.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    child.wait().unwrap();
+}
+
+/// rsync's temporary files (`.name.XXXXXX`) under `dir`: the trace of a file killed mid-copy.
+fn temp_files(dir: &Path) -> Vec<String> {
+    tree_digest(dir)
+        .into_keys()
+        .filter(|path| {
+            let name = path.rsplit('/').next().unwrap();
+            name.starts_with('.') && name.len() > 8 && name.as_bytes()[name.len() - 7] == b'.'
+        })
+        .collect()
+}
+
+fn without_pgreplica_mtimes(
+    digest: std::collections::BTreeMap<String, String>,
+) -> std::collections::BTreeMap<String, String> {
+    digest
+        .into_iter()
+        .map(|(path, value)| {
+            if WRITTEN_BY_PGREPLICA.contains(&path.as_str()) {
+                let value = value.split(" mtime").next().unwrap().to_string();
+                (path, value)
+            } else {
+                (path, value)
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
+    let bench = Bench::start(debian_lab());
+    let data_dir = bench.lab.new_dir("resumed");
+    let conf = bench.repmgr_conf("node2", &data_dir, "");
+    // Throttled so that the kills land inside the transfer, mid-file for the big table.
+    let args = bench.start_args(&conf, &["--jobs", "2", "--bwlimit", "3000"]);
+    let mut child = spawn(&bench, &args);
+    let mut kills = Vec::new();
+    let mut mid_file_kills = 0;
+    let mut pinned = None;
+    for (round, fraction) in [0.15, 0.45, 0.75].into_iter().enumerate() {
+        wait_for_progress(&bench, &data_dir, &mut child, fraction);
+        kill_group(&mut child);
+        let status = bench.status(&data_dir);
+        assert_eq!(status["phase"], "Transfer", "{status}");
+        assert_eq!(status["running"], false);
+        let backup_id = status["backup_id"].as_str().unwrap().to_string();
+        assert_eq!(*pinned.get_or_insert(backup_id.clone()), backup_id);
+        let done = status["files"]["bytes_done"].as_u64().unwrap();
+        if !temp_files(&data_dir).is_empty() {
+            mid_file_kills += 1;
+        }
+        kills.push(done);
+        if round == 0 {
+            // A newer backup appears: the resumed clone must still restore the pinned one.
+            let newer = bench.lab.take_backup().unwrap();
+            assert_ne!(Some(&newer), pinned.as_ref());
+        }
+        child = spawn(
+            &bench,
+            &["clone", "resume", &data_dir.display().to_string()].map(String::from),
+        );
+    }
+    assert!(
+        mid_file_kills >= 1,
+        "no kill landed mid-file (done bytes at the kills: {kills:?})"
+    );
+    let done_before_last_resume = *kills.last().unwrap();
+    let status = child.wait().unwrap();
+    let stderr = stderr_of(&mut child);
+    assert!(status.success(), "final resume failed: {stderr}");
+    assert!(
+        stderr.contains("removed") || mid_file_kills == 0,
+        "{stderr}"
+    );
+
+    let status = bench.status(&data_dir);
+    assert_eq!(status["phase"], "Done");
+    assert_eq!(status["backup_id"].as_str(), pinned.as_deref());
+    let transfer = &status["record"]["facts"]["transfer"];
+    let total = transfer["bytes_total"].as_u64().unwrap();
+    let sent = transfer["bytes_sent"].as_u64().unwrap();
+    // Only what was not done at the last kill is sent again.
+    assert!(
+        sent <= total - done_before_last_resume,
+        "re-sent {sent} bytes, but only {} were not done",
+        total - done_before_last_resume
+    );
+    let crashed = status["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["outcome"] == "Crashed")
+        .count();
+    assert_eq!(crashed, 3, "{}", status["history"]);
+    assert!(temp_files(&data_dir).is_empty());
+
+    // The same backup cloned without interruption gives the same directory, file for file.
+    let reference = bench.lab.new_dir("reference");
+    let conf = bench.repmgr_conf("node2-ref", &reference, "");
+    let conf_text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("node_name='node2-ref'", "node_name='node2'");
+    bench.lab.write_file_as_postgres(&conf, &conf_text).unwrap();
+    let args = bench.start_args(&conf, &["--backup-id", pinned.as_deref().unwrap()]);
+    let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success());
+    let resumed = without_pgreplica_mtimes(tree_digest(&data_dir));
+    let uninterrupted = without_pgreplica_mtimes(tree_digest(&reference));
+    let differing: Vec<_> = resumed
+        .iter()
+        .filter(|(path, value)| uninterrupted.get(*path) != Some(value))
+        .map(|(path, _)| path.clone())
+        .chain(
+            uninterrupted
+                .keys()
+                .filter(|path| !resumed.contains_key(*path))
+                .cloned(),
+        )
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "the directories differ in {differing:?}"
+    );
+
+    let standby = bench.start_streaming_standby(&data_dir);
+    bench.assert_replicates(&standby);
+}
+
+#[test]
+fn a_killed_rsync_fails_the_step_with_exit_2_and_resume_completes() {
+    let bench = Bench::start(debian_lab());
+    let data_dir = bench.lab.new_dir("standby");
+    let conf = bench.repmgr_conf("node2", &data_dir, "");
+    let args = bench.start_args(&conf, &["--bwlimit", "3000", "--retries", "0"]);
+    let mut child = spawn(&bench, &args);
+    wait_for_progress(&bench, &data_dir, &mut child, 0.2);
+    // Kill the rsync processes only (not pgreplica): what a dropped link or an operator does.
+    let pgid = child.id().to_string();
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-g", &pgid, "-x", "rsync"])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no rsync process found to kill");
+    let status = child.wait().unwrap();
+    let stderr = stderr_of(&mut child);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ERROR: rsync"), "{stderr}");
+    let record = bench.status(&data_dir);
+    assert_eq!(record["phase"], "Transfer");
+    assert_eq!(record["last_error"]["exit_code"], 2);
+
+    let output = bench.run(&["clone", "resume", &data_dir.display().to_string()]);
+    assert!(output.status.success());
+    let standby = bench.start_streaming_standby(&data_dir);
+    bench.assert_replicates(&standby);
+}
