@@ -104,11 +104,10 @@ impl Progress {
         self.draw(bytes);
     }
 
-    /// A file of `bytes` bytes is complete.
-    pub fn file_done(&self, bytes: u64) {
+    /// One more file is complete (its bytes are counted by [`Progress::set_bytes_done`], which
+    /// also sees the bytes of files still in flight).
+    pub fn add_file(&self) {
         self.files_done.fetch_add(1, Ordering::Relaxed);
-        let now = self.bytes_done.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        self.draw(now);
     }
 
     fn draw(&self, position: u64) {
@@ -201,7 +200,8 @@ mod tests {
         assert!(progress.live().is_none());
         progress.begin_step(Step::Transfer);
         progress.set_totals(1000, 10, 100, 1);
-        progress.file_done(50);
+        progress.add_file();
+        progress.set_bytes_done(150);
         let live = progress.live().unwrap();
         assert_eq!(live.step, Step::Transfer);
         assert_eq!((live.bytes_done, live.files_done), (150, 2));

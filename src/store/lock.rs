@@ -2,8 +2,9 @@
 //!
 //! `flock` belongs to the open file description, so it dies with the process however the
 //! process dies (SIGKILL included) and no stale lock ever needs cleaning up. The pid written
-//! into the file is only for messages; the lock itself is the truth. This module must not
-//! block: a second run is refused at once, never queued.
+//! into the file is only for messages; the lock itself is the truth. This module never
+//! blocks: the store's caller decides how long to keep trying (a brief grace for `clone status`
+//! readers); a second run is refused, never queued.
 
 use crate::error::{Error, ErrorKind};
 use std::fs::{File, OpenOptions};

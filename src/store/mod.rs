@@ -42,9 +42,17 @@ use std::os::unix::fs::DirBuilderExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
 
 /// Key of the clone record in the database's default tree.
 const RECORD_KEY: &[u8] = b"record";
+
+/// How long a clone lock held by someone else is waited for before giving up: long enough for a
+/// `clone status` reading an idle clone, far too short to wait for a running clone.
+const LOCK_GRACE: Duration = Duration::from_secs(2);
+
+/// Poll interval while waiting for a clone lock.
+const LOCK_POLL: Duration = Duration::from_millis(20);
 
 /// Key of the record's generation (big-endian `u64`), written in the same batch as the record
 /// and compared with the [`Marker`].
@@ -168,6 +176,21 @@ impl StateDir {
         if !dir.is_dir() {
             return Err(self.no_such_clone(id));
         }
+        // The lock may be held for a few milliseconds by another `clone status` (or by a run
+        // that has not published its first snapshot yet): look again until the grace ends.
+        let deadline = Instant::now() + LOCK_GRACE;
+        loop {
+            match self.try_read_status(id, &dir) {
+                Err(err) if err.retryable && Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_POLL);
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn try_read_status(&self, id: &CloneId, dir: &Path) -> Result<StatusView, Error> {
+        let dir = dir.to_path_buf();
         match CloneLock::try_acquire(&dir.join("lock")) {
             Ok(lock) => {
                 let store = CloneStore::open_locked(id, dir, lock)?;
@@ -211,8 +234,19 @@ impl StateDir {
         }
     }
 
+    /// Takes the clone's lock. A holder that lets go within [`LOCK_GRACE`] (a `clone status`
+    /// reading an idle clone holds it for milliseconds) is waited for; a running clone is not.
     fn lock(&self, id: &CloneId, dir: &Path) -> Result<CloneLock, Error> {
-        CloneLock::try_acquire(&dir.join("lock")).map_err(|err| match err {
+        let deadline = Instant::now() + LOCK_GRACE;
+        let acquired = loop {
+            match CloneLock::try_acquire(&dir.join("lock")) {
+                Err(LockError::Held(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(LOCK_POLL);
+                }
+                result => break result,
+            }
+        };
+        acquired.map_err(|err| match err {
             LockError::Held(pid) => Error::new(
                 ErrorKind::Store,
                 format!(

@@ -89,21 +89,26 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
     let mut last_flush = Instant::now();
     let mut flush_error = None;
     let progress = ctx.progress;
-    let stats = rsync::run_streams(&job, &plan, |event| {
-        if let RsyncEvent::FileDone {
-            root, path, size, ..
-        } = event
-        {
+    // Bytes each stream has sent, from rsync's own counters: the bar moves inside big files too.
+    let mut stream_bytes = vec![0_u64; plan.streams.len() + 1];
+    let stats = rsync::run_streams(&job, &plan, |event| match event {
+        RsyncEvent::FileDone { root, path, .. } => {
             if let Err(e) = files.mark_done(root, &path) {
                 flush_error.get_or_insert(e);
             }
-            progress.file_done(size);
+            progress.add_file();
             if last_flush.elapsed() >= FLUSH_EVERY {
                 if let Err(e) = files.flush() {
                     flush_error.get_or_insert(e);
                 }
                 last_flush = Instant::now();
             }
+        }
+        RsyncEvent::Progress { stream, bytes } => {
+            if let Some(slot) = stream_bytes.get_mut(stream) {
+                *slot = bytes;
+            }
+            progress.set_bytes_done(bytes_done + stream_bytes.iter().sum::<u64>());
         }
     })
     .await;
