@@ -24,6 +24,34 @@ fn clone_from_debian_barman_gives_a_streaming_standby() {
     assert!(auto_conf.contains("application_name=node2"), "{auto_conf}");
     assert!(!auto_conf.contains("password"), "{auto_conf}");
     assert!(data_dir.join("standby.signal").exists());
+
+    // --force into the finished directory, changed meanwhile: extraneous files go, missing and
+    // changed ones come back, and the result is the same directory again.
+    let before = common::tree_digest(&data_dir);
+    std::fs::write(data_dir.join("base/1/junk"), b"not in the backup").unwrap();
+    std::fs::remove_file(data_dir.join("PG_VERSION")).unwrap();
+    let second = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(13), "{stderr}");
+    assert!(stderr.contains("exists but is not empty"), "{stderr}");
+    assert!(stderr.contains("HINT: use -F/--force"), "{stderr}");
+    let mut forced = args.clone();
+    forced.push("--force".into());
+    let output = bench.run(&forced.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("not in backup"), "{stderr}");
+    let after = common::tree_digest(&data_dir);
+    let changed: Vec<_> = before
+        .iter()
+        .filter(|(path, value)| {
+            after.get(*path).map(|v| v.split(" mtime").next()) != Some(value.split(" mtime").next())
+        })
+        .map(|(path, _)| path.clone())
+        .chain(after.keys().filter(|p| !before.contains_key(*p)).cloned())
+        .collect();
+    assert!(changed.is_empty(), "--force result differs in {changed:?}");
+
     let standby = bench.start_streaming_standby(&data_dir);
     bench.assert_replicates(&standby);
 }

@@ -220,14 +220,56 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
 }
 
 #[test]
-fn a_killed_rsync_fails_the_step_with_exit_2_and_resume_completes() {
+fn sigterm_and_a_killed_rsync_stop_the_clone_resumably() {
     let bench = Bench::start(debian_lab());
     let data_dir = bench.lab.new_dir("standby");
     let conf = bench.repmgr_conf("node2", &data_dir, "");
     let args = bench.start_args(&conf, &["--bwlimit", "3000", "--retries", "0"]);
+
+    // SIGTERM stops at a safe point with the "interrupted, resumable" code.
     let mut child = spawn(&bench, &args);
-    wait_for_progress(&bench, &data_dir, &mut child, 0.2);
-    // Kill the rsync processes only (not pgreplica): what a dropped link or an operator does.
+    wait_for_progress(&bench, &data_dir, &mut child, 0.1);
+    // pgreplica itself, not runuser (which would die of the signal instead of passing on
+    // pgreplica's exit code), as systemd or an operator's `kill` would do.
+    let pgreplica = std::process::Command::new("pgrep")
+        .args(["-P", &child.id().to_string()])
+        .output()
+        .unwrap();
+    let pid: i32 = String::from_utf8_lossy(&pgreplica.stdout)
+        .trim()
+        .parse()
+        .expect("pgreplica's pid under runuser");
+    // SAFETY: kill(2) on our own grandchild.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let stderr = stderr_of(&mut child);
+    let record = wait_until_stopped(&bench, &data_dir);
+    assert_eq!(status.code(), Some(40), "{stderr}");
+    assert!(stderr.contains("HINT: continue it with"), "{stderr}");
+    assert_eq!(record["phase"], "Transfer");
+    let last = record["history"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["outcome"], "Interrupted", "{last}");
+    // Whatever rsync had in flight is cleaned up by the next run.
+    let left_behind = temp_files(&data_dir);
+
+    // Killing the rsync processes only (a dropped link, an operator) fails the step: exit 2.
+    let mut child = spawn(
+        &bench,
+        &[
+            "clone",
+            "resume",
+            "--retries",
+            "0",
+            &data_dir.display().to_string(),
+        ]
+        .map(String::from),
+    );
+    wait_for_progress(&bench, &data_dir, &mut child, 0.5);
     let killed = std::process::Command::new("pkill")
         .args([
             "-KILL",
@@ -241,6 +283,10 @@ fn a_killed_rsync_fails_the_step_with_exit_2_and_resume_completes() {
     let stderr = stderr_of(&mut child);
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("ERROR: rsync"), "{stderr}");
+    assert!(
+        left_behind.is_empty() || stderr.contains("partial file(s) left by an interrupted"),
+        "{left_behind:?} not cleaned: {stderr}"
+    );
     let record = wait_until_stopped(&bench, &data_dir);
     assert_eq!(record["phase"], "Transfer");
     assert_eq!(record["last_error"]["exit_code"], 2);

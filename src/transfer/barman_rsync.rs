@@ -62,6 +62,15 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
             .unwrap_or_default(),
         entries,
     };
+    if dirs.reused_existing {
+        let extraneous = remove_extraneous(&job, backup.pg_version)?;
+        if extraneous > 0 {
+            crate::notice!(
+                "removed {extraneous} file(s) and directories that are not in backup {}",
+                backup.backup_id
+            );
+        }
+    }
     let removed = rsync::cleanup_partial(&job)?;
     if !removed.is_empty() {
         crate::notice!(
@@ -147,6 +156,61 @@ async fn list_backup(
         entries.extend(barman.list_files(backup, tablespace.oid, &dir).await?);
     }
     Ok(entries)
+}
+
+/// With `--force`, the target held files of its own: remove every entry that the backup lacks
+/// (as `barman restore`'s `--delete` does), so the result equals a clone into an empty
+/// directory. Files the backup has are kept: rsync re-sends them only if they differ.
+/// The WAL directory link and the tablespace links are pgreplica's own and stay.
+fn remove_extraneous(job: &RsyncJob, pg_version: u32) -> Result<u64> {
+    use std::collections::HashSet;
+    let listed: HashSet<(u32, &str)> = job
+        .entries
+        .iter()
+        .map(|e| (e.root, e.path.as_str()))
+        .collect();
+    let wal = wal_dir_name(pg_version);
+    let mut roots = vec![(0_u32, job.dest.clone())];
+    roots.extend(job.tablespaces.iter().map(|t| (t.root, t.dest.clone())));
+    let mut removed = 0;
+    for (root, dest) in roots {
+        let mut pending = vec![dest.clone()];
+        while let Some(dir) = pending.pop() {
+            let Ok(listing) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in listing.flatten() {
+                let path = entry.path();
+                let relative = path
+                    .strip_prefix(&dest)
+                    .expect("walked below dest")
+                    .to_string_lossy()
+                    .into_owned();
+                let is_link = entry.file_type().is_ok_and(|t| t.is_symlink());
+                let ours =
+                    root == 0 && is_link && (relative == wal || relative.starts_with("pg_tblspc/"));
+                if ours {
+                    continue;
+                }
+                if listed.contains(&(root, relative.as_str())) {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        pending.push(path);
+                    }
+                    continue;
+                }
+                let result = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                result
+                    .map_err(|e| crate::replication_conf::durable::io_error("remove", &path, e))?;
+                crate::debug!("removed \"{}\" (not in the backup)", path.display());
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 fn totals(entries: &[ManifestEntry], select: impl Fn(&ManifestEntry) -> bool) -> (u64, u64) {
