@@ -263,9 +263,9 @@ impl Lab {
         self.barman.output(args, BARMAN_BACKUP)
     }
 
-    /// Runs `sql` with psql as postgres on 127.0.0.1:`port` (-X -At, ON_ERROR_STOP) and returns
-    /// its output without the trailing newline. Several statements in one call form one
-    /// transaction (psql -c).
+    /// Runs `sql` with psql as postgres on 127.0.0.1:`port` (-X -q -At, ON_ERROR_STOP) and
+    /// returns the rows it prints (no command tags), without the trailing newline. Several
+    /// statements in one call form one transaction (psql -c).
     pub fn psql(&self, port: u16, sql: &str) -> Result<String, LabError> {
         postgres::psql(port, sql)
     }
@@ -354,7 +354,8 @@ impl Lab {
     }
 
     /// A repmgr.conf for a standby of this lab cloned from Barman: node_id, node_name,
-    /// conninfo (as `barman` on `port`), data_directory, pg_bindir, barman_host, barman_server,
+    /// conninfo (`host=127.0.0.1 port=PORT user=barman dbname=postgres`: the node's own
+    /// address, where it will listen), data_directory, pg_bindir, barman_host, barman_server,
     /// barman_config and ssh_options.
     pub fn repmgr_conf(&self, node_id: u32, node_name: &str, data_dir: &Path, port: u16) -> String {
         format!(
