@@ -112,10 +112,14 @@ fn lab_options(args: &[String]) -> Result<LabOptions, Failure> {
     Ok(options)
 }
 
-/// The workspace root (xtask lives in `<root>/xtask`).
+/// The workspace root (xtask lives in `<root>/xtask`). `cargo run` tells us where xtask's
+/// manifest is at run time; the compile-time value is only a fallback, as a binary built from
+/// another checkout sharing the target directory would point there.
 pub(crate) fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
 /// `cargo` (the one running us, when known), run from the workspace root.
