@@ -81,6 +81,8 @@ pub struct Lab {
     last_backup: Mutex<Option<Instant>>,
     stages: Vec<(&'static str, Duration)>,
     startup_time: Duration,
+    /// Set by the first tear-down, so `stop` followed by drop does the work once.
+    torn_down: bool,
 }
 
 impl Lab {
@@ -116,6 +118,7 @@ impl Lab {
             last_backup: Mutex::new(None),
             stages: Vec::new(),
             startup_time: Duration::ZERO,
+            torn_down: false,
         };
         // From here on a failure drops `lab`, which stops whatever was started.
         lab.stage("directories", Lab::make_layout)?;
@@ -260,9 +263,9 @@ impl Lab {
         self.barman.output(args, BARMAN_BACKUP)
     }
 
-    /// Runs `sql` with psql as postgres on 127.0.0.1:`port` (-X -At, ON_ERROR_STOP) and returns
-    /// its output without the trailing newline. Several statements in one call form one
-    /// transaction (psql -c).
+    /// Runs `sql` with psql as postgres on 127.0.0.1:`port` (-X -q -At, ON_ERROR_STOP) and
+    /// returns the rows it prints (no command tags), without the trailing newline. Several
+    /// statements in one call form one transaction (psql -c).
     pub fn psql(&self, port: u16, sql: &str) -> Result<String, LabError> {
         postgres::psql(port, sql)
     }
@@ -351,7 +354,8 @@ impl Lab {
     }
 
     /// A repmgr.conf for a standby of this lab cloned from Barman: node_id, node_name,
-    /// conninfo (as `barman` on `port`), data_directory, pg_bindir, barman_host, barman_server,
+    /// conninfo (`host=127.0.0.1 port=PORT user=barman dbname=postgres`: the node's own
+    /// address, where it will listen), data_directory, pg_bindir, barman_host, barman_server,
     /// barman_config and ssh_options.
     pub fn repmgr_conf(&self, node_id: u32, node_name: &str, data_dir: &Path, port: u16) -> String {
         format!(
@@ -618,6 +622,34 @@ impl Lab {
             .collect())
     }
 
+    /// Stops the lab and removes its directory (kept with [`KEEP_ENV`]`=1`), like drop, but
+    /// reports problems: a step that failed, or processes that were still running inside the
+    /// lab afterwards and had to be killed (a leak by the lab or by the test).
+    pub fn stop(mut self) -> Result<(), LabError> {
+        let mut errors = self.tear_down().into_iter();
+        match errors.next() {
+            None => Ok(()),
+            Some(first) => Err(errors.fold(first, |all, e| all.detail(e.to_string()))),
+        }
+    }
+
+    fn tear_down(&mut self) -> Vec<LabError> {
+        if std::mem::replace(&mut self.torn_down, true) {
+            return Vec::new();
+        }
+        let mut errors = self.shut_down();
+        if std::env::var(KEEP_ENV).is_ok_and(|v| v == "1") {
+            eprintln!("lab: kept {} ({KEEP_ENV}=1)", self.dir.display());
+        } else if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            errors.push(LabError::io(
+                "stop",
+                format!("remove {}", self.dir.display()),
+                e,
+            ));
+        }
+        errors
+    }
+
     /// Stops everything the lab started, newest first; returns what went wrong.
     fn shut_down(&mut self) -> Vec<LabError> {
         let mut errors = Vec::new();
@@ -649,14 +681,10 @@ impl Lab {
 }
 
 impl Drop for Lab {
+    /// Stops everything (see [`Lab::stop`]), printing what went wrong instead of returning it.
     fn drop(&mut self) {
-        for error in self.shut_down() {
+        for error in self.tear_down() {
             eprintln!("{error}");
-        }
-        if std::env::var(KEEP_ENV).is_ok_and(|v| v == "1") {
-            eprintln!("lab: kept {} ({KEEP_ENV}=1)", self.dir.display());
-        } else if let Err(e) = std::fs::remove_dir_all(&self.dir) {
-            eprintln!("lab: cannot remove {}: {e}", self.dir.display());
         }
     }
 }

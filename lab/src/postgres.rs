@@ -105,12 +105,21 @@ pub(crate) fn is_running(data_dir: &Path) -> bool {
     data_dir.join("postmaster.pid").exists()
 }
 
-/// Runs `sql` with psql as postgres against 127.0.0.1:`port` (unaligned, tuples only, stopping
-/// at the first error) and returns its output without the trailing newline.
+/// Runs `sql` with psql as postgres against 127.0.0.1:`port` (quiet, unaligned, tuples only,
+/// stopping at the first error) and returns its output without the trailing newline: only rows,
+/// no command tags ("CREATE TABLE", "INSERT 0 1").
 pub(crate) fn psql(port: u16, sql: &str) -> Result<String, LabError> {
     let out = exec::checked(
         pg_command("psql")
-            .args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args([
+                "-X",
+                "-q",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+            ])
             .args([
                 "-p",
                 &port.to_string(),

@@ -83,6 +83,11 @@ pub fn prerequisites() -> Result<(), LabError> {
             missing.push(format!("user {user}"));
         }
     }
+    missing_report(&missing)
+}
+
+/// Ok when nothing is missing; else one error listing everything missing and the fix.
+fn missing_report(missing: &[String]) -> Result<(), LabError> {
     if missing.is_empty() {
         return Ok(());
     }
@@ -218,4 +223,34 @@ fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     path.metadata()
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_prerequisites_are_all_listed_with_the_fix() {
+        assert!(missing_report(&[]).is_ok());
+        let err = missing_report(&[
+            "/usr/sbin/sshd (from openssh-server)".into(),
+            "user barman".into(),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("2 prerequisite(s)"), "{err}");
+        assert!(
+            err.contains("/usr/sbin/sshd (from openssh-server)"),
+            "{err}"
+        );
+        assert!(err.contains("user barman"), "{err}");
+        assert!(err.contains("cargo xtask install"), "{err}");
+    }
+
+    #[test]
+    fn every_program_is_an_absolute_path() {
+        for (path, from) in programs() {
+            assert!(path.starts_with('/'), "{path} from {from}");
+        }
+    }
 }

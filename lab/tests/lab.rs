@@ -4,6 +4,7 @@
 //! They need root and the lab's prerequisites (`cargo xtask install`), and fail loudly without.
 
 use std::collections::BTreeMap;
+use std::net::TcpStream;
 use std::process::Output;
 use std::time::Duration;
 
@@ -105,6 +106,21 @@ fn check_flavour(options: LabOptions) -> Lab {
     lab
 }
 
+/// Stops the lab explicitly and checks that nothing of it is left: the directory is gone, its
+/// servers no longer listen, and no process was left to kill (`stop` reports those).
+fn stop_and_check_gone(lab: Lab) {
+    let dir = lab.dir().to_path_buf();
+    let ports = [lab.primary_port(), lab.ssh_port()];
+    lab.stop().expect("an orderly stop");
+    assert!(!dir.exists(), "{} still exists", dir.display());
+    for port in ports {
+        assert!(
+            TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "port {port} still open"
+        );
+    }
+}
+
 #[test]
 fn debian_barman_lab_with_tablespace() {
     let lab = check_flavour(LabOptions {
@@ -123,6 +139,7 @@ fn debian_barman_lab_with_tablespace() {
         )
         .unwrap();
     assert_eq!(rows, tablespace.rows.to_string());
+    stop_and_check_gone(lab);
 }
 
 #[test]
@@ -135,6 +152,7 @@ fn pypi_barman_lab() {
     let first = text(&lab.barman(["list-backups", "--minimal", "pg"]).unwrap());
     let second = lab.take_backup().unwrap();
     assert!(!first.contains(&second), "{second} already in\n{first}");
+    stop_and_check_gone(lab);
 }
 
 /// Barman reaches postgres@127.0.0.1 with `barman_remote_ssh_command()` (pg-backup-api mode):
@@ -185,4 +203,5 @@ fn barman_restores_over_remote_ssh_command_and_the_standby_streams() {
     assert_eq!(standby.psql("SELECT answer FROM arrived").unwrap(), "42");
     standby.stop().unwrap();
     assert!(!target.join("postmaster.pid").exists());
+    stop_and_check_gone(lab);
 }

@@ -16,7 +16,6 @@ pub(crate) fn run(options: LabOptions) -> Result<(), Failure> {
     // Build before the lab: a compile error should not cost a lab start.
     stage("build pgreplica (release)", || {
         run_visible(
-            "build",
             cargo().args([
                 "build",
                 "--release",
@@ -52,7 +51,6 @@ pub(crate) fn run(options: LabOptions) -> Result<(), Failure> {
     let port = lab.primary_port().to_string();
     let cloned = stage("pgreplica clone start", || {
         run_visible(
-            "clone",
             lab.command_as_postgres(&pgreplica)
                 .args(["clone", "start", "-f"])
                 .arg(&conf_path)
@@ -110,9 +108,8 @@ pub(crate) fn run(options: LabOptions) -> Result<(), Failure> {
     Ok(())
 }
 
-fn show_status(lab: &Lab, pgreplica: &std::path::Path) -> Result<(), Failure> {
+fn show_status(lab: &Lab, pgreplica: &std::path::Path) -> Result<(), String> {
     run_visible(
-        "clone status",
         lab.command_as_postgres(pgreplica).args(["clone", "status"]),
         Duration::from_secs(60),
     )

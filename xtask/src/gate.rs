@@ -2,6 +2,7 @@
 //! suite — with a timing summary. It runs every step even after a failure, so one run reports
 //! everything; it must not skip a step silently.
 
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::{cargo, run_visible, Failure};
@@ -10,78 +11,79 @@ use crate::{cargo, run_visible, Failure};
 const TEST_THREADS: &str = "2";
 const LONG: Duration = Duration::from_secs(3600);
 
+/// One step of the gate and how it went.
+struct Step {
+    name: &'static str,
+    took: Duration,
+    error: Option<String>,
+}
+
 /// Runs the gate; fails when any step failed.
 pub(crate) fn run() -> Result<(), Failure> {
-    let mut steps: Vec<(String, Duration, Result<(), Failure>)> = Vec::new();
-    let mut step = |name: &str, f: &mut dyn FnMut() -> Result<(), Failure>| {
+    let mut steps = Vec::new();
+    let mut step = |name: &'static str, run: &mut dyn FnMut() -> Result<(), String>| {
         eprintln!("== {name}");
         let began = Instant::now();
-        let result = f();
-        if let Err(failure) = &result {
-            eprintln!("{failure}");
+        let error = run().err();
+        if let Some(error) = &error {
+            eprintln!("{}", Failure::new(name, error));
         }
-        steps.push((name.to_string(), began.elapsed(), result));
+        steps.push(Step {
+            name,
+            took: began.elapsed(),
+            error,
+        });
     };
 
     step("prerequisites", &mut prerequisites);
     step("fmt", &mut || {
-        run_visible("fmt", cargo().args(["fmt", "--all", "--", "--check"]), LONG)
+        run_visible(cargo().args(["fmt", "--all", "--", "--check"]), LONG)
     });
     step("clippy", &mut || {
-        run_visible(
+        let clippy = [
             "clippy",
-            cargo().args([
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]),
-            LONG,
-        )
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ];
+        run_visible(cargo().args(clippy), LONG)
     });
     if nextest_available() {
         step("tests (nextest)", &mut || {
+            let nextest = ["nextest", "run", "--workspace", "--no-fail-fast"];
             run_visible(
-                "tests",
-                cargo()
-                    .args(["nextest", "run", "--workspace", "--no-fail-fast"])
-                    .args(["--test-threads", TEST_THREADS]),
+                cargo().args(nextest).args(["--test-threads", TEST_THREADS]),
                 LONG,
             )
         });
         // nextest does not run doctests.
         step("doctests", &mut || {
-            run_visible(
-                "doctests",
-                cargo().args(["test", "--workspace", "--doc"]),
-                LONG,
-            )
+            run_visible(cargo().args(["test", "--workspace", "--doc"]), LONG)
         });
     } else {
         step("tests (cargo test)", &mut || {
+            let test = ["test", "--workspace", "--no-fail-fast", "--"];
             run_visible(
-                "tests",
-                cargo()
-                    .args(["test", "--workspace", "--no-fail-fast", "--"])
-                    .args(["--test-threads", TEST_THREADS]),
+                cargo().args(test).args(["--test-threads", TEST_THREADS]),
                 LONG,
             )
         });
     }
 
     eprintln!("\n== summary");
-    let mut failed = Vec::new();
-    for (name, took, result) in &steps {
-        let verdict = if result.is_ok() { "ok" } else { "FAILED" };
-        eprintln!("   {verdict:<7} {:>8.1}s  {name}", took.as_secs_f64());
-        if result.is_err() {
-            failed.push(name.as_str());
-        }
+    for s in &steps {
+        let verdict = if s.error.is_none() { "ok" } else { "FAILED" };
+        eprintln!("   {verdict:<7} {:>7.1}s  {}", s.took.as_secs_f64(), s.name);
     }
-    let total: Duration = steps.iter().map(|(_, took, _)| *took).sum();
-    eprintln!("   total   {:>8.1}s", total.as_secs_f64());
+    let total: Duration = steps.iter().map(|s| s.took).sum();
+    eprintln!("   total   {:>7.1}s", total.as_secs_f64());
+    let failed: Vec<&str> = steps
+        .iter()
+        .filter(|s| s.error.is_some())
+        .map(|s| s.name)
+        .collect();
     if failed.is_empty() {
         Ok(())
     } else {
@@ -94,23 +96,20 @@ pub(crate) fn run() -> Result<(), Failure> {
 
 /// As root: install what is missing. Otherwise: check, and say what is missing and how to fix
 /// it; the lab tests will then fail with the same reason.
-fn prerequisites() -> Result<(), Failure> {
+fn prerequisites() -> Result<(), String> {
     if lab::is_root() {
-        return lab::install().map_err(|e| Failure::new("prerequisites", e));
+        return lab::install().map_err(|e| e.to_string());
     }
     lab::prerequisites().map_err(|e| {
-        Failure::new(
-            "prerequisites",
-            format!("{e}\nnot running as root, so not installing them: the lab tests will fail"),
-        )
+        format!("{e}\nnot running as root, so not installing them: the lab tests will fail")
     })
 }
 
 fn nextest_available() -> bool {
     cargo()
         .args(["nextest", "--version"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }

@@ -112,10 +112,14 @@ fn lab_options(args: &[String]) -> Result<LabOptions, Failure> {
     Ok(options)
 }
 
-/// The workspace root (xtask lives in `<root>/xtask`).
+/// The workspace root (xtask lives in `<root>/xtask`). `cargo run` tells us where xtask's
+/// manifest is at run time; the compile-time value is only a fallback, as a binary built from
+/// another checkout sharing the target directory would point there.
 pub(crate) fn workspace_root() -> PathBuf {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    manifest.parent().unwrap_or(manifest).to_path_buf()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
 }
 
 /// `cargo` (the one running us, when known), run from the workspace root.
@@ -126,12 +130,8 @@ pub(crate) fn cargo() -> Command {
 }
 
 /// Runs `cmd` with the terminal as its stdout/stderr, printing it first; stops it after
-/// `timeout`. Ok when it exits 0.
-pub(crate) fn run_visible(
-    stage: &str,
-    cmd: &mut Command,
-    timeout: Duration,
-) -> Result<(), Failure> {
+/// `timeout`. Ok when it exits 0; else what went wrong, for the caller's stage to report.
+pub(crate) fn run_visible(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
     let shown = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| lab::shell_quote(&a.to_string_lossy()))
@@ -140,7 +140,7 @@ pub(crate) fn run_visible(
     eprintln!("+ {shown}");
     let mut child = cmd
         .spawn()
-        .map_err(|e| Failure::new(stage, format!("cannot run {shown}: {e}")))?;
+        .map_err(|e| format!("cannot run {shown}: {e}"))?;
     let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
@@ -149,18 +149,15 @@ pub(crate) fn run_visible(
             Ok(None) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Failure::new(
-                    stage,
-                    format!("{shown} did not finish within {timeout:?}"),
-                ));
+                return Err(format!("{shown} did not finish within {timeout:?}"));
             }
-            Err(e) => return Err(Failure::new(stage, format!("wait for {shown}: {e}"))),
+            Err(e) => return Err(format!("wait for {shown}: {e}")),
         }
     };
     if status.success() {
         Ok(())
     } else {
-        Err(Failure::new(stage, format!("{shown} failed ({status})")))
+        Err(format!("{shown} failed ({status})"))
     }
 }
 
