@@ -640,7 +640,7 @@ impl Lab {
         let mut errors = self.shut_down();
         if std::env::var(KEEP_ENV).is_ok_and(|v| v == "1") {
             eprintln!("lab: kept {} ({KEEP_ENV}=1)", self.dir.display());
-        } else if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+        } else if let Err(e) = remove_tree(&self.dir) {
             errors.push(LabError::io(
                 "stop",
                 format!("remove {}", self.dir.display()),
@@ -685,6 +685,22 @@ impl Drop for Lab {
     fn drop(&mut self) {
         for error in self.tear_down() {
             eprintln!("{error}");
+        }
+    }
+}
+
+/// Removes the lab directory. A process killed by `reap_leftovers` (pg_receivewal, say) may
+/// still be closing a file in it for a moment, which makes `remove_dir_all` find a directory
+/// refilled behind it: try again a few times before calling it a failure.
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
+    let mut attempts = 0;
+    loop {
+        match std::fs::remove_dir_all(dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::DirectoryNotEmpty && attempts < 20 => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return result,
         }
     }
 }
