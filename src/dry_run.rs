@@ -333,7 +333,7 @@ pub fn free_bytes(path: &Path) -> Result<u64> {
             std::io::Error::last_os_error(),
         ));
     }
-    Ok(u64::from(stat.f_bavail).saturating_mul(u64::from(stat.f_frsize)))
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// `barman-wal-restore … --test` when restore_command is one (the connection to Barman and the

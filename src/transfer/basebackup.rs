@@ -242,8 +242,7 @@ impl BaseBackupOptions {
                 };
                 values.push((name, value));
             } else if let Some(shorts) = arg.strip_prefix('-').filter(|s| !s.is_empty()) {
-                let mut chars = shorts.char_indices();
-                while let Some((i, letter)) = chars.next() {
+                for (i, letter) in shorts.char_indices() {
                     if let Some((_, long)) = WITH_VALUE.iter().find(|(s, _)| *s == letter) {
                         let rest = &shorts[i + letter.len_utf8()..];
                         let value = if rest.is_empty() {
