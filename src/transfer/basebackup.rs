@@ -112,6 +112,15 @@ fn clear_partial_copy(request: &CloneRequest, dirs: &PreparedDirs) -> Result<usi
     let data_dir = Path::new(&dirs.data_dir);
     // Never wipe a live cluster, whatever the history says.
     crate::steps::prepare_dirs::check_postmaster(data_dir)?;
+    if let Some(waldir) = &dirs.waldir {
+        // PrepareDirs' own link is not a leftover: removed without counting.
+        for name in ["pg_wal", "pg_xlog"] {
+            let link = data_dir.join(name);
+            if std::fs::read_link(&link).is_ok_and(|t| t == Path::new(waldir)) {
+                std::fs::remove_file(&link).map_err(|e| io_error("remove", &link, e))?;
+            }
+        }
+    }
     let mut removed = empty_dir(data_dir)?;
     if let Some(waldir) = &dirs.waldir {
         removed += empty_dir(Path::new(waldir))?;
