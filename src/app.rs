@@ -115,6 +115,9 @@ async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
             )));
         }
         crate::notice!("discarding the earlier clone record {id}");
+        if existing.phase() != Phase::Done {
+            drop_abandoned_slot(&existing).await;
+        }
         store.discard()?;
         store = dir.open_clone(&id)?;
     }
@@ -126,6 +129,48 @@ async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
         record.request.mode.label()
     );
     drive(&store, &mut record, &args.retries).await
+}
+
+/// An unfinished clone abandoned with `--force` may have created its replication slot (Transfer
+/// creates it before copying): drop it, or it holds WAL on the upstream forever. A failure is
+/// a warning with the command to run by hand, never a reason to refuse the new clone.
+async fn drop_abandoned_slot(existing: &CloneRecord) {
+    let request = &existing.request;
+    let reached_slot = existing.history.iter().any(|t| {
+        matches!(
+            t.step,
+            states::Step::Transfer | states::Step::WriteReplicationConf
+        )
+    });
+    let Some(params) = existing.facts.params.as_ref() else {
+        return;
+    };
+    if !request.replication.use_replication_slots || !reached_slot {
+        return;
+    }
+    let Ok(name) = crate::steps::write_replication_conf::slot_name(request) else {
+        return;
+    };
+    match crate::steps::write_replication_conf::drop_abandoned_slot(
+        request,
+        &params.upstream_conninfo,
+    )
+    .await
+    {
+        Ok(true) => crate::notice!(
+            "dropped replication slot \"{name}\" of the discarded clone on the upstream node"
+        ),
+        Ok(false) => {}
+        Err(e) => {
+            crate::warning!(
+                "cannot drop replication slot \"{name}\" of the discarded clone: {}",
+                e.message
+            );
+            crate::log::hint(&format!(
+                "drop it on the upstream node: SELECT pg_drop_replication_slot('{name}')"
+            ));
+        }
+    }
 }
 
 async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {

@@ -5,85 +5,15 @@
 
 mod common;
 
-use common::{debian_lab, spawn, stderr_of, tree_digest, Bench};
-use serde_json::Value;
+use common::{
+    debian_lab, kill_group, spawn, stderr_of, tree_digest, wait_for_progress, wait_until_stopped,
+    Bench,
+};
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// Files pgreplica writes itself after the copy: same content in both clones, but their own
 /// mtimes.
 const WRITTEN_BY_PGREPLICA: [&str; 2] = ["postgresql.auto.conf", "standby.signal"];
-
-/// Polls `clone status --json` until the running clone has copied `fraction` of its bytes.
-/// Returns the bytes done then; panics (with the clone's stderr) if it ends first.
-fn wait_for_progress(
-    bench: &Bench,
-    data_dir: &Path,
-    child: &mut std::process::Child,
-    fraction: f64,
-) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "pgreplica ended ({status}) before reaching {fraction}: {}",
-                stderr_of(child)
-            );
-        }
-        let output = bench
-            .command(&["clone", "status", "--json", &data_dir.display().to_string()])
-            .output()
-            .unwrap();
-        if output.status.success() {
-            let value: Value = serde_json::from_slice(&output.stdout).unwrap();
-            let live = &value["clones"][0]["live"];
-            if live["step"] == "Transfer" {
-                let done = live["bytes_done"].as_u64().unwrap();
-                let total = live["bytes_total"].as_u64().unwrap();
-                if total > 0 && done as f64 >= fraction * total as f64 {
-                    return done;
-                }
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no progress to {fraction} in time"
-        );
-        std::thread::sleep(Duration::from_millis(30));
-    }
-}
-
-/// SIGKILLs pgreplica's whole process group, as a power cut or the OOM killer would.
-fn kill_group(child: &mut std::process::Child) {
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: plain kill(2) on the child's own process group.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-    child.wait().unwrap();
-}
-
-/// The clone's status once no process holds it any more. The SIGKILLed pgreplica is reaped by
-/// whoever inherits it, and its rsync guardians exit once they have killed their rsyncs: both
-/// take a moment after the kill.
-fn wait_until_stopped(bench: &Bench, data_dir: &Path) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let output = bench
-            .command(&["clone", "status", "--json", &data_dir.display().to_string()])
-            .output()
-            .unwrap();
-        if output.status.success() {
-            let value: Value = serde_json::from_slice(&output.stdout).unwrap();
-            if value["clones"][0]["running"] == false {
-                return value["clones"][0].clone();
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the killed clone still holds its lock"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// rsync's temporary files (`.name.XXXXXX`) under `dir`: the trace of a file killed mid-copy.
 fn temp_files(dir: &Path) -> Vec<String> {

@@ -1,11 +1,17 @@
 //! FetchParams: Barman's directories for the server, and the source node's version, identity,
-//! size, replication settings and upstream record. Read-only everywhere.
+//! size, replication settings and upstream record; whether the replication slot can be used;
+//! and, with `--replication-conf-only`, whether the data directory restored by other means is a
+//! copy of the source's cluster and is not running. Read-only everywhere.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::human_bytes;
 use crate::runner::StepContext;
-use crate::source::{SourceNode, Target};
+use crate::source::{SlotState, SourceNode, Target};
+use crate::steps::prepare_dirs;
+use crate::steps::verify_copy::pg_program;
+use crate::steps::write_replication_conf::check_slot;
 use states::{BackupFacts, CloneRequest, Mode, SourceParams};
+use std::path::Path;
 
 /// Runs the step.
 pub async fn run(ctx: &mut StepContext<'_>) -> Result<SourceParams> {
@@ -28,7 +34,114 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<SourceParams> {
         crate::warning!("{warning}");
     }
     params.warnings = warnings;
+    if request.replication.use_replication_slots {
+        let (name, state) = check_slot(request, &params.upstream_conninfo).await?;
+        crate::info!(
+            "replication slot \"{name}\" on the upstream node: {}",
+            match state {
+                SlotState::Missing => "will be created",
+                _ => "exists and is inactive, will be reused",
+            }
+        );
+    }
+    if request.mode == Mode::ReplicationConfOnly {
+        check_restored(request, &params).await?;
+    }
     Ok(params)
+}
+
+/// `--replication-conf-only`: the data directory must hold a copy of the source's cluster (same
+/// major version in `PG_VERSION`, same system identifier in `pg_control`) and must not be
+/// running — unless `--force`, since writing the configuration of a running server only takes
+/// effect at its next start. Changes nothing; `--dry-run` calls it too.
+pub async fn check_restored(request: &CloneRequest, params: &SourceParams) -> Result<()> {
+    let data_dir = Path::new(&request.data_dir);
+    let not_restored = |what: String| {
+        Error::new(
+            ErrorKind::System,
+            format!("\"{}\" is not a restored PostgreSQL data directory: {what}", data_dir.display()),
+        )
+        .hint("restore the data directory first (e.g. \"barman restore\"), or clone it without --replication-conf-only")
+    };
+    let version_file = data_dir.join("PG_VERSION");
+    let version = std::fs::read_to_string(&version_file)
+        .map_err(|e| not_restored(format!("cannot read \"{}\": {e}", version_file.display())))?;
+    let major = params.server_version_num / 10_000;
+    if version.trim() != major.to_string() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "data directory \"{}\" is of PostgreSQL {} but the source node runs {major}",
+                data_dir.display(),
+                version.trim()
+            ),
+        )
+        .hint("a standby must run the same major version as its upstream"));
+    }
+    let system_id = control_system_identifier(request, params.server_version_num).await?;
+    if system_id != params.system_identifier {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "data directory \"{}\" belongs to another cluster (system identifier {system_id}, source node {})",
+                data_dir.display(),
+                params.system_identifier
+            ),
+        )
+        .hint("restore a backup of the source node's cluster, or check -h/-p of the source node"));
+    }
+    if let Err(e) = prepare_dirs::check_postmaster(data_dir) {
+        if !request.force {
+            return Err(e.hint(format!(
+                "stop it first (pg_ctl -D \"{}\" stop), or use -F/--force to write the configuration anyway; it takes effect at the next start",
+                data_dir.display()
+            )));
+        }
+        crate::warning!(
+            "{}; -F/--force provided: writing the replication configuration anyway, it takes effect at the next start",
+            e.message
+        );
+    }
+    crate::info!(
+        "data directory \"{}\" holds a copy of the source's cluster (PostgreSQL {major}, system identifier {system_id})",
+        data_dir.display()
+    );
+    Ok(())
+}
+
+/// The system identifier in the data directory's `global/pg_control`, from `pg_controldata`.
+async fn control_system_identifier(request: &CloneRequest, version: u32) -> Result<String> {
+    let program = pg_program(request.pg_bindir.as_deref(), version, "pg_controldata");
+    let output = tokio::process::Command::new(&program)
+        .arg(&request.data_dir)
+        .env("LC_ALL", "C")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::LocalCommand,
+                format!("cannot run \"{}\": {e}", program.display()),
+            )
+            .hint("set pg_bindir in repmgr.conf to the directory of the PostgreSQL programs")
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let found = stdout.lines().find_map(|line| {
+        line.strip_prefix("Database system identifier:")
+            .map(|id| id.trim().to_string())
+    });
+    match found {
+        Some(id) if output.status.success() => Ok(id),
+        _ => Err(Error::new(
+            ErrorKind::System,
+            format!(
+                "cannot read the system identifier of \"{}\" with pg_controldata",
+                request.data_dir
+            ),
+        )
+        .detail(String::from_utf8_lossy(&output.stderr).trim().to_string())
+        .hint("the data directory must hold a complete copy, global/pg_control included")),
+    }
 }
 
 /// Connects to the source node and checks that a standby can replicate from it. Returns the

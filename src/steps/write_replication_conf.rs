@@ -24,7 +24,7 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<WrittenConf> {
         )
     })?;
     let slot = match request.replication.use_replication_slots {
-        true => Some(ensure_slot(request, &upstream).await?),
+        true => Some(ensure_slot(request, &params.upstream_conninfo).await?),
         false => None,
     };
     let password = if request.replication.use_primary_conninfo_password {
@@ -89,12 +89,50 @@ fn upstream_target(upstream: &Conninfo) -> Result<Target> {
     })
 }
 
-/// Creates `repmgr_slot_<node_id>` on the upstream, or reuses it when inactive. An active slot
-/// belongs to a running standby: taking it over would break that standby.
-async fn ensure_slot(request: &CloneRequest, upstream: &Conninfo) -> Result<String> {
+/// Connects to the upstream named by a recorded (password-less) conninfo.
+async fn connect_upstream(request: &CloneRequest, upstream_conninfo: &str) -> Result<SourceNode> {
+    let upstream = Conninfo::parse(upstream_conninfo).map_err(|e| {
+        Error::new(
+            ErrorKind::Internal,
+            format!("recorded upstream conninfo is invalid: {e}"),
+        )
+    })?;
+    let target = upstream_target(&upstream)?;
+    SourceNode::connect(&target, request.replication.passfile.as_deref()).await
+}
+
+/// The error for a slot another standby streams from.
+fn active_slot(name: &str) -> Error {
+    Error::new(
+        ErrorKind::DbQuery,
+        format!("replication slot \"{name}\" on the upstream node is active"),
+    )
+    .hint("another standby streams from it: check node_id in repmgr.conf, or stop that standby and drop the slot")
+}
+
+/// Checks, changing nothing, that `repmgr_slot_<node_id>` can be created or reused on the
+/// upstream: node_id is set and the slot is not active. Returns the slot's name and state.
+/// FetchParams and `--dry-run` call it, so a clone never copies gigabytes only to find the
+/// slot taken.
+pub async fn check_slot(
+    request: &CloneRequest,
+    upstream_conninfo: &str,
+) -> Result<(String, SlotState)> {
     let name = slot_name(request)?;
-    let target = upstream_target(upstream)?;
-    let node = SourceNode::connect(&target, request.replication.passfile.as_deref()).await?;
+    let node = connect_upstream(request, upstream_conninfo).await?;
+    match node.slot_state(&name).await? {
+        SlotState::Active => Err(active_slot(&name)),
+        state => Ok((name, state)),
+    }
+}
+
+/// Creates `repmgr_slot_<node_id>` on the upstream, or reuses it when inactive. An active slot
+/// belongs to a running standby: taking it over would break that standby. Idempotent: the
+/// Transfer step calls it before copying (so WAL written during the copy is kept) and
+/// WriteReplicationConf again (for `--replication-conf-only`, and to find it still there).
+pub async fn ensure_slot(request: &CloneRequest, upstream_conninfo: &str) -> Result<String> {
+    let name = slot_name(request)?;
+    let node = connect_upstream(request, upstream_conninfo).await?;
     match node.slot_state(&name).await? {
         SlotState::Missing => {
             node.create_slot(&name).await?;
@@ -103,13 +141,28 @@ async fn ensure_slot(request: &CloneRequest, upstream: &Conninfo) -> Result<Stri
         SlotState::Inactive => {
             crate::info!("reusing inactive replication slot \"{name}\" on the upstream node");
         }
-        SlotState::Active => {
-            return Err(Error::new(
-                ErrorKind::DbQuery,
-                format!("replication slot \"{name}\" on the upstream node is active"),
-            )
-            .hint("another standby streams from it: check node_id in repmgr.conf"));
-        }
+        SlotState::Active => return Err(active_slot(&name)),
     }
     Ok(name)
+}
+
+/// Drops the slot an abandoned clone created (`clone start --force` over an unfinished clone),
+/// so that it stops holding WAL on the upstream. An active slot is left alone. Returns whether
+/// a slot was dropped.
+pub async fn drop_abandoned_slot(request: &CloneRequest, upstream_conninfo: &str) -> Result<bool> {
+    let name = slot_name(request)?;
+    let node = connect_upstream(request, upstream_conninfo).await?;
+    match node.slot_state(&name).await? {
+        SlotState::Missing => Ok(false),
+        SlotState::Active => {
+            crate::warning!(
+                "replication slot \"{name}\" is active on the upstream node: not dropped"
+            );
+            Ok(false)
+        }
+        SlotState::Inactive => {
+            node.drop_slot(&name).await?;
+            Ok(node.slot_state(&name).await? == SlotState::Missing)
+        }
+    }
 }

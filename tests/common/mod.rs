@@ -168,6 +168,94 @@ pub fn spawn(bench: &Bench, args: &[String]) -> Child {
     command.spawn().expect("spawn pgreplica")
 }
 
+/// Polls `clone status --json` until the running clone has copied `fraction` of its bytes.
+/// Returns the bytes done then; panics (with the clone's stderr) if it ends first.
+pub fn wait_for_progress(
+    bench: &Bench,
+    data_dir: &Path,
+    child: &mut std::process::Child,
+    fraction: f64,
+) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "pgreplica ended ({status}) before reaching {fraction}: {}",
+                stderr_of(child)
+            );
+        }
+        let output = bench
+            .command(&["clone", "status", "--json", &data_dir.display().to_string()])
+            .output()
+            .unwrap();
+        if output.status.success() {
+            let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+            let live = &value["clones"][0]["live"];
+            if live["step"] == "Transfer" {
+                let done = live["bytes_done"].as_u64().unwrap();
+                let total = live["bytes_total"].as_u64().unwrap();
+                if total > 0 && done as f64 >= fraction * total as f64 {
+                    return done;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress to {fraction} in time"
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// SIGKILLs pgreplica's whole process group, as a power cut or the OOM killer would.
+pub fn kill_group(child: &mut std::process::Child) {
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: plain kill(2) on the child's own process group.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    child.wait().unwrap();
+}
+
+/// The clone's status once no process holds it any more. The SIGKILLed pgreplica is reaped by
+/// whoever inherits it, and its child guardians exit once they have killed their rsyncs: both
+/// take a moment after the kill.
+pub fn wait_until_stopped(bench: &Bench, data_dir: &Path) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let output = bench
+            .command(&["clone", "status", "--json", &data_dir.display().to_string()])
+            .output()
+            .unwrap();
+        if output.status.success() {
+            let value: Value = serde_json::from_slice(&output.stdout).unwrap();
+            if value["clones"][0]["running"] == false {
+                return value["clones"][0].clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed clone still holds its lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Polls `sql` on the primary until it answers `expected` (within 20 s), for what the server
+/// notices asynchronously (a walsender exiting, a slot turning inactive).
+pub fn wait_for_primary(bench: &Bench, sql: &str, expected: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = bench.lab.psql(bench.lab.primary_port(), sql).unwrap();
+        if answer.trim() == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{sql} answers {answer:?}, not {expected:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Collects a child's stderr after it ended.
 pub fn stderr_of(child: &mut Child) -> String {
     let mut text = String::new();
