@@ -35,7 +35,12 @@ pub async fn run(request: &CloneRequest) -> Result<()> {
                 problems.push(e);
             }
         }
-        Mode::BackupApi => problems.push(Error::not_implemented("pg-backup-api mode")),
+        Mode::BackupApi => {
+            // Read-only calls only: /status and the operation list; never a POST.
+            if let Err(e) = crate::steps::verify_backup::verify_with_api(request).await {
+                problems.push(e);
+            }
+        }
         Mode::BaseBackup | Mode::ReplicationConfOnly => {}
     }
     match inspect_source(request, backup.as_ref()).await {

@@ -1,6 +1,7 @@
 //! The copy methods behind the Transfer step: rsync from the Barman catalogue, pg-backup-api,
 //! pg_basebackup. [`run`] picks the clone's.
 
+pub mod backup_api;
 pub mod barman_rsync;
 pub mod rsync;
 pub mod streams;
@@ -13,7 +14,7 @@ use states::{Mode, TransferSummary};
 pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
     match ctx.record.request.mode {
         Mode::BarmanRsync => barman_rsync::run(ctx).await,
-        Mode::BackupApi => Err(Error::not_implemented("pg-backup-api mode")),
+        Mode::BackupApi => backup_api::run(ctx).await,
         Mode::BaseBackup => Err(Error::not_implemented(
             "pg_basebackup mode (--without-barman)",
         )),
