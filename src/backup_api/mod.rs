@@ -263,7 +263,7 @@ impl BackupApi {
             Err(e) => return PostOutcome::Unknown(self.transport_error(&e).retryable()),
         };
         match status.as_u16() {
-            202 | 200 | 201 => match serde_json::from_str::<Value>(&text)
+            200..=202 => match serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| v.get("operation_id").and_then(Value::as_str).map(str::to_string))
             {
