@@ -1,6 +1,6 @@
 //! `pgreplica-apiserver`: a test server that honours pg-backup-api 2.2's HTTP contract (see
-//! /work/shared/reference/pg-backup-api.md and docs/backup-api.md) and does the real work with
-//! `barman recover`, for pgreplica's integration tests.
+//! docs/backup-api.md) and does the real work with `barman recover`, for pgreplica's
+//! integration tests.
 //!
 //! * `serve` listens on 127.0.0.1 only, answers with the API's status codes and bodies (compact
 //!   JSON with a trailing newline; Flask-style HTML error pages), writes job files
