@@ -99,7 +99,6 @@ pub async fn check(request: &CloneRequest) -> Report {
         checks: Vec::new(),
         warnings: Vec::new(),
     };
-    let mut problems: Vec<Error> = Vec::new();
     let mut backup = None;
     match request.mode {
         Mode::BarmanRsync => match crate::steps::barman_of(request) {
@@ -128,14 +127,21 @@ pub async fn check(request: &CloneRequest) -> Report {
             }
             Err(e) => report.record("Barman server", Err(e)),
         },
-        Mode::BackupApi => problems.push(Error::not_implemented("pg-backup-api mode")),
+        Mode::BackupApi => {
+            // Read-only calls only: /status and the operation list; never a POST.
+            report.record(
+                "pg-backup-api",
+                crate::steps::verify_backup::verify_with_api(request)
+                    .await
+                    .map(|facts| {
+                        format!("reachable; backup \"{}\" will be restored", facts.backup_id)
+                    }),
+            );
+        }
         Mode::BaseBackup => {
             report.record("pg_basebackup_options", options_check(request));
         }
         Mode::ReplicationConfOnly => {}
-    }
-    for problem in problems {
-        report.record("pg-backup-api", Err(problem));
     }
     let params = match inspect_source(request, backup.as_ref()).await {
         Ok((params, warnings)) => {

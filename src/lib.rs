@@ -8,6 +8,7 @@
 //! * [`runner`] — drives a clone record through its steps and checkpoints every transition.
 //! * [`steps`] — one module per state of the machine.
 //! * [`transfer`] — the copy methods: rsync from Barman, pg-backup-api, pg_basebackup.
+//! * [`backup_api`] — the pg-backup-api HTTP client (TLS, bounded retries).
 //! * [`barman`] — every command run on the Barman host, built with correct quoting.
 //! * [`source`] — the source/upstream node over tokio-postgres.
 //! * [`replication_conf`] — primary_conninfo and the files that make a standby.
@@ -18,6 +19,7 @@
 //! which performs no I/O; this crate does the I/O.
 
 pub mod app;
+pub mod backup_api;
 pub mod barman;
 pub mod cli;
 pub mod config;

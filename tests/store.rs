@@ -98,6 +98,7 @@ fn full_record(id: &CloneId) -> CloneRecord {
     record.api_operation = Some(ApiOperation {
         attempt_started_at: 55,
         operation_id: Some("20261125T061500".to_string()),
+        latest_id_before: None,
     });
     while let Next::Run(step) = record.next() {
         record.begin(tick()).unwrap();

@@ -306,6 +306,8 @@ impl Config {
             cert_file: path_string(&self.pg_backupapi_cert_file),
             key_file: path_string(&self.pg_backupapi_key_file),
             stall_timeout_secs: self.pg_backupapi_stall_timeout.as_secs(),
+            poll_interval_ms: u64::try_from(self.pg_backupapi_poll_interval.as_millis())
+                .unwrap_or(u64::MAX),
         })
     }
 

@@ -185,7 +185,8 @@ pub async fn inspect_source(
                 .to_string(),
         );
     }
-    if let Some(backup) = backup {
+    // pg-backup-api mode knows neither the backup's version nor its WAL (pg_version 0).
+    if let Some(backup) = backup.filter(|b| b.pg_version != 0) {
         check_backup_matches(backup, &facts)?;
         if request.replication.restore_command.is_none()
             && node.holds_wal_segment(&backup.begin_wal).await == Some(false)

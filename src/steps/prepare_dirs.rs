@@ -556,8 +556,9 @@ fn access(path: &Path, mode: libc::c_int) -> io::Result<()> {
 pub async fn run(ctx: &mut crate::runner::StepContext<'_>) -> Result<states::PreparedDirs> {
     let request = &ctx.record.request;
     let version = match &ctx.record.facts.backup {
-        Some(backup) => backup.pg_version,
-        None => super::source_params(ctx)?.server_version_num,
+        // 0: unknown (pg-backup-api mode); the source's version is the standby's.
+        Some(backup) if backup.pg_version != 0 => backup.pg_version,
+        _ => super::source_params(ctx)?.server_version_num,
     };
     let data_dir = Path::new(&request.data_dir);
     let waldir = request.waldir.as_deref().map(Path::new);

@@ -6,7 +6,7 @@
 use crate::error::{Error, Result};
 use crate::progress::human_bytes;
 use crate::runner::StepContext;
-use states::{BackupFacts, Mode};
+use states::{BackupFacts, CloneRequest, Mode};
 
 /// Runs the step for the clone's mode.
 pub async fn run(ctx: &mut StepContext<'_>) -> Result<BackupFacts> {
@@ -28,10 +28,43 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<BackupFacts> {
             );
             Ok(facts)
         }
-        Mode::BackupApi => Err(Error::not_implemented("pg-backup-api mode")),
+        Mode::BackupApi => verify_with_api(request).await,
         Mode::BaseBackup | Mode::ReplicationConfOnly => Err(Error::new(
             crate::error::ErrorKind::Internal,
             "VerifyBackup is not part of this mode's plan",
         )),
     }
+}
+
+/// pg-backup-api mode: the API answers and knows the server. Whether the backup exists cannot
+/// be checked without starting a restore (the API has no endpoint for it): the POST answers 404
+/// if it does not, before anything is written. The facts hold what is known: the backup id as
+/// configured (a shortcut stays a shortcut: Barman resolves it), no manifest, size and version
+/// unknown (0).
+pub async fn verify_with_api(request: &CloneRequest) -> Result<BackupFacts> {
+    let target = crate::transfer::backup_api::api_target(request)?;
+    let api = crate::backup_api::BackupApi::from_target(target)?;
+    crate::info!(
+        "connecting to pg-backup-api at {} to verify backup for \"{}\"",
+        api.base(),
+        api.server()
+    );
+    api.check_status().await?;
+    let operations = api.list_operations().await?;
+    crate::info!(
+        "pg-backup-api knows Barman server \"{}\" ({} operation(s) so far)",
+        api.server(),
+        operations.len()
+    );
+    crate::notice!(
+        "pg-backup-api cannot tell whether backup \"{}\" exists without starting the restore; a missing backup is reported when the restore is requested",
+        target.backup_id
+    );
+    Ok(BackupFacts {
+        backup_id: target.backup_id.clone(),
+        server: target.node_name.clone(),
+        data_subdir: "data".to_string(),
+        has_manifest: false,
+        ..BackupFacts::default()
+    })
 }

@@ -1,6 +1,7 @@
 //! The copy methods behind the Transfer step: rsync from the Barman catalogue, pg-backup-api,
 //! pg_basebackup. [`run`] makes sure the replication slot holds WAL, then picks the clone's.
 
+pub mod backup_api;
 pub mod barman_rsync;
 pub mod basebackup;
 pub mod rsync;
@@ -26,7 +27,7 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
     }
     match ctx.record.request.mode {
         Mode::BarmanRsync => barman_rsync::run(ctx).await,
-        Mode::BackupApi => Err(Error::not_implemented("pg-backup-api mode")),
+        Mode::BackupApi => backup_api::run(ctx).await,
         Mode::BaseBackup => basebackup::run(ctx).await,
         Mode::ReplicationConfOnly => Err(Error::new(
             ErrorKind::Internal,

@@ -139,6 +139,8 @@ pub struct ApiTarget {
     pub key_file: Option<String>,
     /// Give up when the operation stays IN_PROGRESS and no bytes arrive for this long.
     pub stall_timeout_secs: u64,
+    /// Time between status polls, in milliseconds.
+    pub poll_interval_ms: u64,
 }
 
 /// How the standby will replicate: the repmgr keys that shape the replication configuration.
@@ -315,6 +317,10 @@ pub struct ApiOperation {
     pub attempt_started_at: Millis,
     /// The id the API answered with, once known.
     pub operation_id: Option<String>,
+    /// The greatest operation id the server listed just before the POST (ids sort by time):
+    /// if the reply is lost, the operation this clone created is among those listed after it.
+    /// `None` when the server had no operation yet.
+    pub latest_id_before: Option<String>,
 }
 
 /// One attempt at one step.
