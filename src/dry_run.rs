@@ -9,10 +9,10 @@
 //! dry run cannot drift from what a run checks.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::pg_tools::pg_program;
 use crate::progress::human_bytes;
 use crate::steps::fetch_params::{check_restored, inspect_source};
 use crate::steps::prepare_dirs;
-use crate::steps::verify_copy::pg_program;
 use crate::steps::write_replication_conf::{check_slot, slot_name};
 use crate::transfer::basebackup::BaseBackupOptions;
 use states::{CloneRequest, Mode, SourceParams, TablespaceTarget};
@@ -219,25 +219,16 @@ fn options_check(request: &CloneRequest) -> Result<String> {
 
 async fn program_check(request: &CloneRequest, version: u32) -> Result<String> {
     let program = pg_program(request.pg_bindir.as_deref(), version, "pg_basebackup");
-    let output = tokio::process::Command::new(&program)
-        .arg("--version")
-        .kill_on_drop(true)
-        .output()
-        .await;
+    let output = crate::pg_tools::run(&program, ["--version"]).await?;
     match output {
-        Ok(output) if output.status.success() => {
+        output if output.status.success() => {
             Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
         }
-        Ok(output) => Err(Error::new(
+        output => Err(Error::new(
             ErrorKind::LocalCommand,
             format!("\"{} --version\" failed", program.display()),
         )
         .detail(String::from_utf8_lossy(&output.stderr).trim().to_string())),
-        Err(e) => Err(Error::new(
-            ErrorKind::LocalCommand,
-            format!("cannot run \"{}\": {e}", program.display()),
-        )
-        .hint("set pg_bindir in repmgr.conf to the directory of the PostgreSQL programs")),
     }
 }
 

@@ -27,6 +27,7 @@ pub mod conninfo;
 pub mod dry_run;
 pub mod error;
 pub mod log;
+pub mod pg_tools;
 pub mod progress;
 pub mod replication_conf;
 pub mod request;

@@ -4,11 +4,11 @@
 //! copy of the source's cluster and is not running. Read-only everywhere.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::pg_tools::pg_program;
 use crate::progress::human_bytes;
 use crate::runner::StepContext;
 use crate::source::{SlotState, SourceNode, Target};
 use crate::steps::prepare_dirs;
-use crate::steps::verify_copy::pg_program;
 use crate::steps::write_replication_conf::check_slot;
 use states::{BackupFacts, CloneRequest, Mode, SourceParams};
 use std::path::Path;
@@ -112,19 +112,7 @@ pub async fn check_restored(request: &CloneRequest, params: &SourceParams) -> Re
 /// The system identifier in the data directory's `global/pg_control`, from `pg_controldata`.
 async fn control_system_identifier(request: &CloneRequest, version: u32) -> Result<String> {
     let program = pg_program(request.pg_bindir.as_deref(), version, "pg_controldata");
-    let output = tokio::process::Command::new(&program)
-        .arg(&request.data_dir)
-        .env("LC_ALL", "C")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::LocalCommand,
-                format!("cannot run \"{}\": {e}", program.display()),
-            )
-            .hint("set pg_bindir in repmgr.conf to the directory of the PostgreSQL programs")
-        })?;
+    let output = crate::pg_tools::run(&program, [&request.data_dir]).await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let found = stdout.lines().find_map(|line| {
         line.strip_prefix("Database system identifier:")

@@ -6,9 +6,11 @@
 //! already ignores postgresql.auto.conf, the signal files and pg_wal.
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::pg_tools::pg_program;
 use crate::runner::StepContext;
 use states::{Mode, Verification};
-use std::path::{Path, PathBuf};
+use std::ffi::OsStr;
+use std::path::Path;
 
 /// Runs the step.
 pub async fn run(ctx: &mut StepContext<'_>) -> Result<Verification> {
@@ -40,20 +42,15 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<Verification> {
         "verifying \"{}\" against its backup_manifest",
         data_dir.display()
     );
-    let output = tokio::process::Command::new(&program)
-        .arg("--no-parse-wal")
-        .arg("--ignore=tablespace_map")
-        .arg(data_dir)
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::LocalCommand,
-                format!("cannot run \"{}\": {e}", program.display()),
-            )
-            .hint("set pg_bindir in repmgr.conf to the directory of the PostgreSQL programs")
-        })?;
+    let output = crate::pg_tools::run(
+        &program,
+        [
+            OsStr::new("--no-parse-wal"),
+            OsStr::new("--ignore=tablespace_map"),
+            data_dir.as_os_str(),
+        ],
+    )
+    .await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
@@ -87,21 +84,4 @@ async fn count_manifest_files(manifest: &Path) -> u64 {
                 .map(|f| f.len() as u64)
         })
         .unwrap_or(0)
-}
-
-/// Where a PostgreSQL program lives: `pg_bindir` if configured, else Debian's layout for the
-/// server's major version, else the PATH.
-pub fn pg_program(pg_bindir: Option<&str>, server_version_num: u32, name: &str) -> PathBuf {
-    if let Some(dir) = pg_bindir {
-        return Path::new(dir).join(name);
-    }
-    let debian = PathBuf::from(format!(
-        "/usr/lib/postgresql/{}/bin/{name}",
-        server_version_num / 10_000
-    ));
-    if debian.exists() {
-        debian
-    } else {
-        PathBuf::from(name)
-    }
 }

@@ -14,10 +14,10 @@
 
 use super::rsync;
 use crate::error::{Error, ErrorKind, Result};
+use crate::pg_tools::pg_program;
 use crate::replication_conf::durable::io_error;
 use crate::runner::StepContext;
 use crate::source::Target;
-use crate::steps::verify_copy::pg_program;
 use crate::steps::{prepared_dirs, source_params};
 use states::{CloneRecord, CloneRequest, OutcomeKind, PreparedDirs, Step, TransferSummary};
 use std::io::{self, Read};
