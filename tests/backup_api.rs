@@ -123,20 +123,15 @@ fn api_conf(bench: &Bench, server: &ApiServer, data_dir: &Path, extra: &str) -> 
         data_dir.file_name().unwrap().to_string_lossy()
     ));
     let text = format!(
-        "node_id=2\n\
-         node_name='node2'\n\
-         conninfo='host=127.0.0.1 port={port} user=barman dbname=postgres connect_timeout=5'\n\
-         data_directory='{data}'\n\
-         pg_bindir='{bin}'\n\
-         pg_backupapi_host='{host}'\n\
+        "{node}pg_backupapi_host='{host}'\n\
          pg_backupapi_node_name='pg'\n\
          pg_backupapi_remote_ssh_command='{ssh}'\n\
          pg_backupapi_backup_id='latest'\n\
          pg_backupapi_poll_interval=1\n\
          {extra}\n",
-        port = bench.lab.primary_port(),
-        data = data_dir.display(),
-        bin = lab::PG_BIN,
+        node = bench
+            .lab
+            .node_conf(2, "node2", data_dir, bench.lab.primary_port()),
         host = server.host(),
         ssh = bench.lab.barman_remote_ssh_command(),
     );

@@ -353,22 +353,29 @@ impl Lab {
         )
     }
 
-    /// A repmgr.conf for a standby of this lab cloned from Barman: node_id, node_name,
-    /// conninfo (`host=127.0.0.1 port=PORT user=barman dbname=postgres`: the node's own
-    /// address, where it will listen), data_directory, pg_bindir, barman_host, barman_server,
-    /// barman_config and ssh_options.
-    pub fn repmgr_conf(&self, node_id: u32, node_name: &str, data_dir: &Path, port: u16) -> String {
+    /// The node part of a repmgr.conf for a standby of this lab: node_id, node_name, conninfo
+    /// (`host=127.0.0.1 port=PORT user=barman dbname=postgres`: the node's own address, where
+    /// it will listen), data_directory and pg_bindir. Add the keys of a mode to it.
+    pub fn node_conf(&self, node_id: u32, node_name: &str, data_dir: &Path, port: u16) -> String {
         format!(
             "node_id={node_id}\n\
              node_name='{node_name}'\n\
              conninfo='host=127.0.0.1 port={port} user=barman dbname=postgres connect_timeout=5'\n\
              data_directory='{data}'\n\
-             pg_bindir='{PG_BIN}'\n\
-             barman_host='{host}'\n\
+             pg_bindir='{PG_BIN}'\n",
+            data = data_dir.display(),
+        )
+    }
+
+    /// A repmgr.conf for a standby of this lab cloned from Barman: [`Lab::node_conf`] plus
+    /// barman_host, barman_server, barman_config and ssh_options.
+    pub fn repmgr_conf(&self, node_id: u32, node_name: &str, data_dir: &Path, port: u16) -> String {
+        format!(
+            "{node}barman_host='{host}'\n\
              barman_server='{server}'\n\
              barman_config='{config}'\n\
              ssh_options='{ssh}'\n",
-            data = data_dir.display(),
+            node = self.node_conf(node_id, node_name, data_dir, port),
             host = self.barman_ssh_host(),
             server = self.barman_server(),
             config = self.barman_config().display(),

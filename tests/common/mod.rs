@@ -90,17 +90,21 @@ impl Bench {
 
     /// The clone's status as JSON (the first clone of `clone status --json CLONE`).
     pub fn status(&self, data_dir: &Path) -> Value {
+        self.try_status(data_dir)
+            .unwrap_or_else(|e| panic!("clone status failed: {e}"))
+    }
+
+    /// The clone's status as JSON, or `clone status`'s stderr when it failed.
+    pub fn try_status(&self, data_dir: &Path) -> Result<Value, String> {
         let output = self
             .command(&["clone", "status", "--json", &data_dir.display().to_string()])
             .output()
             .expect("run pgreplica clone status");
-        assert!(
-            output.status.success(),
-            "clone status failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
+        if !output.status.success() {
+            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
         let value: Value = serde_json::from_slice(&output.stdout).expect("status JSON");
-        value["clones"][0].clone()
+        Ok(value["clones"][0].clone())
     }
 
     /// Starts the cloned standby on a free port and waits until it streams.
@@ -184,13 +188,8 @@ pub fn wait_for_progress(
                 stderr_of(child)
             );
         }
-        let output = bench
-            .command(&["clone", "status", "--json", &data_dir.display().to_string()])
-            .output()
-            .unwrap();
-        if output.status.success() {
-            let value: Value = serde_json::from_slice(&output.stdout).unwrap();
-            let live = &value["clones"][0]["live"];
+        if let Ok(status) = bench.try_status(data_dir) {
+            let live = &status["live"];
             if live["step"] == "Transfer" {
                 let done = live["bytes_done"].as_u64().unwrap();
                 let total = live["bytes_total"].as_u64().unwrap();
@@ -221,14 +220,9 @@ pub fn kill_group(child: &mut std::process::Child) {
 pub fn wait_until_stopped(bench: &Bench, data_dir: &Path) -> Value {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let output = bench
-            .command(&["clone", "status", "--json", &data_dir.display().to_string()])
-            .output()
-            .unwrap();
-        if output.status.success() {
-            let value: Value = serde_json::from_slice(&output.stdout).unwrap();
-            if value["clones"][0]["running"] == false {
-                return value["clones"][0].clone();
+        if let Ok(status) = bench.try_status(data_dir) {
+            if status["running"] == false {
+                return status;
             }
         }
         assert!(
