@@ -119,3 +119,37 @@ fn clone_from_pypi_barman_with_tablespace_waldir_and_restore_command() {
         .unwrap();
     assert_eq!(rows.trim(), tablespace.rows.to_string());
 }
+
+#[test]
+fn a_copy_that_does_not_match_the_backup_manifest_fails_verify_copy_naming_the_file() {
+    let bench = Bench::start(debian_lab());
+    // Damage one file of the backup in the catalogue, keeping its size: only the manifest's
+    // checksum can tell.
+    let backup_id = bench.lab.take_backup().unwrap();
+    let victim = bench
+        .lab
+        .barman_home()
+        .join(format!("pg/base/{backup_id}/data/PG_VERSION"));
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[0] = if bytes[0] == b'9' { b'8' } else { b'9' };
+    std::fs::write(&victim, &bytes).unwrap();
+
+    let data_dir = bench.lab.new_dir("standby");
+    let conf = bench.repmgr_conf("node2", &data_dir, "");
+    let args = bench.start_args(&conf, &["--backup-id", &backup_id]);
+    let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(14), "{stderr}");
+    assert!(
+        stderr.contains("does not match its backup manifest"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("\"PG_VERSION\""),
+        "the DETAIL names the file: {stderr}"
+    );
+    let status = bench.status(&data_dir);
+    assert_eq!(status["phase"], "VerifyCopy");
+    assert_eq!(status["last_error"]["exit_code"], 14);
+    assert!(!data_dir.join("standby.signal").exists());
+}
