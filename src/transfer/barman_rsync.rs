@@ -83,8 +83,6 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
     }
     let (bytes_total, files_total) = totals(&job.entries, |_| true);
     let (bytes_done, files_done) = totals(&job.entries, |e| e.done);
-    ctx.progress
-        .set_totals(bytes_total, files_total, bytes_done, files_done);
     if files_done > 0 {
         crate::notice!("resuming the transfer: {files_done} of {files_total} files already copied");
     }
@@ -94,6 +92,9 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
         backup.backup_id,
         plan.streams.len().max(1)
     );
+    // The bar starts after the last log line of the step's preamble, so it is drawn once.
+    ctx.progress
+        .set_totals(bytes_total, files_total, bytes_done, files_done);
     let started = Instant::now();
     let mut last_flush = Instant::now();
     let mut flush_error = None;
