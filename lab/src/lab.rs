@@ -576,10 +576,37 @@ impl Lab {
             0o644,
         )?;
         self.barman_started = true;
-        // cron creates the slot and starts receive-wal; switch-wal proves WAL arrives.
-        self.barman
-            .checked("barman cron", &["cron"], BARMAN_QUICK)?;
-        self.switch_wal()
+        // cron creates the slot and starts receive-wal; switch-wal proves WAL arrives. On a
+        // loaded machine receive-wal can take a while to connect (or lose a race creating its
+        // slot): wait until the primary sees it streaming, and give the switch a second chance.
+        match self.wait_for_receive_wal().and_then(|()| self.switch_wal()) {
+            Ok(()) => Ok(()),
+            Err(first) => {
+                eprintln!("lab: {first}; starting receive-wal again");
+                self.wait_for_receive_wal().and_then(|()| self.switch_wal())
+            }
+        }
+    }
+
+    /// Runs `barman cron` until the primary shows Barman's WAL receiver streaming (cron starts
+    /// receive-wal when it is not running).
+    fn wait_for_receive_wal(&self) -> Result<(), LabError> {
+        let stage = "barman receive-wal";
+        let mut last_cron = None::<Instant>;
+        exec::wait_for(stage, Duration::from_secs(90), || {
+            if last_cron.is_none_or(|at| at.elapsed() > Duration::from_secs(5)) {
+                self.barman
+                    .checked("barman cron", &["cron"], BARMAN_QUICK)?;
+                last_cron = Some(Instant::now());
+            }
+            let streaming = self.psql(
+                self.primary_port,
+                "SELECT count(*) FROM pg_stat_replication \
+                 WHERE application_name = 'barman_receive_wal' AND state = 'streaming'",
+            )?;
+            Ok(streaming.trim() != "0")
+        })
+        .map_err(|e| e.detail(exec::file_tail(&self.barman.log_file, 20)))
     }
 
     /// `barman switch-wal --force --archive`, nudging the primary meanwhile. Barman archives a
