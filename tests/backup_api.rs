@@ -8,139 +8,13 @@
 
 mod common;
 
+use common::api::{api_conf, ApiServer};
 use common::{debian_lab, spawn, Bench};
 use std::io::{BufRead, BufReader};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::{Duration, Instant};
-
-/// The test server, started as root and dropping to barman (as the real API runs).
-struct ApiServer {
-    binary: PathBuf,
-    port: u16,
-    home: PathBuf,
-    config: PathBuf,
-    flavor: lab::BarmanFlavor,
-    log: PathBuf,
-    child: Option<Child>,
-}
-
-impl ApiServer {
-    fn start(bench: &Bench, extra: &[&str]) -> ApiServer {
-        let built =
-            Path::new(env!("CARGO_BIN_EXE_pgreplica")).with_file_name("pgreplica-apiserver");
-        assert!(
-            built.is_file(),
-            "{} is missing: build it with \"cargo build -p pgreplica-apiserver\" (cargo test --workspace does)",
-            built.display()
-        );
-        let mut server = ApiServer {
-            binary: bench.lab.install_binary(&built),
-            port: lab::free_port(),
-            home: bench.lab.barman_home(),
-            config: bench.lab.barman_config().to_path_buf(),
-            flavor: bench.lab.barman_flavor(),
-            log: bench.lab.log_dir().join("apiserver.log"),
-            child: None,
-        };
-        server.spawn(extra);
-        server
-    }
-
-    /// Starts the server process with the fault switches `extra` and waits until it listens.
-    fn spawn(&mut self, extra: &[&str]) {
-        assert!(self.child.is_none(), "the API server already runs");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("apiserver log");
-        let child = Command::new(&self.binary)
-            .args(["serve", "--port", &self.port.to_string(), "--server", "pg"])
-            .arg("--barman-home")
-            .arg(&self.home)
-            .arg("--barman")
-            .arg(self.flavor.program())
-            .arg("--barman-config")
-            .arg(&self.config)
-            .args(["--run-as", "barman"])
-            .args(extra)
-            .env("PATH", self.flavor.path_env())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn pgreplica-apiserver");
-        self.child = Some(child);
-        let port = self.port;
-        lab::wait_for("API server listens", Duration::from_secs(20), || {
-            Ok(TcpStream::connect(("127.0.0.1", port)).is_ok())
-        })
-        .expect("the API server does not listen");
-    }
-
-    /// SIGKILLs the server (its workers run on, as the real API's do).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// `pg_backupapi_host` for this server.
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Operations the server holds for server pg (job files).
-    fn job_files(&self) -> Vec<String> {
-        let mut ids: Vec<String> = std::fs::read_dir(self.home.join("pg/jobs"))
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|name| name.ends_with(".json"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        ids.sort();
-        ids
-    }
-}
-
-impl Drop for ApiServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A repmgr.conf for API mode (no barman_host: that would select Barman mode).
-fn api_conf(bench: &Bench, server: &ApiServer, data_dir: &Path, extra: &str) -> PathBuf {
-    let path = bench.lab.dir().join(format!(
-        "api-{}.conf",
-        data_dir.file_name().unwrap().to_string_lossy()
-    ));
-    let text = format!(
-        "{node}pg_backupapi_host='{host}'\n\
-         pg_backupapi_node_name='pg'\n\
-         pg_backupapi_remote_ssh_command='{ssh}'\n\
-         pg_backupapi_backup_id='latest'\n\
-         pg_backupapi_poll_interval=1\n\
-         {extra}\n",
-        node = bench
-            .lab
-            .node_conf(2, "node2", data_dir, bench.lab.primary_port()),
-        host = server.host(),
-        ssh = bench.lab.barman_remote_ssh_command(),
-    );
-    bench
-        .lab
-        .write_file_as_postgres(&path, &text)
-        .expect("write repmgr.conf");
-    path
-}
 
 /// A running pgreplica whose stderr is read line by line as it comes.
 struct Watched {
@@ -229,7 +103,7 @@ fn clone_through_the_api_gives_a_streaming_standby() {
     // /status first answers an HTML 500; the first POST gets the API's duplicate-id 500.
     let server = ApiServer::start(&bench, &["--fault", "html500:1", "--fault", "post500:1"]);
     let data_dir = bench.lab.new_dir("standby");
-    let conf = api_conf(&bench, &server, &data_dir, "");
+    let conf = api_conf(&bench, &server.host(), &data_dir, "");
     let args = bench.start_args(&conf, &[]);
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -266,7 +140,7 @@ fn killed_while_polling_with_the_api_restarted_resume_reattaches_to_the_one_oper
     let gate_arg = gate.display().to_string();
     let mut server = ApiServer::start(&bench, &["--gate", &gate_arg]);
     let data_dir = bench.lab.new_dir("standby");
-    let conf = api_conf(&bench, &server, &data_dir, "");
+    let conf = api_conf(&bench, &server.host(), &data_dir, "");
     let mut start = Watched::new(spawn(&bench, &bench.start_args(&conf, &[])));
     start.wait_line(
         "waiting for pg-backup-api operation",
@@ -314,7 +188,7 @@ fn a_crash_between_post_and_recording_the_id_is_resumed_without_a_second_post() 
     let bench = Bench::start(debian_lab());
     let server = ApiServer::start(&bench, &[]);
     let data_dir = bench.lab.new_dir("standby");
-    let conf = api_conf(&bench, &server, &data_dir, "");
+    let conf = api_conf(&bench, &server.host(), &data_dir, "");
     let args = bench.start_args(&conf, &[]);
     let output = bench
         .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
@@ -365,7 +239,7 @@ fn missing_backup_failed_and_stalled_operations_exit_28() {
     let data_dir = bench.lab.new_dir("no-backup");
     let conf = api_conf(
         &bench,
-        &server,
+        &server.host(),
         &data_dir,
         "pg_backupapi_backup_id='20000101T000000'",
     );
@@ -385,7 +259,7 @@ fn missing_backup_failed_and_stalled_operations_exit_28() {
 
     // Barman cannot reach the standby: the operation FAILS; the HINT names its output file.
     let data_dir = bench.lab.new_dir("failed");
-    let conf = api_conf(&bench, &server, &data_dir, "");
+    let conf = api_conf(&bench, &server.host(), &data_dir, "");
     let text = std::fs::read_to_string(&conf).unwrap().replace(
         &format!("-p {}", bench.lab.ssh_port()),
         &format!("-p {}", lab::free_port()),
@@ -415,7 +289,12 @@ fn missing_backup_failed_and_stalled_operations_exit_28() {
     server.kill();
     server.spawn(&["--worker-dies"]);
     let data_dir = bench.lab.new_dir("stalled");
-    let conf = api_conf(&bench, &server, &data_dir, "pg_backupapi_stall_timeout=3");
+    let conf = api_conf(
+        &bench,
+        &server.host(),
+        &data_dir,
+        "pg_backupapi_stall_timeout=3",
+    );
     let args = bench.start_args(&conf, &[]);
     let began = Instant::now();
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());

@@ -50,4 +50,4 @@ pub use lab::{Lab, LabOptions, Tablespace, KEEP_ENV};
 pub use ports::free_port;
 pub use postgres::Standby;
 pub use signals::wait_for_interrupt;
-pub use system::{install, prerequisites, BARMAN_VENV, PG_BIN};
+pub use system::{install, prerequisites, BARMAN_VENV, OPENSSL, PG_BIN, STUNNEL};

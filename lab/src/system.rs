@@ -19,9 +19,15 @@ pub(crate) const SSHD: &str = "/usr/sbin/sshd";
 pub(crate) const SSH: &str = "/usr/bin/ssh";
 pub(crate) const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
 const USERMOD: &str = "/usr/sbin/usermod";
+/// stunnel: the TLS-terminating proxy that checks client certificates in front of the
+/// pg-backup-api test server (the production shape of that API).
+pub const STUNNEL: &str = "/usr/bin/stunnel4";
+/// openssl: makes the throwaway CA and certificates of the TLS tests.
+pub const OPENSSL: &str = "/usr/bin/openssl";
 
 /// The Debian packages the lab uses. gcc is not in the brief's list but pip needs it to build
-/// psycopg2 from source, which the PyPI Barman pulls in even beside psycopg2-binary.
+/// psycopg2 from source, which the PyPI Barman pulls in even beside psycopg2-binary. stunnel4
+/// and openssl serve the pg-backup-api TLS tests.
 const PACKAGES: &[&str] = &[
     "postgresql-15",
     "barman",
@@ -33,6 +39,8 @@ const PACKAGES: &[&str] = &[
     "python3-dev",
     "libpq-dev",
     "gcc",
+    "stunnel4",
+    "openssl",
 ];
 
 /// Barman from PyPI: pinned to the 3.19 series, the second compatibility target.
@@ -65,6 +73,8 @@ fn programs() -> Vec<(String, &'static str)> {
         (RUNUSER.to_string(), "util-linux"),
         (USERMOD.to_string(), "passwd"),
         (GETENT.to_string(), "libc-bin"),
+        (STUNNEL.to_string(), "stunnel4"),
+        (OPENSSL.to_string(), "openssl"),
         (format!("{BARMAN_VENV}/bin/barman"), "the PyPI Barman venv"),
     ]);
     all

@@ -5,7 +5,10 @@
 //! Every failure is an [`ErrorKind::BackupApi`] error (exit 28) with a HINT. Transport errors,
 //! 5xx replies and replies that are not the JSON the contract promises (HTML from a proxy, a
 //! truncated body) are retried with exponential backoff and jitter, each retry announced with an
-//! `INFO: Retrying...` line; a 404 is final and names what is missing.
+//! `INFO: Retrying...` line; a 404 is final and names what is missing. A failed TLS handshake
+//! (an untrusted server certificate, a proxy refusing the client certificate) is final too: it
+//! is configuration, not weather, so it fails at once and names the `pg_backupapi_*` key to fix,
+//! while connection refused or reset stays retryable.
 //!
 //! It must not decide anything about the clone: whether a POST may be repeated is the Transfer
 //! step's call ([`crate::transfer::backup_api`]), so [`BackupApi::create_recovery`] never
@@ -83,6 +86,11 @@ pub struct BackupApi {
     server: String,
     http: reqwest::Client,
     retry_for: Duration,
+    /// `pg_backupapi_ca_file`, named in the HINT of an untrusted server certificate.
+    ca_file: Option<String>,
+    /// `pg_backupapi_cert_file`: whether a refused handshake means "none sent" or "this one
+    /// refused".
+    cert_file: Option<String>,
 }
 
 /// One attempt's failure: worth retrying, or final.
@@ -152,6 +160,8 @@ impl BackupApi {
             server: target.node_name.clone(),
             http,
             retry_for: RETRY_FOR,
+            ca_file: target.ca_file.clone(),
+            cert_file: target.cert_file.clone(),
         })
     }
 
@@ -252,15 +262,21 @@ impl BackupApi {
         });
         let response = match self.http.post(&url).json(&body).send().await {
             Ok(response) => response,
-            Err(e) if e.is_connect() => {
-                return PostOutcome::NotCreated(self.transport_error(&e).retryable())
+            Err(e) => {
+                let error = self.transport_error(&e);
+                // Not connected, or the TLS handshake failed (the proxy forwards nothing
+                // before it completes): the request never reached the API.
+                return if e.is_connect() || !error.retryable {
+                    PostOutcome::NotCreated(error)
+                } else {
+                    PostOutcome::Unknown(error)
+                };
             }
-            Err(e) => return PostOutcome::Unknown(self.transport_error(&e).retryable()),
         };
         let status = response.status();
         let text = match response.text().await {
             Ok(text) => text,
-            Err(e) => return PostOutcome::Unknown(self.transport_error(&e).retryable()),
+            Err(e) => return PostOutcome::Unknown(self.transport_error(&e)),
         };
         match status.as_u16() {
             200..=202 => match serde_json::from_str::<Value>(&text)
@@ -357,12 +373,9 @@ impl BackupApi {
             .get(&url)
             .send()
             .await
-            .map_err(|e| Attempt::Transient(self.transport_error(&e).message))?;
+            .map_err(|e| self.failed_attempt(&e))?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| Attempt::Transient(self.transport_error(&e).message))?;
+        let text = response.text().await.map_err(|e| self.failed_attempt(&e))?;
         if status.as_u16() == 404 {
             return Err(Attempt::Final(on_404(&error_message(&text))));
         }
@@ -390,8 +403,23 @@ impl BackupApi {
             .map_err(|_| Attempt::Transient(self.malformed_text(path, &text).message))
     }
 
+    /// A request that failed below HTTP: final when TLS failed, else worth another try.
+    fn failed_attempt(&self, e: &reqwest::Error) -> Attempt {
+        let error = self.transport_error(e);
+        if error.retryable {
+            Attempt::Transient(error.message)
+        } else {
+            Attempt::Final(error)
+        }
+    }
+
+    /// The error for a request that failed below HTTP: a TLS failure is final and says which
+    /// key to fix; anything else (refused, reset, timed out) is retryable.
     fn transport_error(&self, e: &reqwest::Error) -> Error {
-        // reqwest's Display hides the cause (connection refused, certificate unknown…).
+        if let Some(tls) = tls_failure(e) {
+            return self.tls_handshake_error(tls);
+        }
+        // reqwest's Display hides the cause (connection refused, reset…).
         let mut cause = e.to_string();
         let mut source = std::error::Error::source(e);
         while let Some(inner) = source {
@@ -403,6 +431,70 @@ impl BackupApi {
             format!("cannot reach pg-backup-api at {}: {cause}", self.base),
         )
         .hint("check pg_backupapi_host and that pg-backup-api runs (\"pg-backup-api status\" on the Barman host)")
+        .retryable()
+    }
+
+    /// Why the TLS handshake failed, in the operator's terms, with the key that fixes it.
+    fn tls_handshake_error(&self, tls: &rustls::Error) -> Error {
+        use rustls::{AlertDescription as Alert, CertificateError as Cert};
+        let (why, hint) = match tls {
+            rustls::Error::InvalidCertificate(
+                Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+            ) => (
+                format!("the server's certificate does not name this host: {tls}"),
+                "pg_backupapi_host must use a name or IP address listed in the subjectAltName of the proxy's certificate".to_string(),
+            ),
+            rustls::Error::InvalidCertificate(
+                Cert::Expired
+                | Cert::ExpiredContext { .. }
+                | Cert::NotValidYet
+                | Cert::NotValidYetContext { .. },
+            ) => (
+                format!("the server's certificate is outside its validity period: {tls}"),
+                "renew the proxy's certificate, or check the clocks of this host and the proxy's".to_string(),
+            ),
+            rustls::Error::InvalidCertificate(_) => (
+                format!("certificate verification of the server failed: {tls}"),
+                match &self.ca_file {
+                    Some(ca_file) => format!(
+                        "pg_backupapi_ca_file \"{ca_file}\" must hold the CA that signed the proxy's certificate (\"openssl s_client -connect HOST:PORT -showcerts\" shows who signed it)"
+                    ),
+                    None => "set pg_backupapi_ca_file to the PEM file of the CA that signed the proxy's certificate (the system's CAs did not)".to_string(),
+                },
+            ),
+            rustls::Error::AlertReceived(
+                Alert::CertificateRequired
+                | Alert::HandshakeFailure
+                | Alert::BadCertificate
+                | Alert::UnsupportedCertificate
+                | Alert::CertificateRevoked
+                | Alert::CertificateExpired
+                | Alert::CertificateUnknown
+                | Alert::UnknownCA
+                | Alert::AccessDenied,
+            ) => match &self.cert_file {
+                None => (
+                    format!("the server requires a client certificate and none is configured ({tls})"),
+                    "set pg_backupapi_cert_file and pg_backupapi_key_file to a client certificate signed by a CA the proxy trusts, and its key".to_string(),
+                ),
+                Some(cert_file) => (
+                    format!("the server refused the client certificate ({tls})"),
+                    format!("pg_backupapi_cert_file \"{cert_file}\" must be current and signed by a CA the proxy trusts; the proxy's log says why it refused it"),
+                ),
+            },
+            _ => (
+                tls.to_string(),
+                "check that pg_backupapi_host's port speaks TLS (an https:// URL needs a TLS proxy there) and that the proxy offers TLS 1.2 or 1.3".to_string(),
+            ),
+        };
+        Error::new(
+            ErrorKind::BackupApi,
+            format!(
+                "TLS handshake with pg-backup-api at {} failed: {why}",
+                self.base
+            ),
+        )
+        .hint(hint)
     }
 
     fn malformed(&self, path: &str, reply: &Value) -> Error {
@@ -548,6 +640,26 @@ fn summary(text: &str) -> String {
     }
 }
 
+/// The TLS error inside a request's failure, if TLS is what failed. rustls's error travels
+/// inside `io::Error`s, whose `source()` skips the error they wrap (their Display shows it), so
+/// an `io::Error` link is descended into rather than past.
+fn tls_failure(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut link: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(error) = link {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        link = match error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => error.source(),
+        };
+    }
+    None
+}
+
 fn read_tls_file(path: &str, key: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| tls_error(path, key, &format!("cannot be read: {e}")))
 }
@@ -605,6 +717,99 @@ mod tests {
             "HTML page \"500 Internal Server Error\""
         );
         assert_eq!(segment("pg main/1"), "pg%20main%2F1");
+    }
+
+    fn client(host: &str) -> BackupApi {
+        BackupApi::from_target(&ApiTarget {
+            host: host.to_string(),
+            node_name: "pg".to_string(),
+            ..ApiTarget::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn tls_failures_name_the_key_to_fix_and_are_final() {
+        let mut api = client("https://b1:7443");
+        let required = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired);
+        let error = api.tls_handshake_error(&required);
+        assert!(!error.retryable);
+        assert_eq!(error.kind, ErrorKind::BackupApi);
+        assert!(
+            error.message.starts_with("TLS handshake with pg-backup-api at https://b1:7443 failed: the server requires a client certificate and none is configured"),
+            "{}",
+            error.message
+        );
+        assert!(error.hint.unwrap().contains("pg_backupapi_cert_file"));
+
+        api.cert_file = Some("/etc/pgreplica/client.pem".to_string());
+        let error = api.tls_handshake_error(&rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA,
+        ));
+        assert!(
+            error.message.contains("refused the client certificate"),
+            "{}",
+            error.message
+        );
+        assert!(error
+            .hint
+            .unwrap()
+            .contains("\"/etc/pgreplica/client.pem\""));
+
+        let unknown = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        let error = api.tls_handshake_error(&unknown);
+        assert!(error.message.contains("certificate verification of the server failed: invalid peer certificate: UnknownIssuer"), "{}", error.message);
+        assert!(error.hint.unwrap().starts_with("set pg_backupapi_ca_file"));
+        api.ca_file = Some("/etc/pgreplica/ca.pem".to_string());
+        let error = api.tls_handshake_error(&unknown);
+        assert!(error
+            .hint
+            .unwrap()
+            .starts_with("pg_backupapi_ca_file \"/etc/pgreplica/ca.pem\""));
+
+        let name = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
+        assert!(api
+            .tls_handshake_error(&name)
+            .hint
+            .unwrap()
+            .contains("subjectAltName"));
+    }
+
+    #[tokio::test]
+    async fn a_failed_handshake_is_not_retried_and_a_refused_connection_is() {
+        // Plain http where https is expected: rustls cannot parse the reply, a TLS failure
+        // found inside reqwest's error chain.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().map_while(std::result::Result::ok) {
+                use std::io::Write;
+                let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        let api =
+            client(&format!("https://127.0.0.1:{port}")).with_retry_for(Duration::from_secs(60));
+        let started = std::time::Instant::now();
+        let error = api.check_status().await.unwrap_err();
+        assert!(!error.retryable, "{}", error.message);
+        assert!(error.message.contains("TLS handshake"), "{}", error.message);
+        assert!(error.hint.unwrap().contains("speaks TLS"));
+        assert!(started.elapsed() < Duration::from_secs(10));
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let api = client(&format!("https://127.0.0.1:{closed}"))
+            .with_retry_for(Duration::from_millis(200));
+        let error = api.check_status().await.unwrap_err();
+        assert!(error.retryable, "{}", error.message);
+        assert!(
+            error.message.contains("Connection refused"),
+            "{}",
+            error.message
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! Shared helpers of the integration tests: run the built pgreplica as `postgres` against a lab,
-//! read `clone status --json`, compare data directories.
+//! read `clone status --json`, compare data directories; [`api`] runs the pg-backup-api test
+//! server.
 
 #![allow(dead_code)] // each test binary uses its own subset
+
+pub mod api;
 
 use lab::{Lab, LabOptions, Standby};
 use serde_json::Value;
