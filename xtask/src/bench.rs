@@ -150,6 +150,8 @@ struct Sample {
     seconds: f64,
     /// Resume only: bytes the resume sent again, and bytes on disk when the clone was killed.
     resume: Option<ResumeFacts>,
+    /// pgreplica only: seconds per step, from the clone's own history, in order.
+    steps: Vec<(String, f64)>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -203,7 +205,7 @@ pub(crate) fn run(options: BenchOptions) -> Result<(), Failure> {
         for (contender, taken) in Contender::ALL.iter().zip(samples.iter_mut()) {
             let name = format!("{} (round {round}/{})", contender.label(), options.repeat);
             let sample = stage(&name, || bench.timed(*contender, &round.to_string()))?;
-            eprintln!("   {:.2} s", sample.seconds);
+            eprintln!("   timed: {:.2} s", sample.seconds);
             taken.push(sample);
         }
     }
@@ -223,20 +225,42 @@ pub(crate) fn run(options: BenchOptions) -> Result<(), Failure> {
 
 impl Bench {
     fn new(lab: Lab, built: &Path) -> Result<Bench, String> {
-        let backup = latest_backup(&lab)?;
         let pgreplica = lab.install_binary(built);
         let work = lab.dir().join("bench");
         let wrapper_bin = work.join("ssh-wrapper");
         std::fs::create_dir_all(&wrapper_bin)
             .map_err(|e| format!("mkdir {}: {e}", wrapper_bin.display()))?;
         write_executable(&wrapper_bin.join("ssh"), &ssh_wrapper(&lab.ssh_args()))?;
-        Ok(Bench {
+        let bench = Bench {
+            backup: latest_backup(&lab)?,
             lab,
-            backup,
             pgreplica,
             wrapper_bin,
             work,
-        })
+        };
+        // Registered after the backup: repmgr reads its metadata from the running primary, and
+        // a second backup would cost the bench an idle primary's WAL switch (~20 s).
+        bench.register_primary()?;
+        Ok(bench)
+    }
+
+    /// `repmgr primary register` on the lab's primary: repmgr refuses to clone from a node
+    /// where its extension is available but not installed, and a repmgr cluster has its
+    /// primary registered anyway. pgreplica reads the same metadata.
+    fn register_primary(&self) -> Result<(), String> {
+        let conf = self.work.join("primary.conf");
+        let text = self.lab.node_conf(
+            1,
+            "node1",
+            &self.lab.primary_data_dir(),
+            self.lab.primary_port(),
+        );
+        self.lab
+            .write_file_as_postgres(&conf, &text)
+            .map_err(|e| e.to_string())?;
+        let mut cmd = self.lab.command_as_postgres(REPMGR);
+        cmd.arg("-f").arg(&conf).args(["primary", "register"]);
+        run_to_end(&mut cmd, &self.work.join("primary-register.log")).map(drop)
     }
 
     /// One run of `contender` into a fresh directory: timed, checked, then removed.
@@ -311,8 +335,11 @@ impl Bench {
     fn run_pgreplica(&self, dest: &Path, log: &Path, jobs: u32) -> Result<Sample, String> {
         let mut cmd = self.pgreplica_start(dest, jobs)?;
         let seconds = run_to_end(&mut cmd, log)?;
-        self.check_verified(dest)?;
-        Ok(Sample::plain(seconds))
+        let status = self.check_verified(dest)?;
+        Ok(Sample {
+            steps: step_times(&status),
+            ..Sample::plain(seconds)
+        })
     }
 
     /// Starts a clone, SIGKILLs its process group once half the backup is on disk, waits for
@@ -358,6 +385,7 @@ impl Bench {
                 resent,
                 on_disk_at_kill,
             }),
+            steps: Vec::new(),
         })
     }
 
@@ -473,8 +501,32 @@ impl Sample {
         Sample {
             seconds,
             resume: None,
+            steps: Vec::new(),
         }
     }
+}
+
+/// Seconds per step of a clone, from the `history` of its `clone status --json` entry.
+fn step_times(status: &Value) -> Vec<(String, f64)> {
+    let mut steps: Vec<(String, f64)> = Vec::new();
+    for transition in status["history"].as_array().into_iter().flatten() {
+        let step = match &transition["step"] {
+            Value::String(name) => name.clone(),
+            other => other.to_string(),
+        };
+        let (Some(start), Some(end)) = (
+            transition["started_at"].as_u64(),
+            transition["ended_at"].as_u64(),
+        ) else {
+            continue;
+        };
+        let seconds = end.saturating_sub(start) as f64 / 1000.0;
+        match steps.iter_mut().find(|(name, _)| *name == step) {
+            Some((_, total)) => *total += seconds,
+            None => steps.push((step, seconds)),
+        }
+    }
+    steps
 }
 
 /// The id and data directory of the lab's (only) backup.
@@ -651,8 +703,9 @@ fn version_of(cmd: &mut Command) -> String {
             .lines()
             .next()
             .unwrap_or_default()
-            .trim()
-            .to_string(),
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" "),
         Err(e) => format!("unknown ({e})"),
     }
 }
@@ -728,6 +781,24 @@ impl Report {
         })
     }
 
+    /// A pgreplica row's median seconds per step, in the steps' order.
+    fn step_medians(samples: &[Sample]) -> Vec<(String, f64)> {
+        let Some(first) = samples.iter().find(|s| !s.steps.is_empty()) else {
+            return Vec::new();
+        };
+        first
+            .steps
+            .iter()
+            .map(|(step, _)| {
+                let times: Vec<f64> = samples
+                    .iter()
+                    .filter_map(|s| s.steps.iter().find(|(n, _)| n == step).map(|(_, t)| *t))
+                    .collect();
+                (step.clone(), Summary::of(&times).median)
+            })
+            .collect()
+    }
+
     fn median_of(&self, wanted: Contender) -> f64 {
         self.rows
             .iter()
@@ -797,6 +868,24 @@ impl Report {
              below 1 is faster.\nMB/s is the backup's size over the median time (for the \
              resume: over the time to finish)."
         );
+        for (contender, summary, samples) in &self.rows {
+            let steps = Report::step_medians(samples);
+            if steps.is_empty() {
+                continue;
+            }
+            let in_steps: f64 = steps.iter().map(|(_, t)| t).sum();
+            let shown: Vec<String> = steps
+                .iter()
+                .map(|(step, t)| format!("{step} {t:.2}"))
+                .collect();
+            let _ = writeln!(
+                out,
+                "{} steps (s, median): {}; outside the steps {:.2}",
+                contender.label(),
+                shown.join(", "),
+                summary.median - in_steps
+            );
+        }
         if let Some((resent, at_kill)) = self.resume_facts() {
             let full = self.median_of(Contender::Pgreplica { jobs: 1 });
             let resume = self.median_of(Contender::Resume { jobs: 1 });
@@ -838,6 +927,14 @@ impl Report {
                     .collect();
                 if !resumes.is_empty() {
                     row["resumes"] = Value::Array(resumes);
+                }
+                let steps = Report::step_medians(samples);
+                if !steps.is_empty() {
+                    row["steps_median_s"] = steps
+                        .into_iter()
+                        .map(|(step, t)| (step, json!(t)))
+                        .collect::<serde_json::Map<_, _>>()
+                        .into();
                 }
                 row
             })
