@@ -781,12 +781,13 @@ impl Report {
         })
     }
 
-    /// A pgreplica row's median seconds per step, in the steps' order.
+    /// A pgreplica row's median seconds per step, in the steps' order, then the median time
+    /// outside the steps (process start, store, exit) as `outside steps`.
     fn step_medians(samples: &[Sample]) -> Vec<(String, f64)> {
         let Some(first) = samples.iter().find(|s| !s.steps.is_empty()) else {
             return Vec::new();
         };
-        first
+        let mut medians: Vec<(String, f64)> = first
             .steps
             .iter()
             .map(|(step, _)| {
@@ -796,7 +797,13 @@ impl Report {
                     .collect();
                 (step.clone(), Summary::of(&times).median)
             })
-            .collect()
+            .collect();
+        let outside: Vec<f64> = samples
+            .iter()
+            .map(|s| s.seconds - s.steps.iter().map(|(_, t)| t).sum::<f64>())
+            .collect();
+        medians.push(("outside steps".to_string(), Summary::of(&outside).median));
+        medians
     }
 
     fn median_of(&self, wanted: Contender) -> f64 {
@@ -868,22 +875,20 @@ impl Report {
              below 1 is faster.\nMB/s is the backup's size over the median time (for the \
              resume: over the time to finish)."
         );
-        for (contender, summary, samples) in &self.rows {
+        for (contender, _, samples) in &self.rows {
             let steps = Report::step_medians(samples);
             if steps.is_empty() {
                 continue;
             }
-            let in_steps: f64 = steps.iter().map(|(_, t)| t).sum();
             let shown: Vec<String> = steps
                 .iter()
                 .map(|(step, t)| format!("{step} {t:.2}"))
                 .collect();
             let _ = writeln!(
                 out,
-                "{} steps (s, median): {}; outside the steps {:.2}",
+                "{} steps (s, median): {}",
                 contender.label(),
-                shown.join(", "),
-                summary.median - in_steps
+                shown.join(", ")
             );
         }
         if let Some((resent, at_kill)) = self.resume_facts() {
