@@ -263,6 +263,16 @@ impl Lab {
         self.barman.output(args, BARMAN_BACKUP)
     }
 
+    /// `barman -c <lab config> ARGS` as `barman`, as a command to run (and time) oneself:
+    /// for [`Lab::barman`]'s deadline and captured output, use that instead.
+    pub fn barman_command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.barman.command(args)
+    }
+
     /// Runs `sql` with psql as postgres on 127.0.0.1:`port` (-X -q -At, ON_ERROR_STOP) and
     /// returns the rows it prints (no command tags), without the trailing newline. Several
     /// statements in one call form one transaction (psql -c).

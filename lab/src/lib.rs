@@ -13,7 +13,8 @@
 //! - `postgres` — initdb, pg_ctl, psql, [`Standby`].
 //! - `barman` — [`BarmanFlavor`], the lab's barman.conf, running barman as `barman`.
 //! - `sshd` — the private sshd and the ssh keys.
-//! - `system` — [`prerequisites`] and [`install`]: programs, users, packages.
+//! - `system` — [`prerequisites`], [`bench_prerequisites`] and [`install`]: programs, users,
+//!   packages.
 //! - `exec` — running programs with a deadline and captured output, as another user.
 //! - `ports` — [`free_port`].
 //! - `signals` — [`wait_for_interrupt`] for `cargo xtask lab`.
@@ -50,4 +51,6 @@ pub use lab::{Lab, LabOptions, Tablespace, KEEP_ENV};
 pub use ports::free_port;
 pub use postgres::Standby;
 pub use signals::wait_for_interrupt;
-pub use system::{install, prerequisites, BARMAN_VENV, OPENSSL, PG_BIN, STUNNEL};
+pub use system::{
+    bench_prerequisites, install, prerequisites, BARMAN_VENV, OPENSSL, PG_BIN, REPMGR, STUNNEL,
+};

@@ -15,6 +15,10 @@ pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 pub const BARMAN_VENV: &str = "/opt/pgreplica-lab/barman-venv";
 /// Debian's Barman.
 pub const DEBIAN_BARMAN: &str = "/usr/bin/barman";
+/// Debian's repmgr 5.3.3 (`postgresql-15-repmgr`): only `cargo xtask bench` runs it, as the
+/// peer pgreplica is measured against; tests and the lab itself never need it.
+pub const REPMGR: &str = "/usr/lib/postgresql/15/bin/repmgr";
+const REPMGR_PACKAGE: &str = "postgresql-15-repmgr";
 pub(crate) const SSHD: &str = "/usr/sbin/sshd";
 pub(crate) const SSH: &str = "/usr/bin/ssh";
 pub(crate) const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
@@ -27,7 +31,9 @@ pub const OPENSSL: &str = "/usr/bin/openssl";
 
 /// The Debian packages the lab uses. gcc is not in the brief's list but pip needs it to build
 /// psycopg2 from source, which the PyPI Barman pulls in even beside psycopg2-binary. stunnel4
-/// and openssl serve the pg-backup-api TLS tests.
+/// and openssl serve the pg-backup-api TLS tests. repmgr is installed for the benchmark but is
+/// not a prerequisite of the lab: [`prerequisites`] does not check it, [`bench_prerequisites`]
+/// does.
 const PACKAGES: &[&str] = &[
     "postgresql-15",
     "barman",
@@ -41,6 +47,7 @@ const PACKAGES: &[&str] = &[
     "gcc",
     "stunnel4",
     "openssl",
+    REPMGR_PACKAGE,
 ];
 
 /// Barman from PyPI: pinned to the 3.19 series, the second compatibility target.
@@ -94,6 +101,21 @@ pub fn prerequisites() -> Result<(), LabError> {
         }
     }
     missing_report(&missing)
+}
+
+/// Checks what `cargo xtask bench` needs beyond the lab: repmgr, the peer it is measured
+/// against. The error says how to install it.
+pub fn bench_prerequisites() -> Result<(), LabError> {
+    if is_executable(Path::new(REPMGR)) {
+        return Ok(());
+    }
+    Err(LabError::new(
+        "prerequisites",
+        format!("the benchmark compares with repmgr, but {REPMGR} is missing"),
+    )
+    .hint(format!(
+        "run `cargo xtask install` as root, or `apt-get install -y {REPMGR_PACKAGE}`"
+    )))
 }
 
 /// Ok when nothing is missing; else one error listing everything missing and the fix.

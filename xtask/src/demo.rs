@@ -7,30 +7,13 @@ use std::time::Duration;
 
 use lab::{Lab, LabOptions};
 
-use crate::{cargo, run_visible, stage, workspace_root, Failure};
+use crate::{build_pgreplica_release, run_visible, stage, Failure};
 
 const CLONE_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Runs `cargo xtask demo`.
 pub(crate) fn run(options: LabOptions) -> Result<(), Failure> {
-    // Build before the lab: a compile error should not cost a lab start.
-    stage("build pgreplica (release)", || {
-        run_visible(
-            cargo().args([
-                "build",
-                "--release",
-                "--package",
-                "pgreplica",
-                "--bin",
-                "pgreplica",
-            ]),
-            Duration::from_secs(3600),
-        )
-    })?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let built = target_dir.join("release/pgreplica");
+    let built = build_pgreplica_release()?;
 
     let lab = stage("start lab", || Lab::start(options))?;
     eprintln!(

@@ -1,8 +1,10 @@
 //! `cargo xtask …`: pgreplica's build and lab orchestration, in Rust rather than shell.
 //! `install` (lab prerequisites), `test` (the CI gate), `lab` (a lab to play with), `demo`
-//! (a clone from Barman, end to end). It must stay std + the `lab` crate, and must not hold
+//! (a clone from Barman, end to end), `bench` (pgreplica against rsync, repmgr and Barman).
+//! It must stay std + the `lab` crate (+ serde_json and libc for the bench), and must not hold
 //! logic the tests need: that belongs in `lab`.
 
+mod bench;
 mod demo;
 mod gate;
 mod interactive;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use lab::{BarmanFlavor, LabOptions};
 
-const USAGE: &str = "\
+const USAGE_COMMANDS: &str = "\
 usage: cargo xtask <command>
 
 commands:
@@ -23,6 +25,8 @@ commands:
                                then the whole test suite (nextest when installed)
   lab [LAB OPTIONS]            stand a loopback lab up and keep it until Ctrl-C
   demo [LAB OPTIONS]           clone a standby from the lab's Barman with pgreplica, end to end
+  bench [BENCH OPTIONS]        time pgreplica against rsync over ssh, repmgr and barman recover
+                               on one lab; prints ratios against the run's own baseline
 
 lab options:
   --barman debian|pypi         Barman 3.4.0 from Debian (default) or 3.19.x from PyPI
@@ -39,13 +43,16 @@ fn main() -> ExitCode {
         Some("test") if args.len() == 1 => gate::run(),
         Some("lab") => lab_options(&args[1..]).and_then(interactive::run),
         Some("demo") => lab_options(&args[1..]).and_then(demo::run),
+        Some("bench") => bench::parse(&args[1..])
+            .map_err(|msg| Failure::new("arguments", format!("{msg}\n{}", usage())))
+            .and_then(bench::run),
         Some("help" | "-h" | "--help") => {
-            print!("{USAGE}");
+            print!("{}", usage());
             return ExitCode::SUCCESS;
         }
         _ => Err(Failure::new(
             "arguments",
-            format!("unknown command line {args:?}\n{USAGE}"),
+            format!("unknown command line {args:?}\n{}", usage()),
         )),
     };
     match outcome {
@@ -86,7 +93,7 @@ impl fmt::Display for Failure {
 fn lab_options(args: &[String]) -> Result<LabOptions, Failure> {
     let mut options = LabOptions::default();
     let mut args = args.iter();
-    let bad = |msg: String| Failure::new("arguments", format!("{msg}\n{USAGE}"));
+    let bad = |msg: String| Failure::new("arguments", format!("{msg}\n{}", usage()));
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--barman" => {
@@ -110,6 +117,33 @@ fn lab_options(args: &[String]) -> Result<LabOptions, Failure> {
         }
     }
     Ok(options)
+}
+
+/// The whole usage text: commands, lab options, bench options.
+fn usage() -> String {
+    format!("{USAGE_COMMANDS}\n{}", bench::USAGE)
+}
+
+/// Builds pgreplica in release mode and returns the binary's path. Done before any lab starts:
+/// a compile error should not cost a lab start.
+pub(crate) fn build_pgreplica_release() -> Result<PathBuf, Failure> {
+    stage("build pgreplica (release)", || {
+        run_visible(
+            cargo().args([
+                "build",
+                "--release",
+                "--package",
+                "pgreplica",
+                "--bin",
+                "pgreplica",
+            ]),
+            Duration::from_secs(3600),
+        )
+    })?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    Ok(target_dir.join("release/pgreplica"))
 }
 
 /// The workspace root (xtask lives in `<root>/xtask`). `cargo run` tells us where xtask's
