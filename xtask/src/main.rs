@@ -1,8 +1,9 @@
 //! `cargo xtask …`: pgreplica's build and lab orchestration, in Rust rather than shell.
 //! `install` (lab prerequisites), `test` (the CI gate), `lab` (a lab to play with), `demo`
-//! (a clone from Barman, end to end). It must stay std + the `lab` crate, and must not hold
+//! (a clone from Barman, end to end), `chaos` (the kill-anywhere campaign). It must stay std + the `lab` crate, and must not hold
 //! logic the tests need: that belongs in `lab`.
 
+mod chaos;
 mod demo;
 mod gate;
 mod interactive;
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use lab::{BarmanFlavor, LabOptions};
 
-const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
@@ -23,11 +24,20 @@ commands:
                                then the whole test suite (nextest when installed)
   lab [LAB OPTIONS]            stand a loopback lab up and keep it until Ctrl-C
   demo [LAB OPTIONS]           clone a standby from the lab's Barman with pgreplica, end to end
+  chaos [CHAOS OPTIONS]        kill pgreplica anywhere (every step, mid-file), resume, and check
+                               each clone is identical to an uninterrupted one (docs/chaos.md)
 
 lab options:
   --barman debian|pypi         Barman 3.4.0 from Debian (default) or 3.19.x from PyPI
   --tablespace                 create a tablespace with a table on the primary before the backup
   --scale N                    pgbench scale of the primary's data (default 1)
+
+chaos options:
+  --rounds N                   rounds of kills and resumes (default 20)
+  --seed S                     the campaign's seed (default: from the clock; always printed)
+  --round R                    replay round R of the campaign with --seed S alone
+  --barman debian|pypi         as for lab
+  --scale N                    as for lab
 ";
 
 fn main() -> ExitCode {
@@ -39,6 +49,7 @@ fn main() -> ExitCode {
         Some("test") if args.len() == 1 => gate::run(),
         Some("lab") => lab_options(&args[1..]).and_then(interactive::run),
         Some("demo") => lab_options(&args[1..]).and_then(demo::run),
+        Some("chaos") => chaos::parse(&args[1..]).and_then(chaos::run),
         Some("help" | "-h" | "--help") => {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
