@@ -42,8 +42,10 @@ pub const PROTOCOL_OVERHEAD: u64 = 64 * 1024;
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between two looks at a running clone (`clone status` itself takes longer).
 const POLL: Duration = Duration::from_millis(10);
-/// The latest moment, after a short step was first seen, at which its kill fires.
-const SHORT_STEP_DELAY_MS: u64 = 250;
+/// The latest moment, after a step other than Transfer was first seen, at which its kill
+/// fires, by step: about as long as the step lasts in a lab (status is read every ~20 ms), so
+/// the kill lands anywhere inside it. The quick ones are killed when first seen.
+const STEP_DELAY_MS: [u32; 6] = [800, 400, 0, 40, 0, 0];
 
 /// How a campaign runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -210,9 +212,7 @@ pub fn summary(reports: &[RoundReport]) -> String {
         },
     );
     for (step, [group, term, rsync]) in per_step {
-        out.push_str(&format!(
-            "  {step:<22} {group:>17} {term:>8} {rsync:>11}\n"
-        ));
+        out.push_str(&format!("  {step:<22} {group:>17} {term:>8} {rsync:>11}\n"));
     }
     out
 }
@@ -253,9 +253,17 @@ impl<'a> Campaign<'a> {
         let dir = lab.new_dir("chaos-reference");
         let conf = campaign.write_conf("chaos-reference", &dir)?;
         let args = campaign.start_args(&conf, &[]);
-        let mut command = pgreplica(lab, binary, &args.iter().map(String::as_str).collect::<Vec<_>>());
-        exec::checked(&mut command, "reference clone", campaign.options.round_timeout)
-            .map_err(|e| e.to_string())?;
+        let mut command = pgreplica(
+            lab,
+            binary,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        exec::checked(
+            &mut command,
+            "reference clone",
+            campaign.options.round_timeout,
+        )
+        .map_err(|e| e.to_string())?;
         campaign.reference =
             tree_digest(&dir).map_err(|e| format!("digest of {}: {e}", dir.display()))?;
         Ok(campaign)
@@ -374,7 +382,11 @@ impl<'a> Campaign<'a> {
         ledger: &mut Ledger,
     ) -> Result<(), String> {
         let data_dir = report.data_dir.clone();
-        let mut position = Position::default();
+        // A new clone starts at the first step.
+        let mut position = Position {
+            step: Some(0),
+            ..Position::default()
+        };
         // The kill this run of pgreplica has seen, which explains a failed exit.
         let mut last_action = None;
         // Each kill costs at most one resume, plus one for in-run retries running out.
@@ -382,8 +394,8 @@ impl<'a> Campaign<'a> {
         loop {
             // After a SIGTERM nothing else is aimed at the exiting pgreplica: its exit code (40)
             // and the "Interrupted" it records are what is checked.
-            let aiming = report.kills.len() < planned as usize
-                && last_action != Some(Action::Terminate);
+            let aiming =
+                report.kills.len() < planned as usize && last_action != Some(Action::Terminate);
             let target = aiming.then(|| position.aim(rng));
             match self.watch(child, target, &data_dir, deadline, &mut position, rng)? {
                 Watched::Exited(status) => {
@@ -501,7 +513,8 @@ impl<'a> Campaign<'a> {
                 }
                 std::cmp::Ordering::Equal => {
                     *fire_at.get_or_insert_with(|| {
-                        now + Duration::from_millis(rng.between(0, SHORT_STEP_DELAY_MS as u32).into())
+                        let delay = rng.between(0, STEP_DELAY_MS[index]);
+                        now + Duration::from_millis(delay.into())
                     }) <= now
                 }
             };
@@ -519,8 +532,9 @@ impl<'a> Campaign<'a> {
                     .map(|()| true)
                     .map_err(|e| format!("kill pgreplica's group: {e}"))?,
                 Action::Terminate => terminate_pgreplica(child),
-                Action::KillRsync => kill_rsyncs(data_dir)
-                    .map_err(|e| format!("pkill rsync: {e}"))?,
+                Action::KillRsync => {
+                    kill_rsyncs(data_dir).map_err(|e| format!("pkill rsync: {e}"))?
+                }
             };
             if delivered {
                 return Ok(Watched::Fired(Kill {
@@ -584,7 +598,10 @@ impl<'a> Campaign<'a> {
             ));
         }
         let transfer = &status["record"]["facts"]["transfer"];
-        match (transfer["bytes_sent"].as_u64(), transfer["bytes_total"].as_u64()) {
+        match (
+            transfer["bytes_sent"].as_u64(),
+            transfer["bytes_total"].as_u64(),
+        ) {
             (Some(sent), Some(total)) => {
                 let not_done = total.saturating_sub(ledger.done_before_transfer_succeeded);
                 if sent > not_done + PROTOCOL_OVERHEAD {

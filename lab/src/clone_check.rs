@@ -142,7 +142,11 @@ fn children_of(parent: u32) -> Vec<u32> {
 /// `pkill`): `pkill -KILL -f '^rsync .* DATA_DIR/$'`. True when some were found.
 pub fn kill_rsyncs(data_dir: &Path) -> io::Result<bool> {
     let status = Command::new("pkill")
-        .args(["-KILL", "-f", &format!("^rsync .* {}/$", data_dir.display())])
+        .args([
+            "-KILL",
+            "-f",
+            &format!("^rsync .* {}/$", data_dir.display()),
+        ])
         .status()?;
     Ok(status.success())
 }

@@ -71,7 +71,9 @@ pub(crate) fn parse(args: &[String]) -> Result<ChaosArgs, Failure> {
         }
     }
     if parsed.round.is_some() && parsed.seed.is_none() {
-        return Err(bad("--round replays a round of a campaign: give its --seed".into()));
+        return Err(bad(
+            "--round replays a round of a campaign: give its --seed".into(),
+        ));
     }
     Ok(parsed)
 }
@@ -183,8 +185,8 @@ mod tests {
         assert_eq!(parsed.seed, Some(42));
         assert_eq!(parsed.lab.barman, BarmanFlavor::PyPI);
         assert_eq!(parsed.lab.scale, 2);
-        let replay = parse(&strings(&["--seed", "42", "--round", "7"]))
-            .unwrap_or_else(|f| panic!("{f}"));
+        let replay =
+            parse(&strings(&["--seed", "42", "--round", "7"])).unwrap_or_else(|f| panic!("{f}"));
         assert_eq!(replay.round, Some(7));
         assert_eq!(parse(&[]).map(|p| p.rounds).ok(), Some(20));
         for bad in [
