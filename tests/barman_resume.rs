@@ -9,37 +9,12 @@ use common::{
     debian_lab, kill_group, spawn, stderr_of, tree_digest, wait_for_progress, wait_until_stopped,
     Bench,
 };
+use lab::clone_check;
 use std::path::Path;
 
-/// Files pgreplica writes itself after the copy: same content in both clones, but their own
-/// mtimes.
-const WRITTEN_BY_PGREPLICA: [&str; 2] = ["postgresql.auto.conf", "standby.signal"];
-
-/// rsync's temporary files (`.name.XXXXXX`) under `dir`: the trace of a file killed mid-copy.
+/// rsync's temporary files under `dir`: the trace of a file killed mid-copy.
 fn temp_files(dir: &Path) -> Vec<String> {
-    tree_digest(dir)
-        .into_keys()
-        .filter(|path| {
-            let name = path.rsplit('/').next().unwrap();
-            name.starts_with('.') && name.len() > 8 && name.as_bytes()[name.len() - 7] == b'.'
-        })
-        .collect()
-}
-
-fn without_pgreplica_mtimes(
-    digest: std::collections::BTreeMap<String, String>,
-) -> std::collections::BTreeMap<String, String> {
-    digest
-        .into_iter()
-        .map(|(path, value)| {
-            if WRITTEN_BY_PGREPLICA.contains(&path.as_str()) {
-                let value = value.split(" mtime").next().unwrap().to_string();
-                (path, value)
-            } else {
-                (path, value)
-            }
-        })
-        .collect()
+    clone_check::rsync_temp_files(&tree_digest(dir))
 }
 
 #[test]
@@ -127,19 +102,7 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
     let args = bench.start_args(&conf, &["--backup-id", pinned.as_deref().unwrap()]);
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(output.status.success());
-    let resumed = without_pgreplica_mtimes(tree_digest(&data_dir));
-    let uninterrupted = without_pgreplica_mtimes(tree_digest(&reference));
-    let differing: Vec<_> = resumed
-        .iter()
-        .filter(|(path, value)| uninterrupted.get(*path) != Some(value))
-        .map(|(path, _)| path.clone())
-        .chain(
-            uninterrupted
-                .keys()
-                .filter(|path| !resumed.contains_key(*path))
-                .cloned(),
-        )
-        .collect();
+    let differing = clone_check::differing_paths(&tree_digest(&data_dir), &tree_digest(&reference));
     assert!(
         differing.is_empty(),
         "the directories differ in {differing:?}"

@@ -10,6 +10,8 @@
 //!
 //! # Layout
 //! - `lab` — [`Lab`], [`LabOptions`]: standing a lab up, using it, tearing it down.
+//! - [`clone_check`] — watching a clone from outside: status, kills, digests.
+//! - [`chaos`] — the kill-anywhere campaign's core (`cargo xtask chaos`, `tests/chaos.rs`).
 //! - `postgres` — initdb, pg_ctl, psql, [`Standby`].
 //! - `barman` — [`BarmanFlavor`], the lab's barman.conf, running barman as `barman`.
 //! - `sshd` — the private sshd and the ssh keys.
@@ -35,6 +37,8 @@
 //! ```
 
 mod barman;
+pub mod chaos;
+pub mod clone_check;
 mod error;
 mod exec;
 mod lab;

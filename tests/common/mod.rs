@@ -1,18 +1,17 @@
 //! Shared helpers of the integration tests: run the built pgreplica as `postgres` against a lab,
 //! read `clone status --json`, compare data directories; [`api`] runs the pg-backup-api test
-//! server.
+//! server. The watching, killing and digesting itself is `lab::clone_check`, shared with
+//! `cargo xtask chaos`; here it panics with the reason.
 
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod api;
 
+use lab::clone_check::{self, TreeDigest};
 use lab::{Lab, LabOptions, Standby};
 use serde_json::Value;
-use std::collections::BTreeMap;
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 /// A lab plus the pgreplica binary installed where `postgres` can run it.
@@ -50,9 +49,7 @@ impl Bench {
 
     /// `pgreplica ARGS` as postgres, with the lab's state directory.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = self.lab.command_as_postgres(&self.binary);
-        command.args(args);
-        command
+        clone_check::pgreplica(&self.lab, &self.binary, args)
     }
 
     /// Runs `pgreplica ARGS` to completion.
@@ -97,17 +94,9 @@ impl Bench {
             .unwrap_or_else(|e| panic!("clone status failed: {e}"))
     }
 
-    /// The clone's status as JSON, or `clone status`'s stderr when it failed.
+    /// The clone's status as JSON, or what went wrong (`clone status`'s stderr).
     pub fn try_status(&self, data_dir: &Path) -> Result<Value, String> {
-        let output = self
-            .command(&["clone", "status", "--json", &data_dir.display().to_string()])
-            .output()
-            .expect("run pgreplica clone status");
-        if !output.status.success() {
-            return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-        }
-        let value: Value = serde_json::from_slice(&output.stdout).expect("status JSON");
-        Ok(value["clones"][0].clone())
+        clone_check::clone_status(&self.lab, &self.binary, data_dir)
     }
 
     /// Starts the cloned standby on a free port and waits until it streams.
@@ -166,13 +155,8 @@ impl Bench {
 
 /// Spawns `pgreplica ARGS` as postgres with piped stderr, in its own process group.
 pub fn spawn(bench: &Bench, args: &[String]) -> Child {
-    use std::os::unix::process::CommandExt;
-    let mut command = bench.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    command
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    command.spawn().expect("spawn pgreplica")
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    clone_check::spawn_in_group(&mut bench.command(&args)).expect("spawn pgreplica")
 }
 
 /// Polls `clone status --json` until the running clone has copied `fraction` of its bytes.
@@ -210,30 +194,14 @@ pub fn wait_for_progress(
 }
 
 /// SIGKILLs pgreplica's whole process group, as a power cut or the OOM killer would.
-pub fn kill_group(child: &mut std::process::Child) {
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: plain kill(2) on the child's own process group.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-    child.wait().unwrap();
+pub fn kill_group(child: &mut Child) {
+    clone_check::kill_group(child).expect("kill pgreplica's process group");
 }
 
-/// The clone's status once no process holds it any more. The SIGKILLed pgreplica is reaped by
-/// whoever inherits it, and its child guardians exit once they have killed their rsyncs: both
-/// take a moment after the kill.
+/// The clone's status once no process holds it any more (within 20 s).
 pub fn wait_until_stopped(bench: &Bench, data_dir: &Path) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(status) = bench.try_status(data_dir) {
-            if status["running"] == false {
-                return status;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the killed clone still holds its lock"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    clone_check::wait_until_stopped(&bench.lab, &bench.binary, data_dir, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Polls `sql` on the primary until it answers `expected` (within 20 s), for what the server
@@ -255,61 +223,12 @@ pub fn wait_for_primary(bench: &Bench, sql: &str, expected: &str) {
 
 /// Collects a child's stderr after it ended.
 pub fn stderr_of(child: &mut Child) -> String {
-    let mut text = String::new();
-    if let Some(mut stderr) = child.stderr.take() {
-        let _ = stderr.read_to_string(&mut text);
-    }
-    text
+    clone_check::stderr_of(child)
 }
 
-/// Content digest of every file of a data directory (and of the trees its symlinks point to),
-/// by relative path, with size, mode and a hash of the content; symlinks by target.
-/// Files PostgreSQL itself rewrites at start are not involved: the standbys compared here have
-/// not been started.
-pub fn tree_digest(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    walk(root, root, &mut out);
-    out
-}
-
-fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("read {}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        let relative = path.strip_prefix(root).unwrap().display().to_string();
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path).unwrap();
-            out.insert(relative, format!("link -> {}", target.display()));
-        } else if meta.is_dir() {
-            out.insert(
-                relative,
-                format!("dir {:o}", meta.permissions().mode() & 0o7777),
-            );
-            walk(root, &path, out);
-        } else {
-            let bytes = std::fs::read(&path).unwrap();
-            out.insert(
-                relative,
-                format!(
-                    "file {} {:o} {:016x} mtime {}",
-                    bytes.len(),
-                    meta.permissions().mode() & 0o7777,
-                    fnv1a64(&bytes),
-                    meta.mtime()
-                ),
-            );
-        }
-    }
-}
-
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
-        (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3)
-    })
+/// Content digest of every file of a data directory (see [`clone_check::tree_digest`]).
+pub fn tree_digest(root: &Path) -> TreeDigest {
+    clone_check::tree_digest(root).unwrap_or_else(|e| panic!("digest of {}: {e}", root.display()))
 }
 
 /// The default lab for a Barman-mode test.

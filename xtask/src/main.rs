@@ -1,10 +1,11 @@
 //! `cargo xtask …`: pgreplica's build and lab orchestration, in Rust rather than shell.
 //! `install` (lab prerequisites), `test` (the CI gate), `lab` (a lab to play with), `demo`
-//! (a clone from Barman, end to end), `bench` (pgreplica against rsync, repmgr and Barman).
-//! It must stay std + the `lab` crate (+ serde_json and libc for the bench), and must not hold
-//! logic the tests need: that belongs in `lab`.
+//! (a clone from Barman, end to end), `bench` (pgreplica against rsync, repmgr and Barman),
+//! `chaos` (the kill-anywhere campaign). It must stay std + the `lab` crate (+ serde_json and
+//! libc for the bench), and must not hold logic the tests need: that belongs in `lab`.
 
 mod bench;
+mod chaos;
 mod demo;
 mod gate;
 mod interactive;
@@ -27,11 +28,20 @@ commands:
   demo [LAB OPTIONS]           clone a standby from the lab's Barman with pgreplica, end to end
   bench [BENCH OPTIONS]        time pgreplica against rsync over ssh, repmgr and barman recover
                                on one lab; prints ratios against the run's own baseline
+  chaos [CHAOS OPTIONS]        kill pgreplica anywhere (every step, mid-file), resume, and check
+                               each clone is identical to an uninterrupted one (docs/chaos.md)
 
 lab options:
   --barman debian|pypi         Barman 3.4.0 from Debian (default) or 3.19.x from PyPI
   --tablespace                 create a tablespace with a table on the primary before the backup
   --scale N                    pgbench scale of the primary's data (default 1)
+
+chaos options:
+  --rounds N                   rounds of kills and resumes (default 20)
+  --seed S                     the campaign's seed (default: from the clock; always printed)
+  --round R                    replay round R of the campaign with --seed S alone
+  --barman debian|pypi         as for lab
+  --scale N                    as for lab
 ";
 
 fn main() -> ExitCode {
@@ -46,6 +56,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::parse(&args[1..])
             .map_err(|msg| Failure::new("arguments", format!("{msg}\n{}", usage())))
             .and_then(bench::run),
+        Some("chaos") => chaos::parse(&args[1..]).and_then(chaos::run),
         Some("help" | "-h" | "--help") => {
             print!("{}", usage());
             return ExitCode::SUCCESS;
@@ -120,7 +131,7 @@ fn lab_options(args: &[String]) -> Result<LabOptions, Failure> {
 }
 
 /// The whole usage text: commands, lab options, bench options.
-fn usage() -> String {
+pub(crate) fn usage() -> String {
     format!("{USAGE_COMMANDS}\n{}", bench::USAGE)
 }
 

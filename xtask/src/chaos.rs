@@ -1,0 +1,202 @@
+//! `cargo xtask chaos`: the kill-anywhere campaign — pgreplica killed for real inside every
+//! step and mid-file, resumed, and compared with an uninterrupted clone of the same backup.
+//! Option parsing, the build, the lab and the printing live here; the campaign itself is
+//! `lab::chaos`, which `tests/chaos.rs` runs too. It must not soften a failure: any failed round
+//! makes the command fail, with the round's directory kept and the command that replays it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lab::chaos::{summary, Campaign, ChaosOptions};
+use lab::{BarmanFlavor, Lab, LabOptions, KEEP_ENV};
+
+use crate::{cargo, run_visible, stage, usage, workspace_root, Failure};
+
+/// What `cargo xtask chaos` was asked to do.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct ChaosArgs {
+    lab: LabOptions,
+    rounds: u32,
+    /// None: a seed from the clock, printed so the campaign can be replayed.
+    seed: Option<u64>,
+    /// Replay this one round only.
+    round: Option<u32>,
+}
+
+/// Parses `--rounds N`, `--seed S`, `--round R`, `--barman debian|pypi`, `--scale N`.
+pub(crate) fn parse(args: &[String]) -> Result<ChaosArgs, Failure> {
+    let bad = |msg: String| Failure::new("arguments", format!("{msg}\n{}", usage()));
+    let mut parsed = ChaosArgs {
+        lab: LabOptions::default(),
+        rounds: 20,
+        seed: None,
+        round: None,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = || {
+            args.next()
+                .ok_or_else(|| bad(format!("{arg} needs a value")))
+        };
+        let number = |value: &String| -> Result<u64, Failure> {
+            value
+                .parse()
+                .map_err(|_| bad(format!("{arg} {value}: expected a number")))
+        };
+        match arg.as_str() {
+            "--rounds" => {
+                parsed.rounds = u32::try_from(number(value()?)?)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad("--rounds: expected 1 or more".into()))?;
+            }
+            "--seed" => parsed.seed = Some(number(value()?)?),
+            "--round" => {
+                parsed.round = Some(
+                    u32::try_from(number(value()?)?)
+                        .map_err(|_| bad("--round: too large".into()))?,
+                );
+            }
+            "--barman" => {
+                let v = value()?;
+                parsed.lab.barman = BarmanFlavor::parse(v)
+                    .ok_or_else(|| bad(format!("--barman {v}: expected debian or pypi")))?;
+            }
+            "--scale" => {
+                parsed.lab.scale = u32::try_from(number(value()?)?)
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| bad("--scale: expected a positive integer".into()))?;
+            }
+            other => return Err(bad(format!("unknown option {other}"))),
+        }
+    }
+    if parsed.round.is_some() && parsed.seed.is_none() {
+        return Err(bad(
+            "--round replays a round of a campaign: give its --seed".into(),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// Runs `cargo xtask chaos`.
+pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
+    let seed = args.seed.unwrap_or_else(|| {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs())
+    });
+    let rounds: Vec<u32> = match args.round {
+        Some(round) => vec![round],
+        None => (1..=args.rounds).collect(),
+    };
+    println!(
+        "chaos: seed {seed}, {} round(s), Barman {:?}, pgbench scale {}",
+        rounds.len(),
+        args.lab.barman,
+        args.lab.scale
+    );
+    stage("build pgreplica (release)", || {
+        run_visible(
+            cargo().args([
+                "build",
+                "--release",
+                "--package",
+                "pgreplica",
+                "--bin",
+                "pgreplica",
+            ]),
+            Duration::from_secs(3600),
+        )
+    })?;
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let built = target_dir.join("release/pgreplica");
+
+    let lab = stage("start lab", || Lab::start(args.lab.clone()))?;
+    eprintln!("   lab in {}", lab.dir().display());
+    let pgreplica = lab.install_binary(&built);
+    let options = ChaosOptions {
+        seed,
+        ..ChaosOptions::default()
+    };
+    let campaign = stage("reference clone (uninterrupted)", || {
+        Campaign::prepare(&lab, &pgreplica, options)
+    })?;
+    println!("chaos: every round clones backup {}", campaign.backup_id());
+
+    let mut reports = Vec::new();
+    for round in rounds {
+        let report = campaign.run_round(round);
+        println!("{report}");
+        reports.push(report);
+    }
+    print!("{}", summary(&reports));
+    let failed: Vec<_> = reports.iter().filter(|r| r.outcome.is_err()).collect();
+    if failed.is_empty() {
+        println!("chaos: OK");
+        return Ok(());
+    }
+    let barman = match args.lab.barman {
+        BarmanFlavor::Debian => "",
+        BarmanFlavor::PyPI => " --barman pypi",
+    };
+    let replays: Vec<String> = failed
+        .iter()
+        .map(|r| {
+            format!(
+                "  round {}: cargo xtask chaos --seed {seed} --round {}{barman} --scale {}   (kept {})",
+                r.round,
+                r.round,
+                args.lab.scale,
+                r.data_dir.display()
+            )
+        })
+        .collect();
+    // The failing rounds' directories live in the lab's: keep it (its daemons still stop).
+    std::env::set_var(KEEP_ENV, "1");
+    drop(campaign);
+    drop(lab);
+    Err(Failure::new(
+        "chaos",
+        format!(
+            "{} round(s) failed; replay with:\n{}",
+            failed.len(),
+            replays.join("\n")
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn options_parse() {
+        let parsed = parse(&strings(&[
+            "--rounds", "5", "--seed", "42", "--barman", "pypi", "--scale", "2",
+        ]))
+        .unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(parsed.rounds, 5);
+        assert_eq!(parsed.seed, Some(42));
+        assert_eq!(parsed.lab.barman, BarmanFlavor::PyPI);
+        assert_eq!(parsed.lab.scale, 2);
+        let replay =
+            parse(&strings(&["--seed", "42", "--round", "7"])).unwrap_or_else(|f| panic!("{f}"));
+        assert_eq!(replay.round, Some(7));
+        assert_eq!(parse(&[]).map(|p| p.rounds).ok(), Some(20));
+        for bad in [
+            &["--rounds", "0"][..],
+            &["--round", "3"],
+            &["--seed", "x"],
+            &["--seed"],
+            &["--fast"],
+        ] {
+            assert!(parse(&strings(bad)).is_err(), "{bad:?}");
+        }
+    }
+}
