@@ -313,25 +313,8 @@ impl<'a> Campaign<'a> {
     }
 
     fn start_args(&self, conf: &Path, extra: &[String]) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "clone",
-            "start",
-            "-f",
-            &conf.display().to_string(),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.lab.primary_port().to_string(),
-            "-U",
-            "barman",
-            "-d",
-            "postgres",
-            "--backup-id",
-            &self.backup_id,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = self.lab.clone_start_args(conf);
+        args.extend(["--backup-id".to_string(), self.backup_id.clone()]);
         args.extend(extra.iter().cloned());
         args
     }

@@ -363,6 +363,35 @@ impl Lab {
         )
     }
 
+    /// The source-node options of `pgreplica clone start` for this lab's primary:
+    /// `-h 127.0.0.1 -p PORT -U barman -d postgres`.
+    pub fn source_args(&self) -> Vec<String> {
+        [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.primary_port().to_string(),
+            "-U",
+            "barman",
+            "-d",
+            "postgres",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// `clone start -f CONF` plus [`Lab::source_args`]: a clone of this lab's primary.
+    pub fn clone_start_args(&self, conf: &Path) -> Vec<String> {
+        let mut args = vec![
+            "clone".to_string(),
+            "start".to_string(),
+            "-f".to_string(),
+            conf.display().to_string(),
+        ];
+        args.extend(self.source_args());
+        args
+    }
+
     /// The node part of a repmgr.conf for a standby of this lab: node_id, node_name, conninfo
     /// (`host=127.0.0.1 port=PORT user=barman dbname=postgres`: the node's own address, where
     /// it will listen), data_directory and pg_bindir. Add the keys of a mode to it.

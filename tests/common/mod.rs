@@ -67,23 +67,7 @@ impl Bench {
 
     /// `clone start -f CONF -h 127.0.0.1 -p PORT -U barman -d postgres EXTRA…` as a command.
     pub fn start_args(&self, conf: &Path, extra: &[&str]) -> Vec<String> {
-        let mut args: Vec<String> = [
-            "clone",
-            "start",
-            "-f",
-            &conf.display().to_string(),
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.lab.primary_port().to_string(),
-            "-U",
-            "barman",
-            "-d",
-            "postgres",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let mut args = self.lab.clone_start_args(conf);
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     }

@@ -313,7 +313,7 @@ impl Bench {
         )
         .arg("-f")
         .arg(&conf)
-        .args(self.source_args())
+        .args(self.lab.source_args())
         .args(["standby", "clone"]);
         run_to_end(&mut cmd, log).map(Sample::plain)
     }
@@ -395,7 +395,7 @@ impl Bench {
         let mut cmd = self.lab.command_as_postgres(&self.pgreplica);
         cmd.args(["clone", "start", "-f"])
             .arg(&conf)
-            .args(self.source_args())
+            .args(self.lab.source_args())
             .args(["--jobs", &jobs.to_string()]);
         Ok(cmd)
     }
@@ -412,21 +412,6 @@ impl Bench {
             .write_file_as_postgres(&path, &text)
             .map_err(|e| e.to_string())?;
         Ok(path)
-    }
-
-    fn source_args(&self) -> Vec<String> {
-        [
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &self.lab.primary_port().to_string(),
-            "-U",
-            "barman",
-            "-d",
-            "postgres",
-        ]
-        .map(String::from)
-        .to_vec()
     }
 
     /// The clone's `clone status --json` entry.

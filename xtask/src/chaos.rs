@@ -4,12 +4,12 @@
 //! `lab::chaos`, which `tests/chaos.rs` runs too. It must not soften a failure: any failed round
 //! makes the command fail, with the round's directory kept and the command that replays it.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use lab::chaos::{summary, Campaign, ChaosOptions};
 use lab::{BarmanFlavor, Lab, LabOptions, KEEP_ENV};
 
-use crate::{cargo, run_visible, stage, usage, workspace_root, Failure};
+use crate::{stage, usage, Failure};
 
 /// What `cargo xtask chaos` was asked to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -95,23 +95,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
         args.lab.barman,
         args.lab.scale
     );
-    stage("build pgreplica (release)", || {
-        run_visible(
-            cargo().args([
-                "build",
-                "--release",
-                "--package",
-                "pgreplica",
-                "--bin",
-                "pgreplica",
-            ]),
-            Duration::from_secs(3600),
-        )
-    })?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(Into::into)
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let built = target_dir.join("release/pgreplica");
+    let built = crate::build_pgreplica_release()?;
 
     let lab = stage("start lab", || Lab::start(args.lab.clone()))?;
     eprintln!("   lab in {}", lab.dir().display());
