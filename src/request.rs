@@ -41,6 +41,15 @@ pub fn build(
     };
     let data_dir = absolute(&data_dir)?;
     let mode = select_mode(args, config);
+    let (dbname, password_taken) = crate::source::take_password_from_dbname(args.dbname.as_deref());
+    if password_taken {
+        crate::warning!(
+            "the password given with -d is used for this run only and is not stored with the clone"
+        );
+        crate::log::hint(
+            "for \"clone resume\", provide it with PGPASSWORD or a password file (passfile)",
+        );
+    }
     Ok(CloneRequest {
         mode,
         data_dir: data_dir.display().to_string(),
@@ -51,7 +60,7 @@ pub fn build(
             host: args.host.clone(),
             port: args.port,
             user: args.user.clone(),
-            dbname: args.dbname.clone(),
+            dbname,
         },
         upstream_node_id: args.upstream_node_id,
         backup_selector: args.backup_id.clone(),

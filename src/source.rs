@@ -129,9 +129,36 @@ fn os_user_name() -> String {
     }
 }
 
+/// A password given on the command line inside `-d "… password=…"`: kept in this process's
+/// memory only, never in the clone record (see [`take_password_from_dbname`]).
+static COMMAND_LINE_PASSWORD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Removes `password=` from a `-d` conninfo so that the clone record never holds it; the
+/// password is remembered for this run only. A resumed run needs `PGPASSWORD` or a password
+/// file instead, which the returned flag lets the caller say.
+pub fn take_password_from_dbname(dbname: Option<&str>) -> (Option<String>, bool) {
+    let Some(text) = dbname.filter(|d| is_conninfo(d)) else {
+        return (dbname.map(str::to_string), false);
+    };
+    let Ok(mut conninfo) = crate::conninfo::Conninfo::parse(text) else {
+        // Not parseable here: Target::resolve reports it with a clear error.
+        return (Some(text.to_string()), false);
+    };
+    match conninfo.remove("password") {
+        Some(password) => {
+            let _ = COMMAND_LINE_PASSWORD.set(password);
+            (Some(conninfo.render()), true)
+        }
+        None => (Some(text.to_string()), false),
+    }
+}
+
 /// Looks the password up in the password file, as libpq does (`host:port:db:user:password`,
 /// `*` wildcards, `\:` and `\\` escapes; the file must not be group/world readable).
 pub fn password_for(target: &Target, passfile: Option<&str>) -> Option<String> {
+    if let Some(password) = COMMAND_LINE_PASSWORD.get() {
+        return Some(password.clone());
+    }
     if let Ok(password) = std::env::var("PGPASSWORD") {
         return Some(password);
     }
@@ -419,6 +446,20 @@ mod tests {
         assert_eq!(
             split_pgpass_line(r"db\:host:5432:*:rep:pa\:ss\\word"),
             vec!["db:host", "5432", "*", "rep", r"pa:ss\word"]
+        );
+    }
+
+    #[test]
+    fn a_password_in_dbname_is_never_kept_in_the_request() {
+        let (dbname, taken) =
+            take_password_from_dbname(Some("host=node1 user=repmgr password=s3cr3t dbname=repmgr"));
+        assert!(taken);
+        let dbname = dbname.unwrap();
+        assert!(!dbname.contains("s3cr3t"), "{dbname}");
+        assert!(dbname.contains("dbname=repmgr"), "{dbname}");
+        assert_eq!(
+            take_password_from_dbname(Some("repmgr")),
+            (Some("repmgr".into()), false)
         );
     }
 

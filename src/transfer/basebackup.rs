@@ -70,6 +70,13 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
     if let Some(passfile) = &request.replication.passfile {
         command.env("PGPASSFILE", passfile);
     }
+    // Through the environment, never the command line (visible to every user in ps): the
+    // password pgreplica itself would use, e.g. one given inside -d for this run only.
+    if let Some(password) =
+        crate::source::password_for(&target, request.replication.passfile.as_deref())
+    {
+        command.env("PGPASSWORD", password);
+    }
     ctx.progress.set_totals(params.installation_size, 0, 0, 0);
     let started = Instant::now();
     let exit = watch(command, &program, |done, total| {
