@@ -566,10 +566,23 @@ pub async fn run(ctx: &mut crate::runner::StepContext<'_>) -> Result<states::Pre
     let state = prepare_data_dir(data_dir, version, request.force || only_our_link)?;
     match state {
         DataDirState::Missing | DataDirState::Empty => {}
-        DataDirState::NonEmpty if !only_our_link => crate::notice!(
-            "-F/--force provided: existing files in \"{}\" are kept and reused",
-            data_dir.display()
-        ),
+        DataDirState::NonEmpty if !only_our_link => {
+            crate::notice!(
+                "-F/--force provided: existing files in \"{}\" are kept and reused",
+                data_dir.display()
+            );
+            if request.mode == states::Mode::BackupApi {
+                // The API runs `barman restore` into the directory; since 3.15 it refuses a
+                // non-empty destination, so the operation would fail only after it started.
+                crate::warning!(
+                    "Barman 3.15 and newer refuse to restore into a non-empty directory: the pg-backup-api operation will fail unless Barman is older"
+                );
+                crate::log::hint(&format!(
+                    "empty \"{}\" first if the Barman host runs Barman 3.15 or newer",
+                    data_dir.display()
+                ));
+            }
+        }
         DataDirState::NonEmpty => {}
     }
     if let Some(waldir) = waldir {
