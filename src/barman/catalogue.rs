@@ -286,14 +286,6 @@ mod tests {
         serde_json::from_str(text).expect("fixture is JSON")
     }
 
-    fn tbs1() -> Tablespace {
-        Tablespace {
-            name: "tbs1".into(),
-            oid: 16386,
-            location: "/tmp/bmcap/tbs1".into(),
-        }
-    }
-
     #[test]
     fn show_server_console_and_json_of_both_versions() {
         for (output, home) in [
@@ -353,7 +345,7 @@ mod tests {
             Some("000000010000000000000003")
         );
         assert_eq!(with_tbs.size_bytes, Some(23196062));
-        assert_eq!(with_tbs.tablespaces, vec![tbs1()]);
+        assert_eq!(with_tbs.tablespaces, vec![crate::barman::fixture_tbs1()]);
         assert_eq!(with_tbs.backup_type, None);
         assert_eq!(with_tbs.system_id, None);
         let latest = parse_show_backup(
@@ -384,7 +376,7 @@ mod tests {
         assert_eq!(named.system_id.as_deref(), Some("7712125799867076052"));
         assert_eq!(named.size_bytes, Some(23195442));
         assert_eq!(named.compression, None);
-        assert_eq!(named.tablespaces, vec![tbs1()]);
+        assert_eq!(named.tablespaces, vec![crate::barman::fixture_tbs1()]);
         let latest = parse_show_backup(
             "pg",
             &json(fixture!("3.19.1/show-backup-latest.json.stdout")),

@@ -251,14 +251,6 @@ mod tests {
     const INFO_3191_NOTBS: &str =
         include_str!("../../tests/fixtures/barman/3.19.1/20261125T150747-backup.info");
 
-    fn tbs1() -> Tablespace {
-        Tablespace {
-            name: "tbs1".into(),
-            oid: 16386,
-            location: "/tmp/bmcap/tbs1".into(),
-        }
-    }
-
     #[test]
     fn real_340_backup_info() {
         let info = BackupInfo::parse(INFO_340).expect("parses");
@@ -267,7 +259,7 @@ mod tests {
         assert_eq!(info.number::<u32>("version"), Ok(Some(150018)));
         assert_eq!(info.number::<u64>("size"), Ok(Some(23196062)));
         assert_eq!(info.get("systemid"), Some("7712125799867076052"));
-        assert_eq!(info.tablespaces(), Ok(vec![tbs1()]));
+        assert_eq!(info.tablespaces(), Ok(vec![crate::barman::fixture_tbs1()]));
         assert!(info
             .get("backup_label")
             .is_some_and(|l| l.contains("START WAL LOCATION")));
@@ -280,7 +272,7 @@ mod tests {
         assert_eq!(info.get("parent_backup_id"), None);
         assert_eq!(info.get("encryption"), None);
         assert_eq!(info.get("data_checksums"), Some("off"));
-        assert_eq!(info.tablespaces(), Ok(vec![tbs1()]));
+        assert_eq!(info.tablespaces(), Ok(vec![crate::barman::fixture_tbs1()]));
         let none = BackupInfo::parse(INFO_3191_NOTBS).expect("parses");
         assert_eq!(none.tablespaces(), Ok(vec![]));
     }

@@ -686,6 +686,17 @@ fn facts_from(
     })
 }
 
+/// The tablespace of the captured fixtures (tests/fixtures/barman/*), shared by the parsers'
+/// tests.
+#[cfg(test)]
+fn fixture_tbs1() -> states::Tablespace {
+    states::Tablespace {
+        name: "tbs1".into(),
+        oid: 16386,
+        location: "/tmp/bmcap/tbs1".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
