@@ -50,6 +50,11 @@ pub(crate) fn run() -> Result<(), Failure> {
         ];
         run_visible(cargo().args(clippy), LONG)
     });
+    // Tests run binaries of other packages (the pg-backup-api test server): `cargo test` and
+    // nextest build only the binaries of the package under test, so build them all first.
+    step("build binaries", &mut || {
+        run_visible(cargo().args(["build", "--workspace", "--bins"]), LONG)
+    });
     if nextest_available() {
         step("tests (nextest)", &mut || {
             let nextest = ["nextest", "run", "--workspace", "--no-fail-fast"];
