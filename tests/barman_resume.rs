@@ -1,7 +1,7 @@
 //! Crash safety in Barman mode, with real processes: pgreplica is SIGKILLed during Transfer at
 //! several points (one of them mid-file), a newer backup appears meanwhile, and `clone resume`
 //! finishes with a data directory identical to an uninterrupted clone's, having re-sent only the
-//! files that were in flight.
+//! files that were in flight (less what of them had arrived, for big files).
 
 mod common;
 
@@ -10,11 +10,22 @@ use common::{
     Bench,
 };
 use lab::clone_check;
+use pgreplica::transfer::rsync::RESUME_PARTIAL_MIN_BYTES;
 use std::path::Path;
 
 /// rsync's temporary files under `dir`: the trace of a file killed mid-copy.
 fn temp_files(dir: &Path) -> Vec<String> {
     clone_check::rsync_temp_files(&tree_digest(dir))
+}
+
+/// Whether a run's log says it tidied what an interrupted transfer left: partial files removed,
+/// or kept to be continued where they stopped.
+fn tidied_partials(log: &str) -> bool {
+    log.contains("partial file(s) left by an interrupted transfer") || continued_partials(log)
+}
+
+fn continued_partials(log: &str) -> bool {
+    log.contains("partially copied file(s) where they stopped")
 }
 
 #[test]
@@ -27,6 +38,8 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
     let mut child = spawn(&bench, &args);
     let mut kills = Vec::new();
     let mut mid_file_kills = 0;
+    // Kills that left at least a MiB of a file: the next run must continue it, not restart it.
+    let mut big_partial_kills = 0;
     let mut pinned = None;
     let mut resume_logs = String::new();
     for (round, fraction) in [0.15, 0.45, 0.75].into_iter().enumerate() {
@@ -41,8 +54,15 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
         let backup_id = status["backup_id"].as_str().unwrap().to_string();
         assert_eq!(*pinned.get_or_insert(backup_id.clone()), backup_id);
         let done = status["files"]["bytes_done"].as_u64().unwrap();
-        if !temp_files(&data_dir).is_empty() {
+        let temps = temp_files(&data_dir);
+        if !temps.is_empty() {
             mid_file_kills += 1;
+        }
+        let big_temp = |t: &String| {
+            std::fs::metadata(data_dir.join(t)).is_ok_and(|m| m.len() >= RESUME_PARTIAL_MIN_BYTES)
+        };
+        if temps.iter().any(big_temp) {
+            big_partial_kills += 1;
         }
         kills.push(done);
         if round == 0 {
@@ -64,10 +84,11 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
     let stderr = stderr_of(&mut child);
     assert!(status.success(), "final resume failed: {stderr}");
     resume_logs.push_str(&stderr);
-    // What the mid-file kill left behind was cleaned up by the run after it.
+    // What the mid-file kill left behind was tidied by the run after it.
+    assert!(tidied_partials(&resume_logs), "{resume_logs}");
     assert!(
-        resume_logs.contains("partial file(s) left by an interrupted transfer"),
-        "{resume_logs}"
+        big_partial_kills == 0 || continued_partials(&resume_logs),
+        "{big_partial_kills} kill(s) left big partial files that no resume continued: {resume_logs}"
     );
 
     let status = bench.status(&data_dir);
@@ -177,7 +198,7 @@ fn sigterm_and_a_killed_rsync_stop_the_clone_resumably() {
     assert_eq!(status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("ERROR: rsync"), "{stderr}");
     assert!(
-        left_behind.is_empty() || stderr.contains("partial file(s) left by an interrupted"),
+        left_behind.is_empty() || tidied_partials(&stderr),
         "{left_behind:?} not cleaned: {stderr}"
     );
     let record = wait_until_stopped(&bench, &data_dir);

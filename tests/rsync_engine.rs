@@ -1,5 +1,6 @@
 //! The rsync engine against real rsync on local trees: full copies, a SIGKILL mid-file and the
-//! resume after it, a failing stream, and a remote shell.
+//! resume after it from where the file stopped, kept partial files (good and corrupt), a failing
+//! stream, and a remote shell.
 //!
 //! These tests need `rsync` on PATH and fail, saying so, without it. They must not depend on
 //! timing: the kill test synchronises on the engine's own FileDone and progress output.
@@ -12,7 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use pgreplica::error::ErrorKind;
-use pgreplica::transfer::rsync::{cleanup_partial, run_streams, RsyncEvent, RsyncJob, TreeSource};
+use pgreplica::transfer::rsync::{
+    cleanup_partial, run_streams, RsyncEvent, RsyncJob, TreeSource, RESUME_PARTIAL_MIN_BYTES,
+};
 use pgreplica::transfer::streams::{is_pg_control, plan_streams, PG_CONTROL};
 use rand::{rngs::StdRng, RngCore, SeedableRng};
 use states::{EntryKind, ManifestEntry};
@@ -190,23 +193,42 @@ fn job(src: &Path, dst: &Path, entries: Vec<ManifestEntry>) -> RsyncJob {
         tablespaces: Vec::new(),
         extra_args: Vec::new(),
         entries,
+        partials: BTreeSet::new(),
     }
 }
 
 /// Runs the engine and returns the FileDone indices in the order they came.
 fn run(rt: &tokio::runtime::Runtime, job: &RsyncJob, jobs: u32) -> Vec<usize> {
+    run_counting_bytes(rt, job, jobs).0
+}
+
+/// Runs the engine; returns the FileDone indices in order and the bytes sent for each.
+fn run_counting_bytes(
+    rt: &tokio::runtime::Runtime,
+    job: &RsyncJob,
+    jobs: u32,
+) -> (Vec<usize>, HashMap<usize, u64>) {
     let plan = plan_streams(&job.entries, jobs);
     let mut done = Vec::new();
+    let mut sent = HashMap::new();
     let stats = rt
         .block_on(run_streams(job, &plan, |event| {
-            if let RsyncEvent::FileDone { index, .. } = event {
+            if let RsyncEvent::FileDone {
+                index, bytes_sent, ..
+            } = event
+            {
                 done.push(index);
+                sent.insert(index, bytes_sent);
             }
         }))
         .unwrap_or_else(|e| panic!("copy failed: {} / {:?}", e.message, e.detail));
     assert_eq!(stats.files, done.len() as u64);
-    done
+    assert_eq!(stats.bytes_sent, sent.values().sum::<u64>());
+    (done, sent)
 }
+
+/// What rsync sends beyond a file's data (checksums, headers) is below this.
+const RSYNC_OVERHEAD: u64 = 64 << 10;
 
 /// Asserts that every pending entry was reported exactly once and pg_control last.
 fn assert_reported_once(entries: &[ManifestEntry], done: &[usize]) {
@@ -428,10 +450,21 @@ fn killed_mid_file_then_resumed() {
     for &i in &done {
         entries[i].done = true;
     }
-    let resume = job(&src, &dst, entries.clone());
-    let removed = cleanup_partial(&resume).unwrap();
-    assert_eq!(removed, vec![big_dir.join(&temps[0])]);
-    assert!(cleanup_partial(&resume).unwrap().is_empty());
+    let temp_len = big_dir.join(&temps[0]).metadata().unwrap().len();
+    assert!(
+        temp_len > 0 && temp_len < BIG_LEN as u64,
+        "the temp file holds {temp_len} bytes"
+    );
+    let mut resume = job(&src, &dst, entries.clone());
+    // The first bytes of the big file are kept under its final name, to be completed.
+    let cleanup = cleanup_partial(&resume).unwrap();
+    assert_eq!(cleanup.removed, Vec::<PathBuf>::new());
+    assert_eq!(cleanup.kept, vec![(big, temp_len)]);
+    assert!(!big_dir.join(&temps[0]).exists());
+    assert_eq!(dst.join(BIG).metadata().unwrap().len(), temp_len);
+    // Tidying again changes nothing.
+    assert_eq!(cleanup_partial(&resume).unwrap(), cleanup);
+    resume.partials = cleanup.kept.iter().map(|&(i, _)| i).collect();
 
     // Done files must not be sent again: rsync would replace them through a new inode.
     let inodes: HashMap<usize, u64> = done
@@ -440,8 +473,14 @@ fn killed_mid_file_then_resumed() {
         .map(|&i| (i, dst.join(&entries[i].path).metadata().unwrap().ino()))
         .collect();
     assert!(!inodes.is_empty());
-    let again = run(&runtime(), &resume, 2);
+    let (again, sent) = run_counting_bytes(&runtime(), &resume, 2);
     assert_reported_once(&entries, &again);
+    let tail = BIG_LEN as u64 - temp_len;
+    assert!(
+        sent[&big] <= tail + RSYNC_OVERHEAD,
+        "the big file was sent again from its start: {} bytes for a tail of {tail}",
+        sent[&big]
+    );
     for (i, ino) in inodes {
         let now = dst.join(&entries[i].path).metadata().unwrap().ino();
         assert_eq!(now, ino, "{} was sent again", entries[i].path);
@@ -488,16 +527,88 @@ fn cleanup_removes_partials_and_temp_files_only() {
     for rel in temps {
         std::fs::write(dst.join(rel), b"x").unwrap();
     }
-    let removed = cleanup_partial(&job(&src, &dst, entries.clone())).unwrap();
+    let cleanup = cleanup_partial(&job(&src, &dst, entries.clone())).unwrap();
     let mut expected: Vec<PathBuf> = temps.iter().map(|t| dst.join(t)).collect();
     expected.push(dst.join(&entries[partial].path));
     expected.sort();
-    assert_eq!(removed, expected);
+    assert_eq!(cleanup.removed, expected);
+    assert!(cleanup.kept.is_empty(), "small files are sent again whole");
     for rel in keep {
         assert!(dst.join(rel).exists(), "{rel} was removed");
     }
     assert!(dst.join(&entries[complete].path).exists());
     assert!(dst.join(&entries[done].path).exists());
+}
+
+/// Writes the first `len` bytes of `src` to `dst` with the time `mtime`.
+fn write_prefix(src: &Path, dst: &Path, len: usize, mtime: SystemTime) {
+    let data = std::fs::read(src).unwrap();
+    std::fs::write(dst, &data[..len]).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(dst)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+}
+
+#[test]
+fn kept_partials_are_completed_from_where_they_stopped_and_checked() {
+    require_rsync();
+    let rt = runtime();
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    let (good, bad, small) = ("base/5/good", "base/5/bad", "base/1/1059");
+    let big = 4 << 20;
+    make_tree(&src, &[(good, big), (bad, big)]);
+    let dst = tmp.path().join("dst");
+    let status = Command::new("cp")
+        .args(["-a", src.to_str().unwrap(), dst.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let entries = manifest(&src);
+    let find = |p: &str| entries.iter().position(|e| e.path == p).unwrap();
+    let now = SystemTime::now();
+    // good: two temp files from two kills; the longer one is kept, the other removed.
+    std::fs::remove_file(dst.join(good)).unwrap();
+    let (longer, shorter) = ("base/5/.good.Ab12Cd", "base/5/.good.zz9Zz9");
+    write_prefix(&src.join(good), &dst.join(longer), 3 << 20, now);
+    write_prefix(&src.join(good), &dst.join(shorter), 1 << 20, now);
+    // bad: bytes under the final name that are not the backup's (a different cluster's file
+    // reused by --force, or a torn write): kept, and --append-verify's checksum catches them.
+    std::fs::write(dst.join(bad), vec![0x5a; 2 << 20]).unwrap();
+    // small: a partial too small to be worth keeping.
+    let small_len = usize::try_from(entries[find(small)].size).unwrap();
+    assert!((small_len as u64) < RESUME_PARTIAL_MIN_BYTES);
+    write_prefix(&src.join(small), &dst.join(small), small_len / 2, now);
+
+    let mut resume = job(&src, &dst, entries.clone());
+    let cleanup = cleanup_partial(&resume).unwrap();
+    assert_eq!(
+        cleanup.removed,
+        vec![dst.join(small), dst.join(shorter)],
+        "removed"
+    );
+    let mut kept = vec![(find(good), 3 << 20), (find(bad), 2 << 20)];
+    kept.sort_unstable();
+    assert_eq!(cleanup.kept, kept);
+    assert!(!dst.join(longer).exists());
+    resume.partials = cleanup.kept.iter().map(|&(i, _)| i).collect();
+
+    let (done, sent) = run_counting_bytes(&rt, &resume, 2);
+    assert_reported_once(&entries, &done);
+    assert_same_tree(&src, &dst);
+    assert!(
+        sent[&find(good)] <= (1 << 20) + RSYNC_OVERHEAD,
+        "good: only the last MiB should be sent, not {}",
+        sent[&find(good)]
+    );
+    assert!(
+        sent[&find(bad)] > 2 << 20,
+        "bad: its wrong first bytes must be sent again after the checksum failed, sent {}",
+        sent[&find(bad)]
+    );
 }
 
 #[test]

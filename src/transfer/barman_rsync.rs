@@ -4,10 +4,12 @@
 //! Resume rules (the heart of crash safety):
 //! * the file list is fetched once and stored; a resume reuses it, so the transfer finishes the
 //!   backup it started even if the catalogue changed;
-//! * before copying, [`rsync::cleanup_partial`] removes what a killed rsync leaves (temp files,
-//!   files whose size or mtime differ from the list), so nothing half-written survives;
+//! * before copying, [`rsync::cleanup_partial`] tidies what a killed rsync leaves (temp files,
+//!   files whose size or mtime differ from the list): the first bytes of a big file that was in
+//!   flight are kept and completed with `--append-verify` (its checksum checked, so kept bytes
+//!   are never trusted blindly); everything else half-written is removed;
 //! * only entries not marked done are planned, so the bytes sent again are bounded by the files
-//!   that were in flight;
+//!   that were in flight, less what of them had arrived;
 //! * done marks are flushed at least every second (and at the end), so at most one second of
 //!   completed files is re-sent after a kill.
 
@@ -19,6 +21,7 @@ use crate::runner::StepContext;
 use crate::steps::prepare_dirs::{create_empty_pgdata_dirs, wal_dir_name, write_tablespace_map};
 use crate::steps::{backup_facts, barman_of, prepared_dirs};
 use states::{BackupFacts, CloneRequest, EntryKind, ManifestEntry, TransferSummary};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -43,7 +46,7 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
             crate::progress::human_bytes(entries.iter().map(|e| e.size).sum())
         );
     }
-    let job = RsyncJob {
+    let mut job = RsyncJob {
         source: format!("{}:{}/", barman.host, data_dir(&backup)),
         rsh: Some(barman.rsync_rsh()),
         dest: PathBuf::from(&dirs.data_dir),
@@ -61,7 +64,31 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
             .map(|k| vec![format!("--bwlimit={k}")])
             .unwrap_or_default(),
         entries,
+        partials: BTreeSet::new(),
     };
+    // Partial copies first: a kept one moves to its file's final name, which the removal of
+    // what the backup lacks then leaves alone.
+    let cleanup = rsync::cleanup_partial(&job)?;
+    if !cleanup.removed.is_empty() {
+        crate::notice!(
+            "removed {} partial file(s) left by an interrupted transfer",
+            cleanup.removed.len()
+        );
+        for path in &cleanup.removed {
+            crate::debug!("removed \"{}\"", path.display());
+        }
+    }
+    if !cleanup.kept.is_empty() {
+        crate::notice!(
+            "continuing {} partially copied file(s) where they stopped ({} already there)",
+            cleanup.kept.len(),
+            crate::progress::human_bytes(cleanup.kept.iter().map(|&(_, bytes)| bytes).sum())
+        );
+        for &(index, bytes) in &cleanup.kept {
+            crate::debug!("kept {bytes} bytes of \"{}\"", job.entries[index].path);
+        }
+    }
+    job.partials = cleanup.kept.iter().map(|&(index, _)| index).collect();
     if dirs.reused_existing {
         let extraneous = remove_extraneous(&job, backup.pg_version)?;
         if extraneous > 0 {
@@ -69,16 +96,6 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
                 "removed {extraneous} file(s) and directories that are not in backup {}",
                 backup.backup_id
             );
-        }
-    }
-    let removed = rsync::cleanup_partial(&job)?;
-    if !removed.is_empty() {
-        crate::notice!(
-            "removed {} partial file(s) left by an interrupted transfer",
-            removed.len()
-        );
-        for path in &removed {
-            crate::debug!("removed \"{}\"", path.display());
         }
     }
     let (bytes_total, files_total) = totals(&job.entries, |_| true);

@@ -10,7 +10,11 @@
 //!   into place, so a [`RsyncEvent::FileDone`] is never sent for a half-copied file;
 //! * rsync skips a file whose size and mtime already match, silently; after an rsync exits 0,
 //!   each listed entry it did not name is checked on disk (size and mtime) and then reported;
-//! * a killed receiver leaves `.<name>.XXXXXX` temp files: [`cleanup_partial`] removes them;
+//! * a killed receiver leaves `.<name>.XXXXXX` temp files holding the first bytes of the file:
+//!   [`cleanup_partial`] keeps the longest one of a big file under the file's final name and
+//!   removes the rest, and the next run completes it with `--append-verify`, which sends only the
+//!   missing tail and then checks the whole file's checksum (re-sending it on a mismatch), so a
+//!   resume goes on from the middle of a file without trusting the kept bytes;
 //! * rsync's forked children (generator, receiver, ssh) do not die with their parent, and when
 //!   they see it gone they delete their temp file and may still rename finished files. So each
 //!   rsync runs under a guardian process (see [`spawn_guarded`]) that SIGKILLs rsync's whole
@@ -20,7 +24,7 @@
 //! Progress comes from `--info=progress2` on rsync's stdout (bytes sent so far by that rsync),
 //! summed per stream; it is reported as [`RsyncEvent::Progress`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -42,6 +46,10 @@ const MARKER: &str = "pgreplica-done ";
 
 /// Lines of rsync's stderr kept for an error's DETAIL.
 const STDERR_TAIL_LINES: usize = 12;
+
+/// Files at least this big keep what an interrupted copy wrote; smaller ones are sent again
+/// whole, which costs less than the checksum pass of `--append-verify`.
+pub const RESUME_PARTIAL_MIN_BYTES: u64 = 1 << 20;
 
 /// One tree to copy: a source rsync can read and the local directory it goes to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +79,9 @@ pub struct RsyncJob {
     pub extra_args: Vec<String>,
     /// The backup's manifest; [`StreamPlan`] indices point into it.
     pub entries: Vec<ManifestEntry>,
+    /// Entries whose target already holds the first bytes of the file, kept by
+    /// [`cleanup_partial`]: rsync completes them with `--append-verify`.
+    pub partials: BTreeSet<usize>,
 }
 
 impl RsyncJob {
@@ -169,7 +180,7 @@ pub async fn run_streams(
         }
         let mut invocations = Vec::new();
         for (root, send) in by_root {
-            invocations.push(invocation(job, n, root, &send, |_| true, &scratch)?);
+            invocations.extend(invocations_of(job, n, root, &send, |_| true, &scratch)?);
         }
         streams.push(invocations);
     }
@@ -196,7 +207,7 @@ pub async fn run_streams(
         }
         if !send.is_empty() {
             let report = |i: usize| Some(i) == plan.last;
-            last.push(invocation(
+            last.extend(invocations_of(
                 job,
                 final_stream,
                 root,
@@ -218,31 +229,44 @@ pub async fn run_streams(
     Ok(stats)
 }
 
-/// Removes what an interrupted copy left in the targets, before a resume, and returns it:
-/// rsync temp files (`.<name>.XXXXXX`, six letters or digits, next to a manifest file `<name>`)
-/// and not-done manifest files whose size or mtime differs from the manifest (partial data under
-/// the final name, as `--partial` or a stop leaves it). A not-done file that matches is kept:
-/// rsync renames a file into place only when complete, and the next run reports it.
+/// What [`cleanup_partial`] did to the targets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Files removed: rsync temp files and partial data that is not worth keeping.
+    pub removed: Vec<PathBuf>,
+    /// Interrupted copies kept under their final name, to be completed: entry index and the
+    /// bytes already there. Set them as [`RsyncJob::partials`].
+    pub kept: Vec<(usize, u64)>,
+}
+
+/// Tidies what an interrupted copy left in the targets, before a resume.
+///
+/// For each not-done manifest file, the candidates are rsync's temp files next to it
+/// (`.<name>.XXXXXX`, six letters or digits) and a file at its final name whose size or mtime
+/// differs from the manifest (partial data, as a stop or an `--append-verify` run leaves it). For
+/// a file of at least [`RESUME_PARTIAL_MIN_BYTES`], the longest candidate shorter than the
+/// backup's file is kept under the final name and reported in [`Cleanup::kept`]; every other
+/// candidate is removed. A not-done file that matches the manifest is kept as it is: rsync
+/// renames a file into place only when complete, and the next run reports it. Temp files next
+/// to done files are removed.
 ///
 /// Only directories that hold manifest files are read; nothing else is touched.
-pub fn cleanup_partial(job: &RsyncJob) -> Result<Vec<PathBuf>> {
-    let mut removed = Vec::new();
+pub fn cleanup_partial(job: &RsyncJob) -> Result<Cleanup> {
+    let mut cleanup = Cleanup::default();
     for root in job.roots() {
         let Some((_, dest)) = job.tree(root) else {
             continue;
         };
-        let files: Vec<&ManifestEntry> = job
-            .entries
-            .iter()
-            .filter(|e| e.root == root && e.kind == EntryKind::File)
-            .collect();
-        let mut names_by_dir: HashMap<&str, Vec<&str>> = HashMap::new();
-        for entry in &files {
-            let (dir, name) = entry.path.rsplit_once('/').unwrap_or(("", &entry.path));
-            names_by_dir.entry(dir).or_default().push(name);
+        let mut files_by_dir: HashMap<&str, Vec<(usize, &str)>> = HashMap::new();
+        for (index, entry) in job.entries.iter().enumerate() {
+            if entry.root == root && entry.kind == EntryKind::File {
+                let (dir, name) = entry.path.rsplit_once('/').unwrap_or(("", &entry.path));
+                files_by_dir.entry(dir).or_default().push((index, name));
+            }
         }
-        for (dir, names) in names_by_dir {
+        for (dir, files) in files_by_dir {
             let dir_path = dest.join(dir);
+            let mut temps_by_entry: HashMap<usize, Vec<(PathBuf, u64)>> = HashMap::new();
             let listing = match std::fs::read_dir(&dir_path) {
                 Ok(listing) => listing,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -252,32 +276,63 @@ pub fn cleanup_partial(job: &RsyncJob) -> Result<Vec<PathBuf>> {
                 let item = item.map_err(|e| fs_error("read", &dir_path, &e))?;
                 let name = item.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if !names.iter().any(|n| is_temp_of(name, n)) {
+                let Some(&(index, _)) = files.iter().find(|(_, n)| is_temp_of(name, n)) else {
                     continue;
-                }
+                };
                 let path = item.path();
-                let is_file = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
-                if is_file {
-                    remove(&path)?;
-                    removed.push(path);
+                if let Ok(meta) = std::fs::symlink_metadata(&path) {
+                    if meta.is_file() {
+                        temps_by_entry
+                            .entry(index)
+                            .or_default()
+                            .push((path, meta.len()));
+                    }
                 }
             }
-        }
-        for entry in files.iter().filter(|e| !e.done) {
-            let path = dest.join(&entry.path);
-            match std::fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_file() && !matches_manifest(&meta, entry) => {
-                    remove(&path)?;
-                    removed.push(path);
+            for (index, _) in files {
+                let entry = &job.entries[index];
+                let target = dest.join(&entry.path);
+                let mut candidates = temps_by_entry.remove(&index).unwrap_or_default();
+                if !entry.done {
+                    match std::fs::symlink_metadata(&target) {
+                        Ok(meta) if meta.is_file() && !matches_manifest(&meta, entry) => {
+                            candidates.push((target.clone(), meta.len()));
+                        }
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(fs_error("inspect", &target, &e)),
+                    }
                 }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(fs_error("inspect", &path, &e)),
+                let worth_keeping = |len: u64| {
+                    !entry.done
+                        && entry.size >= RESUME_PARTIAL_MIN_BYTES
+                        && len > 0
+                        && len < entry.size
+                };
+                let keep = candidates
+                    .iter()
+                    .filter(|(_, len)| worth_keeping(*len))
+                    .max_by_key(|(_, len)| *len)
+                    .cloned();
+                for (path, _) in &candidates {
+                    if keep.as_ref().is_none_or(|(kept, _)| kept != path) {
+                        remove(path)?;
+                        cleanup.removed.push(path.clone());
+                    }
+                }
+                if let Some((path, len)) = keep {
+                    if path != target {
+                        std::fs::rename(&path, &target)
+                            .map_err(|e| fs_error("rename", &path, &e))?;
+                    }
+                    cleanup.kept.push((index, len));
+                }
             }
         }
     }
-    removed.sort();
-    Ok(removed)
+    cleanup.removed.sort();
+    cleanup.kept.sort_unstable();
+    Ok(cleanup)
 }
 
 /// Whether `candidate` is an rsync temp file for `name`: `.` + name + `.` + six alphanumerics.
@@ -331,6 +386,10 @@ struct Invocation {
     items: Vec<Item>,
     rsh: Option<String>,
     extra_args: Vec<String>,
+    /// Completes kept partial files with `--append-verify`. rsync prints a file's line when it
+    /// was written even if the checksum then failed and it will be sent again, so in this mode
+    /// the lines count bytes only and files are reported once rsync has exited 0.
+    append: bool,
 }
 
 /// A listed entry, with what the stream thread needs to recognise and check it.
@@ -344,12 +403,36 @@ struct Item {
     report: bool,
 }
 
+/// The rsync runs for `send` (entries of `root`): one completing kept partial files first, when
+/// there are any, then one for the rest.
+fn invocations_of(
+    job: &RsyncJob,
+    stream: usize,
+    root: u32,
+    send: &[usize],
+    report: impl Fn(usize) -> bool,
+    scratch: &ScratchDir,
+) -> Result<Vec<Invocation>> {
+    let (append, whole): (Vec<usize>, Vec<usize>) =
+        send.iter().partition(|i| job.partials.contains(i));
+    let mut invocations = Vec::new();
+    for (send, append) in [(append, true), (whole, false)] {
+        if !send.is_empty() {
+            invocations.push(invocation(
+                job, stream, root, &send, &report, append, scratch,
+            )?);
+        }
+    }
+    Ok(invocations)
+}
+
 fn invocation(
     job: &RsyncJob,
     stream: usize,
     root: u32,
     send: &[usize],
     report: impl Fn(usize) -> bool,
+    append: bool,
     scratch: &ScratchDir,
 ) -> Result<Invocation> {
     let (source, dest) = job.tree(root).ok_or_else(|| {
@@ -383,7 +466,8 @@ fn invocation(
         list.extend_from_slice(item.path.as_bytes());
         list.push(0);
     }
-    let stem = format!("stream-{stream}-root-{root}");
+    let mode = if append { "append" } else { "whole" };
+    let stem = format!("stream-{stream}-root-{root}-{mode}");
     let list_file = scratch.path.join(format!("{stem}.list"));
     std::fs::write(&list_file, list).map_err(|e| fs_error("write", &list_file, &e))?;
     Ok(Invocation {
@@ -396,6 +480,7 @@ fn invocation(
         items,
         rsh: job.rsh.clone(),
         extra_args: job.extra_args.clone(),
+        append,
     })
 }
 
@@ -404,7 +489,14 @@ impl Invocation {
         let mut cmd = Command::new("rsync");
         // -lpt and no -r: exactly the listed entries (directories without their contents), no
         // owner or group (pgreplica runs as the PostgreSQL user, not root).
-        cmd.args(["--links", "--perms", "--times", "--whole-file"])
+        // A target file is absent or to be replaced, so no delta pass; a kept partial is completed
+        // by sending its tail, then its checksum is compared with the source's.
+        let mode = if self.append {
+            "--append-verify"
+        } else {
+            "--whole-file"
+        };
+        cmd.args(["--links", "--perms", "--times", mode])
             .args(["--no-inc-recursive", "--from0", "--no-human-readable"])
             .arg(format!("--files-from={}", self.list_file.display()))
             .arg(format!("--out-format={MARKER}%b %l %n"))
@@ -607,6 +699,8 @@ fn run_invocation(
     for (n, item) in inv.items.iter().enumerate() {
         by_path.insert(item.path.trim_end_matches('/'), (n, false));
     }
+    // Bytes sent per item in append mode, reported after rsync has exited 0.
+    let mut appended = vec![0_u64; inv.items.len()];
     let base = sent_before.load(Ordering::Relaxed);
     let mut last_progress = 0u64;
     let mut mismatch = None;
@@ -637,6 +731,8 @@ fn run_invocation(
                             let item = &inv.items[*n];
                             if item.kind == EntryKind::File && length != item.size {
                                 mismatch.get_or_insert((item.path.clone(), length, item.size));
+                            } else if inv.append {
+                                appended[*n] += bytes_sent;
                             } else if item.report && !*seen {
                                 *seen = true;
                                 let _ = tx.send(Msg::Done {
@@ -679,7 +775,8 @@ fn run_invocation(
         .hint("the backup changed after its file list was taken; start the clone again"));
     }
     // rsync exited 0, so every listed entry is in place; the ones it did not name were already
-    // complete and skipped. Check them on disk before reporting them.
+    // complete and skipped, and appended ones were held back. Check them on disk before
+    // reporting them.
     for (n, seen) in by_path.values() {
         let item = &inv.items[*n];
         if *seen || !item.report {
@@ -706,7 +803,7 @@ fn run_invocation(
         }
         let _ = tx.send(Msg::Done {
             index: item.index,
-            bytes_sent: 0,
+            bytes_sent: appended[*n],
         });
     }
     Ok(())
