@@ -34,12 +34,11 @@ fn result_for(step: Step) -> StepResult {
                 location: "/srv/fast".to_string(),
             }],
             backup_dir: "/var/lib/barman/pg/base/20261125T061436".to_string(),
+            wals_directory: "/var/lib/barman/pg/wals".to_string(),
             data_subdir: "data".to_string(),
             has_manifest: true,
         }),
         Step::FetchParams => StepResult::FetchParams(SourceParams {
-            basebackups_directory: Some("/var/lib/barman/pg/base".to_string()),
-            wals_directory: Some("/var/lib/barman/pg/wals".to_string()),
             server_version_num: 150_018,
             system_identifier: "7300000000000000001".to_string(),
             installation_size: 3 << 30,

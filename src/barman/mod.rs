@@ -370,8 +370,9 @@ impl Barman {
             return Err(Error::new(ErrorKind::Config, format!("\"{selector}\" is not a backup id, name or shortcut"))
                 .hint("use --backup-id latest, oldest, a backup id such as 20261125T061436, or a backup name"));
         }
-        let dirs = self.show_server().await?;
-        let shown = self.show_backup(selector).await?;
+        // Each is a Barman process (Python) starting on the host: ask both at once.
+        let (dirs, shown) = tokio::join!(self.show_server(), self.show_backup(selector));
+        let (dirs, shown) = (dirs?, shown?);
         if shown.status != "DONE" {
             return Err(Error::new(
                 ErrorKind::Barman,
@@ -629,6 +630,7 @@ fn facts_from(
         });
     }
     let backup_dir = format!("{}/{id}", dirs.basebackups_directory);
+    let wals_directory = dirs.wals_directory.clone();
     let data_subdir = probe
         .data_subdir
         .clone()
@@ -681,6 +683,7 @@ fn facts_from(
             .or_else(|| shown.system_id.clone()),
         tablespaces,
         backup_dir,
+        wals_directory,
         data_subdir,
         has_manifest: probe.has_manifest,
     })
@@ -888,6 +891,7 @@ mod tests {
                     location: "/tmp/bmcap/tbs1".into()
                 }],
                 backup_dir: "/tmp/bmcap/bh34/pg/base/20261125T150710".into(),
+                wals_directory: "/tmp/bmcap/bh34/pg/wals".into(),
                 data_subdir: "data".into(),
                 has_manifest: true,
             }

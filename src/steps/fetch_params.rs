@@ -1,5 +1,5 @@
-//! FetchParams: Barman's directories for the server, and the source node's version, identity,
-//! size, replication settings and upstream record; whether the replication slot can be used;
+//! FetchParams: the source node's version, identity, size, replication settings and upstream
+//! record; whether the replication slot can be used;
 //! and, with `--replication-conf-only`, whether the data directory restored by other means is a
 //! copy of the source's cluster and is not running. Read-only everywhere.
 
@@ -17,13 +17,6 @@ use std::path::Path;
 pub async fn run(ctx: &mut StepContext<'_>) -> Result<SourceParams> {
     let request = &ctx.record.request;
     let mut params = SourceParams::default();
-    if request.mode == Mode::BarmanRsync {
-        let barman = super::barman_of(request)?;
-        crate::info!("connecting to Barman server to fetch server parameters");
-        let dirs = barman.show_server().await?;
-        params.basebackups_directory = Some(dirs.basebackups_directory);
-        params.wals_directory = Some(dirs.wals_directory);
-    }
     let (node_params, warnings) = inspect_source(request, ctx.record.facts.backup.as_ref()).await?;
     params.server_version_num = node_params.server_version_num;
     params.system_identifier = node_params.system_identifier;

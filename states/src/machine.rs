@@ -177,6 +177,10 @@ pub struct StepFailure {
 
 /// What happened to the step that was begun.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one Outcome exists per step attempt and is consumed at once: boxing saves nothing"
+)]
 pub enum Outcome {
     /// It finished and established this.
     Succeeded(StepResult),

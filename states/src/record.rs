@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the serialised record layout. A store written by a newer pgreplica carries a
 /// larger number and is refused with a clear error instead of being misread.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// Milliseconds since the Unix epoch. Time always comes in as an argument: the machine never
 /// reads the clock.
@@ -204,6 +204,9 @@ pub struct BackupFacts {
     pub tablespaces: Vec<Tablespace>,
     /// Directory of the backup on the Barman host (`<basebackups_directory>/<id>`).
     pub backup_dir: String,
+    /// Barman's `wals_directory` for the server, from the same `show-server` reply as
+    /// `backup_dir` (Barman mode; empty otherwise).
+    pub wals_directory: String,
     /// Sub-directory holding PGDATA inside `backup_dir`: `data`, or `pgdata` for old layouts.
     pub data_subdir: String,
     /// Whether the backup carries pg_basebackup's `backup_manifest`.
@@ -224,10 +227,6 @@ pub struct Tablespace {
 /// What FetchParams learned from Barman and the source node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SourceParams {
-    /// Barman's `basebackups_directory` for the server (Barman mode).
-    pub basebackups_directory: Option<String>,
-    /// Barman's `wals_directory` for the server (Barman mode).
-    pub wals_directory: Option<String>,
     /// `server_version_num` of the source node.
     pub server_version_num: u32,
     /// System identifier of the source node.
