@@ -488,17 +488,22 @@ fn killed_mid_file_then_resumed() {
     assert_same_tree(&src, &dst);
 }
 
+/// A copy of `src` at `dst` made without the engine (`cp -a`: modes and times kept).
+fn copy_tree(src: &Path, dst: &Path) {
+    let status = Command::new("cp")
+        .args(["-a", src.to_str().unwrap(), dst.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a failed");
+}
+
 #[test]
 fn cleanup_removes_partials_and_temp_files_only() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     make_tree(&src, &[]);
     let dst = tmp.path().join("dst");
-    let status = Command::new("cp")
-        .args(["-a", src.to_str().unwrap(), dst.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    copy_tree(&src, &dst);
     let mut entries = manifest(&src);
     let find = |p: &str| entries.iter().position(|e| e.path == p).unwrap();
     let (partial, complete, done) = (
@@ -562,11 +567,7 @@ fn kept_partials_are_completed_from_where_they_stopped_and_checked() {
     let big = 4 << 20;
     make_tree(&src, &[(good, big), (bad, big)]);
     let dst = tmp.path().join("dst");
-    let status = Command::new("cp")
-        .args(["-a", src.to_str().unwrap(), dst.to_str().unwrap()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    copy_tree(&src, &dst);
     let entries = manifest(&src);
     let find = |p: &str| entries.iter().position(|e| e.path == p).unwrap();
     let now = SystemTime::now();
