@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 pub enum Level {
     /// Everything, including the commands run.
     Debug = 0,
-    /// Progress of each step.
+    /// Progress of each step (the default, as in repmgr).
     Info = 1,
-    /// Milestones (the default).
+    /// Milestones.
     Notice = 2,
     /// Problems that do not stop the clone.
     Warning = 3,
