@@ -1,6 +1,6 @@
-//! The rsync engine against real rsync on local trees: full copies, a SIGKILL mid-file and the
-//! resume after it from where the file stopped, kept partial files (good and corrupt), a failing
-//! stream, and a remote shell.
+//! The rsync engine against real rsync on local trees: full copies, a SIGKILL mid-file, another
+//! while that file is being completed, and the resume from where it stopped, kept partial files
+//! (good and corrupt), a failing stream, and a remote shell.
 //!
 //! These tests need `rsync` on PATH and fail, saying so, without it. They must not depend on
 //! timing: the kill test synchronises on the engine's own FileDone and progress output.
@@ -329,11 +329,20 @@ fn kill_test_paths(dir: &Path) -> (PathBuf, PathBuf) {
     (dir.join("src"), dir.join("dst"))
 }
 
+/// Set (with [`CHILD_ENV`]) when the child must first tidy what an earlier kill left, keeping
+/// partial copies to be completed, as the Transfer step does on a resume.
+const CHILD_TIDY_ENV: &str = "PGREPLICA_TEST_RSYNC_CHILD_TIDY";
+
 /// The child's part: copy with 2 streams at 1 MB/s, print every event, until killed.
 fn kill_test_child(dir: &Path) {
     let (src, dst) = kill_test_paths(dir);
     let mut job = job(&src, &dst, manifest(&src));
     job.extra_args = vec!["--bwlimit=1000".into()];
+    if std::env::var_os(CHILD_TIDY_ENV).is_some() {
+        let cleanup = cleanup_partial(&job).unwrap();
+        job.partials = cleanup.kept.iter().map(|&(i, _)| i).collect();
+        assert!(!job.partials.is_empty(), "nothing to complete: {cleanup:?}");
+    }
     let plan = plan_streams(&job.entries, 2);
     let mut out = std::io::stdout().lock();
     let result = runtime().block_on(run_streams(&job, &plan, |event| {
@@ -350,8 +359,76 @@ fn kill_test_child(dir: &Path) {
     panic!("the child's copy ended before it was killed: {result:?}");
 }
 
+/// Runs the engine in a child process (this test binary re-executed) and SIGKILLs the child
+/// when `kill_now(done so far, stream, bytes)` says so on a progress line. Waits (bounded)
+/// until the guardians have killed every rsync of the child, then returns the entries the
+/// child reported done.
+fn run_child_until(
+    test: &str,
+    dir: &Path,
+    tidy: bool,
+    mut kill_now: impl FnMut(&BTreeSet<usize>, usize, u64) -> bool,
+) -> BTreeSet<usize> {
+    let (_, dst) = kill_test_paths(dir);
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([test, "--exact", "--nocapture"])
+        .env(CHILD_ENV, dir)
+        .stdout(Stdio::piped());
+    if tidy {
+        command.env(CHILD_TIDY_ENV, "1");
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut done = BTreeSet::new();
+    let mut groups = BTreeSet::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["ENGINE", "DONE", index] => {
+                done.insert(index.parse().unwrap());
+            }
+            ["ENGINE", "PROGRESS", stream, bytes]
+                if kill_now(&done, stream.parse().unwrap(), bytes.parse().unwrap()) =>
+            {
+                groups = rsync_groups_mentioning(dst.to_str().unwrap());
+                child.kill().unwrap();
+                break;
+            }
+            _ => {}
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        !groups.is_empty(),
+        "no rsync was running when the child was killed"
+    );
+    assert!(!status.success(), "the child was not killed: {status:?}");
+    // DONE lines the child printed before it died.
+    for line in lines {
+        let line = line.unwrap();
+        if let Some(index) = line.strip_prefix("ENGINE DONE ") {
+            done.insert(index.parse().unwrap());
+        }
+    }
+    // The guardian kills each group when the child dies; that takes a moment, so wait for it
+    // (bounded), then insist.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !alive_in_groups(&groups).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let survivors = alive_in_groups(&groups);
+    assert!(
+        survivors.is_empty(),
+        "rsync processes survived: {survivors:#?}"
+    );
+    done
+}
+
 #[test]
-fn killed_mid_file_then_resumed() {
+fn killed_mid_file_then_while_completing_it_then_resumed() {
+    const TEST: &str = "killed_mid_file_then_while_completing_it_then_resumed";
     if let Ok(dir) = std::env::var(CHILD_ENV) {
         kill_test_child(Path::new(&dir));
         return;
@@ -374,64 +451,15 @@ fn killed_mid_file_then_resumed() {
         "the big file should have a stream to itself, so that stream's progress is its progress"
     );
 
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["killed_mid_file_then_resumed", "--exact", "--nocapture"])
-        .env(CHILD_ENV, tmp.path())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut done = BTreeSet::new();
-    let mut file_done = false;
-    let mut groups = BTreeSet::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        let words: Vec<&str> = line.split_whitespace().collect();
-        match words.as_slice() {
-            ["ENGINE", "DONE", index] => {
-                let index: usize = index.parse().unwrap();
-                assert_ne!(index, big, "the big file finished before the kill");
-                file_done |= entries[index].kind == EntryKind::File;
-                done.insert(index);
-            }
-            ["ENGINE", "PROGRESS", stream, bytes] => {
-                let in_flight = stream.parse::<usize>().unwrap() == big_stream
-                    && bytes.parse::<u64>().unwrap() >= 1 << 20;
-                if file_done && in_flight {
-                    // The kill moment: a file is complete and the big one is a megabyte in.
-                    groups = rsync_groups_mentioning(dst.to_str().unwrap());
-                    child.kill().unwrap();
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(
-        !groups.is_empty(),
-        "no rsync was running when the child was killed"
-    );
-    assert!(!status.success(), "the child was not killed: {status:?}");
-    // DONE lines the child printed before it died.
-    for line in lines {
-        let line = line.unwrap();
-        if let Some(index) = line.strip_prefix("ENGINE DONE ") {
-            done.insert(index.parse().unwrap());
-        }
-    }
-
-    // The guardian kills each group when the child dies; that takes a moment, so wait for it
-    // (bounded), then insist.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !alive_in_groups(&groups).is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let survivors = alive_in_groups(&groups);
-    assert!(
-        survivors.is_empty(),
-        "rsync processes survived: {survivors:#?}"
-    );
+    // First kill: a file is complete and the big one is a megabyte in.
+    let done = run_child_until(TEST, tmp.path(), false, |done, stream, bytes| {
+        assert!(
+            !done.contains(&big),
+            "the big file finished before the kill"
+        );
+        let file_done = done.iter().any(|&i| entries[i].kind == EntryKind::File);
+        file_done && stream == big_stream && bytes >= 1 << 20
+    });
 
     // SIGKILL of the whole group leaves rsync's temp file and nothing at the final name.
     let big_dir = dst.join("base/5");
@@ -446,7 +474,6 @@ fn killed_mid_file_then_resumed() {
         !dst.join(PG_CONTROL).exists(),
         "pg_control was copied before the streams ended"
     );
-
     for &i in &done {
         entries[i].done = true;
     }
@@ -455,15 +482,31 @@ fn killed_mid_file_then_resumed() {
         temp_len > 0 && temp_len < BIG_LEN as u64,
         "the temp file holds {temp_len} bytes"
     );
-    let mut resume = job(&src, &dst, entries.clone());
-    // The first bytes of the big file are kept under its final name, to be completed.
+    // The first bytes of the big file are kept under its final name, to be completed; tidying
+    // again changes nothing.
+    let resume = job(&src, &dst, entries.clone());
     let cleanup = cleanup_partial(&resume).unwrap();
     assert_eq!(cleanup.removed, Vec::<PathBuf>::new());
     assert_eq!(cleanup.kept, vec![(big, temp_len)]);
     assert!(!big_dir.join(&temps[0]).exists());
     assert_eq!(dst.join(BIG).metadata().unwrap().len(), temp_len);
-    // Tidying again changes nothing.
     assert_eq!(cleanup_partial(&resume).unwrap(), cleanup);
+
+    // Second kill: while rsync --append-verify completes the big file in place, half a
+    // megabyte further. It must not be reported done.
+    let grown = |len: u64| len >= temp_len + (512 << 10);
+    let done_again = run_child_until(TEST, tmp.path(), true, |_, stream, _| {
+        stream == big_stream && grown(dst.join(BIG).metadata().unwrap().len())
+    });
+    assert!(!done_again.contains(&big), "the big file was reported done");
+    let kept_len = dst.join(BIG).metadata().unwrap().len();
+    assert!(
+        grown(kept_len) && kept_len < BIG_LEN as u64,
+        "the big file holds {kept_len} bytes after the second kill"
+    );
+    let mut resume = job(&src, &dst, entries.clone());
+    let cleanup = cleanup_partial(&resume).unwrap();
+    assert_eq!(cleanup.kept, vec![(big, kept_len)], "{cleanup:?}");
     resume.partials = cleanup.kept.iter().map(|&(i, _)| i).collect();
 
     // Done files must not be sent again: rsync would replace them through a new inode.
@@ -475,7 +518,7 @@ fn killed_mid_file_then_resumed() {
     assert!(!inodes.is_empty());
     let (again, sent) = run_counting_bytes(&runtime(), &resume, 2);
     assert_reported_once(&entries, &again);
-    let tail = BIG_LEN as u64 - temp_len;
+    let tail = BIG_LEN as u64 - kept_len;
     assert!(
         sent[&big] <= tail + RSYNC_OVERHEAD,
         "the big file was sent again from its start: {} bytes for a tail of {tail}",
