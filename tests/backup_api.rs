@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::api::{api_conf, ApiServer};
+use common::api::{self, api_conf};
 use common::{debian_lab, spawn, Bench};
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -101,7 +101,7 @@ fn owned_by_postgres(path: &Path) {
 fn clone_through_the_api_gives_a_streaming_standby() {
     let bench = Bench::start(debian_lab());
     // /status first answers an HTML 500; the first POST gets the API's duplicate-id 500.
-    let server = ApiServer::start(&bench, &["--fault", "html500:1", "--fault", "post500:1"]);
+    let server = api::start(&bench, &["--fault", "html500:1", "--fault", "post500:1"]);
     let data_dir = bench.lab.new_dir("standby");
     let conf = api_conf(&bench, &server.host(), &data_dir, "");
     let args = bench.start_args(&conf, &[]);
@@ -138,7 +138,7 @@ fn killed_while_polling_with_the_api_restarted_resume_reattaches_to_the_one_oper
     let gate = bench.lab.dir().join("worker-gate");
     std::fs::write(&gate, "held by the test\n").unwrap();
     let gate_arg = gate.display().to_string();
-    let mut server = ApiServer::start(&bench, &["--gate", &gate_arg]);
+    let mut server = api::start(&bench, &["--gate", &gate_arg]);
     let data_dir = bench.lab.new_dir("standby");
     let conf = api_conf(&bench, &server.host(), &data_dir, "");
     let mut start = Watched::new(spawn(&bench, &bench.start_args(&conf, &[])));
@@ -159,14 +159,17 @@ fn killed_while_polling_with_the_api_restarted_resume_reattaches_to_the_one_oper
     ));
     resume.wait_line("Connection refused", Duration::from_secs(60));
     resume.wait_line("INFO: Retrying...", Duration::from_secs(10));
-    server.spawn(&[
-        "--gate",
-        &gate_arg,
-        "--fault",
-        "html500:2",
-        "--fault",
-        "malformed:2",
-    ]);
+    api::respawn(
+        &mut server,
+        &[
+            "--gate",
+            &gate_arg,
+            "--fault",
+            "html500:2",
+            "--fault",
+            "malformed:2",
+        ],
+    );
     resume.wait_line("malformed reply", Duration::from_secs(60));
     std::fs::remove_file(&gate).unwrap();
     let (code, stderr) = resume.finish();
@@ -186,7 +189,7 @@ fn killed_while_polling_with_the_api_restarted_resume_reattaches_to_the_one_oper
 #[test]
 fn a_crash_between_post_and_recording_the_id_is_resumed_without_a_second_post() {
     let bench = Bench::start(debian_lab());
-    let server = ApiServer::start(&bench, &[]);
+    let server = api::start(&bench, &[]);
     let data_dir = bench.lab.new_dir("standby");
     let conf = api_conf(&bench, &server.host(), &data_dir, "");
     let args = bench.start_args(&conf, &[]);
@@ -233,7 +236,7 @@ fn a_crash_between_post_and_recording_the_id_is_resumed_without_a_second_post() 
 #[test]
 fn missing_backup_failed_and_stalled_operations_exit_28() {
     let bench = Bench::start(debian_lab());
-    let mut server = ApiServer::start(&bench, &[]);
+    let mut server = api::start(&bench, &[]);
 
     // A backup the catalogue does not hold: the POST's 404 names it; nothing is created.
     let data_dir = bench.lab.new_dir("no-backup");
@@ -287,7 +290,7 @@ fn missing_backup_failed_and_stalled_operations_exit_28() {
 
     // A worker that died: IN_PROGRESS forever, nothing arrives, the stall timeout ends it.
     server.kill();
-    server.spawn(&["--worker-dies"]);
+    api::respawn(&mut server, &["--worker-dies"]);
     let data_dir = bench.lab.new_dir("stalled");
     let conf = api_conf(
         &bench,

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::api::{api_conf, ApiServer};
+use common::api::{self, api_conf, ApiServer};
 use common::{debian_lab, Bench};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -207,7 +207,7 @@ fn tls_keys(ca: &Path, client: Option<&Pki>) -> String {
 fn tls_bench() -> (Bench, Pki, ApiServer, TlsProxy) {
     let bench = Bench::start(debian_lab());
     let pki = Pki::generate(&bench);
-    let server = ApiServer::start(&bench, &[]);
+    let server = api::start(&bench, &[]);
     let proxy = TlsProxy::start(&bench, &pki, server.port());
     (bench, pki, server, proxy)
 }

@@ -10,6 +10,7 @@
 //!
 //! # Layout
 //! - `lab` — [`Lab`], [`LabOptions`]: standing a lab up, using it, tearing it down.
+//! - [`api_server`] — the pg-backup-api test server on a lab, repmgr.conf for API mode.
 //! - [`clone_check`] — watching a clone from outside: status, kills, digests.
 //! - [`chaos`] — the kill-anywhere campaign's core (`cargo xtask chaos`, `tests/chaos.rs`).
 //! - `postgres` — initdb, pg_ctl, psql, [`Standby`].
@@ -36,6 +37,7 @@
 //!   ssh/                 sshd_config, host key, sshd.log, keys/{postgres,barman}, authorized_keys/
 //! ```
 
+pub mod api_server;
 mod barman;
 pub mod chaos;
 pub mod clone_check;

@@ -1,12 +1,13 @@
 //! `cargo xtask chaos`: the kill-anywhere campaign — pgreplica killed for real inside every
-//! step and mid-file, resumed, and compared with an uninterrupted clone of the same backup.
+//! step and mid-file, resumed, and checked: compared with an uninterrupted clone of the same
+//! backup (Barman and pg-backup-api modes), or verified against its manifest (pg_basebackup).
 //! Option parsing, the build, the lab and the printing live here; the campaign itself is
 //! `lab::chaos`, which `tests/chaos.rs` runs too. It must not soften a failure: any failed round
 //! makes the command fail, with the round's directory kept and the command that replays it.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use lab::chaos::{summary, Campaign, ChaosOptions};
+use lab::chaos::{summary, Campaign, ChaosMode, ChaosOptions};
 use lab::{BarmanFlavor, Lab, LabOptions, KEEP_ENV};
 
 use crate::{stage, usage, Failure};
@@ -15,6 +16,7 @@ use crate::{stage, usage, Failure};
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct ChaosArgs {
     lab: LabOptions,
+    mode: ChaosMode,
     rounds: u32,
     /// None: a seed from the clock, printed so the campaign can be replayed.
     seed: Option<u64>,
@@ -22,11 +24,13 @@ pub(crate) struct ChaosArgs {
     round: Option<u32>,
 }
 
-/// Parses `--rounds N`, `--seed S`, `--round R`, `--barman debian|pypi`, `--scale N`.
+/// Parses `--mode barman|api|basebackup`, `--rounds N`, `--seed S`, `--round R`, `--barman
+/// debian|pypi`, `--scale N`.
 pub(crate) fn parse(args: &[String]) -> Result<ChaosArgs, Failure> {
     let bad = |msg: String| Failure::new("arguments", format!("{msg}\n{}", usage()));
     let mut parsed = ChaosArgs {
         lab: LabOptions::default(),
+        mode: ChaosMode::Barman,
         rounds: 20,
         seed: None,
         round: None,
@@ -43,6 +47,12 @@ pub(crate) fn parse(args: &[String]) -> Result<ChaosArgs, Failure> {
                 .map_err(|_| bad(format!("{arg} {value}: expected a number")))
         };
         match arg.as_str() {
+            "--mode" => {
+                let v = value()?;
+                parsed.mode = ChaosMode::parse(v).ok_or_else(|| {
+                    bad(format!("--mode {v}: expected barman, api or basebackup"))
+                })?;
+            }
             "--rounds" => {
                 parsed.rounds = u32::try_from(number(value()?)?)
                     .ok()
@@ -90,24 +100,48 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
         None => (1..=args.rounds).collect(),
     };
     println!(
-        "chaos: seed {seed}, {} round(s), Barman {:?}, pgbench scale {}",
+        "chaos: {} mode, seed {seed}, {} round(s), Barman {:?}, pgbench scale {}",
+        args.mode.label(),
         rounds.len(),
         args.lab.barman,
         args.lab.scale
     );
     let built = crate::build_pgreplica_release()?;
+    let apiserver = match args.mode {
+        ChaosMode::Api => Some(crate::build_release(
+            "pgreplica-apiserver",
+            "pgreplica-apiserver",
+        )?),
+        ChaosMode::Barman | ChaosMode::BaseBackup => None,
+    };
 
     let lab = stage("start lab", || Lab::start(args.lab.clone()))?;
     eprintln!("   lab in {}", lab.dir().display());
     let pgreplica = lab.install_binary(&built);
     let options = ChaosOptions {
+        mode: args.mode,
         seed,
+        apiserver,
+        // pg_basebackup's --max-rate (kB/s): a scale-1 copy of a few seconds.
+        bwlimit_kbps: match args.mode {
+            ChaosMode::BaseBackup => (4000, 16000),
+            ChaosMode::Barman | ChaosMode::Api => ChaosOptions::default().bwlimit_kbps,
+        },
+        // Each pg_basebackup round's result must start as a standby and stream.
+        start_standby: args.mode == ChaosMode::BaseBackup,
         ..ChaosOptions::default()
     };
-    let campaign = stage("reference clone (uninterrupted)", || {
-        Campaign::prepare(&lab, &pgreplica, options)
-    })?;
-    println!("chaos: every round clones backup {}", campaign.backup_id());
+    let prepare = match args.mode {
+        ChaosMode::Barman | ChaosMode::Api => "reference clone (uninterrupted)",
+        ChaosMode::BaseBackup => "campaign (no reference: each pg_basebackup is a new backup)",
+    };
+    let campaign = stage(prepare, || Campaign::prepare(&lab, &pgreplica, options))?;
+    match args.mode {
+        ChaosMode::Barman | ChaosMode::Api => {
+            println!("chaos: every round clones backup {}", campaign.backup_id());
+        }
+        ChaosMode::BaseBackup => println!("chaos: every round runs pg_basebackup from the primary"),
+    }
 
     let mut reports = Vec::new();
     for round in rounds {
@@ -129,8 +163,9 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
         .iter()
         .map(|r| {
             format!(
-                "  round {}: cargo xtask chaos --seed {seed} --round {}{barman} --scale {}   (kept {})",
+                "  round {}: cargo xtask chaos --mode {} --seed {seed} --round {}{barman} --scale {}   (kept {})",
                 r.round,
+                args.mode.name(),
                 r.round,
                 args.lab.scale,
                 r.data_dir.display()
@@ -173,12 +208,22 @@ mod tests {
             parse(&strings(&["--seed", "42", "--round", "7"])).unwrap_or_else(|f| panic!("{f}"));
         assert_eq!(replay.round, Some(7));
         assert_eq!(parse(&[]).map(|p| p.rounds).ok(), Some(20));
+        assert_eq!(parse(&[]).map(|p| p.mode).ok(), Some(ChaosMode::Barman));
+        for (name, mode) in [
+            ("barman", ChaosMode::Barman),
+            ("api", ChaosMode::Api),
+            ("basebackup", ChaosMode::BaseBackup),
+        ] {
+            let parsed = parse(&strings(&["--mode", name])).unwrap_or_else(|f| panic!("{f}"));
+            assert_eq!(parsed.mode, mode);
+        }
         for bad in [
             &["--rounds", "0"][..],
             &["--round", "3"],
             &["--seed", "x"],
             &["--seed"],
             &["--fast"],
+            &["--mode", "tar"],
         ] {
             assert!(parse(&strings(bad)).is_err(), "{bad:?}");
         }

@@ -29,7 +29,9 @@ commands:
   bench [BENCH OPTIONS]        time pgreplica against rsync over ssh, repmgr and barman recover
                                on one lab; prints ratios against the run's own baseline
   chaos [CHAOS OPTIONS]        kill pgreplica anywhere (every step, mid-file), resume, and check
-                               each clone is identical to an uninterrupted one (docs/chaos.md)
+                               each clone (identical to an uninterrupted one in the Barman and
+                               API modes; verified against its manifest with pg_basebackup)
+                               (docs/chaos.md)
 
 lab options:
   --barman debian|pypi         Barman 3.4.0 from Debian (default) or 3.19.x from PyPI
@@ -37,6 +39,8 @@ lab options:
   --scale N                    pgbench scale of the primary's data (default 1)
 
 chaos options:
+  --mode barman|api|basebackup the copying mode to kill: Barman over rsync (default),
+                               pg-backup-api (against pgreplica-apiserver), or pg_basebackup
   --rounds N                   rounds of kills and resumes (default 20)
   --seed S                     the campaign's seed (default: from the clock; always printed)
   --round R                    replay round R of the campaign with --seed S alone
@@ -138,23 +142,21 @@ pub(crate) fn usage() -> String {
 /// Builds pgreplica in release mode and returns the binary's path. Done before any lab starts:
 /// a compile error should not cost a lab start.
 pub(crate) fn build_pgreplica_release() -> Result<PathBuf, Failure> {
-    stage("build pgreplica (release)", || {
+    build_release("pgreplica", "pgreplica")
+}
+
+/// Builds binary `bin` of workspace package `package` in release mode and returns its path.
+pub(crate) fn build_release(package: &str, bin: &str) -> Result<PathBuf, Failure> {
+    stage(&format!("build {bin} (release)"), || {
         run_visible(
-            cargo().args([
-                "build",
-                "--release",
-                "--package",
-                "pgreplica",
-                "--bin",
-                "pgreplica",
-            ]),
+            cargo().args(["build", "--release", "--package", package, "--bin", bin]),
             Duration::from_secs(3600),
         )
     })?;
     let target_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    Ok(target_dir.join("release/pgreplica"))
+    Ok(target_dir.join("release").join(bin))
 }
 
 /// The workspace root (xtask lives in `<root>/xtask`). `cargo run` tells us where xtask's
