@@ -84,8 +84,8 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(60);
 /// the kill lands anywhere inside it. The quick ones are killed when first seen.
 fn step_delay_ms(step: &str) -> u32 {
     match step {
-        "VerifyBackup" => 800,
-        "FetchParams" => 400,
+        // show-server and show-backup at once, then the probe: about 0.8 s.
+        "VerifyBackup" => 700,
         "Transfer" => 40,
         _ => 0,
     }
