@@ -4,7 +4,7 @@
 //! tokio-postgres does not read libpq's environment or password file, so this module does: `-h
 //! -p -U -d` first, then `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, then libpq's defaults; the
 //! password from `PGPASSWORD` or the password file (`passfile`, `PGPASSFILE`, `~/.pgpass`).
-//! Passwords never leave this module: [`SourceNode::conninfo`] has none.
+//! Passwords never leave this module: [`Target::conninfo`] has none.
 //!
 //! It must not decide anything about the clone; it answers questions.
 

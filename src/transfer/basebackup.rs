@@ -4,7 +4,7 @@
 //! pg_basebackup cannot resume, so this step restarts cleanly instead: before it runs, whatever
 //! an earlier attempt left in the data directory, the WAL directory and the mapped tablespace
 //! targets is removed, and the restart is counted from the record's history. A running
-//! postmaster is never wiped. The child runs under [`rsync::spawn_guarded`], so it dies with
+//! postmaster is never wiped. The child runs under [`guardian::spawn_guarded`], so it dies with
 //! pgreplica, even when pgreplica is SIGKILLed, and a dropped step (SIGINT) stops it.
 //!
 //! It owns the pg_basebackup command line: the operator's `pg_basebackup_options` are honoured,
@@ -12,7 +12,7 @@
 //! target, tar format, a recovery configuration of pg_basebackup's own). It must not touch the
 //! store or the replication configuration.
 
-use super::rsync;
+use super::guardian;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg_tools::pg_program;
 use crate::replication_conf::durable::io_error;
@@ -462,7 +462,7 @@ async fn watch(
     std::thread::Builder::new()
         .name("pg_basebackup".into())
         .spawn(move || {
-            let mut child = match rsync::spawn_guarded(&mut command) {
+            let mut child = match guardian::spawn_guarded(&mut command) {
                 Ok(child) => child,
                 Err(e) => {
                     let _ = spawned_tx.send(Err(e));

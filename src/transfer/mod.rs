@@ -4,6 +4,7 @@
 pub mod backup_api;
 pub mod barman_rsync;
 pub mod basebackup;
+pub mod guardian;
 pub mod rsync;
 pub mod streams;
 
