@@ -296,7 +296,7 @@ fn status(state_dir: &Path, args: StatusArgs) -> Result<()> {
     let written = if args.json {
         crate::status::write_json(&views, &mut out)
     } else {
-        crate::status::write_text(&views, &mut out)
+        crate::status::write_text(&views, state_dir, &mut out)
     };
     written.map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))
 }

@@ -7,6 +7,7 @@ use crate::store::StatusView;
 use serde_json::json;
 use states::{Phase, Verification};
 use std::io::{self, Write};
+use std::path::Path;
 
 /// Writes the views as one JSON document: `{"clones": [...]}`.
 pub fn write_json(views: &[StatusView], out: &mut dyn Write) -> io::Result<()> {
@@ -56,10 +57,14 @@ fn phase_name(view: &StatusView) -> String {
     }
 }
 
-/// Writes a readable summary of each view.
-pub fn write_text(views: &[StatusView], out: &mut dyn Write) -> io::Result<()> {
+/// Writes a readable summary of each view; with none, says which state directory is empty.
+pub fn write_text(views: &[StatusView], state_dir: &Path, out: &mut dyn Write) -> io::Result<()> {
     if views.is_empty() {
-        return writeln!(out, "no clones in the state directory");
+        return writeln!(
+            out,
+            "no clones in the state directory \"{}\" (another one is chosen with --state-dir or PGREPLICA_STATE_DIR)",
+            state_dir.display()
+        );
     }
     for (index, view) in views.iter().enumerate() {
         if index > 0 {

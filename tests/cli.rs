@@ -134,6 +134,18 @@ fn resume_and_status_of_an_unknown_clone_exit_42() {
     assert!(output.status.success(), "{}", stderr(&output));
     let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(value["clones"], serde_json::json!([]));
+    // Without clones, the text says which state directory it looked in.
+    let output = scratch.run_as_postgres(&["clone", "status"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let state = scratch.path("state");
+    assert!(
+        text.contains(&format!(
+            "no clones in the state directory \"{}\"",
+            state.display()
+        )),
+        "{text}"
+    );
 }
 
 fn is_empty(dir: &Path) -> bool {
