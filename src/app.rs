@@ -246,8 +246,16 @@ async fn drive(
 fn report_done(record: &CloneRecord) {
     let data_dir = &record.request.data_dir;
     if let Some(transfer) = &record.facts.transfer {
+        let kept = if transfer.bytes_kept > 0 {
+            format!(
+                ", and {} of files copied in part kept",
+                human_bytes(transfer.bytes_kept)
+            )
+        } else {
+            String::new()
+        };
         crate::notice!(
-            "copied {} in {} files in {:.1} s ({} files already present from an earlier run)",
+            "copied {} in {} files in {:.1} s ({} files already present from an earlier run{kept})",
             human_bytes(transfer.bytes_sent),
             transfer.files,
             transfer.duration_ms as f64 / 1000.0,

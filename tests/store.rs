@@ -52,6 +52,7 @@ fn result_for(step: Step) -> StepResult {
             bytes_total: 3 << 30,
             bytes_sent: 1 << 30,
             files_reused: 800,
+            bytes_kept: 40 << 20,
             duration_ms: 61_000,
             restarts: 0,
         }),

@@ -72,6 +72,7 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
         bytes_total: bytes,
         bytes_sent: bytes.saturating_sub(bytes_at_start),
         files_reused: 0,
+        bytes_kept: 0,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         restarts: 0,
     })

@@ -78,11 +78,12 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
             crate::debug!("removed \"{}\"", path.display());
         }
     }
+    let bytes_kept = cleanup.kept.iter().map(|&(_, bytes)| bytes).sum();
     if !cleanup.kept.is_empty() {
         crate::notice!(
             "continuing {} partially copied file(s) where they stopped ({} already there)",
             cleanup.kept.len(),
-            crate::progress::human_bytes(cleanup.kept.iter().map(|&(_, bytes)| bytes).sum())
+            crate::progress::human_bytes(bytes_kept)
         );
         for &(index, bytes) in &cleanup.kept {
             crate::debug!("kept {bytes} bytes of \"{}\"", job.entries[index].path);
@@ -151,6 +152,7 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
         bytes_total,
         bytes_sent: stats.bytes_sent,
         files_reused: files_done,
+        bytes_kept,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         restarts: 0,
     })

@@ -274,6 +274,9 @@ pub struct TransferSummary {
     pub bytes_sent: u64,
     /// Files that an earlier, interrupted run had already completed.
     pub files_reused: u64,
+    /// Bytes of files an interrupted run had copied in part, kept and completed by the
+    /// finishing run instead of sent again (Barman mode; 0 in the other modes).
+    pub bytes_kept: u64,
     /// Wall time of the finishing run.
     pub duration_ms: u64,
     /// Times the transfer had to start over (pg_basebackup cannot resume).

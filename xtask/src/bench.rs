@@ -148,7 +148,7 @@ impl Contender {
 #[derive(Clone, Debug)]
 struct Sample {
     seconds: f64,
-    /// Resume only: bytes the resume sent again, and bytes on disk when the clone was killed.
+    /// Resume only: bytes the resume sent again and kept, and bytes on disk at the kill.
     resume: Option<ResumeFacts>,
     /// pgreplica only: seconds per step, from the clone's own history, in order.
     steps: Vec<(String, f64)>,
@@ -157,6 +157,8 @@ struct Sample {
 #[derive(Clone, Copy, Debug)]
 struct ResumeFacts {
     resent: u64,
+    /// Bytes of the files in flight at the kill that the resume kept and completed.
+    kept: u64,
     on_disk_at_kill: u64,
 }
 
@@ -376,13 +378,16 @@ impl Bench {
         resume.args(["clone", "resume"]).arg(dest);
         let seconds = run_to_end(&mut resume, &log.with_extension("resume.log"))?;
         let status = self.check_verified(dest)?;
-        let resent = status["record"]["facts"]["transfer"]["bytes_sent"]
-            .as_u64()
-            .ok_or_else(|| format!("no transfer.bytes_sent in the clone's status: {status}"))?;
+        let transfer = |key: &str| {
+            status["record"]["facts"]["transfer"][key]
+                .as_u64()
+                .ok_or_else(|| format!("no transfer.{key} in the clone's status: {status}"))
+        };
         Ok(Sample {
             seconds,
             resume: Some(ResumeFacts {
-                resent,
+                resent: transfer("bytes_sent")?,
+                kept: transfer("bytes_kept")?,
                 on_disk_at_kill,
             }),
             steps: Vec::new(),
@@ -798,8 +803,8 @@ impl Report {
             .map_or(f64::NAN, |(_, s, _)| s.median)
     }
 
-    /// Median bytes re-sent by the resumes, and median share of the backup on disk at the kill.
-    fn resume_facts(&self) -> Option<(u64, u64)> {
+    /// Medians over the resumes: bytes re-sent, bytes kept, bytes on disk at the kill.
+    fn resume_facts(&self) -> Option<(u64, u64, u64)> {
         let facts: Vec<ResumeFacts> = self
             .rows
             .iter()
@@ -814,6 +819,7 @@ impl Report {
         };
         Some((
             median(facts.iter().map(|f| f.resent).collect()),
+            median(facts.iter().map(|f| f.kept).collect()),
             median(facts.iter().map(|f| f.on_disk_at_kill).collect()),
         ))
     }
@@ -876,18 +882,20 @@ impl Report {
                 shown.join(", ")
             );
         }
-        if let Some((resent, at_kill)) = self.resume_facts() {
+        if let Some((resent, kept, at_kill)) = self.resume_facts() {
             let full = self.median_of(Contender::Pgreplica { jobs: 1 });
             let resume = self.median_of(Contender::Resume { jobs: 1 });
             let _ = writeln!(
                 out,
                 "after a SIGKILL with {:.0} % of the backup on disk: pgreplica finishes in {resume:.2} s \
-                 ({:.0} % of its full clone), re-sending {:.0} MB ({:.0} % of the backup);\n\
+                 ({:.0} % of its full clone), re-sending {:.0} MB ({:.0} % of the backup) and keeping \
+                 {:.0} MB of the file(s) in flight;\n\
                  repmgr cannot resume: it starts over, {repmgr:.2} s (a full clone).",
                 at_kill as f64 * 100.0 / self.backup_bytes as f64,
                 resume * 100.0 / full,
                 resent as f64 / ONE_MB,
                 resent as f64 * 100.0 / self.backup_bytes as f64,
+                kept as f64 / ONE_MB,
             );
         }
         out
@@ -913,7 +921,7 @@ impl Report {
                 let resumes: Vec<Value> = samples
                     .iter()
                     .filter_map(|s| s.resume)
-                    .map(|r| json!({"resent_bytes": r.resent, "on_disk_at_kill_bytes": r.on_disk_at_kill}))
+                    .map(|r| json!({"resent_bytes": r.resent, "kept_bytes": r.kept, "on_disk_at_kill_bytes": r.on_disk_at_kill}))
                     .collect();
                 if !resumes.is_empty() {
                     row["resumes"] = Value::Array(resumes);
