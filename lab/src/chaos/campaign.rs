@@ -1,0 +1,210 @@
+//! The campaign on a lab ([`Campaign`]): preparing it — the pinned backup, the pg-backup-api
+//! server, the uninterrupted reference clone — and what its rounds use to run pgreplica: the
+//! repmgr.conf and arguments of a clone in the campaign's mode, starting pgreplica, reading its
+//! status.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::options::{ChaosMode, ChaosOptions};
+use crate::api_server::{api_conf, ApiServer};
+use crate::clone_check::{
+    clone_status, pgreplica, spawn_in_group, tree_digest, wait_until_stopped, TreeDigest,
+};
+use crate::{exec, Lab};
+
+/// How long a killed clone may take to free its lock.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A campaign on a lab: the mode, the pinned backup and the reference clone's digest (Barman
+/// and pg-backup-api modes), the API server (pg-backup-api mode).
+pub struct Campaign<'a> {
+    pub(super) lab: &'a Lab,
+    binary: PathBuf,
+    pub(super) options: ChaosOptions,
+    pub(super) backup_id: String,
+    pub(super) reference: TreeDigest,
+    /// How long the reference clone's Transfer took: the window API-mode kills aim into.
+    pub(super) reference_transfer: Duration,
+    /// The API server (pg-backup-api mode); a round restarts it, hence the cell.
+    api: Option<RefCell<ApiServer>>,
+}
+
+impl<'a> Campaign<'a> {
+    /// Pins the lab's newest backup and, in Barman and pg-backup-api modes, clones it once
+    /// without interruption (the reference); pg-backup-api mode first starts the API server.
+    /// `binary` is pgreplica as installed in the lab ([`Lab::install_binary`]).
+    pub fn prepare(
+        lab: &'a Lab,
+        binary: &Path,
+        options: ChaosOptions,
+    ) -> Result<Campaign<'a>, String> {
+        let backup_id = newest_backup(lab)?;
+        let api = start_api_server(lab, &options)?;
+        let mut campaign = Campaign {
+            lab,
+            binary: binary.to_path_buf(),
+            options,
+            backup_id,
+            reference: TreeDigest::new(),
+            reference_transfer: Duration::ZERO,
+            api,
+        };
+        if campaign.options.mode == ChaosMode::BaseBackup {
+            // Every pg_basebackup is a new backup: there is nothing to compare with.
+            return Ok(campaign);
+        }
+        campaign.clone_reference()?;
+        Ok(campaign)
+    }
+
+    /// The backup every clone of the campaign restores (pg_basebackup mode: the lab's newest
+    /// backup, which the rounds do not use).
+    pub fn backup_id(&self) -> &str {
+        &self.backup_id
+    }
+
+    /// The campaign's mode.
+    pub fn mode(&self) -> ChaosMode {
+        self.options.mode
+    }
+
+    /// Clones the pinned backup once without interruption: the reference's digest, and how long
+    /// its Transfer took; in pg-backup-api mode, the one operation it made must be in order.
+    fn clone_reference(&mut self) -> Result<(), String> {
+        let dir = self.lab.new_dir("chaos-reference");
+        let conf = self.write_conf("chaos-reference", &dir, 0)?;
+        let args = self.start_args(&conf, &[]);
+        let mut command = pgreplica(
+            self.lab,
+            &self.binary,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        exec::checked(&mut command, "reference clone", self.options.round_timeout)
+            .map_err(|e| e.to_string())?;
+        self.reference =
+            tree_digest(&dir).map_err(|e| format!("digest of {}: {e}", dir.display()))?;
+        let status = self.status(&dir)?;
+        self.reference_transfer = status["history"]
+            .as_array()
+            .and_then(|h| h.iter().find(|t| t["step"] == "Transfer"))
+            .and_then(|t| t["duration_ms"].as_u64())
+            .map_or(Duration::from_secs(5), Duration::from_millis);
+        if self.options.mode == ChaosMode::Api {
+            self.check_api_jobs(&dir, &status)?;
+        }
+        Ok(())
+    }
+
+    /// The repmgr.conf of a clone into `data_dir`; `rate` is the round's copy rate limit
+    /// (pg_basebackup mode).
+    pub(super) fn write_conf(
+        &self,
+        name: &str,
+        data_dir: &Path,
+        rate: u32,
+    ) -> Result<PathBuf, String> {
+        // One node name for every clone: it is part of the primary_conninfo pgreplica writes.
+        match self.options.mode {
+            ChaosMode::Api => {
+                let host = self.api_server()?.borrow().host();
+                let pinned = format!("pg_backupapi_backup_id='{}'", self.backup_id);
+                api_conf(self.lab, &host, data_dir, &pinned).map_err(|e| e.to_string())
+            }
+            mode => {
+                let path = self.lab.dir().join(format!("{name}.conf"));
+                let mut text = self
+                    .lab
+                    .repmgr_conf(2, "node2", data_dir, self.lab.primary_port());
+                if mode == ChaosMode::BaseBackup && rate > 0 {
+                    text.push_str(&format!("pg_basebackup_options='--max-rate={rate}'\n"));
+                }
+                self.lab
+                    .write_file_as_postgres(&path, &text)
+                    .map_err(|e| e.to_string())?;
+                Ok(path)
+            }
+        }
+    }
+
+    /// `clone start` of a clone configured by `conf`, in the campaign's mode, with `extra`
+    /// arguments at the end.
+    pub(super) fn start_args(&self, conf: &Path, extra: &[String]) -> Vec<String> {
+        let mut args = self.lab.clone_start_args(conf);
+        match self.options.mode {
+            ChaosMode::Barman => {
+                args.extend(["--backup-id".to_string(), self.backup_id.clone()]);
+            }
+            // The backup is pinned in repmgr.conf (pg_backupapi_backup_id).
+            ChaosMode::Api => {}
+            ChaosMode::BaseBackup => args.push("--without-barman".to_string()),
+        }
+        args.extend(extra.iter().cloned());
+        args
+    }
+
+    /// The API server (pg-backup-api mode).
+    pub(super) fn api_server(&self) -> Result<&RefCell<ApiServer>, String> {
+        self.api
+            .as_ref()
+            .ok_or_else(|| "no API server in this campaign".to_string())
+    }
+
+    /// Starts pgreplica with `args` (and `env`, when given) in a process group of its own.
+    pub(super) fn spawn(
+        &self,
+        args: &[String],
+        env: Option<(&str, &str)>,
+    ) -> Result<Child, String> {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut command = pgreplica(self.lab, &self.binary, &args);
+        if let Some((key, value)) = env {
+            command.env(key, value);
+        }
+        spawn_in_group(&mut command)
+            .map_err(|e| format!("cannot start pgreplica {}: {e}", args.join(" ")))
+    }
+
+    /// The clone's `clone status --json`.
+    pub(super) fn status(&self, data_dir: &Path) -> Result<Value, String> {
+        clone_status(self.lab, &self.binary, data_dir)
+    }
+
+    /// The clone's status once its lock is free (within [`STOP_TIMEOUT`]).
+    pub(super) fn stopped(&self, data_dir: &Path) -> Result<Value, String> {
+        wait_until_stopped(self.lab, &self.binary, data_dir, STOP_TIMEOUT)
+    }
+}
+
+/// The newest backup the lab's Barman lists: the one a campaign pins.
+fn newest_backup(lab: &Lab) -> Result<String, String> {
+    let listed = lab
+        .barman(["list-backups", "--minimal", crate::BARMAN_SERVER])
+        .map_err(|e| e.to_string())?;
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(String::from)
+        .ok_or_else(|| "the lab's Barman lists no backup to pin".to_string())
+}
+
+/// The pg-backup-api server of a campaign in pg-backup-api mode, started; None in the others.
+fn start_api_server(
+    lab: &Lab,
+    options: &ChaosOptions,
+) -> Result<Option<RefCell<ApiServer>>, String> {
+    match (options.mode, &options.apiserver) {
+        (ChaosMode::Api, Some(built)) => Ok(Some(RefCell::new(
+            ApiServer::start(lab, built, &[]).map_err(|e| e.to_string())?,
+        ))),
+        (ChaosMode::Api, None) => {
+            Err("pg-backup-api mode needs pgreplica-apiserver (ChaosOptions::apiserver)".into())
+        }
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,335 @@
+//! Aiming and delivering the kills of a round: where the clone is ([`Position`]), the moment and
+//! the way the next kill lands ([`Target`], drawn from the round's [`Rng`]), and watching the
+//! running clone until that moment comes to deliver it ([`Action`]: SIGKILL to the group,
+//! SIGTERM, killing its rsyncs, restarting the pg-backup-api server).
+
+use std::fmt;
+use std::path::Path;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::options::ChaosMode;
+use super::report::Kill;
+use super::rng::Rng;
+use super::Campaign;
+use crate::clone_check::{kill_group, kill_rsyncs, terminate_pgreplica};
+
+/// Pause between two looks at a running clone (`clone status` itself takes longer).
+const POLL: Duration = Duration::from_millis(10);
+/// The longest API outage a restart of the API server makes (it is down this long at most).
+const API_OUTAGE_MS: u32 = 1500;
+
+/// The latest moment, after a step other than Transfer was first seen, at which its kill
+/// fires, by step: about as long as the step lasts in a lab (status is read every ~20 ms), so
+/// the kill lands anywhere inside it. The quick ones are killed when first seen.
+fn step_delay_ms(step: &str) -> u32 {
+    match step {
+        // show-server and show-backup at once, then the probe: about 0.8 s.
+        "VerifyBackup" => 700,
+        "Transfer" => 40,
+        _ => 0,
+    }
+}
+
+/// How a kill is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// SIGKILL to pgreplica's whole process group: a power cut, the OOM killer.
+    KillGroup,
+    /// SIGTERM to pgreplica alone: systemd stopping it, an operator's `kill`.
+    Terminate,
+    /// SIGKILL to its rsync processes only: a dropped link, an operator's `pkill rsync`.
+    KillRsync,
+    /// SIGKILL to the pg-backup-api server, restarted after a short outage while pgreplica
+    /// polls (its recovery worker runs on, as the real API's does).
+    RestartApi,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Action::KillGroup => "SIGKILL",
+            Action::Terminate => "SIGTERM",
+            Action::KillRsync => "rsync-KILL",
+            Action::RestartApi => "API-restart",
+        })
+    }
+}
+
+/// Where the clone was last seen.
+pub(super) struct Position {
+    /// The mode's steps.
+    steps: &'static [&'static str],
+    /// Transfer's index in them.
+    transfer: usize,
+    /// Index in `steps`; None once Done.
+    pub(super) step: Option<usize>,
+    /// Transfer's bytes done / total, as last seen.
+    fraction: f64,
+    /// The fraction comes from a running Transfer's live progress.
+    live_transfer: bool,
+}
+
+impl Position {
+    /// Where a new clone of `mode` starts: at the first step.
+    pub(super) fn at_start(mode: ChaosMode) -> Position {
+        Position {
+            steps: mode.steps(),
+            transfer: mode.transfer(),
+            step: Some(0),
+            fraction: 0.0,
+            live_transfer: false,
+        }
+    }
+
+    /// Moves to where `status` (`clone status --json`) shows the clone.
+    pub(super) fn update(&mut self, status: &Value) {
+        let phase = phase_of(status);
+        self.step = if phase == "Done" {
+            None
+        } else {
+            self.steps.iter().position(|s| *s == phase).or(self.step)
+        };
+        let live = &status["live"];
+        let (progress, live_transfer) = if live["step"] == "Transfer" {
+            (live, true)
+        } else {
+            (&status["files"], false)
+        };
+        if let (Some(done), Some(total)) = (
+            progress["bytes_done"].as_u64(),
+            progress["bytes_total"].as_u64(),
+        ) {
+            if total > 0 {
+                self.fraction = done as f64 / total as f64;
+            }
+        }
+        self.live_transfer = live_transfer;
+    }
+
+    /// A kill for a moment still ahead: a step from the current one on (Transfer twice as
+    /// likely: it is where the time and the files are), at a byte fraction still to come (in
+    /// pg-backup-api mode, a fraction of the reference's Transfer time from when it is seen).
+    pub(super) fn aim(&self, mode: ChaosMode, rng: &mut Rng) -> Target {
+        let transfer = self.transfer;
+        let from = self.step.unwrap_or(self.steps.len() - 1);
+        let choices: Vec<usize> = (from..self.steps.len())
+            .chain((from <= transfer).then_some(transfer))
+            .collect();
+        let step = choices[rng.below(choices.len() as u64) as usize];
+        let start = if step == transfer && from == transfer && mode != ChaosMode::Api {
+            self.fraction
+        } else {
+            0.0
+        };
+        let fraction = start + (0.95 - start).max(0.0) * rng.unit();
+        let roll = rng.below(10);
+        let action = match (step == transfer, roll, mode) {
+            (true, 0..=1, ChaosMode::Barman) => Action::KillRsync,
+            (true, 0..=1, ChaosMode::Api) => Action::RestartApi,
+            (_, 2..=3, _) => Action::Terminate,
+            _ => Action::KillGroup,
+        };
+        Target {
+            step,
+            fraction,
+            action,
+        }
+    }
+}
+
+/// When and how the next kill lands.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Target {
+    step: usize,
+    fraction: f64,
+    action: Action,
+}
+
+/// How watching a run of pgreplica ended.
+pub(super) enum Watched {
+    /// It exited (the kill was a SIGTERM, a killed rsync, or it had nothing left to do).
+    Exited(ExitStatus),
+    /// The kill was delivered.
+    Fired(Kill),
+}
+
+/// The phase `status` shows ("unknown" when it shows none).
+pub(super) fn phase_of(status: &Value) -> String {
+    status["phase"].as_str().unwrap_or("unknown").to_string()
+}
+
+impl Campaign<'_> {
+    /// Watches the running clone until it exits or `target`'s moment comes and the kill is
+    /// delivered. Without a target, only waits for the exit.
+    pub(super) fn watch(
+        &self,
+        child: &mut Child,
+        target: Option<Target>,
+        data_dir: &Path,
+        deadline: Instant,
+        position: &mut Position,
+        rng: &mut Rng,
+    ) -> Result<Watched, String> {
+        let mode = self.options.mode;
+        let transfer = mode.transfer();
+        let mut fire_at: Option<Instant> = None;
+        loop {
+            if let Some(status) = child
+                .try_wait()
+                .map_err(|e| format!("wait for pgreplica: {e}"))?
+            {
+                return Ok(Watched::Exited(status));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "the round did not finish within {:?}",
+                    self.options.round_timeout
+                ));
+            }
+            let Some(target) = target else {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            };
+            // Before the runner takes its lock and publishes, status has nothing to say.
+            let status = match self.status(data_dir) {
+                Ok(status) if status["running"] == true => status,
+                _ => {
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+            };
+            position.update(&status);
+            let Some(index) = position.step else {
+                // Done: nothing left to kill; the exit follows.
+                std::thread::sleep(POLL);
+                continue;
+            };
+            if !self.is_due(index, target, position, &mut fire_at, rng) {
+                std::thread::sleep(POLL);
+                continue;
+            }
+            // rsyncs run and the API is polled only inside Transfer: past it, a planned rsync
+            // kill or API restart kills the group.
+            let action = match target.action {
+                Action::KillRsync | Action::RestartApi if index > transfer => Action::KillGroup,
+                action => action,
+            };
+            if self.deliver(action, child, data_dir, rng)? {
+                return Ok(Watched::Fired(Kill {
+                    action,
+                    aimed: mode.steps()[target.step],
+                    landed: mode.steps()[index].to_string(),
+                    fraction: (index == transfer && mode != ChaosMode::Api)
+                        .then_some(position.fraction),
+                    mid_file: false,
+                }));
+            }
+            // The rsyncs between two files, pgreplica between fork and exec: try again.
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// Whether `target`'s moment has come, the clone being in step `index` at `position`. Inside
+    /// a step other than Transfer (and inside Transfer in pg-backup-api mode), the first look
+    /// sets the moment, in `fire_at`.
+    fn is_due(
+        &self,
+        index: usize,
+        target: Target,
+        position: &Position,
+        fire_at: &mut Option<Instant>,
+        rng: &mut Rng,
+    ) -> bool {
+        let mode = self.options.mode;
+        let transfer = mode.transfer();
+        let now = Instant::now();
+        match index.cmp(&target.step) {
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Greater => true,
+            // pg-backup-api: the bytes arriving are measured against an estimate, so the
+            // kill aims at a moment of the reference's Transfer instead.
+            std::cmp::Ordering::Equal if index == transfer && mode == ChaosMode::Api => {
+                *fire_at
+                    .get_or_insert_with(|| now + self.reference_transfer.mul_f64(target.fraction))
+                    <= now
+            }
+            std::cmp::Ordering::Equal if index == transfer => {
+                position.live_transfer && position.fraction >= target.fraction
+            }
+            std::cmp::Ordering::Equal => {
+                *fire_at.get_or_insert_with(|| {
+                    let delay = rng.between(0, step_delay_ms(mode.steps()[index]));
+                    now + Duration::from_millis(delay.into())
+                }) <= now
+            }
+        }
+    }
+
+    /// Delivers a kill to the running clone `child`. False when there was nothing to kill yet
+    /// (the rsyncs between two files, pgreplica between fork and exec).
+    fn deliver(
+        &self,
+        action: Action,
+        child: &mut Child,
+        data_dir: &Path,
+        rng: &mut Rng,
+    ) -> Result<bool, String> {
+        Ok(match action {
+            Action::KillGroup => kill_group(child)
+                .map(|()| true)
+                .map_err(|e| format!("kill pgreplica's group: {e}"))?,
+            Action::Terminate => terminate_pgreplica(child),
+            Action::KillRsync => kill_rsyncs(data_dir).map_err(|e| format!("pkill rsync: {e}"))?,
+            Action::RestartApi => self.restart_api(rng).map(|()| true)?,
+        })
+    }
+
+    /// SIGKILLs the API server and starts it again after an outage of up to
+    /// [`API_OUTAGE_MS`], during which pgreplica's requests are refused.
+    fn restart_api(&self, rng: &mut Rng) -> Result<(), String> {
+        let server = self.api_server()?;
+        server.borrow_mut().kill();
+        // The outage is the point: pgreplica must ride out refused connections.
+        std::thread::sleep(Duration::from_millis(rng.between(0, API_OUTAGE_MS).into()));
+        server
+            .borrow_mut()
+            .spawn(&[])
+            .map_err(|e| format!("restart the API server: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aims_only_at_moments_still_ahead() {
+        let mut rng = Rng::for_round(5, 0);
+        for mode in [ChaosMode::Barman, ChaosMode::Api, ChaosMode::BaseBackup] {
+            let transfer = mode.transfer();
+            let position = Position {
+                steps: mode.steps(),
+                transfer,
+                step: Some(transfer),
+                fraction: 0.6,
+                live_transfer: true,
+            };
+            for _ in 0..200 {
+                let target = position.aim(mode, &mut rng);
+                assert!(target.step >= transfer);
+                if target.step == transfer && mode != ChaosMode::Api {
+                    assert!(target.fraction >= 0.6);
+                }
+                assert!(
+                    mode.actions().contains(&target.action),
+                    "{mode:?} {target:?}"
+                );
+                let special = matches!(target.action, Action::KillRsync | Action::RestartApi);
+                assert!(!special || target.step == transfer);
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! What a campaign is asked to do: the copying mode it kills ([`ChaosMode`]: the mode's steps
+//! and how kills are delivered in it) and the campaign's settings ([`ChaosOptions`]).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::kill::Action;
+
+/// The steps of a Barman-mode clone, in plan order (pgreplica's `Mode::BarmanRsync` plan; the
+/// `Mode::BackupApi` plan is the same).
+pub const BARMAN_STEPS: [&str; 6] = [
+    "VerifyBackup",
+    "FetchParams",
+    "PrepareDirs",
+    "Transfer",
+    "VerifyCopy",
+    "WriteReplicationConf",
+];
+
+/// The steps of a pg_basebackup-mode clone (`Mode::BaseBackup`): no Barman to verify against.
+pub const BASEBACKUP_STEPS: [&str; 5] = [
+    "FetchParams",
+    "PrepareDirs",
+    "Transfer",
+    "VerifyCopy",
+    "WriteReplicationConf",
+];
+
+/// Which copying mode a campaign kills.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ChaosMode {
+    /// Barman over ssh + rsync (`barman_host`): the default.
+    #[default]
+    Barman,
+    /// pg-backup-api (`pg_backupapi_host`) against the test server, which runs `barman recover`.
+    Api,
+    /// pg_basebackup from the primary (`--without-barman`).
+    BaseBackup,
+}
+
+impl ChaosMode {
+    /// Parses `barman`, `api` or `basebackup` (the `--mode` of `cargo xtask chaos`).
+    pub fn parse(name: &str) -> Option<ChaosMode> {
+        match name {
+            "barman" => Some(ChaosMode::Barman),
+            "api" => Some(ChaosMode::Api),
+            "basebackup" => Some(ChaosMode::BaseBackup),
+            _ => None,
+        }
+    }
+
+    /// The name `--mode` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChaosMode::Barman => "barman",
+            ChaosMode::Api => "api",
+            ChaosMode::BaseBackup => "basebackup",
+        }
+    }
+
+    /// The mode as pgreplica names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            ChaosMode::Barman => "Barman (rsync)",
+            ChaosMode::Api => "pg-backup-api",
+            ChaosMode::BaseBackup => "pg_basebackup",
+        }
+    }
+
+    /// The steps of the mode's plan, in order.
+    pub fn steps(self) -> &'static [&'static str] {
+        match self {
+            ChaosMode::Barman | ChaosMode::Api => &BARMAN_STEPS,
+            ChaosMode::BaseBackup => &BASEBACKUP_STEPS,
+        }
+    }
+
+    /// How kills are delivered in this mode.
+    pub fn actions(self) -> &'static [Action] {
+        match self {
+            ChaosMode::Barman => &[Action::KillGroup, Action::Terminate, Action::KillRsync],
+            ChaosMode::Api => &[Action::KillGroup, Action::Terminate, Action::RestartApi],
+            ChaosMode::BaseBackup => &[Action::KillGroup, Action::Terminate],
+        }
+    }
+
+    /// Transfer's index in the mode's steps.
+    pub(super) fn transfer(self) -> usize {
+        self.steps()
+            .iter()
+            .position(|s| *s == "Transfer")
+            .unwrap_or(usize::MAX)
+    }
+}
+
+impl fmt::Display for ChaosMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// How a campaign runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChaosOptions {
+    /// The copying mode the campaign kills.
+    pub mode: ChaosMode,
+    /// The campaign's seed: with the round number, it decides everything random in a round.
+    pub seed: u64,
+    /// Kills per round: between 1 and this many.
+    pub max_kills: u32,
+    /// `--jobs` of a round (Barman mode): between 1 and this many.
+    pub max_jobs: u32,
+    /// Copy rate limit of a round, within this range, so kills land mid-file: rsync's
+    /// `--bwlimit` (KiB/s per rsync) in Barman mode, pg_basebackup's `--max-rate` (kB/s) in
+    /// pg_basebackup mode. pg-backup-api mode has none (Barman copies as fast as it can).
+    pub bwlimit_kbps: (u32, u32),
+    /// A round that takes longer is killed and fails.
+    pub round_timeout: Duration,
+    /// pgreplica-apiserver as built: [`ChaosMode::Api`] needs it.
+    pub apiserver: Option<PathBuf>,
+    /// pg_basebackup mode: also start each round's result as a standby and wait until it
+    /// streams from the primary.
+    pub start_standby: bool,
+}
+
+impl Default for ChaosOptions {
+    /// Barman mode, seed 1, 1–4 kills, 1–3 jobs, 2–8 MiB/s per rsync, 5 minutes per round.
+    fn default() -> Self {
+        ChaosOptions {
+            mode: ChaosMode::Barman,
+            seed: 1,
+            max_kills: 4,
+            max_jobs: 3,
+            bwlimit_kbps: (2000, 8000),
+            round_timeout: Duration::from_secs(300),
+            apiserver: None,
+            start_standby: false,
+        }
+    }
+}

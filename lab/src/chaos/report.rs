@@ -1,0 +1,163 @@
+//! What a campaign tells: one [`Kill`] as it happened, one round's [`RoundReport`] (a line of
+//! `cargo xtask chaos`'s output, with the reason of a failure), and the [`summary`] of a
+//! campaign's rounds.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::kill::Action;
+use super::options::ChaosMode;
+
+/// One kill of a round, as it happened.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Kill {
+    /// How it was delivered.
+    pub action: Action,
+    /// The step it aimed at.
+    pub aimed: &'static str,
+    /// The step the clone was in when the kill landed (its phase after the kill, for SIGKILL).
+    pub landed: String,
+    /// The Transfer's progress (bytes done / total) when it landed in Transfer.
+    pub fraction: Option<f64>,
+    /// The kill caught the copy in the middle: rsync temporary files were left (Barman mode),
+    /// the recovery operation was still running (pg-backup-api mode), or the copy was partial
+    /// (pg_basebackup mode).
+    pub mid_file: bool,
+}
+
+impl fmt::Display for Kill {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.action, self.landed)?;
+        if let Some(fraction) = self.fraction {
+            write!(f, " {:.0}%", fraction * 100.0)?;
+        }
+        if self.mid_file {
+            f.write_str(" mid-file")?;
+        }
+        if self.landed != self.aimed {
+            write!(f, " (aimed {})", self.aimed)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one round did and how it ended.
+#[derive(Debug)]
+pub struct RoundReport {
+    /// The copying mode.
+    pub mode: ChaosMode,
+    /// The round's number (with the campaign's seed, it replays the round).
+    pub round: u32,
+    /// The campaign's seed.
+    pub seed: u64,
+    /// The clone's `--jobs` (Barman mode).
+    pub jobs: u32,
+    /// The copy's rate limit in KiB/s (see
+    /// [`ChaosOptions::bwlimit_kbps`](super::ChaosOptions::bwlimit_kbps)).
+    pub bwlimit_kbps: u32,
+    /// The kills, in order.
+    pub kills: Vec<Kill>,
+    /// `clone resume` runs the round needed.
+    pub resumes: u32,
+    /// Resumes that needed the operator's choice of operation (pg-backup-api mode: killed
+    /// between checkpointing the attempt and recording the POST's id).
+    pub operator_choices: u32,
+    /// Ok, or why the round failed.
+    pub outcome: Result<(), String>,
+    /// How long the round took.
+    pub duration: Duration,
+    /// The round's data directory (removed after a round that passed).
+    pub data_dir: PathBuf,
+}
+
+impl fmt::Display for RoundReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kills: Vec<String> = self.kills.iter().map(Kill::to_string).collect();
+        let settings = match self.mode {
+            ChaosMode::Barman => {
+                format!("jobs {} bwlimit {:>4} KiB/s", self.jobs, self.bwlimit_kbps)
+            }
+            ChaosMode::Api => "API".to_string(),
+            ChaosMode::BaseBackup => format!("max-rate {:>5} kB/s", self.bwlimit_kbps),
+        };
+        write!(
+            f,
+            "round {:>3} (seed {}, {}): {settings} | {} kill(s): {} | {} resume(s){} | {} in {:.1} s",
+            self.round,
+            self.seed,
+            self.mode.name(),
+            self.kills.len(),
+            if kills.is_empty() { "-".to_string() } else { kills.join(", ") },
+            self.resumes,
+            if self.operator_choices > 0 {
+                format!(", {} operator choice(s)", self.operator_choices)
+            } else {
+                String::new()
+            },
+            if self.outcome.is_ok() { "OK" } else { "FAILED" },
+            self.duration.as_secs_f64()
+        )?;
+        if let Err(why) = &self.outcome {
+            write!(f, "\n    {why}\n    kept {}", self.data_dir.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// What a campaign found over its rounds: the mode, kills per step and action, failures.
+pub fn summary(reports: &[RoundReport]) -> String {
+    let mode = reports.first().map_or(ChaosMode::Barman, |r| r.mode);
+    let actions = mode.actions();
+    let mut per_step: Vec<(String, Vec<u32>)> = mode
+        .steps()
+        .iter()
+        .map(|s| s.to_string())
+        .chain(std::iter::once("Done".to_string()))
+        .map(|s| (s, vec![0; actions.len()]))
+        .collect();
+    let mut mid_file = 0;
+    for kill in reports.iter().flat_map(|r| &r.kills) {
+        let column = actions.iter().position(|a| *a == kill.action).unwrap_or(0);
+        match per_step.iter_mut().find(|(step, _)| *step == kill.landed) {
+            Some((_, counts)) => counts[column] += 1,
+            None => {
+                let mut counts = vec![0; actions.len()];
+                counts[column] = 1;
+                per_step.push((kill.landed.clone(), counts));
+            }
+        }
+        mid_file += u32::from(kill.mid_file);
+    }
+    let failed: Vec<u32> = reports
+        .iter()
+        .filter(|r| r.outcome.is_err())
+        .map(|r| r.round)
+        .collect();
+    let kills: usize = reports.iter().map(|r| r.kills.len()).sum();
+    let seconds: f64 = reports.iter().map(|r| r.duration.as_secs_f64()).sum();
+    let mut out = format!(
+        "{} mode: {} round(s), {} failed{}; {kills} kill(s), {mid_file} of them mid-file; {seconds:.0} s of rounds\n\
+         kills by the step they landed in: ",
+        mode.label(),
+        reports.len(),
+        failed.len(),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!(" (rounds {failed:?})")
+        },
+    );
+    for action in actions {
+        out.push_str(&format!(" {:>11}", action.to_string()));
+    }
+    out.push('\n');
+    for (step, counts) in per_step {
+        out.push_str(&format!("  {step:<32}"));
+        for count in counts {
+            out.push_str(&format!(" {count:>11}"));
+        }
+        out.push('\n');
+    }
+    out
+}

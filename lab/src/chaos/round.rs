@@ -1,0 +1,294 @@
+//! One round of a campaign ([`Campaign::run_round`]): start a clone with the round's settings,
+//! kill it as aimed, resume it until Done — answering pgreplica as an operator would when it
+//! asks which pg-backup-api operation is its own — then the end-of-round checks. A failed exit
+//! of pgreplica is a failure of the round unless the last kill explains it.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::kill::{phase_of, Action, Position, Watched};
+use super::ledger::Ledger;
+use super::options::ChaosMode;
+use super::report::{Kill, RoundReport};
+use super::rng::Rng;
+use super::Campaign;
+use crate::clone_check::{kill_group, rsync_temp_files, stderr_of, tree_digest};
+use crate::exec;
+
+impl Campaign<'_> {
+    /// Runs round `round`: a clone killed 1–`max_kills` times and resumed until Done, then
+    /// checked (against the reference, in Barman and pg-backup-api modes).
+    pub fn run_round(&self, round: u32) -> RoundReport {
+        let began = Instant::now();
+        let mut rng = Rng::for_round(self.options.seed, round);
+        let mut report = RoundReport {
+            mode: self.options.mode,
+            round,
+            seed: self.options.seed,
+            jobs: rng.between(1, self.options.max_jobs.max(1)),
+            bwlimit_kbps: rng.between(self.options.bwlimit_kbps.0, self.options.bwlimit_kbps.1),
+            kills: Vec::new(),
+            resumes: 0,
+            operator_choices: 0,
+            outcome: Ok(()),
+            duration: Duration::ZERO,
+            data_dir: self.lab.new_dir(&format!("chaos-round-{round}")),
+        };
+        let planned = rng.between(1, self.options.max_kills.max(1));
+        report.outcome = self.drive(&mut rng, &mut report, planned);
+        report.duration = began.elapsed();
+        if report.outcome.is_ok() {
+            // Best effort: a passed round's copy only takes room.
+            let _ = std::fs::remove_dir_all(&report.data_dir);
+        }
+        report
+    }
+
+    /// The round proper: kill, resume, repeat; then the checks. Kills the clone on any error.
+    fn drive(&self, rng: &mut Rng, report: &mut RoundReport, planned: u32) -> Result<(), String> {
+        let deadline = Instant::now() + self.options.round_timeout;
+        let data_dir = report.data_dir.clone();
+        let mut child = self.start_round(report)?;
+        let mut ledger = Ledger::default();
+        let result = self.kill_and_resume(rng, report, planned, deadline, &mut child, &mut ledger);
+        if result.is_err() {
+            // Nothing of the round may outlive it; the directory stays for a post-mortem.
+            let _ = kill_group(&mut child);
+            return result;
+        }
+        self.check(&data_dir, &ledger)
+    }
+
+    /// Starts the round's clone with its settings: its repmgr.conf (pg_basebackup's rate
+    /// limit), and in Barman mode its `--jobs` and `--bwlimit`.
+    fn start_round(&self, report: &RoundReport) -> Result<Child, String> {
+        let conf = self.write_conf(
+            &format!("chaos-round-{}", report.round),
+            &report.data_dir,
+            report.bwlimit_kbps,
+        )?;
+        let extra = match self.options.mode {
+            ChaosMode::Barman => vec![
+                "--jobs".to_string(),
+                report.jobs.to_string(),
+                "--bwlimit".to_string(),
+                report.bwlimit_kbps.to_string(),
+            ],
+            ChaosMode::Api | ChaosMode::BaseBackup => Vec::new(),
+        };
+        self.spawn(&self.start_args(&conf, &extra), None)
+    }
+
+    /// Kills the running clone `child` `planned` times, each kill aimed afresh from where the
+    /// clone is, and resumes it after each stop until it is Done; notes every stop in `ledger`.
+    fn kill_and_resume(
+        &self,
+        rng: &mut Rng,
+        report: &mut RoundReport,
+        planned: u32,
+        deadline: Instant,
+        child: &mut Child,
+        ledger: &mut Ledger,
+    ) -> Result<(), String> {
+        let data_dir = report.data_dir.clone();
+        // A new clone starts at the first step.
+        let mut position = Position::at_start(self.options.mode);
+        // The kill this run of pgreplica has seen, which explains a failed exit.
+        let mut last_action = None;
+        // The clone as the last stop left it.
+        let mut last_stop = Value::Null;
+        // The operator's choice of operation for the next resume (pg-backup-api mode).
+        let mut choice: Option<String> = None;
+        // Each kill costs at most one resume, plus one for in-run retries running out and one
+        // for an operator's choice.
+        let max_resumes = planned + 3;
+        loop {
+            // After a SIGTERM nothing else is aimed at the exiting pgreplica: its exit code (40)
+            // and the "Interrupted" it records are what is checked.
+            let aiming =
+                report.kills.len() < planned as usize && last_action != Some(Action::Terminate);
+            let target = aiming.then(|| position.aim(self.options.mode, rng));
+            match self.watch(child, target, &data_dir, deadline, &mut position, rng)? {
+                Watched::Exited(status) => {
+                    let stderr = stderr_of(child);
+                    if status.success() {
+                        return Ok(());
+                    }
+                    let code = status.code();
+                    match self.explain_exit(status, &stderr, last_action, &last_stop, &data_dir)? {
+                        None => ledger.interrupted += u32::from(code == Some(40)),
+                        Some(chosen) => {
+                            report.operator_choices += 1;
+                            choice = Some(chosen);
+                        }
+                    }
+                    last_stop = self.settle(&data_dir, code == Some(40), &mut position, ledger)?;
+                }
+                Watched::Fired(mut kill) => {
+                    last_action = Some(kill.action);
+                    // SIGTERM, a killed rsync, a restarted API: the same pgreplica goes on or
+                    // exits.
+                    let stopped = kill.action == Action::KillGroup;
+                    if stopped {
+                        last_stop = self.settle(&data_dir, false, &mut position, ledger)?;
+                        kill.landed = phase_of(&last_stop);
+                    }
+                    kill.mid_file = self.caught_mid_file(&kill, &data_dir)?;
+                    report.kills.push(kill);
+                    if !stopped {
+                        continue;
+                    }
+                }
+            }
+            if position.step.is_none() {
+                // Killed after its last checkpoint: the clone is Done, there is nothing to resume.
+                return Ok(());
+            }
+            report.resumes += 1;
+            if report.resumes > max_resumes {
+                return Err(format!("still not Done after {max_resumes} resumes"));
+            }
+            last_action = None;
+            *child = self.resume(&data_dir, choice.take())?;
+        }
+    }
+
+    /// Why pgreplica exited with `status` when the round expects it: Ok(None) when the last
+    /// kill explains it — SIGTERM: exit 40, or death by the signal if it came before
+    /// pgreplica's handler; a killed rsync: exit 2 once the in-run retries ran out —,
+    /// Ok(Some(choice)) for pg-backup-api mode's stop for the operator's choice
+    /// ([`Campaign::operator_choice`]); otherwise the failure, with the tail of `stderr`.
+    fn explain_exit(
+        &self,
+        status: ExitStatus,
+        stderr: &str,
+        last_action: Option<Action>,
+        last_stop: &Value,
+        data_dir: &Path,
+    ) -> Result<Option<String>, String> {
+        let code = status.code();
+        let ours = match last_action {
+            Some(Action::Terminate) => code == Some(40) || status.signal() == Some(libc::SIGTERM),
+            Some(Action::KillRsync) => code == Some(2),
+            _ => false,
+        };
+        if ours {
+            return Ok(None);
+        }
+        if let Some(chosen) = self.operator_choice(code, stderr, last_stop, data_dir)? {
+            // Killed between checkpointing the attempt and recording the id: the documented
+            // stop (exit 28); the campaign answers as the operator would.
+            return Ok(Some(chosen));
+        }
+        Err(format!(
+            "pgreplica exited with {status} (last kill: {}):\n{}",
+            last_action.map_or("none".to_string(), |a: Action| a.to_string()),
+            exec::tail(stderr, 15)
+        ))
+    }
+
+    /// Waits until the stopped clone frees its lock, notes the stop in `ledger` (`interrupted`:
+    /// pgreplica exited 40) and moves `position` to where it stopped. Returns its status.
+    fn settle(
+        &self,
+        data_dir: &Path,
+        interrupted: bool,
+        position: &mut Position,
+        ledger: &mut Ledger,
+    ) -> Result<Value, String> {
+        let stopped = self.stopped(data_dir)?;
+        ledger.note_stop(self.options.mode.steps(), &stopped, interrupted);
+        position.update(&stopped);
+        Ok(stopped)
+    }
+
+    /// Whether `kill` caught the copy in the middle (see [`Kill::mid_file`]).
+    fn caught_mid_file(&self, kill: &Kill, data_dir: &Path) -> Result<bool, String> {
+        Ok(match self.options.mode {
+            ChaosMode::Barman => tree_digest(data_dir)
+                .map(|d| !rsync_temp_files(&d).is_empty())
+                .unwrap_or(false),
+            // The recovery was still running (its worker goes on without pgreplica).
+            ChaosMode::Api => {
+                kill.landed == "Transfer"
+                    && self.api_server()?.borrow().jobs().is_ok_and(|jobs| {
+                        jobs.iter()
+                            .any(|j| Path::new(&j.destination) == data_dir && j.success.is_none())
+                    })
+            }
+            // A partial copy: something arrived, pg_control (sent last) not yet.
+            ChaosMode::BaseBackup => {
+                kill.landed == "Transfer"
+                    && !data_dir.join("global/pg_control").exists()
+                    && std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some())
+            }
+        })
+    }
+
+    /// `clone resume` of the round's clone; `choice` is the operator's choice of operation
+    /// (pg-backup-api mode), when pgreplica asked for one.
+    fn resume(&self, data_dir: &Path, choice: Option<String>) -> Result<Child, String> {
+        let env = choice.map(|c| ("PGREPLICA_BACKUP_API_OPERATION", c));
+        self.spawn(
+            &[
+                "clone".to_string(),
+                "resume".to_string(),
+                data_dir.display().to_string(),
+            ],
+            env.as_ref().map(|(k, v)| (*k, v.as_str())),
+        )
+    }
+
+    /// pg-backup-api mode: pgreplica stopped with exit 28 because it cannot tell which operation
+    /// an earlier run created (killed between checkpointing the attempt and recording the POST's
+    /// id). docs/backup-api.md tells the operator to look for the job file whose
+    /// destination_directory is the data directory: the campaign does that, and returns the
+    /// choice (`<id>` or `new`). None when the exit is not that one.
+    fn operator_choice(
+        &self,
+        code: Option<i32>,
+        stderr: &str,
+        last_stop: &Value,
+        data_dir: &Path,
+    ) -> Result<Option<String>, String> {
+        let attempt = &last_stop["record"]["api_operation"];
+        let lost_id = attempt.is_object() && attempt["operation_id"].is_null();
+        if self.options.mode != ChaosMode::Api
+            || code != Some(28)
+            || !lost_id
+            || !stderr.contains("cannot tell which pg-backup-api operation")
+        {
+            return Ok(None);
+        }
+        let jobs = self.jobs_for(data_dir)?;
+        Ok(Some(match jobs.as_slice() {
+            [] => "new".to_string(),
+            [one] => one.clone(),
+            several => {
+                return Err(format!(
+                    "the API holds {} operations for {}: {several:?}",
+                    several.len(),
+                    data_dir.display()
+                ))
+            }
+        }))
+    }
+
+    /// The ids of the API server's recovery operations into `data_dir`.
+    fn jobs_for(&self, data_dir: &Path) -> Result<Vec<String>, String> {
+        let jobs = self
+            .api_server()?
+            .borrow()
+            .jobs()
+            .map_err(|e| e.to_string())?;
+        Ok(jobs
+            .into_iter()
+            .filter(|j| Path::new(&j.destination) == data_dir)
+            .map(|j| j.id)
+            .collect())
+    }
+}
