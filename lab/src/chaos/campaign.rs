@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::options::{ChaosMode, ChaosOptions};
-use crate::api_server::{api_conf, ApiServer};
+use crate::api_server::{api_conf, ApiJob, ApiServer};
 use crate::clone_check::{
     clone_status, pgreplica, spawn_in_group, tree_digest, wait_until_stopped, TreeDigest,
 };
@@ -152,6 +152,19 @@ impl<'a> Campaign<'a> {
         self.api
             .as_ref()
             .ok_or_else(|| "no API server in this campaign".to_string())
+    }
+
+    /// The API server's recovery operations into `data_dir`.
+    pub(super) fn api_jobs_into(&self, data_dir: &Path) -> Result<Vec<ApiJob>, String> {
+        let jobs = self
+            .api_server()?
+            .borrow()
+            .jobs()
+            .map_err(|e| e.to_string())?;
+        Ok(jobs
+            .into_iter()
+            .filter(|j| Path::new(&j.destination) == data_dir)
+            .collect())
     }
 
     /// Starts pgreplica with `args` (and `env`, when given) in a process group of its own.

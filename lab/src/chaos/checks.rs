@@ -69,13 +69,15 @@ impl Campaign<'_> {
         let transfer = &status["record"]["facts"]["transfer"];
         match (
             transfer["bytes_sent"].as_u64(),
+            transfer["bytes_kept"].as_u64(),
             transfer["bytes_total"].as_u64(),
         ) {
-            (Some(sent), Some(total)) => {
+            // What the files in flight at the last stop had received is kept, not sent again.
+            (Some(sent), Some(kept), Some(total)) => {
                 let not_done = total.saturating_sub(ledger.done_before_transfer_succeeded);
-                if sent > not_done + PROTOCOL_OVERHEAD {
+                if sent + kept > not_done + PROTOCOL_OVERHEAD {
                     problems.push(format!(
-                        "the last transfer sent {sent} bytes, but only {not_done} were not done"
+                        "the last transfer sent {sent} bytes and kept {kept}, but only {not_done} were not done"
                     ));
                 }
             }
@@ -97,14 +99,7 @@ impl Campaign<'_> {
     /// Exactly one recovery operation into `data_dir`, finished successfully, and it is the one
     /// the clone's record holds.
     pub(super) fn check_api_jobs(&self, data_dir: &Path, status: &Value) -> Result<(), String> {
-        let jobs: Vec<_> = self
-            .api_server()?
-            .borrow()
-            .jobs()
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|j| Path::new(&j.destination) == data_dir)
-            .collect();
+        let jobs = self.api_jobs_into(data_dir)?;
         let recorded = status["record"]["api_operation"]["operation_id"].as_str();
         match jobs.as_slice() {
             [one] if one.success == Some(true) && recorded == Some(one.id.as_str()) => Ok(()),

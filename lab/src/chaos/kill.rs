@@ -132,10 +132,16 @@ impl Position {
             (_, 2..=3, _) => Action::Terminate,
             _ => Action::KillGroup,
         };
+        // Drawn now, whether or not they are used, so that what a round draws never depends on
+        // timing and `--seed S --round R` replays every aim of the round.
+        let delay_ms = rng.between(0, step_delay_ms(self.steps[step]));
+        let outage_ms = rng.between(0, API_OUTAGE_MS);
         Target {
             step,
             fraction,
             action,
+            delay_ms,
+            outage_ms,
         }
     }
 }
@@ -146,6 +152,10 @@ pub(super) struct Target {
     step: usize,
     fraction: f64,
     action: Action,
+    /// Inside a step other than Transfer: how long after the step is first seen.
+    delay_ms: u32,
+    /// For [`Action::RestartApi`]: how long the API server stays down.
+    outage_ms: u32,
 }
 
 /// How watching a run of pgreplica ended.
@@ -171,7 +181,6 @@ impl Campaign<'_> {
         data_dir: &Path,
         deadline: Instant,
         position: &mut Position,
-        rng: &mut Rng,
     ) -> Result<Watched, String> {
         let mode = self.options.mode;
         let transfer = mode.transfer();
@@ -207,7 +216,7 @@ impl Campaign<'_> {
                 std::thread::sleep(POLL);
                 continue;
             };
-            if !self.is_due(index, target, position, &mut fire_at, rng) {
+            if !self.is_due(index, target, position, &mut fire_at) {
                 std::thread::sleep(POLL);
                 continue;
             }
@@ -217,7 +226,7 @@ impl Campaign<'_> {
                 Action::KillRsync | Action::RestartApi if index > transfer => Action::KillGroup,
                 action => action,
             };
-            if self.deliver(action, child, data_dir, rng)? {
+            if self.deliver(action, target.outage_ms, child, data_dir)? {
                 return Ok(Watched::Fired(Kill {
                     action,
                     aimed: mode.steps()[target.step],
@@ -241,7 +250,6 @@ impl Campaign<'_> {
         target: Target,
         position: &Position,
         fire_at: &mut Option<Instant>,
-        rng: &mut Rng,
     ) -> bool {
         let mode = self.options.mode;
         let transfer = mode.transfer();
@@ -260,10 +268,8 @@ impl Campaign<'_> {
                 position.live_transfer && position.fraction >= target.fraction
             }
             std::cmp::Ordering::Equal => {
-                *fire_at.get_or_insert_with(|| {
-                    let delay = rng.between(0, step_delay_ms(mode.steps()[index]));
-                    now + Duration::from_millis(delay.into())
-                }) <= now
+                *fire_at.get_or_insert_with(|| now + Duration::from_millis(target.delay_ms.into()))
+                    <= now
             }
         }
     }
@@ -273,9 +279,9 @@ impl Campaign<'_> {
     fn deliver(
         &self,
         action: Action,
+        outage_ms: u32,
         child: &mut Child,
         data_dir: &Path,
-        rng: &mut Rng,
     ) -> Result<bool, String> {
         Ok(match action {
             Action::KillGroup => kill_group(child)
@@ -283,17 +289,17 @@ impl Campaign<'_> {
                 .map_err(|e| format!("kill pgreplica's group: {e}"))?,
             Action::Terminate => terminate_pgreplica(child),
             Action::KillRsync => kill_rsyncs(data_dir).map_err(|e| format!("pkill rsync: {e}"))?,
-            Action::RestartApi => self.restart_api(rng).map(|()| true)?,
+            Action::RestartApi => self.restart_api(outage_ms).map(|()| true)?,
         })
     }
 
-    /// SIGKILLs the API server and starts it again after an outage of up to
-    /// [`API_OUTAGE_MS`], during which pgreplica's requests are refused.
-    fn restart_api(&self, rng: &mut Rng) -> Result<(), String> {
+    /// SIGKILLs the API server and starts it again after an outage of `outage_ms` (up to
+    /// [`API_OUTAGE_MS`]), during which pgreplica's requests are refused.
+    fn restart_api(&self, outage_ms: u32) -> Result<(), String> {
         let server = self.api_server()?;
         server.borrow_mut().kill();
         // The outage is the point: pgreplica must ride out refused connections.
-        std::thread::sleep(Duration::from_millis(rng.between(0, API_OUTAGE_MS).into()));
+        std::thread::sleep(Duration::from_millis(outage_ms.into()));
         server
             .borrow_mut()
             .spawn(&[])

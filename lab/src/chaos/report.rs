@@ -53,7 +53,7 @@ pub struct RoundReport {
     pub seed: u64,
     /// The clone's `--jobs` (Barman mode).
     pub jobs: u32,
-    /// The copy's rate limit in KiB/s (see
+    /// The copy's rate limit: KiB/s per rsync in Barman mode, kB/s in pg_basebackup mode (see
     /// [`ChaosOptions::bwlimit_kbps`](super::ChaosOptions::bwlimit_kbps)).
     pub bwlimit_kbps: u32,
     /// The kills, in order.

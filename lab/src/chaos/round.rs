@@ -112,7 +112,7 @@ impl Campaign<'_> {
             let aiming =
                 report.kills.len() < planned as usize && last_action != Some(Action::Terminate);
             let target = aiming.then(|| position.aim(self.options.mode, rng));
-            match self.watch(child, target, &data_dir, deadline, &mut position, rng)? {
+            match self.watch(child, target, &data_dir, deadline, &mut position)? {
                 Watched::Exited(status) => {
                     let stderr = stderr_of(child);
                     if status.success() {
@@ -264,10 +264,10 @@ impl Campaign<'_> {
         {
             return Ok(None);
         }
-        let jobs = self.jobs_for(data_dir)?;
+        let jobs = self.api_jobs_into(data_dir)?;
         Ok(Some(match jobs.as_slice() {
             [] => "new".to_string(),
-            [one] => one.clone(),
+            [one] => one.id.clone(),
             several => {
                 return Err(format!(
                     "the API holds {} operations for {}: {several:?}",
@@ -276,19 +276,5 @@ impl Campaign<'_> {
                 ))
             }
         }))
-    }
-
-    /// The ids of the API server's recovery operations into `data_dir`.
-    fn jobs_for(&self, data_dir: &Path) -> Result<Vec<String>, String> {
-        let jobs = self
-            .api_server()?
-            .borrow()
-            .jobs()
-            .map_err(|e| e.to_string())?;
-        Ok(jobs
-            .into_iter()
-            .filter(|j| Path::new(&j.destination) == data_dir)
-            .map(|j| j.id)
-            .collect())
     }
 }
