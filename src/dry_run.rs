@@ -22,6 +22,9 @@ use std::time::Duration;
 
 /// How long `barman-wal-restore --test` may take.
 const RESTORE_TEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long each pg-backup-api call retries transient failures in a dry run: long enough to
+/// ride out a blip, short enough that a dead API is reported in seconds, not minutes.
+const API_RETRY_FOR: Duration = Duration::from_secs(5);
 
 /// One check of a dry run.
 #[derive(Debug)]
@@ -131,7 +134,7 @@ pub async fn check(request: &CloneRequest) -> Report {
             // Read-only calls only: /status and the operation list; never a POST.
             report.record(
                 "pg-backup-api",
-                crate::steps::verify_backup::verify_with_api(request)
+                crate::steps::verify_backup::verify_with_api(request, Some(API_RETRY_FOR))
                     .await
                     .map(|facts| {
                         format!("reachable; backup \"{}\" will be restored", facts.backup_id)

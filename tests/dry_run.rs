@@ -1,10 +1,10 @@
 //! `clone start --dry-run` against the real lab: it checks what a real run needs, reports every
 //! problem (not only the first) with the first one's exit code, and changes nothing anywhere —
-//! no files, no slots, no store records.
+//! no files, no slots, no store records, no pg-backup-api operations.
 
 mod common;
 
-use common::{debian_lab, tree_digest, Bench};
+use common::{api, debian_lab, tree_digest, Bench};
 use std::path::Path;
 
 /// What a dry run must leave untouched: the clone store and the primary's slots.
@@ -142,5 +142,47 @@ fn dry_run_reports_every_problem_with_the_first_ones_exit_code_and_changes_nothi
     // Each problem is also logged as an error with its hint.
     assert_eq!(stderr.matches("ERROR: ").count(), 4, "{stderr}");
     assert_eq!(tree_digest(&data_dir), before);
+    assert_nothing_recorded(&bench);
+}
+
+#[test]
+fn dry_run_through_pg_backup_api_reads_only_and_reports_an_unreachable_api() {
+    let bench = Bench::start(debian_lab());
+    let server = api::start(&bench, &[]);
+    let data_dir = bench.lab.new_dir("standby");
+    let conf = api::api_conf(
+        &bench,
+        &server.host(),
+        &data_dir,
+        "use_replication_slots=true",
+    );
+    let (code, stdout, stderr) = dry_run(&bench, &conf, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    for check in [
+        "pg-backup-api",
+        "source node",
+        "data directory",
+        "replication slot",
+    ] {
+        assert!(
+            stdout.contains(&format!("  ok       {check}: ")),
+            "{check} not passed:\n{stdout}"
+        );
+    }
+    assert!(stdout.ends_with("0 problem(s) found\n"), "{stdout}");
+    // Read-only calls only: the API holds no operation, nothing was written anywhere.
+    assert_eq!(server.job_files(), Vec::<String>::new());
+    assert!(!data_dir.exists());
+    assert_nothing_recorded(&bench);
+
+    // An API that does not answer is a problem with its exit code (28), reported with the rest.
+    let port = lab::free_port();
+    let conf = api::api_conf(&bench, &format!("127.0.0.1:{port}"), &data_dir, "");
+    let (code, stdout, stderr) = dry_run(&bench, &conf, &[]);
+    assert_eq!(code, Some(28), "{stdout}{stderr}");
+    assert!(stdout.contains("  PROBLEM  pg-backup-api: "), "{stdout}");
+    assert!(stdout.contains("  ok       source node: "), "{stdout}");
+    assert!(stdout.ends_with("1 problem(s) found\n"), "{stdout}");
+    assert!(!data_dir.exists());
     assert_nothing_recorded(&bench);
 }

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::progress::human_bytes;
 use crate::runner::StepContext;
 use states::{BackupFacts, CloneRequest, Mode};
+use std::time::Duration;
 
 /// Runs the step for the clone's mode.
 pub async fn run(ctx: &mut StepContext<'_>) -> Result<BackupFacts> {
@@ -28,7 +29,7 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<BackupFacts> {
             );
             Ok(facts)
         }
-        Mode::BackupApi => verify_with_api(request).await,
+        Mode::BackupApi => verify_with_api(request, None).await,
         Mode::BaseBackup | Mode::ReplicationConfOnly => Err(Error::new(
             crate::error::ErrorKind::Internal,
             "VerifyBackup is not part of this mode's plan",
@@ -41,9 +42,18 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<BackupFacts> {
 /// if it does not, before anything is written. The facts hold what is known: the backup id as
 /// configured (a shortcut stays a shortcut: Barman resolves it), no manifest, size and version
 /// unknown (0).
-pub async fn verify_with_api(request: &CloneRequest) -> Result<BackupFacts> {
+///
+/// Each call keeps retrying transient failures for `retry_for` when given, else for the
+/// client's default (generous: a clone waits out an API restart; a dry run should not).
+pub async fn verify_with_api(
+    request: &CloneRequest,
+    retry_for: Option<Duration>,
+) -> Result<BackupFacts> {
     let target = crate::transfer::backup_api::api_target(request)?;
-    let api = crate::backup_api::BackupApi::from_target(target)?;
+    let mut api = crate::backup_api::BackupApi::from_target(target)?;
+    if let Some(retry_for) = retry_for {
+        api = api.with_retry_for(retry_for);
+    }
     crate::info!(
         "connecting to pg-backup-api at {} to verify backup for \"{}\"",
         api.base(),
