@@ -448,6 +448,15 @@ mod tests {
                 dbname: Some("postgres".into()),
             },
             waldir: Some(file.join("wal").display().to_string()),
+            // A relative target, a target below a file, and a sound one.
+            tablespace_mapping: vec![
+                ("/old/a".into(), "relative/ts".into()),
+                ("/old/b".into(), file.join("ts").display().to_string()),
+                (
+                    "/old/c".into(),
+                    root.path().join("new/ts").display().to_string(),
+                ),
+            ],
             pg_basebackup_options: vec!["-Ft".into()],
             replication: states::ReplicationSettings {
                 use_replication_slots: true,
@@ -469,6 +478,8 @@ mod tests {
                 "pg_basebackup_options",
                 "source node",
                 "WAL directory",
+                "tablespace target",
+                "tablespace target",
                 "restore_command",
                 "replication slot"
             ],
@@ -477,12 +488,16 @@ mod tests {
         assert!(report
             .checks
             .iter()
+            .any(|c| c.name == "tablespace target" && c.result.is_ok()));
+        assert!(report
+            .checks
+            .iter()
             .any(|c| c.name == "data directory" && c.result.is_ok()));
         assert!(!data_dir.exists() && !root.path().join("new").exists());
         let mut text = Vec::new();
         report.write(&mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
-        assert!(text.ends_with("5 problem(s) found\n"), "{text}");
+        assert!(text.ends_with("7 problem(s) found\n"), "{text}");
     }
 
     #[test]
