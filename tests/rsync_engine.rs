@@ -754,16 +754,23 @@ fn copies_through_a_remote_shell() {
     assert_eq!(by_kind.get("Symlink"), Some(&1));
 }
 
+/// A tree with one big file under `dir`, and a job copying it at 1 MB/s per stream, so that it
+/// can be stopped mid-file. Returns the job and its target directory.
+fn throttled_big_copy(dir: &Path) -> (RsyncJob, PathBuf) {
+    let (src, dst) = kill_test_paths(dir);
+    make_tree(&src, &[(BIG, BIG_LEN)]);
+    std::fs::create_dir(&dst).unwrap();
+    let mut job = job(&src, &dst, manifest(&src));
+    job.extra_args = vec!["--bwlimit=1000".into()];
+    (job, dst)
+}
+
 #[test]
 fn dropping_the_copy_stops_and_reaps_every_rsync() {
     require_rsync();
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = kill_test_paths(tmp.path());
-    make_tree(&src, &[(BIG, BIG_LEN)]);
-    std::fs::create_dir(&dst).unwrap();
-    let mut job = job(&src, &dst, manifest(&src));
-    job.extra_args = vec!["--bwlimit=1000".into()];
+    let (job, dst) = throttled_big_copy(tmp.path());
     let plan = plan_streams(&job.entries, 2);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let needle = dst.to_str().unwrap();
@@ -798,11 +805,7 @@ fn a_killed_rsync_is_a_retryable_failure() {
     require_rsync();
     let rt = runtime();
     let tmp = tempfile::tempdir().unwrap();
-    let (src, dst) = kill_test_paths(tmp.path());
-    make_tree(&src, &[(BIG, BIG_LEN)]);
-    std::fs::create_dir(&dst).unwrap();
-    let mut job = job(&src, &dst, manifest(&src));
-    job.extra_args = vec!["--bwlimit=1000".into()];
+    let (job, dst) = throttled_big_copy(tmp.path());
     let plan = plan_streams(&job.entries, 2);
     let needle = dst.to_str().unwrap().to_string();
     let mut killed = BTreeSet::new();
