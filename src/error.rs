@@ -155,6 +155,19 @@ impl std::error::Error for Error {}
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
+impl Error {
+    /// Unit-test check of what the operator reads: panics, showing the error, unless its
+    /// message contains `message` and its HINT contains `hint`.
+    pub(crate) fn assert_says(&self, message: &str, hint: &str) {
+        assert!(self.message.contains(message), "message: {self:?}");
+        assert!(
+            self.hint.as_deref().is_some_and(|h| h.contains(hint)),
+            "hint: {self:?}"
+        );
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

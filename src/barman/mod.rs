@@ -948,15 +948,11 @@ mod tests {
         let err = refusal.into_error(&client());
         assert_eq!(err.kind, ErrorKind::Barman);
         assert_eq!(err.exit_code(), 19);
-        assert!(
-            err.message.contains("tar-format backup (compression gzip)"),
-            "{}",
-            err.message
+        err.assert_says(
+            "tar-format backup (compression gzip)",
+            "--replication-conf-only",
         );
-        assert!(err
-            .hint
-            .as_deref()
-            .is_some_and(|h| h.contains("--replication-conf-only") && h.contains("list-backups")));
+        err.assert_says("", "list-backups");
     }
 
     #[test]
