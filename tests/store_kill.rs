@@ -16,7 +16,7 @@ use states::{
 };
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -403,9 +403,7 @@ fn sigkilled_child_resumes_at_the_right_step_and_loses_no_checkpoint() {
     if run_as_child() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let state_path = tmp.path().join("state");
-    let state = StateDir::open(&state_path).unwrap();
+    let (_tmp, state_path, state) = scratch_state();
     let started = Instant::now();
     let mut rng = rand::thread_rng();
     let mut kills = 0;
@@ -452,15 +450,21 @@ fn sigkilled_child_resumes_at_the_right_step_and_loses_no_checkpoint() {
     );
 }
 
+/// A state directory in a temporary directory (removed when the first value is dropped).
+fn scratch_state() -> (tempfile::TempDir, PathBuf, StateDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let state_path = tmp.path().join("state");
+    let state = StateDir::open(&state_path).unwrap();
+    (tmp, state_path, state)
+}
+
 #[test]
 fn a_second_run_is_refused_until_the_holder_dies() {
     const TEST: &str = "a_second_run_is_refused_until_the_holder_dies";
     if run_as_child() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let state_path = tmp.path().join("state");
-    let state = StateDir::open(&state_path).unwrap();
+    let (_tmp, state_path, state) = scratch_state();
     let id = CloneId::for_data_dir("/srv/pg/main");
     new_clone(&state, &id);
 
@@ -493,9 +497,7 @@ fn status_of_a_running_clone_answers_within_100ms_with_its_step() {
     if run_as_child() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let state_path = tmp.path().join("state");
-    let state = StateDir::open(&state_path).unwrap();
+    let (_tmp, state_path, state) = scratch_state();
     let id = CloneId::for_data_dir("/srv/pg/main");
     {
         let _locked = no_fork();
