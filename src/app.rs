@@ -5,10 +5,10 @@ use crate::cli::{Cli, CloneCommand, Command, ResumeArgs, RetryArgs, StartArgs, S
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{human_bytes, Progress};
-use crate::runner::{self, RetryPolicy};
+use crate::runner::{self, Signals};
 use crate::store::StateDir;
 use clap::Parser;
-use states::{CloneId, CloneRecord, Mode, Phase};
+use states::{CloneId, CloneRecord, Mode, Phase, RetryPolicy};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -125,8 +125,8 @@ async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
     store.save(&record)?;
     crate::info!(
         "clone {} created ({} mode)",
-        record.id,
-        record.request.mode.label()
+        record.id(),
+        record.request().mode.label()
     );
     drive(&store, &mut record, &args.retries).await
 }
@@ -135,28 +135,14 @@ async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
 /// creates it before copying): drop it, or it holds WAL on the upstream forever. A failure is
 /// a warning with the command to run by hand, never a reason to refuse the new clone.
 async fn drop_abandoned_slot(existing: &CloneRecord) {
-    let request = &existing.request;
-    let reached_slot = existing.history.iter().any(|t| {
-        matches!(
-            t.step,
-            states::Step::Transfer | states::Step::WriteReplicationConf
-        )
-    });
-    let Some(params) = existing.facts.params.as_ref() else {
+    let request = existing.request();
+    let Some(upstream) = existing.abandoned_slot_upstream() else {
         return;
     };
-    if !request.replication.use_replication_slots || !reached_slot {
-        return;
-    }
-    let Ok(name) = crate::steps::write_replication_conf::slot_name(request) else {
+    let Ok(name) = crate::slots::slot_name(request) else {
         return;
     };
-    match crate::steps::write_replication_conf::drop_abandoned_slot(
-        request,
-        &params.upstream_conninfo,
-    )
-    .await
-    {
+    match crate::slots::drop_abandoned_slot(request, upstream).await {
         Ok(true) => crate::notice!(
             "dropped replication slot \"{name}\" of the discarded clone on the upstream node"
         ),
@@ -207,7 +193,7 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
     }
     crate::notice!(
         "resuming clone {id} of \"{}\" at {}",
-        record.request.data_dir,
+        record.request().data_dir,
         describe_phase(&record)
     );
     drive(&store, &mut record, &args.retries).await
@@ -234,18 +220,24 @@ async fn drive(
     retries: &RetryArgs,
 ) -> Result<()> {
     let progress = Progress::new();
-    let policy = RetryPolicy {
-        max_attempts: retries.retries + 1,
-        ..RetryPolicy::default()
-    };
-    runner::run(store, record, &crate::steps::Steps, &progress, &policy).await?;
+    let policy = RetryPolicy::STEP.with_attempts(retries.retries.saturating_add(1));
+    let mut stop = Signals::install()?;
+    runner::run(
+        store,
+        record,
+        &crate::steps::Steps,
+        &progress,
+        policy,
+        &mut stop,
+    )
+    .await?;
     report_done(record);
     Ok(())
 }
 
 fn report_done(record: &CloneRecord) {
-    let data_dir = &record.request.data_dir;
-    if let Some(transfer) = &record.facts.transfer {
+    let data_dir = &record.request().data_dir;
+    if let Some(transfer) = &record.facts().transfer {
         let kept = if transfer.bytes_kept > 0 {
             format!(
                 ", and {} of files copied in part kept",
@@ -262,7 +254,7 @@ fn report_done(record: &CloneRecord) {
             transfer.files_reused
         );
     }
-    match record.request.mode {
+    match record.request().mode {
         Mode::BarmanRsync => crate::notice!("standby clone (from Barman) complete"),
         Mode::BackupApi => crate::notice!("standby clone (from pg-backup-api) complete"),
         Mode::BaseBackup => crate::notice!("standby clone (using pg_basebackup) complete"),

@@ -5,15 +5,17 @@
 //! lists every check and every problem, not only the first.
 //!
 //! It changes nothing anywhere: no files, no slots, no API operations, no store records (the
-//! caller returns before opening the store). It reuses the read-only halves of the steps, so a
-//! dry run cannot drift from what a run checks.
+//! caller returns before opening the store). It calls the same read-only checks as the steps
+//! (`preflight`, `datadir`, `slots`, the Barman client), so a dry run cannot drift from what a
+//! run checks.
 
+use crate::barman::Barman;
+use crate::datadir;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg_tools::pg_program;
+use crate::preflight::{check_restored, inspect_source, verify_with_api};
 use crate::progress::human_bytes;
-use crate::steps::fetch_params::{check_restored, inspect_source};
-use crate::steps::prepare_dirs;
-use crate::steps::write_replication_conf::{check_slot, slot_name};
+use crate::slots::{check_slot, slot_name};
 use crate::transfer::basebackup::BaseBackupOptions;
 use states::{CloneRequest, Mode, SourceParams, TablespaceTarget};
 use std::io::Write;
@@ -104,7 +106,7 @@ pub async fn check(request: &CloneRequest) -> Report {
     };
     let mut backup = None;
     match request.mode {
-        Mode::BarmanRsync => match crate::steps::barman_of(request) {
+        Mode::BarmanRsync => match Barman::for_request(request) {
             Ok(barman) => {
                 report.record(
                     "Barman server",
@@ -132,13 +134,18 @@ pub async fn check(request: &CloneRequest) -> Report {
         },
         Mode::BackupApi => {
             // Read-only calls only: /status and the operation list; never a POST.
+            let verified = match &request.backup_api {
+                Some(target) => verify_with_api(target, Some(API_RETRY_FOR)).await,
+                None => Err(Error::new(
+                    ErrorKind::Internal,
+                    "pg-backup-api mode without pg_backupapi_host in the request",
+                )),
+            };
             report.record(
                 "pg-backup-api",
-                crate::steps::verify_backup::verify_with_api(request, Some(API_RETRY_FOR))
-                    .await
-                    .map(|facts| {
-                        format!("reachable; backup \"{}\" will be restored", facts.backup_id)
-                    }),
+                verified.map(|facts| {
+                    format!("reachable; backup \"{}\" will be restored", facts.backup_id)
+                }),
             );
         }
         Mode::BaseBackup => {
@@ -245,14 +252,14 @@ fn check_dirs(
     let data_dir = Path::new(&request.data_dir);
     report.record(
         "data directory",
-        prepare_dirs::check_data_dir(data_dir, request.force).map(|state| format!("{state:?}")),
+        datadir::check_data_dir(data_dir, request.force).map(|state| format!("{state:?}")),
     );
     if let Some(waldir) = &request.waldir {
         let waldir = Path::new(waldir);
         let result = match version {
-            Some(version) => prepare_dirs::check_waldir(data_dir, waldir, version, request.force)
+            Some(version) => datadir::check_waldir(data_dir, waldir, version, request.force)
                 .map(|(state, _)| state),
-            None => prepare_dirs::check_dir(waldir, request.force),
+            None => datadir::check_dir(waldir, request.force),
         };
         report.record(
             "WAL directory",
@@ -261,7 +268,7 @@ fn check_dirs(
     }
     let targets: Vec<TablespaceTarget> = match backup {
         Some(backup) => {
-            prepare_dirs::tablespace_targets(&backup.tablespaces, &request.tablespace_mapping)
+            datadir::tablespace_targets(&backup.tablespaces, &request.tablespace_mapping)
         }
         None => request
             .tablespace_mapping
@@ -275,7 +282,7 @@ fn check_dirs(
     for target in targets {
         let path = PathBuf::from(&target.path);
         let result = if path.is_absolute() {
-            prepare_dirs::check_dir(&path, request.force)
+            datadir::check_dir(&path, request.force)
                 .map(|state| format!("\"{}\": {state:?}, writable", path.display()))
         } else {
             Err(Error::new(
@@ -327,7 +334,7 @@ pub fn free_bytes(path: &Path) -> Result<u64> {
     // SAFETY: statvfs fills the zeroed struct from a valid NUL-terminated path.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return Err(crate::replication_conf::durable::io_error(
+        return Err(crate::durable::io_error(
             "read the free space of",
             existing,
             std::io::Error::last_os_error(),

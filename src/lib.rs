@@ -6,8 +6,13 @@
 //! * [`config`] — repmgr.conf: the parser and the typed settings.
 //! * [`store`] — the sled checkpoint store, the per-clone lock, the status snapshot.
 //! * [`runner`] — drives a clone record through its steps and checkpoints every transition.
-//! * [`steps`] — one module per state of the machine.
+//! * [`steps`] — one module per state of the machine (leaves: nothing imports them).
 //! * [`transfer`] — the copy methods: rsync from Barman, pg-backup-api, pg_basebackup.
+//! * [`datadir`] — the standby's directories: checks, preparation, the post-copy skeleton.
+//! * [`slots`] — the replication slot on the upstream.
+//! * [`preflight`] — read-only checks shared by the steps and `--dry-run`.
+//! * [`durable`] — atomic, durable file writes.
+//! * [`retry`] — the one retry helper of the I/O layer.
 //! * [`backup_api`] — the pg-backup-api HTTP client (TLS, bounded retries).
 //! * [`barman`] — every command run on the Barman host, built with correct quoting.
 //! * [`source`] — the source/upstream node over tokio-postgres.
@@ -24,14 +29,19 @@ pub mod barman;
 pub mod cli;
 pub mod config;
 pub mod conninfo;
+pub mod datadir;
 pub mod dry_run;
+pub mod durable;
 pub mod error;
 pub mod log;
 pub mod pg_tools;
+pub mod preflight;
 pub mod progress;
 pub mod replication_conf;
 pub mod request;
+pub mod retry;
 pub mod runner;
+pub mod slots;
 pub mod source;
 pub mod status;
 pub mod steps;

@@ -6,51 +6,27 @@
 //! outcome is saved before the next step begins, so a step checkpointed done never runs again.
 //! Steps are idempotent, so re-running the crashed one converges.
 //!
-//! SIGINT and SIGTERM are safe points: the step's future is dropped (which kills its child
-//! processes), the attempt is recorded as interrupted, and the process exits with the
-//! "interrupted, resumable" code. The runner decides nothing itself: the `states` machine says
-//! what comes next; the runner only adds the in-run retry delays of a [`RetryPolicy`].
+//! A stop request (SIGINT or SIGTERM in the binary, a test's channel in tests: see
+//! [`StopSignal`]) is honoured at a safe point: the step's future is dropped (which kills its
+//! child processes), the attempt is recorded as interrupted, and the run returns the
+//! "interrupted, resumable" error.
+//!
+//! The runner decides nothing: the `states` machine says which step runs next, with which
+//! inputs, whether a failed step is tried again in this run and after how long
+//! ([`states::RetryBudget`]). The runner only waits, runs and saves.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::Progress;
 use crate::store::{CloneStore, StatusSnapshot};
-use states::{CloneRecord, FailureKind, Next, Outcome, Step, StepFailure, StepResult};
+use states::{
+    CloneRecord, CloneRequest, FailureKind, Next, Outcome, RetryBudget, RetryPolicy, Step,
+    StepFailure, StepResult, Task,
+};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// How often the status snapshot is refreshed while a step runs.
 const PUBLISH_EVERY: Duration = Duration::from_millis(500);
-
-/// In-run retries of retryable failures. Across runs, `clone resume` retries any failure.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    /// Attempts at one step within one run, the first included.
-    pub max_attempts: u32,
-    /// Delay before the first retry; doubles each time.
-    pub initial_delay: Duration,
-    /// Upper bound of the delay.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 3,
-            initial_delay: Duration::from_secs(2),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Delay before retry number `retry` (1-based).
-    pub fn delay(&self, retry: u32) -> Duration {
-        let factor = 2_u32.saturating_pow(retry.saturating_sub(1));
-        self.initial_delay
-            .saturating_mul(factor)
-            .min(self.max_delay)
-    }
-}
 
 /// What a step can reach while it runs.
 pub struct StepContext<'a> {
@@ -63,6 +39,11 @@ pub struct StepContext<'a> {
 }
 
 impl StepContext<'_> {
+    /// What the operator asked for, as recorded at `clone start`.
+    pub fn request(&self) -> &CloneRequest {
+        self.record.request()
+    }
+
     /// Saves the record now, for facts that must survive a crash inside the step (the
     /// pg-backup-api operation id).
     pub fn checkpoint(&self) -> Result<()> {
@@ -70,12 +51,20 @@ impl StepContext<'_> {
     }
 }
 
-/// Runs one step. The real implementation is `steps::Steps`; tests substitute their own.
+/// Runs one step. The real implementation is `steps::Steps`; the runner's tests script their
+/// own.
 #[allow(async_fn_in_trait)] // awaited in place by the runner, never spawned: no Send bound needed
 pub trait Executor {
-    /// Runs `step` to completion or failure. Must be idempotent: it may be re-run after a crash
-    /// anywhere inside it.
-    async fn execute(&self, step: Step, ctx: &mut StepContext<'_>) -> Result<StepResult>;
+    /// Runs the task's step with its inputs to completion or failure. Must be idempotent: it
+    /// may be re-run after a crash anywhere inside it.
+    async fn execute(&self, task: Task, ctx: &mut StepContext<'_>) -> Result<StepResult>;
+}
+
+/// What asks a run to stop at its next safe point.
+#[allow(async_fn_in_trait)] // awaited in place by the runner, never spawned
+pub trait StopSignal {
+    /// Completes when a stop is requested; may be awaited again for the next request.
+    async fn requested(&mut self);
 }
 
 /// The clock, in the machine's unit.
@@ -89,14 +78,15 @@ fn machine_bug(e: states::MachineError) -> Error {
     Error::new(ErrorKind::Internal, format!("clone machine misuse: {e}"))
 }
 
-/// SIGINT and SIGTERM, as one future.
-struct Signals {
+/// SIGINT and SIGTERM: the binary's stop signal.
+pub struct Signals {
     interrupt: Signal,
     terminate: Signal,
 }
 
 impl Signals {
-    fn install() -> Result<Signals> {
+    /// Installs the handlers; from now on SIGINT and SIGTERM no longer kill the process.
+    pub fn install() -> Result<Signals> {
         let make = |kind| {
             signal(kind).map_err(|e| {
                 Error::new(
@@ -110,8 +100,10 @@ impl Signals {
             terminate: make(SignalKind::terminate())?,
         })
     }
+}
 
-    async fn recv(&mut self) {
+impl StopSignal for Signals {
+    async fn requested(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
@@ -119,32 +111,31 @@ impl Signals {
     }
 }
 
-/// Drives `record` until it is done, fails, or is interrupted. Every transition is saved in
-/// `store` before the next thing happens.
+/// Drives `record` until it is done, fails, or is stopped. Every transition is saved in
+/// `store` before the next thing happens; `policy` bounds the retries of a failed step within
+/// this run.
 pub async fn run(
     store: &CloneStore,
     record: &mut CloneRecord,
     executor: &impl Executor,
     progress: &Progress,
-    policy: &RetryPolicy,
+    policy: RetryPolicy,
+    stop: &mut impl StopSignal,
 ) -> Result<()> {
-    let mut signals = Signals::install()?;
-    let mut attempts_this_run = 0;
+    let mut budget = RetryBudget::new(policy);
     if let Some(step) = record.recover_crash(now_millis()) {
         crate::warning!("an earlier run stopped inside step {step}; running it again");
         store.save(record)?;
     }
     loop {
-        let step = match record.next() {
-            Next::Done => {
-                publish(store, record, progress);
-                return Ok(());
-            }
-            _ => record.begin(now_millis()).map_err(machine_bug)?,
-        };
+        if record.next() == Next::Done {
+            publish(store, record, progress);
+            return Ok(());
+        }
+        let task = record.begin(now_millis()).map_err(machine_bug)?;
+        let step = task.step;
         store.save(record)?;
-        attempts_this_run += 1;
-        crate::info!("step {step} (attempt {})", record.attempts);
+        crate::info!("step {step} (attempt {})", record.attempts());
         progress.begin_step(step);
         let shown = record.clone();
         publish(store, &shown, progress);
@@ -154,13 +145,13 @@ pub async fn run(
                 store,
                 progress,
             };
-            let work = executor.execute(step, &mut ctx);
+            let work = executor.execute(task, &mut ctx);
             tokio::pin!(work);
             let mut ticker = tokio::time::interval(PUBLISH_EVERY);
             loop {
                 tokio::select! {
                     result = &mut work => break result.map_err(Some),
-                    _ = signals.recv() => break Err(None),
+                    _ = stop.requested() => break Err(None),
                     _ = ticker.tick() => publish(store, &shown, progress),
                 }
             }
@@ -171,22 +162,22 @@ pub async fn run(
             Err(Some(error)) => (Outcome::Failed(failure_of(&error)), Some(error)),
             Err(None) => (Outcome::Interrupted, None),
         };
-        let next = record.finish(outcome, now_millis()).map_err(machine_bug)?;
+        let next = record
+            .finish(outcome, now_millis(), &mut budget)
+            .map_err(machine_bug)?;
         store.save(record)?;
         publish(store, record, progress);
         match next {
-            Next::Run(_) | Next::Done => attempts_this_run = 0,
-            Next::Retry(step) => {
-                let error = error.expect("a retry follows a failure");
-                if attempts_this_run >= policy.max_attempts {
-                    return Err(error);
+            Next::Run(_) | Next::Done => {}
+            Next::Retry { step, delay_ms } => {
+                if let Some(error) = &error {
+                    crate::log::error(error);
                 }
-                let delay = policy.delay(attempts_this_run);
-                crate::log::error(&error);
+                let delay = Duration::from_millis(delay_ms);
                 crate::info!("Retrying step {step} in {} s...", delay.as_secs_f32());
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
-                    _ = signals.recv() => return Err(interrupted(record, step)),
+                    _ = stop.requested() => return Err(interrupted(record, step)),
                 }
             }
             Next::Stop => {
@@ -199,11 +190,11 @@ pub async fn run(
 fn interrupted(record: &CloneRecord, step: Step) -> Error {
     Error::new(
         ErrorKind::Interrupted,
-        format!("clone {} interrupted during step {step}", record.id),
+        format!("clone {} interrupted during step {step}", record.id()),
     )
     .hint(format!(
         "continue it with \"pgreplica clone resume {}\"",
-        record.id
+        record.id()
     ))
 }
 
@@ -238,14 +229,6 @@ fn publish(store: &CloneStore, record: &CloneRecord, progress: &Progress) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_delays_grow_and_are_bounded() {
-        let policy = RetryPolicy::default();
-        assert_eq!(policy.delay(1), Duration::from_secs(2));
-        assert_eq!(policy.delay(2), Duration::from_secs(4));
-        assert_eq!(policy.delay(10), Duration::from_secs(30));
-    }
 
     #[test]
     fn failures_keep_their_kind_and_exit_code() {

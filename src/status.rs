@@ -16,17 +16,17 @@ pub fn write_json(views: &[StatusView], out: &mut dyn Write) -> io::Result<()> {
         .map(|view| {
             let record = &view.record;
             json!({
-                "id": record.id.as_str(),
-                "data_dir": record.request.data_dir,
-                "mode": record.request.mode,
+                "id": record.id().as_str(),
+                "data_dir": record.request().data_dir,
+                "mode": record.request().mode,
                 "phase": phase_name(view),
                 "done": record.phase() == Phase::Done,
                 "running": view.running,
                 "pid": view.pid,
                 "updated_at": view.updated_at,
-                "attempts": record.attempts,
-                "backup_id": record.facts.backup.as_ref().map(|b| b.backup_id.clone()),
-                "last_error": record.last_error,
+                "attempts": record.attempts(),
+                "backup_id": record.facts().backup.as_ref().map(|b| b.backup_id.clone()),
+                "last_error": record.last_error(),
                 "live": view.live,
                 "files": view.files.map(|f| json!({
                     "files_done": f.files_done,
@@ -34,7 +34,7 @@ pub fn write_json(views: &[StatusView], out: &mut dyn Write) -> io::Result<()> {
                     "bytes_done": f.bytes_done,
                     "bytes_total": f.bytes_total,
                 })),
-                "history": record.history.iter().map(|t| json!({
+                "history": record.history().iter().map(|t| json!({
                     "step": t.step,
                     "started_at": t.started_at,
                     "ended_at": t.ended_at,
@@ -80,9 +80,9 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
     writeln!(
         out,
         "Clone {}  \"{}\"  ({})",
-        record.id,
-        record.request.data_dir,
-        record.request.mode.label()
+        record.id(),
+        record.request().data_dir,
+        record.request().mode.label()
     )?;
     let activity = match (view.running, view.pid) {
         (true, Some(pid)) => format!("running, pid {pid}"),
@@ -91,7 +91,7 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
         (false, _) => "stopped; resume with \"pgreplica clone resume\"".to_string(),
     };
     writeln!(out, "  state:      {} ({activity})", phase_name(view))?;
-    if let Some(backup) = &record.facts.backup {
+    if let Some(backup) = &record.facts().backup {
         writeln!(
             out,
             "  backup:     {} of server \"{}\" ({}, PostgreSQL {})",
@@ -129,7 +129,7 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
             files.files_total
         )?;
     }
-    if let Some(verification) = &record.facts.verification {
+    if let Some(verification) = &record.facts().verification {
         match verification {
             Verification::Verified { files } => {
                 writeln!(out, "  verified:   {files} files against backup_manifest")?
@@ -137,18 +137,20 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
             Verification::Skipped { reason } => writeln!(out, "  verified:   skipped: {reason}")?,
         }
     }
-    if let Some(error) = &record.last_error {
+    if let Some(error) = &record.last_error() {
         writeln!(
             out,
             "  last error: {} (exit {}, attempt {})",
-            error.message, error.exit_code, record.attempts
+            error.message,
+            error.exit_code,
+            record.attempts()
         )?;
         if let Some(hint) = &error.hint {
             writeln!(out, "  hint:       {hint}")?;
         }
     }
     writeln!(out, "  history:")?;
-    for transition in &record.history {
+    for transition in record.history() {
         let seconds = transition.ended_at.saturating_sub(transition.started_at) as f64 / 1000.0;
         writeln!(
             out,

@@ -4,10 +4,11 @@
 use pgreplica::error::ErrorKind;
 use pgreplica::store::{StateDir, StatusSnapshot};
 use states::{
-    ApiOperation, BackupFacts, CloneId, CloneRecord, CloneRequest, EntryKind, FailureKind,
+    BackupFacts, BarmanTarget, CloneId, CloneRecord, CloneRequest, EntryKind, FailureKind,
     ManifestEntry, Mode, Next, Outcome, Phase, PreparedDirs, SourceParams, Step, StepFailure,
     StepResult, Tablespace, TransferSummary, Verification, WrittenConf,
 };
+use states::{RetryBudget, RetryPolicy};
 use std::path::Path;
 
 fn state() -> (tempfile::TempDir, StateDir) {
@@ -74,9 +75,15 @@ fn full_record(id: &CloneId) -> CloneRecord {
         backup_selector: "latest".to_string(),
         jobs: 4,
         tablespace_mapping: vec![("/srv/fast".to_string(), "/srv/fast2".to_string())],
+        barman: Some(BarmanTarget {
+            host: "barman@backup".to_string(),
+            server: "pg".to_string(),
+            config: None,
+        }),
         ..CloneRequest::default()
     };
     let mut record = CloneRecord::new(id.clone(), request, 1_000);
+    let mut budget = RetryBudget::new(RetryPolicy::STEP);
     let mut now = 1_000;
     let mut tick = || {
         now += 7;
@@ -92,18 +99,20 @@ fn full_record(id: &CloneId) -> CloneRecord {
         exit_code: 12,
     };
     assert_eq!(
-        record.finish(Outcome::Failed(failure), tick()).unwrap(),
-        Next::Retry(Step::VerifyBackup)
+        record
+            .finish(Outcome::Failed(failure), tick(), &mut budget)
+            .unwrap(),
+        Next::Retry {
+            step: Step::VerifyBackup,
+            delay_ms: RetryPolicy::STEP.first_delay_ms
+        }
     );
-    record.api_operation = Some(ApiOperation {
-        attempt_started_at: 55,
-        operation_id: Some("20261125T061500".to_string()),
-        latest_id_before: None,
-    });
+    record.api_attempt_begun(55, None);
+    record.api_operation_created("20261125T061500");
     while let Next::Run(step) = record.next() {
         record.begin(tick()).unwrap();
         record
-            .finish(Outcome::Succeeded(result_for(step)), tick())
+            .finish(Outcome::Succeeded(result_for(step)), tick(), &mut budget)
             .unwrap();
     }
     assert_eq!(record.phase(), Phase::Done);
@@ -214,7 +223,8 @@ fn status_of_an_idle_clone_comes_from_sled_and_of_a_missing_one_is_an_error() {
         store.files().replace(&manifest(100)).unwrap();
         // A snapshot left behind by a run that ended is not what an idle clone shows.
         let mut stale = record.clone();
-        stale.attempts = 99;
+        stale.api_attempt_withdrawn();
+        assert_ne!(stale, record);
         store
             .publish(&StatusSnapshot {
                 record: stale,

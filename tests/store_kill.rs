@@ -1,18 +1,23 @@
-//! The checkpoint store across real processes: a child driving a clone is SIGKILLed at random
-//! moments and resumed; a second run is refused by the lock; `clone status` reads a running
-//! clone quickly.
+//! The checkpoint store across real processes: a child driving a clone with the real runner is
+//! SIGKILLed at random moments and resumed; a second run is refused by the lock; `clone status`
+//! reads a running clone quickly.
 //!
 //! Children are this test binary re-executed (`--exact <test> --nocapture -q`) with
-//! `PGREPLICA_STORE_CHILD` naming their role; they report each checkpoint on stdout *after* it
-//! is saved, so whatever the parent read before the kill must be in the store afterwards.
+//! `PGREPLICA_STORE_CHILD` naming their role. The drive child runs `runner::run` with a scripted
+//! executor that reports, from inside each step, the checkpoint the runner saved before calling
+//! it, so whatever the parent read before the kill must be in the store afterwards. The kill
+//! delays are drawn from a seeded generator (`PGREPLICA_TEST_SEED`, printed), so a failing
+//! sequence can be replayed.
 
-use pgreplica::error::ErrorKind;
+use pgreplica::error::{ErrorKind, Result};
+use pgreplica::progress::Progress;
+use pgreplica::runner::{self, Executor, StepContext, StopSignal};
 use pgreplica::store::{CloneStore, FileTable, LiveProgress, StateDir, StatusSnapshot};
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use states::{
-    BackupFacts, CloneId, CloneRecord, CloneRequest, EntryKind, ManifestEntry, Mode, Next, Outcome,
-    OutcomeKind, Phase, PreparedDirs, SourceParams, Step, StepResult, TransferSummary,
-    Verification, WrittenConf,
+    BackupFacts, BarmanTarget, CloneId, CloneRecord, CloneRequest, EntryKind, ManifestEntry, Mode,
+    Next, Outcome, OutcomeKind, Phase, PreparedDirs, RetryBudget, RetryPolicy, SourceParams, Step,
+    StepResult, Task, TransferSummary, Verification, WrittenConf,
 };
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
@@ -24,6 +29,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const ROLE_ENV: &str = "PGREPLICA_STORE_CHILD";
 const STATE_ENV: &str = "PGREPLICA_STORE_STATE";
 const CLONE_ENV: &str = "PGREPLICA_STORE_CLONE";
+/// Seeds the kill delays; a default keeps runs comparable.
+const SEED_ENV: &str = "PGREPLICA_TEST_SEED";
 
 /// Entries in the drive child's file list.
 const FILES: usize = 1_500;
@@ -45,6 +52,11 @@ fn request() -> CloneRequest {
         data_dir: "/srv/pg/main".to_string(),
         backup_selector: "latest".to_string(),
         jobs: 2,
+        barman: Some(BarmanTarget {
+            host: "barman@backup".to_string(),
+            server: "pg".to_string(),
+            config: None,
+        }),
         ..CloneRequest::default()
     }
 }
@@ -81,11 +93,16 @@ fn manifest() -> Vec<ManifestEntry> {
         .collect()
 }
 
-/// A number that every save of the drive child raises by exactly one: `begin` sets the
-/// in-flight step, `finish` and `recover_crash` clear it and add a history entry.
+/// A number that every save of the runner raises by exactly one: `begin` sets the in-flight
+/// step, `finish` and `recover_crash` clear it and add a history entry.
 fn progress(record: &CloneRecord) -> usize {
-    2 * record.history.len() + usize::from(record.in_flight().is_some())
+    2 * record.history().len() + usize::from(record.in_flight().is_some())
 }
+
+/// The runner's saves between two reports of the drive child: a report comes from inside a
+/// step, after `begin` was saved; before it, the previous step's `finish` (or a crash's
+/// recovery) was saved too.
+const SAVES_BETWEEN_REPORTS: usize = 2;
 
 fn checkpoint_line(record: &CloneRecord) -> String {
     format!(
@@ -119,30 +136,51 @@ fn run_as_child() -> bool {
     true
 }
 
-/// Drives the clone to Done, reporting every checkpoint after it is durable.
+/// The steps of the drive child: each reports the checkpoint the runner saved before calling
+/// it, Transfer marks the file list done as the real one does.
+struct Scripted;
+
+impl Executor for Scripted {
+    async fn execute(&self, task: Task, ctx: &mut StepContext<'_>) -> Result<StepResult> {
+        println!("{}", checkpoint_line(ctx.record));
+        if task.step == Step::Transfer {
+            transfer(&ctx.store.files());
+        }
+        Ok(result_for(task.step))
+    }
+}
+
+/// A stop that is never requested: the drive child is only ever killed.
+struct NeverStop;
+
+impl StopSignal for NeverStop {
+    async fn requested(&mut self) {
+        std::future::pending::<()>().await
+    }
+}
+
+/// Drives the clone to Done with the real runner.
 fn drive(store: &CloneStore) {
     let mut record = store
         .load()
         .unwrap()
         .expect("the parent created the record");
     println!("READY");
-    if record.recover_crash(now()).is_some() {
-        store.save(&record).unwrap();
-        println!("{}", checkpoint_line(&record));
-    }
-    while let Next::Run(step) = record.next() {
-        record.begin(now()).unwrap();
-        store.save(&record).unwrap();
-        println!("{}", checkpoint_line(&record));
-        if step == Step::Transfer {
-            transfer(&store.files());
-        }
-        record
-            .finish(Outcome::Succeeded(result_for(step)), now())
-            .unwrap();
-        store.save(&record).unwrap();
-        println!("{}", checkpoint_line(&record));
-    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(runner::run(
+            store,
+            &mut record,
+            &Scripted,
+            &Progress::new(),
+            RetryPolicy::STEP,
+            &mut NeverStop,
+        ))
+        .unwrap();
+    println!("{}", checkpoint_line(&record));
     println!("DONE");
 }
 
@@ -171,7 +209,7 @@ fn hold(store: &CloneStore) {
         .unwrap()
         .expect("the parent created the record");
     record.recover_crash(now());
-    let step = record.begin(now()).unwrap();
+    let step = record.begin(now()).unwrap().step;
     store.save(&record).unwrap();
     store
         .publish(&StatusSnapshot {
@@ -314,7 +352,7 @@ fn verify(state: &StateDir, id: &CloneId, lines: &[String], expect: &mut Expect)
         l.split(' ').nth(1).unwrap().parse::<usize>().unwrap()
     });
     assert!(
-        found == reported || found == reported + 1,
+        (reported..=reported + SAVES_BETWEEN_REPORTS).contains(&found),
         "store is at checkpoint {found}, the child reported {reported}: {lines:?}"
     );
     if let (Some(line), true) = (last, found == reported) {
@@ -348,7 +386,7 @@ fn verify(state: &StateDir, id: &CloneId, lines: &[String], expect: &mut Expect)
     let crashed = recovered.recover_crash(now());
     assert_eq!(crashed, record.in_flight());
     if let Some(step) = crashed {
-        let last = recovered.history.last().unwrap();
+        let last = recovered.history().last().unwrap();
         assert_eq!((last.step, last.outcome), (step, OutcomeKind::Crashed));
         if expect.crash_counted_at != Some(found) {
             expect.crashes += 1;
@@ -375,14 +413,14 @@ fn check_done(record: &CloneRecord, expect: &Expect) {
     assert_eq!(record.phase(), Phase::Done);
     for step in record.plan() {
         let successes = record
-            .history
+            .history()
             .iter()
             .filter(|t| t.step == *step && t.outcome == OutcomeKind::Succeeded)
             .count();
         assert_eq!(successes, 1, "{step} succeeded {successes} times");
     }
     let crashes = record
-        .history
+        .history()
         .iter()
         .filter(|t| t.outcome == OutcomeKind::Crashed)
         .count();
@@ -391,7 +429,7 @@ fn check_done(record: &CloneRecord, expect: &Expect) {
         "every crash is in the history once"
     );
     assert_eq!(
-        record.history.len(),
+        record.history().len(),
         record.plan().len() + crashes,
         "nothing but successes and crashes happened"
     );
@@ -405,7 +443,12 @@ fn sigkilled_child_resumes_at_the_right_step_and_loses_no_checkpoint() {
     }
     let (_tmp, state_path, state) = scratch_state();
     let started = Instant::now();
-    let mut rng = rand::thread_rng();
+    let seed = std::env::var(SEED_ENV)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_130_u64);
+    eprintln!("kill delays seeded with {SEED_ENV}={seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut kills = 0;
     let mut landed_in = std::collections::BTreeMap::<String, usize>::new();
     let mut clones = 0;
@@ -504,10 +547,11 @@ fn status_of_a_running_clone_answers_within_100ms_with_its_step() {
         // Put the clone at Transfer so that the step shown is not simply the first one.
         let store = state.open_clone(&id).unwrap();
         let mut record = CloneRecord::new(id.clone(), request(), now());
+        let mut budget = RetryBudget::new(RetryPolicy::STEP);
         while record.next() != Next::Run(Step::Transfer) {
-            let step = record.begin(now()).unwrap();
+            let step = record.begin(now()).unwrap().step;
             record
-                .finish(Outcome::Succeeded(result_for(step)), now())
+                .finish(Outcome::Succeeded(result_for(step)), now(), &mut budget)
                 .unwrap();
         }
         store.save(&record).unwrap();

@@ -15,10 +15,12 @@
 //! retries a request the server may have acted on.
 
 use crate::error::{Error, ErrorKind, Result};
-use backoff::backoff::Backoff;
-use backoff::ExponentialBackoff;
+use crate::retry::{with_retry, GaveUp};
 use serde_json::Value;
-use states::ApiTarget;
+use states::api::ListedOperation;
+use states::{ApiTarget, RetryPolicy};
+use std::fmt;
+use std::future::Future;
 use std::time::Duration;
 
 /// repmgr's fixed port of pg-backup-api, used when `pg_backupapi_host` names only a host.
@@ -26,9 +28,9 @@ pub const DEFAULT_PORT: u16 = 7480;
 
 /// How long one call keeps retrying transient failures before it gives up (retryably).
 const RETRY_FOR: Duration = Duration::from_secs(120);
-/// First retry delay; doubles (with ±50% jitter) up to [`RETRY_MAX_DELAY`].
-const RETRY_FIRST_DELAY: Duration = Duration::from_millis(500);
-const RETRY_MAX_DELAY: Duration = Duration::from_secs(10);
+/// First retry delay, in milliseconds; doubles (with ±50% jitter) up to [`RETRY_MAX_DELAY_MS`].
+const RETRY_FIRST_DELAY_MS: u64 = 500;
+const RETRY_MAX_DELAY_MS: u64 = 10_000;
 /// Connecting must be quick: a dead API is retried rather than waited on.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Whole-request bound: the API answers every call at once (the work runs in a worker).
@@ -43,15 +45,6 @@ pub enum OperationStatus {
     Done,
     /// The output file says the command failed.
     Failed,
-}
-
-/// One entry of a server's operation list.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OperationRef {
-    /// The operation id (server local time, `%Y%m%dT%H%M%S`).
-    pub id: String,
-    /// Its type: `recovery`, `config_switch`, …
-    pub kind: String,
 }
 
 /// The body of a recovery request.
@@ -97,6 +90,15 @@ pub struct BackupApi {
 enum Attempt {
     Transient(String),
     Final(Error),
+}
+
+impl fmt::Display for Attempt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Attempt::Transient(reason) => f.write_str(reason),
+            Attempt::Final(error) => f.write_str(&error.message),
+        }
+    }
 }
 
 impl BackupApi {
@@ -198,7 +200,7 @@ impl BackupApi {
 
     /// The server's operations (`GET /servers/{server}/operations`); a 404 means Barman has no
     /// such server.
-    pub async fn list_operations(&self) -> Result<Vec<OperationRef>> {
+    pub async fn list_operations(&self) -> Result<Vec<ListedOperation>> {
         let path = format!("/servers/{}/operations", segment(&self.server));
         let reply = self
             .get_json(&path, &|message| {
@@ -222,32 +224,29 @@ impl BackupApi {
             segment(&self.server),
             segment(id)
         );
-        loop {
-            let reply = self
-                .get_json(&path, &|message| {
-                    Error::new(
-                        ErrorKind::BackupApi,
-                        format!(
-                            "operation {id} of Barman server \"{}\" is unknown to pg-backup-api at {} ({message})",
-                            self.server, self.base
-                        ),
-                    )
-                    .hint(format!(
-                        "its job file <barman_home>/{}/jobs/{id}.json on the Barman host is gone, or pg_backupapi_host now points at another API; the data directory holds an unfinished restore: remove it and start the clone again",
-                        self.server
-                    ))
-                })
-                .await?;
-            match parse_status(&reply) {
-                Some(status) => return Ok(status),
-                // repmgr's words for a reply without a status; the next poll asks again.
-                None => {
-                    crate::info!("Incorrect reply received for that operation ID: {reply}");
-                    crate::info!("Retrying...");
-                    tokio::time::sleep(RETRY_FIRST_DELAY).await;
-                }
-            }
-        }
+        let on_404 = |message: &str| {
+            Error::new(
+                ErrorKind::BackupApi,
+                format!(
+                    "operation {id} of Barman server \"{}\" is unknown to pg-backup-api at {} ({message})",
+                    self.server, self.base
+                ),
+            )
+            .hint(format!(
+                "its job file <barman_home>/{}/jobs/{id}.json on the Barman host is gone, or pg_backupapi_host now points at another API; the data directory holds an unfinished restore: remove it and start the clone again",
+                self.server
+            ))
+        };
+        self.retrying(|| async {
+            let reply = self.get_once(&path, &on_404).await?;
+            // repmgr's words for a reply without a status; the next attempt asks again.
+            parse_status(&reply).ok_or_else(|| {
+                Attempt::Transient(format!(
+                    "Incorrect reply received for that operation ID: {reply}"
+                ))
+            })
+        })
+        .await
     }
 
     /// POSTs a recovery, once. It is never repeated here: see [`PostOutcome`].
@@ -337,32 +336,36 @@ impl BackupApi {
 
     /// GETs `path` and parses JSON, retrying transient failures within the call's budget.
     async fn get_json(&self, path: &str, on_404: &dyn Fn(&str) -> Error) -> Result<Value> {
-        let mut backoff = ExponentialBackoff {
-            initial_interval: RETRY_FIRST_DELAY,
-            max_interval: RETRY_MAX_DELAY,
-            max_elapsed_time: Some(self.retry_for),
-            randomization_factor: 0.5,
-            multiplier: 2.0,
-            ..ExponentialBackoff::default()
+        self.retrying(|| self.get_once(path, on_404)).await
+    }
+
+    /// Runs `attempt` until it succeeds, fails finally, or the call's budget is spent.
+    async fn retrying<T, Fut>(&self, attempt: impl FnMut() -> Fut) -> Result<T>
+    where
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        let policy = RetryPolicy {
+            max_attempts: u32::MAX,
+            first_delay_ms: RETRY_FIRST_DELAY_MS,
+            max_delay_ms: RETRY_MAX_DELAY_MS,
+            give_up_after_ms: Some(u64::try_from(self.retry_for.as_millis()).unwrap_or(u64::MAX)),
+            jitter_percent: 50,
         };
-        backoff.reset();
-        loop {
-            let reason = match self.get_once(path, on_404).await {
-                Ok(value) => return Ok(value),
-                Err(Attempt::Final(e)) => return Err(e),
-                Err(Attempt::Transient(reason)) => reason,
-            };
-            let Some(delay) = backoff.next_backoff() else {
-                return Err(Error::new(
-                    ErrorKind::BackupApi,
-                    format!("pg-backup-api at {} still fails after {} s of retries: {reason}", self.base, self.retry_for.as_secs()),
-                )
-                .hint("check that pg-backup-api runs on the Barman host and that pgreplica can reach it; \"pgreplica clone resume\" continues the clone")
-                .retryable());
-            };
-            crate::info!("{reason}");
-            crate::info!("Retrying... (in {:.1} s)", delay.as_secs_f32());
-            tokio::time::sleep(delay).await;
+        let transient = |attempt: &Attempt| matches!(attempt, Attempt::Transient(_));
+        match with_retry(&policy, transient, attempt).await {
+            Ok(value) => Ok(value),
+            Err(GaveUp::Final(Attempt::Final(error))) => Err(error),
+            Err(gave_up) => Err(Error::new(
+                ErrorKind::BackupApi,
+                format!(
+                    "pg-backup-api at {} still fails after {} s of retries: {}",
+                    self.base,
+                    self.retry_for.as_secs(),
+                    gave_up.into_inner()
+                ),
+            )
+            .hint("check that pg-backup-api runs on the Barman host and that pgreplica can reach it; \"pgreplica clone resume\" continues the clone")
+            .retryable()),
         }
     }
 
@@ -583,17 +586,17 @@ fn segment(text: &str) -> String {
 }
 
 /// `{"operations":[{"id":…,"type":…},…]}` (2.x) or a list of bare ids (before 2.0).
-fn parse_operations(reply: &Value) -> Option<Vec<OperationRef>> {
+fn parse_operations(reply: &Value) -> Option<Vec<ListedOperation>> {
     reply
         .get("operations")?
         .as_array()?
         .iter()
         .map(|entry| match entry {
-            Value::String(id) => Some(OperationRef {
+            Value::String(id) => Some(ListedOperation {
                 id: id.clone(),
                 kind: "recovery".to_string(),
             }),
-            Value::Object(map) => Some(OperationRef {
+            Value::Object(map) => Some(ListedOperation {
                 id: map.get("id")?.as_str()?.to_string(),
                 kind: map
                     .get("type")

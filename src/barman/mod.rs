@@ -138,6 +138,18 @@ impl Barman {
         )
     }
 
+    /// The client of a Barman-mode request (`barman_host`, `barman_server`, `barman_config`,
+    /// `ssh_options`); its absence is a bug in how the request was built.
+    pub fn for_request(request: &states::CloneRequest) -> crate::error::Result<Barman> {
+        let target = request.barman.as_ref().ok_or_else(|| {
+            crate::error::Error::new(
+                crate::error::ErrorKind::Internal,
+                "Barman mode without barman_host in the request",
+            )
+        })?;
+        Ok(Barman::from_target(target, &request.ssh_options))
+    }
+
     /// Sets the bound on each remote command.
     pub fn with_timeout(mut self, timeout: Duration) -> Barman {
         self.timeout = timeout;

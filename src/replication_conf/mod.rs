@@ -3,12 +3,12 @@
 //! writers for both layouts — `postgresql.auto.conf` + `standby.signal` (PostgreSQL ≥ 12) and
 //! `recovery.conf` (older).
 //!
-//! Everything is written atomically and durably (see [`durable`]) and idempotently: writing the
+//! Everything is written atomically and durably (see [`crate::durable`]) and idempotently: writing the
 //! same settings twice gives byte-identical files. A password reaches a file only when the
 //! caller passes one to [`primary_conninfo`]; nothing here reads the environment, connects to a
 //! server or logs a conninfo.
 
-pub mod durable;
+use crate::durable;
 
 use std::fs;
 use std::io;

@@ -1,71 +1,50 @@
-//! One module per state of the clone machine. Each exposes `run(ctx)` returning what the step
-//! establishes; [`Steps`] dispatches to them. Steps are idempotent: the runner may run one again
-//! after a crash anywhere inside it.
+//! One module per state of the clone machine. Each exposes `run(ctx, inputs…)` returning what the
+//! step establishes; [`Steps`] dispatches a [`Task`] to them. Steps are idempotent: the runner
+//! may run one again after a crash anywhere inside it.
 //!
-//! Steps read the recorded request and facts, never repmgr.conf: a resumed clone must finish the
-//! clone that was started.
+//! Steps read the recorded request and the inputs the machine hands them, never repmgr.conf and
+//! never the record's facts: a resumed clone finishes the clone that was started, and a step
+//! cannot meet a fact its plan does not guarantee.
+//!
+//! **Invariant:** step modules are leaves. Nothing but this dispatcher imports them; what they
+//! share lives in the modules they call (`datadir`, `slots`, `transfer`, `barman`, `source`, …).
 
-pub mod fetch_params;
-pub mod prepare_dirs;
-pub mod verify_backup;
-pub mod verify_copy;
-pub mod write_replication_conf;
+mod fetch_params;
+mod prepare_dirs;
+mod verify_backup;
+mod verify_copy;
+mod write_replication_conf;
 
-use crate::barman::Barman;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::runner::{Executor, StepContext};
-use states::{BackupFacts, CloneRequest, PreparedDirs, SourceParams, Step, StepResult};
+use states::{StepInput, StepResult, Task};
 
 /// The real steps.
 pub struct Steps;
 
 impl Executor for Steps {
-    async fn execute(&self, step: Step, ctx: &mut StepContext<'_>) -> Result<StepResult> {
-        Ok(match step {
-            Step::VerifyBackup => StepResult::VerifyBackup(verify_backup::run(ctx).await?),
-            Step::FetchParams => StepResult::FetchParams(fetch_params::run(ctx).await?),
-            Step::PrepareDirs => StepResult::PrepareDirs(prepare_dirs::run(ctx).await?),
-            Step::Transfer => StepResult::Transfer(crate::transfer::run(ctx).await?),
-            Step::VerifyCopy => StepResult::VerifyCopy(verify_copy::run(ctx).await?),
-            Step::WriteReplicationConf => {
-                StepResult::WriteReplicationConf(write_replication_conf::run(ctx).await?)
+    async fn execute(&self, task: Task, ctx: &mut StepContext<'_>) -> Result<StepResult> {
+        Ok(match task.input {
+            StepInput::VerifyBackup(server) => {
+                StepResult::VerifyBackup(verify_backup::run(ctx, &server).await?)
+            }
+            StepInput::FetchParams { backup } => {
+                StepResult::FetchParams(fetch_params::run(ctx, backup.as_ref()).await?)
+            }
+            StepInput::PrepareDirs {
+                pg_version,
+                tablespaces,
+            } => StepResult::PrepareDirs(prepare_dirs::run(ctx, pg_version, &tablespaces).await?),
+            StepInput::Transfer(input) => {
+                StepResult::Transfer(crate::transfer::run(ctx, input).await?)
+            }
+            StepInput::VerifyCopy {
+                manifest,
+                pg_version,
+            } => StepResult::VerifyCopy(verify_copy::run(ctx, manifest, pg_version).await?),
+            StepInput::WriteReplicationConf { params } => {
+                StepResult::WriteReplicationConf(write_replication_conf::run(ctx, &params).await?)
             }
         })
     }
-}
-
-/// The Barman client of a Barman-mode request.
-pub fn barman_of(request: &CloneRequest) -> Result<Barman> {
-    let target = request.barman.as_ref().ok_or_else(|| {
-        Error::new(
-            ErrorKind::Internal,
-            "Barman mode without barman_host in the clone record",
-        )
-    })?;
-    Ok(Barman::from_target(target, &request.ssh_options))
-}
-
-/// A fact an earlier step recorded; its absence is a bug in the plan, never the operator's.
-fn recorded<'a, T>(fact: &'a Option<T>, what: &str) -> Result<&'a T> {
-    fact.as_ref().ok_or_else(|| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("the clone record lacks {what}"),
-        )
-    })
-}
-
-/// The pinned backup (VerifyBackup's fact).
-pub fn backup_facts<'a>(ctx: &'a StepContext<'_>) -> Result<&'a BackupFacts> {
-    recorded(&ctx.record.facts.backup, "the verified backup")
-}
-
-/// The source parameters (FetchParams' fact).
-pub fn source_params<'a>(ctx: &'a StepContext<'_>) -> Result<&'a SourceParams> {
-    recorded(&ctx.record.facts.params, "the source parameters")
-}
-
-/// The prepared directories (PrepareDirs' fact).
-pub fn prepared_dirs<'a>(ctx: &'a StepContext<'_>) -> Result<&'a PreparedDirs> {
-    recorded(&ctx.record.facts.dirs, "the prepared directories")
 }

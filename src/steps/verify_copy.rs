@@ -8,18 +8,22 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg_tools::pg_program;
 use crate::runner::StepContext;
-use states::{Mode, Verification};
+use states::{ManifestExpectation, Verification};
 use std::ffi::OsStr;
 use std::path::Path;
 
-/// Runs the step.
-pub async fn run(ctx: &mut StepContext<'_>) -> Result<Verification> {
-    let request = &ctx.record.request;
+/// Runs the step on a copy of `version`; `expectation` says whether a manifest must be there.
+pub async fn run(
+    ctx: &mut StepContext<'_>,
+    expectation: ManifestExpectation,
+    version: u32,
+) -> Result<Verification> {
+    let request = ctx.request();
     let data_dir = Path::new(&request.data_dir);
     let manifest = data_dir.join("backup_manifest");
-    let expected = match request.mode {
-        Mode::BarmanRsync => super::backup_facts(ctx)?.has_manifest,
-        _ => manifest.exists(),
+    let expected = match expectation {
+        ManifestExpectation::Known(has_manifest) => has_manifest,
+        ManifestExpectation::FromCopy => manifest.exists(),
     };
     if !expected {
         let reason = "the backup has no backup_manifest (rsync-method Barman backups have none unless \"barman generate-manifest\" was run)".to_string();
@@ -36,7 +40,6 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<Verification> {
         )
         .hint("resume the clone to copy it again: \"pgreplica clone resume\""));
     }
-    let version = super::source_params(ctx)?.server_version_num;
     let program = pg_program(request.pg_bindir.as_deref(), version, "pg_verifybackup");
     crate::info!(
         "verifying \"{}\" against its backup_manifest",

@@ -1,28 +1,22 @@
 //! Transfer in pg-backup-api mode: ask the API to restore the backup into the data directory
 //! (Barman pushes the files over ssh with rsync), then follow the operation to its end.
 //!
-//! Exactly one operation per clone — the crash-safety argument:
-//! * before the POST, the server's operation list is read and its greatest id is checkpointed
-//!   with the attempt ([`ApiOperation::latest_id_before`]);
-//! * the id the POST answers is checkpointed at once; from then on every run re-attaches to it;
-//! * a run that finds an attempt without an id (a crash between the POST and the checkpoint)
-//!   lists the operations again: ids are the server's local time, so the operation this clone
-//!   created is among the recoveries listed after the recorded greatest id. Exactly one →
-//!   re-attach; none or several → stop and let the operator choose ([`CHOOSE_ENV`]). It never
-//!   POSTs blindly: a second recovery into the same directory would race the first.
+//! Exactly one operation per clone: the machine decides (`states::api`: which operation is the
+//! clone's, when a POST may be sent again); this module talks to the API, records what the
+//! machine is told through its inputs, and checkpoints at the moments the protocol names —
+//! the attempt before the POST, the id right after it.
 //!
-//! The comparison is between the server's own ids, not with pgreplica's clock: the id is the
-//! API host's local time in a time zone pgreplica does not know, and the two clocks may differ
-//! by more than the few seconds that separate the operations of a busy server.
-//!
-//! It must not touch the data directory's contents (Barman writes them) and must not POST while
-//! an attempt of this clone may have created an operation.
+//! It must not touch the data directory's contents (Barman writes them).
 
-use crate::backup_api::{BackupApi, OperationRef, OperationStatus, PostOutcome, RecoveryRequest};
+use crate::backup_api::{BackupApi, OperationStatus, PostOutcome, RecoveryRequest};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::human_bytes;
 use crate::runner::{now_millis, StepContext};
-use states::{ApiOperation, ApiTarget, CloneRequest, TransferSummary};
+use states::api::{
+    after_refused_post, after_unknown_post, find_lost, latest_id, AfterRefusedPost,
+    AfterUnknownPost, ApiStart, LostAttempt, OperatorChoice,
+};
+use states::{ApiTarget, TransferSummary};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -35,32 +29,44 @@ pub const CRASH_AFTER_POST_ENV: &str = "PGREPLICA_TEST_CRASH_AFTER_POST";
 /// operation id to re-attach to, or `new` to POST a new recovery.
 pub const CHOOSE_ENV: &str = "PGREPLICA_BACKUP_API_OPERATION";
 
-/// Recovery POSTs refused before anything was created (duplicate id in the same second,
-/// connection refused) are repeated at most this many times.
-const MAX_POSTS: u32 = 10;
-
 /// The API's duplicate-id 500 clears once the server's clock passes the second.
 const SAME_SECOND_WAIT: Duration = Duration::from_millis(1100);
 
-/// Runs the transfer.
-pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
-    let target = api_target(&ctx.record.request)?.clone();
-    let api = BackupApi::from_target(&target)?;
+/// Runs the transfer through the API at `target`; `expected_bytes` is what the restore is
+/// expected to weigh (for progress).
+pub async fn run(
+    ctx: &mut StepContext<'_>,
+    target: &ApiTarget,
+    expected_bytes: u64,
+) -> Result<TransferSummary> {
+    let api = BackupApi::from_target(target)?;
     let started = Instant::now();
-    let data_dir = PathBuf::from(&ctx.record.request.data_dir);
+    let data_dir = PathBuf::from(&ctx.request().data_dir);
     let bytes_at_start = dir_usage(&data_dir).await.0;
-    let id = match ctx.record.api_operation.clone() {
-        Some(ApiOperation {
-            operation_id: Some(id),
-            ..
-        }) => {
+    let choice = operator_choice();
+    let id = match ctx.record.api_start(choice.as_ref()) {
+        ApiStart::Follow(id) => {
             crate::notice!("re-attaching to pg-backup-api operation {id}");
             id
         }
-        Some(attempt) => reattach_lost(ctx, &api, &target, &attempt).await?,
-        None => post_recovery(ctx, &api, &target).await?,
+        ApiStart::AdoptChosen(id) => {
+            // The id must exist (a 404 here names it).
+            api.operation_status(&id).await?;
+            crate::notice!("{CHOOSE_ENV}={id}: re-attaching to the operation the operator chose");
+            record_id(ctx, &id)?;
+            id
+        }
+        ApiStart::FindLost { latest_id_before } => {
+            reattach_lost(ctx, &api, latest_id_before.as_deref()).await?
+        }
+        ApiStart::Post => {
+            if choice == Some(OperatorChoice::PostNew) && ctx.record.api_operation().is_some() {
+                crate::notice!("{CHOOSE_ENV}=new: posting a new recovery as the operator chose");
+            }
+            post_recovery(ctx, &api, target).await?
+        }
     };
-    follow(ctx, &api, &target, &id).await?;
+    follow(ctx, &api, target, &id, expected_bytes).await?;
     let (bytes, files) = dir_usage(&data_dir).await;
     crate::info!(
         "pg-backup-api operation {id} restored {} into \"{}\"",
@@ -78,27 +84,27 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
     })
 }
 
-/// The recorded API target (absent only through a bug).
-pub fn api_target(request: &CloneRequest) -> Result<&ApiTarget> {
-    request.backup_api.as_ref().ok_or_else(|| {
-        Error::new(
-            ErrorKind::Internal,
-            "pg-backup-api mode without pg_backupapi_host in the clone record",
-        )
-    })
+/// The operator's word from [`CHOOSE_ENV`], if given.
+fn operator_choice() -> Option<OperatorChoice> {
+    let value = std::env::var(CHOOSE_ENV).ok()?;
+    match value.trim() {
+        "" => None,
+        "new" => Some(OperatorChoice::PostNew),
+        id => Some(OperatorChoice::Adopt(id.to_string())),
+    }
 }
 
 fn recovery_request(ctx: &StepContext<'_>, target: &ApiTarget) -> RecoveryRequest {
     RecoveryRequest {
         backup_id: target.backup_id.clone(),
-        destination_directory: ctx.record.request.data_dir.clone(),
+        destination_directory: ctx.request().data_dir.clone(),
         remote_ssh_command: target.remote_ssh_command.clone(),
     }
 }
 
-/// Records the attempt, POSTs, records the id at once. Repeats only POSTs that certainly
-/// created nothing, and POSTs whose outcome is unknown only when the list proves nothing was
-/// created.
+/// Records the attempt, POSTs, records the id at once. Posts again only where the machine
+/// allows it: after a refusal that proves nothing was created, or after a lost reply when the
+/// list proves nothing was created.
 async fn post_recovery(
     ctx: &mut StepContext<'_>,
     api: &BackupApi,
@@ -109,11 +115,8 @@ async fn post_recovery(
     loop {
         posts += 1;
         let latest_id_before = latest_id(&api.list_operations().await?);
-        ctx.record.api_operation = Some(ApiOperation {
-            attempt_started_at: now_millis(),
-            operation_id: None,
-            latest_id_before: latest_id_before.clone(),
-        });
+        ctx.record
+            .api_attempt_begun(now_millis(), latest_id_before.clone());
         ctx.checkpoint()?;
         crate::notice!(
             "asking pg-backup-api at {} to restore backup \"{}\" of server \"{}\" into \"{}\"",
@@ -132,34 +135,35 @@ async fn post_recovery(
                 crate::info!("pg-backup-api operation {id} created");
                 return Ok(id);
             }
-            PostOutcome::NotCreated(error) if !error.retryable => {
-                // Nothing was created: a resume must not hunt for an operation.
-                ctx.record.api_operation = None;
-                ctx.checkpoint()?;
-                return Err(error);
+            PostOutcome::NotCreated(error) => {
+                if after_refused_post(error.retryable, posts) == AfterRefusedPost::Stop {
+                    if !error.retryable {
+                        // Nothing was created: a resume must not hunt for an operation.
+                        ctx.record.api_attempt_withdrawn();
+                        ctx.checkpoint()?;
+                    }
+                    return Err(error);
+                }
+                error
             }
-            PostOutcome::NotCreated(error) => error,
             PostOutcome::Unknown(error) => {
                 crate::info!("{}", error.message);
                 // The API writes the job file before it answers; a moment lets a slow server
                 // finish the request the reply of which was lost.
                 tokio::time::sleep(SAME_SECOND_WAIT).await;
-                let created = created_since(&api.list_operations().await?, &latest_id_before);
-                match created.as_slice() {
-                    [] => error,
-                    [one] => {
-                        let id = one.id.clone();
+                let listed = api.list_operations().await?;
+                match after_unknown_post(&listed, latest_id_before.as_deref()) {
+                    AfterUnknownPost::PostAgain if posts < states::api::MAX_POSTS => error,
+                    AfterUnknownPost::PostAgain => return Err(error),
+                    AfterUnknownPost::Adopt(id) => {
                         record_id(ctx, &id)?;
                         crate::notice!("the reply was lost, but operation {id} is the recovery this request created");
                         return Ok(id);
                     }
-                    several => return Err(cannot_tell(ctx, api, several)),
+                    AfterUnknownPost::Ask(ids) => return Err(cannot_tell(ctx, api, &ids)),
                 }
             }
         };
-        if posts >= MAX_POSTS {
-            return Err(error);
-        }
         crate::info!("{}", error.message);
         crate::info!(
             "Retrying... (no operation was created; posting again in {:.1} s)",
@@ -170,9 +174,7 @@ async fn post_recovery(
 }
 
 fn record_id(ctx: &mut StepContext<'_>, id: &str) -> Result<()> {
-    if let Some(attempt) = ctx.record.api_operation.as_mut() {
-        attempt.operation_id = Some(id.to_string());
-    }
+    ctx.record.api_operation_created(id);
     ctx.checkpoint()
 }
 
@@ -180,31 +182,14 @@ fn record_id(ctx: &mut StepContext<'_>, id: &str) -> Result<()> {
 async fn reattach_lost(
     ctx: &mut StepContext<'_>,
     api: &BackupApi,
-    target: &ApiTarget,
-    attempt: &ApiOperation,
+    latest_id_before: Option<&str>,
 ) -> Result<String> {
-    match std::env::var(CHOOSE_ENV).ok().as_deref().map(str::trim) {
-        Some("new") => {
-            crate::notice!("{CHOOSE_ENV}=new: posting a new recovery as the operator chose");
-            return post_recovery(ctx, api, target).await;
-        }
-        Some(id) if !id.is_empty() => {
-            // The id must exist (a 404 here names it).
-            api.operation_status(id).await?;
-            crate::notice!("{CHOOSE_ENV}={id}: re-attaching to the operation the operator chose");
-            record_id(ctx, id)?;
-            return Ok(id.to_string());
-        }
-        _ => {}
-    }
     crate::warning!(
         "an earlier run posted a recovery but stopped before recording its operation id; looking for it"
     );
     let operations = api.list_operations().await?;
-    let created = created_since(&operations, &attempt.latest_id_before);
-    match created.as_slice() {
-        [one] => {
-            let id = one.id.clone();
+    match find_lost(&operations, latest_id_before) {
+        LostAttempt::Adopt(id) => {
             crate::notice!(
                 "re-attaching to pg-backup-api operation {id}, the only recovery created on server \"{}\" since this clone's request (the API does not say which directory an operation restores into)",
                 api.server()
@@ -212,29 +197,13 @@ async fn reattach_lost(
             record_id(ctx, &id)?;
             Ok(id)
         }
-        several => Err(cannot_tell(ctx, api, several)),
+        LostAttempt::NoneCreated => Err(cannot_tell(ctx, api, &[])),
+        LostAttempt::Ambiguous(ids) => Err(cannot_tell(ctx, api, &ids)),
     }
 }
 
-/// Recoveries listed after `latest_before` (all of them when the server had none before).
-fn created_since(operations: &[OperationRef], latest_before: &Option<String>) -> Vec<OperationRef> {
-    let mut created: Vec<OperationRef> = operations
-        .iter()
-        .filter(|op| op.kind == "recovery")
-        .filter(|op| latest_before.as_ref().is_none_or(|before| op.id > *before))
-        .cloned()
-        .collect();
-    created.sort_by(|a, b| a.id.cmp(&b.id));
-    created
-}
-
-/// Ids are `%Y%m%dT%H%M%S`: fixed width, so string order is time order.
-fn latest_id(operations: &[OperationRef]) -> Option<String> {
-    operations.iter().map(|op| op.id.clone()).max()
-}
-
-fn cannot_tell(ctx: &StepContext<'_>, api: &BackupApi, candidates: &[OperationRef]) -> Error {
-    let ids: Vec<&str> = candidates.iter().map(|op| op.id.as_str()).collect();
+fn cannot_tell(ctx: &StepContext<'_>, api: &BackupApi, ids: &[String]) -> Error {
+    let data_dir = &ctx.request().data_dir;
     let found = if ids.is_empty() {
         format!(
             "no recovery operation of server \"{}\" was created after this clone's attempt began",
@@ -248,20 +217,15 @@ fn cannot_tell(ctx: &StepContext<'_>, api: &BackupApi, candidates: &[OperationRe
             ids.join(", ")
         )
     };
+    let id = ctx.record.id();
     Error::new(
         ErrorKind::BackupApi,
-        format!(
-            "cannot tell which pg-backup-api operation restores into \"{}\": {found}",
-            ctx.record.request.data_dir
-        ),
+        format!("cannot tell which pg-backup-api operation restores into \"{data_dir}\": {found}"),
     )
     .detail("the earlier run stopped between posting the recovery and recording its id; pgreplica never posts a second recovery into the same directory blindly")
     .hint(format!(
-        "on the Barman host, look for the job file <barman_home>/{}/jobs/<id>.json whose destination_directory is \"{}\"; then run \"{CHOOSE_ENV}=<id> pgreplica clone resume {}\", or, if there is none, \"{CHOOSE_ENV}=new pgreplica clone resume {}\"",
+        "on the Barman host, look for the job file <barman_home>/{}/jobs/<id>.json whose destination_directory is \"{data_dir}\"; then run \"{CHOOSE_ENV}=<id> pgreplica clone resume {id}\", or, if there is none, \"{CHOOSE_ENV}=new pgreplica clone resume {id}\"",
         api.server(),
-        ctx.record.request.data_dir,
-        ctx.record.id,
-        ctx.record.id
     ))
 }
 
@@ -271,24 +235,9 @@ async fn follow(
     api: &BackupApi,
     target: &ApiTarget,
     id: &str,
+    expected: u64,
 ) -> Result<()> {
-    let data_dir = PathBuf::from(&ctx.record.request.data_dir);
-    // The API does not say how big a backup is; the source's size is the best estimate.
-    let expected = ctx
-        .record
-        .facts
-        .backup
-        .as_ref()
-        .map(|b| b.size_bytes)
-        .filter(|&size| size > 0)
-        .or_else(|| {
-            ctx.record
-                .facts
-                .params
-                .as_ref()
-                .map(|p| p.installation_size)
-        })
-        .unwrap_or(0);
+    let data_dir = PathBuf::from(&ctx.request().data_dir);
     let (mut last_bytes, _) = dir_usage(&data_dir).await;
     ctx.progress.set_totals(expected, 0, last_bytes, 0);
     let stall_timeout = Duration::from_secs(target.stall_timeout_secs.max(1));
@@ -313,7 +262,7 @@ async fn follow(
         } else if last_change.elapsed() >= stall_timeout {
             return Err(stalled(api, id, &data_dir, stall_timeout));
         }
-        tokio::time::sleep(jittered(poll)).await;
+        tokio::time::sleep(crate::retry::jittered(poll, 20)).await;
     }
 }
 
@@ -348,15 +297,6 @@ fn stalled(api: &BackupApi, id: &str, data_dir: &Path, timeout: Duration) -> Err
     ))
 }
 
-/// ±20 % around `base`, so that many clones do not poll in lock-step.
-fn jittered(base: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let factor = 0.8 + 0.4 * f64::from(nanos % 1000) / 1000.0;
-    base.mul_f64(factor)
-}
-
 /// Bytes and files under `dir` (files Barman is still writing included; symlinks not
 /// followed). Entries vanishing mid-walk are skipped: rsync renames as it goes.
 async fn dir_usage(dir: &Path) -> (u64, u64) {
@@ -387,40 +327,6 @@ async fn dir_usage(dir: &Path) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn op(id: &str, kind: &str) -> OperationRef {
-        OperationRef {
-            id: id.to_string(),
-            kind: kind.to_string(),
-        }
-    }
-
-    #[test]
-    fn only_recoveries_after_the_recorded_id_are_candidates() {
-        let ops = [
-            op("20261125T062405", "recovery"),
-            op("20261125T062410", "recovery"),
-            op("20261125T062411", "config_switch"),
-            op("20261125T062300", "recovery"),
-        ];
-        let before = latest_id(&ops[..1]);
-        assert_eq!(before.as_deref(), Some("20261125T062405"));
-        let created = created_since(&ops, &before);
-        assert_eq!(created, vec![op("20261125T062410", "recovery")]);
-        // A server without operations before the POST: every recovery is a candidate.
-        assert_eq!(created_since(&ops, &None).len(), 3);
-    }
-
-    #[test]
-    fn jitter_stays_within_a_fifth() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_secs(10));
-            assert!(
-                d >= Duration::from_secs(8) && d <= Duration::from_secs(12),
-                "{d:?}"
-            );
-        }
-    }
 
     #[tokio::test]
     async fn usage_counts_files_below_the_directory() {

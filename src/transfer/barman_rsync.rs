@@ -16,11 +16,13 @@
 use super::rsync::{self, RsyncEvent, RsyncJob, TreeSource};
 use super::streams::plan_streams;
 use crate::barman::{data_dir, tablespace_dir, Barman};
+use crate::datadir::{create_empty_pgdata_dirs, wal_dir_name, write_tablespace_map};
 use crate::error::Result;
 use crate::runner::StepContext;
-use crate::steps::prepare_dirs::{create_empty_pgdata_dirs, wal_dir_name, write_tablespace_map};
-use crate::steps::{backup_facts, barman_of, prepared_dirs};
-use states::{BackupFacts, CloneRequest, EntryKind, ManifestEntry, TransferSummary};
+use states::{
+    BackupFacts, BarmanTarget, CloneRequest, EntryKind, ManifestEntry, PreparedDirs,
+    TransferSummary,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,16 +30,19 @@ use std::time::{Duration, Instant};
 /// Done marks are committed to disk at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs the transfer.
-pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
-    let request = &ctx.record.request;
-    let backup = backup_facts(ctx)?.clone();
-    let dirs = prepared_dirs(ctx)?.clone();
-    let barman = barman_of(request)?;
+/// Runs the transfer of the pinned `backup` from `target` into the prepared `dirs`.
+pub async fn run(
+    ctx: &mut StepContext<'_>,
+    target: &BarmanTarget,
+    backup: &BackupFacts,
+    dirs: &PreparedDirs,
+) -> Result<TransferSummary> {
+    let request = ctx.request();
+    let barman = Barman::from_target(target, &request.ssh_options);
     let files = ctx.store.files();
     let mut entries = files.entries()?;
     if entries.is_empty() {
-        entries = list_backup(&barman, &backup, request).await?;
+        entries = list_backup(&barman, backup, request).await?;
         files.replace(&entries)?;
         crate::info!(
             "backup {} holds {} files, {}",
@@ -47,7 +52,7 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
         );
     }
     let mut job = RsyncJob {
-        source: format!("{}:{}/", barman.host, data_dir(&backup)),
+        source: format!("{}:{}/", barman.host, data_dir(backup)),
         rsh: Some(barman.rsync_rsh()),
         dest: PathBuf::from(&dirs.data_dir),
         tablespaces: dirs
@@ -55,7 +60,7 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
             .iter()
             .map(|t| TreeSource {
                 root: t.oid,
-                source: format!("{}:{}/", barman.host, tablespace_dir(&backup, t.oid)),
+                source: format!("{}:{}/", barman.host, tablespace_dir(backup, t.oid)),
                 dest: PathBuf::from(&t.path),
             })
             .collect(),
@@ -146,7 +151,7 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
     if let Some(e) = flush_error {
         return Err(e);
     }
-    finish_layout(&job, &backup, request, &dirs)?;
+    finish_layout(&job, backup, request, dirs)?;
     Ok(TransferSummary {
         files: files_total,
         bytes_total,
@@ -223,8 +228,7 @@ fn remove_extraneous(job: &RsyncJob, pg_version: u32) -> Result<u64> {
                 } else {
                     std::fs::remove_file(&path)
                 };
-                result
-                    .map_err(|e| crate::replication_conf::durable::io_error("remove", &path, e))?;
+                result.map_err(|e| crate::durable::io_error("remove", &path, e))?;
                 crate::debug!("removed \"{}\" (not in the backup)", path.display());
                 removed += 1;
             }
@@ -246,7 +250,7 @@ fn finish_layout(
     job: &RsyncJob,
     backup: &BackupFacts,
     request: &CloneRequest,
-    dirs: &states::PreparedDirs,
+    dirs: &PreparedDirs,
 ) -> Result<()> {
     let data_dir = Path::new(&dirs.data_dir);
     create_empty_pgdata_dirs(data_dir, backup.pg_version)?;
@@ -265,18 +269,17 @@ fn finish_layout(
 
 /// `pg_tblspc/<oid>` → the tablespace's target, as pg_basebackup and `barman restore` leave
 /// them, so that pg_verifybackup finds the tablespace files before the standby first starts.
-fn link_tablespaces(data_dir: &Path, dirs: &states::PreparedDirs) -> Result<()> {
+fn link_tablespaces(data_dir: &Path, dirs: &PreparedDirs) -> Result<()> {
     for target in &dirs.tablespaces {
         let link = data_dir.join("pg_tblspc").join(target.oid.to_string());
         match std::fs::read_link(&link) {
             Ok(existing) if existing == Path::new(&target.path) => continue,
-            Ok(_) => std::fs::remove_file(&link).map_err(|e| {
-                crate::replication_conf::durable::io_error("replace link", &link, e)
-            })?,
+            Ok(_) => std::fs::remove_file(&link)
+                .map_err(|e| crate::durable::io_error("replace link", &link, e))?,
             Err(_) => {}
         }
         std::os::unix::fs::symlink(&target.path, &link)
-            .map_err(|e| crate::replication_conf::durable::io_error("create link", &link, e))?;
+            .map_err(|e| crate::durable::io_error("create link", &link, e))?;
     }
     Ok(())
 }

@@ -13,13 +13,12 @@
 //! store or the replication configuration.
 
 use super::guardian;
+use crate::durable::io_error;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg_tools::pg_program;
-use crate::replication_conf::durable::io_error;
 use crate::runner::StepContext;
 use crate::source::Target;
-use crate::steps::{prepared_dirs, source_params};
-use states::{CloneRecord, CloneRequest, OutcomeKind, PreparedDirs, Step, TransferSummary};
+use states::{CloneRequest, PreparedDirs, SourceParams, TransferSummary};
 use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -30,14 +29,16 @@ use tokio::sync::mpsc;
 /// Lines of pg_basebackup's stderr kept for an error's DETAIL.
 const STDERR_TAIL_LINES: usize = 12;
 
-/// Runs the transfer.
-pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
-    let request = ctx.record.request.clone();
-    let params = source_params(ctx)?.clone();
-    let dirs = prepared_dirs(ctx)?.clone();
+/// Runs the transfer into the prepared `dirs`; `restarts` earlier attempts left partial copies.
+pub async fn run(
+    ctx: &mut StepContext<'_>,
+    params: &SourceParams,
+    dirs: &PreparedDirs,
+    restarts: u32,
+) -> Result<TransferSummary> {
+    let request = ctx.request().clone();
     let options = BaseBackupOptions::parse(&request.pg_basebackup_options)?;
-    let restarts = earlier_attempts(ctx.record);
-    let removed = clear_partial_copy(&request, &dirs)?;
+    let removed = clear_partial_copy(&request, dirs)?;
     if restarts > 0 {
         crate::notice!(
             "pg_basebackup cannot resume: restarting the transfer from the beginning (restart {restarts}, {removed} entries of the earlier attempt removed)"
@@ -101,17 +102,6 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
     })
 }
 
-/// Earlier attempts at Transfer in this clone's history: each one left a partial copy that this
-/// attempt starts over from.
-pub fn earlier_attempts(record: &CloneRecord) -> u32 {
-    let count = record
-        .history
-        .iter()
-        .filter(|t| t.step == Step::Transfer && t.outcome != OutcomeKind::Succeeded)
-        .count();
-    u32::try_from(count).unwrap_or(u32::MAX)
-}
-
 /// Empties the data directory, the WAL directory and the mapped tablespace targets (keeping the
 /// directories themselves, which PrepareDirs made with the right owner and mode). pg_basebackup
 /// refuses non-empty targets, and creates the `pg_wal` link to `--waldir` itself, so PrepareDirs'
@@ -119,7 +109,7 @@ pub fn earlier_attempts(record: &CloneRecord) -> u32 {
 fn clear_partial_copy(request: &CloneRequest, dirs: &PreparedDirs) -> Result<usize> {
     let data_dir = Path::new(&dirs.data_dir);
     // Never wipe a live cluster, whatever the history says.
-    crate::steps::prepare_dirs::check_postmaster(data_dir)?;
+    crate::datadir::check_postmaster(data_dir)?;
     if let Some(waldir) = &dirs.waldir {
         // PrepareDirs' own link is not a leftover: removed without counting.
         for name in ["pg_wal", "pg_xlog"] {

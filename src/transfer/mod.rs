@@ -1,5 +1,9 @@
 //! The copy methods behind the Transfer step: rsync from the Barman catalogue, pg-backup-api,
-//! pg_basebackup. [`run`] makes sure the replication slot holds WAL, then picks the clone's.
+//! pg_basebackup. [`run`] makes sure the replication slot holds WAL, then runs the method the
+//! machine chose with the inputs it handed over.
+//!
+//! **Invariant:** the copy engines import no step module; what they share with the steps
+//! (directory layout, slots, the Barman client) lives in modules of its own.
 
 pub mod backup_api;
 pub mod barman_rsync;
@@ -8,31 +12,31 @@ pub mod guardian;
 pub mod rsync;
 pub mod streams;
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::Result;
 use crate::runner::StepContext;
-use states::{Mode, TransferSummary};
+use states::{TransferInput, TransferMethod, TransferSummary};
 
-/// Runs the Transfer step of the clone's mode.
-pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
+/// Runs the Transfer step.
+pub async fn run(ctx: &mut StepContext<'_>, input: TransferInput) -> Result<TransferSummary> {
     // The slot exists before the copy starts, so the upstream keeps every WAL segment written
     // while the copy runs, however long that takes; ensure_slot reuses it on a resumed attempt.
-    if ctx.record.request.replication.use_replication_slots
-        && ctx.record.request.mode != Mode::ReplicationConfOnly
-    {
-        let params = crate::steps::source_params(ctx)?;
-        crate::steps::write_replication_conf::ensure_slot(
-            &ctx.record.request,
-            &params.upstream_conninfo,
-        )
-        .await?;
+    if let Some(upstream) = &input.slot_upstream {
+        crate::slots::ensure_slot(ctx.request(), upstream).await?;
     }
-    match ctx.record.request.mode {
-        Mode::BarmanRsync => barman_rsync::run(ctx).await,
-        Mode::BackupApi => backup_api::run(ctx).await,
-        Mode::BaseBackup => basebackup::run(ctx).await,
-        Mode::ReplicationConfOnly => Err(Error::new(
-            ErrorKind::Internal,
-            "Transfer is not part of the replication-conf-only plan",
-        )),
+    match input.method {
+        TransferMethod::BarmanRsync {
+            barman,
+            backup,
+            dirs,
+        } => barman_rsync::run(ctx, &barman, &backup, &dirs).await,
+        TransferMethod::BackupApi {
+            target,
+            expected_bytes,
+        } => backup_api::run(ctx, &target, expected_bytes).await,
+        TransferMethod::BaseBackup {
+            params,
+            dirs,
+            restarts,
+        } => basebackup::run(ctx, &params, &dirs, restarts).await,
     }
 }

@@ -5,21 +5,35 @@
 //! attempt ([`Transition`]). The record is driven by four families of methods, in the manner of
 //! quinn-proto:
 //!
-//! * getters — [`CloneRecord::phase`], [`CloneRecord::next`], [`CloneRecord::plan`];
+//! * getters — [`CloneRecord::phase`], [`CloneRecord::next`], [`CloneRecord::plan`],
+//!   [`CloneRecord::facts`], [`CloneRecord::history`], …;
 //! * inputs — [`CloneRecord::recover_crash`] (a run vanished), [`CloneRecord::finish`] (a step's
-//!   [`Outcome`]);
+//!   [`Outcome`]), and the pg-backup-api protocol's inputs ([`api`]);
 //! * commands — [`CloneRecord::begin`] (a step is about to run);
-//! * outputs — the [`Next`] value each input returns.
+//! * outputs — the [`Task`] that `begin` returns (the step and what it reads) and the [`Next`]
+//!   value each input returns.
+//!
+//! Every decision about a clone is made here: which step runs next and with which inputs
+//! ([`inputs`]), whether a failed step is tried again within the run and after how long
+//! ([`RetryPolicy`], [`RetryBudget`]), how a pg-backup-api clone keeps to one operation
+//! ([`api`]), how many times pg_basebackup restarted, whether an abandoned clone may hold a
+//! replication slot. The record's fields are private; the machine is their only writer.
 //!
 //! **Invariant:** this crate performs no I/O. It never reads the clock (time comes in as
 //! [`Millis`] arguments), never touches disk or network, and has no async runtime. That is what
 //! lets its tests feed every state × outcome combination in milliseconds.
 
+pub mod api;
 mod id;
+pub mod inputs;
 mod machine;
 mod record;
+mod retry;
 
 pub use id::CloneId;
+pub use inputs::{
+    BackupServer, ManifestExpectation, MissingInput, StepInput, Task, TransferInput, TransferMethod,
+};
 pub use machine::{
     FailureKind, MachineError, Mode, Next, Outcome, Phase, Step, StepFailure, StepResult,
 };
@@ -29,3 +43,4 @@ pub use record::{
     SourceParams, Tablespace, TablespaceTarget, TransferSummary, Transition, Verification,
     WrittenConf, SCHEMA_VERSION,
 };
+pub use retry::{RetryBudget, RetryPolicy};

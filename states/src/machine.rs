@@ -1,9 +1,11 @@
 //! Steps, plans per mode, outcomes and the transition function.
 
+use crate::inputs::{MissingInput, Task};
 use crate::record::{
     BackupFacts, CloneRecord, CloneRequest, Facts, InFlight, Millis, OutcomeKind, PreparedDirs,
     SourceParams, TransferSummary, Transition, Verification, WrittenConf,
 };
+use crate::retry::RetryBudget;
 use crate::CloneId;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -195,9 +197,16 @@ pub enum Outcome {
 pub enum Next {
     /// Run this step (call [`CloneRecord::begin`] first).
     Run(Step),
-    /// The step failed retryably: the driver may run it again after a delay, or stop.
-    Retry(Step),
-    /// Stop the run; the record is resumable from its current step.
+    /// The step failed retryably and the run's [`RetryBudget`] allows another attempt: wait
+    /// `delay_ms`, then run it again.
+    Retry {
+        /// The step to run again.
+        step: Step,
+        /// How long to wait first.
+        delay_ms: u64,
+    },
+    /// Stop the run (a fatal failure, an interruption, or a retryable failure past the run's
+    /// budget); the record is resumable from its current step.
     Stop,
     /// The clone is complete.
     Done,
@@ -219,6 +228,8 @@ pub enum MachineError {
         /// The step the result belongs to.
         got: Step,
     },
+    /// The current step cannot begin: its plan does not provide what it reads.
+    MissingInput(MissingInput),
 }
 
 impl fmt::Display for MachineError {
@@ -234,6 +245,9 @@ impl fmt::Display for MachineError {
                     f,
                     "result for step {got} while the current step is {expected}"
                 )
+            }
+            MachineError::MissingInput(MissingInput { step, what }) => {
+                write!(f, "step {step} cannot begin without {what}")
             }
         }
     }
@@ -262,6 +276,41 @@ impl CloneRecord {
     /// Where the clone stands.
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+
+    /// The clone's name in the store.
+    pub fn id(&self) -> &CloneId {
+        &self.id
+    }
+
+    /// What the operator asked for, as resolved at `clone start`.
+    pub fn request(&self) -> &CloneRequest {
+        &self.request
+    }
+
+    /// When `clone start` created the record.
+    pub fn created_at(&self) -> Millis {
+        self.created_at
+    }
+
+    /// Attempts made at the current step, across runs.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The last failure of the current step.
+    pub fn last_error(&self) -> Option<&StepFailure> {
+        self.last_error.as_ref()
+    }
+
+    /// What the finished steps established.
+    pub fn facts(&self) -> &Facts {
+        &self.facts
+    }
+
+    /// Every attempt at every step, in order.
+    pub fn history(&self) -> &[Transition] {
+        &self.history
     }
 
     /// The steps of this clone's plan.
@@ -311,25 +360,32 @@ impl CloneRecord {
         Some(in_flight.step)
     }
 
-    /// Command: the current step is about to run. The driver checkpoints the record after this
-    /// call and before running the step.
-    pub fn begin(&mut self, now: Millis) -> Result<Step, MachineError> {
+    /// Command: the current step is about to run. Returns it with its inputs. The driver
+    /// checkpoints the record after this call and before running the step.
+    pub fn begin(&mut self, now: Millis) -> Result<Task, MachineError> {
         let Phase::At(step) = self.phase else {
             return Err(MachineError::AlreadyDone);
         };
         if let Some(in_flight) = &self.in_flight {
             return Err(MachineError::CrashNotRecovered(in_flight.step));
         }
+        let input = self.input_of(step).map_err(MachineError::MissingInput)?;
         self.in_flight = Some(InFlight {
             step,
             started_at: now,
         });
         self.attempts += 1;
-        Ok(step)
+        Ok(Task { step, input })
     }
 
-    /// Input: the outcome of the step in flight. Returns what to do next.
-    pub fn finish(&mut self, outcome: Outcome, now: Millis) -> Result<Next, MachineError> {
+    /// Input: the outcome of the step in flight. Returns what to do next; a retryable failure
+    /// spends the run's `budget`, and past it the run stops.
+    pub fn finish(
+        &mut self,
+        outcome: Outcome,
+        now: Millis,
+        budget: &mut RetryBudget,
+    ) -> Result<Next, MachineError> {
         let Phase::At(current) = self.phase else {
             return Err(MachineError::AlreadyDone);
         };
@@ -351,11 +407,18 @@ impl CloneRecord {
                 self.attempts = 0;
                 self.last_error = None;
                 self.phase = self.step_after(current);
+                budget.reset();
                 (OutcomeKind::Succeeded, None, self.next())
             }
             Outcome::Failed(failure) => {
                 let (kind, next) = match failure.kind {
-                    FailureKind::Retryable => (OutcomeKind::FailedRetryable, Next::Retry(current)),
+                    FailureKind::Retryable => (
+                        OutcomeKind::FailedRetryable,
+                        budget.spend().map_or(Next::Stop, |delay_ms| Next::Retry {
+                            step: current,
+                            delay_ms,
+                        }),
+                    ),
                     FailureKind::Fatal => (OutcomeKind::FailedFatal, Next::Stop),
                 };
                 let message = Some(failure.message.clone());

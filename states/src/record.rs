@@ -18,30 +18,34 @@ pub const SCHEMA_VERSION: u16 = 2;
 pub type Millis = u64;
 
 /// One clone: what was asked, where it stands, what is known, what happened.
+///
+/// Its fields are private: the machine's methods are their only writer, and the getters in
+/// `machine` their readers.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CloneRecord {
     /// Stable name of the clone in the store (derived from the data directory).
-    pub id: CloneId,
+    pub(crate) id: CloneId,
     /// The request as resolved at `clone start`. `clone resume` uses it as recorded and never
     /// re-reads repmgr.conf or re-resolves `latest`, so a resumed clone finishes the clone that
     /// was started.
-    pub request: CloneRequest,
+    pub(crate) request: CloneRequest,
     /// When `clone start` created the record.
-    pub created_at: Millis,
+    pub(crate) created_at: Millis,
     pub(crate) phase: Phase,
     /// The step that began and has not reported an outcome yet. Checkpointed before the step
     /// runs, so a record loaded with this set proves the previous run died inside that step.
     pub(crate) in_flight: Option<InFlight>,
     /// Attempts made at the current step, across runs (reset when a step succeeds).
-    pub attempts: u32,
+    pub(crate) attempts: u32,
     /// The last failure of the current step, shown by `clone status` and cleared on success.
-    pub last_error: Option<StepFailure>,
+    pub(crate) last_error: Option<StepFailure>,
     /// What each finished step established.
-    pub facts: Facts,
+    pub(crate) facts: Facts,
     /// Every attempt at every step, in order.
-    pub history: Vec<Transition>,
-    /// pg-backup-api mode: the recovery operation this clone owns (see [`ApiOperation`]).
-    pub api_operation: Option<ApiOperation>,
+    pub(crate) history: Vec<Transition>,
+    /// pg-backup-api mode: the recovery operation this clone owns (see [`ApiOperation`] and
+    /// the `api` module's protocol).
+    pub(crate) api_operation: Option<ApiOperation>,
 }
 
 /// A step that has begun and not yet reported.

@@ -2,15 +2,35 @@
 
 use states::*;
 
-fn record(mode: Mode) -> CloneRecord {
-    let request = CloneRequest {
+/// A well-formed request of `mode`: the backup server its plan asks is named.
+fn request(mode: Mode) -> CloneRequest {
+    CloneRequest {
         mode,
         data_dir: "/srv/standby".into(),
         backup_selector: "latest".into(),
         jobs: 2,
+        barman: (mode == Mode::BarmanRsync).then(|| BarmanTarget {
+            host: "barman@backup".into(),
+            server: "pg".into(),
+            config: None,
+        }),
+        backup_api: (mode == Mode::BackupApi).then(|| ApiTarget {
+            host: "backup:7480".into(),
+            node_name: "pg".into(),
+            remote_ssh_command: "ssh postgres@standby".into(),
+            backup_id: "latest".into(),
+            ..ApiTarget::default()
+        }),
         ..CloneRequest::default()
-    };
-    CloneRecord::new(CloneId::for_data_dir("/srv/standby"), request, 1_000)
+    }
+}
+
+fn record(mode: Mode) -> CloneRecord {
+    CloneRecord::new(CloneId::for_data_dir("/srv/standby"), request(mode), 1_000)
+}
+
+fn budget() -> RetryBudget {
+    RetryBudget::new(RetryPolicy::STEP)
 }
 
 fn result_for(step: Step) -> StepResult {
@@ -47,7 +67,7 @@ fn advance_to(record: &mut CloneRecord, step: Step, now: &mut Millis) {
         record.begin(*now).unwrap();
         *now += 10;
         record
-            .finish(Outcome::Succeeded(result_for(current)), *now)
+            .finish(Outcome::Succeeded(result_for(current)), *now, &mut budget())
             .unwrap();
     }
 }
@@ -79,8 +99,8 @@ fn every_state_and_outcome_reaches_the_right_next_state_in_every_plan() {
                 let mut now = 1_000;
                 let mut rec = record(mode);
                 advance_to(&mut rec, step, &mut now);
-                let history_before = rec.history.len();
-                assert_eq!(rec.begin(now).unwrap(), step);
+                let history_before = rec.history().len();
+                assert_eq!(rec.begin(now).unwrap().step, step);
                 assert_eq!(rec.in_flight(), Some(step));
                 let started = now;
                 now += 5;
@@ -90,7 +110,7 @@ fn every_state_and_outcome_reaches_the_right_next_state_in_every_plan() {
                 match input {
                     Input::Success => {
                         let next = rec
-                            .finish(Outcome::Succeeded(result_for(step)), now)
+                            .finish(Outcome::Succeeded(result_for(step)), now, &mut budget())
                             .unwrap();
                         assert_eq!(rec.phase(), expected_after_success, "{mode:?} {step}");
                         assert_eq!(
@@ -100,7 +120,7 @@ fn every_state_and_outcome_reaches_the_right_next_state_in_every_plan() {
                                 Phase::Done => Next::Done,
                             }
                         );
-                        assert_eq!(rec.attempts, 0);
+                        assert_eq!(rec.attempts(), 0);
                         assert!(rec.is_step_done(step));
                     }
                     Input::Retryable | Input::Fatal => {
@@ -108,21 +128,30 @@ fn every_state_and_outcome_reaches_the_right_next_state_in_every_plan() {
                             Input::Retryable => FailureKind::Retryable,
                             _ => FailureKind::Fatal,
                         };
-                        let next = rec.finish(Outcome::Failed(failure(kind)), now).unwrap();
+                        let next = rec
+                            .finish(Outcome::Failed(failure(kind)), now, &mut budget())
+                            .unwrap();
                         assert_eq!(rec.phase(), Phase::At(step));
                         assert_eq!(
                             next,
                             match kind {
-                                FailureKind::Retryable => Next::Retry(step),
+                                FailureKind::Retryable => Next::Retry {
+                                    step,
+                                    delay_ms: RetryPolicy::STEP.first_delay_ms
+                                },
                                 FailureKind::Fatal => Next::Stop,
                             }
                         );
-                        assert_eq!(rec.attempts, 1);
-                        assert_eq!(rec.last_error.as_ref().unwrap().kind, kind);
+                        assert_eq!(rec.attempts(), 1);
+                        assert_eq!(rec.last_error().unwrap().kind, kind);
                         assert!(!rec.is_step_done(step));
                     }
                     Input::Interrupted => {
-                        assert_eq!(rec.finish(Outcome::Interrupted, now).unwrap(), Next::Stop);
+                        assert_eq!(
+                            rec.finish(Outcome::Interrupted, now, &mut budget())
+                                .unwrap(),
+                            Next::Stop
+                        );
                         assert_eq!(rec.phase(), Phase::At(step));
                     }
                     Input::Crash => {
@@ -140,8 +169,8 @@ fn every_state_and_outcome_reaches_the_right_next_state_in_every_plan() {
                         rec = reloaded;
                     }
                 }
-                let last = rec.history.last().unwrap();
-                assert_eq!(rec.history.len(), history_before + 1);
+                let last = rec.history().last().unwrap();
+                assert_eq!(rec.history().len(), history_before + 1);
                 assert_eq!(last.step, step);
                 assert_eq!(last.started_at, started);
                 assert_eq!(last.ended_at, now);
@@ -168,24 +197,28 @@ fn every_state_and_outcome_reaches_the_right_next_state_in_every_plan() {
 }
 
 #[test]
-fn plans_follow_the_design() {
-    use Step::*;
-    assert_eq!(Mode::BarmanRsync.plan(), &Step::ALL);
-    assert_eq!(Mode::BackupApi.plan(), &Step::ALL);
-    assert_eq!(
-        Mode::BaseBackup.plan(),
-        &[
-            FetchParams,
-            PrepareDirs,
-            Transfer,
-            VerifyCopy,
-            WriteReplicationConf
-        ]
-    );
-    assert_eq!(
-        Mode::ReplicationConfOnly.plan(),
-        &[FetchParams, WriteReplicationConf]
-    );
+fn plans_are_ordered_subsets_of_the_machine_that_end_in_a_configured_standby() {
+    for mode in Mode::ALL {
+        let plan = mode.plan();
+        // In machine order, no step twice.
+        let positions: Vec<usize> = plan
+            .iter()
+            .map(|s| Step::ALL.iter().position(|a| a == s).unwrap())
+            .collect();
+        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{mode:?}");
+        assert_eq!(plan.last(), Some(&Step::WriteReplicationConf), "{mode:?}");
+        assert_eq!(record(mode).phase(), Phase::At(plan[0]), "{mode:?}");
+        // A mode that copies verifies what it copied; only a mode with a backup server
+        // verifies the backup first.
+        let copies = mode != Mode::ReplicationConfOnly;
+        assert_eq!(plan.contains(&Step::Transfer), copies, "{mode:?}");
+        assert_eq!(plan.contains(&Step::PrepareDirs), copies, "{mode:?}");
+        assert_eq!(plan.contains(&Step::VerifyCopy), copies, "{mode:?}");
+        let has_server = matches!(mode, Mode::BarmanRsync | Mode::BackupApi);
+        assert_eq!(plan.contains(&Step::VerifyBackup), has_server, "{mode:?}");
+        // Every mode reads the source node before it prepares or writes anything.
+        assert!(plan.contains(&Step::FetchParams), "{mode:?}");
+    }
 }
 
 #[test]
@@ -212,23 +245,32 @@ fn a_resumed_record_never_reruns_a_checkpointed_step() {
                 assert!(guard < 10_000);
                 now += 1;
                 rec.recover_crash(now);
-                let step = rec.begin(now).unwrap();
+                let step = rec.begin(now).unwrap().step;
                 now += 1;
+                let mut budget = budget();
                 match next_random() % 5 {
                     0 => {
-                        rec.finish(Outcome::Failed(failure(FailureKind::Retryable)), now)
-                            .unwrap();
+                        rec.finish(
+                            Outcome::Failed(failure(FailureKind::Retryable)),
+                            now,
+                            &mut budget,
+                        )
+                        .unwrap();
                     }
                     1 => {
-                        rec.finish(Outcome::Failed(failure(FailureKind::Fatal)), now)
-                            .unwrap();
+                        rec.finish(
+                            Outcome::Failed(failure(FailureKind::Fatal)),
+                            now,
+                            &mut budget,
+                        )
+                        .unwrap();
                     }
                     2 => {
-                        rec.finish(Outcome::Interrupted, now).unwrap();
+                        rec.finish(Outcome::Interrupted, now, &mut budget).unwrap();
                     }
                     3 => { /* crash: leave in flight, like a SIGKILL after the checkpoint */ }
                     _ => {
-                        rec.finish(Outcome::Succeeded(result_for(step)), now)
+                        rec.finish(Outcome::Succeeded(result_for(step)), now, &mut budget)
                             .unwrap();
                         succeeded.push(step);
                     }
@@ -243,13 +285,14 @@ fn a_resumed_record_never_reruns_a_checkpointed_step() {
 #[test]
 fn misuse_is_an_error_not_a_panic() {
     let mut rec = record(Mode::ReplicationConfOnly);
+    let b = &mut budget();
     assert_eq!(
-        rec.finish(Outcome::Interrupted, 1),
+        rec.finish(Outcome::Interrupted, 1, b),
         Err(MachineError::NotInFlight)
     );
     rec.begin(1).unwrap();
     assert_eq!(
-        rec.finish(Outcome::Succeeded(result_for(Step::Transfer)), 2),
+        rec.finish(Outcome::Succeeded(result_for(Step::Transfer)), 2, b),
         Err(MachineError::WrongStep {
             expected: Step::FetchParams,
             got: Step::Transfer
@@ -257,30 +300,57 @@ fn misuse_is_an_error_not_a_panic() {
     );
     // The rejected result changed nothing.
     assert_eq!(rec.in_flight(), Some(Step::FetchParams));
-    rec.finish(Outcome::Succeeded(result_for(Step::FetchParams)), 3)
+    rec.finish(Outcome::Succeeded(result_for(Step::FetchParams)), 3, b)
         .unwrap();
     rec.begin(4).unwrap();
     rec.finish(
         Outcome::Succeeded(result_for(Step::WriteReplicationConf)),
         5,
+        b,
     )
     .unwrap();
     assert_eq!(rec.begin(6), Err(MachineError::AlreadyDone));
     assert_eq!(
-        rec.finish(Outcome::Interrupted, 6),
+        rec.finish(Outcome::Interrupted, 6, b),
         Err(MachineError::AlreadyDone)
     );
+}
+
+#[test]
+fn a_request_without_its_backup_server_cannot_begin_and_nothing_changes() {
+    for (mode, what) in [
+        (Mode::BarmanRsync, "barman_host"),
+        (Mode::BackupApi, "pg_backupapi_host"),
+    ] {
+        let mut broken = request(mode);
+        broken.barman = None;
+        broken.backup_api = None;
+        let mut rec = CloneRecord::new(CloneId::for_data_dir("/srv/standby"), broken, 1);
+        assert_eq!(
+            rec.begin(2),
+            Err(MachineError::MissingInput(MissingInput {
+                step: Step::VerifyBackup,
+                what
+            }))
+        );
+        assert_eq!(rec.in_flight(), None, "{mode:?}");
+        assert_eq!(rec.attempts(), 0, "{mode:?}");
+    }
 }
 
 #[test]
 fn facts_are_recorded_for_the_step_that_produced_them() {
     let mut rec = record(Mode::BarmanRsync);
     rec.begin(1).unwrap();
-    rec.finish(Outcome::Succeeded(result_for(Step::VerifyBackup)), 2)
-        .unwrap();
+    rec.finish(
+        Outcome::Succeeded(result_for(Step::VerifyBackup)),
+        2,
+        &mut budget(),
+    )
+    .unwrap();
     assert_eq!(
-        rec.facts.backup.as_ref().unwrap().backup_id,
+        rec.facts().backup.as_ref().unwrap().backup_id,
         "20261125T061436"
     );
-    assert!(rec.facts.params.is_none());
+    assert!(rec.facts().params.is_none());
 }

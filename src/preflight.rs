@@ -1,0 +1,248 @@
+//! Read-only checks that the steps run and `--dry-run` runs ahead of them: the source node can
+//! feed a standby ([`inspect_source`]), a directory restored by other means belongs to it
+//! ([`check_restored`]), pg-backup-api answers for the server ([`verify_with_api`]).
+//!
+//! Nothing here changes anything on disk or on a server, so a dry run can call every function
+//! and report every problem; the steps call the same functions so that a dry run predicts what
+//! the real run meets.
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::pg_tools::pg_program;
+use crate::progress::human_bytes;
+use crate::source::{SourceNode, Target};
+use states::{ApiTarget, BackupFacts, CloneRequest, SourceParams};
+use std::path::Path;
+use std::time::Duration;
+
+/// `--replication-conf-only`: the data directory must hold a copy of the source's cluster (same
+/// major version in `PG_VERSION`, same system identifier in `pg_control`) and must not be
+/// running — unless `--force`, since writing the configuration of a running server only takes
+/// effect at its next start. Changes nothing; `--dry-run` calls it too.
+pub async fn check_restored(request: &CloneRequest, params: &SourceParams) -> Result<()> {
+    let data_dir = Path::new(&request.data_dir);
+    let not_restored = |what: String| {
+        Error::new(
+            ErrorKind::System,
+            format!("\"{}\" is not a restored PostgreSQL data directory: {what}", data_dir.display()),
+        )
+        .hint("restore the data directory first (e.g. \"barman restore\"), or clone it without --replication-conf-only")
+    };
+    let version_file = data_dir.join("PG_VERSION");
+    let version = std::fs::read_to_string(&version_file)
+        .map_err(|e| not_restored(format!("cannot read \"{}\": {e}", version_file.display())))?;
+    let major = params.server_version_num / 10_000;
+    if version.trim() != major.to_string() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "data directory \"{}\" is of PostgreSQL {} but the source node runs {major}",
+                data_dir.display(),
+                version.trim()
+            ),
+        )
+        .hint("a standby must run the same major version as its upstream"));
+    }
+    let system_id = control_system_identifier(request, params.server_version_num).await?;
+    if system_id != params.system_identifier {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "data directory \"{}\" belongs to another cluster (system identifier {system_id}, source node {})",
+                data_dir.display(),
+                params.system_identifier
+            ),
+        )
+        .hint("restore a backup of the source node's cluster, or check -h/-p of the source node"));
+    }
+    if let Err(e) = crate::datadir::check_postmaster(data_dir) {
+        if !request.force {
+            return Err(e.hint(format!(
+                "stop it first (pg_ctl -D \"{}\" stop), or use -F/--force to write the configuration anyway; it takes effect at the next start",
+                data_dir.display()
+            )));
+        }
+        crate::warning!(
+            "{}; -F/--force provided: writing the replication configuration anyway, it takes effect at the next start",
+            e.message
+        );
+    }
+    crate::info!(
+        "data directory \"{}\" holds a copy of the source's cluster (PostgreSQL {major}, system identifier {system_id})",
+        data_dir.display()
+    );
+    Ok(())
+}
+
+/// The system identifier in the data directory's `global/pg_control`, from `pg_controldata`.
+async fn control_system_identifier(request: &CloneRequest, version: u32) -> Result<String> {
+    let program = pg_program(request.pg_bindir.as_deref(), version, "pg_controldata");
+    let output = crate::pg_tools::run(&program, [&request.data_dir]).await?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let found = stdout.lines().find_map(|line| {
+        line.strip_prefix("Database system identifier:")
+            .map(|id| id.trim().to_string())
+    });
+    match found {
+        Some(id) if output.status.success() => Ok(id),
+        _ => Err(Error::new(
+            ErrorKind::System,
+            format!(
+                "cannot read the system identifier of \"{}\" with pg_controldata",
+                request.data_dir
+            ),
+        )
+        .detail(String::from_utf8_lossy(&output.stderr).trim().to_string())
+        .hint("the data directory must hold a complete copy, global/pg_control included")),
+    }
+}
+
+/// Connects to the source node and checks that a standby can replicate from it. Returns the
+/// parameters and the warnings (problems that do not stop the clone). Used by `--dry-run` too.
+pub async fn inspect_source(
+    request: &CloneRequest,
+    backup: Option<&BackupFacts>,
+) -> Result<(SourceParams, Vec<String>)> {
+    let target = Target::resolve(&request.source)?;
+    crate::info!("connecting to source node");
+    let node = SourceNode::connect(&target, request.replication.passfile.as_deref()).await?;
+    let facts = node.facts().await?;
+    crate::info!(
+        "current installation size is {}",
+        human_bytes(facts.installation_size)
+    );
+    let mut warnings = Vec::new();
+    if !matches!(
+        facts.wal_level.as_str(),
+        "replica" | "logical" | "hot_standby" | "archive"
+    ) {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "parameter \"wal_level\" on the source node is \"{}\"; a standby needs \"replica\"",
+                facts.wal_level
+            ),
+        )
+        .hint("set wal_level = replica on the source node and restart it"));
+    }
+    if facts.max_wal_senders < 1 {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "parameter \"max_wal_senders\" on the source node is 0; a standby cannot stream",
+        )
+        .hint("set max_wal_senders (e.g. 10) on the source node and restart it"));
+    }
+    if !facts.hot_standby {
+        warnings.push(
+            "hot_standby is off on the source node: the standby will not accept read-only queries"
+                .to_string(),
+        );
+    }
+    // pg-backup-api mode knows neither the backup's version nor its WAL (pg_version 0).
+    if let Some(backup) = backup.filter(|b| b.pg_version != 0) {
+        check_backup_matches(backup, &facts)?;
+        if request.replication.restore_command.is_none()
+            && node.holds_wal_segment(&backup.begin_wal).await == Some(false)
+        {
+            warnings.push(format!(
+                "the source node no longer holds WAL segment {} that backup {} starts from, and no restore_command is configured: the standby cannot reach consistency by streaming alone; set restore_command (e.g. barman-wal-restore)",
+                backup.begin_wal, backup.backup_id
+            ));
+        }
+    }
+    let upstream = node.repmgr_node(request.upstream_node_id).await?;
+    let (upstream_node_id, upstream_conninfo) = match (upstream, request.upstream_node_id) {
+        (Some(node), _) => (
+            Some(node.node_id),
+            crate::conninfo::Conninfo::parse(&node.conninfo)
+                .map(|c| c.without_password().render())
+                .unwrap_or_else(|_| target.conninfo()),
+        ),
+        (None, Some(id)) => {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!("upstream node {id} is not in repmgr.nodes on the source node"),
+            )
+            .hint("check --upstream-node-id with \"repmgr cluster show\""));
+        }
+        (None, None) => (None, target.conninfo()),
+    };
+    Ok((
+        SourceParams {
+            server_version_num: facts.server_version_num,
+            system_identifier: facts.system_identifier,
+            installation_size: facts.installation_size,
+            upstream_node_id,
+            upstream_conninfo,
+            ..SourceParams::default()
+        },
+        warnings,
+    ))
+}
+
+/// A backup of another cluster, or of another major version, can never stream from this node.
+fn check_backup_matches(backup: &BackupFacts, facts: &crate::source::NodeFacts) -> Result<()> {
+    if let Some(system_id) = &backup.system_id {
+        if *system_id != facts.system_identifier {
+            return Err(Error::new(
+                ErrorKind::Barman,
+                format!(
+                    "backup {} belongs to another cluster (system identifier {system_id}, source node {})",
+                    backup.backup_id, facts.system_identifier
+                ),
+            )
+            .hint("check barman_server in repmgr.conf and -h/-p of the source node"));
+        }
+    }
+    if backup.pg_version / 10_000 != facts.server_version_num / 10_000 {
+        return Err(Error::new(
+            ErrorKind::Barman,
+            format!(
+                "backup {} is of PostgreSQL {} but the source node runs {}",
+                backup.backup_id, backup.pg_version, facts.server_version_num
+            ),
+        )
+        .hint("a standby must run the same major version as its upstream"));
+    }
+    Ok(())
+}
+
+/// pg-backup-api mode: the API answers and knows the server. Whether the backup exists cannot
+/// be checked without starting a restore (the API has no endpoint for it): the POST answers 404
+/// if it does not, before anything is written. The facts hold what is known: the backup id as
+/// configured (a shortcut stays a shortcut: Barman resolves it), no manifest, size and version
+/// unknown (0).
+///
+/// Each call keeps retrying transient failures for `retry_for` when given, else for the
+/// client's default (generous: a clone waits out an API restart; a dry run should not).
+pub async fn verify_with_api(
+    target: &ApiTarget,
+    retry_for: Option<Duration>,
+) -> Result<BackupFacts> {
+    let mut api = crate::backup_api::BackupApi::from_target(target)?;
+    if let Some(retry_for) = retry_for {
+        api = api.with_retry_for(retry_for);
+    }
+    crate::info!(
+        "connecting to pg-backup-api at {} to verify backup for \"{}\"",
+        api.base(),
+        api.server()
+    );
+    api.check_status().await?;
+    let operations = api.list_operations().await?;
+    crate::info!(
+        "pg-backup-api knows Barman server \"{}\" ({} operation(s) so far)",
+        api.server(),
+        operations.len()
+    );
+    crate::notice!(
+        "pg-backup-api cannot tell whether backup \"{}\" exists without starting the restore; a missing backup is reported when the restore is requested",
+        target.backup_id
+    );
+    Ok(BackupFacts {
+        backup_id: target.backup_id.clone(),
+        server: target.node_name.clone(),
+        data_subdir: "data".to_string(),
+        has_manifest: false,
+        ..BackupFacts::default()
+    })
+}

@@ -1,0 +1,251 @@
+//! What each step reads: the machine hands a step its inputs when the step begins ([`Task`]),
+//! built from the request and the facts of the steps before it.
+//!
+//! This is where the plans' knowledge lives: which fact each step of each mode needs, and which
+//! earlier step of the plan provides it. A step's code never looks a fact up in the record, so
+//! it cannot meet a fact its plan does not guarantee; the exhaustive tests drive every plan and
+//! check that every step begins with its inputs.
+
+use crate::machine::{Mode, Step};
+use crate::record::{
+    ApiTarget, BackupFacts, BarmanTarget, CloneRecord, OutcomeKind, PreparedDirs, SourceParams,
+    Tablespace,
+};
+
+/// A step to run now and what it reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    /// The step.
+    pub step: Step,
+    /// Its inputs.
+    pub input: StepInput,
+}
+
+/// The inputs of each step.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one Task exists per step attempt: boxing saves nothing"
+)]
+pub enum StepInput {
+    /// VerifyBackup asks the backup server of the mode.
+    VerifyBackup(BackupServer),
+    /// FetchParams compares the source with the verified backup, when there is one.
+    FetchParams {
+        /// VerifyBackup's facts (Barman and pg-backup-api modes).
+        backup: Option<BackupFacts>,
+    },
+    /// PrepareDirs readies the directories for this server version and these tablespaces.
+    PrepareDirs {
+        /// `server_version_num` the directories are prepared for: the backup's, or the
+        /// source's when the backup's is unknown (pg-backup-api, pg_basebackup).
+        pg_version: u32,
+        /// The backup's tablespaces (none when no backup was verified).
+        tablespaces: Vec<Tablespace>,
+    },
+    /// Transfer copies by the mode's method.
+    Transfer(TransferInput),
+    /// VerifyCopy checks the copy against its manifest.
+    VerifyCopy {
+        /// Whether a `backup_manifest` must be there.
+        manifest: ManifestExpectation,
+        /// `server_version_num` of the copy (whose `pg_verifybackup` to run).
+        pg_version: u32,
+    },
+    /// WriteReplicationConf writes what the source parameters say.
+    WriteReplicationConf {
+        /// FetchParams' facts.
+        params: SourceParams,
+    },
+}
+
+/// The backup server VerifyBackup asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackupServer {
+    /// Barman over ssh.
+    Barman(BarmanTarget),
+    /// pg-backup-api over HTTP.
+    Api(ApiTarget),
+}
+
+/// What the Transfer step reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransferInput {
+    /// The upstream conninfo (without password) on which the replication slot must exist
+    /// before the copy starts, so that the upstream keeps the WAL written meanwhile; `None`
+    /// when the clone uses no slot.
+    pub slot_upstream: Option<String>,
+    /// The copy method and its inputs.
+    pub method: TransferMethod,
+}
+
+/// The copy method of the mode, with what it reads.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one exists per Transfer attempt and is consumed at once: boxing saves nothing"
+)]
+pub enum TransferMethod {
+    /// rsync from the Barman catalogue.
+    BarmanRsync {
+        /// The Barman server.
+        barman: BarmanTarget,
+        /// The pinned backup.
+        backup: BackupFacts,
+        /// Where it goes.
+        dirs: PreparedDirs,
+    },
+    /// A pg-backup-api recovery operation.
+    BackupApi {
+        /// The API.
+        target: ApiTarget,
+        /// What the restore is expected to weigh (the backup's size when known, else the
+        /// source's), for progress; 0 when unknown.
+        expected_bytes: u64,
+    },
+    /// pg_basebackup from the source node.
+    BaseBackup {
+        /// The source's parameters.
+        params: SourceParams,
+        /// Where it goes.
+        dirs: PreparedDirs,
+        /// Earlier attempts at Transfer that did not succeed: each left a partial copy that
+        /// this attempt starts over from (pg_basebackup cannot resume).
+        restarts: u32,
+    },
+}
+
+/// Whether VerifyCopy must find a `backup_manifest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ManifestExpectation {
+    /// The backup's catalogue said whether it has one (Barman mode): a missing file is then
+    /// an incomplete copy.
+    Known(bool),
+    /// Only the copy can tell (pg-backup-api, pg_basebackup): verify when one is there.
+    FromCopy,
+}
+
+/// Why a step cannot begin: its plan does not provide what it reads. Always a bug (a plan or a
+/// request built wrong), never the operator's doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingInput {
+    /// The step that could not begin.
+    pub step: Step,
+    /// What it lacked.
+    pub what: &'static str,
+}
+
+impl CloneRecord {
+    /// The inputs of `step` from the request and the recorded facts.
+    pub(crate) fn input_of(&self, step: Step) -> Result<StepInput, MissingInput> {
+        let missing = |what| MissingInput { step, what };
+        let request = &self.request;
+        let facts = &self.facts;
+        let backup = || facts.backup.clone().ok_or(missing("the verified backup"));
+        let params = || facts.params.clone().ok_or(missing("the source parameters"));
+        let dirs = || {
+            facts
+                .dirs
+                .clone()
+                .ok_or(missing("the prepared directories"))
+        };
+        Ok(match step {
+            Step::VerifyBackup => StepInput::VerifyBackup(match request.mode {
+                Mode::BarmanRsync => {
+                    BackupServer::Barman(request.barman.clone().ok_or(missing("barman_host"))?)
+                }
+                Mode::BackupApi => BackupServer::Api(
+                    request
+                        .backup_api
+                        .clone()
+                        .ok_or(missing("pg_backupapi_host"))?,
+                ),
+                Mode::BaseBackup | Mode::ReplicationConfOnly => {
+                    return Err(missing("a backup server in this mode"))
+                }
+            }),
+            Step::FetchParams => StepInput::FetchParams {
+                backup: facts.backup.clone(),
+            },
+            Step::PrepareDirs => StepInput::PrepareDirs {
+                pg_version: match &facts.backup {
+                    // 0: unknown (pg-backup-api mode); the source's version is the standby's.
+                    Some(backup) if backup.pg_version != 0 => backup.pg_version,
+                    _ => params()?.server_version_num,
+                },
+                tablespaces: facts
+                    .backup
+                    .as_ref()
+                    .map(|b| b.tablespaces.clone())
+                    .unwrap_or_default(),
+            },
+            Step::Transfer => StepInput::Transfer(TransferInput {
+                slot_upstream: match request.replication.use_replication_slots {
+                    true => Some(params()?.upstream_conninfo),
+                    false => None,
+                },
+                method: match request.mode {
+                    Mode::BarmanRsync => TransferMethod::BarmanRsync {
+                        barman: request.barman.clone().ok_or(missing("barman_host"))?,
+                        backup: backup()?,
+                        dirs: dirs()?,
+                    },
+                    Mode::BackupApi => TransferMethod::BackupApi {
+                        target: request
+                            .backup_api
+                            .clone()
+                            .ok_or(missing("pg_backupapi_host"))?,
+                        // The API does not say how big a backup is; the source's size is the
+                        // best estimate.
+                        expected_bytes: facts
+                            .backup
+                            .as_ref()
+                            .map(|b| b.size_bytes)
+                            .filter(|&size| size > 0)
+                            .or_else(|| facts.params.as_ref().map(|p| p.installation_size))
+                            .unwrap_or(0),
+                    },
+                    Mode::BaseBackup => TransferMethod::BaseBackup {
+                        params: params()?,
+                        dirs: dirs()?,
+                        restarts: self.unsuccessful_attempts(Step::Transfer),
+                    },
+                    Mode::ReplicationConfOnly => return Err(missing("a copy method in this mode")),
+                },
+            }),
+            Step::VerifyCopy => StepInput::VerifyCopy {
+                manifest: match request.mode {
+                    Mode::BarmanRsync => ManifestExpectation::Known(backup()?.has_manifest),
+                    _ => ManifestExpectation::FromCopy,
+                },
+                pg_version: params()?.server_version_num,
+            },
+            Step::WriteReplicationConf => StepInput::WriteReplicationConf { params: params()? },
+        })
+    }
+
+    /// Attempts at `step` in the history that did not succeed (failures, interruptions,
+    /// crashes).
+    fn unsuccessful_attempts(&self, step: Step) -> u32 {
+        let count = self
+            .history
+            .iter()
+            .filter(|t| t.step == step && t.outcome != OutcomeKind::Succeeded)
+            .count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// The upstream on which an abandoned clone may have created its replication slot: set
+    /// when the clone uses slots and an attempt reached Transfer (which creates the slot before
+    /// copying) or WriteReplicationConf. `clone start --force` drops that slot, or it would
+    /// hold WAL on the upstream forever.
+    pub fn abandoned_slot_upstream(&self) -> Option<&str> {
+        let reached_slot = self
+            .history
+            .iter()
+            .any(|t| matches!(t.step, Step::Transfer | Step::WriteReplicationConf));
+        let params = self.facts.params.as_ref()?;
+        (self.request.replication.use_replication_slots && reached_slot)
+            .then_some(params.upstream_conninfo.as_str())
+    }
+}

@@ -1,0 +1,341 @@
+//! The plans' knowledge, exhaustively: every step of every plan begins with exactly the inputs
+//! its earlier steps established; the run's retry budget; pg_basebackup's restart count; the
+//! slot an abandoned clone may hold.
+
+use states::*;
+
+const BACKUP_VERSION: u32 = 150_018;
+const SOURCE_VERSION: u32 = 150_010;
+const UPSTREAM: &str = "host=primary port=5432 user=repmgr dbname=repmgr";
+
+fn request(mode: Mode, slots: bool) -> CloneRequest {
+    let mut request = CloneRequest {
+        mode,
+        data_dir: "/srv/standby".into(),
+        backup_selector: "latest".into(),
+        jobs: 2,
+        ..CloneRequest::default()
+    };
+    request.replication.use_replication_slots = slots;
+    match mode {
+        Mode::BarmanRsync => {
+            request.barman = Some(BarmanTarget {
+                host: "barman@backup".into(),
+                server: "pg".into(),
+                config: None,
+            });
+        }
+        Mode::BackupApi => {
+            request.backup_api = Some(ApiTarget {
+                host: "backup:7480".into(),
+                node_name: "pg".into(),
+                remote_ssh_command: "ssh postgres@standby".into(),
+                backup_id: "latest".into(),
+                ..ApiTarget::default()
+            });
+        }
+        Mode::BaseBackup | Mode::ReplicationConfOnly => {}
+    }
+    request
+}
+
+/// The backup VerifyBackup establishes: pg-backup-api knows neither version nor size (0).
+fn backup(mode: Mode, has_manifest: bool) -> BackupFacts {
+    let known = mode == Mode::BarmanRsync;
+    BackupFacts {
+        backup_id: "20261125T061436".into(),
+        pg_version: if known { BACKUP_VERSION } else { 0 },
+        size_bytes: if known { 3 << 30 } else { 0 },
+        has_manifest,
+        tablespaces: vec![Tablespace {
+            name: "ts".into(),
+            oid: 16_400,
+            location: "/srv/ts".into(),
+        }],
+        ..BackupFacts::default()
+    }
+}
+
+fn params() -> SourceParams {
+    SourceParams {
+        server_version_num: SOURCE_VERSION,
+        installation_size: 2 << 30,
+        upstream_conninfo: UPSTREAM.into(),
+        ..SourceParams::default()
+    }
+}
+
+fn dirs() -> PreparedDirs {
+    PreparedDirs {
+        data_dir: "/srv/standby".into(),
+        ..PreparedDirs::default()
+    }
+}
+
+fn result_for(mode: Mode, step: Step, has_manifest: bool) -> StepResult {
+    match step {
+        Step::VerifyBackup => StepResult::VerifyBackup(backup(mode, has_manifest)),
+        Step::FetchParams => StepResult::FetchParams(params()),
+        Step::PrepareDirs => StepResult::PrepareDirs(dirs()),
+        Step::Transfer => StepResult::Transfer(TransferSummary::default()),
+        Step::VerifyCopy => StepResult::VerifyCopy(Verification::Verified { files: 3 }),
+        Step::WriteReplicationConf => StepResult::WriteReplicationConf(WrittenConf::default()),
+    }
+}
+
+/// What each step must be handed in `mode`, given what the earlier steps established.
+fn expected_input(mode: Mode, step: Step, slots: bool, has_manifest: bool) -> StepInput {
+    let request = request(mode, slots);
+    let verified = mode.plan().contains(&Step::VerifyBackup);
+    match step {
+        Step::VerifyBackup => StepInput::VerifyBackup(match mode {
+            Mode::BarmanRsync => BackupServer::Barman(request.barman.unwrap()),
+            _ => BackupServer::Api(request.backup_api.unwrap()),
+        }),
+        Step::FetchParams => StepInput::FetchParams {
+            backup: verified.then(|| backup(mode, has_manifest)),
+        },
+        Step::PrepareDirs => StepInput::PrepareDirs {
+            pg_version: if mode == Mode::BarmanRsync {
+                BACKUP_VERSION
+            } else {
+                SOURCE_VERSION
+            },
+            tablespaces: if verified {
+                backup(mode, has_manifest).tablespaces
+            } else {
+                Vec::new()
+            },
+        },
+        Step::Transfer => StepInput::Transfer(TransferInput {
+            slot_upstream: slots.then(|| UPSTREAM.to_string()),
+            method: match mode {
+                Mode::BarmanRsync => TransferMethod::BarmanRsync {
+                    barman: request.barman.unwrap(),
+                    backup: backup(mode, has_manifest),
+                    dirs: dirs(),
+                },
+                Mode::BackupApi => TransferMethod::BackupApi {
+                    target: request.backup_api.unwrap(),
+                    // The backup's size is unknown to the API: the source's stands in.
+                    expected_bytes: 2 << 30,
+                },
+                Mode::BaseBackup => TransferMethod::BaseBackup {
+                    params: params(),
+                    dirs: dirs(),
+                    restarts: 0,
+                },
+                Mode::ReplicationConfOnly => unreachable!("no Transfer in this plan"),
+            },
+        }),
+        Step::VerifyCopy => StepInput::VerifyCopy {
+            manifest: if mode == Mode::BarmanRsync {
+                ManifestExpectation::Known(has_manifest)
+            } else {
+                ManifestExpectation::FromCopy
+            },
+            pg_version: SOURCE_VERSION,
+        },
+        Step::WriteReplicationConf => StepInput::WriteReplicationConf { params: params() },
+    }
+}
+
+#[test]
+fn every_step_of_every_plan_begins_with_what_the_steps_before_it_established() {
+    let mut checked = 0;
+    for mode in Mode::ALL {
+        for slots in [false, true] {
+            for has_manifest in [false, true] {
+                let mut rec = CloneRecord::new(
+                    CloneId::for_data_dir("/srv/standby"),
+                    request(mode, slots),
+                    1,
+                );
+                let mut budget = RetryBudget::new(RetryPolicy::STEP);
+                for (now, &step) in (2..).step_by(2).zip(mode.plan()) {
+                    let task = rec.begin(now).unwrap_or_else(|e| {
+                        panic!("{mode:?} slots={slots}: {step} cannot begin: {e}")
+                    });
+                    assert_eq!(task.step, step);
+                    assert_eq!(
+                        task.input,
+                        expected_input(mode, step, slots, has_manifest),
+                        "{mode:?} slots={slots} manifest={has_manifest}: {step}"
+                    );
+                    rec.finish(
+                        Outcome::Succeeded(result_for(mode, step, has_manifest)),
+                        now + 1,
+                        &mut budget,
+                    )
+                    .unwrap();
+                    checked += 1;
+                }
+                assert_eq!(rec.phase(), Phase::Done);
+            }
+        }
+    }
+    assert_eq!(checked, (6 + 6 + 5 + 2) * 4);
+}
+
+/// A Barman-mode record at `step`, every earlier step succeeded.
+fn at(mode: Mode, step: Step) -> CloneRecord {
+    let mut rec = CloneRecord::new(
+        CloneId::for_data_dir("/srv/standby"),
+        request(mode, true),
+        1,
+    );
+    let mut budget = RetryBudget::new(RetryPolicy::STEP);
+    while rec.phase() != Phase::At(step) {
+        let task = rec.begin(2).unwrap();
+        rec.finish(
+            Outcome::Succeeded(result_for(mode, task.step, true)),
+            3,
+            &mut budget,
+        )
+        .unwrap();
+    }
+    rec
+}
+
+fn failure(kind: FailureKind) -> Outcome {
+    Outcome::Failed(StepFailure {
+        kind,
+        message: "ssh: connection reset".into(),
+        hint: None,
+        exit_code: 12,
+    })
+}
+
+#[test]
+fn retryable_failures_are_retried_within_the_runs_budget_with_growing_delays() {
+    let policy = RetryPolicy {
+        first_delay_ms: 10,
+        max_delay_ms: 25,
+        ..RetryPolicy::STEP.with_attempts(4)
+    };
+    let mut rec = at(Mode::BarmanRsync, Step::Transfer);
+    let mut budget = RetryBudget::new(policy);
+    let mut delays = Vec::new();
+    let next = loop {
+        rec.begin(10).unwrap();
+        match rec
+            .finish(failure(FailureKind::Retryable), 11, &mut budget)
+            .unwrap()
+        {
+            Next::Retry { step, delay_ms } => {
+                assert_eq!(step, Step::Transfer);
+                delays.push(delay_ms);
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(next, Next::Stop, "past the budget the run stops");
+    assert_eq!(delays, [10, 20, 25], "doubling, bounded, 4 attempts in all");
+    assert_eq!(rec.attempts(), 4);
+    assert_eq!(rec.phase(), Phase::At(Step::Transfer), "still resumable");
+
+    // A new run (clone resume) has a full budget again; a success resets it for the next step.
+    let mut budget = RetryBudget::new(policy);
+    rec.begin(20).unwrap();
+    let next = rec
+        .finish(failure(FailureKind::Retryable), 21, &mut budget)
+        .unwrap();
+    assert_eq!(
+        next,
+        Next::Retry {
+            step: Step::Transfer,
+            delay_ms: 10
+        }
+    );
+    rec.begin(22).unwrap();
+    rec.finish(
+        Outcome::Succeeded(result_for(Mode::BarmanRsync, Step::Transfer, true)),
+        23,
+        &mut budget,
+    )
+    .unwrap();
+    rec.begin(24).unwrap();
+    assert_eq!(
+        rec.finish(failure(FailureKind::Retryable), 25, &mut budget)
+            .unwrap(),
+        Next::Retry {
+            step: Step::VerifyCopy,
+            delay_ms: 10
+        }
+    );
+}
+
+#[test]
+fn fatal_failures_and_interruptions_stop_whatever_the_budget() {
+    for outcome in [failure(FailureKind::Fatal), Outcome::Interrupted] {
+        let mut rec = at(Mode::BaseBackup, Step::Transfer);
+        let mut budget = RetryBudget::new(RetryPolicy::STEP.with_attempts(100));
+        rec.begin(5).unwrap();
+        assert_eq!(
+            rec.finish(outcome.clone(), 6, &mut budget).unwrap(),
+            Next::Stop
+        );
+    }
+}
+
+#[test]
+fn pg_basebackup_is_told_how_many_times_it_restarts() {
+    let mut rec = at(Mode::BaseBackup, Step::Transfer);
+    let mut budget = RetryBudget::new(RetryPolicy::STEP.with_attempts(100));
+    let restarts = |task: Task| match task.input {
+        StepInput::Transfer(TransferInput {
+            method: TransferMethod::BaseBackup { restarts, .. },
+            ..
+        }) => restarts,
+        other => panic!("not a pg_basebackup transfer: {other:?}"),
+    };
+    assert_eq!(restarts(rec.begin(10).unwrap()), 0);
+    rec.finish(failure(FailureKind::Retryable), 11, &mut budget)
+        .unwrap();
+    assert_eq!(restarts(rec.begin(12).unwrap()), 1, "after a failure");
+    rec.finish(Outcome::Interrupted, 13, &mut budget).unwrap();
+    assert_eq!(restarts(rec.begin(14).unwrap()), 2, "after an interruption");
+    // A crash: the next run finds the step in flight.
+    assert_eq!(rec.recover_crash(15), Some(Step::Transfer));
+    assert_eq!(restarts(rec.begin(16).unwrap()), 3, "after a crash");
+}
+
+#[test]
+fn an_abandoned_clone_may_hold_a_slot_once_it_reached_transfer_with_slots_on() {
+    // Before Transfer nothing created a slot.
+    let rec = at(Mode::BarmanRsync, Step::PrepareDirs);
+    assert_eq!(rec.abandoned_slot_upstream(), None);
+    // An attempt at Transfer, even a crashed one, may have created it.
+    let mut rec = at(Mode::BarmanRsync, Step::Transfer);
+    assert_eq!(rec.abandoned_slot_upstream(), None, "not begun yet");
+    rec.begin(9).unwrap();
+    rec.recover_crash(10);
+    assert_eq!(rec.abandoned_slot_upstream(), Some(UPSTREAM));
+    // Conf-only clones create it in WriteReplicationConf.
+    let mut rec = at(Mode::ReplicationConfOnly, Step::WriteReplicationConf);
+    rec.begin(9).unwrap();
+    rec.finish(
+        failure(FailureKind::Fatal),
+        10,
+        &mut RetryBudget::new(RetryPolicy::STEP),
+    )
+    .unwrap();
+    assert_eq!(rec.abandoned_slot_upstream(), Some(UPSTREAM));
+    // Without slots, never.
+    let mut rec = CloneRecord::new(
+        CloneId::for_data_dir("/srv/standby"),
+        request(Mode::BaseBackup, false),
+        1,
+    );
+    let mut budget = RetryBudget::new(RetryPolicy::STEP);
+    while rec.phase() != Phase::Done {
+        let task = rec.begin(2).unwrap();
+        rec.finish(
+            Outcome::Succeeded(result_for(Mode::BaseBackup, task.step, false)),
+            3,
+            &mut budget,
+        )
+        .unwrap();
+    }
+    assert_eq!(rec.abandoned_slot_upstream(), None);
+}
