@@ -149,7 +149,10 @@ pub async fn run(
             tokio::pin!(work);
             let mut ticker = tokio::time::interval(PUBLISH_EVERY);
             loop {
+                // Biased: a step that has finished is recorded as finished, even when a stop
+                // arrived in the same instant.
                 tokio::select! {
+                    biased;
                     result = &mut work => break result.map_err(Some),
                     _ = stop.requested() => break Err(None),
                     _ = ticker.tick() => publish(store, &shown, progress),

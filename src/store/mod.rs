@@ -32,9 +32,11 @@ pub use files::{FileCounts, FileTable};
 pub use status::{LiveProgress, StatusSnapshot};
 
 use crate::error::{Error, ErrorKind};
+use crate::retry::{poll_blocking, GaveUp};
 use codec::DecodeError;
 use lock::{io_error, CloneLock, LockError};
 use marker::Marker;
+use states::RetryPolicy;
 use states::{CloneId, CloneRecord, Millis, SCHEMA_VERSION};
 use std::cell::Cell;
 use std::ffi::OsString;
@@ -42,17 +44,20 @@ use std::os::unix::fs::DirBuilderExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
-use std::time::{Duration, Instant};
 
 /// Key of the clone record in the database's default tree.
 const RECORD_KEY: &[u8] = b"record";
 
-/// How long a clone lock held by someone else is waited for before giving up: long enough for a
-/// `clone status` reading an idle clone, far too short to wait for a running clone.
-const LOCK_GRACE: Duration = Duration::from_secs(2);
-
-/// Poll interval while waiting for a clone lock.
-const LOCK_POLL: Duration = Duration::from_millis(20);
+/// How a clone lock held by someone else is waited for before giving up: polled every 20 ms
+/// for up to 2 s, long enough for a `clone status` reading an idle clone, far too short to wait
+/// for a running clone.
+const LOCK_GRACE: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    first_delay_ms: 20,
+    max_delay_ms: 20,
+    give_up_after_ms: Some(2_000),
+    jitter_percent: 0,
+};
 
 /// Key of the record's generation (big-endian `u64`), written in the same batch as the record
 /// and compared with the [`Marker`].
@@ -178,15 +183,12 @@ impl StateDir {
         }
         // The lock may be held for a few milliseconds by another `clone status` (or by a run
         // that has not published its first snapshot yet): look again until the grace ends.
-        let deadline = Instant::now() + LOCK_GRACE;
-        loop {
-            match self.try_read_status(id, &dir) {
-                Err(err) if err.retryable && Instant::now() < deadline => {
-                    std::thread::sleep(LOCK_POLL);
-                }
-                result => return result,
-            }
-        }
+        poll_blocking(
+            &LOCK_GRACE,
+            |err: &Error| err.retryable,
+            || self.try_read_status(id, &dir),
+        )
+        .map_err(GaveUp::into_inner)
     }
 
     fn try_read_status(&self, id: &CloneId, dir: &Path) -> Result<StatusView, Error> {
@@ -237,28 +239,26 @@ impl StateDir {
     /// Takes the clone's lock. A holder that lets go within [`LOCK_GRACE`] (a `clone status`
     /// reading an idle clone holds it for milliseconds) is waited for; a running clone is not.
     fn lock(&self, id: &CloneId, dir: &Path) -> Result<CloneLock, Error> {
-        let deadline = Instant::now() + LOCK_GRACE;
-        let acquired = loop {
-            match CloneLock::try_acquire(&dir.join("lock")) {
-                Err(LockError::Held(_)) if Instant::now() < deadline => {
-                    std::thread::sleep(LOCK_POLL);
-                }
-                result => break result,
-            }
-        };
-        acquired.map_err(|err| match err {
-            LockError::Held(pid) => Error::new(
-                ErrorKind::Store,
-                format!(
-                    "clone {id} is being run by another pgreplica process ({})",
-                    pid_text(pid)
-                ),
-            )
-            .hint(format!(
-                "wait for it to finish, or follow it with `pgreplica clone status {id}`"
-            )),
-            LockError::Io(err) => err,
-        })
+        let acquired = poll_blocking(
+            &LOCK_GRACE,
+            |err: &LockError| matches!(err, LockError::Held(_)),
+            || CloneLock::try_acquire(&dir.join("lock")),
+        );
+        acquired
+            .map_err(GaveUp::into_inner)
+            .map_err(|err| match err {
+                LockError::Held(pid) => Error::new(
+                    ErrorKind::Store,
+                    format!(
+                        "clone {id} is being run by another pgreplica process ({})",
+                        pid_text(pid)
+                    ),
+                )
+                .hint(format!(
+                    "wait for it to finish, or follow it with `pgreplica clone status {id}`"
+                )),
+                LockError::Io(err) => err,
+            })
     }
 
     fn no_such_clone(&self, id: &CloneId) -> Error {
@@ -443,8 +443,15 @@ fn sled_error_at(id: &CloneId, db: &Path, action: &str, err: sled::Error) -> Err
     }
 }
 
-/// How long to wait for sled's own lock on a database whose clone lock is already ours.
-const SLED_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+/// How sled's own lock on a database whose clone lock is already ours is waited for: polled
+/// every 2 ms for up to 3 s.
+const SLED_LOCK_PATIENCE: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    first_delay_ms: 2,
+    max_delay_ms: 2,
+    give_up_after_ms: Some(3_000),
+    jitter_percent: 0,
+};
 
 /// Opens a sled database whose clone lock this process holds.
 ///
@@ -454,15 +461,26 @@ const SLED_LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3
 /// so sled's "could not acquire lock" can only be such a leftover: wait for it (sled offers
 /// no notification) instead of failing the run.
 fn open_sled(path: &Path) -> Result<sled::Result<sled::Db>, String> {
-    let started = std::time::Instant::now();
-    loop {
-        let opened = guarded(|| sled::Config::new().path(path).open())?;
-        let leftover_lock = matches!(&opened, Err(sled::Error::Io(io))
-            if io.to_string().starts_with("could not acquire lock"));
-        if !leftover_lock || started.elapsed() > SLED_LOCK_PATIENCE {
-            return Ok(opened);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+    let leftover_lock = |opened: &sled::Result<sled::Db>| {
+        matches!(opened, Err(sled::Error::Io(io))
+            if io.to_string().starts_with("could not acquire lock"))
+    };
+    // A panic inside sled is final; an open refused by sled's leftover lock is waited out, and
+    // whatever sled answered last is the caller's to judge.
+    let opened = poll_blocking(
+        &SLED_LOCK_PATIENCE,
+        |attempt: &Result<sled::Result<sled::Db>, String>| {
+            attempt.as_ref().is_ok_and(leftover_lock)
+        },
+        || match guarded(|| sled::Config::new().path(path).open()) {
+            Ok(opened) if leftover_lock(&opened) => Err(Ok(opened)),
+            Ok(opened) => Ok(opened),
+            Err(panic) => Err(Err(panic)),
+        },
+    );
+    match opened {
+        Ok(db) => Ok(db),
+        Err(gave_up) => gave_up.into_inner(),
     }
 }
 
