@@ -63,7 +63,7 @@ pub async fn run(ctx: &mut StepContext<'_>) -> Result<Verification> {
                 problems.len()
             ),
         )
-        .detail(problems.iter().take(20).copied().collect::<Vec<_>>().join("\n"))
+        .detail(crate::child_output::detail(&problems.join("\n")))
         .hint("remove the files named above and run \"pgreplica clone resume\"; they will be copied again"));
     }
     let files = count_manifest_files(&manifest).await;

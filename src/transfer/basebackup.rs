@@ -13,6 +13,7 @@
 //! store or the replication configuration.
 
 use super::guardian;
+use crate::child_output;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg_tools::pg_program;
 use crate::replication_conf::durable::io_error;
@@ -26,9 +27,6 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
-
-/// Lines of pg_basebackup's stderr kept for an error's DETAIL.
-const STDERR_TAIL_LINES: usize = 12;
 
 /// Runs the transfer.
 pub async fn run(ctx: &mut StepContext<'_>) -> Result<TransferSummary> {
@@ -542,41 +540,24 @@ impl Drop for StopOnDrop {
 
 /// Reads pg_basebackup's stderr to EOF: progress lines become events (they end in `\r` on a
 /// terminal, `\n` otherwise), the rest is kept for the error's DETAIL.
-fn read_stderr(mut stderr: impl Read, tx: &mpsc::UnboundedSender<Event>) -> String {
-    let mut tail: Vec<String> = Vec::new();
-    let mut line = Vec::new();
-    let mut buf = [0_u8; 4096];
-    loop {
-        let n = match stderr.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        for &byte in &buf[..n] {
-            if byte != b'\n' && byte != b'\r' {
-                line.push(byte);
-                continue;
+fn read_stderr(stderr: impl Read, tx: &mpsc::UnboundedSender<Event>) -> String {
+    let mut tail = child_output::Tail::default();
+    let rest = child_output::for_each_line(stderr, |line| {
+        let text = String::from_utf8_lossy(line);
+        match parse_progress(&text) {
+            Some((done, total)) => {
+                let _ = tx.send(Event::Progress { done, total });
             }
-            let text = String::from_utf8_lossy(&line).into_owned();
-            line.clear();
-            match parse_progress(&text) {
-                Some((done, total)) => {
-                    let _ = tx.send(Event::Progress { done, total });
-                }
-                None if !text.trim().is_empty() => {
-                    crate::debug!("pg_basebackup: {text}");
-                    tail.push(text);
-                    if tail.len() > STDERR_TAIL_LINES {
-                        tail.remove(0);
-                    }
-                }
-                None => {}
+            None if !text.trim().is_empty() => {
+                crate::debug!("pg_basebackup: {text}");
+                tail.push(&text);
             }
+            None => {}
         }
-    }
-    if !line.is_empty() {
-        tail.push(String::from_utf8_lossy(&line).into_owned());
-    }
-    tail.join("\n")
+    });
+    // Its last words, even without a newline: a message, never progress.
+    tail.push(&String::from_utf8_lossy(&rest));
+    tail.into_detail()
 }
 
 /// `  12345/23456 kB (52%), 0/1 tablespace …` → (done, total) in bytes.

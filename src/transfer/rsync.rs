@@ -25,7 +25,7 @@
 //! summed per stream; it is reported as [`RsyncEvent::Progress`].
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
@@ -38,15 +38,13 @@ use std::time::{Duration, Instant};
 use states::{EntryKind, ManifestEntry};
 use tokio::sync::mpsc;
 
+use crate::child_output;
 use crate::error::{Error, ErrorKind, Result};
 use crate::transfer::guardian::{spawn_guarded, wait_no_reap};
 use crate::transfer::streams::StreamPlan;
 
 /// Starts each of our `--out-format` lines, so they cannot be mistaken for rsync's own output.
 const MARKER: &str = "pgreplica-done ";
-
-/// Lines of rsync's stderr kept for an error's DETAIL.
-const STDERR_TAIL_LINES: usize = 12;
 
 /// Files at least this big keep what an interrupted copy wrote; smaller ones are sent again
 /// whole, which costs less than the checksum pass of `--append-verify`.
@@ -668,7 +666,7 @@ fn run_invocation(
     tx: &mpsc::UnboundedSender<Msg>,
     sent_before: &AtomicU64,
 ) -> Result<()> {
-    let stderr = std::fs::File::options()
+    let mut stderr = std::fs::File::options()
         .create(true)
         .truncate(true)
         .read(true)
@@ -765,7 +763,11 @@ fn run_invocation(
         .wait()
         .map_err(|e| Error::new(ErrorKind::Internal, format!("could not reap rsync: {e}")))?;
     if !status.success() {
-        return Err(exit_error(inv, status, &stderr_tail(stderr)));
+        return Err(exit_error(
+            inv,
+            status,
+            &child_output::file_detail(&mut stderr),
+        ));
     }
     if let Some((path, copied, expected)) = mismatch {
         return Err(Error::new(
@@ -882,18 +884,6 @@ fn decode_name(raw: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
-}
-
-fn stderr_tail(mut file: std::fs::File) -> String {
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = file.seek(SeekFrom::Start(len.saturating_sub(8192)));
-    let mut text = String::new();
-    let mut bytes = Vec::new();
-    if file.read_to_end(&mut bytes).is_ok() {
-        text = String::from_utf8_lossy(&bytes).into_owned();
-    }
-    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    lines[lines.len().saturating_sub(STDERR_TAIL_LINES)..].join("\n")
 }
 
 /// What an rsync exit code means (rsync(1), EXIT VALUES; 255 comes from ssh).
