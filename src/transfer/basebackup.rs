@@ -4,15 +4,16 @@
 //! pg_basebackup cannot resume, so this step restarts cleanly instead: before it runs, whatever
 //! an earlier attempt left in the data directory, the WAL directory and the mapped tablespace
 //! targets is removed, and the restart is counted from the record's history. A running
-//! postmaster is never wiped. The child runs under [`guardian::spawn_guarded`], so it dies with
-//! pgreplica, even when pgreplica is SIGKILLed, and a dropped step (SIGINT) stops it.
+//! postmaster is never wiped. The child runs under a guardian, on a thread of its own
+//! ([`GuardedThreads`]), so it dies with pgreplica, even when pgreplica is SIGKILLed, and a
+//! dropped step (SIGINT) stops it.
 //!
 //! It owns the pg_basebackup command line: the operator's `pg_basebackup_options` are honoured,
 //! never duplicated, and refused where they would contradict what the clone needs (another
 //! target, tar format, a recovery configuration of pg_basebackup's own). It must not touch the
 //! store or the replication configuration.
 
-use super::guardian;
+use super::guardian::GuardedThreads;
 use crate::child_output;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg_tools::pg_program;
@@ -24,7 +25,6 @@ use states::{CloneRecord, CloneRequest, OutcomeKind, PreparedDirs, Step, Transfe
 use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -436,51 +436,39 @@ impl Exit {
     }
 }
 
-/// What the reading thread reports.
+/// What the watching thread reports.
 enum Event {
     Progress { done: u64, total: u64 },
     Exit(Exit),
 }
 
 /// Runs `command` under a guardian on a thread of its own, calling `on_progress(done, total)`
-/// (bytes) as pg_basebackup reports them. Dropping the returned future kills pg_basebackup.
+/// (bytes) as pg_basebackup reports them. Dropping the returned future kills pg_basebackup and
+/// waits until it is reaped.
 async fn watch(
     mut command: Command,
     program: &Path,
     mut on_progress: impl FnMut(u64, u64),
 ) -> Result<Exit> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    // The guardian's pid while it may be signalled: cleared before it is reaped, so a kill can
-    // never reach a recycled pid.
-    let guardian: Arc<Mutex<Option<libc::pid_t>>> = Arc::new(Mutex::new(None));
     let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel();
-    let thread_guardian = guardian.clone();
-    let program_name = program.to_path_buf();
-    // A thread of our own, not a tokio worker: the guardian's death signal follows the thread
-    // that spawned it.
-    std::thread::Builder::new()
-        .name("pg_basebackup".into())
-        .spawn(move || {
-            let mut child = match guardian::spawn_guarded(&mut command) {
-                Ok(child) => child,
+    let mut threads = GuardedThreads::default();
+    threads
+        .spawn("pg_basebackup", move |spawner| {
+            let mut child = match spawner.spawn(&mut command) {
+                Ok(Some(child)) => child,
+                // Stopped before it started: the step is gone, nobody waits for a status.
+                Ok(None) => return,
                 Err(e) => {
                     let _ = spawned_tx.send(Err(e));
                     return;
                 }
             };
-            *thread_guardian.lock().unwrap_or_else(|e| e.into_inner()) =
-                libc::pid_t::try_from(child.id()).ok();
             let _ = spawned_tx.send(Ok(()));
-            let stderr_tail = match child.stderr.take() {
+            let stderr_tail = match child.take_stderr() {
                 Some(stderr) => read_stderr(stderr, &tx),
                 None => String::new(),
             };
-            // stderr reached EOF: the guardian (which holds it) is exiting. Forget its pid
-            // before reaping it.
-            thread_guardian
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
             let status = child.wait();
             let _ = tx.send(Event::Exit(Exit {
                 status,
@@ -493,13 +481,12 @@ async fn watch(
                 format!("cannot start a thread for pg_basebackup: {e}"),
             )
         })?;
-    let stop = StopOnDrop(guardian);
     match spawned_rx.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             return Err(Error::new(
                 ErrorKind::BaseBackup,
-                format!("cannot run \"{}\": {e}", program_name.display()),
+                format!("cannot run \"{}\": {e}", program.display()),
             )
             .hint("set pg_bindir in repmgr.conf to the directory of the PostgreSQL programs"))
         }
@@ -514,7 +501,7 @@ async fn watch(
         match event {
             Event::Progress { done, total } => on_progress(done, total),
             Event::Exit(exit) => {
-                drop(stop);
+                threads.join();
                 return Ok(exit);
             }
         }
@@ -523,19 +510,6 @@ async fn watch(
         ErrorKind::Internal,
         "the pg_basebackup thread ended without a status",
     ))
-}
-
-/// SIGTERMs the guardian (which SIGKILLs pg_basebackup's group) when the step is dropped before
-/// pg_basebackup ended.
-struct StopOnDrop(Arc<Mutex<Option<libc::pid_t>>>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
-            // SAFETY: kill(2) on a pid that is not reaped yet (see `watch`).
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-    }
 }
 
 /// Reads pg_basebackup's stderr to EOF: progress lines become events (they end in `\r` on a

@@ -17,7 +17,7 @@
 //!   resume goes on from the middle of a file without trusting the kept bytes;
 //! * rsync's forked children (generator, receiver, ssh) do not die with their parent, and when
 //!   they see it gone they delete their temp file and may still rename finished files. So each
-//!   rsync runs under a guardian process (see [`spawn_guarded`](crate::transfer::guardian::spawn_guarded)) that
+//!   rsync runs under a guardian process (see [`guardian`](crate::transfer::guardian)) that
 //!   SIGKILLs rsync's whole process group when pgreplica dies, even by SIGKILL, or when a
 //!   stream must stop, and exits only once every process of that rsync is reaped.
 //!

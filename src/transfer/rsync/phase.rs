@@ -1,5 +1,5 @@
-//! Running a phase of the copy: one thread per stream (each rsync under a guardian, so it dies
-//! with pgreplica), each running its stream's rsyncs one after another, reading their
+//! Running a phase of the copy: one thread per stream (from [`GuardedThreads`], so each rsync
+//! dies with pgreplica), each running its stream's rsyncs one after another, reading their
 //! stdout as it comes and telling the caller which files are complete.
 //!
 //! A file is reported done only when rsync printed its `%b` line for it (it is then at its
@@ -12,8 +12,6 @@ use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
 
 use states::{EntryKind, ManifestEntry};
 use tokio::sync::mpsc;
@@ -24,7 +22,7 @@ use super::output::{parse_line, Line};
 use super::{fs_error, RsyncEvent, RsyncStats};
 use crate::child_output;
 use crate::error::{Error, ErrorKind, Result};
-use crate::transfer::guardian::{spawn_guarded, wait_no_reap};
+use crate::transfer::guardian::{GuardedThreads, Spawner};
 
 /// Messages from stream threads to [`run_phase`].
 enum Msg {
@@ -42,32 +40,20 @@ pub(super) async fn run_phase(
     stats: &mut RsyncStats,
     on_event: &mut impl FnMut(RsyncEvent),
 ) -> Result<()> {
-    let guardians = Arc::new(Guardians::default());
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut guard = PhaseGuard {
-        guardians: guardians.clone(),
-        threads: Vec::new(),
-    };
+    let mut threads = GuardedThreads::default();
     for invocations in streams {
-        let (tx, guardians) = (tx.clone(), guardians.clone());
-        // A thread of our own per stream, not a tokio worker: PR_SET_PDEATHSIG fires when the
-        // *thread* that forked the child exits, and this one lives until its children are reaped.
-        let thread = std::thread::Builder::new()
-            .name("pgreplica-rsync".into())
-            .spawn(move || run_stream(invocations, &guardians, &tx))
+        let tx = tx.clone();
+        threads
+            .spawn("pgreplica-rsync", move |spawner| {
+                run_stream(invocations, spawner, &tx)
+            })
             .map_err(|e| {
                 Error::new(
                     ErrorKind::System,
                     format!("could not start a thread for rsync: {e}"),
                 )
-            });
-        match thread {
-            Ok(handle) => guard.threads.push(handle),
-            Err(e) => {
-                drop(guard);
-                return Err(e);
-            }
-        }
+            })?;
     }
     drop(tx);
     let mut failure = None;
@@ -92,82 +78,21 @@ pub(super) async fn run_phase(
             Msg::Failed(error) => {
                 // The first failure is the cause; the others are the streams stopped for it.
                 if failure.is_none() {
-                    guardians.stop_all();
+                    threads.stop_all();
                     failure = Some(error);
                 }
             }
         }
     }
-    guard.join();
+    threads.join();
     failure.map_or(Ok(()), Err)
 }
 
-/// Stops and reaps a phase's rsyncs when the phase future is dropped.
-struct PhaseGuard {
-    guardians: Arc<Guardians>,
-    threads: Vec<JoinHandle<()>>,
-}
-
-impl PhaseGuard {
-    fn join(&mut self) {
-        for thread in self.threads.drain(..) {
-            // A panicking stream thread has already reaped or abandoned its child; its error is
-            // the channel closing early, which the phase reports as a missing file.
-            let _ = thread.join();
-        }
-    }
-}
-
-impl Drop for PhaseGuard {
-    fn drop(&mut self) {
-        if !self.threads.is_empty() {
-            self.guardians.stop_all();
-            self.join();
-        }
-    }
-}
-
-/// The guardians of the running rsyncs, so a failure or a drop can stop them all.
-#[derive(Default)]
-struct Guardians {
-    inner: Mutex<GuardiansInner>,
-}
-
-#[derive(Default)]
-struct GuardiansInner {
-    /// Set by [`Guardians::stop_all`]: no new rsync may start.
-    stopping: bool,
-    /// Pids of guardians not yet reaped, so a signal can never reach a recycled pid.
-    live: Vec<libc::pid_t>,
-}
-
-impl Guardians {
-    fn lock(&self) -> std::sync::MutexGuard<'_, GuardiansInner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Asks every guardian to SIGKILL its rsync's group; each exits once its group is reaped.
-    fn stop_all(&self) {
-        let mut inner = self.lock();
-        inner.stopping = true;
-        for &pid in &inner.live {
-            // SAFETY: kill has no memory effects; pid is a child we have not reaped.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-    }
-}
-
 /// A stream thread: its invocations one after the other, stopping at the first failure.
-fn run_stream(
-    invocations: Vec<Invocation>,
-    guardians: &Guardians,
-    tx: &mpsc::UnboundedSender<Msg>,
-) {
+fn run_stream(invocations: Vec<Invocation>, spawner: &Spawner, tx: &mpsc::UnboundedSender<Msg>) {
     let sent_before = AtomicU64::new(0);
     for invocation in invocations {
-        if let Err(error) = run_invocation(&invocation, guardians, tx, &sent_before) {
+        if let Err(error) = run_invocation(&invocation, spawner, tx, &sent_before) {
             let _ = tx.send(Msg::Failed(error));
             return;
         }
@@ -176,7 +101,7 @@ fn run_stream(
 
 fn run_invocation(
     inv: &Invocation,
-    guardians: &Guardians,
+    spawner: &Spawner,
     tx: &mpsc::UnboundedSender<Msg>,
     sent_before: &AtomicU64,
 ) -> Result<()> {
@@ -194,19 +119,17 @@ fn run_invocation(
             .map_err(|e| fs_error("open", &inv.stderr_file, &e))?,
     );
     crate::debug!("running {cmd:?}");
-    let mut child = {
-        let mut live = guardians.lock();
-        if live.stopping {
-            return Err(stopped(inv));
+    let mut child = match spawner.spawn(&mut cmd) {
+        Ok(Some(child)) => child,
+        Ok(None) => return Err(stopped(inv)),
+        Err(e) => {
+            return Err(
+                Error::new(ErrorKind::Rsync, format!("could not run rsync: {e}")).hint(
+                    "install rsync on this host (it must also be installed on the Barman host)",
+                ),
+            )
         }
-        let child = spawn_guarded(&mut cmd).map_err(|e| {
-            Error::new(ErrorKind::Rsync, format!("could not run rsync: {e}"))
-                .hint("install rsync on this host (it must also be installed on the Barman host)")
-        })?;
-        live.live.push(child.id() as libc::pid_t);
-        child
     };
-    let pid = child.id() as libc::pid_t;
 
     let mut by_path: HashMap<&str, (usize, bool)> = HashMap::new();
     for (n, item) in inv.items.iter().enumerate() {
@@ -217,7 +140,7 @@ fn run_invocation(
     let base = sent_before.load(Ordering::Relaxed);
     let mut last_progress = 0u64;
     let mut mismatch = None;
-    if let Some(stdout) = child.stdout.take() {
+    if let Some(stdout) = child.take_stdout() {
         // A line rsync did not finish is dropped: cut short, a name may read as another file's.
         child_output::for_each_line(stdout, |line| match parse_line(line) {
             Line::Done {
@@ -253,9 +176,6 @@ fn run_invocation(
     }
     sent_before.store(base + last_progress, Ordering::Relaxed);
 
-    // Wait without reaping, forget the group, then reap: a kill can never reach a recycled id.
-    wait_no_reap(pid);
-    guardians.lock().live.retain(|&p| p != pid);
     let status = child
         .wait()
         .map_err(|e| Error::new(ErrorKind::Internal, format!("could not reap rsync: {e}")))?;
