@@ -2,7 +2,7 @@
 //!
 //! Copy programs fork (rsync's generator and receiver, their ssh) and their children do not
 //! inherit `PR_SET_PDEATHSIG`, so killing pgreplica alone — even by SIGKILL — could leave them
-//! writing into the data directory. [`spawn_guarded`] puts a small guardian process between
+//! writing into the data directory. `spawn_guarded` puts a small guardian process between
 //! pgreplica and the command; it SIGKILLs the command's whole process group when pgreplica dies
 //! or asks it to stop, and exits only once every process the command forked is gone.
 //!
@@ -118,7 +118,7 @@ pub struct Spawner {
 }
 
 impl Spawner {
-    /// Starts `cmd` under a guardian (see [`spawn_guarded`]). `Ok(None)` when the set is
+    /// Starts `cmd` under a guardian (see `spawn_guarded`). `Ok(None)` when the set is
     /// stopping: the child was not started.
     pub fn spawn(&self, cmd: &mut Command) -> io::Result<Option<GuardedChild<'_>>> {
         // Held across the spawn, so a stop either comes first (nothing starts) or sees the pid.
