@@ -170,8 +170,8 @@ pub(super) fn facts_from(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::barman::catalogue;
     use crate::barman::fixture_client as client;
-    use crate::barman::{catalogue, info::BackupInfo};
 
     macro_rules! fixture {
         ($path:literal) => {
@@ -293,60 +293,73 @@ mod tests {
         err.assert_says("", "list-backups");
     }
 
+    /// Why the latest 3.19.1 backup is refused when its directory holds `found` (the probe's
+    /// lines before `info`) and its backup.info reads `info`.
+    fn refusal(found: &str, info: &str) -> Refusal {
+        let probe = Probe::parse(&format!("{found}info\n{info}")).expect("probe output parses");
+        facts_from("pg", &dirs("/b"), &shown_latest_3191(), &probe).expect_err("refused")
+    }
+
     #[test]
     fn encrypted_incremental_snapshot_and_broken_backups_are_refused() {
         let base = fixture!("3.19.1/20261125T150747-backup.info");
-        let message = |r: Result<BackupFacts, Refusal>| match r.expect_err("refused") {
-            Refusal::Unrestorable { message, .. } | Refusal::Broken(message) => message,
-        };
-        let gpg = Probe::parse(&format!("dir data\ngpg\ninfo\n{base}")).expect("parses");
-        assert!(
-            message(facts_from("pg", &dirs("/b"), &shown_latest_3191(), &gpg))
-                .contains("encrypted")
+        let what = format!(
+            "backup {} of Barman server \"pg\"",
+            shown_latest_3191().backup_id
         );
-        let incremental = BackupInfo::parse(
-            &base.replace("parent_backup_id=None", "parent_backup_id=20261125T150740"),
-        )
-        .expect("parses");
-        let probe = Probe {
-            data_subdir: Some("data".into()),
-            info: Some(incremental),
-            ..Probe::default()
+        let unrestorable = |refusal: Refusal| match refusal {
+            Refusal::Unrestorable { message, remedy } => (message, remedy),
+            Refusal::Broken(message) => panic!("not a refusal of the kind: {message}"),
         };
-        let refused = facts_from("pg", &dirs("/b"), &shown_latest_3191(), &probe)
-            .expect_err("incremental refused");
-        assert!(
-            matches!(&refused, Refusal::Unrestorable { message, .. } if message.contains("incremental backup (parent 20261125T150740)"))
+        let broken = |refusal: Refusal| match refusal {
+            Refusal::Broken(message) => message,
+            Refusal::Unrestorable { message, .. } => panic!("not a broken catalogue: {message}"),
+        };
+
+        let (message, remedy) = unrestorable(refusal("dir data\ngpg\n", base));
+        assert_eq!(
+            message,
+            format!("{what} is encrypted and cannot be copied with rsync")
         );
-        let snapshot =
-            BackupInfo::parse(&base.replace("mode=postgres", "mode=snapshot-gcp")).expect("parses");
-        let probe = Probe {
-            data_subdir: Some("data".into()),
-            info: Some(snapshot),
-            ..Probe::default()
-        };
-        assert!(
-            message(facts_from("pg", &dirs("/b"), &shown_latest_3191(), &probe))
-                .contains("snapshot")
+        assert_eq!(remedy, RESTORE_ON_BARMAN);
+
+        let incremental = base.replace("parent_backup_id=None", "parent_backup_id=20261125T150740");
+        let (message, remedy) = unrestorable(refusal("dir data\n", &incremental));
+        assert_eq!(
+            message,
+            format!("{what} is an incremental backup (parent 20261125T150740) and needs pg_combinebackup over its chain")
         );
-        let no_data = Probe {
-            info: BackupInfo::parse(base).ok(),
-            ..Probe::default()
-        };
-        let refused =
-            facts_from("pg", &dirs("/b"), &shown_latest_3191(), &no_data).expect_err("no data dir");
-        assert!(matches!(&refused, Refusal::Broken(m) if m.contains("no data directory")));
-        assert_eq!(refused.into_error(&client()).kind, ErrorKind::Barman);
-        let bad_version =
-            BackupInfo::parse(&base.replace("version=150018", "version=fifteen")).expect("parses");
-        let probe = Probe {
-            data_subdir: Some("data".into()),
-            info: Some(bad_version),
-            ..Probe::default()
-        };
+        assert_eq!(remedy, RESTORE_ON_BARMAN);
+
+        let snapshot = base.replace("mode=postgres", "mode=snapshot-gcp");
+        let (message, remedy) = unrestorable(refusal("dir data\n", &snapshot));
         assert!(
-            message(facts_from("pg", &dirs("/b"), &shown_latest_3191(), &probe))
-                .contains("version=fifteen")
+            message.starts_with(&format!("{what} is a snapshot backup")),
+            "{message}"
         );
+        assert!(
+            remedy.contains("disks cloned from the snapshots"),
+            "{remedy}"
+        );
+
+        let no_data = refusal("", base);
+        assert_eq!(
+            broken(no_data),
+            format!(
+                "{what} has no data directory in /b/pg/base/{}",
+                shown_latest_3191().backup_id
+            )
+        );
+        let err = refusal("", base).into_error(&client());
+        assert_eq!(err.kind, ErrorKind::Barman);
+        err.assert_says("no data directory", "check-backup pg");
+
+        let bad_version = base.replace("version=150018", "version=fifteen");
+        let message = broken(refusal("dir data\n", &bad_version));
+        assert!(
+            message.starts_with(&format!("backup.info of {what}: ")),
+            "{message}"
+        );
+        assert!(message.contains("version=fifteen"), "{message}");
     }
 }
