@@ -238,7 +238,7 @@ async fn program_check(request: &CloneRequest, version: u32) -> Result<String> {
             ErrorKind::LocalCommand,
             format!("\"{} --version\" failed", program.display()),
         )
-        .detail(String::from_utf8_lossy(&output.stderr).trim().to_string())),
+        .detail(crate::child_output::detail_of(&output.stderr))),
     }
 }
 

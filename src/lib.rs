@@ -18,6 +18,7 @@
 //! * [`source`] — the source/upstream node over tokio-postgres.
 //! * [`replication_conf`] — primary_conninfo and the files that make a standby.
 //! * [`progress`], [`log`] — what the operator sees.
+//! * [`child_output`] — a program's output cut into lines, and the tail an error's DETAIL keeps.
 //! * [`error`] — errors and the exit codes they map to.
 //!
 //! The decisions (which step runs next, what a failure means) live in the `states` crate,
@@ -26,6 +27,7 @@
 pub mod app;
 pub mod backup_api;
 pub mod barman;
+pub mod child_output;
 pub mod cli;
 pub mod config;
 pub mod conninfo;

@@ -91,7 +91,7 @@ async fn control_system_identifier(request: &CloneRequest, version: u32) -> Resu
                 request.data_dir
             ),
         )
-        .detail(String::from_utf8_lossy(&output.stderr).trim().to_string())
+        .detail(crate::child_output::detail_of(&output.stderr))
         .hint("the data directory must hold a complete copy, global/pg_control included")),
     }
 }

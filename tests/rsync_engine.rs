@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use pgreplica::error::ErrorKind;
+use pgreplica::child_output::DETAIL_LINES;
+use pgreplica::error::{Error, ErrorKind};
 use pgreplica::transfer::rsync::{
     cleanup_partial, run_streams, RsyncEvent, RsyncJob, TreeSource, RESUME_PARTIAL_MIN_BYTES,
 };
@@ -22,6 +23,12 @@ use states::{EntryKind, ManifestEntry};
 
 /// Set in the re-executed test binary that plays the pgreplica process to be killed.
 const CHILD_ENV: &str = "PGREPLICA_TEST_RSYNC_CHILD";
+
+/// Asserts that `err`'s hint says `wanted`.
+fn assert_hint(err: &Error, wanted: &str) {
+    let hint = err.hint.as_deref().unwrap_or("");
+    assert!(hint.contains(wanted), "hint lacks {wanted:?}: {err:?}");
+}
 
 fn require_rsync() {
     let ok = Command::new("rsync")
@@ -690,10 +697,15 @@ fn a_failing_stream_stops_the_others() {
     assert_eq!(err.kind, ErrorKind::Rsync);
     assert!(err.message.contains("exit code 23"), "{}", err.message);
     assert!(!err.retryable);
+    assert_hint(&err, "fix the cause shown in DETAIL");
     let detail = err.detail.unwrap_or_default();
     assert!(
         detail.contains("missing"),
         "stderr tail lacks the cause: {detail}"
+    );
+    assert!(
+        detail.lines().count() <= DETAIL_LINES,
+        "DETAIL keeps more than {DETAIL_LINES} lines: {detail}"
     );
     for path in ["base/5/a", "base/5/b", PG_CONTROL] {
         let i = entries.iter().position(|e| e.path == path).unwrap();
@@ -714,7 +726,14 @@ fn a_failing_stream_stops_the_others() {
     let err = rt
         .block_on(run_streams(&job, &plan_streams(&entries, 1), |_| {}))
         .expect_err("a missing source must fail");
-    assert!(err.message.contains("exit code 3 "), "{}", err.message);
+    assert!(
+        err.message.starts_with(
+            "rsync failed with exit code 3 (errors selecting input/output files, dirs) copying"
+        ),
+        "{}",
+        err.message
+    );
+    assert!(!err.retryable);
     assert!(err.detail.unwrap_or_default().contains("nowhere"));
 }
 
@@ -827,7 +846,13 @@ fn a_killed_rsync_is_a_retryable_failure() {
     assert!(!killed.is_empty(), "no rsync was running");
     assert_eq!(err.kind, ErrorKind::Rsync);
     assert!(err.retryable, "a killed rsync is worth retrying");
-    assert!(err.message.contains("signal 9"), "{}", err.message);
+    assert!(
+        err.message
+            .starts_with("rsync was killed by signal 9 copying"),
+        "{}",
+        err.message
+    );
+    assert_hint(&err, "re-sends only the rest");
     assert!(rsync_groups_mentioning(&needle).is_empty());
 }
 

@@ -6,6 +6,7 @@
 //! Must not: decide what a command's output means — that is the caller's job; here only the
 //! transport (ssh) and "command not found" are classified.
 
+use crate::child_output;
 use crate::error::{Error, ErrorKind, Result};
 use std::process::Stdio;
 use std::time::Duration;
@@ -145,12 +146,9 @@ pub(crate) fn classify(
     target: &Target<'_>,
 ) -> Result<RemoteOutput> {
     if status == 255 || (status != 0 && SSH_MARKERS.iter().any(|m| stderr.contains(m))) {
-        let reason = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("ssh exited with status 255 and no message");
-        let err = Error::new(ErrorKind::Ssh, format!("ssh to the Barman host \"{}\" failed: {}", target.host, reason.trim()))
+        let reason =
+            child_output::last_line(&stderr).unwrap_or("ssh exited with status 255 and no message");
+        let err = Error::new(ErrorKind::Ssh, format!("ssh to the Barman host \"{}\" failed: {reason}", target.host))
             .detail(output_detail(&stderr))
             .hint(format!(
                 "check barman_host and ssh_options in repmgr.conf, and that this works without a password prompt: {}",
@@ -189,19 +187,16 @@ fn seconds(d: Duration) -> String {
     }
 }
 
-/// The output of a failed command as a DETAIL: passwords masked, at most 4000 characters, or a
-/// placeholder when it said nothing. Barman may echo a conninfo in its messages, and DETAIL
-/// lines end up in logs and in the clone's recorded error.
+/// The output of a failed command as a DETAIL: passwords masked, then kept as every program's
+/// output is ([`child_output::detail`]), or a placeholder when it said nothing. Barman may echo
+/// a conninfo in its messages, and DETAIL lines end up in logs and in the clone's recorded
+/// error.
 pub(crate) fn output_detail(text: &str) -> String {
     let text = text.trim();
     if text.is_empty() {
         return "the command printed nothing".to_string();
     }
-    let masked = redact(text);
-    match masked.char_indices().nth(4000) {
-        Some((cut, _)) => format!("{}…", &masked[..cut]),
-        None => masked,
-    }
+    child_output::detail(&redact(text))
 }
 
 /// Byte range of the first URL password (`scheme://user:PASSWORD@host`) in `text`.
@@ -348,7 +343,21 @@ mod tests {
         );
         assert_eq!(redact("nothing here"), "nothing here");
         assert_eq!(output_detail("  "), "the command printed nothing");
-        assert!(output_detail(&"x".repeat(5000)).ends_with('…'));
+        let long = output_detail(&"x".repeat(5000));
+        assert_eq!(long.chars().count(), child_output::DETAIL_CHARS + 1);
+        assert!(long.ends_with('…'));
+        // A traceback says why at its end: the DETAIL keeps the last lines, masked.
+        let traceback: String = (0..30)
+            .map(|n| format!("  frame {n}\n"))
+            .collect::<String>()
+            + "psycopg2.OperationalError: host=db password=s3cr3t failed\n";
+        let detail = output_detail(&traceback);
+        assert_eq!(detail.lines().count(), child_output::DETAIL_LINES);
+        assert!(
+            detail.ends_with("OperationalError: host=db password=******** failed"),
+            "{detail}"
+        );
+        assert!(!detail.contains("frame 18\n"), "{detail}");
     }
 
     #[test]
@@ -356,6 +365,21 @@ mod tests {
         let out =
             classify(1, b"{}".to_vec(), "ERROR: x".into(), &target()).expect("rc 1 is barman's");
         assert_eq!(out.status, 1);
+        assert_eq!(out.stdout, b"{}");
+        assert_eq!(out.stderr, "ERROR: x");
+        // An ssh message without rc 255 (a wrapper remapped it) is still ssh's failure.
+        let remapped = classify(
+            1,
+            vec![],
+            "ssh: connect to host barmansrv port 22: Connection refused\n".into(),
+            &target(),
+        )
+        .expect_err("ssh's message wins over the code");
+        assert_eq!(remapped.kind, ErrorKind::Ssh);
+        assert_eq!(
+            remapped.message,
+            "ssh to the Barman host \"barman@barmansrv\" failed: ssh: connect to host barmansrv port 22: Connection refused"
+        );
     }
 
     #[test]
@@ -382,6 +406,9 @@ mod tests {
             ))
             .expect_err("not found");
         assert_eq!(err.kind, ErrorKind::Barman);
+        err.assert_says("a command was not found", "make sure Barman");
+        let detail = err.detail.unwrap_or_default();
+        assert!(detail.contains("no-such-program-pgreplica"), "{detail}");
     }
 
     #[test]
@@ -441,6 +468,13 @@ mod tests {
             ))
             .expect_err("cannot spawn");
         assert_eq!(err.kind, ErrorKind::Ssh);
-        assert!(err.hint.is_some());
+        err.assert_says(
+            "cannot run \"/nonexistent/ssh\" to reach the Barman host \"barman@barmansrv\"",
+            "install the OpenSSH client",
+        );
+        assert!(
+            !err.retryable,
+            "a missing program does not appear by itself"
+        );
     }
 }

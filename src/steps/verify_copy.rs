@@ -66,7 +66,7 @@ pub async fn run(
                 problems.len()
             ),
         )
-        .detail(problems.iter().take(20).copied().collect::<Vec<_>>().join("\n"))
+        .detail(crate::child_output::detail(&problems.join("\n")))
         .hint("remove the files named above and run \"pgreplica clone resume\"; they will be copied again"));
     }
     let files = count_manifest_files(&manifest).await;

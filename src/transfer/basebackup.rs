@@ -4,15 +4,17 @@
 //! pg_basebackup cannot resume, so this step restarts cleanly instead: before it runs, whatever
 //! an earlier attempt left in the data directory, the WAL directory and the mapped tablespace
 //! targets is removed, and the restart is counted from the record's history. A running
-//! postmaster is never wiped. The child runs under [`guardian::spawn_guarded`], so it dies with
-//! pgreplica, even when pgreplica is SIGKILLed, and a dropped step (SIGINT) stops it.
+//! postmaster is never wiped. The child runs under a guardian, on a thread of its own
+//! ([`GuardedThreads`]), so it dies with pgreplica, even when pgreplica is SIGKILLed, and a
+//! dropped step (SIGINT) stops it.
 //!
 //! It owns the pg_basebackup command line: the operator's `pg_basebackup_options` are honoured,
 //! never duplicated, and refused where they would contradict what the clone needs (another
 //! target, tar format, a recovery configuration of pg_basebackup's own). It must not touch the
 //! store or the replication configuration.
 
-use super::guardian;
+use super::guardian::GuardedThreads;
+use crate::child_output;
 use crate::durable::io_error;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg_tools::pg_program;
@@ -22,12 +24,8 @@ use states::{CloneRequest, PreparedDirs, SourceParams, TransferSummary};
 use std::io::{self, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
-
-/// Lines of pg_basebackup's stderr kept for an error's DETAIL.
-const STDERR_TAIL_LINES: usize = 12;
 
 /// Runs the transfer into the prepared `dirs`; `restarts` earlier attempts left partial copies.
 pub async fn run(
@@ -428,51 +426,39 @@ impl Exit {
     }
 }
 
-/// What the reading thread reports.
+/// What the watching thread reports.
 enum Event {
     Progress { done: u64, total: u64 },
     Exit(Exit),
 }
 
 /// Runs `command` under a guardian on a thread of its own, calling `on_progress(done, total)`
-/// (bytes) as pg_basebackup reports them. Dropping the returned future kills pg_basebackup.
+/// (bytes) as pg_basebackup reports them. Dropping the returned future kills pg_basebackup and
+/// waits until it is reaped.
 async fn watch(
     mut command: Command,
     program: &Path,
     mut on_progress: impl FnMut(u64, u64),
 ) -> Result<Exit> {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    // The guardian's pid while it may be signalled: cleared before it is reaped, so a kill can
-    // never reach a recycled pid.
-    let guardian: Arc<Mutex<Option<libc::pid_t>>> = Arc::new(Mutex::new(None));
     let (spawned_tx, spawned_rx) = tokio::sync::oneshot::channel();
-    let thread_guardian = guardian.clone();
-    let program_name = program.to_path_buf();
-    // A thread of our own, not a tokio worker: the guardian's death signal follows the thread
-    // that spawned it.
-    std::thread::Builder::new()
-        .name("pg_basebackup".into())
-        .spawn(move || {
-            let mut child = match guardian::spawn_guarded(&mut command) {
-                Ok(child) => child,
+    let mut threads = GuardedThreads::default();
+    threads
+        .spawn("pg_basebackup", move |spawner| {
+            let mut child = match spawner.spawn(&mut command) {
+                Ok(Some(child)) => child,
+                // Stopped before it started: the step is gone, nobody waits for a status.
+                Ok(None) => return,
                 Err(e) => {
                     let _ = spawned_tx.send(Err(e));
                     return;
                 }
             };
-            *thread_guardian.lock().unwrap_or_else(|e| e.into_inner()) =
-                libc::pid_t::try_from(child.id()).ok();
             let _ = spawned_tx.send(Ok(()));
-            let stderr_tail = match child.stderr.take() {
+            let stderr_tail = match child.take_stderr() {
                 Some(stderr) => read_stderr(stderr, &tx),
                 None => String::new(),
             };
-            // stderr reached EOF: the guardian (which holds it) is exiting. Forget its pid
-            // before reaping it.
-            thread_guardian
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
             let status = child.wait();
             let _ = tx.send(Event::Exit(Exit {
                 status,
@@ -485,13 +471,12 @@ async fn watch(
                 format!("cannot start a thread for pg_basebackup: {e}"),
             )
         })?;
-    let stop = StopOnDrop(guardian);
     match spawned_rx.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             return Err(Error::new(
                 ErrorKind::BaseBackup,
-                format!("cannot run \"{}\": {e}", program_name.display()),
+                format!("cannot run \"{}\": {e}", program.display()),
             )
             .hint("set pg_bindir in repmgr.conf to the directory of the PostgreSQL programs"))
         }
@@ -506,7 +491,7 @@ async fn watch(
         match event {
             Event::Progress { done, total } => on_progress(done, total),
             Event::Exit(exit) => {
-                drop(stop);
+                threads.join();
                 return Ok(exit);
             }
         }
@@ -517,56 +502,26 @@ async fn watch(
     ))
 }
 
-/// SIGTERMs the guardian (which SIGKILLs pg_basebackup's group) when the step is dropped before
-/// pg_basebackup ended.
-struct StopOnDrop(Arc<Mutex<Option<libc::pid_t>>>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if let Some(pid) = *self.0.lock().unwrap_or_else(|e| e.into_inner()) {
-            // SAFETY: kill(2) on a pid that is not reaped yet (see `watch`).
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-    }
-}
-
 /// Reads pg_basebackup's stderr to EOF: progress lines become events (they end in `\r` on a
 /// terminal, `\n` otherwise), the rest is kept for the error's DETAIL.
-fn read_stderr(mut stderr: impl Read, tx: &mpsc::UnboundedSender<Event>) -> String {
-    let mut tail: Vec<String> = Vec::new();
-    let mut line = Vec::new();
-    let mut buf = [0_u8; 4096];
-    loop {
-        let n = match stderr.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        for &byte in &buf[..n] {
-            if byte != b'\n' && byte != b'\r' {
-                line.push(byte);
-                continue;
+fn read_stderr(stderr: impl Read, tx: &mpsc::UnboundedSender<Event>) -> String {
+    let mut tail = child_output::Tail::default();
+    let rest = child_output::for_each_line(stderr, |line| {
+        let text = String::from_utf8_lossy(line);
+        match parse_progress(&text) {
+            Some((done, total)) => {
+                let _ = tx.send(Event::Progress { done, total });
             }
-            let text = String::from_utf8_lossy(&line).into_owned();
-            line.clear();
-            match parse_progress(&text) {
-                Some((done, total)) => {
-                    let _ = tx.send(Event::Progress { done, total });
-                }
-                None if !text.trim().is_empty() => {
-                    crate::debug!("pg_basebackup: {text}");
-                    tail.push(text);
-                    if tail.len() > STDERR_TAIL_LINES {
-                        tail.remove(0);
-                    }
-                }
-                None => {}
+            None if !text.trim().is_empty() => {
+                crate::debug!("pg_basebackup: {text}");
+                tail.push(&text);
             }
+            None => {}
         }
-    }
-    if !line.is_empty() {
-        tail.push(String::from_utf8_lossy(&line).into_owned());
-    }
-    tail.join("\n")
+    });
+    // Its last words, even without a newline: a message, never progress.
+    tail.push(&String::from_utf8_lossy(&rest));
+    tail.into_detail()
 }
 
 /// `  12345/23456 kB (52%), 0/1 tablespace …` → (done, total) in bytes.
