@@ -94,7 +94,10 @@ async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
         // A damaged record: --force discards it (discard_clone takes the lock, so a clone that
         // another process runs is still refused).
         Err(e) if args.force && e.kind == ErrorKind::Store => {
-            crate::warning!("discarding the unreadable clone record {id}: {}", e.message);
+            crate::warning!(
+                "discarding the unreadable clone record {id}: {}",
+                e.full_message()
+            );
             dir.discard_clone(&id)?;
             (dir.open_clone(&id)?, None)
         }
@@ -150,7 +153,7 @@ async fn drop_abandoned_slot(existing: &CloneRecord) {
         Err(e) => {
             crate::warning!(
                 "cannot drop replication slot \"{name}\" of the discarded clone: {}",
-                e.message
+                e.full_message()
             );
             crate::log::hint(&format!(
                 "drop it on the upstream node: SELECT pg_drop_replication_slot('{name}')"

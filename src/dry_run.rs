@@ -67,7 +67,7 @@ impl Report {
         for check in &self.checks {
             match &check.result {
                 Ok(found) => writeln!(out, "  ok       {}: {found}", check.name)?,
-                Err(e) => writeln!(out, "  PROBLEM  {}: {}", check.name, e.message)?,
+                Err(e) => writeln!(out, "  PROBLEM  {}: {}", check.name, e.full_message())?,
             }
         }
         for warning in &self.warnings {

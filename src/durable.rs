@@ -16,8 +16,9 @@ use crate::error::{Error, ErrorKind, Result};
 pub fn io_error(action: &str, path: &Path, err: io::Error) -> Error {
     Error::new(
         ErrorKind::System,
-        format!("could not {action} \"{}\": {err}", path.display()),
+        format!("could not {action} \"{}\"", path.display()),
     )
+    .caused_by(err)
 }
 
 /// Replaces `path` with `contents` atomically and durably.

@@ -3,8 +3,17 @@
 //! Exit codes follow repmgr's `errcode.h` where repmgr has one, so scripts written for
 //! `repmgr standby clone` keep working; pgreplica adds codes 40–42 for what repmgr cannot do.
 //! docs/exit-codes.md lists them all; a test keeps the two in sync.
+//!
+//! Decision: one operator-facing error type for the whole binary, not one per layer. Every
+//! failure ends as repmgr-shaped lines (ERROR, DETAIL, HINT) and an exit code, and a step's
+//! failure is recorded on the clone as exactly those; a type per layer would only be converted
+//! into this one at each boundary. What a layer knows goes into the [`ErrorKind`] (the exit
+//! code), the message, the HINT and, for the library error underneath (an I/O error, reqwest's
+//! transport error), the cause chain ([`Error::caused_by`]), which is rendered after the
+//! message instead of being flattened into strings where the error is made.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What kind of thing went wrong; decides the exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,6 +106,8 @@ pub struct Error {
     pub hint: Option<String>,
     /// Whether retrying the same step unchanged may succeed (network, killed child).
     pub retryable: bool,
+    /// The library error underneath, if any; its chain is shown after the message.
+    pub cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl Error {
@@ -108,7 +119,35 @@ impl Error {
             detail: None,
             hint: None,
             retryable: false,
+            cause: None,
         }
+    }
+
+    /// Records the library error underneath; [`Error::full_message`] renders its chain.
+    pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Error {
+        self.cause = Some(Arc::new(cause));
+        self
+    }
+
+    /// The message followed by every cause in the chain (`message: cause: inner cause`), as the
+    /// ERROR line and the clone record show it. Libraries often repeat their source in their own
+    /// text (reqwest does not; io errors have none): a cause already contained in the text so far
+    /// is not repeated.
+    pub fn full_message(&self) -> String {
+        let mut text = self.message.clone();
+        let mut next: Option<&(dyn std::error::Error + 'static)> = match &self.cause {
+            Some(cause) => Some(cause.as_ref()),
+            None => None,
+        };
+        while let Some(cause) = next {
+            let part = cause.to_string();
+            if !text.contains(&part) {
+                text.push_str(": ");
+                text.push_str(&part);
+            }
+            next = cause.source();
+        }
+        text
     }
 
     /// Adds a DETAIL line.
@@ -133,14 +172,6 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         self.kind.exit_code()
     }
-
-    /// A mode whose code has not landed yet: fails clearly instead of pretending.
-    pub fn not_implemented(what: &str) -> Error {
-        Error::new(
-            ErrorKind::Internal,
-            format!("{what} is not implemented in this version of pgreplica"),
-        )
-    }
 }
 
 impl fmt::Display for Error {
@@ -149,7 +180,13 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|cause| cause as &(dyn std::error::Error + 'static))
+    }
+}
 
 /// Shorthand for results in pgreplica.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -178,6 +215,48 @@ mod tests {
             assert!(seen.insert(kind.exit_code()), "{kind:?} reuses a code");
             assert_eq!(ErrorKind::from_exit_code(kind.exit_code()), Some(kind));
         }
+    }
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1
+                .as_deref()
+                .map(|l| l as &(dyn std::error::Error + 'static))
+        }
+    }
+
+    #[test]
+    fn the_cause_chain_follows_the_message_without_repeats() {
+        let plain = Error::new(ErrorKind::System, "could not read \"x\"");
+        assert_eq!(plain.full_message(), "could not read \"x\"");
+        let chained = Error::new(ErrorKind::BackupApi, "cannot reach pg-backup-api at h")
+            .caused_by(Layer(
+                "error sending request",
+                Some(Box::new(Layer(
+                    "client error (Connect)",
+                    Some(Box::new(Layer("Connection refused (os error 111)", None))),
+                ))),
+            ));
+        assert_eq!(
+            chained.full_message(),
+            "cannot reach pg-backup-api at h: error sending request: client error (Connect): Connection refused (os error 111)"
+        );
+        // The chain is reachable as std's source chain too.
+        let source = std::error::Error::source(&chained).unwrap();
+        assert_eq!(source.to_string(), "error sending request");
+        // A library that repeats its source in its text is not printed twice.
+        let repeats = Error::new(ErrorKind::System, "read failed")
+            .caused_by(Layer("disk: EIO", Some(Box::new(Layer("EIO", None)))));
+        assert_eq!(repeats.full_message(), "read failed: disk: EIO");
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub fn hint(hint: &str) {
 pub fn error(err: &crate::error::Error) {
     emit(
         Level::Error,
-        &err.message,
+        &err.full_message(),
         err.detail.as_deref(),
         err.hint.as_deref(),
     );

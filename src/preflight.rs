@@ -63,7 +63,7 @@ pub async fn check_restored(request: &CloneRequest, params: &SourceParams) -> Re
         }
         crate::warning!(
             "{}; -F/--force provided: writing the replication configuration anyway, it takes effect at the next start",
-            e.message
+            e.full_message()
         );
     }
     crate::info!(

@@ -209,7 +209,7 @@ pub fn failure_of(error: &Error) -> StepFailure {
         } else {
             FailureKind::Fatal
         },
-        message: error.message.clone(),
+        message: error.full_message(),
         hint: error.hint.clone(),
         exit_code: error.exit_code(),
     }

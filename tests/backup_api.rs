@@ -299,14 +299,13 @@ fn missing_backup_failed_and_stalled_operations_exit_28() {
         "pg_backupapi_stall_timeout=3",
     );
     let args = bench.start_args(&conf, &[]);
-    let began = Instant::now();
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(28), "{stderr}");
+    // The configured stall timeout is the one applied.
     assert!(
-        stderr.contains("is still IN_PROGRESS but nothing arrived"),
+        stderr.contains("is still IN_PROGRESS but nothing arrived") && stderr.contains("for 3 s"),
         "{stderr}"
     );
-    assert!(began.elapsed() < Duration::from_secs(60), "{stderr}");
     assert_eq!(server.job_files().len(), 2);
 }

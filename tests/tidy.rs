@@ -106,3 +106,192 @@ fn every_library_module_is_on_the_code_map() {
         "modules missing from ARCHITECTURE.md: {missing:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Architecture invariants (ARCHITECTURE.md's bold lines), checked on the source so that a change
+// that breaks one fails here instead of living on in prose.
+
+/// The code lines of the Rust files under `dir` (comments and doc comments left out, so that
+/// prose may name what code must not use), as `(file, line number, line)`.
+fn code_lines(dir: &str) -> Vec<(PathBuf, usize, String)> {
+    let mut files = Vec::new();
+    files_with_extension(&Path::new(ROOT).join(dir), "rs", &mut files);
+    assert!(!files.is_empty(), "no Rust files under {dir}");
+    let mut lines = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (number, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if !code.starts_with("//") {
+                lines.push((path.clone(), number + 1, line.to_string()));
+            }
+        }
+    }
+    lines
+}
+
+/// Lines under `dir` containing any of `needles`, outside the files or directories `allowed`
+/// (paths relative to the workspace root).
+fn offending(dir: &str, needles: &[&str], allowed: &[&str]) -> Vec<String> {
+    code_lines(dir)
+        .into_iter()
+        .filter(|(path, _, line)| {
+            let relative = path
+                .strip_prefix(ROOT)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            !allowed.iter().any(|a| relative.starts_with(a))
+                && needles.iter().any(|needle| line.contains(needle))
+        })
+        .map(|(path, number, line)| {
+            format!(
+                "{}:{number}: {}",
+                path.strip_prefix(ROOT).unwrap().display(),
+                line.trim()
+            )
+        })
+        .collect()
+}
+
+fn assert_none(what: &str, found: Vec<String>) {
+    assert!(found.is_empty(), "{what}:\n{}", found.join("\n"));
+}
+
+#[test]
+fn states_performs_no_io_and_depends_on_serde_alone() {
+    assert_none(
+        "states must not touch disk, network, processes, the environment or the clock",
+        offending(
+            "states/src",
+            &[
+                "std::fs",
+                "std::io",
+                "std::net",
+                "std::process",
+                "std::env",
+                "std::thread",
+                "SystemTime",
+                "Instant",
+                "tokio",
+            ],
+            &[],
+        ),
+    );
+    let manifest = std::fs::read_to_string(Path::new(ROOT).join("states/Cargo.toml")).unwrap();
+    let dependencies: Vec<&str> = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .take_while(|line| !line.starts_with('['))
+        .filter(|line| line.contains('='))
+        .collect();
+    assert_eq!(
+        dependencies,
+        ["serde = { workspace = true }"],
+        "states depends on serde alone"
+    );
+}
+
+#[test]
+fn only_store_knows_sled() {
+    assert_none(
+        "sled outside src/store",
+        offending("src", &["sled::"], &["src/store/"]),
+    );
+}
+
+#[test]
+fn only_transfer_spawns_copy_processes() {
+    assert_none(
+        "copy processes (rsync, pg_basebackup, the guardian) spawned outside src/transfer",
+        offending(
+            "src",
+            &[
+                "Command::new(\"rsync\")",
+                "GuardedThreads",
+                "spawn_guarded",
+                "\"pg_basebackup\")",
+            ],
+            // The dry run runs `pg_basebackup --version`, which copies nothing; the Barman
+            // client's tests prove their quoting against a real rsync.
+            &["src/transfer/", "src/dry_run.rs", "src/barman/quote.rs"],
+        ),
+    );
+}
+
+#[test]
+fn only_barman_builds_remote_commands() {
+    assert_none(
+        "ssh command lines or remote quoting outside src/barman",
+        offending(
+            "src",
+            &["\"ssh\"", "quote::", "shell_quote", "remote_command"],
+            &["src/barman/"],
+        ),
+    );
+}
+
+#[test]
+fn steps_are_leaves_and_the_copy_engines_import_no_step() {
+    assert_none(
+        "step modules imported outside their dispatcher (only app hands `steps::Steps` to the runner)",
+        offending("src", &["crate::steps", "steps::"], &["src/steps/mod.rs", "src/lib.rs"])
+            .into_iter()
+            .filter(|line| !line.starts_with("src/app.rs") || !line.contains("steps::Steps"))
+            .collect(),
+    );
+    assert_none(
+        "the copy engines import command handlers",
+        offending(
+            "src/transfer",
+            &["crate::app", "crate::dry_run", "crate::runner::run"],
+            &[],
+        ),
+    );
+}
+
+#[test]
+fn the_clone_record_has_no_public_field() {
+    let record = std::fs::read_to_string(Path::new(ROOT).join("states/src/record.rs")).unwrap();
+    let body = record
+        .split("pub struct CloneRecord {")
+        .nth(1)
+        .and_then(|rest| rest.split("\n}").next())
+        .expect("CloneRecord is defined in states/src/record.rs");
+    let public: Vec<&str> = body
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.starts_with("pub ") && !line.starts_with("pub(crate)"))
+        .collect();
+    assert!(
+        public.is_empty(),
+        "CloneRecord fields must be private to the machine, their only writer: {public:?}"
+    );
+}
+
+#[test]
+fn one_retry_helper_and_one_policy_type() {
+    let manifest = std::fs::read_to_string(Path::new(ROOT).join("Cargo.toml")).unwrap();
+    assert!(
+        !manifest.contains("backoff"),
+        "retries go through src/retry.rs, not a second retry library"
+    );
+    assert_none(
+        "waits outside the retry helper, the runner's step delay and pg-backup-api's protocol waits",
+        offending(
+            "src",
+            &["thread::sleep(", "time::sleep("],
+            &["src/retry.rs", "src/runner.rs", "src/transfer/backup_api.rs"],
+        )
+        .into_iter()
+        // Tests may wait for a process they killed to vanish.
+        .filter(|line| !line.contains("Duration::from_millis(10)"))
+        .collect(),
+    );
+    assert_none(
+        "retry policies defined outside states::RetryPolicy",
+        offending("src", &["struct RetryPolicy", "ExponentialBackoff"], &[]),
+    );
+}

@@ -16,12 +16,18 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{with_retry, GaveUp};
+use wire::{error_message, parse_operations, parse_status, segment, summary};
+
 use serde_json::Value;
 use states::api::ListedOperation;
 use states::{ApiTarget, RetryPolicy};
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
+pub use wire::base_url;
+
+mod tls;
+mod wire;
 
 /// repmgr's fixed port of pg-backup-api, used when `pg_backupapi_host` names only a host.
 pub const DEFAULT_PORT: u16 = 7480;
@@ -109,48 +115,7 @@ impl BackupApi {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .user_agent(concat!("pgreplica/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca_file) = &target.ca_file {
-            let pem = read_tls_file(ca_file, "pg_backupapi_ca_file")?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                tls_error(
-                    ca_file,
-                    "pg_backupapi_ca_file",
-                    &format!("not a PEM CA bundle: {e}"),
-                )
-            })?;
-            if certs.is_empty() {
-                return Err(tls_error(
-                    ca_file,
-                    "pg_backupapi_ca_file",
-                    "holds no certificate",
-                ));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        match (&target.cert_file, &target.key_file) {
-            (Some(cert_file), Some(key_file)) => {
-                let mut pem = read_tls_file(cert_file, "pg_backupapi_cert_file")?;
-                pem.push(b'\n');
-                pem.extend(read_tls_file(key_file, "pg_backupapi_key_file")?);
-                let identity = reqwest::Identity::from_pem(&pem).map_err(|e| {
-                    tls_error(
-                        cert_file,
-                        "pg_backupapi_cert_file",
-                        &format!("certificate and key do not form a client identity: {e}"),
-                    )
-                })?;
-                builder = builder.identity(identity);
-            }
-            (None, None) => {}
-            _ => {
-                return Err(
-                    Error::new(ErrorKind::Config, "a client certificate needs its key")
-                        .hint("set both pg_backupapi_cert_file and pg_backupapi_key_file"),
-                )
-            }
-        }
+        builder = tls::configure(builder, target)?;
         let http = builder.build().map_err(|e| {
             Error::new(
                 ErrorKind::BackupApi,
@@ -262,10 +227,11 @@ impl BackupApi {
         let response = match self.http.post(&url).json(&body).send().await {
             Ok(response) => response,
             Err(e) => {
-                let error = self.transport_error(&e);
+                let connect = e.is_connect();
+                let error = self.transport_error(e);
                 // Not connected, or the TLS handshake failed (the proxy forwards nothing
                 // before it completes): the request never reached the API.
-                return if e.is_connect() || !error.retryable {
+                return if connect || !error.retryable {
                     PostOutcome::NotCreated(error)
                 } else {
                     PostOutcome::Unknown(error)
@@ -275,7 +241,7 @@ impl BackupApi {
         let status = response.status();
         let text = match response.text().await {
             Ok(text) => text,
-            Err(e) => return PostOutcome::Unknown(self.transport_error(&e)),
+            Err(e) => return PostOutcome::Unknown(self.transport_error(e)),
         };
         match status.as_u16() {
             200..=202 => match serde_json::from_str::<Value>(&text)
@@ -376,9 +342,9 @@ impl BackupApi {
             .get(&url)
             .send()
             .await
-            .map_err(|e| self.failed_attempt(&e))?;
+            .map_err(|e| self.failed_attempt(e))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| self.failed_attempt(&e))?;
+        let text = response.text().await.map_err(|e| self.failed_attempt(e))?;
         if status.as_u16() == 404 {
             return Err(Attempt::Final(on_404(&error_message(&text))));
         }
@@ -407,10 +373,10 @@ impl BackupApi {
     }
 
     /// A request that failed below HTTP: final when TLS failed, else worth another try.
-    fn failed_attempt(&self, e: &reqwest::Error) -> Attempt {
+    fn failed_attempt(&self, e: reqwest::Error) -> Attempt {
         let error = self.transport_error(e);
         if error.retryable {
-            Attempt::Transient(error.message)
+            Attempt::Transient(error.full_message())
         } else {
             Attempt::Final(error)
         }
@@ -418,86 +384,28 @@ impl BackupApi {
 
     /// The error for a request that failed below HTTP: a TLS failure is final and says which
     /// key to fix; anything else (refused, reset, timed out) is retryable.
-    fn transport_error(&self, e: &reqwest::Error) -> Error {
-        if let Some(tls) = tls_failure(e) {
+    fn transport_error(&self, e: reqwest::Error) -> Error {
+        if let Some(tls) = tls::tls_failure(&e) {
             return self.tls_handshake_error(tls);
         }
-        // reqwest's Display hides the cause (connection refused, reset…).
-        let mut cause = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(inner) = source {
-            cause = format!("{cause}: {inner}");
-            source = inner.source();
-        }
+        // reqwest's Display hides the cause (connection refused, reset…): the chain shows it.
         Error::new(
             ErrorKind::BackupApi,
-            format!("cannot reach pg-backup-api at {}: {cause}", self.base),
+            format!("cannot reach pg-backup-api at {}", self.base),
         )
+        .caused_by(e)
         .hint("check pg_backupapi_host and that pg-backup-api runs (\"pg-backup-api status\" on the Barman host)")
         .retryable()
     }
 
-    /// Why the TLS handshake failed, in the operator's terms, with the key that fixes it.
-    fn tls_handshake_error(&self, tls: &rustls::Error) -> Error {
-        use rustls::{AlertDescription as Alert, CertificateError as Cert};
-        let (why, hint) = match tls {
-            rustls::Error::InvalidCertificate(
-                Cert::NotValidForName | Cert::NotValidForNameContext { .. },
-            ) => (
-                format!("the server's certificate does not name this host: {tls}"),
-                "pg_backupapi_host must use a name or IP address listed in the subjectAltName of the proxy's certificate".to_string(),
-            ),
-            rustls::Error::InvalidCertificate(
-                Cert::Expired
-                | Cert::ExpiredContext { .. }
-                | Cert::NotValidYet
-                | Cert::NotValidYetContext { .. },
-            ) => (
-                format!("the server's certificate is outside its validity period: {tls}"),
-                "renew the proxy's certificate, or check the clocks of this host and the proxy's".to_string(),
-            ),
-            rustls::Error::InvalidCertificate(_) => (
-                format!("certificate verification of the server failed: {tls}"),
-                match &self.ca_file {
-                    Some(ca_file) => format!(
-                        "pg_backupapi_ca_file \"{ca_file}\" must hold the CA that signed the proxy's certificate (\"openssl s_client -connect HOST:PORT -showcerts\" shows who signed it)"
-                    ),
-                    None => "set pg_backupapi_ca_file to the PEM file of the CA that signed the proxy's certificate (the system's CAs did not)".to_string(),
-                },
-            ),
-            rustls::Error::AlertReceived(
-                Alert::CertificateRequired
-                | Alert::HandshakeFailure
-                | Alert::BadCertificate
-                | Alert::UnsupportedCertificate
-                | Alert::CertificateRevoked
-                | Alert::CertificateExpired
-                | Alert::CertificateUnknown
-                | Alert::UnknownCA
-                | Alert::AccessDenied,
-            ) => match &self.cert_file {
-                None => (
-                    format!("the server requires a client certificate and none is configured ({tls})"),
-                    "set pg_backupapi_cert_file and pg_backupapi_key_file to a client certificate signed by a CA the proxy trusts, and its key".to_string(),
-                ),
-                Some(cert_file) => (
-                    format!("the server refused the client certificate ({tls})"),
-                    format!("pg_backupapi_cert_file \"{cert_file}\" must be current and signed by a CA the proxy trusts; the proxy's log says why it refused it"),
-                ),
-            },
-            _ => (
-                tls.to_string(),
-                "check that pg_backupapi_host's port speaks TLS (an https:// URL needs a TLS proxy there) and that the proxy offers TLS 1.2 or 1.3".to_string(),
-            ),
-        };
-        Error::new(
-            ErrorKind::BackupApi,
-            format!(
-                "TLS handshake with pg-backup-api at {} failed: {why}",
-                self.base
-            ),
+    /// Why the TLS handshake failed, with the key that fixes it.
+    fn tls_handshake_error(&self, failure: &rustls::Error) -> Error {
+        tls::handshake_error(
+            &self.base,
+            failure,
+            self.ca_file.as_deref(),
+            self.cert_file.as_deref(),
         )
-        .hint(hint)
     }
 
     fn malformed(&self, path: &str, reply: &Value) -> Error {
@@ -529,198 +437,9 @@ impl BackupApi {
     }
 }
 
-/// The base URL for `pg_backupapi_host`: a bare host means `http://host:7480` (as repmgr), a
-/// `host:port` means http on that port, a URL is used as given (without a trailing `/`).
-pub fn base_url(host: &str) -> Result<String> {
-    let host = host.trim();
-    let invalid = |why: &str| {
-        Error::new(
-            ErrorKind::Config,
-            format!("pg_backupapi_host \"{host}\" is not usable: {why}"),
-        )
-        .hint("give a host (http, port 7480), host:port, or a URL such as https://backup1:7443")
-    };
-    if host.is_empty() {
-        return Err(invalid("it is empty"));
-    }
-    let url = if host.starts_with("http://") || host.starts_with("https://") {
-        host.trim_end_matches('/').to_string()
-    } else if host.contains("://") {
-        return Err(invalid("only http:// and https:// are supported"));
-    } else if has_port(host) {
-        format!("http://{host}")
-    } else if host.contains(':') && !host.starts_with('[') {
-        // A bare IPv6 address.
-        format!("http://[{host}]:{DEFAULT_PORT}")
-    } else {
-        format!("http://{host}:{DEFAULT_PORT}")
-    };
-    reqwest::Url::parse(&url).map_err(|e| invalid(&e.to_string()))?;
-    Ok(url)
-}
-
-/// `host:port` or `[v6]:port`, not a bare IPv6 address.
-fn has_port(host: &str) -> bool {
-    let tail = if let Some(end) = host.rfind(']') {
-        &host[end + 1..]
-    } else if host.matches(':').count() == 1 {
-        &host[host.find(':').unwrap_or(0)..]
-    } else {
-        return false;
-    };
-    tail.strip_prefix(':')
-        .is_some_and(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// A path segment, percent-encoded (server names and ids are plain, but never trust config).
-fn segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
-
-/// `{"operations":[{"id":…,"type":…},…]}` (2.x) or a list of bare ids (before 2.0).
-fn parse_operations(reply: &Value) -> Option<Vec<ListedOperation>> {
-    reply
-        .get("operations")?
-        .as_array()?
-        .iter()
-        .map(|entry| match entry {
-            Value::String(id) => Some(ListedOperation {
-                id: id.clone(),
-                kind: "recovery".to_string(),
-            }),
-            Value::Object(map) => Some(ListedOperation {
-                id: map.get("id")?.as_str()?.to_string(),
-                kind: map
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or("recovery")
-                    .to_string(),
-            }),
-            _ => None,
-        })
-        .collect()
-}
-
-fn parse_status(reply: &Value) -> Option<OperationStatus> {
-    match reply.get("status")?.as_str()? {
-        "IN_PROGRESS" => Some(OperationStatus::InProgress),
-        "DONE" => Some(OperationStatus::Done),
-        "FAILED" => Some(OperationStatus::Failed),
-        _ => None,
-    }
-}
-
-/// The message of a 404 (`{"error":"404 Not Found: …"}`), or a summary of the body.
-fn error_message(text: &str) -> String {
-    serde_json::from_str::<Value>(text)
-        .ok()
-        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .map(|m| m.trim_start_matches("404 Not Found: ").to_string())
-        .unwrap_or_else(|| summary(text))
-}
-
-/// A one-line summary of a body: an HTML page's title, or the text's start.
-fn summary(text: &str) -> String {
-    let text = text.trim();
-    if let (Some(start), Some(end)) = (text.find("<title>"), text.find("</title>")) {
-        if start + 7 <= end {
-            return format!("HTML page \"{}\"", &text[start + 7..end]);
-        }
-    }
-    let line: String = text.chars().take(120).collect();
-    if line.is_empty() {
-        "(empty body)".to_string()
-    } else {
-        line.replace('\n', " ")
-    }
-}
-
-/// The TLS error inside a request's failure, if TLS is what failed. rustls's error travels
-/// inside `io::Error`s, whose `source()` skips the error they wrap (their Display shows it), so
-/// an `io::Error` link is descended into rather than past.
-fn tls_failure(e: &reqwest::Error) -> Option<&rustls::Error> {
-    let mut link: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(error) = link {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        link = match error
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => error.source(),
-        };
-    }
-    None
-}
-
-fn read_tls_file(path: &str, key: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| tls_error(path, key, &format!("cannot be read: {e}")))
-}
-
-fn tls_error(path: &str, key: &str, why: &str) -> Error {
-    Error::new(ErrorKind::BackupApi, format!("{key} \"{path}\" {why}"))
-        .hint(format!("{key} must name a readable PEM file"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_forms_become_base_urls() {
-        assert_eq!(base_url("backup1").unwrap(), "http://backup1:7480");
-        assert_eq!(base_url("backup1:8080").unwrap(), "http://backup1:8080");
-        assert_eq!(base_url("https://b1:7443/").unwrap(), "https://b1:7443");
-        assert_eq!(base_url("http://10.0.0.1").unwrap(), "http://10.0.0.1");
-        assert_eq!(base_url("::1").unwrap(), "http://[::1]:7480");
-        assert_eq!(base_url("[::1]:9000").unwrap(), "http://[::1]:9000");
-        assert_eq!(base_url("[::1]").unwrap(), "http://[::1]:7480");
-        assert!(base_url("ftp://b1").is_err());
-        assert!(base_url("").is_err());
-    }
-
-    #[test]
-    fn operation_lists_of_both_generations_parse() {
-        let v2: Value = serde_json::from_str(
-            r#"{"operations":[{"id":"20261125T062405","type":"recovery"},{"id":"20261125T062410","type":"config_switch"}]}"#,
-        )
-        .unwrap();
-        let ops = parse_operations(&v2).unwrap();
-        assert_eq!(ops.len(), 2);
-        assert_eq!(ops[1].kind, "config_switch");
-        let v1: Value = serde_json::from_str(r#"{"operations":["20261125T062405"]}"#).unwrap();
-        assert_eq!(parse_operations(&v1).unwrap()[0].kind, "recovery");
-        assert!(parse_operations(&serde_json::json!({"ops": []})).is_none());
-    }
-
-    #[test]
-    fn statuses_and_error_bodies_parse() {
-        let done = serde_json::json!({"operation_id": "x", "status": "DONE"});
-        assert_eq!(parse_status(&done), Some(OperationStatus::Done));
-        assert_eq!(
-            parse_status(&serde_json::json!({"operation_id": "x"})),
-            None
-        );
-        assert_eq!(
-            error_message(r#"{"error":"404 Not Found: Backup 'x' does not exist"}"#),
-            "Backup 'x' does not exist"
-        );
-        assert_eq!(
-            summary("<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n<h1>x</h1>"),
-            "HTML page \"500 Internal Server Error\""
-        );
-        assert_eq!(segment("pg main/1"), "pg%20main%2F1");
-    }
 
     fn client(host: &str) -> BackupApi {
         BackupApi::from_target(&ApiTarget {
@@ -808,29 +527,5 @@ mod tests {
             "{}",
             error.message
         );
-    }
-
-    #[test]
-    fn tls_files_are_checked() {
-        let target = ApiTarget {
-            host: "https://b1:7443".to_string(),
-            ca_file: Some("/nonexistent/ca.pem".to_string()),
-            ..ApiTarget::default()
-        };
-        let error = BackupApi::from_target(&target).unwrap_err();
-        assert_eq!(error.kind, ErrorKind::BackupApi);
-        assert!(
-            error.message.contains("pg_backupapi_ca_file"),
-            "{}",
-            error.message
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let ca = dir.path().join("ca.pem");
-        std::fs::write(&ca, "not pem").unwrap();
-        let target = ApiTarget {
-            ca_file: Some(ca.display().to_string()),
-            ..target
-        };
-        assert!(BackupApi::from_target(&target).is_err());
     }
 }

@@ -147,7 +147,7 @@ async fn post_recovery(
                 error
             }
             PostOutcome::Unknown(error) => {
-                crate::info!("{}", error.message);
+                crate::info!("{}", error.full_message());
                 // The API writes the job file before it answers; a moment lets a slow server
                 // finish the request the reply of which was lost.
                 tokio::time::sleep(SAME_SECOND_WAIT).await;
@@ -164,7 +164,7 @@ async fn post_recovery(
                 }
             }
         };
-        crate::info!("{}", error.message);
+        crate::info!("{}", error.full_message());
         crate::info!(
             "Retrying... (no operation was created; posting again in {:.1} s)",
             SAME_SECOND_WAIT.as_secs_f32()
