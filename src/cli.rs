@@ -294,17 +294,43 @@ mod tests {
     }
 
     #[test]
-    fn man_page_and_completions_generate() {
-        for what in [
-            Generated::Man,
-            Generated::Bash,
-            Generated::Zsh,
-            Generated::Fish,
-        ] {
+    fn completions_offer_every_command_and_flag_and_the_man_page_names_the_commands() {
+        let cmd = command();
+        let clone = cmd.find_subcommand("clone").expect("the clone command");
+        let commands: Vec<&str> = clone.get_subcommands().map(|c| c.get_name()).collect();
+        assert!(commands.len() >= 3, "{commands:?}");
+        // Every long flag of every clone subcommand, from the one definition clap keeps.
+        let flags: Vec<String> = clone
+            .get_subcommands()
+            .flat_map(|c| c.get_arguments())
+            .filter(|a| !a.is_hide_set())
+            .filter_map(|a| a.get_long())
+            .map(|l| format!("--{l}"))
+            .collect();
+        assert!(flags.contains(&"--backup-id".to_string()), "{flags:?}");
+        for shell in [Generated::Bash, Generated::Zsh, Generated::Fish] {
             let mut out = Vec::new();
-            generate(what, &mut out).unwrap();
+            generate(shell, &mut out).unwrap();
             let text = String::from_utf8(out).unwrap();
-            assert!(text.contains("pgreplica"), "{what:?}");
+            for name in commands.iter().copied().chain(["clone"]) {
+                assert!(text.contains(name), "{shell:?} completion lacks {name}");
+            }
+            for flag in &flags {
+                // fish lists long flags without their dashes (`-l backup-id`).
+                let bare = flag.trim_start_matches('-');
+                assert!(
+                    text.contains(flag.as_str()) || text.contains(&format!("-l {bare}")),
+                    "{shell:?} completion lacks {flag}"
+                );
+            }
         }
+        let mut out = Vec::new();
+        generate(Generated::Man, &mut out).unwrap();
+        let man = String::from_utf8(out).unwrap();
+        assert!(man.contains(".TH pgreplica"), "{man}");
+        assert!(
+            man.contains("clone"),
+            "the man page names the clone command"
+        );
     }
 }
