@@ -9,7 +9,9 @@
 //! field of `postgres` and `barman` (a sshd without PAM refuses locked users even for keys).
 //!
 //! # Layout
-//! - `lab` — [`Lab`], [`LabOptions`]: standing a lab up, using it, tearing it down.
+//! - `lab` — [`Lab`], [`LabOptions`]: using a lab; `lab::startup` stands it up, `lab::commands`
+//!   says how clients reach it (ssh options, repmgr.conf, pgreplica's command lines),
+//!   `lab::teardown` stops it.
 //! - [`api_server`] — the pg-backup-api test server on a lab, repmgr.conf for API mode.
 //! - [`clone_check`] — watching a clone from outside: status, kills, digests.
 //! - [`chaos`] — the kill-anywhere campaign's core (`cargo xtask chaos`, `tests/chaos.rs`).
