@@ -54,3 +54,70 @@ impl Ledger {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::chaos::BARMAN_STEPS;
+
+    /// A `clone status --json` entry of a stopped clone.
+    fn stopped(phase: &str, in_flight: Value, bytes_done: u64, history: Value) -> Value {
+        json!({
+            "phase": phase,
+            "running": false,
+            "files": {"bytes_done": bytes_done, "bytes_total": 1000},
+            "history": history,
+            "record": {"in_flight": in_flight},
+        })
+    }
+
+    #[test]
+    fn each_attempt_left_in_flight_counts_once_and_transfer_attempts_are_restarts() {
+        let mut ledger = Ledger::default();
+        let transfer = json!({"step": "Transfer", "started_at": 5});
+        // The same attempt killed twice (the resume was killed before it recorded the crash).
+        for bytes_done in [100, 300] {
+            let status = stopped("Transfer", transfer.clone(), bytes_done, json!([]));
+            ledger.note_stop(&BARMAN_STEPS, &status, false);
+        }
+        let verify = json!({"step": "VerifyCopy", "started_at": 9});
+        ledger.note_stop(
+            &BARMAN_STEPS,
+            &stopped("VerifyCopy", verify, 1000, json!([])),
+            false,
+        );
+        assert_eq!(ledger.in_flight.len(), 2);
+        assert_eq!(ledger.transfer_stops.len(), 1);
+        // Past Transfer the bytes done no longer move the mark.
+        assert_eq!(ledger.done_before_transfer_succeeded, 300);
+        assert_eq!(ledger.transfer_interrupted, 0);
+    }
+
+    #[test]
+    fn a_sigterm_inside_transfer_is_a_restart_and_a_stop_between_steps_no_crash() {
+        let mut ledger = Ledger::default();
+        let history = json!([
+            {"step": "PrepareDirs", "outcome": "Succeeded"},
+            {"step": "Transfer", "outcome": "Interrupted"},
+        ]);
+        ledger.note_stop(
+            &BARMAN_STEPS,
+            &stopped("Transfer", Value::Null, 40, history),
+            true,
+        );
+        assert_eq!(ledger.transfer_interrupted, 1);
+        assert!(ledger.in_flight.is_empty());
+        assert_eq!(ledger.done_before_transfer_succeeded, 40);
+        // An interruption elsewhere is no restart of the Transfer.
+        let history = json!([{"step": "VerifyCopy", "outcome": "Interrupted"}]);
+        ledger.note_stop(
+            &BARMAN_STEPS,
+            &stopped("VerifyCopy", Value::Null, 1000, history),
+            true,
+        );
+        assert_eq!(ledger.transfer_interrupted, 1);
+        assert_eq!(ledger.done_before_transfer_succeeded, 40);
+    }
+}

@@ -161,3 +161,134 @@ pub fn summary(reports: &[RoundReport]) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kill(action: Action, aimed: &'static str, landed: &str) -> Kill {
+        Kill {
+            action,
+            aimed,
+            landed: landed.to_string(),
+            fraction: None,
+            mid_file: false,
+        }
+    }
+
+    fn round(round: u32, kills: Vec<Kill>, outcome: Result<(), String>) -> RoundReport {
+        RoundReport {
+            mode: ChaosMode::Barman,
+            round,
+            seed: 7,
+            jobs: 2,
+            bwlimit_kbps: 4000,
+            kills,
+            resumes: 1,
+            operator_choices: 0,
+            outcome,
+            duration: Duration::from_millis(2500),
+            data_dir: PathBuf::from("/tmp/lab/data/chaos-round-1"),
+        }
+    }
+
+    #[test]
+    fn a_kill_says_how_where_how_far_and_where_it_was_aimed() {
+        let on_target = kill(Action::Terminate, "PrepareDirs", "PrepareDirs");
+        assert_eq!(on_target.to_string(), "SIGTERM@PrepareDirs");
+        let late = Kill {
+            fraction: Some(0.424),
+            mid_file: true,
+            ..kill(Action::KillGroup, "Transfer", "VerifyCopy")
+        };
+        assert_eq!(
+            late.to_string(),
+            "SIGKILL@VerifyCopy 42% mid-file (aimed Transfer)"
+        );
+    }
+
+    #[test]
+    fn a_round_is_one_line_and_a_failed_one_says_why_and_what_was_kept() {
+        let passed = round(
+            3,
+            vec![kill(Action::KillRsync, "Transfer", "Transfer")],
+            Ok(()),
+        );
+        assert_eq!(
+            passed.to_string(),
+            "round   3 (seed 7, barman): jobs 2 bwlimit 4000 KiB/s | 1 kill(s): rsync-KILL@Transfer \
+             | 1 resume(s) | OK in 2.5 s"
+        );
+        let failed = round(4, Vec::new(), Err("2 path(s) differ".to_string()));
+        assert_eq!(
+            failed.to_string(),
+            "round   4 (seed 7, barman): jobs 2 bwlimit 4000 KiB/s | 0 kill(s): - | 1 resume(s) \
+             | FAILED in 2.5 s\n    2 path(s) differ\n    kept /tmp/lab/data/chaos-round-1"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_kills_by_the_step_they_landed_in_and_the_action() {
+        let reports = [
+            round(
+                1,
+                vec![
+                    kill(Action::KillGroup, "Transfer", "Transfer"),
+                    Kill {
+                        mid_file: true,
+                        ..kill(Action::KillRsync, "Transfer", "Transfer")
+                    },
+                ],
+                Ok(()),
+            ),
+            round(
+                2,
+                vec![
+                    kill(Action::Terminate, "VerifyBackup", "VerifyBackup"),
+                    kill(Action::KillGroup, "WriteReplicationConf", "Done"),
+                    kill(Action::KillGroup, "VerifyCopy", "unknown"),
+                ],
+                Err("not Done".to_string()),
+            ),
+        ];
+        let text = summary(&reports);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Barman (rsync) mode: 2 round(s), 1 failed (rounds [2]); 5 kill(s), 1 of them \
+             mid-file; 5 s of rounds"
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            [
+                "kills",
+                "by",
+                "the",
+                "step",
+                "they",
+                "landed",
+                "in:",
+                "SIGKILL",
+                "SIGTERM",
+                "rsync-KILL"
+            ]
+        );
+        let rows: Vec<Vec<&str>> = lines[2..]
+            .iter()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ["VerifyBackup", "0", "1", "0"],
+                ["FetchParams", "0", "0", "0"],
+                ["PrepareDirs", "0", "0", "0"],
+                ["Transfer", "1", "0", "1"],
+                ["VerifyCopy", "0", "0", "0"],
+                ["WriteReplicationConf", "0", "0", "0"],
+                ["Done", "1", "0", "0"],
+                ["unknown", "1", "0", "0"],
+            ]
+        );
+    }
+}
