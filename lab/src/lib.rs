@@ -14,6 +14,8 @@
 //!   `lab::teardown` stops it.
 //! - [`api_server`] — the pg-backup-api test server on a lab, repmgr.conf for API mode.
 //! - [`clone_check`] — watching a clone from outside: status, kills, digests.
+//! - [`status`] — the machine's steps, phases and outcomes as `clone status --json` spells them,
+//!   read back into the `states` types.
 //! - [`chaos`] — the kill-anywhere campaign's core (`cargo xtask chaos`, `tests/chaos.rs`).
 //! - `postgres` — initdb, pg_ctl, psql, [`Standby`].
 //! - `barman` — [`BarmanFlavor`], the lab's barman.conf, running barman as `barman`.
@@ -50,6 +52,7 @@ mod ports;
 mod postgres;
 mod signals;
 mod sshd;
+pub mod status;
 mod system;
 
 pub use barman::{BarmanFlavor, SERVER as BARMAN_SERVER, SLOT as BARMAN_SLOT};
