@@ -57,11 +57,11 @@ mod system;
 
 pub use barman::{BarmanFlavor, SERVER as BARMAN_SERVER, SLOT as BARMAN_SLOT};
 pub use error::LabError;
-pub use exec::{is_root, shell_quote, wait_for};
+pub use exec::{describe, is_root, shell_quote, tail, wait_for};
 pub use lab::{Lab, LabOptions, Tablespace, KEEP_ENV};
 pub use ports::free_port;
 pub use postgres::Standby;
 pub use signals::wait_for_interrupt;
 pub use system::{
-    bench_prerequisites, install, prerequisites, BARMAN_VENV, OPENSSL, PG_BIN, REPMGR, STUNNEL,
+    bench_prerequisites, install, prerequisites, BARMAN_VENV, OPENSSL, PG_BIN, REPMGR, SSH, STUNNEL,
 };

@@ -3,12 +3,15 @@
 //! xtask, which reads status through it) that knows those spellings, so that a change of the
 //! JSON's values changes this module only.
 //!
-//! Today a history entry's `step` and `outcome`, `live.step` and the record's `in_flight.step`
-//! are the types' serde form; `phase` is [`Step::name`], or `Done` once the clone is finished.
+//! Today a history entry's `step` and `outcome`, `live.step`, the record's `in_flight.step` and
+//! `facts.verification` are the types' serde form; `phase` is [`Step::name`], or `Done` once
+//! the clone is finished.
 //! It must not judge a status: it says what a value means, the caller decides what to expect.
 
 use serde_json::Value;
-use states::{OutcomeKind, Phase, Step};
+use states::Verification;
+/// The types this module reads status values into, for callers without the `states` crate.
+pub use states::{OutcomeKind, Phase, Step};
 
 /// What `phase` says once the clone is finished.
 const DONE: &str = "Done";
@@ -56,6 +59,16 @@ pub fn phase_name(phase: Option<Phase>) -> &'static str {
         Some(Phase::At(step)) => step.name(),
         Some(Phase::Done) => DONE,
         None => UNKNOWN,
+    }
+}
+
+/// How many files VerifyCopy checked against the backup manifest, from the record's
+/// `facts.verification`; None when it skipped the check or has not run.
+pub fn verified_files(status: &Value) -> Option<u64> {
+    let verification = &status["record"]["facts"]["verification"];
+    match serde_json::from_value(verification.clone()).ok()? {
+        Verification::Verified { files } => Some(files),
+        Verification::Skipped { .. } => None,
     }
 }
 
@@ -124,6 +137,20 @@ mod tests {
             assert_eq!(phase(&unreadable), None, "{unreadable}");
         }
         assert_eq!(phase_name(None), "unknown");
+    }
+
+    #[test]
+    fn verified_files_only_when_verify_copy_checked_them() {
+        let with = |verification: Verification| json!({"record": {"facts": {"verification": verification}}});
+        assert_eq!(
+            verified_files(&with(Verification::Verified { files: 1234 })),
+            Some(1234)
+        );
+        let skipped = Verification::Skipped {
+            reason: "no backup_manifest".to_string(),
+        };
+        assert_eq!(verified_files(&with(skipped)), None);
+        assert_eq!(verified_files(&json!({"record": {"facts": {}}})), None);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `cargo xtask …`: pgreplica's build and lab orchestration, in Rust rather than shell.
 //! `install` (lab prerequisites), `test` (the CI gate), `lab` (a lab to play with), `demo`
 //! (a clone from Barman, end to end), `bench` (pgreplica against rsync, repmgr and Barman),
-//! `chaos` (the kill-anywhere campaign). It must stay std + the `lab` crate (+ serde_json and
-//! libc for the bench), and must not hold logic the tests need: that belongs in `lab`.
+//! `chaos` (the kill-anywhere campaign). It must stay std + the `lab` crate (+ serde_json for
+//! the bench), and must not hold logic the tests need: that belongs in `lab`.
 
 mod bench;
 mod chaos;
@@ -179,11 +179,7 @@ pub(crate) fn cargo() -> Command {
 /// Runs `cmd` with the terminal as its stdout/stderr, printing it first; stops it after
 /// `timeout`. Ok when it exits 0; else what went wrong, for the caller's stage to report.
 pub(crate) fn run_visible(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
-    let shown = std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| lab::shell_quote(&a.to_string_lossy()))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let shown = lab::describe(cmd);
     eprintln!("+ {shown}");
     let mut child = cmd
         .spawn()

@@ -196,14 +196,10 @@ impl<'a> Campaign<'a> {
 
 /// The newest backup the lab's Barman lists: the one a campaign pins.
 fn newest_backup(lab: &Lab) -> Result<String, String> {
-    let listed = lab
-        .barman(["list-backups", "--minimal", crate::BARMAN_SERVER])
-        .map_err(|e| e.to_string())?;
-    String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(String::from)
+    lab.backup_ids()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
         .ok_or_else(|| "the lab's Barman lists no backup to pin".to_string())
 }
 

@@ -309,7 +309,9 @@ impl Lab {
         self.dir.join("ssh/keys").join(user)
     }
 
-    fn backup_ids(&self) -> Result<Vec<String>, LabError> {
+    /// The ids of the backups the lab's Barman holds, newest first (`barman list-backups
+    /// --minimal`).
+    pub fn backup_ids(&self) -> Result<Vec<String>, LabError> {
         let out = self.barman.checked(
             "list backups",
             &["list-backups", "--minimal", barman::SERVER],

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lab::PG_BIN;
-use lab::REPMGR;
+use lab::clone_check::{self, kill_group, wait_until_stopped};
+use lab::status::{self, Phase};
+use lab::{PG_BIN, REPMGR, SSH};
 use serde_json::Value;
 
-use super::process::{kill_group, run_to_end, spawn_logged, sync, tree_size};
+use super::process::{run_to_end, spawn_logged, sync, tree_size};
 use super::{Bench, KILL_AT, RUN_LIMIT};
 
 /// One way of cloning the backup into a fresh directory.
@@ -105,11 +106,7 @@ impl Bench {
     }
 
     fn run_rsync(&self, dest: &Path, log: &Path) -> Result<Sample, String> {
-        let rsh = std::iter::once(lab_ssh())
-            .chain(self.lab.ssh_args())
-            .map(|word| lab::shell_quote(&word))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let rsh = ssh_command_line(&self.lab.ssh_args());
         let source = format!(
             "{}:{}/",
             self.lab.barman_ssh_host(),
@@ -186,16 +183,19 @@ impl Bench {
                 break on_disk;
             }
             if Instant::now() > deadline {
-                kill_group(&mut child);
+                // Failing already: a kill that fails too adds nothing to say.
+                let _ = kill_group(&mut child);
                 return Err(format!("no {KILL_AT} of the backup within {RUN_LIMIT:?}"));
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        kill_group(&mut child);
-        self.wait_stopped(dest)?;
+        kill_group(&mut child).map_err(|e| format!("kill the clone's process group: {e}"))?;
+        // Guardians exit once their rsyncs are gone, a moment after the kill.
+        wait_until_stopped(&self.lab, &self.pgreplica, dest, Duration::from_secs(30))?;
 
-        let mut resume = self.lab.command_as_postgres(&self.pgreplica);
-        resume.args(["clone", "resume"]).arg(dest);
+        let dest_arg = dest.display().to_string();
+        let mut resume =
+            clone_check::pgreplica(&self.lab, &self.pgreplica, &["clone", "resume", &dest_arg]);
         let seconds = run_to_end(&mut resume, &log.with_extension("resume.log"))?;
         let status = self.check_verified(dest)?;
         let transfer = |key: &str| {
@@ -217,12 +217,10 @@ impl Bench {
     /// `pgreplica clone start -f CONF -h … --jobs N` as postgres, for a clone into `dest`.
     fn pgreplica_start(&self, dest: &Path, jobs: u32) -> Result<Command, String> {
         let conf = self.repmgr_conf(dest)?;
-        let mut cmd = self.lab.command_as_postgres(&self.pgreplica);
-        cmd.args(["clone", "start", "-f"])
-            .arg(&conf)
-            .args(self.lab.source_args())
-            .args(["--jobs", &jobs.to_string()]);
-        Ok(cmd)
+        let mut args = self.lab.clone_start_args(&conf);
+        args.extend(["--jobs".to_string(), jobs.to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Ok(clone_check::pgreplica(&self.lab, &self.pgreplica, &args))
     }
 
     /// A repmgr.conf for a standby in `dest`, beside the run's logs.
@@ -239,33 +237,11 @@ impl Bench {
         Ok(path)
     }
 
-    /// The clone's `clone status --json` entry.
-    fn clone_status(&self, dest: &Path) -> Result<Value, String> {
-        let out = self
-            .lab
-            .command_as_postgres(&self.pgreplica)
-            .args(["clone", "status", "--json"])
-            .arg(dest)
-            .output()
-            .map_err(|e| format!("pgreplica clone status: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "pgreplica clone status {} failed: {}",
-                dest.display(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let all: Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| format!("clone status --json is not JSON: {e}"))?;
-        Ok(all["clones"][0].clone())
-    }
-
     /// The clone is Done and VerifyCopy checked every file against the backup manifest.
     fn check_verified(&self, dest: &Path) -> Result<Value, String> {
-        let status = self.clone_status(dest)?;
-        let files = status["record"]["facts"]["verification"]["Verified"]["files"].as_u64();
-        match (status["phase"].as_str(), files) {
-            (Some("Done"), Some(files)) if files > 0 => Ok(status),
+        let status = clone_check::clone_status(&self.lab, &self.pgreplica, dest)?;
+        match (status::phase(&status), status::verified_files(&status)) {
+            (Some(Phase::Done), Some(files)) if files > 0 => Ok(status),
             _ => Err(format!(
                 "the clone in {} is not Done and verified: phase {}, verification {}",
                 dest.display(),
@@ -273,18 +249,6 @@ impl Bench {
                 status["record"]["facts"]["verification"]
             )),
         }
-    }
-
-    /// Waits until no process of the killed clone holds it: guardians exit once their rsyncs
-    /// are gone, a moment after the kill.
-    fn wait_stopped(&self, dest: &Path) -> Result<(), String> {
-        lab::wait_for("killed clone stops", Duration::from_secs(30), || {
-            let status = self
-                .clone_status(dest)
-                .map_err(|e| lab::LabError::new("clone status", e))?;
-            Ok(status["running"] == false)
-        })
-        .map_err(|e| e.to_string())
     }
 
     /// Whatever the tool, the copy must be whole: pg_control present and at least the backup's
@@ -319,10 +283,10 @@ impl Sample {
 /// Seconds per step of a clone, from the `history` of its `clone status --json` entry.
 pub(super) fn step_times(status: &Value) -> Vec<(String, f64)> {
     let mut steps: Vec<(String, f64)> = Vec::new();
-    for transition in status["history"].as_array().into_iter().flatten() {
-        let step = match &transition["step"] {
-            Value::String(name) => name.clone(),
-            other => other.to_string(),
+    for transition in status::history(status) {
+        let step = match status::step(&transition["step"]) {
+            Some(step) => step.name().to_string(),
+            None => transition["step"].to_string(),
         };
         let (Some(start), Some(end)) = (
             transition["started_at"].as_u64(),
@@ -338,9 +302,15 @@ pub(super) fn step_times(status: &Value) -> Vec<(String, f64)> {
     }
     steps
 }
-/// The lab's ssh client: the wrapper execs it by absolute path, so it cannot find itself.
-pub(super) fn lab_ssh() -> String {
-    "/usr/bin/ssh".to_string()
+
+/// The lab's ssh client (by absolute path: the wrapper must not find itself) with `ssh_args`,
+/// as one line of shell words.
+fn ssh_command_line(ssh_args: &[String]) -> String {
+    std::iter::once(SSH)
+        .chain(ssh_args.iter().map(String::as_str))
+        .map(lab::shell_quote)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The `ssh` wrapper for repmgr: the lab's options, then whatever repmgr or its rsync pass.
@@ -349,11 +319,7 @@ pub(super) fn lab_ssh() -> String {
 /// to the rsync it runs; its users put them in `~/.ssh/config`. The bench must not touch any
 /// home directory, so this wrapper comes first on PATH in repmgr's environment only.
 pub(super) fn ssh_wrapper(ssh_args: &[String]) -> String {
-    let words = std::iter::once(lab_ssh())
-        .chain(ssh_args.iter().cloned())
-        .map(|word| lab::shell_quote(&word))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let words = ssh_command_line(ssh_args);
     format!(
         "#!/bin/sh\n\
          # Written by `cargo xtask bench`: repmgr takes no ssh options for Barman.\n\

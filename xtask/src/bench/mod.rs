@@ -208,16 +208,12 @@ impl Bench {
 
 /// The id and data directory of the lab's (only) backup.
 fn latest_backup(lab: &Lab) -> Result<Backup, String> {
-    let out = lab
-        .barman(["list-backups", "--minimal", lab.barman_server()])
-        .map_err(|e| e.to_string())?;
-    let ids = String::from_utf8_lossy(&out.stdout);
-    let id = ids
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .ok_or_else(|| format!("barman list-backups shows no backup: {ids:?}"))?
-        .to_string();
+    let id = lab
+        .backup_ids()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .ok_or("barman list-backups shows no backup")?;
     let data_dir = lab
         .barman_home()
         .join(lab.barman_server())

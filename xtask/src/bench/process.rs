@@ -50,7 +50,7 @@ pub(super) fn spawn_logged(cmd: &mut Command, log: &Path) -> Result<Child, Strin
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", shown(cmd)))
+        .map_err(|e| format!("cannot run {}: {e}", lab::describe(cmd)))
 }
 
 /// Runs `cmd` with its output in `log`; its wall time in seconds when it exits 0.
@@ -64,14 +64,14 @@ pub(super) fn run_to_end(cmd: &mut Command, log: &Path) -> Result<f64, String> {
     } else {
         Err(format!(
             "{} failed ({status}):\n{}",
-            shown(cmd),
+            lab::describe(cmd),
             log_tail(log, 20)
         ))
     }
 }
 
 /// Waits for `child`; polling keeps the measured time within a few milliseconds of its exit.
-pub(super) fn wait_limited(child: &mut Child, cmd: &Command) -> Result<ExitStatus, String> {
+fn wait_limited(child: &mut Child, cmd: &Command) -> Result<ExitStatus, String> {
     let deadline = Instant::now() + RUN_LIMIT;
     loop {
         if let Some(status) = child.try_wait().map_err(|e| format!("wait: {e}"))? {
@@ -82,34 +82,16 @@ pub(super) fn wait_limited(child: &mut Child, cmd: &Command) -> Result<ExitStatu
             let _ = child.wait();
             return Err(format!(
                 "{} did not finish within {RUN_LIMIT:?}",
-                shown(cmd)
+                lab::describe(cmd)
             ));
         }
         std::thread::sleep(Duration::from_millis(2));
     }
 }
 
-/// SIGKILLs the child's process group (it was started with `process_group(0)`) and reaps it.
-pub(super) fn kill_group(child: &mut Child) {
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: kill(2) on the process group of a child we started; no memory involved.
-        unsafe { libc::kill(-pid, libc::SIGKILL) };
-    }
-    let _ = child.wait();
-}
-
-pub(super) fn shown(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| lab::shell_quote(&a.to_string_lossy()))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-pub(super) fn log_tail(log: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
+/// The last `lines` lines of the log at `log` (empty when unreadable).
+fn log_tail(log: &Path, lines: usize) -> String {
+    lab::tail(&std::fs::read_to_string(log).unwrap_or_default(), lines)
 }
 
 /// A program's `--version` line, or what went wrong.
