@@ -4,6 +4,7 @@
 //! `chaos` (the kill-anywhere campaign). It must stay std + the `lab` crate (+ serde_json for
 //! the bench), and must not hold logic the tests need: that belongs in `lab`.
 
+mod args;
 mod bench;
 mod chaos;
 mod demo;
@@ -15,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use lab::{BarmanFlavor, LabOptions};
+use lab::LabOptions;
+
+use crate::args::{Args, LabArgs};
 
 const USAGE_COMMANDS: &str = "\
 usage: cargo xtask <command>
@@ -55,20 +58,21 @@ fn main() -> ExitCode {
             lab::install().map_err(|e| Failure::new("install", e))
         }
         Some("test") if args.len() == 1 => gate::run(),
-        Some("lab") => lab_options(&args[1..]).and_then(interactive::run),
-        Some("demo") => lab_options(&args[1..]).and_then(demo::run),
+        Some("lab") => lab_options(&args[1..])
+            .map_err(refused)
+            .and_then(interactive::run),
+        Some("demo") => lab_options(&args[1..]).map_err(refused).and_then(demo::run),
         Some("bench") => bench::parse(&args[1..])
-            .map_err(|msg| Failure::new("arguments", format!("{msg}\n{}", usage())))
+            .map_err(refused)
             .and_then(bench::run),
-        Some("chaos") => chaos::parse(&args[1..]).and_then(chaos::run),
+        Some("chaos") => chaos::parse(&args[1..])
+            .map_err(refused)
+            .and_then(chaos::run),
         Some("help" | "-h" | "--help") => {
             print!("{}", usage());
             return ExitCode::SUCCESS;
         }
-        _ => Err(Failure::new(
-            "arguments",
-            format!("unknown command line {args:?}\n{}", usage()),
-        )),
+        _ => Err(refused(format!("unknown command line {args:?}"))),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,34 +108,29 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Parses `--barman debian|pypi`, `--tablespace`, `--scale N`.
-fn lab_options(args: &[String]) -> Result<LabOptions, Failure> {
-    let mut options = LabOptions::default();
-    let mut args = args.iter();
-    let bad = |msg: String| Failure::new("arguments", format!("{msg}\n{}", usage()));
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--barman" => {
-                let value = args
-                    .next()
-                    .ok_or_else(|| bad("--barman needs a value".into()))?;
-                options.barman = BarmanFlavor::parse(value)
-                    .ok_or_else(|| bad(format!("--barman {value}: expected debian or pypi")))?;
-            }
-            "--tablespace" => options.tablespace = true,
-            "--scale" => {
-                let value = args
-                    .next()
-                    .ok_or_else(|| bad("--scale needs a value".into()))?;
-                options.scale =
-                    value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                        bad(format!("--scale {value}: expected a positive integer"))
-                    })?;
-            }
-            other => return Err(bad(format!("unknown option {other}"))),
+/// A command line refused: why, then the usage text.
+fn refused(why: String) -> Failure {
+    Failure::new("arguments", format!("{why}\n{}", usage()))
+}
+
+/// Parses the options of `lab` and `demo`: `--barman debian|pypi`, `--tablespace`, `--scale N`.
+fn lab_options(args: &[String]) -> Result<LabOptions, String> {
+    let mut args = Args::new(args);
+    let mut lab = LabArgs::default();
+    let mut tablespace = false;
+    while let Some(option) = args.next_option() {
+        if lab.take(option, &mut args)? {
+            continue;
+        }
+        match option {
+            "--tablespace" => tablespace = true,
+            other => return Err(format!("unknown option {other}")),
         }
     }
-    Ok(options)
+    Ok(LabOptions {
+        tablespace,
+        ..lab.options(LabOptions::default().scale)
+    })
 }
 
 /// The whole usage text: commands, lab options, bench options.
@@ -220,6 +219,8 @@ pub(crate) fn stage<T, E: fmt::Display>(
 
 #[cfg(test)]
 mod tests {
+    use lab::BarmanFlavor;
+
     use super::*;
 
     fn strings(args: &[&str]) -> Vec<String> {
@@ -235,7 +236,7 @@ mod tests {
             "--scale",
             "5",
         ]))
-        .unwrap_or_else(|f| panic!("{f}"));
+        .unwrap();
         assert_eq!(
             options,
             LabOptions {
@@ -245,13 +246,16 @@ mod tests {
             }
         );
         assert_eq!(lab_options(&[]).ok(), Some(LabOptions::default()));
-        for bad in [
-            &["--barman"][..],
-            &["--barman", "conda"],
-            &["--scale", "0"],
-            &["--fast"],
+        for (bad, why) in [
+            (&["--barman"][..], "--barman needs a value"),
+            (
+                &["--barman", "conda"],
+                "--barman conda: expected debian or pypi",
+            ),
+            (&["--scale", "0"], "--scale 0: expected a positive integer"),
+            (&["--fast"], "unknown option --fast"),
         ] {
-            assert!(lab_options(&strings(bad)).is_err(), "{bad:?}");
+            assert_eq!(lab_options(&strings(bad)), Err(why.to_string()), "{bad:?}");
         }
     }
 }

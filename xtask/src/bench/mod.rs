@@ -21,11 +21,12 @@ mod report;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use lab::{BarmanFlavor, Lab, LabOptions, REPMGR};
+use lab::{Lab, LabOptions, REPMGR};
 
 use self::contenders::{ssh_wrapper, write_executable, Contender, Sample};
 use self::process::{run_to_end, tree_size};
 use self::report::Report;
+use crate::args::{Args, LabArgs};
 use crate::{build_pgreplica_release, stage, Failure};
 
 /// Usage of `cargo xtask bench`, part of the xtask usage text.
@@ -61,26 +62,15 @@ pub(crate) struct BenchOptions {
 
 /// Parses the options of `cargo xtask bench` (see [`USAGE`]).
 pub(crate) fn parse(args: &[String]) -> Result<BenchOptions, String> {
-    let (mut scale, mut repeat, mut quick, mut json) = (None, None, false, false);
-    let mut barman = BarmanFlavor::Debian;
-    let mut args = args.iter();
-    let positive = |flag: &str, value: Option<&String>| -> Result<u32, String> {
-        let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
-        value
-            .parse()
-            .ok()
-            .filter(|&n| n > 0)
-            .ok_or_else(|| format!("{flag} {value}: expected a positive integer"))
-    };
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--scale" => scale = Some(positive("--scale", args.next())?),
-            "--repeat" => repeat = Some(positive("--repeat", args.next())?),
-            "--barman" => {
-                let value = args.next().ok_or("--barman needs a value")?;
-                barman = BarmanFlavor::parse(value)
-                    .ok_or_else(|| format!("--barman {value}: expected debian or pypi"))?;
-            }
+    let (mut repeat, mut quick, mut json) = (None, false, false);
+    let mut lab = LabArgs::default();
+    let mut args = Args::new(args);
+    while let Some(option) = args.next_option() {
+        if lab.take(option, &mut args)? {
+            continue;
+        }
+        match option {
+            "--repeat" => repeat = Some(args.positive(option)?),
             "--quick" => quick = true,
             "--json" => json = true,
             other => return Err(format!("unknown bench option {other}")),
@@ -92,11 +82,7 @@ pub(crate) fn parse(args: &[String]) -> Result<BenchOptions, String> {
         (DEFAULT_SCALE, DEFAULT_REPEAT)
     };
     Ok(BenchOptions {
-        lab: LabOptions {
-            barman,
-            tablespace: false,
-            scale: scale.unwrap_or(default_scale),
-        },
+        lab: lab.options(default_scale),
         repeat: repeat.unwrap_or(default_repeat),
         json,
     })
@@ -237,6 +223,8 @@ fn latest_backup(lab: &Lab) -> Result<Backup, String> {
 
 #[cfg(test)]
 mod tests {
+    use lab::BarmanFlavor;
+
     use super::*;
 
     fn strings(args: &[&str]) -> Vec<String> {
