@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use lab::LabOptions;
+use lab::{Lab, LabOptions};
 
 use crate::args::{Args, LabArgs};
 
@@ -131,6 +131,38 @@ fn lab_options(args: &[String]) -> Result<LabOptions, String> {
         tablespace,
         ..lab.options(LabOptions::default().scale)
     })
+}
+
+/// The standby `lab` and `demo` offer to clone: a fresh data directory, a free port, and its
+/// repmgr.conf (node 2, cloned from the lab's Barman) in the lab directory.
+pub(crate) struct StandbyConf {
+    /// Where the standby's data directory goes (not created).
+    pub(crate) data_dir: PathBuf,
+    /// The port it will listen on.
+    pub(crate) port: u16,
+    /// Its repmgr.conf.
+    pub(crate) path: PathBuf,
+    /// What the repmgr.conf says.
+    pub(crate) text: String,
+}
+
+impl StandbyConf {
+    /// Picks the standby's directory and port and writes its repmgr.conf (a stage of its own).
+    pub(crate) fn write(lab: &Lab) -> Result<StandbyConf, Failure> {
+        let data_dir = lab.new_dir("standby");
+        let port = lab::free_port();
+        let path = lab.dir().join("repmgr.conf");
+        let text = lab.repmgr_conf(2, "node2", &data_dir, port);
+        stage("write repmgr.conf", || {
+            lab.write_file_as_postgres(&path, &text)
+        })?;
+        Ok(StandbyConf {
+            data_dir,
+            port,
+            path,
+            text,
+        })
+    }
 }
 
 /// The whole usage text: commands, lab options, bench options.
