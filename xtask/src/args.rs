@@ -88,13 +88,15 @@ impl LabArgs {
     }
 }
 
+/// A command line from literals, for the tests of every command's options.
+#[cfg(test)]
+pub(crate) fn words(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn words(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
 
     /// Reads every option of `line` into lab options, refusing any other.
     fn lab_args(line: &[&str]) -> Result<LabArgs, String> {

@@ -160,14 +160,11 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
+    use crate::args::words;
 
     #[test]
     fn options_parse() {
-        let parsed = parse(&strings(&[
+        let parsed = parse(&words(&[
             "--rounds", "5", "--seed", "42", "--barman", "pypi", "--scale", "2",
         ]))
         .unwrap_or_else(|f| panic!("{f}"));
@@ -176,7 +173,7 @@ mod tests {
         assert_eq!(parsed.lab.barman, BarmanFlavor::PyPI);
         assert_eq!(parsed.lab.scale, 2);
         let replay =
-            parse(&strings(&["--seed", "42", "--round", "7"])).unwrap_or_else(|f| panic!("{f}"));
+            parse(&words(&["--seed", "42", "--round", "7"])).unwrap_or_else(|f| panic!("{f}"));
         assert_eq!(replay.round, Some(7));
         assert_eq!(parse(&[]).map(|p| p.rounds).ok(), Some(20));
         assert_eq!(parse(&[]).map(|p| p.mode).ok(), Some(ChaosMode::Barman));
@@ -185,7 +182,7 @@ mod tests {
             ("api", ChaosMode::Api),
             ("basebackup", ChaosMode::BaseBackup),
         ] {
-            let parsed = parse(&strings(&["--mode", name])).unwrap_or_else(|f| panic!("{f}"));
+            let parsed = parse(&words(&["--mode", name])).unwrap_or_else(|f| panic!("{f}"));
             assert_eq!(parsed.mode, mode);
         }
         for (bad, why) in [
@@ -206,7 +203,7 @@ mod tests {
                 "--mode tar: expected barman, api or basebackup",
             ),
         ] {
-            assert_eq!(parse(&strings(bad)).err().as_deref(), Some(why), "{bad:?}");
+            assert_eq!(parse(&words(bad)).err().as_deref(), Some(why), "{bad:?}");
         }
     }
 }

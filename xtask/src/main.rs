@@ -251,17 +251,14 @@ pub(crate) fn stage<T, E: fmt::Display>(
 
 #[cfg(test)]
 mod tests {
+    use crate::args::words;
     use lab::BarmanFlavor;
 
     use super::*;
 
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
-
     #[test]
     fn lab_options_parse() {
-        let options = lab_options(&strings(&[
+        let options = lab_options(&words(&[
             "--barman",
             "pypi",
             "--tablespace",
@@ -287,7 +284,7 @@ mod tests {
             (&["--scale", "0"], "--scale 0: expected a positive integer"),
             (&["--fast"], "unknown option --fast"),
         ] {
-            assert_eq!(lab_options(&strings(bad)), Err(why.to_string()), "{bad:?}");
+            assert_eq!(lab_options(&words(bad)), Err(why.to_string()), "{bad:?}");
         }
     }
 }

@@ -337,14 +337,11 @@ pub(super) fn write_executable(path: &Path, text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
+    use crate::args::words;
 
     #[test]
     fn ssh_wrapper_passes_the_lab_options_then_the_callers_arguments() {
-        let text = ssh_wrapper(&strings(&[
+        let text = ssh_wrapper(&words(&[
             "-p",
             "2222",
             "-o",

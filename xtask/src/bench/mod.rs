@@ -223,13 +223,10 @@ fn latest_backup(lab: &Lab) -> Result<Backup, String> {
 
 #[cfg(test)]
 mod tests {
+    use crate::args::words;
     use lab::BarmanFlavor;
 
     use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
 
     #[test]
     fn defaults_quick_and_explicit_options() {
@@ -239,18 +236,18 @@ mod tests {
         assert_eq!(default.lab.barman, BarmanFlavor::Debian);
         assert!(!default.json);
 
-        let quick = parse(&strings(&["--quick"])).unwrap();
+        let quick = parse(&words(&["--quick"])).unwrap();
         assert_eq!((quick.lab.scale, quick.repeat), (QUICK_SCALE, QUICK_REPEAT));
 
         // Explicit values win over --quick, whatever their order.
-        let mixed = parse(&strings(&[
+        let mixed = parse(&words(&[
             "--repeat", "2", "--quick", "--barman", "pypi", "--json",
         ]))
         .unwrap();
         assert_eq!((mixed.lab.scale, mixed.repeat), (QUICK_SCALE, 2));
         assert_eq!(mixed.lab.barman, BarmanFlavor::PyPI);
         assert!(mixed.json);
-        assert_eq!(parse(&strings(&["--scale", "7"])).unwrap().lab.scale, 7);
+        assert_eq!(parse(&words(&["--scale", "7"])).unwrap().lab.scale, 7);
     }
 
     #[test]
@@ -262,7 +259,7 @@ mod tests {
             (&["--barman", "conda"], "expected debian or pypi"),
             (&["--tablespace"], "unknown bench option --tablespace"),
         ] {
-            let err = parse(&strings(args)).unwrap_err();
+            let err = parse(&words(args)).unwrap_err();
             assert!(err.contains(reason), "{args:?}: {err}");
         }
     }
