@@ -26,6 +26,7 @@
 //! - `ports` — [`free_port`].
 //! - `signals` — [`wait_for_interrupt`] for `cargo xtask lab`.
 //! - `error` — [`LabError`].
+//! - `test_support` — what the unit tests share (configuration texts checked line by line).
 //!
 //! # Directory of a lab
 //! ```text
@@ -54,6 +55,8 @@ mod signals;
 mod sshd;
 pub mod status;
 mod system;
+#[cfg(test)]
+mod test_support;
 
 pub use barman::{BarmanFlavor, SERVER as BARMAN_SERVER, SLOT as BARMAN_SLOT};
 pub use error::LabError;
