@@ -1,6 +1,6 @@
 //! Tearing a lab down ([`Lab::stop`], or drop): standbys, Barman's WAL receiver, the primary
 //! and the sshd stopped newest first, any process still running from inside the lab reaped and
-//! reported, the directory removed (unless [`KEEP_ENV`](super::KEEP_ENV) keeps it).
+//! reported, the directory removed (unless [`KEEP_ENV`] keeps it).
 
 use std::path::Path;
 use std::time::Duration;
@@ -12,8 +12,7 @@ use crate::postgres;
 use crate::LabError;
 
 impl Lab {
-    /// Stops the lab and removes its directory (kept with
-    /// [`KEEP_ENV`](super::KEEP_ENV)`=1`), like drop, but
+    /// Stops the lab and removes its directory (kept with [`KEEP_ENV`]`=1`), like drop, but
     /// reports problems: a step that failed, or processes that were still running inside the
     /// lab afterwards and had to be killed (a leak by the lab or by the test).
     pub fn stop(mut self) -> Result<(), LabError> {

@@ -10,7 +10,7 @@
 //! # Layout
 //! - this module — the options, the lab and its backup ([`Bench`]), and the run: every
 //!   contender in turn, round after round.
-//! - `contenders` — [`Contender`](contenders::Contender): how each tool is run, timed and checked.
+//! - `contenders` — [`Contender`]: how each tool is run, timed and checked.
 //! - `process` — running a contender's programs: logged, bounded, timed; sizes on disk.
 //! - `report` — the medians, ratios and per-step times, as a table or JSON.
 
