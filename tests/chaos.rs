@@ -8,15 +8,17 @@
 mod common;
 
 use common::{debian_lab, Bench};
-use lab::chaos::{summary, Campaign, ChaosMode, ChaosOptions, RoundReport};
+use lab::chaos::{summary, Action, Campaign, ChaosMode, ChaosOptions, RoundReport};
+use lab::status::{Phase, Step};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-/// Runs `rounds` of a campaign and fails with every failed round and its replay command.
+/// Runs `rounds` of a campaign and fails with every failed round and its replay command, then
+/// with anything a round's report shows that the campaign's rules rule out.
 fn run_campaign(bench: &Bench, options: ChaosOptions, rounds: RangeInclusive<u32>) {
     let seed = options.seed;
     let mode = options.mode;
-    let campaign = Campaign::prepare(&bench.lab, &bench.binary, options)
+    let campaign = Campaign::prepare(&bench.lab, &bench.binary, options.clone())
         .unwrap_or_else(|e| panic!("{mode} campaign: {e}"));
     let reports: Vec<RoundReport> = rounds
         .map(|round| {
@@ -25,7 +27,8 @@ fn run_campaign(bench: &Bench, options: ChaosOptions, rounds: RangeInclusive<u32
             report
         })
         .collect();
-    eprint!("{}", summary(&reports));
+    let summary = summary(&reports);
+    eprint!("{summary}");
     let failed: Vec<String> = reports
         .iter()
         .filter(|r| r.outcome.is_err())
@@ -38,8 +41,144 @@ fn run_campaign(bench: &Bench, options: ChaosOptions, rounds: RangeInclusive<u32
         })
         .collect();
     assert!(failed.is_empty(), "{}", failed.join("\n"));
-    let kills: usize = reports.iter().map(|r| r.kills.len()).sum();
-    assert!(kills > 0, "no kill landed in {} rounds", reports.len());
+
+    let problems: Vec<String> = reports
+        .iter()
+        .flat_map(|report| {
+            round_problems(report, &options)
+                .into_iter()
+                .map(move |problem| format!("round {}: {problem}", report.round))
+        })
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(
+        summary.starts_with(&format!(
+            "{} mode: {} round(s), 0 failed;",
+            mode.label(),
+            reports.len()
+        )),
+        "{summary}"
+    );
+    // A campaign whose kills all came after the clone was Done would prove nothing.
+    let inside_a_step = reports
+        .iter()
+        .flat_map(|r| &r.kills)
+        .filter(|k| matches!(k.landed, Some(Phase::At(_))))
+        .count();
+    assert!(
+        inside_a_step > 0,
+        "no kill landed inside a step in {} rounds:\n{summary}",
+        reports.len()
+    );
+}
+
+/// What a passed round's report must show under the campaign's rules: its settings within the
+/// options, at most `max_kills` kills, each delivered the mode's way, landed in a step of the
+/// mode's plan (or after Done) no earlier than it was aimed, rsync kills and API restarts
+/// inside Transfer, and a resume for every SIGKILL that left the clone short of Done.
+fn round_problems(report: &RoundReport, options: &ChaosOptions) -> Vec<String> {
+    let mode = options.mode;
+    let steps = mode.steps();
+    let mut problems = Vec::new();
+    let mut expect = |holds: bool, what: String| {
+        if !holds {
+            problems.push(what);
+        }
+    };
+    expect(
+        report.mode == mode && report.seed == options.seed,
+        format!("ran {} with seed {}", report.mode, report.seed),
+    );
+    expect(
+        report.kills.len() <= options.max_kills as usize,
+        format!(
+            "{} kills, at most {} planned",
+            report.kills.len(),
+            options.max_kills
+        ),
+    );
+    if mode == ChaosMode::Barman {
+        expect(
+            (1..=options.max_jobs).contains(&report.jobs),
+            format!("--jobs {} outside 1..={}", report.jobs, options.max_jobs),
+        );
+    }
+    if mode != ChaosMode::Api {
+        let (low, high) = options.bwlimit_kbps;
+        expect(
+            (low..=high).contains(&report.bwlimit_kbps),
+            format!("rate limit {} outside {low}..={high}", report.bwlimit_kbps),
+        );
+    }
+    // Where a phase stands in the plan; Done is past every step.
+    let order = |phase: Phase| match phase {
+        Phase::At(step) => steps.iter().position(|s| *s == step),
+        Phase::Done => Some(steps.len()),
+    };
+    for kill in &report.kills {
+        let shown = format!("kill {kill}");
+        expect(
+            mode.actions().contains(&kill.action),
+            format!("{shown}: not one of {mode}'s actions"),
+        );
+        let (aimed, landed) = (order(Phase::At(kill.aimed)), kill.landed.and_then(order));
+        expect(
+            aimed.is_some(),
+            format!("{shown}: aimed outside the plan {steps:?}"),
+        );
+        expect(
+            landed.is_some(),
+            format!("{shown}: landed outside the plan {steps:?}"),
+        );
+        expect(
+            landed >= aimed,
+            format!("{shown}: landed before the step it aimed at"),
+        );
+        let in_transfer = kill.landed == Some(Phase::At(Step::Transfer));
+        if matches!(kill.action, Action::KillRsync | Action::RestartApi) {
+            expect(
+                in_transfer,
+                format!("{shown}: only Transfer has rsyncs and API polls"),
+            );
+        }
+        if mode != ChaosMode::Barman && kill.mid_file {
+            expect(in_transfer, format!("{shown}: mid-file outside Transfer"));
+        }
+        if let Some(fraction) = kill.fraction {
+            expect(
+                mode != ChaosMode::Api && (0.0..=1.0).contains(&fraction),
+                format!("{shown}: progress {fraction}"),
+            );
+        }
+    }
+    let stopped_short = report
+        .kills
+        .iter()
+        .filter(|k| k.action == Action::KillGroup && k.landed != Some(Phase::Done))
+        .count() as u32;
+    expect(
+        report.resumes >= stopped_short,
+        format!(
+            "{} resume(s) after {stopped_short} SIGKILL(s) short of Done",
+            report.resumes
+        ),
+    );
+    expect(
+        report.resumes <= report.kills.len() as u32 + 3,
+        format!(
+            "{} resume(s) for {} kill(s)",
+            report.resumes,
+            report.kills.len()
+        ),
+    );
+    expect(
+        mode == ChaosMode::Api || report.operator_choices == 0,
+        format!(
+            "{} operator choice(s) outside API mode",
+            report.operator_choices
+        ),
+    );
+    problems
 }
 
 /// Rounds 3–5 of seed 1 aim at VerifyBackup, PrepareDirs, Transfer (mid-file) and VerifyCopy,

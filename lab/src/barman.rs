@@ -134,6 +134,7 @@ impl Barman {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::assert_has_lines;
 
     #[test]
     fn config_names_its_own_home_and_streaming_server() {
@@ -142,22 +143,20 @@ mod tests {
             Path::new("/tmp/l/barman/barman.log"),
             23456,
         );
-        for line in [
-            "barman_home = /tmp/l/barman/home",
-            "[pg]",
-            "conninfo = host=127.0.0.1 port=23456 user=barman dbname=postgres",
-            "streaming_conninfo = host=127.0.0.1 port=23456 user=streaming_barman dbname=postgres",
-            "backup_method = postgres",
-            "streaming_archiver = on",
-            "slot_name = barman",
-            "create_slot = auto",
-            "path_prefix = /usr/lib/postgresql/15/bin",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        assert_has_lines(
+            &text,
+            &[
+                "barman_home = /tmp/l/barman/home",
+                "[pg]",
+                "conninfo = host=127.0.0.1 port=23456 user=barman dbname=postgres",
+                "streaming_conninfo = host=127.0.0.1 port=23456 user=streaming_barman dbname=postgres",
+                "backup_method = postgres",
+                "streaming_archiver = on",
+                "slot_name = barman",
+                "create_slot = auto",
+                "path_prefix = /usr/lib/postgresql/15/bin",
+            ],
+        );
     }
 
     #[test]

@@ -78,8 +78,9 @@ pub(crate) fn failed(what: &str, cmd: &Command, out: &Output) -> LabError {
         .detail(tail(&String::from_utf8_lossy(&out.stdout), 15))
 }
 
-/// A short, readable rendering of a command for messages.
-pub(crate) fn describe(cmd: &Command) -> String {
+/// A short, readable rendering of a command for messages: its program and arguments, each
+/// quoted for a shell where needed ([`shell_quote`]).
+pub fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| shell_quote(&a.to_string_lossy()))
@@ -101,7 +102,7 @@ pub fn shell_quote(word: &str) -> String {
 }
 
 /// The last `lines` lines of `text`.
-pub(crate) fn tail(text: &str, lines: usize) -> String {
+pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

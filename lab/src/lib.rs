@@ -9,9 +9,13 @@
 //! field of `postgres` and `barman` (a sshd without PAM refuses locked users even for keys).
 //!
 //! # Layout
-//! - `lab` — [`Lab`], [`LabOptions`]: standing a lab up, using it, tearing it down.
+//! - `lab` — [`Lab`], [`LabOptions`]: using a lab; `lab::startup` stands it up, `lab::commands`
+//!   says how clients reach it (ssh options, repmgr.conf, pgreplica's command lines),
+//!   `lab::teardown` stops it.
 //! - [`api_server`] — the pg-backup-api test server on a lab, repmgr.conf for API mode.
 //! - [`clone_check`] — watching a clone from outside: status, kills, digests.
+//! - [`status`] — the machine's steps, phases and outcomes as `clone status --json` spells them,
+//!   read back into the `states` types.
 //! - [`chaos`] — the kill-anywhere campaign's core (`cargo xtask chaos`, `tests/chaos.rs`).
 //! - `postgres` — initdb, pg_ctl, psql, [`Standby`].
 //! - `barman` — [`BarmanFlavor`], the lab's barman.conf, running barman as `barman`.
@@ -22,6 +26,7 @@
 //! - `ports` — [`free_port`].
 //! - `signals` — [`wait_for_interrupt`] for `cargo xtask lab`.
 //! - `error` — [`LabError`].
+//! - `test_support` — what the unit tests share (configuration texts checked line by line).
 //!
 //! # Directory of a lab
 //! ```text
@@ -48,15 +53,18 @@ mod ports;
 mod postgres;
 mod signals;
 mod sshd;
+pub mod status;
 mod system;
+#[cfg(test)]
+mod test_support;
 
 pub use barman::{BarmanFlavor, SERVER as BARMAN_SERVER, SLOT as BARMAN_SLOT};
 pub use error::LabError;
-pub use exec::{is_root, shell_quote, wait_for};
+pub use exec::{describe, is_root, shell_quote, tail, wait_for};
 pub use lab::{Lab, LabOptions, Tablespace, KEEP_ENV};
 pub use ports::free_port;
 pub use postgres::Standby;
 pub use signals::wait_for_interrupt;
 pub use system::{
-    bench_prerequisites, install, prerequisites, BARMAN_VENV, OPENSSL, PG_BIN, REPMGR, STUNNEL,
+    bench_prerequisites, install, prerequisites, BARMAN_VENV, OPENSSL, PG_BIN, REPMGR, SSH, STUNNEL,
 };

@@ -215,22 +215,21 @@ impl Standby {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::assert_has_lines;
 
     #[test]
     fn primary_settings_enable_replication_on_loopback() {
         let conf = primary_settings(21234, Path::new("/tmp/lab/run"));
-        for line in [
-            "port = 21234",
-            "listen_addresses = '127.0.0.1'",
-            "unix_socket_directories = '/tmp/lab/run'",
-            "wal_level = replica",
-            "hot_standby = on",
-        ] {
-            assert!(
-                conf.lines().any(|l| l == line),
-                "missing {line:?} in\n{conf}"
-            );
-        }
+        assert_has_lines(
+            &conf,
+            &[
+                "port = 21234",
+                "listen_addresses = '127.0.0.1'",
+                "unix_socket_directories = '/tmp/lab/run'",
+                "wal_level = replica",
+                "hot_standby = on",
+            ],
+        );
         assert!(PG_HBA.contains("host    replication  all   127.0.0.1/32  trust"));
     }
 }

@@ -130,25 +130,24 @@ impl Sshd {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::assert_has_lines;
 
     #[test]
     fn config_keeps_everything_inside_the_lab() {
         let text = config_text(Path::new("/tmp/l/ssh"), 24567, "/v/bin:/usr/bin:/bin");
-        for line in [
-            "Port 24567",
-            "ListenAddress 127.0.0.1",
-            "HostKey /tmp/l/ssh/ssh_host_ed25519_key",
-            "AuthorizedKeysFile /tmp/l/ssh/authorized_keys/%u",
-            "UsePAM no",
-            "StrictModes no",
-            "PasswordAuthentication no",
-            "SetEnv PATH=/v/bin:/usr/bin:/bin",
-        ] {
-            assert!(
-                text.lines().any(|l| l == line),
-                "missing {line:?} in\n{text}"
-            );
-        }
+        assert_has_lines(
+            &text,
+            &[
+                "Port 24567",
+                "ListenAddress 127.0.0.1",
+                "HostKey /tmp/l/ssh/ssh_host_ed25519_key",
+                "AuthorizedKeysFile /tmp/l/ssh/authorized_keys/%u",
+                "UsePAM no",
+                "StrictModes no",
+                "PasswordAuthentication no",
+                "SetEnv PATH=/v/bin:/usr/bin:/bin",
+            ],
+        );
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub const DEBIAN_BARMAN: &str = "/usr/bin/barman";
 pub const REPMGR: &str = "/usr/lib/postgresql/15/bin/repmgr";
 const REPMGR_PACKAGE: &str = "postgresql-15-repmgr";
 pub(crate) const SSHD: &str = "/usr/sbin/sshd";
-pub(crate) const SSH: &str = "/usr/bin/ssh";
+/// The ssh client, by absolute path (a wrapper named `ssh` on PATH must not find itself).
+pub const SSH: &str = "/usr/bin/ssh";
 pub(crate) const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
 const USERMOD: &str = "/usr/sbin/usermod";
 /// stunnel: the TLS-terminating proxy that checks client certificates in front of the

@@ -52,11 +52,6 @@ fn check_flavour(options: LabOptions) -> Lab {
         lab.startup_time(),
         lab.startup_stages()
     );
-    assert!(
-        lab.startup_time() < Duration::from_secs(30),
-        "{:?}",
-        lab.startup_time()
-    );
 
     let version = ssh_to_barman(&lab, &["barman", "--version"]);
     assert_ok("barman --version over ssh", &version);

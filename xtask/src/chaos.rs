@@ -10,7 +10,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use lab::chaos::{summary, Campaign, ChaosMode, ChaosOptions};
 use lab::{BarmanFlavor, Lab, LabOptions, KEEP_ENV};
 
-use crate::{stage, usage, Failure};
+use crate::args::{Args, LabArgs};
+use crate::{stage, Failure};
 
 /// What `cargo xtask chaos` was asked to do.
 #[derive(Debug, PartialEq, Eq)]
@@ -26,66 +27,36 @@ pub(crate) struct ChaosArgs {
 
 /// Parses `--mode barman|api|basebackup`, `--rounds N`, `--seed S`, `--round R`, `--barman
 /// debian|pypi`, `--scale N`.
-pub(crate) fn parse(args: &[String]) -> Result<ChaosArgs, Failure> {
-    let bad = |msg: String| Failure::new("arguments", format!("{msg}\n{}", usage()));
-    let mut parsed = ChaosArgs {
-        lab: LabOptions::default(),
-        mode: ChaosMode::Barman,
-        rounds: 20,
-        seed: None,
-        round: None,
-    };
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let mut value = || {
-            args.next()
-                .ok_or_else(|| bad(format!("{arg} needs a value")))
-        };
-        let number = |value: &String| -> Result<u64, Failure> {
-            value
-                .parse()
-                .map_err(|_| bad(format!("{arg} {value}: expected a number")))
-        };
-        match arg.as_str() {
+pub(crate) fn parse(args: &[String]) -> Result<ChaosArgs, String> {
+    let mut lab = LabArgs::default();
+    let (mut mode, mut rounds, mut seed, mut round) = (ChaosMode::Barman, 20, None, None);
+    let mut args = Args::new(args);
+    while let Some(option) = args.next_option() {
+        if lab.take(option, &mut args)? {
+            continue;
+        }
+        match option {
             "--mode" => {
-                let v = value()?;
-                parsed.mode = ChaosMode::parse(v).ok_or_else(|| {
-                    bad(format!("--mode {v}: expected barman, api or basebackup"))
-                })?;
+                let value = args.value(option)?;
+                mode = ChaosMode::parse(value)
+                    .ok_or_else(|| format!("--mode {value}: expected barman, api or basebackup"))?;
             }
-            "--rounds" => {
-                parsed.rounds = u32::try_from(number(value()?)?)
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| bad("--rounds: expected 1 or more".into()))?;
-            }
-            "--seed" => parsed.seed = Some(number(value()?)?),
-            "--round" => {
-                parsed.round = Some(
-                    u32::try_from(number(value()?)?)
-                        .map_err(|_| bad("--round: too large".into()))?,
-                );
-            }
-            "--barman" => {
-                let v = value()?;
-                parsed.lab.barman = BarmanFlavor::parse(v)
-                    .ok_or_else(|| bad(format!("--barman {v}: expected debian or pypi")))?;
-            }
-            "--scale" => {
-                parsed.lab.scale = u32::try_from(number(value()?)?)
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| bad("--scale: expected a positive integer".into()))?;
-            }
-            other => return Err(bad(format!("unknown option {other}"))),
+            "--rounds" => rounds = args.positive(option)?,
+            "--seed" => seed = Some(args.number(option)?),
+            "--round" => round = Some(args.number(option)?),
+            other => return Err(format!("unknown option {other}")),
         }
     }
-    if parsed.round.is_some() && parsed.seed.is_none() {
-        return Err(bad(
-            "--round replays a round of a campaign: give its --seed".into(),
-        ));
+    if round.is_some() && seed.is_none() {
+        return Err("--round replays a round of a campaign: give its --seed".into());
     }
-    Ok(parsed)
+    Ok(ChaosArgs {
+        lab: lab.options(LabOptions::default().scale),
+        mode,
+        rounds,
+        seed,
+        round,
+    })
 }
 
 /// Runs `cargo xtask chaos`.
@@ -189,14 +160,11 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
+    use crate::args::words;
 
     #[test]
     fn options_parse() {
-        let parsed = parse(&strings(&[
+        let parsed = parse(&words(&[
             "--rounds", "5", "--seed", "42", "--barman", "pypi", "--scale", "2",
         ]))
         .unwrap_or_else(|f| panic!("{f}"));
@@ -205,7 +173,7 @@ mod tests {
         assert_eq!(parsed.lab.barman, BarmanFlavor::PyPI);
         assert_eq!(parsed.lab.scale, 2);
         let replay =
-            parse(&strings(&["--seed", "42", "--round", "7"])).unwrap_or_else(|f| panic!("{f}"));
+            parse(&words(&["--seed", "42", "--round", "7"])).unwrap_or_else(|f| panic!("{f}"));
         assert_eq!(replay.round, Some(7));
         assert_eq!(parse(&[]).map(|p| p.rounds).ok(), Some(20));
         assert_eq!(parse(&[]).map(|p| p.mode).ok(), Some(ChaosMode::Barman));
@@ -214,18 +182,28 @@ mod tests {
             ("api", ChaosMode::Api),
             ("basebackup", ChaosMode::BaseBackup),
         ] {
-            let parsed = parse(&strings(&["--mode", name])).unwrap_or_else(|f| panic!("{f}"));
+            let parsed = parse(&words(&["--mode", name])).unwrap_or_else(|f| panic!("{f}"));
             assert_eq!(parsed.mode, mode);
         }
-        for bad in [
-            &["--rounds", "0"][..],
-            &["--round", "3"],
-            &["--seed", "x"],
-            &["--seed"],
-            &["--fast"],
-            &["--mode", "tar"],
+        for (bad, why) in [
+            (
+                &["--rounds", "0"][..],
+                "--rounds 0: expected a positive integer",
+            ),
+            (
+                &["--round", "3"],
+                "--round replays a round of a campaign: give its --seed",
+            ),
+            (&["--seed", "x"], "--seed x: expected a number"),
+            (&["--seed"], "--seed needs a value"),
+            (&["--scale", "0"], "--scale 0: expected a positive integer"),
+            (&["--tablespace"], "unknown option --tablespace"),
+            (
+                &["--mode", "tar"],
+                "--mode tar: expected barman, api or basebackup",
+            ),
         ] {
-            assert!(parse(&strings(bad)).is_err(), "{bad:?}");
+            assert_eq!(parse(&words(bad)).err().as_deref(), Some(why), "{bad:?}");
         }
     }
 }

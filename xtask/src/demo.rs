@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lab::{Lab, LabOptions};
 
-use crate::{build_pgreplica_release, run_visible, stage, Failure};
+use crate::{build_pgreplica_release, run_visible, stage, Failure, StandbyConf};
 
 const CLONE_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -22,31 +22,14 @@ pub(crate) fn run(options: LabOptions) -> Result<(), Failure> {
         lab.primary_port()
     );
     let pgreplica = lab.install_binary(&built);
-    let data_dir = lab.new_dir("standby");
-    let standby_port = lab::free_port();
-    let conf_path = lab.dir().join("repmgr.conf");
-    let conf = lab.repmgr_conf(2, "node2", &data_dir, standby_port);
-    stage("write repmgr.conf", || {
-        lab.write_file_as_postgres(&conf_path, &conf)
-    })?;
-    eprintln!("{conf}");
+    let conf = StandbyConf::write(&lab)?;
+    let (data_dir, standby_port) = (&conf.data_dir, conf.port);
+    eprintln!("{}", conf.text);
 
-    let port = lab.primary_port().to_string();
     let cloned = stage("pgreplica clone start", || {
         run_visible(
             lab.command_as_postgres(&pgreplica)
-                .args(["clone", "start", "-f"])
-                .arg(&conf_path)
-                .args([
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    &port,
-                    "-U",
-                    "barman",
-                    "-d",
-                    "postgres",
-                ]),
+                .args(lab.clone_start_args(&conf.path)),
             CLONE_TIMEOUT,
         )
     });
@@ -57,7 +40,7 @@ pub(crate) fn run(options: LabOptions) -> Result<(), Failure> {
     }
 
     let standby = stage("start standby", || {
-        lab.start_standby(&data_dir, standby_port)
+        lab.start_standby(data_dir, standby_port)
     })?;
     stage("wait for streaming", || {
         standby.wait_streaming(Duration::from_secs(60))

@@ -3,19 +3,13 @@
 
 use lab::{shell_quote, Lab, LabOptions, PG_BIN};
 
-use crate::{stage, Failure};
+use crate::{stage, Failure, StandbyConf};
 
 /// Runs `cargo xtask lab`.
 pub(crate) fn run(options: LabOptions) -> Result<(), Failure> {
     let lab = stage("start lab", || Lab::start(options))?;
-    let standby_dir = lab.new_dir("standby");
-    let standby_port = lab::free_port();
-    let conf_path = lab.dir().join("repmgr.conf");
-    let conf = lab.repmgr_conf(2, "node2", &standby_dir, standby_port);
-    stage("write repmgr.conf", || {
-        lab.write_file_as_postgres(&conf_path, &conf)
-    })?;
-    println!("{}", describe(&lab, &conf_path, &conf, standby_port));
+    let conf = StandbyConf::write(&lab)?;
+    println!("{}", describe(&lab, &conf));
     println!(
         "Press Ctrl-C to stop the lab and remove it ({}=1 keeps its directory).",
         lab::KEEP_ENV
@@ -26,17 +20,16 @@ pub(crate) fn run(options: LabOptions) -> Result<(), Failure> {
 }
 
 /// What a user needs to reach the lab, with commands to paste.
-fn describe(lab: &Lab, conf_path: &std::path::Path, conf: &str, standby_port: u16) -> String {
+fn describe(lab: &Lab, conf: &StandbyConf) -> String {
     let q = |s: &str| shell_quote(s);
     let config = lab.barman_config().display().to_string();
     let barman = lab.barman_flavor().program().display().to_string();
     let port = lab.primary_port();
-    let standby_dir = conf
-        .lines()
-        .find_map(|l| l.strip_prefix("data_directory="))
-        .unwrap_or_default()
-        .trim_matches('\'')
-        .to_string();
+    let clone_start: Vec<String> = lab
+        .clone_start_args(&conf.path)
+        .iter()
+        .map(|word| q(word))
+        .collect();
     format!(
         "\nLab ready in {took:.1?}: {dir}\n\
          \n  primary        {conninfo}  (data {data})\
@@ -48,10 +41,9 @@ fn describe(lab: &Lab, conf_path: &std::path::Path, conf: &str, standby_port: u1
          \n  barman → postgres@ (--remote-ssh-command)\
          \n                 {remote}\
          \n  logs           {logs}\
-         \n\nrepmgr.conf for a standby (node 2, port {standby_port}) at {conf_path}:\n\n{conf}\
+         \n\nrepmgr.conf for a standby (node 2, port {standby_port}) at {conf_path}:\n\n{text}\
          \nClone and start it:\
-         \n  runuser -u postgres -- env PGREPLICA_STATE_DIR={state} pgreplica clone start -f {conf_path} \
-         -h 127.0.0.1 -p {port} -U barman -d postgres\
+         \n  runuser -u postgres -- env PGREPLICA_STATE_DIR={state} pgreplica {clone_start}\
          \n  runuser -u postgres -- {PG_BIN}/pg_ctl -w -D {standby_dir} -o {opt} -l {logs}/standby-{standby_port}.log start\n",
         took = lab.startup_time(),
         dir = lab.dir().display(),
@@ -63,8 +55,12 @@ fn describe(lab: &Lab, conf_path: &std::path::Path, conf: &str, standby_port: u1
         host = lab.barman_ssh_host(),
         remote = lab.barman_remote_ssh_command(),
         logs = lab.log_dir().display(),
-        conf_path = conf_path.display(),
+        conf_path = conf.path.display(),
+        text = conf.text,
+        clone_start = clone_start.join(" "),
+        standby_dir = conf.data_dir.display(),
+        standby_port = conf.port,
         state = lab.state_dir().display(),
-        opt = q(&format!("-p {standby_port}")),
+        opt = q(&format!("-p {}", conf.port)),
     )
 }

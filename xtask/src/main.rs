@@ -1,9 +1,10 @@
 //! `cargo xtask …`: pgreplica's build and lab orchestration, in Rust rather than shell.
 //! `install` (lab prerequisites), `test` (the CI gate), `lab` (a lab to play with), `demo`
 //! (a clone from Barman, end to end), `bench` (pgreplica against rsync, repmgr and Barman),
-//! `chaos` (the kill-anywhere campaign). It must stay std + the `lab` crate (+ serde_json and
-//! libc for the bench), and must not hold logic the tests need: that belongs in `lab`.
+//! `chaos` (the kill-anywhere campaign). It must stay std + the `lab` crate (+ serde_json for
+//! the bench), and must not hold logic the tests need: that belongs in `lab`.
 
+mod args;
 mod bench;
 mod chaos;
 mod demo;
@@ -15,7 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
-use lab::{BarmanFlavor, LabOptions};
+use lab::{Lab, LabOptions};
+
+use crate::args::{Args, LabArgs};
 
 const USAGE_COMMANDS: &str = "\
 usage: cargo xtask <command>
@@ -55,20 +58,21 @@ fn main() -> ExitCode {
             lab::install().map_err(|e| Failure::new("install", e))
         }
         Some("test") if args.len() == 1 => gate::run(),
-        Some("lab") => lab_options(&args[1..]).and_then(interactive::run),
-        Some("demo") => lab_options(&args[1..]).and_then(demo::run),
+        Some("lab") => lab_options(&args[1..])
+            .map_err(refused)
+            .and_then(interactive::run),
+        Some("demo") => lab_options(&args[1..]).map_err(refused).and_then(demo::run),
         Some("bench") => bench::parse(&args[1..])
-            .map_err(|msg| Failure::new("arguments", format!("{msg}\n{}", usage())))
+            .map_err(refused)
             .and_then(bench::run),
-        Some("chaos") => chaos::parse(&args[1..]).and_then(chaos::run),
+        Some("chaos") => chaos::parse(&args[1..])
+            .map_err(refused)
+            .and_then(chaos::run),
         Some("help" | "-h" | "--help") => {
             print!("{}", usage());
             return ExitCode::SUCCESS;
         }
-        _ => Err(Failure::new(
-            "arguments",
-            format!("unknown command line {args:?}\n{}", usage()),
-        )),
+        _ => Err(refused(format!("unknown command line {args:?}"))),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,34 +108,61 @@ impl fmt::Display for Failure {
     }
 }
 
-/// Parses `--barman debian|pypi`, `--tablespace`, `--scale N`.
-fn lab_options(args: &[String]) -> Result<LabOptions, Failure> {
-    let mut options = LabOptions::default();
-    let mut args = args.iter();
-    let bad = |msg: String| Failure::new("arguments", format!("{msg}\n{}", usage()));
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--barman" => {
-                let value = args
-                    .next()
-                    .ok_or_else(|| bad("--barman needs a value".into()))?;
-                options.barman = BarmanFlavor::parse(value)
-                    .ok_or_else(|| bad(format!("--barman {value}: expected debian or pypi")))?;
-            }
-            "--tablespace" => options.tablespace = true,
-            "--scale" => {
-                let value = args
-                    .next()
-                    .ok_or_else(|| bad("--scale needs a value".into()))?;
-                options.scale =
-                    value.parse().ok().filter(|&n| n > 0).ok_or_else(|| {
-                        bad(format!("--scale {value}: expected a positive integer"))
-                    })?;
-            }
-            other => return Err(bad(format!("unknown option {other}"))),
+/// A command line refused: why, then the usage text.
+fn refused(why: String) -> Failure {
+    Failure::new("arguments", format!("{why}\n{}", usage()))
+}
+
+/// Parses the options of `lab` and `demo`: `--barman debian|pypi`, `--tablespace`, `--scale N`.
+fn lab_options(args: &[String]) -> Result<LabOptions, String> {
+    let mut args = Args::new(args);
+    let mut lab = LabArgs::default();
+    let mut tablespace = false;
+    while let Some(option) = args.next_option() {
+        if lab.take(option, &mut args)? {
+            continue;
+        }
+        match option {
+            "--tablespace" => tablespace = true,
+            other => return Err(format!("unknown option {other}")),
         }
     }
-    Ok(options)
+    Ok(LabOptions {
+        tablespace,
+        ..lab.options(LabOptions::default().scale)
+    })
+}
+
+/// The standby `lab` and `demo` offer to clone: a fresh data directory, a free port, and its
+/// repmgr.conf (node 2, cloned from the lab's Barman) in the lab directory.
+pub(crate) struct StandbyConf {
+    /// Where the standby's data directory goes (not created).
+    pub(crate) data_dir: PathBuf,
+    /// The port it will listen on.
+    pub(crate) port: u16,
+    /// Its repmgr.conf.
+    pub(crate) path: PathBuf,
+    /// What the repmgr.conf says.
+    pub(crate) text: String,
+}
+
+impl StandbyConf {
+    /// Picks the standby's directory and port and writes its repmgr.conf (a stage of its own).
+    pub(crate) fn write(lab: &Lab) -> Result<StandbyConf, Failure> {
+        let data_dir = lab.new_dir("standby");
+        let port = lab::free_port();
+        let path = lab.dir().join("repmgr.conf");
+        let text = lab.repmgr_conf(2, "node2", &data_dir, port);
+        stage("write repmgr.conf", || {
+            lab.write_file_as_postgres(&path, &text)
+        })?;
+        Ok(StandbyConf {
+            data_dir,
+            port,
+            path,
+            text,
+        })
+    }
 }
 
 /// The whole usage text: commands, lab options, bench options.
@@ -179,11 +210,7 @@ pub(crate) fn cargo() -> Command {
 /// Runs `cmd` with the terminal as its stdout/stderr, printing it first; stops it after
 /// `timeout`. Ok when it exits 0; else what went wrong, for the caller's stage to report.
 pub(crate) fn run_visible(cmd: &mut Command, timeout: Duration) -> Result<(), String> {
-    let shown = std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| lab::shell_quote(&a.to_string_lossy()))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let shown = lab::describe(cmd);
     eprintln!("+ {shown}");
     let mut child = cmd
         .spawn()
@@ -224,22 +251,21 @@ pub(crate) fn stage<T, E: fmt::Display>(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::args::words;
+    use lab::BarmanFlavor;
 
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
+    use super::*;
 
     #[test]
     fn lab_options_parse() {
-        let options = lab_options(&strings(&[
+        let options = lab_options(&words(&[
             "--barman",
             "pypi",
             "--tablespace",
             "--scale",
             "5",
         ]))
-        .unwrap_or_else(|f| panic!("{f}"));
+        .unwrap();
         assert_eq!(
             options,
             LabOptions {
@@ -249,13 +275,16 @@ mod tests {
             }
         );
         assert_eq!(lab_options(&[]).ok(), Some(LabOptions::default()));
-        for bad in [
-            &["--barman"][..],
-            &["--barman", "conda"],
-            &["--scale", "0"],
-            &["--fast"],
+        for (bad, why) in [
+            (&["--barman"][..], "--barman needs a value"),
+            (
+                &["--barman", "conda"],
+                "--barman conda: expected debian or pypi",
+            ),
+            (&["--scale", "0"], "--scale 0: expected a positive integer"),
+            (&["--fast"], "unknown option --fast"),
         ] {
-            assert!(lab_options(&strings(bad)).is_err(), "{bad:?}");
+            assert_eq!(lab_options(&words(bad)), Err(why.to_string()), "{bad:?}");
         }
     }
 }

@@ -9,13 +9,14 @@ use std::process::Child;
 use std::time::Duration;
 
 use serde_json::Value;
+use states::Step;
 
 use super::options::{ChaosMode, ChaosOptions};
 use crate::api_server::{api_conf, ApiJob, ApiServer};
 use crate::clone_check::{
     clone_status, pgreplica, spawn_in_group, tree_digest, wait_until_stopped, TreeDigest,
 };
-use crate::{exec, Lab};
+use crate::{exec, status, Lab};
 
 /// How long a killed clone may take to free its lock.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,9 +90,9 @@ impl<'a> Campaign<'a> {
         self.reference =
             tree_digest(&dir).map_err(|e| format!("digest of {}: {e}", dir.display()))?;
         let status = self.status(&dir)?;
-        self.reference_transfer = status["history"]
-            .as_array()
-            .and_then(|h| h.iter().find(|t| t["step"] == "Transfer"))
+        self.reference_transfer = status::history(&status)
+            .iter()
+            .find(|t| status::is_step(&t["step"], Step::Transfer))
             .and_then(|t| t["duration_ms"].as_u64())
             .map_or(Duration::from_secs(5), Duration::from_millis);
         if self.options.mode == ChaosMode::Api {
@@ -195,14 +196,10 @@ impl<'a> Campaign<'a> {
 
 /// The newest backup the lab's Barman lists: the one a campaign pins.
 fn newest_backup(lab: &Lab) -> Result<String, String> {
-    let listed = lab
-        .barman(["list-backups", "--minimal", crate::BARMAN_SERVER])
-        .map_err(|e| e.to_string())?;
-    String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(String::from)
+    lab.backup_ids()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
         .ok_or_else(|| "the lab's Barman lists no backup to pin".to_string())
 }
 

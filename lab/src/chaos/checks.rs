@@ -10,12 +10,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+use states::{OutcomeKind, Phase, Step};
 
 use super::ledger::Ledger;
 use super::options::ChaosMode;
 use super::Campaign;
 use crate::clone_check::{differing_paths, rsync_temp_files, tree_digest, TreeDigest};
-use crate::{exec, free_port, Lab, PG_BIN};
+use crate::{exec, free_port, status, Lab, PG_BIN};
 
 /// rsync's protocol overhead a resumed transfer may send beyond the bytes not yet done: file
 /// lists and checksums, a few bytes per file.
@@ -43,18 +44,18 @@ impl Campaign<'_> {
     pub(super) fn check(&self, data_dir: &Path, ledger: &Ledger) -> Result<(), String> {
         let status = self.status(data_dir)?;
         let mut problems = Vec::new();
-        if status["phase"] != "Done" || status["running"] != false {
+        if status::phase(&status) != Some(Phase::Done) || status["running"] != false {
             problems.push(format!(
                 "the clone is {} (running: {}), not Done",
                 status["phase"], status["running"]
             ));
         }
-        let history = status["history"].as_array().cloned().unwrap_or_default();
-        problems.extend(history_problems(&history, ledger));
+        let history = status::history(&status);
+        problems.extend(history_problems(history, ledger));
         let outcome = match self.options.mode {
             ChaosMode::Barman => self.check_barman(data_dir, &status, ledger),
             ChaosMode::Api => self.check_api(data_dir, &status),
-            ChaosMode::BaseBackup => self.check_basebackup(data_dir, &status, &history, ledger),
+            ChaosMode::BaseBackup => self.check_basebackup(data_dir, &status, history, ledger),
         };
         if let Err(more) = outcome {
             problems.push(more);
@@ -168,7 +169,10 @@ impl Campaign<'_> {
         let restarts = status["record"]["facts"]["transfer"]["restarts"].as_u64();
         let earlier = history
             .iter()
-            .filter(|t| t["step"] == "Transfer" && t["outcome"] != "Succeeded")
+            .filter(|t| {
+                status::is_step(&t["step"], Step::Transfer)
+                    && !status::is_outcome(&t["outcome"], OutcomeKind::Succeeded)
+            })
             .count() as u64;
         let stopped = ledger.transfer_stops.len() as u64 + u64::from(ledger.transfer_interrupted);
         if restarts != Some(earlier) || earlier != stopped {
@@ -215,18 +219,22 @@ impl Campaign<'_> {
 /// How the history's crashes and interruptions differ from what the round's stops promise.
 fn history_problems(history: &[Value], ledger: &Ledger) -> Vec<String> {
     let mut problems = Vec::new();
-    let count = |outcome: &str| history.iter().filter(|t| t["outcome"] == outcome).count();
-    if count("Crashed") != ledger.in_flight.len() {
+    let count = |outcome: OutcomeKind| {
+        history
+            .iter()
+            .filter(|t| status::is_outcome(&t["outcome"], outcome))
+            .count()
+    };
+    let (crashed, interrupted) = (count(OutcomeKind::Crashed), count(OutcomeKind::Interrupted));
+    if crashed != ledger.in_flight.len() {
         problems.push(format!(
-            "history shows {} crash(es), the kills left {} step(s) in flight",
-            count("Crashed"),
+            "history shows {crashed} crash(es), the kills left {} step(s) in flight",
             ledger.in_flight.len()
         ));
     }
-    if count("Interrupted") != ledger.interrupted as usize {
+    if interrupted != ledger.interrupted as usize {
         problems.push(format!(
-            "history shows {} interruption(s), SIGTERM stopped {}",
-            count("Interrupted"),
+            "history shows {interrupted} interruption(s), SIGTERM stopped {}",
             ledger.interrupted
         ));
     }

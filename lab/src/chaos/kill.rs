@@ -9,12 +9,14 @@ use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use states::{Phase, Step};
 
 use super::options::ChaosMode;
 use super::report::Kill;
 use super::rng::Rng;
 use super::Campaign;
 use crate::clone_check::{kill_group, kill_rsyncs, terminate_pgreplica};
+use crate::status;
 
 /// Pause between two looks at a running clone (`clone status` itself takes longer).
 const POLL: Duration = Duration::from_millis(10);
@@ -24,11 +26,11 @@ const API_OUTAGE_MS: u32 = 1500;
 /// The latest moment, after a step other than Transfer was first seen, at which its kill
 /// fires, by step: about as long as the step lasts in a lab (status is read every ~20 ms), so
 /// the kill lands anywhere inside it. The quick ones are killed when first seen.
-fn step_delay_ms(step: &str) -> u32 {
+fn step_delay_ms(step: Step) -> u32 {
     match step {
         // show-server and show-backup at once, then the probe: about 0.8 s.
-        "VerifyBackup" => 700,
-        "Transfer" => 40,
+        Step::VerifyBackup => 700,
+        Step::Transfer => 40,
         _ => 0,
     }
 }
@@ -61,7 +63,7 @@ impl fmt::Display for Action {
 /// Where the clone was last seen.
 pub(super) struct Position {
     /// The mode's steps.
-    steps: &'static [&'static str],
+    steps: &'static [Step],
     /// Transfer's index in them.
     transfer: usize,
     /// Index in `steps`; None once Done.
@@ -86,14 +88,13 @@ impl Position {
 
     /// Moves to where `status` (`clone status --json`) shows the clone.
     pub(super) fn update(&mut self, status: &Value) {
-        let phase = phase_of(status);
-        self.step = if phase == "Done" {
-            None
-        } else {
-            self.steps.iter().position(|s| *s == phase).or(self.step)
+        self.step = match status::phase(status) {
+            Some(Phase::Done) => None,
+            Some(Phase::At(step)) => self.steps.iter().position(|s| *s == step).or(self.step),
+            None => self.step,
         };
         let live = &status["live"];
-        let (progress, live_transfer) = if live["step"] == "Transfer" {
+        let (progress, live_transfer) = if status::is_step(&live["step"], Step::Transfer) {
             (live, true)
         } else {
             (&status["files"], false)
@@ -166,11 +167,6 @@ pub(super) enum Watched {
     Fired(Kill),
 }
 
-/// The phase `status` shows ("unknown" when it shows none).
-pub(super) fn phase_of(status: &Value) -> String {
-    status["phase"].as_str().unwrap_or("unknown").to_string()
-}
-
 impl Campaign<'_> {
     /// Watches the running clone until it exits or `target`'s moment comes and the kill is
     /// delivered. Without a target, only waits for the exit.
@@ -230,7 +226,7 @@ impl Campaign<'_> {
                 return Ok(Watched::Fired(Kill {
                     action,
                     aimed: mode.steps()[target.step],
-                    landed: mode.steps()[index].to_string(),
+                    landed: Some(Phase::At(mode.steps()[index])),
                     fraction: (index == transfer && mode != ChaosMode::Api)
                         .then_some(position.fraction),
                     mid_file: false,

@@ -5,6 +5,9 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
+use states::{OutcomeKind, Phase, Step};
+
+use crate::status;
 
 /// What the round's stops promise the final record will show.
 #[derive(Default)]
@@ -26,31 +29,103 @@ pub(super) struct Ledger {
 impl Ledger {
     /// Notes a stop: `stopped` is the clone's status once its lock is free; `interrupted` when
     /// pgreplica exited 40.
-    pub(super) fn note_stop(&mut self, steps: &[&str], stopped: &Value, interrupted: bool) {
+    pub(super) fn note_stop(&mut self, steps: &[Step], stopped: &Value, interrupted: bool) {
         // Killed between a step's outcome and the next begin, nothing was in flight: the
         // resume has no crash to record.
         let in_flight = &stopped["record"]["in_flight"];
         if !in_flight.is_null() {
             self.in_flight.insert(in_flight.to_string());
-            if in_flight["step"] == "Transfer" {
+            if status::is_step(&in_flight["step"], Step::Transfer) {
                 self.transfer_stops.insert(in_flight.to_string());
             }
         }
         if interrupted {
-            let last = stopped["history"]
-                .as_array()
-                .and_then(|h| h.last())
-                .cloned()
-                .unwrap_or_default();
-            if last["step"] == "Transfer" && last["outcome"] == "Interrupted" {
+            let last = status::history(stopped).last().unwrap_or(&Value::Null);
+            if status::is_step(&last["step"], Step::Transfer)
+                && status::is_outcome(&last["outcome"], OutcomeKind::Interrupted)
+            {
                 self.transfer_interrupted += 1;
             }
         }
-        let transfer = steps.iter().position(|s| *s == "Transfer").unwrap_or(0);
-        let before_or_in_transfer = steps[..=transfer].iter().any(|s| stopped["phase"] == *s);
+        let transfer = steps.iter().position(|s| *s == Step::Transfer).unwrap_or(0);
+        let before_or_in_transfer = steps[..=transfer]
+            .iter()
+            .any(|s| status::phase(stopped) == Some(Phase::At(*s)));
         if before_or_in_transfer {
             self.done_before_transfer_succeeded =
                 stopped["files"]["bytes_done"].as_u64().unwrap_or(0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The plan of a Barman-mode clone.
+    fn barman_steps() -> &'static [Step] {
+        states::Mode::BarmanRsync.plan()
+    }
+
+    /// A `clone status --json` entry of a clone stopped at `phase`, spelt as pgreplica writes
+    /// it (the step values by serde, the phase by name).
+    fn stopped(phase: Step, in_flight: Value, bytes_done: u64, history: Value) -> Value {
+        json!({
+            "phase": phase.name(),
+            "running": false,
+            "files": {"bytes_done": bytes_done, "bytes_total": 1000},
+            "history": history,
+            "record": {"in_flight": in_flight},
+        })
+    }
+
+    #[test]
+    fn each_attempt_left_in_flight_counts_once_and_transfer_attempts_are_restarts() {
+        let mut ledger = Ledger::default();
+        let transfer = json!({"step": Step::Transfer, "started_at": 5});
+        // The same attempt killed twice (the resume was killed before it recorded the crash).
+        for bytes_done in [100, 300] {
+            let status = stopped(Step::Transfer, transfer.clone(), bytes_done, json!([]));
+            ledger.note_stop(barman_steps(), &status, false);
+        }
+        let verify = json!({"step": Step::VerifyCopy, "started_at": 9});
+        ledger.note_stop(
+            barman_steps(),
+            &stopped(Step::VerifyCopy, verify, 1000, json!([])),
+            false,
+        );
+        assert_eq!(ledger.in_flight.len(), 2);
+        assert_eq!(ledger.transfer_stops.len(), 1);
+        // Past Transfer the bytes done no longer move the mark.
+        assert_eq!(ledger.done_before_transfer_succeeded, 300);
+        assert_eq!(ledger.transfer_interrupted, 0);
+    }
+
+    #[test]
+    fn a_sigterm_inside_transfer_is_a_restart_and_a_stop_between_steps_no_crash() {
+        let mut ledger = Ledger::default();
+        let history = json!([
+            {"step": Step::PrepareDirs, "outcome": OutcomeKind::Succeeded},
+            {"step": Step::Transfer, "outcome": OutcomeKind::Interrupted},
+        ]);
+        ledger.note_stop(
+            barman_steps(),
+            &stopped(Step::Transfer, Value::Null, 40, history),
+            true,
+        );
+        assert_eq!(ledger.transfer_interrupted, 1);
+        assert!(ledger.in_flight.is_empty());
+        assert_eq!(ledger.done_before_transfer_succeeded, 40);
+        // An interruption elsewhere is no restart of the Transfer.
+        let history = json!([{"step": Step::VerifyCopy, "outcome": OutcomeKind::Interrupted}]);
+        ledger.note_stop(
+            barman_steps(),
+            &stopped(Step::VerifyCopy, Value::Null, 1000, history),
+            true,
+        );
+        assert_eq!(ledger.transfer_interrupted, 1);
+        assert_eq!(ledger.done_before_transfer_succeeded, 40);
     }
 }

@@ -16,7 +16,8 @@
 //! comes from the seed and the round number only, so a round can be replayed on its own.
 //!
 //! # Layout
-//! - `options` — [`ChaosMode`] (a mode's steps and kill actions) and [`ChaosOptions`].
+//! - `options` — [`ChaosMode`] (pgreplica's mode it kills, hence its steps, and its kill actions)
+//!   and [`ChaosOptions`].
 //! - `campaign` — [`Campaign`]: preparing it (pinned backup, API server, reference clone) and
 //!   running pgreplica for it.
 //! - `round` — [`Campaign::run_round`]: start, kill, resume until Done, check.
@@ -40,5 +41,5 @@ pub use checks::{
     files_not_in_manifest, rewritten_by_barman_recover, verify_backup, PROTOCOL_OVERHEAD,
 };
 pub use kill::Action;
-pub use options::{ChaosMode, ChaosOptions, BARMAN_STEPS, BASEBACKUP_STEPS};
+pub use options::{ChaosMode, ChaosOptions};
 pub use report::{summary, Kill, RoundReport};

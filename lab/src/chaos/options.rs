@@ -5,27 +5,9 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use states::{Mode, Step};
+
 use super::kill::Action;
-
-/// The steps of a Barman-mode clone, in plan order (pgreplica's `Mode::BarmanRsync` plan; the
-/// `Mode::BackupApi` plan is the same).
-pub const BARMAN_STEPS: [&str; 6] = [
-    "VerifyBackup",
-    "FetchParams",
-    "PrepareDirs",
-    "Transfer",
-    "VerifyCopy",
-    "WriteReplicationConf",
-];
-
-/// The steps of a pg_basebackup-mode clone (`Mode::BaseBackup`): no Barman to verify against.
-pub const BASEBACKUP_STEPS: [&str; 5] = [
-    "FetchParams",
-    "PrepareDirs",
-    "Transfer",
-    "VerifyCopy",
-    "WriteReplicationConf",
-];
 
 /// Which copying mode a campaign kills.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,21 +41,23 @@ impl ChaosMode {
         }
     }
 
-    /// The mode as pgreplica names it.
-    pub fn label(self) -> &'static str {
+    /// pgreplica's mode that this one kills.
+    pub fn mode(self) -> Mode {
         match self {
-            ChaosMode::Barman => "Barman (rsync)",
-            ChaosMode::Api => "pg-backup-api",
-            ChaosMode::BaseBackup => "pg_basebackup",
+            ChaosMode::Barman => Mode::BarmanRsync,
+            ChaosMode::Api => Mode::BackupApi,
+            ChaosMode::BaseBackup => Mode::BaseBackup,
         }
     }
 
-    /// The steps of the mode's plan, in order.
-    pub fn steps(self) -> &'static [&'static str] {
-        match self {
-            ChaosMode::Barman | ChaosMode::Api => &BARMAN_STEPS,
-            ChaosMode::BaseBackup => &BASEBACKUP_STEPS,
-        }
+    /// The mode as pgreplica names it ([`Mode::label`]).
+    pub fn label(self) -> &'static str {
+        self.mode().label()
+    }
+
+    /// The steps of the mode's plan, in order ([`Mode::plan`]).
+    pub fn steps(self) -> &'static [Step] {
+        self.mode().plan()
     }
 
     /// How kills are delivered in this mode.
@@ -89,7 +73,7 @@ impl ChaosMode {
     pub(super) fn transfer(self) -> usize {
         self.steps()
             .iter()
-            .position(|s| *s == "Transfer")
+            .position(|s| *s == Step::Transfer)
             .unwrap_or(usize::MAX)
     }
 }

@@ -6,8 +6,11 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use states::{Phase, Step};
+
 use super::kill::Action;
 use super::options::ChaosMode;
+use crate::status::phase_name;
 
 /// One kill of a round, as it happened.
 #[derive(Clone, Debug, PartialEq)]
@@ -15,9 +18,10 @@ pub struct Kill {
     /// How it was delivered.
     pub action: Action,
     /// The step it aimed at.
-    pub aimed: &'static str,
-    /// The step the clone was in when the kill landed (its phase after the kill, for SIGKILL).
-    pub landed: String,
+    pub aimed: Step,
+    /// Where the clone was when the kill landed (its phase after the kill, for SIGKILL); None
+    /// when its status showed no phase.
+    pub landed: Option<Phase>,
     /// The Transfer's progress (bytes done / total) when it landed in Transfer.
     pub fraction: Option<f64>,
     /// The kill caught the copy in the middle: rsync temporary files were left (Barman mode),
@@ -28,14 +32,14 @@ pub struct Kill {
 
 impl fmt::Display for Kill {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}@{}", self.action, self.landed)?;
+        write!(f, "{}@{}", self.action, phase_name(self.landed))?;
         if let Some(fraction) = self.fraction {
             write!(f, " {:.0}%", fraction * 100.0)?;
         }
         if self.mid_file {
             f.write_str(" mid-file")?;
         }
-        if self.landed != self.aimed {
+        if self.landed != Some(Phase::At(self.aimed)) {
             write!(f, " (aimed {})", self.aimed)?;
         }
         Ok(())
@@ -109,12 +113,12 @@ impl fmt::Display for RoundReport {
 pub fn summary(reports: &[RoundReport]) -> String {
     let mode = reports.first().map_or(ChaosMode::Barman, |r| r.mode);
     let actions = mode.actions();
-    let mut per_step: Vec<(String, Vec<u32>)> = mode
+    let mut per_step: Vec<(Option<Phase>, Vec<u32>)> = mode
         .steps()
         .iter()
-        .map(|s| s.to_string())
-        .chain(std::iter::once("Done".to_string()))
-        .map(|s| (s, vec![0; actions.len()]))
+        .map(|s| Phase::At(*s))
+        .chain(std::iter::once(Phase::Done))
+        .map(|phase| (Some(phase), vec![0; actions.len()]))
         .collect();
     let mut mid_file = 0;
     for kill in reports.iter().flat_map(|r| &r.kills) {
@@ -124,7 +128,7 @@ pub fn summary(reports: &[RoundReport]) -> String {
             None => {
                 let mut counts = vec![0; actions.len()];
                 counts[column] = 1;
-                per_step.push((kill.landed.clone(), counts));
+                per_step.push((kill.landed, counts));
             }
         }
         mid_file += u32::from(kill.mid_file);
@@ -153,11 +157,154 @@ pub fn summary(reports: &[RoundReport]) -> String {
     }
     out.push('\n');
     for (step, counts) in per_step {
-        out.push_str(&format!("  {step:<32}"));
+        out.push_str(&format!("  {:<32}", phase_name(step)));
         for count in counts {
             out.push_str(&format!(" {count:>11}"));
         }
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(step: Step) -> Option<Phase> {
+        Some(Phase::At(step))
+    }
+
+    fn kill(action: Action, aimed: Step, landed: Option<Phase>) -> Kill {
+        Kill {
+            action,
+            aimed,
+            landed,
+            fraction: None,
+            mid_file: false,
+        }
+    }
+
+    fn round(round: u32, kills: Vec<Kill>, outcome: Result<(), String>) -> RoundReport {
+        RoundReport {
+            mode: ChaosMode::Barman,
+            round,
+            seed: 7,
+            jobs: 2,
+            bwlimit_kbps: 4000,
+            kills,
+            resumes: 1,
+            operator_choices: 0,
+            outcome,
+            duration: Duration::from_millis(2500),
+            data_dir: PathBuf::from("/tmp/lab/data/chaos-round-1"),
+        }
+    }
+
+    #[test]
+    fn a_kill_says_how_where_how_far_and_where_it_was_aimed() {
+        let on_target = kill(Action::Terminate, Step::PrepareDirs, at(Step::PrepareDirs));
+        assert_eq!(on_target.to_string(), "SIGTERM@PrepareDirs");
+        let late = Kill {
+            fraction: Some(0.424),
+            mid_file: true,
+            ..kill(Action::KillGroup, Step::Transfer, at(Step::VerifyCopy))
+        };
+        assert_eq!(
+            late.to_string(),
+            "SIGKILL@VerifyCopy 42% mid-file (aimed Transfer)"
+        );
+    }
+
+    #[test]
+    fn a_round_is_one_line_and_a_failed_one_says_why_and_what_was_kept() {
+        let passed = round(
+            3,
+            vec![kill(Action::KillRsync, Step::Transfer, at(Step::Transfer))],
+            Ok(()),
+        );
+        assert_eq!(
+            passed.to_string(),
+            "round   3 (seed 7, barman): jobs 2 bwlimit 4000 KiB/s | 1 kill(s): rsync-KILL@Transfer \
+             | 1 resume(s) | OK in 2.5 s"
+        );
+        let failed = round(4, Vec::new(), Err("2 path(s) differ".to_string()));
+        assert_eq!(
+            failed.to_string(),
+            "round   4 (seed 7, barman): jobs 2 bwlimit 4000 KiB/s | 0 kill(s): - | 1 resume(s) \
+             | FAILED in 2.5 s\n    2 path(s) differ\n    kept /tmp/lab/data/chaos-round-1"
+        );
+    }
+
+    #[test]
+    fn the_summary_counts_kills_by_the_step_they_landed_in_and_the_action() {
+        let reports = [
+            round(
+                1,
+                vec![
+                    kill(Action::KillGroup, Step::Transfer, at(Step::Transfer)),
+                    Kill {
+                        mid_file: true,
+                        ..kill(Action::KillRsync, Step::Transfer, at(Step::Transfer))
+                    },
+                ],
+                Ok(()),
+            ),
+            round(
+                2,
+                vec![
+                    kill(
+                        Action::Terminate,
+                        Step::VerifyBackup,
+                        at(Step::VerifyBackup),
+                    ),
+                    kill(
+                        Action::KillGroup,
+                        Step::WriteReplicationConf,
+                        Some(Phase::Done),
+                    ),
+                    kill(Action::KillGroup, Step::VerifyCopy, None),
+                ],
+                Err("not Done".to_string()),
+            ),
+        ];
+        let text = summary(&reports);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "Barman (rsync) mode: 2 round(s), 1 failed (rounds [2]); 5 kill(s), 1 of them \
+             mid-file; 5 s of rounds"
+        );
+        assert_eq!(
+            lines[1].split_whitespace().collect::<Vec<_>>(),
+            [
+                "kills",
+                "by",
+                "the",
+                "step",
+                "they",
+                "landed",
+                "in:",
+                "SIGKILL",
+                "SIGTERM",
+                "rsync-KILL"
+            ]
+        );
+        let rows: Vec<Vec<&str>> = lines[2..]
+            .iter()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ["VerifyBackup", "0", "1", "0"],
+                ["FetchParams", "0", "0", "0"],
+                ["PrepareDirs", "0", "0", "0"],
+                ["Transfer", "1", "0", "1"],
+                ["VerifyCopy", "0", "0", "0"],
+                ["WriteReplicationConf", "0", "0", "0"],
+                ["Done", "1", "0", "0"],
+                ["unknown", "1", "0", "0"],
+            ]
+        );
+    }
 }

@@ -9,15 +9,16 @@ use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use states::{Phase, Step};
 
-use super::kill::{phase_of, Action, Position, Watched};
+use super::kill::{Action, Position, Watched};
 use super::ledger::Ledger;
 use super::options::ChaosMode;
 use super::report::{Kill, RoundReport};
 use super::rng::Rng;
 use super::Campaign;
 use crate::clone_check::{kill_group, rsync_temp_files, stderr_of, tree_digest};
-use crate::exec;
+use crate::{exec, status};
 
 impl Campaign<'_> {
     /// Runs round `round`: a clone killed 1–`max_kills` times and resumed until Done, then
@@ -135,7 +136,7 @@ impl Campaign<'_> {
                     let stopped = kill.action == Action::KillGroup;
                     if stopped {
                         last_stop = self.settle(&data_dir, false, &mut position, ledger)?;
-                        kill.landed = phase_of(&last_stop);
+                        kill.landed = status::phase(&last_stop);
                     }
                     kill.mid_file = self.caught_mid_file(&kill, &data_dir)?;
                     report.kills.push(kill);
@@ -214,7 +215,7 @@ impl Campaign<'_> {
                 .unwrap_or(false),
             // The recovery was still running (its worker goes on without pgreplica).
             ChaosMode::Api => {
-                kill.landed == "Transfer"
+                kill.landed == Some(Phase::At(Step::Transfer))
                     && self.api_server()?.borrow().jobs().is_ok_and(|jobs| {
                         jobs.iter()
                             .any(|j| Path::new(&j.destination) == data_dir && j.success.is_none())
@@ -222,7 +223,7 @@ impl Campaign<'_> {
             }
             // A partial copy: something arrived, pg_control (sent last) not yet.
             ChaosMode::BaseBackup => {
-                kill.landed == "Transfer"
+                kill.landed == Some(Phase::At(Step::Transfer))
                     && !data_dir.join("global/pg_control").exists()
                     && std::fs::read_dir(data_dir).is_ok_and(|mut d| d.next().is_some())
             }

@@ -1,0 +1,103 @@
+//! How clients reach a lab: the ssh options of the postgres user (and barman's, for Barman
+//! pushing a restore), running programs as postgres in the lab, the repmgr.conf of a standby,
+//! and the command lines of `pgreplica clone start` against the lab's primary.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+
+use super::Lab;
+use crate::exec::as_user;
+use crate::sshd;
+use crate::system::{PG_BIN, SSH};
+
+impl Lab {
+    /// repmgr.conf's `ssh_options` for the postgres user: the lab sshd's port and postgres's
+    /// key, no host-key prompts. With it, postgres reaches `barman@127.0.0.1`.
+    pub fn ssh_options(&self) -> String {
+        self.ssh_args().join(" ")
+    }
+
+    /// [`Lab::ssh_options`] as separate arguments, for `Command::args`.
+    pub fn ssh_args(&self) -> Vec<String> {
+        sshd::client_options(self.ssh_port, &self.key("postgres"))
+    }
+
+    /// What Barman passes as `--remote-ssh-command` to reach `postgres@127.0.0.1` on the lab
+    /// sshd with barman's key (pg-backup-api mode: Barman pushes to the standby).
+    pub fn barman_remote_ssh_command(&self) -> String {
+        let mut words = vec![SSH.to_string()];
+        words.extend(sshd::client_options(self.ssh_port, &self.key("barman")));
+        words.push("postgres@127.0.0.1".to_string());
+        words.join(" ")
+    }
+
+    /// `runuser -u postgres -- PROGRAM`, from the lab directory, with `PGREPLICA_STATE_DIR` set
+    /// to [`Lab::state_dir`] and PostgreSQL 15's binaries first on PATH. Add arguments and run.
+    pub fn command_as_postgres(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut cmd = as_user("postgres", program);
+        cmd.current_dir(&self.dir)
+            .env("PGREPLICA_STATE_DIR", self.state_dir())
+            .env("PATH", format!("{PG_BIN}:/usr/local/bin:/usr/bin:/bin"));
+        cmd
+    }
+
+    /// The source-node options of `pgreplica clone start` for this lab's primary:
+    /// `-h 127.0.0.1 -p PORT -U barman -d postgres`.
+    pub fn source_args(&self) -> Vec<String> {
+        [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.primary_port().to_string(),
+            "-U",
+            "barman",
+            "-d",
+            "postgres",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    /// `clone start -f CONF` plus [`Lab::source_args`]: a clone of this lab's primary.
+    pub fn clone_start_args(&self, conf: &Path) -> Vec<String> {
+        let mut args = vec![
+            "clone".to_string(),
+            "start".to_string(),
+            "-f".to_string(),
+            conf.display().to_string(),
+        ];
+        args.extend(self.source_args());
+        args
+    }
+
+    /// The node part of a repmgr.conf for a standby of this lab: node_id, node_name, conninfo
+    /// (`host=127.0.0.1 port=PORT user=barman dbname=postgres`: the node's own address, where
+    /// it will listen), data_directory and pg_bindir. Add the keys of a mode to it.
+    pub fn node_conf(&self, node_id: u32, node_name: &str, data_dir: &Path, port: u16) -> String {
+        format!(
+            "node_id={node_id}\n\
+             node_name='{node_name}'\n\
+             conninfo='host=127.0.0.1 port={port} user=barman dbname=postgres connect_timeout=5'\n\
+             data_directory='{data}'\n\
+             pg_bindir='{PG_BIN}'\n",
+            data = data_dir.display(),
+        )
+    }
+
+    /// A repmgr.conf for a standby of this lab cloned from Barman: [`Lab::node_conf`] plus
+    /// barman_host, barman_server, barman_config and ssh_options.
+    pub fn repmgr_conf(&self, node_id: u32, node_name: &str, data_dir: &Path, port: u16) -> String {
+        format!(
+            "{node}barman_host='{host}'\n\
+             barman_server='{server}'\n\
+             barman_config='{config}'\n\
+             ssh_options='{ssh}'\n",
+            node = self.node_conf(node_id, node_name, data_dir, port),
+            host = self.barman_ssh_host(),
+            server = self.barman_server(),
+            config = self.barman_config().display(),
+            ssh = self.ssh_options(),
+        )
+    }
+}

@@ -1,0 +1,358 @@
+//! The contenders of `cargo xtask bench` ([`Contender`]) and how each runs: plain `rsync -a`
+//! over ssh, `repmgr standby clone` (through an `ssh` wrapper that carries the lab's options),
+//! `barman recover`, `pgreplica clone start`, and pgreplica's resume after a kill; each run
+//! timed into a fresh directory ([`Bench::timed`]) and checked whole.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lab::clone_check::{self, kill_group, wait_until_stopped};
+use lab::status::{self, Phase};
+use lab::{PG_BIN, REPMGR, SSH};
+use serde_json::Value;
+
+use super::process::{run_to_end, spawn_logged, sync, tree_size};
+use super::{Bench, KILL_AT, RUN_LIMIT};
+
+/// One way of cloning the backup into a fresh directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Contender {
+    /// `rsync -a` over ssh of the backup's data directory: the baseline.
+    Rsync,
+    /// `repmgr standby clone` in Barman mode.
+    Repmgr,
+    /// `barman recover --remote-ssh-command … --jobs N`, pushing to the standby host.
+    BarmanRecover { jobs: u32 },
+    /// `pgreplica clone start --jobs N`.
+    Pgreplica { jobs: u32 },
+    /// `pgreplica clone start --jobs N`, SIGKILLed at [`KILL_AT`], then `clone resume`: only
+    /// the resume is timed.
+    Resume { jobs: u32 },
+}
+
+impl Contender {
+    /// Every contender, in the order of the table.
+    pub(super) const ALL: [Contender; 8] = [
+        Contender::Rsync,
+        Contender::Repmgr,
+        Contender::BarmanRecover { jobs: 1 },
+        Contender::BarmanRecover { jobs: 2 },
+        Contender::Pgreplica { jobs: 1 },
+        Contender::Pgreplica { jobs: 2 },
+        Contender::Pgreplica { jobs: 4 },
+        Contender::Resume { jobs: 1 },
+    ];
+
+    /// How the table names the contender.
+    pub(super) fn label(self) -> String {
+        match self {
+            Contender::Rsync => "rsync -a over ssh (baseline)".to_string(),
+            Contender::Repmgr => "repmgr standby clone".to_string(),
+            Contender::BarmanRecover { jobs } => format!("barman recover --jobs {jobs}"),
+            Contender::Pgreplica { jobs } => format!("pgreplica --jobs {jobs}"),
+            Contender::Resume { jobs } => format!("pgreplica resume at 50% (-j{jobs})"),
+        }
+    }
+
+    /// A short name for directories, logs and JSON.
+    pub(super) fn key(self) -> String {
+        match self {
+            Contender::Rsync => "rsync".to_string(),
+            Contender::Repmgr => "repmgr".to_string(),
+            Contender::BarmanRecover { jobs } => format!("barman-recover-j{jobs}"),
+            Contender::Pgreplica { jobs } => format!("pgreplica-j{jobs}"),
+            Contender::Resume { jobs } => format!("pgreplica-resume-j{jobs}"),
+        }
+    }
+}
+
+/// One timed run.
+#[derive(Clone, Debug)]
+pub(super) struct Sample {
+    pub(super) seconds: f64,
+    /// Resume only: bytes the resume sent again and kept, and bytes on disk at the kill.
+    pub(super) resume: Option<ResumeFacts>,
+    /// pgreplica only: seconds per step, from the clone's own history, in order.
+    pub(super) steps: Vec<(String, f64)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ResumeFacts {
+    pub(super) resent: u64,
+    /// Bytes of the files in flight at the kill that the resume kept and completed.
+    pub(super) kept: u64,
+    pub(super) on_disk_at_kill: u64,
+}
+impl Bench {
+    /// One run of `contender` into a fresh directory: timed, checked, then removed.
+    pub(super) fn timed(&self, contender: Contender, round: &str) -> Result<Sample, String> {
+        let dest = self.lab.new_dir(&contender.key());
+        let log = self.work.join(format!("{}-{round}.log", contender.key()));
+        // Writes of the previous run still in the page cache would be flushed during this one.
+        sync()?;
+        let sample = match contender {
+            Contender::Rsync => self.run_rsync(&dest, &log),
+            Contender::Repmgr => self.run_repmgr(&dest, &log),
+            Contender::BarmanRecover { jobs } => self.run_barman_recover(&dest, &log, jobs),
+            Contender::Pgreplica { jobs } => self.run_pgreplica(&dest, &log, jobs),
+            Contender::Resume { jobs } => self.run_resume(&dest, &log, jobs),
+        }
+        .and_then(|sample| self.check_whole(&dest).map(|()| sample))
+        .map_err(|e| format!("{e}\n(log: {})", log.display()))?;
+        std::fs::remove_dir_all(&dest).map_err(|e| format!("rm -r {}: {e}", dest.display()))?;
+        Ok(sample)
+    }
+
+    fn run_rsync(&self, dest: &Path, log: &Path) -> Result<Sample, String> {
+        let rsh = ssh_command_line(&self.lab.ssh_args());
+        let source = format!(
+            "{}:{}/",
+            self.lab.barman_ssh_host(),
+            self.backup.data_dir.display()
+        );
+        let mut cmd = self.lab.command_as_postgres("/usr/bin/rsync");
+        cmd.args(["-a", "-e", &rsh, &source])
+            .arg(format!("{}/", dest.display()));
+        run_to_end(&mut cmd, log).map(Sample::plain)
+    }
+
+    fn run_repmgr(&self, dest: &Path, log: &Path) -> Result<Sample, String> {
+        let conf = self.repmgr_conf(dest)?;
+        let mut cmd = self.lab.command_as_postgres(REPMGR);
+        // repmgr applies no ssh options to its Barman calls nor to its rsync: it runs plain
+        // `ssh`, so the wrapper first on PATH is how it reaches the lab's sshd.
+        cmd.env(
+            "PATH",
+            format!(
+                "{}:{PG_BIN}:/usr/local/bin:/usr/bin:/bin",
+                self.wrapper_bin.display()
+            ),
+        )
+        .arg("-f")
+        .arg(&conf)
+        .args(self.lab.source_args())
+        .args(["standby", "clone"]);
+        run_to_end(&mut cmd, log).map(Sample::plain)
+    }
+
+    fn run_barman_recover(&self, dest: &Path, log: &Path, jobs: u32) -> Result<Sample, String> {
+        let mut cmd = self.lab.barman_command([
+            "recover",
+            "--remote-ssh-command",
+            &self.lab.barman_remote_ssh_command(),
+            "--jobs",
+            &jobs.to_string(),
+            self.lab.barman_server(),
+            &self.backup.id,
+        ]);
+        cmd.arg(dest);
+        run_to_end(&mut cmd, log).map(Sample::plain)
+    }
+
+    fn run_pgreplica(&self, dest: &Path, log: &Path, jobs: u32) -> Result<Sample, String> {
+        let mut cmd = self.pgreplica_start(dest, jobs)?;
+        let seconds = run_to_end(&mut cmd, log)?;
+        let status = self.check_verified(dest)?;
+        Ok(Sample {
+            steps: step_times(&status),
+            ..Sample::plain(seconds)
+        })
+    }
+
+    /// Starts a clone, SIGKILLs its process group once half the backup is on disk, waits for
+    /// every process of it to be gone, then times `clone resume`.
+    fn run_resume(&self, dest: &Path, log: &Path, jobs: u32) -> Result<Sample, String> {
+        let mut cmd = self.pgreplica_start(dest, jobs)?;
+        // Its own process group, so the kill reaches runuser, pgreplica and the guardians alike.
+        cmd.process_group(0);
+        let mut child = spawn_logged(&mut cmd, log)?;
+        let target = (self.backup.bytes as f64 * KILL_AT) as u64;
+        let deadline = Instant::now() + RUN_LIMIT;
+        let on_disk_at_kill = loop {
+            if let Some(status) = child.try_wait().map_err(|e| format!("wait: {e}"))? {
+                return Err(format!(
+                    "pgreplica ended ({status}) before {:.0} % of the backup was copied; \
+                     the kill point cannot be reached on so small a lab",
+                    KILL_AT * 100.0
+                ));
+            }
+            let on_disk = tree_size(dest).0;
+            if on_disk >= target {
+                break on_disk;
+            }
+            if Instant::now() > deadline {
+                // Failing already: a kill that fails too adds nothing to say.
+                let _ = kill_group(&mut child);
+                return Err(format!("no {KILL_AT} of the backup within {RUN_LIMIT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        kill_group(&mut child).map_err(|e| format!("kill the clone's process group: {e}"))?;
+        // Guardians exit once their rsyncs are gone, a moment after the kill.
+        wait_until_stopped(&self.lab, &self.pgreplica, dest, Duration::from_secs(30))?;
+
+        let dest_arg = dest.display().to_string();
+        let mut resume =
+            clone_check::pgreplica(&self.lab, &self.pgreplica, &["clone", "resume", &dest_arg]);
+        let seconds = run_to_end(&mut resume, &log.with_extension("resume.log"))?;
+        let status = self.check_verified(dest)?;
+        let transfer = |key: &str| {
+            status["record"]["facts"]["transfer"][key]
+                .as_u64()
+                .ok_or_else(|| format!("no transfer.{key} in the clone's status: {status}"))
+        };
+        Ok(Sample {
+            seconds,
+            resume: Some(ResumeFacts {
+                resent: transfer("bytes_sent")?,
+                kept: transfer("bytes_kept")?,
+                on_disk_at_kill,
+            }),
+            steps: Vec::new(),
+        })
+    }
+
+    /// `pgreplica clone start -f CONF -h … --jobs N` as postgres, for a clone into `dest`.
+    fn pgreplica_start(&self, dest: &Path, jobs: u32) -> Result<Command, String> {
+        let conf = self.repmgr_conf(dest)?;
+        let mut args = self.lab.clone_start_args(&conf);
+        args.extend(["--jobs".to_string(), jobs.to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Ok(clone_check::pgreplica(&self.lab, &self.pgreplica, &args))
+    }
+
+    /// A repmgr.conf for a standby in `dest`, beside the run's logs.
+    fn repmgr_conf(&self, dest: &Path) -> Result<PathBuf, String> {
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "standby".to_string());
+        let path = self.work.join(format!("{name}.conf"));
+        let text = self.lab.repmgr_conf(2, "node2", dest, lab::free_port());
+        self.lab
+            .write_file_as_postgres(&path, &text)
+            .map_err(|e| e.to_string())?;
+        Ok(path)
+    }
+
+    /// The clone is Done and VerifyCopy checked every file against the backup manifest.
+    fn check_verified(&self, dest: &Path) -> Result<Value, String> {
+        let status = clone_check::clone_status(&self.lab, &self.pgreplica, dest)?;
+        match (status::phase(&status), status::verified_files(&status)) {
+            (Some(Phase::Done), Some(files)) if files > 0 => Ok(status),
+            _ => Err(format!(
+                "the clone in {} is not Done and verified: phase {}, verification {}",
+                dest.display(),
+                status["phase"],
+                status["record"]["facts"]["verification"]
+            )),
+        }
+    }
+
+    /// Whatever the tool, the copy must be whole: pg_control present and at least the backup's
+    /// bytes on disk (repmgr ignores rsync's exit status, so its success proves nothing).
+    fn check_whole(&self, dest: &Path) -> Result<(), String> {
+        if !dest.join("global/pg_control").is_file() {
+            return Err(format!("{} has no global/pg_control", dest.display()));
+        }
+        let (bytes, _) = tree_size(dest);
+        // WAL and configuration differ between tools; the relation files must all be there.
+        if (bytes as f64) < self.backup.bytes as f64 * 0.95 {
+            return Err(format!(
+                "{} holds {bytes} bytes, the backup {}: the copy is incomplete",
+                dest.display(),
+                self.backup.bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Sample {
+    fn plain(seconds: f64) -> Sample {
+        Sample {
+            seconds,
+            resume: None,
+            steps: Vec::new(),
+        }
+    }
+}
+
+/// Seconds per step of a clone, from the `history` of its `clone status --json` entry.
+pub(super) fn step_times(status: &Value) -> Vec<(String, f64)> {
+    let mut steps: Vec<(String, f64)> = Vec::new();
+    for transition in status::history(status) {
+        let step = match status::step(&transition["step"]) {
+            Some(step) => step.name().to_string(),
+            None => transition["step"].to_string(),
+        };
+        let (Some(start), Some(end)) = (
+            transition["started_at"].as_u64(),
+            transition["ended_at"].as_u64(),
+        ) else {
+            continue;
+        };
+        let seconds = end.saturating_sub(start) as f64 / 1000.0;
+        match steps.iter_mut().find(|(name, _)| *name == step) {
+            Some((_, total)) => *total += seconds,
+            None => steps.push((step, seconds)),
+        }
+    }
+    steps
+}
+
+/// The lab's ssh client (by absolute path: the wrapper must not find itself) with `ssh_args`,
+/// as one line of shell words.
+fn ssh_command_line(ssh_args: &[String]) -> String {
+    std::iter::once(SSH)
+        .chain(ssh_args.iter().map(String::as_str))
+        .map(lab::shell_quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The `ssh` wrapper for repmgr: the lab's options, then whatever repmgr or its rsync pass.
+///
+/// repmgr has no way to give ssh options to its Barman calls (`ssh <barman_host> barman …`) or
+/// to the rsync it runs; its users put them in `~/.ssh/config`. The bench must not touch any
+/// home directory, so this wrapper comes first on PATH in repmgr's environment only.
+pub(super) fn ssh_wrapper(ssh_args: &[String]) -> String {
+    let words = ssh_command_line(ssh_args);
+    format!(
+        "#!/bin/sh\n\
+         # Written by `cargo xtask bench`: repmgr takes no ssh options for Barman.\n\
+         exec {words} \"$@\"\n"
+    )
+}
+
+pub(super) fn write_executable(path: &Path, text: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::words;
+
+    #[test]
+    fn ssh_wrapper_passes_the_lab_options_then_the_callers_arguments() {
+        let text = ssh_wrapper(&words(&[
+            "-p",
+            "2222",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+            "/tmp/a b",
+        ]));
+        assert!(
+            text.ends_with("exec /usr/bin/ssh -p 2222 -o BatchMode=yes -i '/tmp/a b' \"$@\"\n"),
+            "{text}"
+        );
+        assert!(text.starts_with("#!/bin/sh\n"));
+    }
+}
