@@ -74,6 +74,7 @@ pub fn build(
         ssh_options: config.ssh_args().to_vec(),
         pg_bindir: config.pg_bindir.as_ref().map(|p| p.display().to_string()),
         pg_basebackup_options: config.pg_basebackup_args().to_vec(),
+        staging_dir: None,
         replication: config.replication_settings(),
     })
 }

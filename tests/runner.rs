@@ -128,6 +128,9 @@ fn result_for(step: Step) -> StepResult {
         }),
         Step::PrepareDirs => StepResult::PrepareDirs(PreparedDirs::default()),
         Step::Transfer => StepResult::Transfer(TransferSummary::default()),
+        Step::StageBackup => StepResult::StageBackup(TransferSummary::default()),
+        Step::UnpackBackup => StepResult::UnpackBackup(states::UnpackSummary::default()),
+        Step::CombineChain => StepResult::CombineChain(states::CombineSummary::default()),
         Step::VerifyCopy => StepResult::VerifyCopy(Verification::Verified { files: 1 }),
         Step::WriteReplicationConf => StepResult::WriteReplicationConf(WrittenConf::default()),
     }

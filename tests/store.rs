@@ -4,6 +4,10 @@
 use pgreplica::error::ErrorKind;
 use pgreplica::store::{StateDir, StatusSnapshot};
 use states::{
+    ArchiveProgress, BackupFormat, BackupKind, ChainMember, CombineSummary, Compression,
+    UnpackSummary,
+};
+use states::{
     BackupFacts, BarmanTarget, CloneId, CloneRecord, CloneRequest, EntryKind, FailureKind,
     ManifestEntry, Mode, Next, Outcome, Phase, PreparedDirs, SourceParams, Step, StepFailure,
     StepResult, Tablespace, TransferSummary, Verification, WrittenConf,
@@ -38,6 +42,28 @@ fn result_for(step: Step) -> StepResult {
             wals_directory: "/var/lib/barman/pg/wals".to_string(),
             data_subdir: "data".to_string(),
             has_manifest: true,
+            // Every serialised type of the staged kinds makes the round trip.
+            kind: BackupKind::Incremental {
+                chain: vec![
+                    ChainMember {
+                        backup_id: "20261124T061436".to_string(),
+                        backup_dir: "/var/lib/barman/pg/base/20261124T061436".to_string(),
+                        data_subdir: "data".to_string(),
+                        format: BackupFormat::Tar {
+                            compression: Compression::Zstd,
+                            encrypted: true,
+                        },
+                        size_bytes: 1 << 30,
+                        tablespaces: Vec::new(),
+                    },
+                    ChainMember {
+                        backup_id: "20261125T061436".to_string(),
+                        format: BackupFormat::Plain,
+                        ..ChainMember::default()
+                    },
+                ],
+            },
+            cluster_bytes: Some(4 << 30),
         }),
         Step::FetchParams => StepResult::FetchParams(SourceParams {
             server_version_num: 150_018,
@@ -56,6 +82,21 @@ fn result_for(step: Step) -> StepResult {
             bytes_kept: 40 << 20,
             duration_ms: 61_000,
             restarts: 0,
+        }),
+        Step::StageBackup => StepResult::StageBackup(TransferSummary {
+            files: 3,
+            ..TransferSummary::default()
+        }),
+        Step::UnpackBackup => StepResult::UnpackBackup(UnpackSummary {
+            archives: 1,
+            entries: 1_234,
+            ..UnpackSummary::default()
+        }),
+        Step::CombineChain => StepResult::CombineChain(CombineSummary {
+            members: 2,
+            program: "/usr/lib/postgresql/18/bin/pg_combinebackup".to_string(),
+            method: "--link".to_string(),
+            duration_ms: 9_000,
         }),
         Step::VerifyCopy => StepResult::VerifyCopy(Verification::Verified { files: 1_234 }),
         Step::WriteReplicationConf => StepResult::WriteReplicationConf(WrittenConf {
@@ -109,6 +150,16 @@ fn full_record(id: &CloneId) -> CloneRecord {
     );
     record.api_attempt_begun(55, None);
     record.api_operation_created("20261125T061500");
+    record.archive_unpacked(
+        "20261124T061436",
+        "base.tar.zst.gpg",
+        ArchiveProgress {
+            offset: 1 << 20,
+            entries: 40,
+            done: false,
+        },
+    );
+    record.chain_combined_now();
     while let Next::Run(step) = record.next() {
         record.begin(tick()).unwrap();
         record

@@ -73,6 +73,9 @@ fn result_for(step: Step) -> StepResult {
             files: FILES as u64,
             ..TransferSummary::default()
         }),
+        Step::StageBackup => StepResult::StageBackup(TransferSummary::default()),
+        Step::UnpackBackup => StepResult::UnpackBackup(states::UnpackSummary::default()),
+        Step::CombineChain => StepResult::CombineChain(states::CombineSummary::default()),
         Step::VerifyCopy => StepResult::VerifyCopy(Verification::Skipped {
             reason: "test".to_string(),
         }),

@@ -164,6 +164,8 @@ pub(super) fn facts_from(
         wals_directory,
         data_subdir,
         has_manifest: probe.has_manifest,
+        kind: states::BackupKind::Plain,
+        cluster_bytes: info.number("cluster_size").map_err(broken)?,
     })
 }
 
@@ -232,6 +234,9 @@ mod tests {
                 wals_directory: "/tmp/bmcap/bh34/pg/wals".into(),
                 data_subdir: "data".into(),
                 has_manifest: true,
+                kind: states::BackupKind::Plain,
+                // Barman 3.4.0 does not record cluster_size.
+                cluster_bytes: None,
             }
         );
         assert_eq!(

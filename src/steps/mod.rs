@@ -38,6 +38,12 @@ impl Executor for Steps {
             StepInput::Transfer(input) => {
                 StepResult::Transfer(crate::transfer::run(ctx, input).await?)
             }
+            StepInput::StageBackup(_) | StepInput::UnpackBackup(_) | StepInput::CombineChain(_) => {
+                return Err(crate::error::Error::new(
+                    crate::error::ErrorKind::Internal,
+                    format!("step {} is not wired yet", task.step),
+                ))
+            }
             StepInput::VerifyCopy {
                 manifest,
                 pg_version,

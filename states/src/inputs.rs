@@ -45,6 +45,12 @@ pub enum StepInput {
     },
     /// Transfer copies by the mode's method.
     Transfer(TransferInput),
+    /// StageBackup copies a staged kind's files into the staging directory.
+    StageBackup(StageInput),
+    /// UnpackBackup unpacks the staged tar files.
+    UnpackBackup(UnpackInput),
+    /// CombineChain combines the staged chain into the data directory.
+    CombineChain(CombineInput),
     /// VerifyCopy checks the copy against its manifest.
     VerifyCopy {
         /// Whether a `backup_manifest` must be there.
@@ -115,6 +121,57 @@ pub enum TransferMethod {
     },
 }
 
+/// What StageBackup reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageInput {
+    /// As for Transfer: the upstream on which the replication slot must exist before the
+    /// first byte is copied (`None` without slots).
+    pub slot_upstream: Option<String>,
+    /// The Barman server.
+    pub barman: BarmanTarget,
+    /// The pinned backup, with its kind (the members to stage).
+    pub backup: BackupFacts,
+    /// The prepared directories (the data directory's file system is checked for space too).
+    pub dirs: PreparedDirs,
+    /// The clone's staging directory ([`CloneRecord::staging_dir`]).
+    pub staging_dir: String,
+}
+
+/// Where UnpackBackup writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnpackTarget {
+    /// The data directory and the tablespace targets: the backup is a single tar backup.
+    DataDir,
+    /// A directory per member inside staging, for CombineChain to read.
+    Staging,
+}
+
+/// What UnpackBackup reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UnpackInput {
+    /// The pinned backup, with its kind (the members and their formats).
+    pub backup: BackupFacts,
+    /// The prepared directories.
+    pub dirs: PreparedDirs,
+    /// The clone's staging directory, where StageBackup left the tar files.
+    pub staging_dir: String,
+    /// Where the files go.
+    pub target: UnpackTarget,
+}
+
+/// What CombineChain reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CombineInput {
+    /// The pinned backup, with its chain.
+    pub backup: BackupFacts,
+    /// The prepared directories: the output and the tablespace targets.
+    pub dirs: PreparedDirs,
+    /// The clone's staging directory, holding every member's tree.
+    pub staging_dir: String,
+    /// `server_version_num` of the backup: whose `pg_combinebackup` to run.
+    pub pg_version: u32,
+}
+
 /// Whether VerifyCopy must find a `backup_manifest`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ManifestExpectation {
@@ -148,6 +205,10 @@ impl CloneRecord {
                 .dirs
                 .clone()
                 .ok_or(missing("the prepared directories"))
+        };
+        let staged = |backup: BackupFacts| match backup.kind.is_staged() {
+            true => Ok(backup),
+            false => Err(missing("a backup that is staged")),
         };
         Ok(match step {
             Step::VerifyBackup => StepInput::VerifyBackup(match request.mode {
@@ -213,15 +274,73 @@ impl CloneRecord {
                     Mode::ReplicationConfOnly => return Err(missing("a copy method in this mode")),
                 },
             }),
+            Step::StageBackup => StepInput::StageBackup(StageInput {
+                slot_upstream: match request.replication.use_replication_slots {
+                    true => Some(params()?.upstream_conninfo),
+                    false => None,
+                },
+                barman: request.barman.clone().ok_or(missing("barman_host"))?,
+                backup: staged(backup()?)?,
+                dirs: dirs()?,
+                staging_dir: self.staging_dir(),
+            }),
+            Step::UnpackBackup => {
+                let backup = staged(backup()?)?;
+                StepInput::UnpackBackup(UnpackInput {
+                    target: match backup.kind.is_chain() {
+                        true => UnpackTarget::Staging,
+                        false => UnpackTarget::DataDir,
+                    },
+                    backup,
+                    dirs: dirs()?,
+                    staging_dir: self.staging_dir(),
+                })
+            }
+            Step::CombineChain => {
+                let backup = staged(backup()?)?;
+                if !backup.kind.is_chain() {
+                    return Err(missing("an incremental chain"));
+                }
+                StepInput::CombineChain(CombineInput {
+                    pg_version: backup.pg_version,
+                    backup,
+                    dirs: dirs()?,
+                    staging_dir: self.staging_dir(),
+                })
+            }
             Step::VerifyCopy => StepInput::VerifyCopy {
                 manifest: match request.mode {
                     Mode::BarmanRsync => ManifestExpectation::Known(backup()?.has_manifest),
                     _ => ManifestExpectation::FromCopy,
                 },
-                pg_version: params()?.server_version_num,
+                // The copy is of the backup's version when known: its pg_verifybackup reads
+                // the manifest (the source's may be a minor release apart).
+                pg_version: match &facts.backup {
+                    Some(backup) if backup.pg_version != 0 => backup.pg_version,
+                    _ => params()?.server_version_num,
+                },
             },
             Step::WriteReplicationConf => StepInput::WriteReplicationConf { params: params()? },
         })
+    }
+
+    /// The clone's staging directory: `pgreplica-staging-<clone id>` in `pgreplica_staging_dir`
+    /// when set, else beside the data directory (on its file system, so that the unpacked
+    /// files and the staged ones share one space check, and `pg_combinebackup --link` can
+    /// link instead of copying). Never inside the data directory, whose contents must equal
+    /// the backup's.
+    pub fn staging_dir(&self) -> String {
+        let base = match &self.request.staging_dir {
+            Some(dir) => dir.trim_end_matches('/').to_string(),
+            None => {
+                let data_dir = self.request.data_dir.trim_end_matches('/');
+                match data_dir.rsplit_once('/') {
+                    Some(("", _)) | None => String::new(),
+                    Some((parent, _)) => parent.to_string(),
+                }
+            }
+        };
+        format!("{base}/pgreplica-staging-{}", self.id)
     }
 
     /// Attempts at `step` in the history that did not succeed (failures, interruptions,
@@ -236,14 +355,16 @@ impl CloneRecord {
     }
 
     /// The upstream on which an abandoned clone may have created its replication slot: set
-    /// when the clone uses slots and an attempt reached Transfer (which creates the slot before
-    /// copying) or WriteReplicationConf. `clone start --force` drops that slot, or it would
+    /// when the clone uses slots and an attempt reached Transfer or StageBackup (which create
+    /// the slot before copying) or WriteReplicationConf. `clone start --force` drops that slot, or it would
     /// hold WAL on the upstream forever.
     pub fn abandoned_slot_upstream(&self) -> Option<&str> {
-        let reached_slot = self
-            .history
-            .iter()
-            .any(|t| matches!(t.step, Step::Transfer | Step::WriteReplicationConf));
+        let reached_slot = self.history.iter().any(|t| {
+            matches!(
+                t.step,
+                Step::Transfer | Step::StageBackup | Step::WriteReplicationConf
+            )
+        });
         let params = self.facts.params.as_ref()?;
         (self.request.replication.use_replication_slots && reached_slot)
             .then_some(params.upstream_conninfo.as_str())

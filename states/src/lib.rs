@@ -26,21 +26,27 @@
 pub mod api;
 mod id;
 pub mod inputs;
+mod kind;
 mod machine;
 mod record;
 mod retry;
 
 pub use id::CloneId;
 pub use inputs::{
-    BackupServer, ManifestExpectation, MissingInput, StepInput, Task, TransferInput, TransferMethod,
+    BackupServer, CombineInput, ManifestExpectation, MissingInput, StageInput, StepInput, Task,
+    TransferInput, TransferMethod, UnpackInput, UnpackTarget,
+};
+pub use kind::{
+    ArchiveProgress, BackupFormat, BackupKind, ChainMember, Compression, StagedProgress,
+    UnpackStart,
 };
 pub use machine::{
     FailureKind, MachineError, Mode, Next, Outcome, Phase, Step, StepFailure, StepResult,
 };
 pub use record::{
-    ApiOperation, ApiTarget, BackupFacts, BarmanTarget, CloneRecord, CloneRequest, EntryKind,
-    Facts, ManifestEntry, Millis, OutcomeKind, PreparedDirs, ReplicationSettings, SourceConn,
-    SourceParams, Tablespace, TablespaceTarget, TransferSummary, Transition, Verification,
-    WrittenConf, SCHEMA_VERSION,
+    ApiOperation, ApiTarget, BackupFacts, BarmanTarget, CloneRecord, CloneRequest, CombineSummary,
+    EntryKind, Facts, ManifestEntry, Millis, OutcomeKind, PreparedDirs, ReplicationSettings,
+    SourceConn, SourceParams, Tablespace, TablespaceTarget, TransferSummary, Transition,
+    UnpackSummary, Verification, WrittenConf, SCHEMA_VERSION,
 };
 pub use retry::{RetryBudget, RetryPolicy};

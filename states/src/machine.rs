@@ -1,9 +1,11 @@
 //! Steps, plans per mode, outcomes and the transition function.
 
 use crate::inputs::{MissingInput, Task};
+use crate::kind::{BackupKind, StagedProgress};
 use crate::record::{
-    BackupFacts, CloneRecord, CloneRequest, Facts, InFlight, Millis, OutcomeKind, PreparedDirs,
-    SourceParams, TransferSummary, Transition, Verification, WrittenConf,
+    BackupFacts, CloneRecord, CloneRequest, CombineSummary, Facts, InFlight, Millis, OutcomeKind,
+    PreparedDirs, SourceParams, TransferSummary, Transition, UnpackSummary, Verification,
+    WrittenConf,
 };
 use crate::retry::RetryBudget;
 use crate::CloneId;
@@ -33,10 +35,52 @@ impl Mode {
         Mode::ReplicationConfOnly,
     ];
 
-    /// The steps this mode runs, in order.
+    /// The steps this mode runs for a plain backup (and before VerifyBackup has recorded the
+    /// backup's kind, whose plans all begin alike), in order. See [`Mode::plan_for`].
     pub fn plan(self) -> &'static [Step] {
+        self.plan_for(&BackupKind::Plain)
+    }
+
+    /// The steps this mode runs for a backup of `kind`, in order. Only Barman mode copies the
+    /// backup's files itself, so only its plan depends on the kind: a plain backup is copied
+    /// by Transfer; every other kind is staged on this host (StageBackup), its tar files
+    /// unpacked (UnpackBackup) and an incremental chain combined (CombineChain). pg-backup-api
+    /// delegates every kind to `barman restore`. Every plan of a mode begins with the same
+    /// steps up to Transfer or StageBackup, so a plan chosen after VerifyBackup never
+    /// contradicts the steps already done.
+    pub fn plan_for(self, kind: &BackupKind) -> &'static [Step] {
         use Step::*;
         match self {
+            Mode::BarmanRsync if kind.is_staged() => match (kind.has_tar(), kind.is_chain()) {
+                (true, false) => &[
+                    VerifyBackup,
+                    FetchParams,
+                    PrepareDirs,
+                    StageBackup,
+                    UnpackBackup,
+                    VerifyCopy,
+                    WriteReplicationConf,
+                ],
+                (false, _) => &[
+                    VerifyBackup,
+                    FetchParams,
+                    PrepareDirs,
+                    StageBackup,
+                    CombineChain,
+                    VerifyCopy,
+                    WriteReplicationConf,
+                ],
+                (true, true) => &[
+                    VerifyBackup,
+                    FetchParams,
+                    PrepareDirs,
+                    StageBackup,
+                    UnpackBackup,
+                    CombineChain,
+                    VerifyCopy,
+                    WriteReplicationConf,
+                ],
+            },
             Mode::BarmanRsync | Mode::BackupApi => &[
                 VerifyBackup,
                 FetchParams,
@@ -79,6 +123,14 @@ pub enum Step {
     PrepareDirs,
     /// Copy the data (the mode's method).
     Transfer,
+    /// Copy a staged kind's files, as the catalogue stores them, into the staging directory
+    /// (decrypted on the Barman host when encrypted).
+    StageBackup,
+    /// Unpack the staged tar files, member by member, into the data directory (or, for a
+    /// chain, into staging).
+    UnpackBackup,
+    /// Combine an incremental chain into the data directory with `pg_combinebackup`.
+    CombineChain,
     /// Check the copy against the backup manifest.
     VerifyCopy,
     /// Write primary_conninfo and friends, create the slot.
@@ -87,11 +139,14 @@ pub enum Step {
 
 impl Step {
     /// Every step, in machine order.
-    pub const ALL: [Step; 6] = [
+    pub const ALL: [Step; 9] = [
         Step::VerifyBackup,
         Step::FetchParams,
         Step::PrepareDirs,
         Step::Transfer,
+        Step::StageBackup,
+        Step::UnpackBackup,
+        Step::CombineChain,
         Step::VerifyCopy,
         Step::WriteReplicationConf,
     ];
@@ -103,6 +158,9 @@ impl Step {
             Step::FetchParams => "FetchParams",
             Step::PrepareDirs => "PrepareDirs",
             Step::Transfer => "Transfer",
+            Step::StageBackup => "StageBackup",
+            Step::UnpackBackup => "UnpackBackup",
+            Step::CombineChain => "CombineChain",
             Step::VerifyCopy => "VerifyCopy",
             Step::WriteReplicationConf => "WriteReplicationConf",
         }
@@ -126,6 +184,10 @@ pub enum Phase {
 
 /// What a step established, handed to [`CloneRecord::finish`] on success.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one StepResult exists per step attempt and is consumed at once: boxing saves nothing"
+)]
 pub enum StepResult {
     /// VerifyBackup's result.
     VerifyBackup(BackupFacts),
@@ -135,6 +197,12 @@ pub enum StepResult {
     PrepareDirs(PreparedDirs),
     /// Transfer's result.
     Transfer(TransferSummary),
+    /// StageBackup's result: the staging copy, counted as a transfer.
+    StageBackup(TransferSummary),
+    /// UnpackBackup's result.
+    UnpackBackup(UnpackSummary),
+    /// CombineChain's result.
+    CombineChain(CombineSummary),
     /// VerifyCopy's result.
     VerifyCopy(Verification),
     /// WriteReplicationConf's result.
@@ -149,6 +217,9 @@ impl StepResult {
             StepResult::FetchParams(_) => Step::FetchParams,
             StepResult::PrepareDirs(_) => Step::PrepareDirs,
             StepResult::Transfer(_) => Step::Transfer,
+            StepResult::StageBackup(_) => Step::StageBackup,
+            StepResult::UnpackBackup(_) => Step::UnpackBackup,
+            StepResult::CombineChain(_) => Step::CombineChain,
             StepResult::VerifyCopy(_) => Step::VerifyCopy,
             StepResult::WriteReplicationConf(_) => Step::WriteReplicationConf,
         }
@@ -270,6 +341,7 @@ impl CloneRecord {
             facts: Facts::default(),
             history: Vec::new(),
             api_operation: None,
+            staged: StagedProgress::default(),
         }
     }
 
@@ -313,9 +385,13 @@ impl CloneRecord {
         &self.history
     }
 
-    /// The steps of this clone's plan.
+    /// The steps of this clone's plan: its mode's, for the backup's kind once VerifyBackup
+    /// has recorded it.
     pub fn plan(&self) -> &'static [Step] {
-        self.request.mode.plan()
+        let kind = self.facts.backup.as_ref().map(|b| &b.kind);
+        self.request
+            .mode
+            .plan_for(kind.unwrap_or(&BackupKind::Plain))
     }
 
     /// The step in flight, if a run is (or was, before a crash) inside one.
@@ -454,6 +530,9 @@ impl CloneRecord {
             StepResult::FetchParams(f) => facts.params = Some(f),
             StepResult::PrepareDirs(f) => facts.dirs = Some(f),
             StepResult::Transfer(f) => facts.transfer = Some(f),
+            StepResult::StageBackup(f) => facts.staging = Some(f),
+            StepResult::UnpackBackup(f) => facts.unpacked = Some(f),
+            StepResult::CombineChain(f) => facts.combined = Some(f),
             StepResult::VerifyCopy(f) => facts.verification = Some(f),
             StepResult::WriteReplicationConf(f) => facts.replication_conf = Some(f),
         }

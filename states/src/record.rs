@@ -5,13 +5,14 @@
 //! request), because the store and `clone status` are readable by whoever can read the state
 //! directory.
 
+use crate::kind::{BackupKind, StagedProgress};
 use crate::machine::{Mode, Phase, Step, StepFailure};
 use crate::CloneId;
 use serde::{Deserialize, Serialize};
 
 /// Version of the serialised record layout. A store written by a newer pgreplica carries a
 /// larger number and is refused with a clear error instead of being misread.
-pub const SCHEMA_VERSION: u16 = 2;
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// Milliseconds since the Unix epoch. Time always comes in as an argument: the machine never
 /// reads the clock.
@@ -46,6 +47,9 @@ pub struct CloneRecord {
     /// pg-backup-api mode: the recovery operation this clone owns (see [`ApiOperation`] and
     /// the `api` module's protocol).
     pub(crate) api_operation: Option<ApiOperation>,
+    /// Staged kinds (tar, incremental, encrypted): how far UnpackBackup and CombineChain got
+    /// inside their steps (see the `kind` module).
+    pub(crate) staged: StagedProgress,
 }
 
 /// A step that has begun and not yet reported.
@@ -96,6 +100,9 @@ pub struct CloneRequest {
     pub pg_bindir: Option<String>,
     /// `pg_basebackup_options` as configured (pg_basebackup mode passes them on).
     pub pg_basebackup_options: Vec<String>,
+    /// pgreplica's `pgreplica_staging_dir`: where tar, incremental and encrypted backups are
+    /// staged on this host (see [`CloneRecord::staging_dir`]); `None` for the default.
+    pub staging_dir: Option<String>,
     /// How the standby will replicate.
     pub replication: ReplicationSettings,
 }
@@ -177,6 +184,12 @@ pub struct Facts {
     pub dirs: Option<PreparedDirs>,
     /// From Transfer.
     pub transfer: Option<TransferSummary>,
+    /// From StageBackup.
+    pub staging: Option<TransferSummary>,
+    /// From UnpackBackup.
+    pub unpacked: Option<UnpackSummary>,
+    /// From CombineChain.
+    pub combined: Option<CombineSummary>,
     /// From VerifyCopy.
     pub verification: Option<Verification>,
     /// From WriteReplicationConf.
@@ -215,6 +228,11 @@ pub struct BackupFacts {
     pub data_subdir: String,
     /// Whether the backup carries pg_basebackup's `backup_manifest`.
     pub has_manifest: bool,
+    /// Its kind (plain, tar, incremental chain, encrypted): decides the plan in Barman mode.
+    pub kind: BackupKind,
+    /// backup.info's `cluster_size` (Barman ≥ 3.11): the size of the backed-up cluster, which
+    /// the restored directory holds; tar and incremental backups store less than that.
+    pub cluster_bytes: Option<u64>,
 }
 
 /// A tablespace as recorded in the backup.
@@ -285,6 +303,34 @@ pub struct TransferSummary {
     pub duration_ms: u64,
     /// Times the transfer had to start over (pg_basebackup cannot resume).
     pub restarts: u32,
+}
+
+/// How UnpackBackup went.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnpackSummary {
+    /// Tar files unpacked.
+    pub archives: u64,
+    /// Entries (files, directories, links) written by the run that finished the step.
+    pub entries: u64,
+    /// Entries an interrupted run had already written, skipped by the finishing run.
+    pub entries_reused: u64,
+    /// Bytes of file data written by the finishing run.
+    pub bytes_written: u64,
+    /// Wall time of the finishing run.
+    pub duration_ms: u64,
+}
+
+/// How CombineChain went.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CombineSummary {
+    /// Backups combined (the full one and its increments).
+    pub members: u64,
+    /// The `pg_combinebackup` that ran.
+    pub program: String,
+    /// Its copy method: `--link`, `--copy-file-range` or `--copy`.
+    pub method: String,
+    /// Wall time of the finishing run.
+    pub duration_ms: u64,
 }
 
 /// The result of VerifyCopy.

@@ -1,6 +1,7 @@
-//! The plans' knowledge, exhaustively: every step of every plan begins with exactly the inputs
-//! its earlier steps established; the run's retry budget; pg_basebackup's restart count; the
-//! slot an abandoned clone may hold.
+//! The plans' knowledge, exhaustively: every step of every plan, for every kind of backup,
+//! begins with exactly the inputs its earlier steps established; the run's retry budget;
+//! pg_basebackup's restart count; the slot an abandoned clone may hold; the staged kinds'
+//! staging directory, space and unpack checkpoints.
 
 use states::*;
 
@@ -39,10 +40,54 @@ fn request(mode: Mode, slots: bool) -> CloneRequest {
     request
 }
 
+fn member(id: &str, format: BackupFormat, size_bytes: u64) -> ChainMember {
+    ChainMember {
+        backup_id: id.into(),
+        backup_dir: format!("/var/lib/barman/pg/base/{id}"),
+        data_subdir: "data".into(),
+        format,
+        size_bytes,
+        tablespaces: Vec::new(),
+    }
+}
+
+const GZIP: BackupFormat = BackupFormat::Tar {
+    compression: Compression::Gzip,
+    encrypted: false,
+};
+
+/// Plain, a tar backup, an encrypted one, a plain chain and a chain with a tar member.
+fn kinds() -> Vec<BackupKind> {
+    vec![
+        BackupKind::Plain,
+        BackupKind::Tar {
+            compression: Compression::Lz4,
+            encrypted: false,
+        },
+        BackupKind::Tar {
+            compression: Compression::Gzip,
+            encrypted: true,
+        },
+        BackupKind::Incremental {
+            chain: vec![
+                member("20261125T000000", BackupFormat::Plain, 100),
+                member("20261125T061436", BackupFormat::Plain, 10),
+            ],
+        },
+        BackupKind::Incremental {
+            chain: vec![
+                member("20261125T000000", GZIP, 100),
+                member("20261125T061436", BackupFormat::Plain, 10),
+            ],
+        },
+    ]
+}
+
 /// The backup VerifyBackup establishes: pg-backup-api knows neither version nor size (0).
-fn backup(mode: Mode, has_manifest: bool) -> BackupFacts {
+fn backup_of_kind(mode: Mode, has_manifest: bool, kind: &BackupKind) -> BackupFacts {
     let known = mode == Mode::BarmanRsync;
     BackupFacts {
+        kind: kind.clone(),
         backup_id: "20261125T061436".into(),
         pg_version: if known { BACKUP_VERSION } else { 0 },
         size_bytes: if known { 3 << 30 } else { 0 },
@@ -73,20 +118,42 @@ fn dirs() -> PreparedDirs {
 }
 
 fn result_for(mode: Mode, step: Step, has_manifest: bool) -> StepResult {
+    result_of_kind(mode, step, has_manifest, &BackupKind::Plain)
+}
+
+fn result_of_kind(mode: Mode, step: Step, has_manifest: bool, kind: &BackupKind) -> StepResult {
     match step {
-        Step::VerifyBackup => StepResult::VerifyBackup(backup(mode, has_manifest)),
+        Step::VerifyBackup => StepResult::VerifyBackup(backup_of_kind(mode, has_manifest, kind)),
         Step::FetchParams => StepResult::FetchParams(params()),
         Step::PrepareDirs => StepResult::PrepareDirs(dirs()),
         Step::Transfer => StepResult::Transfer(TransferSummary::default()),
+        Step::StageBackup => StepResult::StageBackup(TransferSummary::default()),
+        Step::UnpackBackup => StepResult::UnpackBackup(UnpackSummary::default()),
+        Step::CombineChain => StepResult::CombineChain(CombineSummary::default()),
         Step::VerifyCopy => StepResult::VerifyCopy(Verification::Verified { files: 3 }),
         Step::WriteReplicationConf => StepResult::WriteReplicationConf(WrittenConf::default()),
     }
 }
 
+/// The staging directory of the tests' clone: beside `/srv/standby`.
+fn staging() -> String {
+    format!(
+        "/srv/pgreplica-staging-{}",
+        CloneId::for_data_dir("/srv/standby")
+    )
+}
+
 /// What each step must be handed in `mode`, given what the earlier steps established.
-fn expected_input(mode: Mode, step: Step, slots: bool, has_manifest: bool) -> StepInput {
+fn expected_input(
+    mode: Mode,
+    step: Step,
+    slots: bool,
+    has_manifest: bool,
+    kind: &BackupKind,
+) -> StepInput {
     let request = request(mode, slots);
     let verified = mode.plan().contains(&Step::VerifyBackup);
+    let backup = |mode, has_manifest| backup_of_kind(mode, has_manifest, kind);
     match step {
         Step::VerifyBackup => StepInput::VerifyBackup(match mode {
             Mode::BarmanRsync => BackupServer::Barman(request.barman.unwrap()),
@@ -128,13 +195,41 @@ fn expected_input(mode: Mode, step: Step, slots: bool, has_manifest: bool) -> St
                 Mode::ReplicationConfOnly => unreachable!("no Transfer in this plan"),
             },
         }),
+        Step::StageBackup => StepInput::StageBackup(StageInput {
+            slot_upstream: slots.then(|| UPSTREAM.to_string()),
+            barman: request.barman.unwrap(),
+            backup: backup(mode, has_manifest),
+            dirs: dirs(),
+            staging_dir: staging(),
+        }),
+        Step::UnpackBackup => StepInput::UnpackBackup(UnpackInput {
+            backup: backup(mode, has_manifest),
+            dirs: dirs(),
+            staging_dir: staging(),
+            target: if kind.is_chain() {
+                UnpackTarget::Staging
+            } else {
+                UnpackTarget::DataDir
+            },
+        }),
+        Step::CombineChain => StepInput::CombineChain(CombineInput {
+            backup: backup(mode, has_manifest),
+            dirs: dirs(),
+            staging_dir: staging(),
+            pg_version: BACKUP_VERSION,
+        }),
         Step::VerifyCopy => StepInput::VerifyCopy {
             manifest: if mode == Mode::BarmanRsync {
                 ManifestExpectation::Known(has_manifest)
             } else {
                 ManifestExpectation::FromCopy
             },
-            pg_version: SOURCE_VERSION,
+            // The backup's version where the catalogue says it (Barman mode).
+            pg_version: if mode == Mode::BarmanRsync {
+                BACKUP_VERSION
+            } else {
+                SOURCE_VERSION
+            },
         },
         Step::WriteReplicationConf => StepInput::WriteReplicationConf { params: params() },
     }
@@ -144,37 +239,187 @@ fn expected_input(mode: Mode, step: Step, slots: bool, has_manifest: bool) -> St
 fn every_step_of_every_plan_begins_with_what_the_steps_before_it_established() {
     let mut checked = 0;
     for mode in Mode::ALL {
-        for slots in [false, true] {
-            for has_manifest in [false, true] {
-                let mut rec = CloneRecord::new(
-                    CloneId::for_data_dir("/srv/standby"),
-                    request(mode, slots),
-                    1,
-                );
-                let mut budget = RetryBudget::new(RetryPolicy::STEP);
-                for (now, &step) in (2..).step_by(2).zip(mode.plan()) {
-                    let task = rec.begin(now).unwrap_or_else(|e| {
-                        panic!("{mode:?} slots={slots}: {step} cannot begin: {e}")
-                    });
-                    assert_eq!(task.step, step);
-                    assert_eq!(
-                        task.input,
-                        expected_input(mode, step, slots, has_manifest),
-                        "{mode:?} slots={slots} manifest={has_manifest}: {step}"
+        // Only Barman mode records a kind other than plain.
+        let kinds = match mode {
+            Mode::BarmanRsync => kinds(),
+            _ => vec![BackupKind::Plain],
+        };
+        for kind in &kinds {
+            for slots in [false, true] {
+                for has_manifest in [false, true] {
+                    let mut rec = CloneRecord::new(
+                        CloneId::for_data_dir("/srv/standby"),
+                        request(mode, slots),
+                        1,
                     );
-                    rec.finish(
-                        Outcome::Succeeded(result_for(mode, step, has_manifest)),
-                        now + 1,
-                        &mut budget,
-                    )
-                    .unwrap();
-                    checked += 1;
+                    let mut budget = RetryBudget::new(RetryPolicy::STEP);
+                    for (now, &step) in (2..).step_by(2).zip(mode.plan_for(kind)) {
+                        let task = rec.begin(now).unwrap_or_else(|e| {
+                            panic!("{mode:?} {kind:?} slots={slots}: {step} cannot begin: {e}")
+                        });
+                        assert_eq!(task.step, step);
+                        assert_eq!(
+                            task.input,
+                            expected_input(mode, step, slots, has_manifest, kind),
+                            "{mode:?} {kind:?} slots={slots} manifest={has_manifest}: {step}"
+                        );
+                        rec.finish(
+                            Outcome::Succeeded(result_of_kind(mode, step, has_manifest, kind)),
+                            now + 1,
+                            &mut budget,
+                        )
+                        .unwrap();
+                        checked += 1;
+                    }
+                    assert_eq!(rec.phase(), Phase::Done);
                 }
-                assert_eq!(rec.phase(), Phase::Done);
             }
         }
     }
-    assert_eq!(checked, (6 + 6 + 5 + 2) * 4);
+    // Barman: plain 6, two tars 7 each, a plain chain 7, a chain with tar 8.
+    assert_eq!(checked, (6 + 7 + 7 + 7 + 8 + 6 + 5 + 2) * 4);
+}
+
+#[test]
+fn a_step_the_kind_does_not_call_for_cannot_begin() {
+    // A plain backup's record driven to CombineChain by a broken driver: the machine refuses.
+    let mut rec = CloneRecord::new(
+        CloneId::for_data_dir("/srv/standby"),
+        request(Mode::BarmanRsync, false),
+        1,
+    );
+    let tar = BackupKind::Tar {
+        compression: Compression::Zstd,
+        encrypted: false,
+    };
+    let mut budget = RetryBudget::new(RetryPolicy::STEP);
+    while rec.phase() != Phase::At(Step::UnpackBackup) {
+        let task = rec.begin(2).unwrap();
+        rec.finish(
+            Outcome::Succeeded(result_of_kind(Mode::BarmanRsync, task.step, true, &tar)),
+            3,
+            &mut budget,
+        )
+        .unwrap();
+    }
+    assert!(!rec.plan().contains(&Step::CombineChain));
+    let task = rec.begin(4).unwrap();
+    assert!(matches!(
+        task.input,
+        StepInput::UnpackBackup(UnpackInput {
+            target: UnpackTarget::DataDir,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn the_staging_directory_is_per_clone_beside_the_data_directory_or_where_configured() {
+    let rec = CloneRecord::new(
+        CloneId::for_data_dir("/srv/standby"),
+        request(Mode::BarmanRsync, false),
+        1,
+    );
+    assert_eq!(rec.staging_dir(), staging());
+    let mut configured = request(Mode::BarmanRsync, false);
+    configured.staging_dir = Some("/big/disk/".into());
+    let rec = CloneRecord::new(CloneId::for_data_dir("/srv/standby"), configured, 1);
+    assert_eq!(
+        rec.staging_dir(),
+        format!(
+            "/big/disk/pgreplica-staging-{}",
+            CloneId::for_data_dir("/srv/standby")
+        )
+    );
+    // Never inside the data directory, even for a data directory at the root.
+    let mut top = request(Mode::BarmanRsync, false);
+    top.data_dir = "/pgdata".into();
+    let rec = CloneRecord::new(CloneId::for_data_dir("/pgdata"), top, 1);
+    assert!(
+        !rec.staging_dir().starts_with("/pgdata/"),
+        "{}",
+        rec.staging_dir()
+    );
+    assert!(rec.staging_dir().starts_with("/pgreplica-staging-"));
+}
+
+#[test]
+fn staging_space_covers_the_staged_files_and_what_a_chain_unpacks_into_staging() {
+    let mut facts = backup_of_kind(Mode::BarmanRsync, true, &BackupKind::Plain);
+    facts.size_bytes = 40;
+    facts.cluster_bytes = Some(400);
+    assert_eq!(facts.staging_bytes(), 0, "a plain backup is not staged");
+    assert_eq!(facts.restored_bytes(), 400);
+    facts.kind = BackupKind::Tar {
+        compression: Compression::Gzip,
+        encrypted: false,
+    };
+    // A single tar backup unpacks into the data directory: staging holds the tar files.
+    assert_eq!(facts.staging_bytes(), 40);
+    facts.kind = BackupKind::Incremental {
+        chain: vec![
+            member("20261125T000000", BackupFormat::Plain, 100),
+            member("20261125T061436", BackupFormat::Plain, 10),
+        ],
+    };
+    assert_eq!(facts.staging_bytes(), 110);
+    // A tar full backup of 100 bytes unpacks to the cluster's 400; a tar increment of 10 at
+    // the same ratio to 40.
+    facts.kind = BackupKind::Incremental {
+        chain: vec![
+            member("20261125T000000", GZIP, 100),
+            member("20261125T010000", BackupFormat::Plain, 20),
+            member("20261125T061436", GZIP, 10),
+        ],
+    };
+    assert_eq!(facts.staging_bytes(), 130 + 400 + 40);
+    // Without cluster_size the backup's size stands in for the restored size.
+    facts.cluster_bytes = None;
+    assert_eq!(facts.restored_bytes(), 40);
+}
+
+#[test]
+fn unpack_checkpoints_only_move_forward_and_done_is_final() {
+    let mut rec = at(Mode::BarmanRsync, Step::Transfer);
+    let id = "20261125T061436";
+    assert_eq!(rec.unpack_start(id, "base.tar.gz"), UnpackStart::Beginning);
+    let at = |offset, entries| ArchiveProgress {
+        offset,
+        entries,
+        done: false,
+    };
+    rec.archive_unpacked(id, "base.tar.gz", at(10_240, 7));
+    assert_eq!(
+        rec.unpack_start(id, "base.tar.gz"),
+        UnpackStart::Resume(at(10_240, 7))
+    );
+    // A late, older report never moves the resume point back.
+    rec.archive_unpacked(id, "base.tar.gz", at(512, 1));
+    assert_eq!(
+        rec.unpack_start(id, "base.tar.gz"),
+        UnpackStart::Resume(at(10_240, 7))
+    );
+    // Archives are told apart by backup and file.
+    assert_eq!(rec.unpack_start(id, "16400.tar.gz"), UnpackStart::Beginning);
+    assert_eq!(
+        rec.unpack_start("20261125T000000", "base.tar.gz"),
+        UnpackStart::Beginning
+    );
+    rec.archive_unpacked(
+        id,
+        "base.tar.gz",
+        ArchiveProgress {
+            done: true,
+            ..at(20_480, 9)
+        },
+    );
+    assert_eq!(rec.unpack_start(id, "base.tar.gz"), UnpackStart::Done);
+    rec.archive_unpacked(id, "base.tar.gz", at(30_000, 12));
+    assert_eq!(rec.unpack_start(id, "base.tar.gz"), UnpackStart::Done);
+    // pg_combinebackup's completion is remembered the same way.
+    assert!(!rec.chain_combined());
+    rec.chain_combined_now();
+    assert!(rec.chain_combined());
 }
 
 /// A Barman-mode record at `step`, every earlier step succeeded.
@@ -305,6 +550,27 @@ fn an_abandoned_clone_may_hold_a_slot_once_it_reached_transfer_with_slots_on() {
     // Before Transfer nothing created a slot.
     let rec = at(Mode::BarmanRsync, Step::PrepareDirs);
     assert_eq!(rec.abandoned_slot_upstream(), None);
+    // StageBackup creates it as Transfer does, for the staged kinds.
+    let mut rec = CloneRecord::new(
+        CloneId::for_data_dir("/srv/standby"),
+        request(Mode::BarmanRsync, true),
+        1,
+    );
+    let mut budget = RetryBudget::new(RetryPolicy::STEP);
+    let tar = &kinds()[1];
+    while rec.phase() != Phase::At(Step::StageBackup) {
+        let task = rec.begin(2).unwrap();
+        rec.finish(
+            Outcome::Succeeded(result_of_kind(Mode::BarmanRsync, task.step, true, tar)),
+            3,
+            &mut budget,
+        )
+        .unwrap();
+    }
+    assert_eq!(rec.abandoned_slot_upstream(), None, "not begun yet");
+    rec.begin(4).unwrap();
+    rec.recover_crash(5);
+    assert_eq!(rec.abandoned_slot_upstream(), Some(UPSTREAM));
     // An attempt at Transfer, even a crashed one, may have created it.
     let mut rec = at(Mode::BarmanRsync, Step::Transfer);
     assert_eq!(rec.abandoned_slot_upstream(), None, "not begun yet");

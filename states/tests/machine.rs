@@ -1,4 +1,5 @@
-//! Exhaustive tests of the clone machine: every mode × every step of its plan × every outcome.
+//! Exhaustive tests of the clone machine: every mode × every kind of backup × every step of its
+//! plan × every outcome.
 
 use states::*;
 
@@ -33,15 +34,64 @@ fn budget() -> RetryBudget {
     RetryBudget::new(RetryPolicy::STEP)
 }
 
+/// A chain member of `format`.
+fn member(id: &str, format: BackupFormat) -> ChainMember {
+    ChainMember {
+        backup_id: id.into(),
+        backup_dir: format!("/var/lib/barman/pg/base/{id}"),
+        data_subdir: "data".into(),
+        format,
+        size_bytes: 1 << 20,
+        tablespaces: Vec::new(),
+    }
+}
+
+/// One backup of every kind VerifyBackup can record: plain, tar of each compression (one
+/// encrypted), a chain of plain members and a chain with tar members.
+fn kinds() -> Vec<BackupKind> {
+    let tar = |compression, encrypted| BackupFormat::Tar {
+        compression,
+        encrypted,
+    };
+    let mut kinds = vec![BackupKind::Plain];
+    kinds.extend(Compression::ALL.map(|compression| BackupKind::Tar {
+        compression,
+        encrypted: compression == Compression::Zstd,
+    }));
+    kinds.push(BackupKind::Incremental {
+        chain: vec![
+            member("20261125T000000", BackupFormat::Plain),
+            member("20261125T010000", BackupFormat::Plain),
+            member("20261125T020000", BackupFormat::Plain),
+        ],
+    });
+    kinds.push(BackupKind::Incremental {
+        chain: vec![
+            member("20261125T000000", tar(Compression::Gzip, false)),
+            member("20261125T010000", BackupFormat::Plain),
+            member("20261125T020000", tar(Compression::Lz4, true)),
+        ],
+    });
+    kinds
+}
+
 fn result_for(step: Step) -> StepResult {
+    result_of_kind(step, &BackupKind::Plain)
+}
+
+fn result_of_kind(step: Step, kind: &BackupKind) -> StepResult {
     match step {
         Step::VerifyBackup => StepResult::VerifyBackup(BackupFacts {
             backup_id: "20261125T061436".into(),
+            kind: kind.clone(),
             ..BackupFacts::default()
         }),
         Step::FetchParams => StepResult::FetchParams(SourceParams::default()),
         Step::PrepareDirs => StepResult::PrepareDirs(PreparedDirs::default()),
         Step::Transfer => StepResult::Transfer(TransferSummary::default()),
+        Step::StageBackup => StepResult::StageBackup(TransferSummary::default()),
+        Step::UnpackBackup => StepResult::UnpackBackup(UnpackSummary::default()),
+        Step::CombineChain => StepResult::CombineChain(CombineSummary::default()),
         Step::VerifyCopy => StepResult::VerifyCopy(Verification::Skipped {
             reason: "no manifest".into(),
         }),
@@ -58,8 +108,8 @@ fn failure(kind: FailureKind) -> StepFailure {
     }
 }
 
-/// Drives `record` through successes until `step` is current.
-fn advance_to(record: &mut CloneRecord, step: Step, now: &mut Millis) {
+/// Drives `record` through successes, VerifyBackup recording `kind`, until `step` is current.
+fn advance_with(record: &mut CloneRecord, step: Step, now: &mut Millis, kind: &BackupKind) {
     while record.phase() != Phase::At(step) {
         let Phase::At(current) = record.phase() else {
             panic!("plan ended before {step}");
@@ -67,7 +117,11 @@ fn advance_to(record: &mut CloneRecord, step: Step, now: &mut Millis) {
         record.begin(*now).unwrap();
         *now += 10;
         record
-            .finish(Outcome::Succeeded(result_for(current)), *now, &mut budget())
+            .finish(
+                Outcome::Succeeded(result_of_kind(current, kind)),
+                *now,
+                &mut budget(),
+            )
             .unwrap();
     }
 }
@@ -92,13 +146,20 @@ const INPUTS: [Input; 5] = [
 #[test]
 fn every_state_and_outcome_reaches_the_right_next_state_in_every_plan() {
     let mut combinations = 0;
-    for mode in Mode::ALL {
-        let plan = mode.plan();
+    for (mode, kind) in Mode::ALL
+        .into_iter()
+        .flat_map(|mode| kinds().into_iter().map(move |kind| (mode, kind)))
+    {
+        let plan = mode.plan_for(&kind);
         for (index, &step) in plan.iter().enumerate() {
             for input in INPUTS {
                 let mut now = 1_000;
                 let mut rec = record(mode);
-                advance_to(&mut rec, step, &mut now);
+                advance_with(&mut rec, step, &mut now, &kind);
+                if index > 0 {
+                    // The kind is known once VerifyBackup succeeded.
+                    assert_eq!(rec.plan(), plan, "{mode:?} {kind:?}");
+                }
                 let history_before = rec.history().len();
                 assert_eq!(rec.begin(now).unwrap().step, step);
                 assert_eq!(rec.in_flight(), Some(step));
@@ -110,7 +171,11 @@ fn every_state_and_outcome_reaches_the_right_next_state_in_every_plan() {
                 match input {
                     Input::Success => {
                         let next = rec
-                            .finish(Outcome::Succeeded(result_for(step)), now, &mut budget())
+                            .finish(
+                                Outcome::Succeeded(result_of_kind(step, &kind)),
+                                now,
+                                &mut budget(),
+                            )
                             .unwrap();
                         assert_eq!(rec.phase(), expected_after_success, "{mode:?} {step}");
                         assert_eq!(
@@ -193,7 +258,36 @@ fn every_state_and_outcome_reaches_the_right_next_state_in_every_plan() {
             }
         }
     }
-    assert_eq!(combinations, (6 + 6 + 5 + 2) * INPUTS.len());
+    // Per kind: plain, 4 tars, a plain chain, a chain with tar members. Only Barman mode's
+    // plan depends on the kind.
+    let barman = 6 + 4 * 7 + 7 + 8;
+    let others = 7 * (6 + 5 + 2);
+    assert_eq!(combinations, (barman + others) * INPUTS.len());
+}
+
+#[test]
+fn barman_plans_follow_the_backups_kind() {
+    use Step::*;
+    let begin = [VerifyBackup, FetchParams, PrepareDirs];
+    let end = [VerifyCopy, WriteReplicationConf];
+    let with = |middle: &[Step]| [&begin[..], middle, &end[..]].concat();
+    for kind in kinds() {
+        let expected = match &kind {
+            BackupKind::Plain => with(&[Transfer]),
+            BackupKind::Tar { .. } => with(&[StageBackup, UnpackBackup]),
+            BackupKind::Incremental { chain } if kind.has_tar() => {
+                assert!(chain.len() > 1);
+                with(&[StageBackup, UnpackBackup, CombineChain])
+            }
+            BackupKind::Incremental { .. } => with(&[StageBackup, CombineChain]),
+        };
+        assert_eq!(Mode::BarmanRsync.plan_for(&kind), expected, "{kind:?}");
+        // pg-backup-api delegates every kind to `barman restore`.
+        assert_eq!(Mode::BackupApi.plan_for(&kind), Mode::BackupApi.plan());
+    }
+    // Before VerifyBackup the plan is the plain one, whose first steps every plan shares.
+    let rec = record(Mode::BarmanRsync);
+    assert_eq!(rec.plan(), Mode::BarmanRsync.plan());
 }
 
 #[test]
@@ -212,6 +306,25 @@ fn plans_are_ordered_subsets_of_the_machine_that_end_in_a_configured_standby() {
         // verifies the backup first.
         let copies = mode != Mode::ReplicationConfOnly;
         assert_eq!(plan.contains(&Step::Transfer), copies, "{mode:?}");
+        for kind in kinds() {
+            let plan = mode.plan_for(&kind);
+            let positions: Vec<usize> = plan
+                .iter()
+                .map(|s| Step::ALL.iter().position(|a| a == s).unwrap())
+                .collect();
+            assert!(positions.windows(2).all(|w| w[0] < w[1]), "{mode:?}");
+            assert_eq!(plan.last(), Some(&Step::WriteReplicationConf));
+            // Exactly one way of copying, then the check of the copy.
+            let copying = [Step::Transfer, Step::StageBackup]
+                .iter()
+                .filter(|s| plan.contains(s))
+                .count();
+            assert_eq!(copying, usize::from(copies), "{mode:?} {kind:?}");
+            assert_eq!(plan.contains(&Step::VerifyCopy), copies, "{mode:?}");
+            // A plan begins like the plain plan up to its copy: the kind, learnt by
+            // VerifyBackup, never changes a step already done.
+            assert_eq!(plan[..3.min(plan.len())], mode.plan()[..3.min(plan.len())]);
+        }
         assert_eq!(plan.contains(&Step::PrepareDirs), copies, "{mode:?}");
         assert_eq!(plan.contains(&Step::VerifyCopy), copies, "{mode:?}");
         let has_server = matches!(mode, Mode::BarmanRsync | Mode::BackupApi);
@@ -224,9 +337,12 @@ fn plans_are_ordered_subsets_of_the_machine_that_end_in_a_configured_standby() {
 #[test]
 fn a_resumed_record_never_reruns_a_checkpointed_step() {
     // Random walks of failures, crashes and successes: the sequence of steps that *succeed* is
-    // exactly the plan, each once, in order.
-    for mode in Mode::ALL {
-        for seed in 0..200_u64 {
+    // exactly the plan, each once, in order, whatever the backup's kind.
+    for (mode, kind) in Mode::ALL
+        .into_iter()
+        .flat_map(|mode| kinds().into_iter().map(move |kind| (mode, kind)))
+    {
+        for seed in 0..100_u64 {
             let mut rng = seed
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
@@ -270,13 +386,21 @@ fn a_resumed_record_never_reruns_a_checkpointed_step() {
                     }
                     3 => { /* crash: leave in flight, like a SIGKILL after the checkpoint */ }
                     _ => {
-                        rec.finish(Outcome::Succeeded(result_for(step)), now, &mut budget)
-                            .unwrap();
+                        rec.finish(
+                            Outcome::Succeeded(result_of_kind(step, &kind)),
+                            now,
+                            &mut budget,
+                        )
+                        .unwrap();
                         succeeded.push(step);
                     }
                 }
             }
-            assert_eq!(succeeded, mode.plan(), "{mode:?} seed {seed}");
+            assert_eq!(
+                succeeded,
+                mode.plan_for(&kind),
+                "{mode:?} {kind:?} seed {seed}"
+            );
             assert_eq!(rec.next(), Next::Done);
         }
     }
