@@ -298,7 +298,7 @@ fn check_dirs(
 /// Free space on the file system that will hold the data directory (its nearest existing
 /// ancestor), against the size to copy.
 fn free_disk_check(data_dir: &Path, needed: u64) -> Result<String> {
-    let free = free_bytes(data_dir)?;
+    let free = crate::space::free_bytes(data_dir)?;
     if free < needed {
         return Err(Error::new(
             ErrorKind::System,
@@ -316,31 +316,6 @@ fn free_disk_check(data_dir: &Path, needed: u64) -> Result<String> {
         human_bytes(free),
         human_bytes(needed)
     ))
-}
-
-/// Bytes available to an unprivileged user on the file system of `path` or its nearest
-/// existing ancestor.
-pub fn free_bytes(path: &Path) -> Result<u64> {
-    let existing = path
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or(Path::new("/"));
-    let c_path = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).map_err(|_| {
-        Error::new(
-            ErrorKind::Config,
-            format!("path \"{}\" contains a NUL byte", existing.display()),
-        )
-    })?;
-    // SAFETY: statvfs fills the zeroed struct from a valid NUL-terminated path.
-    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c_path.as_ptr(), &mut stat) } != 0 {
-        return Err(crate::durable::io_error(
-            "read the free space of",
-            existing,
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
 }
 
 /// `barman-wal-restore … --test` when restore_command is one (the connection to Barman and the
@@ -510,7 +485,7 @@ mod tests {
     #[test]
     fn free_space_is_read_from_the_nearest_existing_ancestor() {
         let root = tempfile::tempdir().unwrap();
-        assert!(free_bytes(&root.path().join("not/yet")).unwrap() > 0);
+        assert!(crate::space::free_bytes(&root.path().join("not/yet")).unwrap() > 0);
         let error = free_disk_check(root.path(), u64::MAX).unwrap_err();
         assert!(error.message.contains("not enough free disk"), "{error:?}");
     }

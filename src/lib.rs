@@ -12,6 +12,7 @@
 //! * [`slots`] — the replication slot on the upstream.
 //! * [`preflight`] — read-only checks shared by the steps and `--dry-run`.
 //! * [`durable`] — atomic, durable file writes.
+//! * [`space`] — free disk space, and the staged kinds' check before their first byte.
 //! * [`retry`] — the one retry helper of the I/O layer.
 //! * [`backup_api`] — the pg-backup-api HTTP client (TLS, bounded retries).
 //! * [`barman`] — every command run on the Barman host, built with correct quoting.
@@ -45,6 +46,7 @@ pub mod retry;
 pub mod runner;
 pub mod slots;
 pub mod source;
+pub mod space;
 pub mod status;
 pub mod steps;
 pub mod store;

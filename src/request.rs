@@ -74,7 +74,7 @@ pub fn build(
         ssh_options: config.ssh_args().to_vec(),
         pg_bindir: config.pg_bindir.as_ref().map(|p| p.display().to_string()),
         pg_basebackup_options: config.pg_basebackup_args().to_vec(),
-        staging_dir: None,
+        staging_parent: config.staging_dir.as_ref().map(|p| p.display().to_string()),
         replication: config.replication_settings(),
     })
 }

@@ -12,12 +12,16 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use states::{BackupFacts, BarmanTarget, ManifestEntry};
+use states::{BackupFacts, BarmanTarget, ManifestEntry, Tablespace};
 
 use super::catalogue::{self, BackupSummary, ServerDirs, ShowBackup, ShowServerError};
-use super::restorability::facts_from;
+use super::restorability::{facts_from, member_from, parent_of};
 use super::{exec, files, quote, RemoteOutput};
 use crate::error::{Error, ErrorKind, Result};
+
+/// The longest incremental chain pgreplica follows: far beyond what anyone takes between two
+/// full backups, short enough that a cycle in a damaged catalogue ends quickly.
+const MAX_CHAIN: usize = 100;
 
 /// Default bound on one command on the Barman host.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -312,11 +316,12 @@ impl Barman {
     }
 
     /// Pins `selector` (`latest`/`last`, `oldest`/`first`, a backup id or a backup name) to one
-    /// backup, checks that rsync can restore it, and returns its facts.
+    /// backup, classifies its kind (plain, tar, encrypted, an incremental chain, followed to its
+    /// full backup) and returns its facts.
     ///
-    /// Refused with [`ErrorKind::Barman`]: unknown backup, status other than DONE, a catalogue
-    /// in the cloud, tar-format (compressed) backups, encrypted backups, incremental backups,
-    /// snapshot backups, a backup directory without data.
+    /// Refused with [`ErrorKind::Barman`]: unknown backup, status other than DONE (the chain's
+    /// members included), a catalogue in the cloud, snapshot backups, an unknown compression or
+    /// encryption, a backup directory without data, a chain without its full backup.
     pub async fn resolve_backup(&self, selector: &str) -> Result<BackupFacts> {
         if selector.is_empty() || selector.starts_with('-') {
             return Err(Error::new(ErrorKind::Config, format!("\"{selector}\" is not a backup id, name or shortcut"))
@@ -333,7 +338,28 @@ impl Barman {
             .hint(self.choose_another_hint()));
         }
         let probe = self.probe(&dirs, &shown.backup_id).await?;
-        facts_from(&self.server, &dirs, &shown, &probe).map_err(|refusal| refusal.into_error(self))
+        // An incremental backup: follow parent_backup_id to the full backup, one probe per
+        // member (a chain is a handful of backups; a cycle would be a broken catalogue).
+        let mut parents = Vec::new();
+        let mut parent = parent_of(&probe);
+        while let Some(id) = parent {
+            if parents.len() >= MAX_CHAIN || id == shown.backup_id {
+                return Err(Error::new(
+                    ErrorKind::Barman,
+                    format!("the incremental chain of backup {} does not end in a full backup within {MAX_CHAIN} backups", shown.backup_id),
+                )
+                .hint(self.choose_another_hint()));
+            }
+            let member_probe = self.probe(&dirs, &id).await?;
+            parent = parent_of(&member_probe);
+            parents.push(
+                member_from(&self.server, &dirs, &id, &member_probe)
+                    .map_err(|refusal| refusal.into_error(self))?,
+            );
+        }
+        parents.reverse();
+        facts_from(&self.server, &dirs, &shown, &probe, parents)
+            .map_err(|refusal| refusal.into_error(self))
     }
 
     /// `show-backup` of `selector`, with "unknown backup" turned into a clear error.
@@ -384,16 +410,26 @@ impl Barman {
         root: u32,
         remote_dir: &str,
     ) -> Result<Vec<ManifestEntry>> {
+        let data_dir = (root == 0).then_some(&facts.tablespaces[..]);
+        self.list_tree(&facts.backup_id, root, remote_dir, data_dir)
+            .await
+    }
+
+    /// The files of the tree at `remote_dir` of backup `backup_id`, as entries of `root`. A
+    /// data directory (`data_dir` names its backup's tablespaces) leaves out what a restore
+    /// must not carry and must hold `global/pg_control`; any other tree is taken whole.
+    pub async fn list_tree(
+        &self,
+        backup_id: &str,
+        root: u32,
+        remote_dir: &str,
+        data_dir: Option<&[Tablespace]>,
+    ) -> Result<Vec<ManifestEntry>> {
         let out = self.run(&files::find_command(remote_dir)).await?;
-        let where_ = if root == 0 {
-            "data directory".to_string()
-        } else {
-            format!("tablespace {root}")
-        };
         if out.status != 0 {
             return Err(Error::new(
                 ErrorKind::Barman,
-                format!("cannot list the {where_} of backup {} at {remote_dir} on the Barman host \"{}\"", facts.backup_id, self.host),
+                format!("cannot list {remote_dir} of backup {backup_id} on the Barman host \"{}\"", self.host),
             )
             .detail(exec::output_detail(&out.stderr))
             .hint(format!(
@@ -401,17 +437,16 @@ impl Barman {
                 self.manual_command(&["list-backups", &self.server])
             )));
         }
-        let entries =
-            files::parse_find_output(&out.stdout, root, &facts.tablespaces).map_err(|why| {
-                Error::new(
-                    ErrorKind::Barman,
-                    format!(
-                        "cannot read the file list of {remote_dir} on \"{}\": {why}",
-                        self.host
-                    ),
-                )
-            })?;
-        if root == 0 && !entries.iter().any(|e| e.path == "global/pg_control") {
+        let entries = files::parse_find_output(&out.stdout, root, data_dir).map_err(|why| {
+            Error::new(
+                ErrorKind::Barman,
+                format!(
+                    "cannot read the file list of {remote_dir} on \"{}\": {why}",
+                    self.host
+                ),
+            )
+        })?;
+        if data_dir.is_some() && !entries.iter().any(|e| e.path == "global/pg_control") {
             return Err(Error::new(
                 ErrorKind::Barman,
                 format!("{remote_dir} on the Barman host \"{}\" is not a PostgreSQL data directory (no global/pg_control)", self.host),

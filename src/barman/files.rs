@@ -68,15 +68,16 @@ pub fn excluded_from_data(path: &str, tablespaces: &[Tablespace]) -> bool {
     false
 }
 
-/// Reads the NUL-separated `find -printf` output of one tree into manifest entries.
+/// Reads the NUL-separated `find -printf` output of one tree into manifest entries of `root`.
 ///
 /// Sockets, FIFOs and devices are skipped, as `barman restore`'s `rsync -rLKpts` (no `-D`)
-/// skips them. `root == 0` applies the data-directory exclusions; a tablespace tree is taken
-/// whole. A name that is not UTF-8 is an error: the manifest stores names as text.
+/// skips them. A data directory (`data_dir` names the backup's tablespaces) gets the
+/// data-directory exclusions; any other tree (a tablespace, the tar files of a tar backup) is
+/// taken whole. A name that is not UTF-8 is an error: the manifest stores names as text.
 pub fn parse_find_output(
     output: &[u8],
     root: u32,
-    tablespaces: &[Tablespace],
+    data_dir: Option<&[Tablespace]>,
 ) -> Result<Vec<ManifestEntry>, String> {
     let mut entries = Vec::new();
     for record in output.split(|b| *b == 0) {
@@ -110,7 +111,7 @@ pub fn parse_find_output(
             .map_err(|_| format!("bad size {:?} for {path:?}", text(size)))?;
         let mtime = parse_epoch(&text(mtime))
             .ok_or_else(|| format!("bad mtime {:?} for {path:?}", text(mtime)))?;
-        if root == 0 && excluded_from_data(path, tablespaces) {
+        if data_dir.is_some_and(|tablespaces| excluded_from_data(path, tablespaces)) {
             continue;
         }
         entries.push(ManifestEntry {
@@ -170,7 +171,7 @@ mod tests {
     #[test]
     fn real_data_listings_of_both_versions() {
         for (raw, started) in [(DATA_340, 1795619230), (DATA_3191, 1795619260)] {
-            let entries = parse_find_output(raw, 0, &tbs()).expect("parses");
+            let entries = parse_find_output(raw, 0, Some(&tbs())).expect("parses");
             let label = find(&entries, "backup_label").expect("backup_label kept");
             assert_eq!(label.kind, EntryKind::File);
             assert_eq!(label.size, 225);
@@ -199,7 +200,7 @@ mod tests {
     #[test]
     fn real_3191_listing_adds_up_to_backup_info_size() {
         let files_bytes = |raw, root| -> u64 {
-            parse_find_output(raw, root, &tbs())
+            parse_find_output(raw, root, (root == 0).then_some(&tbs()[..]))
                 .expect("parses")
                 .iter()
                 .map(|e| e.size)
@@ -214,7 +215,7 @@ mod tests {
 
     #[test]
     fn real_tablespace_listing_is_taken_whole() {
-        let entries = parse_find_output(TBS_340, 16386, &tbs()).expect("parses");
+        let entries = parse_find_output(TBS_340, 16386, None).expect("parses");
         assert!(entries.iter().all(|e| e.root == 16386));
         let dir = find(&entries, "PG_15_202209061").expect("version dir");
         assert_eq!(dir.kind, EntryKind::Dir);
@@ -226,7 +227,7 @@ mod tests {
 
     #[test]
     fn real_tar_listing_shows_tarballs() {
-        let entries = parse_find_output(TAR_3191, 0, &tbs()).expect("parses");
+        let entries = parse_find_output(TAR_3191, 0, None).expect("parses");
         assert!(find(&entries, "base.tar.gz").is_some());
     }
 
@@ -242,7 +243,7 @@ mod tests {
             l\t9\t1\tpg_tblspc/99999\0\
             s\t0\t1\tsocket\0\
             f\t0\t7\ta\ttab\0";
-        let entries = parse_find_output(raw, 0, &tbs()).expect("parses");
+        let entries = parse_find_output(raw, 0, Some(&tbs())).expect("parses");
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,
@@ -258,15 +259,11 @@ mod tests {
         assert_eq!(entries[0].mtime, 10);
         assert_eq!(entries[1].mtime, -1);
         assert_eq!(entries[4].kind, EntryKind::Symlink);
-        assert!(parse_find_output(b"f\t1\tnow\tx\0", 0, &[]).is_err());
-        assert!(parse_find_output(b"f\t1\0", 0, &[]).is_err());
-        assert!(parse_find_output(b"f\t1\t1\t\xff\0", 0, &[]).is_err());
-        let in_tbs = parse_find_output(b"f\t1\t1\tpostmaster.pid\0", 7, &[]).expect("parses");
-        assert_eq!(
-            in_tbs.len(),
-            1,
-            "exclusions apply to the data directory only"
-        );
+        assert!(parse_find_output(b"f\t1\tnow\tx\0", 0, Some(&[])).is_err());
+        assert!(parse_find_output(b"f\t1\0", 0, Some(&[])).is_err());
+        assert!(parse_find_output(b"f\t1\t1\t\xff\0", 0, Some(&[])).is_err());
+        let in_tbs = parse_find_output(b"f\t1\t1\tpostmaster.pid\0", 7, None).expect("parses");
+        assert_eq!(in_tbs.len(), 1, "exclusions apply to a data directory only");
     }
 
     #[test]

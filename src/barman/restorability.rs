@@ -1,12 +1,13 @@
-//! Whether a backup can be restored by a plain rsync of its directory, and its facts when it
-//! can: tar-format, encrypted, incremental and snapshot backups are refused with the remedy
-//! (restore on the Barman host), a catalogue that lacks a field or a directory is reported as
-//! broken. Also where a backup's trees lie on the Barman host ([`data_dir`],
-//! [`tablespace_dir`]).
+//! What kind of backup a selector names and whether pgreplica can restore it, with its facts:
+//! plain, tar-format (each compression), GPG-encrypted and incremental backups are classified
+//! ([`BackupKind`]), an incremental backup's chain followed to its full backup; snapshot
+//! backups are refused with the remedy, and a catalogue that lacks a field, a directory or a
+//! chain member is reported as broken. Also where a backup's trees lie on the Barman host
+//! ([`data_dir`], [`tablespace_dir`]).
 //!
 //! Must not: run anything on the Barman host; it decides from what the client read.
 
-use states::BackupFacts;
+use states::{BackupFacts, BackupFormat, BackupKind, ChainMember, Compression};
 
 use super::probe::Probe;
 use super::{Barman, ServerDirs, ShowBackup};
@@ -58,54 +59,125 @@ impl Refusal {
 }
 
 /// Restore on the Barman host, then configure replication only: the remedy for every backup
-/// rsync cannot copy.
+/// pgreplica cannot restore.
 const RESTORE_ON_BARMAN: &str = "restore it on the Barman host with \"barman restore\" (or through pg-backup-api), then run \"pgreplica clone start --replication-conf-only\"";
 
-/// Decides whether the backup can be restored with rsync, and collects its facts: backup.info
-/// first, `show-backup` where backup.info lacks a field.
+/// How a backup's files lie, from its backup.info (`compression`, `encryption`) and what the
+/// probe saw in its directory (`base.tar*`, `*.gpg`). `show-backup` tells compression only
+/// from Barman 3.16 and encryption from 3.14, so the catalogue's own files decide.
+pub(super) fn format_of(
+    what: &str,
+    probe: &Probe,
+    shown: Option<&ShowBackup>,
+) -> Result<BackupFormat, Refusal> {
+    let info = probe.info.clone().unwrap_or_default();
+    let compression = info
+        .get("compression")
+        .map(str::to_string)
+        .or_else(|| shown.and_then(|s| s.compression.clone()));
+    let encryption = info
+        .get("encryption")
+        .map(str::to_string)
+        .or_else(|| shown.and_then(|s| s.encryption.clone()))
+        .or_else(|| probe.gpg.then(|| "gpg".to_string()));
+    if let Some(method) = encryption.as_deref().filter(|m| *m != "gpg") {
+        return Err(Refusal::Unrestorable {
+            message: format!(
+                "{what} is encrypted with \"{method}\", which pgreplica does not know"
+            ),
+            remedy: RESTORE_ON_BARMAN,
+        });
+    }
+    if compression.is_none() && !probe.tar {
+        if encryption.is_some() {
+            return Err(Refusal::Broken(format!(
+                "{what} is encrypted but holds no tar files (Barman encrypts only tar backups)"
+            )));
+        }
+        return Ok(BackupFormat::Plain);
+    }
+    if !probe.tar {
+        return Err(Refusal::Broken(format!(
+            "{what} is a tar-format backup (compression {}) but its data directory holds no base.tar file",
+            compression.as_deref().unwrap_or("none")
+        )));
+    }
+    let label = compression.as_deref().unwrap_or("none");
+    let compression = Compression::parse(label).ok_or_else(|| Refusal::Unrestorable {
+        message: format!("{what} is a tar-format backup compressed with \"{label}\", which pgreplica cannot unpack"),
+        remedy: RESTORE_ON_BARMAN,
+    })?;
+    Ok(BackupFormat::Tar {
+        compression,
+        encrypted: encryption.is_some(),
+    })
+}
+
+/// One member of an incremental chain (a parent of the backup restored), from its probe.
+pub(super) fn member_from(
+    server: &str,
+    dirs: &ServerDirs,
+    id: &str,
+    probe: &Probe,
+) -> Result<ChainMember, Refusal> {
+    let what = format!("backup {id} of Barman server \"{server}\" (in the chain)");
+    let info = probe.info.clone().unwrap_or_default();
+    let status = info.get("status").unwrap_or("unknown");
+    if status != "DONE" {
+        return Err(Refusal::Broken(format!(
+            "{what} has status {status}; every backup of an incremental chain must be DONE"
+        )));
+    }
+    let backup_dir = format!("{}/{id}", dirs.basebackups_directory);
+    let broken = |why: String| Refusal::Broken(format!("backup.info of {what}: {why}"));
+    Ok(ChainMember {
+        backup_id: id.to_string(),
+        data_subdir: probe.data_subdir.clone().ok_or_else(|| {
+            Refusal::Broken(format!("{what} has no data directory in {backup_dir}"))
+        })?,
+        backup_dir,
+        format: format_of(&what, probe, None)?,
+        size_bytes: info.number("size").map_err(broken)?.unwrap_or(0),
+        tablespaces: info.tablespaces().map_err(broken)?,
+    })
+}
+
+/// The parent `probe`'s backup.info names, if the backup is incremental.
+pub(super) fn parent_of(probe: &Probe) -> Option<String> {
+    probe
+        .info
+        .as_ref()
+        .and_then(|i| i.get("parent_backup_id"))
+        .map(str::to_string)
+}
+
+/// Decides whether pgreplica can restore the backup, classifies its kind and collects its
+/// facts: backup.info first, `show-backup` where backup.info lacks a field. `parents` are the
+/// members of its chain (oldest first), read by the client when backup.info names a parent.
 pub(super) fn facts_from(
     server: &str,
     dirs: &ServerDirs,
     shown: &ShowBackup,
     probe: &Probe,
+    parents: Vec<ChainMember>,
 ) -> Result<BackupFacts, Refusal> {
     let id = &shown.backup_id;
     let info = probe.info.clone().unwrap_or_default();
     let what = format!("backup {id} of Barman server \"{server}\"");
-    let compression = info
-        .get("compression")
-        .map(str::to_string)
-        .or_else(|| shown.compression.clone());
-    if compression.is_some() || probe.tar {
-        return Err(Refusal::Unrestorable {
-            message: format!(
-                "{what} is a tar-format backup (compression {}) and cannot be copied with rsync",
-                compression.as_deref().unwrap_or("none")
-            ),
-            remedy: RESTORE_ON_BARMAN,
-        });
-    }
-    if info.get("encryption").is_some() || shown.encryption.is_some() || probe.gpg {
-        return Err(Refusal::Unrestorable {
-            message: format!("{what} is encrypted and cannot be copied with rsync"),
-            remedy: RESTORE_ON_BARMAN,
-        });
-    }
-    if let Some(parent) = info
-        .get("parent_backup_id")
-        .or((shown.backup_type.as_deref() == Some("incremental")).then_some("?"))
-    {
-        return Err(Refusal::Unrestorable {
-            message: format!("{what} is an incremental backup (parent {parent}) and needs pg_combinebackup over its chain"),
-            remedy: RESTORE_ON_BARMAN,
-        });
-    }
     let mode = info.get("mode").unwrap_or("");
     if mode.starts_with("snapshot") || shown.backup_type.as_deref() == Some("snapshot") {
         return Err(Refusal::Unrestorable {
             message: format!("{what} is a snapshot backup: its data lives in cloud disk snapshots, not on the Barman host"),
             remedy: "restore it with \"barman restore\" onto disks cloned from the snapshots",
         });
+    }
+    let format = format_of(&what, probe, Some(shown))?;
+    let incremental =
+        parent_of(probe).is_some() || shown.backup_type.as_deref() == Some("incremental");
+    if incremental && parents.is_empty() {
+        return Err(Refusal::Broken(format!(
+            "{what} is an incremental backup but the chain to its full backup was not found"
+        )));
     }
     let backup_dir = format!("{}/{id}", dirs.basebackups_directory);
     let wals_directory = dirs.wals_directory.clone();
@@ -123,7 +195,7 @@ pub(super) fn facts_from(
         Some(_) => info.tablespaces().map_err(broken)?,
         None => shown.tablespaces.clone(),
     };
-    Ok(BackupFacts {
+    let facts = BackupFacts {
         backup_id: id.clone(),
         backup_name: info
             .get("backup_name")
@@ -164,9 +236,35 @@ pub(super) fn facts_from(
         wals_directory,
         data_subdir,
         has_manifest: probe.has_manifest,
-        kind: states::BackupKind::Plain,
+        kind: BackupKind::Plain,
         cluster_bytes: info.number("cluster_size").map_err(broken)?,
-    })
+    };
+    let kind = match (parents.is_empty(), format) {
+        (true, BackupFormat::Plain) => BackupKind::Plain,
+        (
+            true,
+            BackupFormat::Tar {
+                compression,
+                encrypted,
+            },
+        ) => BackupKind::Tar {
+            compression,
+            encrypted,
+        },
+        (false, format) => {
+            let mut chain = parents;
+            chain.push(ChainMember {
+                backup_id: facts.backup_id.clone(),
+                backup_dir: facts.backup_dir.clone(),
+                data_subdir: facts.data_subdir.clone(),
+                format,
+                size_bytes: facts.size_bytes,
+                tablespaces: facts.tablespaces.clone(),
+            });
+            BackupKind::Incremental { chain }
+        }
+    };
+    Ok(BackupFacts { kind, ..facts })
 }
 
 #[cfg(test)]
@@ -211,6 +309,7 @@ mod tests {
             &dirs("/tmp/bmcap/bh34"),
             &shown,
             &probe(fixture!("3.4.0/backup.info-20261125T150710")),
+            Vec::new(),
         )
         .expect("restorable");
         assert_eq!(
@@ -257,6 +356,7 @@ mod tests {
             &dirs("/tmp/bmcap/bh319"),
             &shown,
             &probe(fixture!("3.19.1/20261125T150740-backup.info")),
+            Vec::new(),
         )
         .expect("restorable");
         assert_eq!(facts.backup_name.as_deref(), Some("named 319"));
@@ -269,6 +369,7 @@ mod tests {
             &dirs("/tmp/bmcap/bh319"),
             &latest,
             &probe(fixture!("3.19.1/20261125T150747-backup.info")),
+            Vec::new(),
         )
         .expect("restorable");
         assert!(facts.tablespaces.is_empty());
@@ -280,33 +381,132 @@ mod tests {
     }
 
     #[test]
-    fn real_tar_backup_is_refused() {
+    fn real_tar_backup_is_classified_with_its_compression() {
         let shown = shown("pgtar", fixture!("3.19.1/show-backup-pgtar.json.stdout"));
         let probe = Probe::parse(&format!(
             "dir data\nmanifest\ntar\ninfo\n{}",
             fixture!("3.19.1/pgtar-20261125T150741-backup.info")
         ))
         .expect("parses");
-        let refusal = facts_from("pgtar", &dirs("/b"), &shown, &probe).expect_err("tar refused");
-        let err = refusal.into_error(&client());
-        assert_eq!(err.kind, ErrorKind::Barman);
-        assert_eq!(err.exit_code(), 19);
-        err.assert_says(
-            "tar-format backup (compression gzip)",
-            "--replication-conf-only",
+        let facts =
+            facts_from("pgtar", &dirs("/b"), &shown, &probe, Vec::new()).expect("restorable");
+        assert_eq!(
+            facts.kind,
+            BackupKind::Tar {
+                compression: Compression::Gzip,
+                encrypted: false
+            }
         );
-        err.assert_says("", "list-backups");
+        assert!(facts.has_manifest);
+        assert_eq!(facts.data_subdir, "data");
+        // size is what the compressed files weigh; cluster_size what the restore will.
+        assert_eq!(
+            (facts.size_bytes, facts.cluster_bytes),
+            (3253512, Some(23207625))
+        );
+        assert_eq!(facts.restored_bytes(), 23207625);
+        assert_eq!(facts.staging_bytes(), 3253512);
     }
 
-    /// Why the latest 3.19.1 backup is refused when its directory holds `found` (the probe's
-    /// lines before `info`) and its backup.info reads `info`.
-    fn refusal(found: &str, info: &str) -> Refusal {
+    /// The latest 3.19.1 backup's facts (or why it is refused) when its directory holds `found`
+    /// (the probe's lines before `info`), its backup.info reads `info` and `parents` is its
+    /// chain.
+    fn classify(
+        found: &str,
+        info: &str,
+        parents: Vec<ChainMember>,
+    ) -> Result<BackupFacts, Refusal> {
         let probe = Probe::parse(&format!("{found}info\n{info}")).expect("probe output parses");
-        facts_from("pg", &dirs("/b"), &shown_latest_3191(), &probe).expect_err("refused")
+        facts_from("pg", &dirs("/b"), &shown_latest_3191(), &probe, parents)
+    }
+
+    fn refusal(found: &str, info: &str) -> Refusal {
+        classify(found, info, Vec::new()).expect_err("refused")
     }
 
     #[test]
-    fn encrypted_incremental_snapshot_and_broken_backups_are_refused() {
+    fn encrypted_and_incremental_backups_are_classified() {
+        let base = fixture!("3.19.1/20261125T150747-backup.info");
+        let encrypted = base.replace("compression=None", "compression=zstd");
+        let encrypted = format!("{encrypted}encryption=gpg\n");
+        let facts =
+            classify("dir data\nmanifest\ntar\ngpg\n", &encrypted, Vec::new()).expect("restorable");
+        assert_eq!(
+            facts.kind,
+            BackupKind::Tar {
+                compression: Compression::Zstd,
+                encrypted: true
+            }
+        );
+        // An uncompressed tar backup: no compression in backup.info (before Barman wrote
+        // `none`), but base.tar in its directory.
+        let facts = classify("dir data\ntar\n", base, Vec::new()).expect("restorable");
+        assert_eq!(
+            facts.kind,
+            BackupKind::Tar {
+                compression: Compression::None,
+                encrypted: false
+            }
+        );
+
+        let full = ChainMember {
+            backup_id: "20261125T150740".into(),
+            backup_dir: "/b/pg/base/20261125T150740".into(),
+            data_subdir: "data".into(),
+            format: BackupFormat::Tar {
+                compression: Compression::Lz4,
+                encrypted: false,
+            },
+            size_bytes: 100,
+            tablespaces: Vec::new(),
+        };
+        let incremental = base.replace("parent_backup_id=None", "parent_backup_id=20261125T150740");
+        let facts =
+            classify("dir data\nmanifest\n", &incremental, vec![full.clone()]).expect("restorable");
+        let BackupKind::Incremental { chain } = &facts.kind else {
+            panic!("not a chain: {:?}", facts.kind);
+        };
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[0], full);
+        assert_eq!(chain[1].backup_id, facts.backup_id);
+        assert_eq!(chain[1].format, BackupFormat::Plain);
+        assert_eq!(chain[1].backup_dir, facts.backup_dir);
+    }
+
+    #[test]
+    fn chain_members_are_read_from_their_own_backup_info() {
+        let info = fixture!("3.19.1/20261125T150740-backup.info");
+        let probe = Probe::parse(&format!(
+            "dir data\nmanifest\ntar\ninfo\n{}",
+            info.replace("compression=None", "compression=gzip")
+        ))
+        .expect("parses");
+        let member = member_from("pg", &dirs("/b"), "20261125T150740", &probe).expect("a member");
+        assert_eq!(
+            member.format,
+            BackupFormat::Tar {
+                compression: Compression::Gzip,
+                encrypted: false
+            }
+        );
+        assert_eq!(member.backup_dir, "/b/pg/base/20261125T150740");
+        assert_eq!(member.tablespaces.len(), 1);
+        let failed = Probe::parse(&format!(
+            "dir data\ninfo\n{}",
+            info.replace("status=DONE", "status=FAILED")
+        ))
+        .expect("parses");
+        let Err(Refusal::Broken(message)) =
+            member_from("pg", &dirs("/b"), "20261125T150740", &failed)
+        else {
+            panic!("a FAILED member must be refused");
+        };
+        assert_eq!(message, "backup 20261125T150740 of Barman server \"pg\" (in the chain) has status FAILED; every backup of an incremental chain must be DONE");
+        assert_eq!(parent_of(&failed), None);
+    }
+
+    #[test]
+    fn snapshot_unknown_formats_and_broken_backups_are_refused() {
         let base = fixture!("3.19.1/20261125T150747-backup.info");
         let what = format!(
             "backup {} of Barman server \"pg\"",
@@ -321,20 +521,42 @@ mod tests {
             Refusal::Unrestorable { message, .. } => panic!("not a broken catalogue: {message}"),
         };
 
-        let (message, remedy) = unrestorable(refusal("dir data\ngpg\n", base));
+        let aes = format!("{base}encryption=aes\n");
+        let (message, remedy) = unrestorable(refusal("dir data\ntar\n", &aes));
         assert_eq!(
             message,
-            format!("{what} is encrypted and cannot be copied with rsync")
+            format!("{what} is encrypted with \"aes\", which pgreplica does not know")
         );
         assert_eq!(remedy, RESTORE_ON_BARMAN);
+        let bzip = base.replace("compression=None", "compression=bzip2");
+        let (message, _) = unrestorable(refusal("dir data\ntar\n", &bzip));
+        assert_eq!(
+            message,
+            format!("{what} is a tar-format backup compressed with \"bzip2\", which pgreplica cannot unpack")
+        );
+        let err = refusal("dir data\ntar\n", &bzip).into_error(&client());
+        assert_eq!((err.kind, err.exit_code()), (ErrorKind::Barman, 19));
+        err.assert_says("bzip2", "--replication-conf-only");
+        err.assert_says("", "list-backups");
 
-        let incremental = base.replace("parent_backup_id=None", "parent_backup_id=20261125T150740");
-        let (message, remedy) = unrestorable(refusal("dir data\n", &incremental));
+        let gzip_without_tar = base.replace("compression=None", "compression=gzip");
         assert_eq!(
-            message,
-            format!("{what} is an incremental backup (parent 20261125T150740) and needs pg_combinebackup over its chain")
+            broken(refusal("dir data\n", &gzip_without_tar)),
+            format!("{what} is a tar-format backup (compression gzip) but its data directory holds no base.tar file")
         );
-        assert_eq!(remedy, RESTORE_ON_BARMAN);
+        assert_eq!(
+            broken(refusal("dir data\ngpg\n", base)),
+            format!(
+                "{what} is encrypted but holds no tar files (Barman encrypts only tar backups)"
+            )
+        );
+        let incremental = base.replace("parent_backup_id=None", "parent_backup_id=20261125T150740");
+        assert_eq!(
+            broken(refusal("dir data\n", &incremental)),
+            format!(
+                "{what} is an incremental backup but the chain to its full backup was not found"
+            )
+        );
 
         let snapshot = base.replace("mode=postgres", "mode=snapshot-gcp");
         let (message, remedy) = unrestorable(refusal("dir data\n", &snapshot));

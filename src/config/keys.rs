@@ -27,6 +27,7 @@ pub(crate) const PGREPLICA: &[&str] = &[
     "barman_host",
     "barman_server",
     "barman_config",
+    "pgreplica_staging_dir",
     "pg_backupapi_host",
     "pg_backupapi_node_name",
     "pg_backupapi_remote_ssh_command",

@@ -141,6 +141,9 @@ pub struct Config {
     pub pg_backupapi_remote_ssh_command: Option<String>,
     /// repmgr's `pg_backupapi_backup_id`: the backup the API restores.
     pub pg_backupapi_backup_id: Option<String>,
+    /// pgreplica's `pgreplica_staging_dir`: where the staging directories of tar, incremental
+    /// and encrypted Barman backups are made (default: beside the data directory).
+    pub staging_dir: Option<PathBuf>,
     /// pgreplica's `pg_backupapi_ca_file`: PEM bundle that signs the API's TLS certificate.
     pub pg_backupapi_ca_file: Option<PathBuf>,
     /// pgreplica's `pg_backupapi_cert_file`: PEM client certificate for a TLS proxy in front
@@ -192,6 +195,7 @@ impl Default for Config {
             pg_backupapi_node_name: None,
             pg_backupapi_remote_ssh_command: None,
             pg_backupapi_backup_id: None,
+            staging_dir: None,
             pg_backupapi_ca_file: None,
             pg_backupapi_cert_file: None,
             pg_backupapi_key_file: None,
@@ -335,6 +339,7 @@ impl fmt::Debug for Config {
             .field("conninfo", &self.conninfo.as_ref().map(|_| "<redacted>"))
             .field("data_directory", &self.data_directory)
             .field("pg_bindir", &self.pg_bindir)
+            .field("pgreplica_staging_dir", &self.staging_dir)
             .field("use_replication_slots", &self.use_replication_slots)
             .field("replication_user", &self.replication_user)
             .field("pg_basebackup_options", &self.pg_basebackup_options)
@@ -399,6 +404,7 @@ impl Config {
         Some(match key {
             "data_directory" => &mut self.data_directory,
             "pg_bindir" => &mut self.pg_bindir,
+            "pgreplica_staging_dir" => &mut self.staging_dir,
             "pg_backupapi_ca_file" => &mut self.pg_backupapi_ca_file,
             "pg_backupapi_cert_file" => &mut self.pg_backupapi_cert_file,
             "pg_backupapi_key_file" => &mut self.pg_backupapi_key_file,

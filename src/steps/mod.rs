@@ -9,8 +9,11 @@
 //! **Invariant:** step modules are leaves. Nothing but this dispatcher imports them; what they
 //! share lives in the modules they call (`datadir`, `slots`, `transfer`, `barman`, `source`, …).
 
+mod combine_chain;
 mod fetch_params;
 mod prepare_dirs;
+mod stage_backup;
+mod unpack_backup;
 mod verify_backup;
 mod verify_copy;
 mod write_replication_conf;
@@ -38,11 +41,14 @@ impl Executor for Steps {
             StepInput::Transfer(input) => {
                 StepResult::Transfer(crate::transfer::run(ctx, input).await?)
             }
-            StepInput::StageBackup(_) | StepInput::UnpackBackup(_) | StepInput::CombineChain(_) => {
-                return Err(crate::error::Error::new(
-                    crate::error::ErrorKind::Internal,
-                    format!("step {} is not wired yet", task.step),
-                ))
+            StepInput::StageBackup(input) => {
+                StepResult::StageBackup(stage_backup::run(ctx, &input).await?)
+            }
+            StepInput::UnpackBackup(input) => {
+                StepResult::UnpackBackup(unpack_backup::run(ctx, &input).await?)
+            }
+            StepInput::CombineChain(input) => {
+                StepResult::CombineChain(combine_chain::run(ctx, &input).await?)
             }
             StepInput::VerifyCopy {
                 manifest,

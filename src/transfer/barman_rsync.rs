@@ -13,10 +13,11 @@
 //! * done marks are flushed at least every second (and at the end), so at most one second of
 //!   completed files is re-sent after a kill.
 
+use super::layout::finish_layout;
 use super::rsync::{self, RsyncEvent, RsyncJob, TreeSource};
 use super::streams::plan_streams;
 use crate::barman::{data_dir, tablespace_dir, Barman};
-use crate::datadir::{create_empty_pgdata_dirs, wal_dir_name, write_tablespace_map};
+use crate::datadir::wal_dir_name;
 use crate::error::Result;
 use crate::runner::StepContext;
 use states::{
@@ -37,21 +38,9 @@ pub async fn run(
     backup: &BackupFacts,
     dirs: &PreparedDirs,
 ) -> Result<TransferSummary> {
-    let request = ctx.request();
+    let request = ctx.request().clone();
     let barman = Barman::from_target(target, &request.ssh_options);
-    let files = ctx.store.files();
-    let mut entries = files.entries()?;
-    if entries.is_empty() {
-        entries = list_backup(&barman, backup, request).await?;
-        files.replace(&entries)?;
-        crate::info!(
-            "backup {} holds {} files, {}",
-            backup.backup_id,
-            entries.len(),
-            crate::progress::human_bytes(entries.iter().map(|e| e.size).sum())
-        );
-    }
-    let mut job = RsyncJob {
+    let job = RsyncJob {
         source: format!("{}:{}/", barman.host, data_dir(backup)),
         rsh: Some(barman.rsync_rsh()),
         dest: PathBuf::from(&dirs.data_dir),
@@ -64,13 +53,70 @@ pub async fn run(
                 dest: PathBuf::from(&t.path),
             })
             .collect(),
-        extra_args: request
-            .bwlimit_kbps
-            .map(|k| vec![format!("--bwlimit={k}")])
-            .unwrap_or_default(),
-        entries,
+        extra_args: bwlimit_args(&request),
+        entries: Vec::new(),
         partials: BTreeSet::new(),
     };
+    let copy = Copy {
+        what: format!("backup {}", backup.backup_id),
+        source: "Barman",
+        remove_extraneous: dirs.reused_existing.then_some(backup.pg_version),
+    };
+    let (job, summary) =
+        copy_checkpointed(ctx, job, &copy, list_backup(&barman, backup, &request)).await?;
+    finish_layout(Path::new(&dirs.data_dir), backup.pg_version, dirs)?;
+    crate::debug!(
+        "transfer of {} entries into \"{}\" complete (jobs {})",
+        job.entries.len(),
+        dirs.data_dir,
+        request.jobs
+    );
+    Ok(summary)
+}
+
+/// rsync's `--bwlimit` from the request, for every stream.
+pub(crate) fn bwlimit_args(request: &CloneRequest) -> Vec<String> {
+    request
+        .bwlimit_kbps
+        .map(|k| vec![format!("--bwlimit={k}")])
+        .unwrap_or_default()
+}
+
+/// What a checkpointed copy is about, for its messages and its tidying.
+pub(crate) struct Copy {
+    /// What is copied, for messages: `backup 20261125T061436`.
+    pub(crate) what: String,
+    /// Where from, for messages: `Barman`.
+    pub(crate) source: &'static str,
+    /// With `--force` into a used data directory: remove what the list lacks, keeping the
+    /// links pgreplica makes for a server of this version.
+    pub(crate) remove_extraneous: Option<u32>,
+}
+
+/// The checkpointed copy of Transfer and StageBackup: the file list fetched once (by `list`,
+/// on the first attempt) and stored, what a killed rsync left tidied, the files not done yet
+/// copied by parallel rsync streams, each marked done as rsync reports it. `job` names the
+/// trees; its entries are filled in here. Returns the job (with its entries) and the summary.
+pub(crate) async fn copy_checkpointed(
+    ctx: &mut StepContext<'_>,
+    mut job: RsyncJob,
+    copy: &Copy,
+    list: impl std::future::Future<Output = Result<Vec<ManifestEntry>>>,
+) -> Result<(RsyncJob, TransferSummary)> {
+    let jobs = ctx.request().jobs;
+    let files = ctx.store.files();
+    let mut entries = files.entries()?;
+    if entries.is_empty() {
+        entries = list.await?;
+        files.replace(&entries)?;
+        crate::info!(
+            "{} holds {} files, {}",
+            copy.what,
+            entries.len(),
+            crate::progress::human_bytes(entries.iter().map(|e| e.size).sum())
+        );
+    }
+    job.entries = entries;
     // Partial copies first: a kept one moves to its file's final name, which the removal of
     // what the backup lacks then leaves alone.
     let cleanup = rsync::cleanup_partial(&job)?;
@@ -95,12 +141,12 @@ pub async fn run(
         }
     }
     job.partials = cleanup.kept.iter().map(|&(index, _)| index).collect();
-    if dirs.reused_existing {
-        let extraneous = remove_extraneous(&job, backup.pg_version)?;
+    if let Some(pg_version) = copy.remove_extraneous {
+        let extraneous = remove_extraneous(&job, pg_version)?;
         if extraneous > 0 {
             crate::notice!(
-                "removed {extraneous} file(s) and directories that are not in backup {}",
-                backup.backup_id
+                "removed {extraneous} file(s) and directories that are not in {}",
+                copy.what
             );
         }
     }
@@ -109,10 +155,11 @@ pub async fn run(
     if files_done > 0 {
         crate::notice!("resuming the transfer: {files_done} of {files_total} files already copied");
     }
-    let plan = plan_streams(&job.entries, request.jobs);
+    let plan = plan_streams(&job.entries, jobs);
     crate::notice!(
-        "retrieving backup {} from Barman ({} stream(s))...",
-        backup.backup_id,
+        "retrieving {} from {} ({} stream(s))...",
+        copy.what,
+        copy.source,
         plan.streams.len().max(1)
     );
     // The bar starts after the last log line of the step's preamble, so it is drawn once.
@@ -151,8 +198,7 @@ pub async fn run(
     if let Some(e) = flush_error {
         return Err(e);
     }
-    finish_layout(&job, backup, request, dirs)?;
-    Ok(TransferSummary {
+    let summary = TransferSummary {
         files: files_total,
         bytes_total,
         bytes_sent: stats.bytes_sent,
@@ -160,7 +206,8 @@ pub async fn run(
         bytes_kept,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         restarts: 0,
-    })
+    };
+    Ok((job, summary))
 }
 
 /// The backup's file list: the data directory and each tablespace.
@@ -242,44 +289,4 @@ fn totals(entries: &[ManifestEntry], select: impl Fn(&ManifestEntry) -> bool) ->
         .iter()
         .filter(|e| e.kind == EntryKind::File && select(e))
         .fold((0, 0), |(bytes, files), e| (bytes + e.size, files + 1))
-}
-
-/// What a data directory needs beyond the backup's files: the empty directories PostgreSQL
-/// expects, tablespace links and `tablespace_map`.
-fn finish_layout(
-    job: &RsyncJob,
-    backup: &BackupFacts,
-    request: &CloneRequest,
-    dirs: &PreparedDirs,
-) -> Result<()> {
-    let data_dir = Path::new(&dirs.data_dir);
-    create_empty_pgdata_dirs(data_dir, backup.pg_version)?;
-    link_tablespaces(data_dir, dirs)?;
-    if write_tablespace_map(data_dir, &dirs.tablespaces)?.is_some() {
-        crate::info!("tablespace_map written");
-    }
-    crate::debug!(
-        "transfer of {} entries into \"{}\" complete (jobs {})",
-        job.entries.len(),
-        data_dir.display(),
-        request.jobs
-    );
-    Ok(())
-}
-
-/// `pg_tblspc/<oid>` → the tablespace's target, as pg_basebackup and `barman restore` leave
-/// them, so that pg_verifybackup finds the tablespace files before the standby first starts.
-fn link_tablespaces(data_dir: &Path, dirs: &PreparedDirs) -> Result<()> {
-    for target in &dirs.tablespaces {
-        let link = data_dir.join("pg_tblspc").join(target.oid.to_string());
-        match std::fs::read_link(&link) {
-            Ok(existing) if existing == Path::new(&target.path) => continue,
-            Ok(_) => std::fs::remove_file(&link)
-                .map_err(|e| crate::durable::io_error("replace link", &link, e))?,
-            Err(_) => {}
-        }
-        std::os::unix::fs::symlink(&target.path, &link)
-            .map_err(|e| crate::durable::io_error("create link", &link, e))?;
-    }
-    Ok(())
 }

@@ -14,6 +14,7 @@
 //! store or the replication configuration.
 
 use super::guardian::GuardedThreads;
+use super::layout::empty_dir;
 use crate::child_output;
 use crate::durable::io_error;
 use crate::error::{Error, ErrorKind, Result};
@@ -123,30 +124,6 @@ fn clear_partial_copy(request: &CloneRequest, dirs: &PreparedDirs) -> Result<usi
     }
     for (_, new) in &request.tablespace_mapping {
         removed += empty_dir(Path::new(new))?;
-    }
-    Ok(removed)
-}
-
-/// Removes everything inside `dir` without following symbolic links; a missing `dir` is empty.
-fn empty_dir(dir: &Path) -> Result<usize> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(io_error("read directory", dir, e)),
-    };
-    let mut removed = 0;
-    for entry in entries {
-        let path = entry
-            .map_err(|e| io_error("read directory", dir, e))?
-            .path();
-        let meta = std::fs::symlink_metadata(&path).map_err(|e| io_error("access", &path, e))?;
-        let result = if meta.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        result.map_err(|e| io_error("remove", &path, e))?;
-        removed += 1;
     }
     Ok(removed)
 }

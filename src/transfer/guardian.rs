@@ -88,6 +88,40 @@ impl Drop for GuardedThreads {
     }
 }
 
+/// Runs `command` to its end under a guardian, on a thread of its own, and returns its exit
+/// status with what it wrote on stderr (which is piped here; stdin and stdout are the
+/// caller's to set). Dropping the future stops the command and waits until it is gone: a
+/// copy process (`pg_combinebackup`, a decrypting ssh) never outlives its step.
+pub async fn run_to_end(mut command: Command, name: &str) -> io::Result<(ExitStatus, Vec<u8>)> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut threads = GuardedThreads::default();
+    threads.spawn(name, move |spawner| {
+        command.stderr(std::process::Stdio::piped());
+        let result = match spawner.spawn(&mut command) {
+            Ok(Some(mut child)) => {
+                let mut stderr = Vec::new();
+                if let Some(mut pipe) = child.take_stderr() {
+                    let _ = std::io::Read::read_to_end(&mut pipe, &mut stderr);
+                }
+                child.wait().map(|status| (status, stderr))
+            }
+            Ok(None) => Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "stopped before it started",
+            )),
+            Err(e) => Err(e),
+        };
+        let _ = tx.send(result);
+    })?;
+    let result = rx.await.unwrap_or_else(|_| {
+        Err(io::Error::other(
+            "the watching thread ended without a status",
+        ))
+    });
+    threads.join();
+    result
+}
+
 /// The guardians of running children, shared by a [`GuardedThreads`] and its threads.
 #[derive(Default)]
 struct Guardians {

@@ -8,9 +8,13 @@
 pub mod backup_api;
 pub mod barman_rsync;
 pub mod basebackup;
+pub mod combine;
 pub mod guardian;
+pub(crate) mod layout;
 pub mod rsync;
+pub mod staging;
 pub mod streams;
+pub mod unpack;
 
 use crate::error::Result;
 use crate::runner::StepContext;

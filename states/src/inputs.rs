@@ -8,9 +8,10 @@
 
 use crate::machine::{Mode, Step};
 use crate::record::{
-    ApiTarget, BackupFacts, BarmanTarget, CloneRecord, OutcomeKind, PreparedDirs, SourceParams,
-    Tablespace,
+    ApiTarget, BackupFacts, BarmanTarget, CloneRecord, CloneRequest, OutcomeKind, PreparedDirs,
+    SourceParams, Tablespace,
 };
+use crate::CloneId;
 
 /// A step to run now and what it reads.
 #[derive(Clone, Debug, PartialEq)]
@@ -133,7 +134,7 @@ pub struct StageInput {
     pub backup: BackupFacts,
     /// The prepared directories (the data directory's file system is checked for space too).
     pub dirs: PreparedDirs,
-    /// The clone's staging directory ([`CloneRecord::staging_dir`]).
+    /// The clone's staging directory ([`CloneRequest::staging_dir`]).
     pub staging_dir: String,
 }
 
@@ -190,6 +191,25 @@ pub struct MissingInput {
     pub step: Step,
     /// What it lacked.
     pub what: &'static str,
+}
+
+impl CloneRequest {
+    /// The clone's staging directory: `pgreplica-staging-<clone id>` in `pgreplica_staging_dir`
+    /// when set, else beside the data directory (on its file system, so that the unpacked
+    /// files and the staged ones share one space check, and `pg_combinebackup --link` can
+    /// link instead of copying). Never inside the data directory, whose contents must equal
+    /// the backup's.
+    pub fn staging_dir(&self) -> String {
+        let data_dir = self.data_dir.trim_end_matches('/');
+        let base = match &self.staging_parent {
+            Some(dir) => dir.trim_end_matches('/'),
+            None => data_dir.rsplit_once('/').map_or("", |(parent, _)| parent),
+        };
+        format!(
+            "{base}/pgreplica-staging-{}",
+            CloneId::for_data_dir(data_dir)
+        )
+    }
 }
 
 impl CloneRecord {
@@ -282,7 +302,7 @@ impl CloneRecord {
                 barman: request.barman.clone().ok_or(missing("barman_host"))?,
                 backup: staged(backup()?)?,
                 dirs: dirs()?,
-                staging_dir: self.staging_dir(),
+                staging_dir: self.request.staging_dir(),
             }),
             Step::UnpackBackup => {
                 let backup = staged(backup()?)?;
@@ -293,7 +313,7 @@ impl CloneRecord {
                     },
                     backup,
                     dirs: dirs()?,
-                    staging_dir: self.staging_dir(),
+                    staging_dir: self.request.staging_dir(),
                 })
             }
             Step::CombineChain => {
@@ -305,7 +325,7 @@ impl CloneRecord {
                     pg_version: backup.pg_version,
                     backup,
                     dirs: dirs()?,
-                    staging_dir: self.staging_dir(),
+                    staging_dir: self.request.staging_dir(),
                 })
             }
             Step::VerifyCopy => StepInput::VerifyCopy {
@@ -322,25 +342,6 @@ impl CloneRecord {
             },
             Step::WriteReplicationConf => StepInput::WriteReplicationConf { params: params()? },
         })
-    }
-
-    /// The clone's staging directory: `pgreplica-staging-<clone id>` in `pgreplica_staging_dir`
-    /// when set, else beside the data directory (on its file system, so that the unpacked
-    /// files and the staged ones share one space check, and `pg_combinebackup --link` can
-    /// link instead of copying). Never inside the data directory, whose contents must equal
-    /// the backup's.
-    pub fn staging_dir(&self) -> String {
-        let base = match &self.request.staging_dir {
-            Some(dir) => dir.trim_end_matches('/').to_string(),
-            None => {
-                let data_dir = self.request.data_dir.trim_end_matches('/');
-                match data_dir.rsplit_once('/') {
-                    Some(("", _)) | None => String::new(),
-                    Some((parent, _)) => parent.to_string(),
-                }
-            }
-        };
-        format!("{base}/pgreplica-staging-{}", self.id)
     }
 
     /// Attempts at `step` in the history that did not succeed (failures, interruptions,

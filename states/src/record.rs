@@ -100,9 +100,10 @@ pub struct CloneRequest {
     pub pg_bindir: Option<String>,
     /// `pg_basebackup_options` as configured (pg_basebackup mode passes them on).
     pub pg_basebackup_options: Vec<String>,
-    /// pgreplica's `pgreplica_staging_dir`: where tar, incremental and encrypted backups are
-    /// staged on this host (see [`CloneRecord::staging_dir`]); `None` for the default.
-    pub staging_dir: Option<String>,
+    /// pgreplica's `pgreplica_staging_dir`: the directory in which the clone's staging
+    /// directory is made for tar, incremental and encrypted backups (see
+    /// [`CloneRequest::staging_dir`]); `None` for beside the data directory.
+    pub staging_parent: Option<String>,
     /// How the standby will replicate.
     pub replication: ReplicationSettings,
 }

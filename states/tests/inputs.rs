@@ -320,12 +320,11 @@ fn the_staging_directory_is_per_clone_beside_the_data_directory_or_where_configu
         request(Mode::BarmanRsync, false),
         1,
     );
-    assert_eq!(rec.staging_dir(), staging());
+    assert_eq!(rec.request().staging_dir(), staging());
     let mut configured = request(Mode::BarmanRsync, false);
-    configured.staging_dir = Some("/big/disk/".into());
-    let rec = CloneRecord::new(CloneId::for_data_dir("/srv/standby"), configured, 1);
+    configured.staging_parent = Some("/big/disk/".into());
     assert_eq!(
-        rec.staging_dir(),
+        configured.staging_dir(),
         format!(
             "/big/disk/pgreplica-staging-{}",
             CloneId::for_data_dir("/srv/standby")
@@ -334,13 +333,12 @@ fn the_staging_directory_is_per_clone_beside_the_data_directory_or_where_configu
     // Never inside the data directory, even for a data directory at the root.
     let mut top = request(Mode::BarmanRsync, false);
     top.data_dir = "/pgdata".into();
-    let rec = CloneRecord::new(CloneId::for_data_dir("/pgdata"), top, 1);
     assert!(
-        !rec.staging_dir().starts_with("/pgdata/"),
+        !top.staging_dir().starts_with("/pgdata/"),
         "{}",
-        rec.staging_dir()
+        top.staging_dir()
     );
-    assert!(rec.staging_dir().starts_with("/pgreplica-staging-"));
+    assert!(top.staging_dir().starts_with("/pgreplica-staging-"));
 }
 
 #[test]

@@ -1,0 +1,107 @@
+//! StageBackup: copies the files of a tar, incremental or encrypted backup, as the catalogue
+//! stores them (compressed, so the network carries fewer bytes), into the clone's staging
+//! directory on this host, with the checkpointed rsync copy of Transfer: a resume continues
+//! mid-file and re-sends only what was in flight. Encrypted files are decrypted on the Barman
+//! host on their way (see `transfer::decrypt`).
+//!
+//! Before the first byte: the replication slot exists (as for Transfer), and the staging
+//! directory and the data directory have room for the whole clone ([`crate::space`]); the
+//! staging directory starts empty.
+
+use crate::barman::Barman;
+use crate::error::Result;
+use crate::runner::StepContext;
+use crate::transfer::barman_rsync::{bwlimit_args, copy_checkpointed, Copy};
+use crate::transfer::rsync::{RsyncJob, TreeSource};
+use crate::transfer::staging::Staging;
+use states::{StageInput, TransferSummary};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+/// Runs the step.
+pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<TransferSummary> {
+    if let Some(upstream) = &input.slot_upstream {
+        crate::slots::ensure_slot(ctx.request(), upstream).await?;
+    }
+    let request = ctx.request().clone();
+    let barman = Barman::from_target(&input.barman, &request.ssh_options);
+    let backup = &input.backup;
+    let staging = Staging::new(&input.staging_dir);
+    let first_attempt = ctx.store.files().entries()?.is_empty();
+    if first_attempt {
+        let found = crate::space::check_staging(
+            backup,
+            Path::new(&input.dirs.data_dir),
+            staging.root(),
+            0,
+        )?;
+        crate::info!("staging space: {found}");
+        // Whatever an abandoned clone of this directory staged is not this clone's.
+        crate::transfer::layout::empty_dir(staging.root())?;
+    }
+    let trees = staging.trees(backup);
+    for tree in &trees {
+        make_private_dir(&tree.local)?;
+    }
+    let remote = |dir: &str| format!("{}:{dir}/", barman.host);
+    let (first, others) = trees.split_first().ok_or_else(|| {
+        crate::error::Error::new(
+            crate::error::ErrorKind::Internal,
+            "a staged backup without members",
+        )
+    })?;
+    let job = RsyncJob {
+        source: remote(&first.remote),
+        rsh: Some(barman.rsync_rsh()),
+        dest: first.local.clone(),
+        tablespaces: others
+            .iter()
+            .map(|t| TreeSource {
+                root: t.root,
+                source: remote(&t.remote),
+                dest: t.local.clone(),
+            })
+            .collect(),
+        extra_args: bwlimit_args(&request),
+        entries: Vec::new(),
+        partials: BTreeSet::new(),
+    };
+    let copy = Copy {
+        what: format!("backup {} ({})", backup.backup_id, backup.kind.label()),
+        source: "Barman",
+        remove_extraneous: None,
+    };
+    let list = async {
+        let mut entries = Vec::new();
+        for tree in &trees {
+            entries.extend(
+                barman
+                    .list_tree(
+                        &backup.backup_id,
+                        tree.root,
+                        &tree.remote,
+                        tree.data_dir.as_deref(),
+                    )
+                    .await?,
+            );
+        }
+        Ok(entries)
+    };
+    let (_, summary) = copy_checkpointed(ctx, job, &copy, list).await?;
+    crate::notice!(
+        "backup {} staged in \"{}\"",
+        backup.backup_id,
+        staging.root().display()
+    );
+    Ok(summary)
+}
+
+/// Creates `dir` and its parents with mode 0700: staged files are a database's.
+fn make_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| crate::durable::io_error("create", dir, e))
+}
