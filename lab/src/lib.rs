@@ -1,6 +1,7 @@
-//! A loopback lab for pgreplica: a PostgreSQL 15 primary, Barman (Debian's 3.4.0 or PyPI's
-//! 3.19.x) with a first backup, and a private sshd on 127.0.0.1 — what pgreplica's integration
-//! tests, demo, benchmark and chaos campaign run against.
+//! A loopback lab for pgreplica: a PostgreSQL 15 or 18 primary, Barman (Debian's 3.4.0 or
+//! PyPI's 3.19.x) with a first backup, backups of every other kind on demand (tar with each
+//! compression, incremental chains, encrypted), and a private sshd on 127.0.0.1 — what
+//! pgreplica's integration tests, demo, benchmark and chaos campaign run against.
 //!
 //! It must not write into any home directory or global configuration (no ~/.ssh/config, no
 //! /etc/barman.conf): a lab lives in its own directory under /tmp and clients reach it through
@@ -11,17 +12,22 @@
 //! # Layout
 //! - `lab` — [`Lab`], [`LabOptions`]: using a lab; `lab::startup` stands it up, `lab::commands`
 //!   says how clients reach it (ssh options, repmgr.conf, pgreplica's command lines),
-//!   `lab::teardown` stops it.
+//!   `lab::fixtures` takes backups of every kind, `lab::restore` restores them with Barman and
+//!   starts standbys from them, `lab::teardown` stops it.
+//! - [`kinds`] — the kinds of backup ([`BackupKind`], [`TarCompression`]), their Barman
+//!   servers, [`BackupFixture`], [`Restored`], [`BackupInfo`].
 //! - [`api_server`] — the pg-backup-api test server on a lab, repmgr.conf for API mode.
 //! - [`clone_check`] — watching a clone from outside: status, kills, digests.
 //! - [`status`] — the machine's steps, phases and outcomes as `clone status --json` spells them,
 //!   read back into the `states` types.
 //! - [`chaos`] — the kill-anywhere campaign's core (`cargo xtask chaos`, `tests/chaos.rs`).
-//! - `postgres` — initdb, pg_ctl, psql, [`Standby`].
-//! - `barman` — [`BarmanFlavor`], the lab's barman.conf, running barman as `barman`.
+//! - `postgres` — [`PgMajor`] (15 or 18), initdb, pg_ctl, psql, [`Standby`].
+//! - `barman` — [`BarmanFlavor`], the lab's barman.conf (one section per server), running
+//!   barman as `barman`.
+//! - `gpg` — the throwaway key of the encrypted backups, in the lab's own GNUPGHOME.
 //! - `sshd` — the private sshd and the ssh keys.
-//! - `system` — [`prerequisites`], [`bench_prerequisites`] and [`install`]: programs, users,
-//!   packages.
+//! - `system` — [`prerequisites`], [`bench_prerequisites`], [`install`] and
+//!   [`install_report`]: programs, users, packages, the PyPI Barman and PostgreSQL 18.
 //! - `exec` — running programs with a deadline and captured output, as another user.
 //! - `ports` — [`free_port`].
 //! - `signals` — [`wait_for_interrupt`] for `cargo xtask lab`.
@@ -38,7 +44,9 @@
 //!   run/                 unix sockets                  (postgres)
 //!   bin/                 install_binary() copies
 //!   logs/                primary.log, standby-PORT.log (sticky, world-writable)
-//!   barman/              barman.conf, barman.log, home/ (the catalogue: home/pg/)  (barman)
+//!   barman/              barman.conf, barman.log, home/ (the catalogue: home/pg/, and
+//!                        home/tar/, home/incremental/, home/encrypted/ for fixtures),
+//!                        staging/ (restores), gnupg/ + passphrase (encrypted)  (barman)
 //!   ssh/                 sshd_config, host key, sshd.log, keys/{postgres,barman}, authorized_keys/
 //! ```
 
@@ -48,6 +56,8 @@ pub mod chaos;
 pub mod clone_check;
 mod error;
 mod exec;
+mod gpg;
+pub mod kinds;
 mod lab;
 mod ports;
 mod postgres;
@@ -61,10 +71,12 @@ mod test_support;
 pub use barman::{BarmanFlavor, SERVER as BARMAN_SERVER, SLOT as BARMAN_SLOT};
 pub use error::LabError;
 pub use exec::{describe, is_root, shell_quote, tail, wait_for};
-pub use lab::{Lab, LabOptions, Tablespace, KEEP_ENV};
+pub use kinds::{BackupFixture, BackupInfo, BackupKind, Restored, TarCompression};
+pub use lab::{Lab, LabOptions, Tablespace, KEEP_ENV, NOISE_MB, NOISE_TABLE, WRITES_TABLE};
 pub use ports::free_port;
-pub use postgres::Standby;
+pub use postgres::{PgMajor, Standby};
 pub use signals::wait_for_interrupt;
 pub use system::{
-    bench_prerequisites, install, prerequisites, BARMAN_VENV, OPENSSL, PG_BIN, REPMGR, SSH, STUNNEL,
+    bench_prerequisites, install, install_report, prerequisites, Installed, BARMAN_VENV, GPG,
+    OPENSSL, PG18_BIN, PG18_HOME, PG_BIN, REPMGR, SSH, STUNNEL,
 };

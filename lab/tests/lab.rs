@@ -3,11 +3,12 @@
 //! plus Barman pushing a restore to postgres@127.0.0.1 and the restored standby streaming.
 //! They need root and the lab's prerequisites (`cargo xtask install`), and fail loudly without.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::TcpStream;
-use std::process::Output;
 use std::time::Duration;
 
+use common::{assert_ok, ssh_to_barman, stop_and_check_gone, text};
 use lab::{BarmanFlavor, Lab, LabOptions};
 
 /// `key : value` lines of barman's console output (show-backup), keys trimmed.
@@ -16,30 +17,6 @@ fn fields(text: &str) -> BTreeMap<String, String> {
         .filter_map(|line| line.split_once(" : "))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect()
-}
-
-fn text(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn assert_ok(what: &str, out: &Output) {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        text(out),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// As postgres, over the lab sshd with `ssh_options()`: `ssh barman@127.0.0.1 ARGS`.
-fn ssh_to_barman(lab: &Lab, remote: &[&str]) -> Output {
-    lab.command_as_postgres("ssh")
-        .args(lab.ssh_args())
-        .arg(lab.barman_ssh_host())
-        .args(remote.iter().map(|word| lab::shell_quote(word)))
-        .output()
-        .expect("run ssh as postgres")
 }
 
 /// Starts a lab, then checks what pgreplica relies on: over ssh, `barman` is the flavour's and
@@ -99,21 +76,6 @@ fn check_flavour(options: LabOptions) -> Lab {
         std::fs::read_to_string(&info).unwrap_or_else(|e| panic!("{}: {e}", info.display()));
     assert!(info_text.lines().any(|l| l == "status=DONE"), "{info_text}");
     lab
-}
-
-/// Stops the lab explicitly and checks that nothing of it is left: the directory is gone, its
-/// servers no longer listen, and no process was left to kill (`stop` reports those).
-fn stop_and_check_gone(lab: Lab) {
-    let dir = lab.dir().to_path_buf();
-    let ports = [lab.primary_port(), lab.ssh_port()];
-    lab.stop().expect("an orderly stop");
-    assert!(!dir.exists(), "{} still exists", dir.display());
-    for port in ports {
-        assert!(
-            TcpStream::connect(("127.0.0.1", port)).is_err(),
-            "port {port} still open"
-        );
-    }
 }
 
 #[test]

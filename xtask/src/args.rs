@@ -84,6 +84,7 @@ impl LabArgs {
             barman: self.barman,
             tablespace: false,
             scale: self.scale.unwrap_or(default_scale),
+            ..LabOptions::default()
         }
     }
 }
@@ -126,7 +127,8 @@ mod tests {
             LabOptions {
                 barman: BarmanFlavor::PyPI,
                 tablespace: false,
-                scale: 7
+                scale: 7,
+                ..LabOptions::default()
             }
         );
         let none = lab_args(&[]).unwrap();

@@ -271,7 +271,8 @@ mod tests {
             LabOptions {
                 barman: BarmanFlavor::PyPI,
                 tablespace: true,
-                scale: 5
+                scale: 5,
+                ..LabOptions::default()
             }
         );
         assert_eq!(lab_options(&[]).ok(), Some(LabOptions::default()));

@@ -9,7 +9,7 @@ use std::process::Command;
 use super::Lab;
 use crate::exec::as_user;
 use crate::sshd;
-use crate::system::{PG_BIN, SSH};
+use crate::system::SSH;
 
 impl Lab {
     /// repmgr.conf's `ssh_options` for the postgres user: the lab sshd's port and postgres's
@@ -33,12 +33,16 @@ impl Lab {
     }
 
     /// `runuser -u postgres -- PROGRAM`, from the lab directory, with `PGREPLICA_STATE_DIR` set
-    /// to [`Lab::state_dir`] and PostgreSQL 15's binaries first on PATH. Add arguments and run.
+    /// to [`Lab::state_dir`] and the primary's PostgreSQL binaries ([`Lab::pg_bin`]) first on
+    /// PATH. Add arguments and run.
     pub fn command_as_postgres(&self, program: impl AsRef<OsStr>) -> Command {
         let mut cmd = as_user("postgres", program);
         cmd.current_dir(&self.dir)
             .env("PGREPLICA_STATE_DIR", self.state_dir())
-            .env("PATH", format!("{PG_BIN}:/usr/local/bin:/usr/bin:/bin"));
+            .env(
+                "PATH",
+                format!("{}:/usr/local/bin:/usr/bin:/bin", self.pg_bin().display()),
+            );
         cmd
     }
 
@@ -73,15 +77,17 @@ impl Lab {
 
     /// The node part of a repmgr.conf for a standby of this lab: node_id, node_name, conninfo
     /// (`host=127.0.0.1 port=PORT user=barman dbname=postgres`: the node's own address, where
-    /// it will listen), data_directory and pg_bindir. Add the keys of a mode to it.
+    /// it will listen), data_directory and pg_bindir (the primary's major's binaries). Add the
+    /// keys of a mode to it.
     pub fn node_conf(&self, node_id: u32, node_name: &str, data_dir: &Path, port: u16) -> String {
         format!(
             "node_id={node_id}\n\
              node_name='{node_name}'\n\
              conninfo='host=127.0.0.1 port={port} user=barman dbname=postgres connect_timeout=5'\n\
              data_directory='{data}'\n\
-             pg_bindir='{PG_BIN}'\n",
+             pg_bindir='{bin}'\n",
             data = data_dir.display(),
+            bin = self.pg_bin().display(),
         )
     }
 

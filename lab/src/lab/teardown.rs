@@ -1,13 +1,14 @@
-//! Tearing a lab down ([`Lab::stop`], or drop): standbys, Barman's WAL receiver, the primary
-//! and the sshd stopped newest first, any process still running from inside the lab reaped and
-//! reported, the directory removed (unless [`KEEP_ENV`] keeps it).
+//! Tearing a lab down ([`Lab::stop`], or drop): standbys, Barman's WAL receivers (one per
+//! server), the gpg-agent of the lab's keyring, the primary and the sshd stopped newest first,
+//! any process still running from inside the lab reaped and reported, the directory removed
+//! (unless [`KEEP_ENV`] keeps it).
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::{Lab, BARMAN_QUICK, KEEP_ENV};
-use crate::barman;
 use crate::exec;
+use crate::gpg;
 use crate::postgres;
 use crate::LabError;
 
@@ -49,15 +50,27 @@ impl Lab {
             errors.extend(postgres::stop(&data_dir, "stop standby").err());
         }
         if self.barman_started {
-            errors.extend(
-                self.barman
-                    .checked(
-                        "stop receive-wal",
-                        &["receive-wal", "--stop", barman::SERVER],
-                        BARMAN_QUICK,
-                    )
-                    .err(),
-            );
+            let servers =
+                std::mem::take(&mut *self.servers.lock().unwrap_or_else(|e| e.into_inner()));
+            for server in servers.iter().rev() {
+                errors.extend(
+                    self.barman
+                        .checked(
+                            "stop receive-wal",
+                            &["receive-wal", "--stop", &server.name],
+                            BARMAN_QUICK,
+                        )
+                        .err(),
+                );
+            }
+        }
+        let keyring = self
+            .fixtures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keyring;
+        if keyring {
+            errors.extend(gpg::stop_agent(&self.barman.gnupg_home).err());
         }
         if self.primary_started {
             errors.extend(postgres::stop(&self.primary_data_dir(), "stop primary").err());
