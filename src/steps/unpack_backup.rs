@@ -211,14 +211,20 @@ fn finish_archive(archive: &Archive) -> Result<()> {
 }
 
 /// The backup's `backup_manifest`, staged beside its tar files, goes into the data directory
-/// for VerifyCopy (Barman's own restore leaves it out). Idempotent.
+/// for VerifyCopy (Barman's own restore leaves it out), with the catalogue's mtime as a
+/// Transfer's copy has it. Idempotent.
 fn place_manifest(staged_data: &Path, data_dir: &Path) -> Result<()> {
     let staged = staged_data.join("backup_manifest");
-    let Ok(bytes) = std::fs::read(&staged) else {
+    let (Ok(bytes), Ok(meta)) = (std::fs::read(&staged), std::fs::metadata(&staged)) else {
         return Ok(());
     };
-    crate::durable::write_atomic(&data_dir.join("backup_manifest"), &bytes, 0o600)?;
-    std::fs::remove_file(&staged).map_err(|e| crate::durable::io_error("remove", &staged, e))
+    let target = data_dir.join("backup_manifest");
+    crate::durable::write_atomic(&target, &bytes, 0o600)?;
+    let io_error = |what, path: &Path, e| crate::durable::io_error(what, path, e);
+    std::fs::File::open(&target)
+        .and_then(|f| f.set_modified(meta.modified()?))
+        .map_err(|e| io_error("set the time of", &target, e))?;
+    std::fs::remove_file(&staged).map_err(|e| io_error("remove", &staged, e))
 }
 
 /// `--force` into a used directory: a tar backup replaces everything (nothing can be reused

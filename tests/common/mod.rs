@@ -151,6 +151,18 @@ pub fn wait_for_progress(
     child: &mut std::process::Child,
     fraction: f64,
 ) -> u64 {
+    wait_for_step_progress(bench, data_dir, child, "Transfer", fraction)
+}
+
+/// Polls `clone status --json` until the running clone's `step` has done `fraction` of its
+/// bytes. Returns the bytes done then; panics (with the clone's stderr) if it ends first.
+pub fn wait_for_step_progress(
+    bench: &Bench,
+    data_dir: &Path,
+    child: &mut std::process::Child,
+    step: &str,
+    fraction: f64,
+) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -161,7 +173,7 @@ pub fn wait_for_progress(
         }
         if let Ok(status) = bench.try_status(data_dir) {
             let live = &status["live"];
-            if live["step"] == "Transfer" {
+            if live["step"] == step {
                 let done = live["bytes_done"].as_u64().unwrap();
                 let total = live["bytes_total"].as_u64().unwrap();
                 if total > 0 && done as f64 >= fraction * total as f64 {

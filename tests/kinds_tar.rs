@@ -1,0 +1,236 @@
+//! Tar-format and encrypted Barman backups end to end, on one PostgreSQL 15 lab with the PyPI
+//! Barman 3.19 and a tablespace: a gzip, an lz4, a zstd and an uncompressed tar backup, and a
+//! GPG-encrypted one, each cloned by pgreplica (staged, unpacked, verified with
+//! pg_verifybackup) into a standby that streams; killed inside every new step (StageBackup
+//! mid-file, UnpackBackup between and inside archives), each resumes to a directory identical
+//! to an uninterrupted clone's, file for file.
+
+mod common;
+
+use common::{
+    kill_group, spawn, stderr_of, tree_digest, wait_for_step_progress, wait_until_stopped, Bench,
+};
+use lab::clone_check;
+use lab::{BackupFixture, BarmanFlavor, LabOptions, PgMajor, TarCompression};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+
+fn lab() -> Bench {
+    Bench::start(LabOptions {
+        barman: BarmanFlavor::PyPI,
+        tablespace: true,
+        postgres: PgMajor::V15,
+        ..LabOptions::default()
+    })
+}
+
+/// The tablespace target of the clone into `data_dir`: beside it.
+fn tablespace_target(data_dir: &Path) -> PathBuf {
+    data_dir.with_extension("tbs")
+}
+
+/// A repmgr.conf cloning `fixture` into `data_dir` as node2, its tablespace mapped beside it.
+fn conf_for(bench: &Bench, fixture: &BackupFixture, name: &str, data_dir: &Path) -> PathBuf {
+    let tablespace = fixture.tablespace.as_ref().expect("the lab's tablespace");
+    bench.repmgr_conf(
+        name,
+        data_dir,
+        &format!(
+            "node_name='node2'\nbarman_server='{}'\ntablespace_mapping='{}={}'\n",
+            fixture.server,
+            tablespace.location.display(),
+            tablespace_target(data_dir).display()
+        ),
+    )
+}
+
+/// Asserts that two clones of one backup are the same, file for file: their data directories
+/// (but the tablespace links and `tablespace_map`, which name each clone's own target) and
+/// their tablespaces.
+fn assert_same_clone(a: &Path, b: &Path) {
+    let own_target = |path: &String| path == "tablespace_map" || path.starts_with("pg_tblspc/");
+    let differing: Vec<String> = clone_check::differing_paths(&tree_digest(a), &tree_digest(b))
+        .into_iter()
+        .filter(|path| !own_target(path))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{} and {} differ in {differing:?}",
+        a.display(),
+        b.display()
+    );
+    let differing = clone_check::differing_paths(
+        &tree_digest(&tablespace_target(a)),
+        &tree_digest(&tablespace_target(b)),
+    );
+    assert!(
+        differing.is_empty(),
+        "their tablespaces differ in {differing:?}"
+    );
+    for dir in [a, b] {
+        let links: Vec<PathBuf> = std::fs::read_dir(dir.join("pg_tblspc"))
+            .unwrap()
+            .flatten()
+            .map(|e| std::fs::read_link(e.path()).unwrap())
+            .collect();
+        assert_eq!(links, [tablespace_target(dir)]);
+    }
+}
+
+/// Clones `fixture` without interruption; returns the data directory.
+fn clone_whole(bench: &Bench, fixture: &BackupFixture, name: &str) -> PathBuf {
+    let data_dir = bench.lab.new_dir(name);
+    let conf = conf_for(bench, fixture, name, &data_dir);
+    let args = bench.start_args(&conf, &["--backup-id", &fixture.backup_id]);
+    let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("NOTICE: standby clone (from Barman) complete"),
+        "{stderr}"
+    );
+    data_dir
+}
+
+/// The steps the record's history shows, in order, with their outcomes.
+fn history(bench: &Bench, data_dir: &Path) -> Vec<(String, String)> {
+    bench.status(data_dir)["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|t| {
+            (
+                t["step"].as_str().unwrap_or_default().to_string(),
+                t["outcome"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Reads the running clone's log until a line contains `marker`, then SIGKILLs its whole
+/// process group (a power cut at that moment). Returns the log read so far.
+fn kill_at_line(child: &mut Child, marker: &str) -> String {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("pgreplica's log");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(marker) {
+            kill_group(child);
+            return seen;
+        }
+    }
+    panic!("pgreplica ended before logging {marker:?}:\n{seen}");
+}
+
+/// Checks what every clone of a staged kind must show: the plan of the kind done, the copy
+/// verified against the backup's manifest, staging gone.
+fn assert_staged_clone(bench: &Bench, data_dir: &Path, kind: &str) {
+    let status = bench.status(data_dir);
+    assert_eq!(status["phase"], "Done", "{status}");
+    let facts = &status["record"]["facts"];
+    assert!(
+        facts["backup"]["kind"].to_string().contains(kind),
+        "{}",
+        facts["backup"]["kind"]
+    );
+    assert!(
+        matches!(facts["verification"]["Verified"]["files"].as_u64(), Some(n) if n > 100),
+        "{}",
+        facts["verification"]
+    );
+    let steps: Vec<String> = history(bench, data_dir)
+        .into_iter()
+        .filter(|(_, outcome)| outcome == "Succeeded")
+        .map(|(step, _)| step)
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "VerifyBackup",
+            "FetchParams",
+            "PrepareDirs",
+            "StageBackup",
+            "UnpackBackup",
+            "VerifyCopy",
+            "WriteReplicationConf"
+        ]
+    );
+    let staging = data_dir
+        .parent()
+        .unwrap()
+        .read_dir()
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("pgreplica-staging-")
+        })
+        .count();
+    assert_eq!(staging, 0, "the staging directory outlived the clone");
+}
+
+#[test]
+fn tar_backups_of_every_compression_give_streaming_standbys_and_resume_after_kills_in_each_step() {
+    let bench = lab();
+    for compression in TarCompression::ALL {
+        let name = compression.name();
+        let fixture = bench
+            .lab
+            .take_tar_backup(compression)
+            .unwrap_or_else(|e| panic!("tar backup ({name}): {e}"));
+        let reference = clone_whole(&bench, &fixture, &format!("{name}-whole"));
+        assert_staged_clone(&bench, &reference, "Tar");
+
+        // Killed in StageBackup in the middle of the base archive (throttled so the kill lands
+        // there), and in UnpackBackup as it starts the base archive (the tablespace's archive
+        // done and removed): each resume goes on from where the record says, and the result
+        // is the same directory.
+        let data_dir = bench.lab.new_dir(&format!("{name}-killed"));
+        let conf = conf_for(&bench, &fixture, &format!("{name}-killed"), &data_dir);
+        let args = bench.start_args(
+            &conf,
+            &["--backup-id", &fixture.backup_id, "--bwlimit", "2000"],
+        );
+        let mut child = spawn(&bench, &args);
+        wait_for_step_progress(&bench, &data_dir, &mut child, "StageBackup", 0.4);
+        kill_group(&mut child);
+        wait_until_stopped(&bench, &data_dir);
+        let resume = ["clone", "resume", &data_dir.display().to_string()].map(String::from);
+        let mut child = spawn(&bench, &resume);
+        let second = kill_at_line(&mut child, "base.tar");
+        // The base archive was in flight at the first kill: its first bytes were kept.
+        assert!(
+            second.contains("partially copied file(s) where they stopped"),
+            "{second}"
+        );
+        wait_until_stopped(&bench, &data_dir);
+        let mut child = spawn(&bench, &resume);
+        let status = child.wait().unwrap();
+        let log = stderr_of(&mut child);
+        assert!(status.success(), "{log}");
+        // The tablespace's archive was unpacked (and removed) before the second kill: only the
+        // base archive is unpacked again.
+        let unpacked: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("INFO: unpacking"))
+            .collect();
+        assert_eq!(unpacked.len(), 1, "{log}");
+        assert!(unpacked[0].contains("/base.tar"), "{log}");
+        let crashed: Vec<String> = history(&bench, &data_dir)
+            .into_iter()
+            .filter(|(_, outcome)| outcome == "Crashed")
+            .map(|(step, _)| step)
+            .collect();
+        assert_eq!(crashed, ["StageBackup", "UnpackBackup"], "{log}");
+        assert_staged_clone(&bench, &data_dir, "Tar");
+        assert_same_clone(&data_dir, &reference);
+        if compression == TarCompression::Gzip {
+            let standby = bench.start_streaming_standby(&data_dir);
+            bench.assert_replicates(&standby);
+        }
+    }
+}
