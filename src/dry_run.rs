@@ -120,14 +120,21 @@ pub async fn check(request: &CloneRequest) -> Report {
                     "backup",
                     resolved.as_ref().map_err(Clone::clone).map(|facts| {
                         format!(
-                            "{} of server \"{}\" can be restored ({}, PostgreSQL {})",
+                            "{} of server \"{}\" can be restored ({}, {}, PostgreSQL {})",
                             facts.backup_id,
                             facts.server,
+                            facts.kind.label(),
                             human_bytes(facts.size_bytes),
                             facts.pg_version
                         )
                     }),
                 );
+                if let Ok(facts) = &resolved {
+                    match crate::preflight::check_wal_source(facts, &barman, request) {
+                        Ok(warning) => report.warnings.extend(warning),
+                        Err(e) => report.record("restore_command", Err(e)),
+                    }
+                }
                 backup = resolved.ok();
             }
             Err(e) => report.record("Barman server", Err(e)),
@@ -191,8 +198,22 @@ pub async fn check(request: &CloneRequest) -> Report {
         }
     } else {
         check_dirs(request, version, backup.as_ref(), &mut report);
+        if let Some(backup) = backup.as_ref().filter(|b| b.kind.is_staged()) {
+            let staging = request.staging_dir();
+            report.record(
+                "staging space",
+                crate::space::check_staging(
+                    backup,
+                    Path::new(&request.data_dir),
+                    Path::new(&staging),
+                    0,
+                ),
+            );
+        }
         let needed = match (&backup, &params) {
-            (Some(backup), _) => Some(backup.size_bytes),
+            (Some(backup), _) if !backup.kind.is_staged() => Some(backup.restored_bytes()),
+            // A staged kind's space is the staging check's, the data directory's included.
+            (Some(_), _) => None,
             (None, Some(params)) if request.mode == Mode::BaseBackup => {
                 Some(params.installation_size)
             }

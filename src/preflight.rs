@@ -246,3 +246,45 @@ pub async fn verify_with_api(
         ..BackupFacts::default()
     })
 }
+
+/// For an encrypted backup, checks where the standby will get WAL (see
+/// [`states::BackupKind::wal_source`]): a `restore_command` other than barman-wal-restore is
+/// refused (exit 1), since the archive's WAL files are encrypted; none at all gives the warning
+/// returned, for the caller to show.
+pub fn check_wal_source(
+    backup: &BackupFacts,
+    barman: &crate::barman::Barman,
+    request: &CloneRequest,
+) -> Result<Option<String>> {
+    let suggested = format!(
+        "restore_command='barman-wal-restore -U {} {} {} %f %p'",
+        barman
+            .host
+            .split_once('@')
+            .map_or("barman", |(user, _)| user),
+        barman
+            .host
+            .split_once('@')
+            .map_or(barman.host.as_str(), |(_, host)| host),
+        barman.server
+    );
+    match backup
+        .kind
+        .wal_source(request.replication.restore_command.as_deref())
+    {
+        states::WalSource::Fine => Ok(None),
+        states::WalSource::StreamingOnly => Ok(Some(format!(
+            "backup {} is encrypted and so is its WAL archive: without a restore_command the standby can only stream from its upstream; {suggested} fetches decrypted WAL from Barman",
+            backup.backup_id
+        ))),
+        states::WalSource::Unusable(program) => Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "restore_command runs \"{program}\", which cannot read the WAL archive of the encrypted backup {}",
+                backup.backup_id
+            ),
+        )
+        .detail("Barman encrypts the WAL files of an encrypted server; only \"barman get-wal\", which barman-wal-restore runs on the Barman host, decrypts them")
+        .hint(format!("set {suggested} in repmgr.conf"))),
+    }
+}

@@ -30,14 +30,21 @@ fn tablespace_target(data_dir: &Path) -> PathBuf {
     data_dir.with_extension("tbs")
 }
 
-/// A repmgr.conf cloning `fixture` into `data_dir` as node2, its tablespace mapped beside it.
-fn conf_for(bench: &Bench, fixture: &BackupFixture, name: &str, data_dir: &Path) -> PathBuf {
+/// A repmgr.conf cloning `fixture` into `data_dir` as node2, its tablespace mapped beside it,
+/// plus `extra` lines.
+fn conf_for(
+    bench: &Bench,
+    fixture: &BackupFixture,
+    name: &str,
+    data_dir: &Path,
+    extra: &str,
+) -> PathBuf {
     let tablespace = fixture.tablespace.as_ref().expect("the lab's tablespace");
     bench.repmgr_conf(
         name,
         data_dir,
         &format!(
-            "node_name='node2'\nbarman_server='{}'\ntablespace_mapping='{}={}'\n",
+            "node_name='node2'\nbarman_server='{}'\ntablespace_mapping='{}={}'\n{extra}",
             fixture.server,
             tablespace.location.display(),
             tablespace_target(data_dir).display()
@@ -80,8 +87,14 @@ fn assert_same_clone(a: &Path, b: &Path) {
 
 /// Clones `fixture` without interruption; returns the data directory.
 fn clone_whole(bench: &Bench, fixture: &BackupFixture, name: &str) -> PathBuf {
+    clone_whole_with(bench, fixture, name, "")
+}
+
+/// Clones `fixture` without interruption with `extra` repmgr.conf lines; returns the data
+/// directory.
+fn clone_whole_with(bench: &Bench, fixture: &BackupFixture, name: &str, extra: &str) -> PathBuf {
     let data_dir = bench.lab.new_dir(name);
-    let conf = conf_for(bench, fixture, name, &data_dir);
+    let conf = conf_for(bench, fixture, name, &data_dir, extra);
     let args = bench.start_args(&conf, &["--backup-id", &fixture.backup_id]);
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -190,7 +203,7 @@ fn tar_backups_of_every_compression_give_streaming_standbys_and_resume_after_kil
         // done and removed): each resume goes on from where the record says, and the result
         // is the same directory.
         let data_dir = bench.lab.new_dir(&format!("{name}-killed"));
-        let conf = conf_for(&bench, &fixture, &format!("{name}-killed"), &data_dir);
+        let conf = conf_for(&bench, &fixture, &format!("{name}-killed"), &data_dir, "");
         let args = bench.start_args(
             &conf,
             &["--backup-id", &fixture.backup_id, "--bwlimit", "2000"],
@@ -233,4 +246,90 @@ fn tar_backups_of_every_compression_give_streaming_standbys_and_resume_after_kil
             bench.assert_replicates(&standby);
         }
     }
+}
+
+#[test]
+fn an_encrypted_backup_is_decrypted_on_the_barman_host_and_resumes_after_kills() {
+    let bench = lab();
+    let fixture = bench
+        .lab
+        .take_encrypted_backup()
+        .unwrap_or_else(|e| panic!("encrypted backup: {e}"));
+    let wal_restore = format!(
+        "restore_command='barman-wal-restore -U barman --port {} 127.0.0.1 {} %f %p'\n",
+        bench.lab.ssh_port(),
+        fixture.server
+    );
+
+    // A restore_command that cannot read the encrypted WAL archive is refused before anything
+    // is copied (here by the dry run, which runs the same check as VerifyBackup).
+    let data_dir = bench.lab.new_dir("refused");
+    let conf = conf_for(
+        &bench,
+        &fixture,
+        "refused",
+        &data_dir,
+        "restore_command='cp /archive/%f %p'\n",
+    );
+    let args = bench.start_args(&conf, &["--backup-id", &fixture.backup_id, "--dry-run"]);
+    let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stdout.contains("tar (gzip, encrypted)") && stdout.contains("ok       staging space: "),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "ERROR: restore_command runs \"cp\", which cannot read the WAL archive of the encrypted backup {}",
+            fixture.backup_id
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("HINT: set restore_command='barman-wal-restore"),
+        "{stderr}"
+    );
+    assert!(!data_dir.exists(), "a dry run creates nothing");
+
+    let reference = clone_whole_with(&bench, &fixture, "encrypted-whole", &wal_restore);
+    assert_staged_clone(&bench, &reference, "encrypted\":true");
+
+    // Killed after the tablespace's archive was decrypted (as the base archive's decryption
+    // starts), then inside UnpackBackup: the resumes decrypt and unpack only what is left.
+    let data_dir = bench.lab.new_dir("encrypted-killed");
+    let conf = conf_for(
+        &bench,
+        &fixture,
+        "encrypted-killed",
+        &data_dir,
+        &wal_restore,
+    );
+    let args = bench.start_args(&conf, &["--backup-id", &fixture.backup_id]);
+    let mut child = spawn(&bench, &args);
+    kill_at_line(&mut child, ".tar.gz.gpg\" on the Barman host");
+    wait_until_stopped(&bench, &data_dir);
+    let resume = ["clone", "resume", &data_dir.display().to_string()].map(String::from);
+    let mut child = spawn(&bench, &resume);
+    let second = kill_at_line(&mut child, "base.tar");
+    let decrypted: Vec<&str> = second
+        .lines()
+        .filter(|l| l.contains("INFO: decrypted"))
+        .collect();
+    assert_eq!(
+        decrypted.len(),
+        1,
+        "only the base archive is decrypted again: {second}"
+    );
+    assert!(decrypted[0].contains("base.tar.gz.gpg"), "{second}");
+    wait_until_stopped(&bench, &data_dir);
+    let mut child = spawn(&bench, &resume);
+    let status = child.wait().unwrap();
+    let log = stderr_of(&mut child);
+    assert!(status.success(), "{log}");
+    assert_staged_clone(&bench, &data_dir, "encrypted\":true");
+    assert_same_clone(&data_dir, &reference);
+    let standby = bench.start_streaming_standby(&data_dir);
+    bench.assert_replicates(&standby);
 }

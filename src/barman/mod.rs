@@ -10,6 +10,8 @@
 //! * `restorability` — whether a plain rsync can restore a backup, and its facts
 //!   ([`BackupFacts`](states::BackupFacts)); where its trees lie ([`data_dir`],
 //!   [`tablespace_dir`]).
+//! * [`decrypt`] — the command that decrypts one file of an encrypted backup there and streams
+//!   the clear bytes here (the key stays on the Barman host).
 //! * `exec` — running one command there, with a timeout, and classifying transport failures.
 //! * [`quote`] — POSIX shell and rsync `-e` quoting.
 //! * [`catalogue`], [`info`], [`files`] — readers of Barman's outputs, backup.info and the
@@ -21,6 +23,7 @@
 
 pub mod catalogue;
 mod client;
+pub mod decrypt;
 mod exec;
 pub mod files;
 pub mod info;

@@ -11,7 +11,7 @@
 use crate::barman::Barman;
 use crate::error::Result;
 use crate::runner::StepContext;
-use crate::transfer::barman_rsync::{bwlimit_args, copy_checkpointed, Copy};
+use crate::transfer::barman_rsync::{bwlimit_args, copy_checkpointed, stored_list, Copy};
 use crate::transfer::rsync::{RsyncJob, TreeSource};
 use crate::transfer::staging::Staging;
 use states::{StageInput, TransferSummary};
@@ -87,7 +87,31 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<Transf
         }
         Ok(entries)
     };
-    let (_, summary) = copy_checkpointed(ctx, job, &copy, list).await?;
+    let mut entries = stored_list(ctx, &copy, list).await?;
+    // Encrypted files first, decrypted on the Barman host on their way; each is marked done
+    // once complete, so rsync (below) skips them and a resume continues the one in flight.
+    for entry in entries.iter_mut().filter(|e| !e.done) {
+        let Some(tree) = trees.iter().find(|t| t.root == entry.root && t.encrypted) else {
+            continue;
+        };
+        let Some(clear) = entry.path.strip_suffix(".gpg") else {
+            continue;
+        };
+        let remote_file = format!("{}/{}", tree.remote, entry.path);
+        let appended =
+            crate::transfer::decrypt::decrypt_into(&barman, &remote_file, &tree.local.join(clear))
+                .await?;
+        let files = ctx.store.files();
+        files.mark_done(entry.root, &entry.path)?;
+        files.flush()?;
+        entry.done = true;
+        crate::info!(
+            "decrypted \"{}\" on the Barman host ({appended} bytes received)",
+            entry.path
+        );
+    }
+    let job = RsyncJob { entries, ..job };
+    let (_, summary) = copy_checkpointed(ctx, job, &copy).await?;
     crate::notice!(
         "backup {} staged in \"{}\"",
         backup.backup_id,

@@ -20,10 +20,14 @@ pub async fn run(ctx: &mut StepContext<'_>, server: &BackupServer) -> Result<Bac
                 barman.server
             );
             let facts = barman.resolve_backup(&request.backup_selector).await?;
+            if let Some(warning) = crate::preflight::check_wal_source(&facts, &barman, request)? {
+                crate::warning!("{warning}");
+            }
             crate::notice!(
-                "using backup {} of server \"{}\" ({}, PostgreSQL {})",
+                "using backup {} of server \"{}\" ({}, {}, PostgreSQL {})",
                 facts.backup_id,
                 facts.server,
+                facts.kind.label(),
                 human_bytes(facts.size_bytes),
                 facts.pg_version
             );

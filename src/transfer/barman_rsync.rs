@@ -62,8 +62,8 @@ pub async fn run(
         source: "Barman",
         remove_extraneous: dirs.reused_existing.then_some(backup.pg_version),
     };
-    let (job, summary) =
-        copy_checkpointed(ctx, job, &copy, list_backup(&barman, backup, &request)).await?;
+    let entries = stored_list(ctx, &copy, list_backup(&barman, backup, &request)).await?;
+    let (job, summary) = copy_checkpointed(ctx, RsyncJob { entries, ..job }, &copy).await?;
     finish_layout(Path::new(&dirs.data_dir), backup.pg_version, dirs)?;
     crate::debug!(
         "transfer of {} entries into \"{}\" complete (jobs {})",
@@ -93,17 +93,13 @@ pub(crate) struct Copy {
     pub(crate) remove_extraneous: Option<u32>,
 }
 
-/// The checkpointed copy of Transfer and StageBackup: the file list fetched once (by `list`,
-/// on the first attempt) and stored, what a killed rsync left tidied, the files not done yet
-/// copied by parallel rsync streams, each marked done as rsync reports it. `job` names the
-/// trees; its entries are filled in here. Returns the job (with its entries) and the summary.
-pub(crate) async fn copy_checkpointed(
-    ctx: &mut StepContext<'_>,
-    mut job: RsyncJob,
+/// The clone's file list: the stored one, or, on the first attempt, the one `list` fetches,
+/// stored before anything is copied, so a resume finishes the copy it started.
+pub(crate) async fn stored_list(
+    ctx: &StepContext<'_>,
     copy: &Copy,
     list: impl std::future::Future<Output = Result<Vec<ManifestEntry>>>,
-) -> Result<(RsyncJob, TransferSummary)> {
-    let jobs = ctx.request().jobs;
+) -> Result<Vec<ManifestEntry>> {
     let files = ctx.store.files();
     let mut entries = files.entries()?;
     if entries.is_empty() {
@@ -116,7 +112,20 @@ pub(crate) async fn copy_checkpointed(
             crate::progress::human_bytes(entries.iter().map(|e| e.size).sum())
         );
     }
-    job.entries = entries;
+    Ok(entries)
+}
+
+/// The checkpointed copy of Transfer and StageBackup: what a killed rsync left tidied, the
+/// entries of `job` not done yet (its list, from [`stored_list`]) copied by parallel rsync
+/// streams, each marked done in the store as rsync reports it. Returns the job and the
+/// summary.
+pub(crate) async fn copy_checkpointed(
+    ctx: &mut StepContext<'_>,
+    mut job: RsyncJob,
+    copy: &Copy,
+) -> Result<(RsyncJob, TransferSummary)> {
+    let jobs = ctx.request().jobs;
+    let files = ctx.store.files();
     // Partial copies first: a kept one moves to its file's final name, which the removal of
     // what the backup lacks then leaves alone.
     let cleanup = rsync::cleanup_partial(&job)?;

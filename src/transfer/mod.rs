@@ -9,6 +9,7 @@ pub mod backup_api;
 pub mod barman_rsync;
 pub mod basebackup;
 pub mod combine;
+pub mod decrypt;
 pub mod guardian;
 pub(crate) mod layout;
 pub mod rsync;

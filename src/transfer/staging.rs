@@ -35,6 +35,9 @@ pub struct StagedTree {
     /// For a plain member's data directory: the member's tablespaces, for the exclusions of a
     /// restored data directory. `None` for a tree taken whole.
     pub data_dir: Option<Vec<Tablespace>>,
+    /// Its `*.gpg` files are encrypted: they are decrypted on their way (and staged without the
+    /// `.gpg`), not copied by rsync.
+    pub encrypted: bool,
 }
 
 impl Staging {
@@ -112,6 +115,7 @@ impl Staging {
                 remote: data_dir(&facts),
                 local: self.data(&member),
                 data_dir: plain.then(|| member.tablespaces.clone()),
+                encrypted: member.format.encrypted(),
             });
             if plain {
                 for tablespace in &member.tablespaces {
@@ -120,6 +124,7 @@ impl Staging {
                         remote: tablespace_dir(&facts, tablespace.oid),
                         local: self.tablespace(&member, tablespace.oid),
                         data_dir: None,
+                        encrypted: false,
                     });
                 }
             }

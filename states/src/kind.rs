@@ -215,6 +215,39 @@ impl BackupKind {
     }
 }
 
+/// Where the standby of an encrypted backup can get the WAL it needs beyond what it streams.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WalSource {
+    /// Nothing to say: the backup is not encrypted, or `restore_command` is barman-wal-restore
+    /// (`barman get-wal` decrypts on the Barman host).
+    Fine,
+    /// No `restore_command`: the standby can only stream from its upstream, since Barman's
+    /// WAL archive is encrypted (a warning).
+    StreamingOnly,
+    /// A `restore_command` that is not barman-wal-restore would read encrypted WAL files it
+    /// cannot use (a refusal): the program it runs.
+    Unusable(String),
+}
+
+impl BackupKind {
+    /// Judges `restore_command` for a backup of this kind: Barman encrypts the WAL archive of
+    /// an encrypted server too (the files keep their names), and only `barman get-wal`, which
+    /// barman-wal-restore runs on the Barman host, decrypts it.
+    pub fn wal_source(&self, restore_command: Option<&str>) -> WalSource {
+        if !self.is_encrypted() {
+            return WalSource::Fine;
+        }
+        let Some(command) = restore_command else {
+            return WalSource::StreamingOnly;
+        };
+        let program = command.split_whitespace().next().unwrap_or("");
+        match program.rsplit('/').next() {
+            Some("barman-wal-restore") => WalSource::Fine,
+            _ => WalSource::Unusable(program.to_string()),
+        }
+    }
+}
+
 impl BackupFacts {
     /// The backups whose files a clone of this backup copies, oldest first: the chain of an
     /// incremental backup, else the backup alone.

@@ -38,7 +38,7 @@ pub use inputs::{
 };
 pub use kind::{
     ArchiveProgress, BackupFormat, BackupKind, ChainMember, Compression, StagedProgress,
-    UnpackStart,
+    UnpackStart, WalSource,
 };
 pub use machine::{
     FailureKind, MachineError, Mode, Next, Outcome, Phase, Step, StepFailure, StepResult,

@@ -603,3 +603,42 @@ fn an_abandoned_clone_may_hold_a_slot_once_it_reached_transfer_with_slots_on() {
     }
     assert_eq!(rec.abandoned_slot_upstream(), None);
 }
+
+#[test]
+fn an_encrypted_backups_wal_comes_through_barman_wal_restore_only() {
+    let encrypted = &kinds()[2];
+    assert!(encrypted.is_encrypted());
+    assert_eq!(
+        encrypted.wal_source(Some(
+            "/usr/bin/barman-wal-restore -U barman backup pg %f %p"
+        )),
+        WalSource::Fine
+    );
+    assert_eq!(encrypted.wal_source(None), WalSource::StreamingOnly);
+    assert_eq!(
+        encrypted.wal_source(Some("cp /archive/%f %p")),
+        WalSource::Unusable("cp".into())
+    );
+    // A chain with one encrypted member has an encrypted archive too.
+    let chain = BackupKind::Incremental {
+        chain: vec![
+            member("20261125T000000", GZIP, 1),
+            member(
+                "20261125T061436",
+                BackupFormat::Tar {
+                    compression: Compression::Gzip,
+                    encrypted: true,
+                },
+                1,
+            ),
+        ],
+    };
+    assert_eq!(
+        chain.wal_source(Some("cp %f %p")),
+        WalSource::Unusable("cp".into())
+    );
+    for plain in [&kinds()[0], &kinds()[1], &kinds()[3]] {
+        assert_eq!(plain.wal_source(Some("cp %f %p")), WalSource::Fine);
+        assert_eq!(plain.wal_source(None), WalSource::Fine);
+    }
+}
