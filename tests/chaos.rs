@@ -1,15 +1,17 @@
 //! The kill-anywhere campaign, bounded for the test suite: a few rounds of `lab::chaos` per
-//! copying mode with a fixed seed — pgreplica killed for real (SIGKILL of its group, SIGTERM,
-//! its rsyncs, the pg-backup-api server restarted) inside steps and mid-file, resumed, and each
-//! clone checked: equal to an uninterrupted one (Barman, pg-backup-api), or verified against its
-//! manifest with every restart recorded (pg_basebackup). The long campaign is `cargo xtask
-//! chaos` (docs/chaos.md).
+//! copying mode, and per staged kind of backup (tar, incremental, encrypted) in Barman mode,
+//! with a fixed seed — pgreplica killed for real (SIGKILL of its group, SIGTERM, its rsyncs, the
+//! pg-backup-api server restarted) inside steps and mid-file, resumed, and each clone checked:
+//! equal to an uninterrupted one (Barman, pg-backup-api), or verified against its manifest with
+//! every restart recorded (pg_basebackup). The long campaign is `cargo xtask chaos`
+//! (docs/chaos.md).
 
 mod common;
 
 use common::{debian_lab, Bench};
 use lab::chaos::{summary, Action, Campaign, ChaosMode, ChaosOptions, RoundReport};
-use lab::status::{Phase, Step};
+use lab::status::Phase;
+use lab::{BackupKind, BarmanFlavor, LabOptions, PgMajor, TarCompression};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
@@ -34,8 +36,12 @@ fn run_campaign(bench: &Bench, options: ChaosOptions, rounds: RangeInclusive<u32
         .filter(|r| r.outcome.is_err())
         .map(|r| {
             format!(
-                "{r}\nreplay: cargo xtask chaos --mode {} --seed {seed} --round {}",
+                "{r}\nreplay: cargo xtask chaos --mode {}{} --seed {seed} --round {}",
                 mode.name(),
+                options
+                    .kind
+                    .map(|k| format!(" --kind {}", kind_name(k)))
+                    .unwrap_or_default(),
                 r.round
             )
         })
@@ -78,7 +84,7 @@ fn run_campaign(bench: &Bench, options: ChaosOptions, rounds: RangeInclusive<u32
 /// inside Transfer, and a resume for every SIGKILL that left the clone short of Done.
 fn round_problems(report: &RoundReport, options: &ChaosOptions) -> Vec<String> {
     let mode = options.mode;
-    let steps = mode.steps();
+    let steps = options.steps();
     let mut problems = Vec::new();
     let mut expect = |holds: bool, what: String| {
         if !holds {
@@ -134,11 +140,12 @@ fn round_problems(report: &RoundReport, options: &ChaosOptions) -> Vec<String> {
             landed >= aimed,
             format!("{shown}: landed before the step it aimed at"),
         );
-        let in_transfer = kill.landed == Some(Phase::At(Step::Transfer));
+        // Transfer, or StageBackup for a staged kind: the step that copies.
+        let in_transfer = kill.landed == Some(Phase::At(options.copy_step()));
         if matches!(kill.action, Action::KillRsync | Action::RestartApi) {
             expect(
                 in_transfer,
-                format!("{shown}: only Transfer has rsyncs and API polls"),
+                format!("{shown}: only the copying step has rsyncs and API polls"),
             );
         }
         if mode != ChaosMode::Barman && kill.mid_file {
@@ -230,4 +237,41 @@ fn killed_anywhere_in_basebackup_mode_restarts_cleanly_and_streams() {
         ..ChaosOptions::default()
     };
     run_campaign(&bench, options, 1..=3);
+}
+
+/// `--kind`'s name of a lab kind, for the replay command.
+fn kind_name(kind: BackupKind) -> &'static str {
+    match kind {
+        BackupKind::Tar(compression) => compression.name(),
+        BackupKind::Incremental => "incremental",
+        BackupKind::Encrypted => "encrypted",
+    }
+}
+
+/// Barman mode on the staged kinds, on one PostgreSQL 18 lab: a gzip tar backup, an incremental
+/// chain (a full backup and two increments) and an encrypted backup; kills land in StageBackup
+/// (mid-file, rsync kills), UnpackBackup and CombineChain, and each round must equal an
+/// uninterrupted clone of the same backup.
+#[test]
+fn killed_anywhere_in_every_staged_kind_resume_matches_an_uninterrupted_clone() {
+    let bench = Bench::start(LabOptions {
+        barman: BarmanFlavor::PyPI,
+        postgres: PgMajor::V18,
+        ..LabOptions::default()
+    });
+    for (kind, rounds) in [
+        (BackupKind::Tar(TarCompression::Gzip), 1..=2),
+        (BackupKind::Incremental, 1..=2),
+        (BackupKind::Encrypted, 1..=1),
+    ] {
+        let options = ChaosOptions {
+            seed: 1,
+            max_kills: 3,
+            bwlimit_kbps: (4000, 8000),
+            round_timeout: Duration::from_secs(120),
+            kind: Some(kind),
+            ..ChaosOptions::default()
+        };
+        run_campaign(&bench, options, rounds);
+    }
 }

@@ -8,7 +8,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use lab::chaos::{summary, Campaign, ChaosMode, ChaosOptions};
-use lab::{BarmanFlavor, Lab, LabOptions, KEEP_ENV};
+use lab::{BackupKind, BarmanFlavor, Lab, LabOptions, PgMajor, TarCompression, KEEP_ENV};
 
 use crate::args::{Args, LabArgs};
 use crate::{stage, Failure};
@@ -23,13 +23,27 @@ pub(crate) struct ChaosArgs {
     seed: Option<u64>,
     /// Replay this one round only.
     round: Option<u32>,
+    /// `--kind`: the kind of backup every round clones (Barman mode), else the lab's plain one.
+    kind: Option<BackupKind>,
 }
 
-/// Parses `--mode barman|api|basebackup`, `--rounds N`, `--seed S`, `--round R`, `--barman
-/// debian|pypi`, `--scale N`.
+/// The `--kind` names: each tar compression, `incremental`, `encrypted`.
+const KINDS: [(&str, BackupKind); 6] = [
+    ("gzip", BackupKind::Tar(TarCompression::Gzip)),
+    ("lz4", BackupKind::Tar(TarCompression::Lz4)),
+    ("zstd", BackupKind::Tar(TarCompression::Zstd)),
+    ("none", BackupKind::Tar(TarCompression::None)),
+    ("incremental", BackupKind::Incremental),
+    ("encrypted", BackupKind::Encrypted),
+];
+
+/// Parses `--mode barman|api|basebackup`, `--kind gzip|lz4|zstd|none|incremental|encrypted`,
+/// `--rounds N`, `--seed S`, `--round R`, `--barman debian|pypi`, `--scale N`. A kind needs
+/// Barman mode; its lab runs the PyPI Barman (and PostgreSQL 18 for `incremental`).
 pub(crate) fn parse(args: &[String]) -> Result<ChaosArgs, String> {
     let mut lab = LabArgs::default();
     let (mut mode, mut rounds, mut seed, mut round) = (ChaosMode::Barman, 20, None, None);
+    let mut kind = None;
     let mut args = Args::new(args);
     while let Some(option) = args.next_option() {
         if lab.take(option, &mut args)? {
@@ -41,6 +55,18 @@ pub(crate) fn parse(args: &[String]) -> Result<ChaosArgs, String> {
                 mode = ChaosMode::parse(value)
                     .ok_or_else(|| format!("--mode {value}: expected barman, api or basebackup"))?;
             }
+            "--kind" => {
+                let value = args.value(option)?;
+                kind = Some(
+                    KINDS
+                        .iter()
+                        .find(|(name, _)| *name == value)
+                        .map(|(_, kind)| *kind)
+                        .ok_or_else(|| {
+                            format!("--kind {value}: expected gzip, lz4, zstd, none, incremental or encrypted")
+                        })?,
+                );
+            }
             "--rounds" => rounds = args.positive(option)?,
             "--seed" => seed = Some(args.number(option)?),
             "--round" => round = Some(args.number(option)?),
@@ -50,12 +76,26 @@ pub(crate) fn parse(args: &[String]) -> Result<ChaosArgs, String> {
     if round.is_some() && seed.is_none() {
         return Err("--round replays a round of a campaign: give its --seed".into());
     }
+    if kind.is_some() && mode != ChaosMode::Barman {
+        return Err(
+            "--kind needs --mode barman (pg-backup-api and pg_basebackup restore every kind alike)"
+                .into(),
+        );
+    }
+    let mut lab = lab.options(LabOptions::default().scale);
+    if let Some(kind) = kind {
+        lab.barman = BarmanFlavor::PyPI;
+        if kind == BackupKind::Incremental {
+            lab.postgres = PgMajor::V18;
+        }
+    }
     Ok(ChaosArgs {
-        lab: lab.options(LabOptions::default().scale),
+        lab,
         mode,
         rounds,
         seed,
         round,
+        kind,
     })
 }
 
@@ -71,8 +111,9 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
         None => (1..=args.rounds).collect(),
     };
     println!(
-        "chaos: {} mode, seed {seed}, {} round(s), Barman {:?}, pgbench scale {}",
+        "chaos: {} mode{}, seed {seed}, {} round(s), Barman {:?}, pgbench scale {}",
         args.mode.label(),
+        kind_option(args.kind),
         rounds.len(),
         args.lab.barman,
         args.lab.scale
@@ -100,6 +141,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
         },
         // Each pg_basebackup round's result must start as a standby and stream.
         start_standby: args.mode == ChaosMode::BaseBackup,
+        kind: args.kind,
         ..ChaosOptions::default()
     };
     let prepare = match args.mode {
@@ -134,9 +176,10 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
         .iter()
         .map(|r| {
             format!(
-                "  round {}: cargo xtask chaos --mode {} --seed {seed} --round {}{barman} --scale {}   (kept {})",
+                "  round {}: cargo xtask chaos --mode {}{} --seed {seed} --round {}{barman} --scale {}   (kept {})",
                 r.round,
                 args.mode.name(),
+                kind_option(args.kind),
                 r.round,
                 args.lab.scale,
                 r.data_dir.display()
@@ -155,6 +198,15 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
             replays.join("\n")
         ),
     ))
+}
+
+/// ` --kind NAME` for a campaign of that kind, else nothing.
+fn kind_option(kind: Option<BackupKind>) -> String {
+    KINDS
+        .iter()
+        .find(|(_, k)| Some(*k) == kind)
+        .map(|(name, _)| format!(" --kind {name}"))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -185,7 +237,27 @@ mod tests {
             let parsed = parse(&words(&["--mode", name])).unwrap_or_else(|f| panic!("{f}"));
             assert_eq!(parsed.mode, mode);
         }
+        for (name, kind) in KINDS {
+            let parsed = parse(&words(&["--kind", name])).unwrap_or_else(|f| panic!("{f}"));
+            assert_eq!(parsed.kind, Some(kind));
+            assert_eq!(parsed.lab.barman, BarmanFlavor::PyPI);
+            assert_eq!(kind_option(parsed.kind), format!(" --kind {name}"));
+        }
+        assert_eq!(
+            parse(&words(&["--kind", "incremental"]))
+                .map(|p| p.lab.postgres)
+                .ok(),
+            Some(PgMajor::V18)
+        );
         for (bad, why) in [
+            (
+                &["--kind", "bzip2"][..],
+                "--kind bzip2: expected gzip, lz4, zstd, none, incremental or encrypted",
+            ),
+            (
+                &["--kind", "gzip", "--mode", "api"],
+                "--kind needs --mode barman (pg-backup-api and pg_basebackup restore every kind alike)",
+            ),
             (
                 &["--rounds", "0"][..],
                 "--rounds 0: expected a positive integer",

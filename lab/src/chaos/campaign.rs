@@ -16,6 +16,7 @@ use crate::api_server::{api_conf, ApiJob, ApiServer};
 use crate::clone_check::{
     clone_status, pgreplica, spawn_in_group, tree_digest, wait_until_stopped, TreeDigest,
 };
+use crate::kinds::{BackupFixture, BackupKind};
 use crate::{exec, status, Lab};
 
 /// How long a killed clone may take to free its lock.
@@ -28,6 +29,9 @@ pub struct Campaign<'a> {
     binary: PathBuf,
     pub(super) options: ChaosOptions,
     pub(super) backup_id: String,
+    /// The Barman server of the pinned backup: the lab's own (`pg`), or the fixture's of the
+    /// campaign's kind.
+    server: String,
     pub(super) reference: TreeDigest,
     /// How long the reference clone's Transfer took: the window API-mode kills aim into.
     pub(super) reference_transfer: Duration,
@@ -44,13 +48,20 @@ impl<'a> Campaign<'a> {
         binary: &Path,
         options: ChaosOptions,
     ) -> Result<Campaign<'a>, String> {
-        let backup_id = newest_backup(lab)?;
+        let (backup_id, server) = match options.kind {
+            None => (newest_backup(lab)?, lab.barman_server().to_string()),
+            Some(kind) => {
+                let fixture = take_fixture(lab, kind)?;
+                (fixture.backup_id, fixture.server)
+            }
+        };
         let api = start_api_server(lab, &options)?;
         let mut campaign = Campaign {
             lab,
             binary: binary.to_path_buf(),
             options,
             backup_id,
+            server,
             reference: TreeDigest::new(),
             reference_transfer: Duration::ZERO,
             api,
@@ -87,8 +98,7 @@ impl<'a> Campaign<'a> {
         );
         exec::checked(&mut command, "reference clone", self.options.round_timeout)
             .map_err(|e| e.to_string())?;
-        self.reference =
-            tree_digest(&dir).map_err(|e| format!("digest of {}: {e}", dir.display()))?;
+        self.reference = comparable_digest(&dir, self.options.kind)?;
         let status = self.status(&dir)?;
         self.reference_transfer = status::history(&status)
             .iter()
@@ -121,6 +131,8 @@ impl<'a> Campaign<'a> {
                 let mut text = self
                     .lab
                     .repmgr_conf(2, "node2", data_dir, self.lab.primary_port());
+                // Later lines win: the pinned backup's server.
+                text.push_str(&format!("barman_server='{}'\n", self.server));
                 if mode == ChaosMode::BaseBackup && rate > 0 {
                     text.push_str(&format!("pg_basebackup_options='--max-rate={rate}'\n"));
                 }
@@ -192,6 +204,58 @@ impl<'a> Campaign<'a> {
     pub(super) fn stopped(&self, data_dir: &Path) -> Result<Value, String> {
         wait_until_stopped(self.lab, &self.binary, data_dir, STOP_TIMEOUT)
     }
+}
+
+/// A campaign's backup of `kind`, taken on `lab`: a tar backup, a chain of a full backup and
+/// two increments (PostgreSQL 18), an encrypted backup.
+fn take_fixture(lab: &Lab, kind: BackupKind) -> Result<BackupFixture, String> {
+    match kind {
+        BackupKind::Tar(compression) => lab.take_tar_backup(compression),
+        BackupKind::Incremental => lab.take_incremental_chain(2),
+        BackupKind::Encrypted => lab.take_encrypted_backup(),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// The digest of a clone of a backup of `kind`, as two clones of it are compared: a chain's
+/// combined files and manifest carry the time pg_combinebackup ran, so there every mtime is
+/// left out and `backup_manifest` stands for the files it lists ([`manifest_listing`]).
+pub(super) fn comparable_digest(
+    data_dir: &Path,
+    kind: Option<BackupKind>,
+) -> Result<TreeDigest, String> {
+    let digest =
+        tree_digest(data_dir).map_err(|e| format!("digest of {}: {e}", data_dir.display()))?;
+    if kind != Some(BackupKind::Incremental) {
+        return Ok(digest);
+    }
+    let mut digest: TreeDigest = digest
+        .into_iter()
+        .map(|(path, value)| {
+            let value = value.split(" mtime").next().unwrap_or(&value).to_string();
+            (path, value)
+        })
+        .collect();
+    digest.insert("backup_manifest".into(), manifest_listing(data_dir)?);
+    Ok(digest)
+}
+
+/// The files a `backup_manifest` lists, with their sizes and checksums (not their times), and
+/// its WAL ranges, as one string.
+fn manifest_listing(data_dir: &Path) -> Result<String, String> {
+    let path = data_dir.join("backup_manifest");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let manifest: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let mut files: Vec<String> = manifest["Files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| format!("{} {} {}", f["Path"], f["Size"], f["Checksum"]))
+        .collect();
+    files.sort();
+    Ok(format!("{} {}", files.join(","), manifest["WAL-Ranges"]))
 }
 
 /// The newest backup the lab's Barman lists: the one a campaign pins.

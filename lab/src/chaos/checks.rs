@@ -12,15 +12,20 @@ use std::time::Duration;
 use serde_json::Value;
 use states::{OutcomeKind, Phase, Step};
 
+use super::campaign::comparable_digest;
 use super::ledger::Ledger;
 use super::options::ChaosMode;
 use super::Campaign;
 use crate::clone_check::{differing_paths, rsync_temp_files, tree_digest, TreeDigest};
-use crate::{exec, free_port, status, Lab, PG_BIN};
+use crate::{exec, free_port, status, Lab};
 
 /// rsync's protocol overhead a resumed transfer may send beyond the bytes not yet done: file
-/// lists and checksums, a few bytes per file.
+/// lists and checksums, a few bytes per file, on top of [`PROTOCOL_OVERHEAD_PER_FILE`] for each
+/// file of the copy (a staged chain copies a few thousand).
 pub const PROTOCOL_OVERHEAD: u64 = 64 * 1024;
+
+/// rsync's protocol overhead per file of the copy, beyond [`PROTOCOL_OVERHEAD`].
+pub const PROTOCOL_OVERHEAD_PER_FILE: u64 = 64;
 
 /// Files `barman recover` writes anew into every restore of one backup (pg-backup-api mode),
 /// with the same content but the mtime of the restore: `postgresql.conf`, which it reads,
@@ -67,7 +72,12 @@ impl Campaign<'_> {
     /// more bytes re-sent than were not done.
     fn check_barman(&self, data_dir: &Path, status: &Value, ledger: &Ledger) -> Result<(), String> {
         let mut problems = self.check_against_reference(data_dir, status)?;
-        let transfer = &status["record"]["facts"]["transfer"];
+        // The copy's summary: Transfer's, or StageBackup's for a staged kind.
+        let summary = match self.options.copy_step() {
+            Step::StageBackup => "staging",
+            _ => "transfer",
+        };
+        let transfer = &status["record"]["facts"][summary];
         match (
             transfer["bytes_sent"].as_u64(),
             transfer["bytes_kept"].as_u64(),
@@ -76,7 +86,8 @@ impl Campaign<'_> {
             // What the files in flight at the last stop had received is kept, not sent again.
             (Some(sent), Some(kept), Some(total)) => {
                 let not_done = total.saturating_sub(ledger.done_before_transfer_succeeded);
-                if sent + kept > not_done + PROTOCOL_OVERHEAD {
+                let files = transfer["files"].as_u64().unwrap_or(0);
+                if sent + kept > not_done + PROTOCOL_OVERHEAD + PROTOCOL_OVERHEAD_PER_FILE * files {
                     problems.push(format!(
                         "the last transfer sent {sent} bytes and kept {kept}, but only {not_done} were not done"
                     ));
@@ -133,8 +144,7 @@ impl Campaign<'_> {
                 status["backup_id"], self.backup_id
             ));
         }
-        let digest =
-            tree_digest(data_dir).map_err(|e| format!("digest of {}: {e}", data_dir.display()))?;
+        let digest = comparable_digest(data_dir, self.options.kind)?;
         let temps = rsync_temp_files(&digest);
         if !temps.is_empty() {
             problems.push(format!("rsync temporary files remain: {temps:?}"));
@@ -270,7 +280,7 @@ fn without_recover_variance(digest: &TreeDigest) -> TreeDigest {
 /// postgresql.auto.conf, standby.signal, recovery.signal, pg_wal/), and the WAL needed to reach
 /// consistency is in pg_wal.
 pub fn verify_backup(lab: &Lab, data_dir: &Path) -> Result<(), String> {
-    let mut command = lab.command_as_postgres(format!("{PG_BIN}/pg_verifybackup"));
+    let mut command = lab.command_as_postgres(lab.pg_bin().join("pg_verifybackup"));
     command.arg(data_dir);
     exec::checked(&mut command, "pg_verifybackup", Duration::from_secs(120))
         .map(drop)

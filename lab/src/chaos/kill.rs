@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use states::{Phase, Step};
 
-use super::options::ChaosMode;
+use super::options::{ChaosMode, ChaosOptions};
 use super::report::Kill;
 use super::rng::Rng;
 use super::Campaign;
@@ -30,7 +30,9 @@ fn step_delay_ms(step: Step) -> u32 {
     match step {
         // show-server and show-backup at once, then the probe: about 0.8 s.
         Step::VerifyBackup => 700,
-        Step::Transfer => 40,
+        Step::Transfer | Step::StageBackup => 40,
+        // Unpacking and combining a lab's backup take a few hundred milliseconds.
+        Step::UnpackBackup | Step::CombineChain => 300,
         _ => 0,
     }
 }
@@ -62,9 +64,9 @@ impl fmt::Display for Action {
 
 /// Where the clone was last seen.
 pub(super) struct Position {
-    /// The mode's steps.
+    /// The campaign's steps.
     steps: &'static [Step],
-    /// Transfer's index in them.
+    /// The copy step's index in them (Transfer, or StageBackup for a staged kind).
     transfer: usize,
     /// Index in `steps`; None once Done.
     pub(super) step: Option<usize>,
@@ -75,11 +77,11 @@ pub(super) struct Position {
 }
 
 impl Position {
-    /// Where a new clone of `mode` starts: at the first step.
-    pub(super) fn at_start(mode: ChaosMode) -> Position {
+    /// Where a new clone of the campaign starts: at the first step.
+    pub(super) fn at_start(options: &ChaosOptions) -> Position {
         Position {
-            steps: mode.steps(),
-            transfer: mode.transfer(),
+            steps: options.steps(),
+            transfer: options.copy(),
             step: Some(0),
             fraction: 0.0,
             live_transfer: false,
@@ -94,7 +96,8 @@ impl Position {
             None => self.step,
         };
         let live = &status["live"];
-        let (progress, live_transfer) = if status::is_step(&live["step"], Step::Transfer) {
+        let copy = self.steps[self.transfer.min(self.steps.len() - 1)];
+        let (progress, live_transfer) = if status::is_step(&live["step"], copy) {
             (live, true)
         } else {
             (&status["files"], false)
@@ -179,7 +182,8 @@ impl Campaign<'_> {
         position: &mut Position,
     ) -> Result<Watched, String> {
         let mode = self.options.mode;
-        let transfer = mode.transfer();
+        let transfer = self.options.copy();
+        let steps = self.options.steps();
         let mut fire_at: Option<Instant> = None;
         loop {
             if let Some(status) = child
@@ -225,8 +229,8 @@ impl Campaign<'_> {
             if self.deliver(action, target.outage_ms, child, data_dir)? {
                 return Ok(Watched::Fired(Kill {
                     action,
-                    aimed: mode.steps()[target.step],
-                    landed: Some(Phase::At(mode.steps()[index])),
+                    aimed: steps[target.step],
+                    landed: Some(Phase::At(steps[index])),
                     fraction: (index == transfer && mode != ChaosMode::Api)
                         .then_some(position.fraction),
                     mid_file: false,
@@ -248,7 +252,7 @@ impl Campaign<'_> {
         fire_at: &mut Option<Instant>,
     ) -> bool {
         let mode = self.options.mode;
-        let transfer = mode.transfer();
+        let transfer = self.options.copy();
         let now = Instant::now();
         match index.cmp(&target.step) {
             std::cmp::Ordering::Less => false,
@@ -310,10 +314,24 @@ mod tests {
     #[test]
     fn aims_only_at_moments_still_ahead() {
         let mut rng = Rng::for_round(5, 0);
-        for mode in [ChaosMode::Barman, ChaosMode::Api, ChaosMode::BaseBackup] {
-            let transfer = mode.transfer();
+        let kinds = [
+            (ChaosMode::Barman, None),
+            (ChaosMode::Api, None),
+            (ChaosMode::BaseBackup, None),
+            (
+                ChaosMode::Barman,
+                Some(crate::kinds::BackupKind::Incremental),
+            ),
+        ];
+        for (mode, kind) in kinds {
+            let options = ChaosOptions {
+                mode,
+                kind,
+                ..ChaosOptions::default()
+            };
+            let transfer = options.copy();
             let position = Position {
-                steps: mode.steps(),
+                steps: options.steps(),
                 transfer,
                 step: Some(transfer),
                 fraction: 0.6,

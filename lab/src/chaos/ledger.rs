@@ -28,26 +28,32 @@ pub(super) struct Ledger {
 
 impl Ledger {
     /// Notes a stop: `stopped` is the clone's status once its lock is free; `interrupted` when
-    /// pgreplica exited 40.
-    pub(super) fn note_stop(&mut self, steps: &[Step], stopped: &Value, interrupted: bool) {
+    /// pgreplica exited 40; `copy` is the plan's copying step (Transfer, or StageBackup).
+    pub(super) fn note_stop(
+        &mut self,
+        steps: &[Step],
+        copy: Step,
+        stopped: &Value,
+        interrupted: bool,
+    ) {
         // Killed between a step's outcome and the next begin, nothing was in flight: the
         // resume has no crash to record.
         let in_flight = &stopped["record"]["in_flight"];
         if !in_flight.is_null() {
             self.in_flight.insert(in_flight.to_string());
-            if status::is_step(&in_flight["step"], Step::Transfer) {
+            if status::is_step(&in_flight["step"], copy) {
                 self.transfer_stops.insert(in_flight.to_string());
             }
         }
         if interrupted {
             let last = status::history(stopped).last().unwrap_or(&Value::Null);
-            if status::is_step(&last["step"], Step::Transfer)
+            if status::is_step(&last["step"], copy)
                 && status::is_outcome(&last["outcome"], OutcomeKind::Interrupted)
             {
                 self.transfer_interrupted += 1;
             }
         }
-        let transfer = steps.iter().position(|s| *s == Step::Transfer).unwrap_or(0);
+        let transfer = steps.iter().position(|s| *s == copy).unwrap_or(0);
         let before_or_in_transfer = steps[..=transfer]
             .iter()
             .any(|s| status::phase(stopped) == Some(Phase::At(*s)));
@@ -88,11 +94,12 @@ mod tests {
         // The same attempt killed twice (the resume was killed before it recorded the crash).
         for bytes_done in [100, 300] {
             let status = stopped(Step::Transfer, transfer.clone(), bytes_done, json!([]));
-            ledger.note_stop(barman_steps(), &status, false);
+            ledger.note_stop(barman_steps(), Step::Transfer, &status, false);
         }
         let verify = json!({"step": Step::VerifyCopy, "started_at": 9});
         ledger.note_stop(
             barman_steps(),
+            Step::Transfer,
             &stopped(Step::VerifyCopy, verify, 1000, json!([])),
             false,
         );
@@ -112,6 +119,7 @@ mod tests {
         ]);
         ledger.note_stop(
             barman_steps(),
+            Step::Transfer,
             &stopped(Step::Transfer, Value::Null, 40, history),
             true,
         );
@@ -122,6 +130,7 @@ mod tests {
         let history = json!([{"step": Step::VerifyCopy, "outcome": OutcomeKind::Interrupted}]);
         ledger.note_stop(
             barman_steps(),
+            Step::Transfer,
             &stopped(Step::VerifyCopy, Value::Null, 1000, history),
             true,
         );

@@ -39,6 +39,7 @@ mod round;
 pub use campaign::Campaign;
 pub use checks::{
     files_not_in_manifest, rewritten_by_barman_recover, verify_backup, PROTOCOL_OVERHEAD,
+    PROTOCOL_OVERHEAD_PER_FILE,
 };
 pub use kill::Action;
 pub use options::{ChaosMode, ChaosOptions};

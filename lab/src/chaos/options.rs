@@ -5,9 +5,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use states::{Mode, Step};
+use states::{BackupFormat, ChainMember, Compression, Mode, Step};
 
 use super::kill::Action;
+use crate::kinds::{BackupKind, TarCompression};
 
 /// Which copying mode a campaign kills.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,7 +56,8 @@ impl ChaosMode {
         self.mode().label()
     }
 
-    /// The steps of the mode's plan, in order ([`Mode::plan`]).
+    /// The steps of the mode's plan for a plain backup, in order ([`Mode::plan`]); see
+    /// [`ChaosOptions::steps`] for a campaign's.
     pub fn steps(self) -> &'static [Step] {
         self.mode().plan()
     }
@@ -68,13 +70,36 @@ impl ChaosMode {
             ChaosMode::BaseBackup => &[Action::KillGroup, Action::Terminate],
         }
     }
+}
 
-    /// Transfer's index in the mode's steps.
-    pub(super) fn transfer(self) -> usize {
-        self.steps()
-            .iter()
-            .position(|s| *s == Step::Transfer)
-            .unwrap_or(usize::MAX)
+/// The machine's kind of a lab backup of `kind`, as far as its plan goes ([`Mode::plan_for`]):
+/// the lab's chains are of plain members, its encrypted backups gzip tars.
+pub fn plan_kind(kind: Option<BackupKind>) -> states::BackupKind {
+    let compression = |c: TarCompression| match c {
+        TarCompression::Gzip => Compression::Gzip,
+        TarCompression::Lz4 => Compression::Lz4,
+        TarCompression::Zstd => Compression::Zstd,
+        TarCompression::None => Compression::None,
+    };
+    match kind {
+        None => states::BackupKind::Plain,
+        Some(BackupKind::Tar(c)) => states::BackupKind::Tar {
+            compression: compression(c),
+            encrypted: false,
+        },
+        Some(BackupKind::Encrypted) => states::BackupKind::Tar {
+            compression: Compression::Gzip,
+            encrypted: true,
+        },
+        Some(BackupKind::Incremental) => states::BackupKind::Incremental {
+            chain: vec![
+                ChainMember {
+                    format: BackupFormat::Plain,
+                    ..ChainMember::default()
+                };
+                3
+            ],
+        },
     }
 }
 
@@ -106,6 +131,35 @@ pub struct ChaosOptions {
     /// pg_basebackup mode: also start each round's result as a standby and wait until it
     /// streams from the primary.
     pub start_standby: bool,
+    /// Barman mode: the kind of backup every round clones (a fixture the campaign takes on its
+    /// lab: a tar backup, an incremental chain of two increments, an encrypted backup); None
+    /// for the lab's plain backup.
+    pub kind: Option<BackupKind>,
+}
+
+impl ChaosOptions {
+    /// The steps of the campaign's plan, in order: its mode's for its kind of backup.
+    pub fn steps(&self) -> &'static [Step] {
+        self.mode.mode().plan_for(&plan_kind(self.kind))
+    }
+
+    /// The step that copies the backup's files (Transfer, or StageBackup for a staged kind):
+    /// where the time and the files are, and where rsyncs run.
+    pub fn copy_step(&self) -> Step {
+        match self.steps().contains(&Step::StageBackup) {
+            true => Step::StageBackup,
+            false => Step::Transfer,
+        }
+    }
+
+    /// The copy step's index in [`ChaosOptions::steps`].
+    pub(super) fn copy(&self) -> usize {
+        let copy = self.copy_step();
+        self.steps()
+            .iter()
+            .position(|s| *s == copy)
+            .unwrap_or(usize::MAX)
+    }
 }
 
 impl Default for ChaosOptions {
@@ -120,6 +174,7 @@ impl Default for ChaosOptions {
             round_timeout: Duration::from_secs(300),
             apiserver: None,
             start_standby: false,
+            kind: None,
         }
     }
 }

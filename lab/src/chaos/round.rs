@@ -97,7 +97,7 @@ impl Campaign<'_> {
     ) -> Result<(), String> {
         let data_dir = report.data_dir.clone();
         // A new clone starts at the first step.
-        let mut position = Position::at_start(self.options.mode);
+        let mut position = Position::at_start(&self.options);
         // The kill this run of pgreplica has seen, which explains a failed exit.
         let mut last_action = None;
         // The clone as the last stop left it.
@@ -202,7 +202,12 @@ impl Campaign<'_> {
         ledger: &mut Ledger,
     ) -> Result<Value, String> {
         let stopped = self.stopped(data_dir)?;
-        ledger.note_stop(self.options.mode.steps(), &stopped, interrupted);
+        ledger.note_stop(
+            self.options.steps(),
+            self.options.copy_step(),
+            &stopped,
+            interrupted,
+        );
         position.update(&stopped);
         Ok(stopped)
     }
@@ -210,9 +215,17 @@ impl Campaign<'_> {
     /// Whether `kill` caught the copy in the middle (see [`Kill::mid_file`]).
     fn caught_mid_file(&self, kill: &Kill, data_dir: &Path) -> Result<bool, String> {
         Ok(match self.options.mode {
-            ChaosMode::Barman => tree_digest(data_dir)
-                .map(|d| !rsync_temp_files(&d).is_empty())
-                .unwrap_or(false),
+            // rsync's temporary files, in the data directory or (a staged kind) in staging.
+            ChaosMode::Barman => {
+                let staging = states::CloneRequest {
+                    data_dir: data_dir.display().to_string(),
+                    ..states::CloneRequest::default()
+                }
+                .staging_dir();
+                [data_dir, Path::new(&staging)]
+                    .iter()
+                    .any(|dir| tree_digest(dir).is_ok_and(|d| !rsync_temp_files(&d).is_empty()))
+            }
             // The recovery was still running (its worker goes on without pgreplica).
             ChaosMode::Api => {
                 kill.landed == Some(Phase::At(Step::Transfer))
