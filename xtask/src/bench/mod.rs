@@ -3,6 +3,8 @@
 //! machine, ratios do. Contenders: plain `rsync -a` over ssh (the baseline: the floor for any
 //! ssh+rsync tool), repmgr 5.3.3 `standby clone` from Barman, `barman recover --jobs 1|2` (what
 //! pg-backup-api runs), pgreplica `--jobs 1|2|4`, and pgreplica's resume after a kill at 50 %.
+//! Then the staged kinds (a gzip tar backup, an incremental chain), on a PostgreSQL 18 lab of
+//! their own: pgreplica against `barman restore` of the same backup.
 //!
 //! It measures and checks that each copy is whole; it must not tune a contender (each runs as a
 //! user would run it) nor run inside the test suite.
@@ -13,8 +15,10 @@
 //! - `contenders` — [`Contender`]: how each tool is run, timed and checked.
 //! - `process` — running a contender's programs: logged, bounded, timed; sizes on disk.
 //! - `report` — the medians, ratios and per-step times, as a table or JSON.
+//! - `kinds` — the staged kinds' cases, their lab and their table.
 
 mod contenders;
+mod kinds;
 mod process;
 mod report;
 
@@ -139,15 +143,18 @@ pub(crate) fn run(options: BenchOptions) -> Result<(), Failure> {
     }
 
     let report = Report::new(&bench, &options, &samples)?;
+    stage("stop lab", || bench.lab.stop())?;
+    let kinds = kinds::run(&options, &built)?;
     if options.json {
+        let mut json = report.json();
+        json["staged_kinds"] = kinds.json();
         println!(
             "{}",
-            serde_json::to_string_pretty(&report.json()).unwrap_or_default()
+            serde_json::to_string_pretty(&json).unwrap_or_default()
         );
     } else {
-        print!("{}", report.table());
+        print!("{}{}", report.table(), kinds.table());
     }
-    stage("stop lab", || bench.lab.stop())?;
     Ok(())
 }
 

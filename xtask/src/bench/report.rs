@@ -16,12 +16,12 @@ use crate::Failure;
 /// Median and minimum of a contender's times.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(super) struct Summary {
-    median: f64,
+    pub(super) median: f64,
     min: f64,
 }
 
 impl Summary {
-    fn of(seconds: &[f64]) -> Summary {
+    pub(super) fn of(seconds: &[f64]) -> Summary {
         let mut sorted = seconds.to_vec();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
