@@ -156,9 +156,11 @@ pub struct ShowBackup {
     pub end_wal: Option<String>,
     /// Bytes without WAL: `backup_size_bytes` (≥ 3.11) or `disk_usage_bytes` (older).
     pub size_bytes: Option<u64>,
-    /// `base_backup_information.compression` (≥ 3.11; null for plain backups).
+    /// `base_backup_information.compression` (shown since Barman 3.16; null for plain
+    /// backups). Older releases leave it out: backup.info and the files decide.
     pub compression: Option<String>,
-    /// `base_backup_information.encryption` (≥ 3.19).
+    /// `base_backup_information.encryption` (shown since Barman 3.14, which brought
+    /// encryption).
     pub encryption: Option<String>,
     /// Tablespaces; 3.4.0 prints the OID here too.
     pub tablespaces: Vec<Tablespace>,

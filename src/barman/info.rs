@@ -2,7 +2,7 @@
 //! Python literals (`repr`) for structured values such as `tablespaces`.
 //!
 //! Must not: reject keys it does not know. Every Barman release adds fields (3.13 added
-//! `backup_name` handling, 3.19 `encryption`…); a reader that rejects them breaks on upgrade,
+//! `backup_name` handling, 3.14 `encryption`…); a reader that rejects them breaks on upgrade,
 //! which is what happened to repmgr. Values are kept raw and interpreted on demand.
 
 use states::Tablespace;

@@ -145,16 +145,76 @@ pub fn unpack(
     Ok(stats)
 }
 
-/// The reader of the uncompressed tar stream.
+/// The reader of the uncompressed tar stream. A compressed one is decompressed on a thread of
+/// its own ([`Pipelined`]), so that decompressing and writing the files overlap as in
+/// `gzip -dc | tar -x`.
 fn decoder(file: File, compression: Compression) -> io::Result<Box<dyn Read + Send>> {
     let buffered = BufReader::with_capacity(CHUNK, file);
     Ok(match compression {
         Compression::None => Box::new(buffered),
         // pg_basebackup writes one gzip member; several are read on as one stream, like gunzip.
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(buffered)),
-        Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(buffered)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(buffered)?),
+        Compression::Gzip => Box::new(Pipelined::start(flate2::read::MultiGzDecoder::new(
+            buffered,
+        ))?),
+        Compression::Lz4 => Box::new(Pipelined::start(lz4_flex::frame::FrameDecoder::new(
+            buffered,
+        ))?),
+        Compression::Zstd => Box::new(Pipelined::start(zstd::stream::read::Decoder::with_buffer(
+            buffered,
+        )?)?),
     })
+}
+
+/// A reader fed by a thread that reads `inner` ahead, a few chunks at most. The thread ends at
+/// the end of `inner`, at its first error (handed on to the reader), or when the reader is
+/// dropped.
+struct Pipelined {
+    chunks: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: io::Cursor<Vec<u8>>,
+}
+
+impl Pipelined {
+    fn start(mut inner: impl Read + Send + 'static) -> io::Result<Pipelined> {
+        let (tx, chunks) = std::sync::mpsc::sync_channel(4);
+        std::thread::Builder::new()
+            .name("pgreplica-decompress".into())
+            .spawn(move || loop {
+                let mut chunk = vec![0; CHUNK];
+                let result = match inner.read(&mut chunk) {
+                    Ok(0) => return,
+                    Ok(n) => {
+                        chunk.truncate(n);
+                        Ok(chunk)
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => Err(e),
+                };
+                let failed = result.is_err();
+                if tx.send(result).is_err() || failed {
+                    return;
+                }
+            })?;
+        Ok(Pipelined {
+            chunks,
+            current: io::Cursor::new(Vec::new()),
+        })
+    }
+}
+
+impl Read for Pipelined {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.current.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            match self.chunks.recv() {
+                Ok(chunk) => self.current = io::Cursor::new(chunk?),
+                // The thread ended: the stream did.
+                Err(_) => return Ok(0),
+            }
+        }
+    }
 }
 
 /// A tar entry's data occupies whole 512-byte blocks.
