@@ -8,31 +8,16 @@
 mod common;
 
 use common::{
-    kill_group, spawn, stderr_of, tree_digest, wait_for_step_progress, wait_until_stopped, Bench,
+    fixture_conf, kill_at_line, kill_group, spawn, stderr_of, tree_digest, wait_for_step_progress,
+    wait_until_stopped, Bench,
 };
-use lab::{BackupFixture, BarmanFlavor, LabOptions, PgMajor, WRITES_TABLE};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::Child;
-
-/// A repmgr.conf cloning `fixture` into `data_dir` as node2, its tablespace mapped beside it.
-fn conf_for(bench: &Bench, fixture: &BackupFixture, name: &str, data_dir: &Path) -> PathBuf {
-    let tablespace = fixture.tablespace.as_ref().expect("the lab's tablespace");
-    bench.repmgr_conf(
-        name,
-        data_dir,
-        &format!(
-            "node_name='node2'\nbarman_server='{}'\ntablespace_mapping='{}={}'\n",
-            fixture.server,
-            tablespace.location.display(),
-            data_dir.with_extension("tbs").display()
-        ),
-    )
-}
+use lab::clone_check;
+use lab::{BarmanFlavor, LabOptions, PgMajor, WRITES_TABLE};
+use std::path::Path;
 
 /// What each file holds (size, mode, content), without mtimes: pg_combinebackup writes the
 /// files it reconstructs at the time it runs, and its `backup_manifest` records those times,
-/// so the manifest is compared by [`manifest_files`]. Tablespace links and `tablespace_map`
+/// so the manifest is compared by `clone_check::manifest_listing`. Tablespace links and `tablespace_map`
 /// name each clone's own target and are left out; the tablespaces are compared on their own.
 fn contents(data_dir: &Path) -> Vec<(String, String)> {
     let strip = |digest: lab::clone_check::TreeDigest, prefix: &str| {
@@ -53,38 +38,6 @@ fn contents(data_dir: &Path) -> Vec<(String, String)> {
     all
 }
 
-/// The files a `backup_manifest` lists, with their sizes and checksums (not their times), and
-/// its WAL ranges.
-fn manifest_files(data_dir: &Path) -> (Vec<String>, String) {
-    let text = std::fs::read_to_string(data_dir.join("backup_manifest")).unwrap();
-    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let mut files: Vec<String> = manifest["Files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| format!("{} {} {}", f["Path"], f["Size"], f["Checksum"]))
-        .collect();
-    files.sort();
-    (files, manifest["WAL-Ranges"].to_string())
-}
-
-/// Reads the running clone's log until a line contains `marker`, then SIGKILLs its whole
-/// process group. Returns the log read so far.
-fn kill_at_line(child: &mut Child, marker: &str) -> String {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut seen = String::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.expect("pgreplica's log");
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains(marker) {
-            kill_group(child);
-            return seen;
-        }
-    }
-    panic!("pgreplica ended before logging {marker:?}:\n{seen}");
-}
-
 #[test]
 fn a_pg18_chain_of_two_increments_gives_a_streaming_standby_and_resumes_after_kills() {
     let bench = Bench::start(LabOptions {
@@ -101,7 +54,7 @@ fn a_pg18_chain_of_two_increments_gives_a_streaming_standby_and_resumes_after_ki
 
     // Uninterrupted.
     let reference = bench.lab.new_dir("whole");
-    let conf = conf_for(&bench, &fixture, "whole", &reference);
+    let conf = fixture_conf(&bench, &fixture, "whole", &reference, "");
     let args = bench.start_args(&conf, &["--backup-id", &fixture.backup_id]);
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -128,7 +81,7 @@ fn a_pg18_chain_of_two_increments_gives_a_streaming_standby_and_resumes_after_ki
 
     // Killed while staging (mid-file, throttled) and while pg_combinebackup runs.
     let data_dir = bench.lab.new_dir("killed");
-    let conf = conf_for(&bench, &fixture, "killed", &data_dir);
+    let conf = fixture_conf(&bench, &fixture, "killed", &data_dir, "");
     let args = bench.start_args(
         &conf,
         &["--backup-id", &fixture.backup_id, "--bwlimit", "4000"],
@@ -161,7 +114,10 @@ fn a_pg18_chain_of_two_increments_gives_a_streaming_standby_and_resumes_after_ki
         .chain(whole.iter().filter(|entry| !resumed.contains(entry)))
         .collect();
     assert!(differing.is_empty(), "the clones differ in {differing:?}");
-    assert_eq!(manifest_files(&data_dir), manifest_files(&reference));
+    assert_eq!(
+        clone_check::manifest_listing(&data_dir).unwrap(),
+        clone_check::manifest_listing(&reference).unwrap()
+    );
     assert!(
         !data_dir
             .parent()

@@ -8,13 +8,12 @@
 mod common;
 
 use common::{
-    kill_group, spawn, stderr_of, tree_digest, wait_for_step_progress, wait_until_stopped, Bench,
+    fixture_conf, kill_at_line, kill_group, spawn, stderr_of, tree_digest, wait_for_step_progress,
+    wait_until_stopped, Bench,
 };
 use lab::clone_check;
 use lab::{BackupFixture, BarmanFlavor, LabOptions, PgMajor, TarCompression};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Child;
 
 fn lab() -> Bench {
     Bench::start(LabOptions {
@@ -28,28 +27,6 @@ fn lab() -> Bench {
 /// The tablespace target of the clone into `data_dir`: beside it.
 fn tablespace_target(data_dir: &Path) -> PathBuf {
     data_dir.with_extension("tbs")
-}
-
-/// A repmgr.conf cloning `fixture` into `data_dir` as node2, its tablespace mapped beside it,
-/// plus `extra` lines.
-fn conf_for(
-    bench: &Bench,
-    fixture: &BackupFixture,
-    name: &str,
-    data_dir: &Path,
-    extra: &str,
-) -> PathBuf {
-    let tablespace = fixture.tablespace.as_ref().expect("the lab's tablespace");
-    bench.repmgr_conf(
-        name,
-        data_dir,
-        &format!(
-            "node_name='node2'\nbarman_server='{}'\ntablespace_mapping='{}={}'\n{extra}",
-            fixture.server,
-            tablespace.location.display(),
-            tablespace_target(data_dir).display()
-        ),
-    )
 }
 
 /// Asserts that two clones of one backup are the same, file for file: their data directories
@@ -94,7 +71,7 @@ fn clone_whole(bench: &Bench, fixture: &BackupFixture, name: &str) -> PathBuf {
 /// directory.
 fn clone_whole_with(bench: &Bench, fixture: &BackupFixture, name: &str, extra: &str) -> PathBuf {
     let data_dir = bench.lab.new_dir(name);
-    let conf = conf_for(bench, fixture, name, &data_dir, extra);
+    let conf = fixture_conf(bench, fixture, name, &data_dir, extra);
     let args = bench.start_args(&conf, &["--backup-id", &fixture.backup_id]);
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -119,23 +96,6 @@ fn history(bench: &Bench, data_dir: &Path) -> Vec<(String, String)> {
             )
         })
         .collect()
-}
-
-/// Reads the running clone's log until a line contains `marker`, then SIGKILLs its whole
-/// process group (a power cut at that moment). Returns the log read so far.
-fn kill_at_line(child: &mut Child, marker: &str) -> String {
-    let stderr = child.stderr.take().expect("piped stderr");
-    let mut seen = String::new();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.expect("pgreplica's log");
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.contains(marker) {
-            kill_group(child);
-            return seen;
-        }
-    }
-    panic!("pgreplica ended before logging {marker:?}:\n{seen}");
 }
 
 /// Checks what every clone of a staged kind must show: the plan of the kind done, the copy
@@ -203,7 +163,7 @@ fn tar_backups_of_every_compression_give_streaming_standbys_and_resume_after_kil
         // done and removed): each resume goes on from where the record says, and the result
         // is the same directory.
         let data_dir = bench.lab.new_dir(&format!("{name}-killed"));
-        let conf = conf_for(&bench, &fixture, &format!("{name}-killed"), &data_dir, "");
+        let conf = fixture_conf(&bench, &fixture, &format!("{name}-killed"), &data_dir, "");
         let args = bench.start_args(
             &conf,
             &["--backup-id", &fixture.backup_id, "--bwlimit", "2000"],
@@ -264,7 +224,7 @@ fn an_encrypted_backup_is_decrypted_on_the_barman_host_and_resumes_after_kills()
     // A restore_command that cannot read the encrypted WAL archive is refused before anything
     // is copied (here by the dry run, which runs the same check as VerifyBackup).
     let data_dir = bench.lab.new_dir("refused");
-    let conf = conf_for(
+    let conf = fixture_conf(
         &bench,
         &fixture,
         "refused",
@@ -299,7 +259,7 @@ fn an_encrypted_backup_is_decrypted_on_the_barman_host_and_resumes_after_kills()
     // Killed after the tablespace's archive was decrypted (as the base archive's decryption
     // starts), then inside UnpackBackup: the resumes decrypt and unpack only what is left.
     let data_dir = bench.lab.new_dir("encrypted-killed");
-    let conf = conf_for(
+    let conf = fixture_conf(
         &bench,
         &fixture,
         "encrypted-killed",

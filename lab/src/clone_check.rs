@@ -238,6 +238,25 @@ pub fn differing_paths(a: &TreeDigest, b: &TreeDigest) -> Vec<String> {
     differing
 }
 
+/// The files a `backup_manifest` lists, with their sizes and checksums (not their times), and
+/// its WAL ranges, as one string: what two clones of one incremental chain share, whose
+/// manifests (written by pg_combinebackup) differ in the times of the files it reconstructed.
+pub fn manifest_listing(data_dir: &Path) -> Result<String, String> {
+    let path = data_dir.join("backup_manifest");
+    let text =
+        std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
+    let manifest: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let mut files: Vec<String> = manifest["Files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| format!("{} {} {}", f["Path"], f["Size"], f["Checksum"]))
+        .collect();
+    files.sort();
+    Ok(format!("{} {}", files.join(","), manifest["WAL-Ranges"]))
+}
+
 /// rsync's temporary files (`.name.XXXXXX`) in a digest: the trace of a file killed mid-copy.
 pub fn rsync_temp_files(digest: &TreeDigest) -> Vec<String> {
     digest

@@ -189,6 +189,46 @@ pub fn wait_for_step_progress(
     }
 }
 
+/// Reads the running clone's log (its piped stderr) until a line contains `marker`, then
+/// SIGKILLs its whole process group: a power cut at that moment. Returns the log read so far.
+pub fn kill_at_line(child: &mut Child, marker: &str) -> String {
+    use std::io::{BufRead, BufReader};
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut seen = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.expect("pgreplica's log");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains(marker) {
+            kill_group(child);
+            return seen;
+        }
+    }
+    panic!("pgreplica ended before logging {marker:?}:\n{seen}");
+}
+
+/// A repmgr.conf cloning the lab fixture `fixture` into `data_dir` as node2, its tablespace
+/// mapped to `<data_dir>.tbs`, plus `extra` lines.
+pub fn fixture_conf(
+    bench: &Bench,
+    fixture: &lab::BackupFixture,
+    name: &str,
+    data_dir: &Path,
+    extra: &str,
+) -> PathBuf {
+    let tablespace = fixture.tablespace.as_ref().expect("the lab's tablespace");
+    bench.repmgr_conf(
+        name,
+        data_dir,
+        &format!(
+            "node_name='node2'\nbarman_server='{}'\ntablespace_mapping='{}={}'\n{extra}",
+            fixture.server,
+            tablespace.location.display(),
+            data_dir.with_extension("tbs").display()
+        ),
+    )
+}
+
 /// SIGKILLs pgreplica's whole process group, as a power cut or the OOM killer would.
 pub fn kill_group(child: &mut Child) {
     clone_check::kill_group(child).expect("kill pgreplica's process group");

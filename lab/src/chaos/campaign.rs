@@ -14,7 +14,8 @@ use states::Step;
 use super::options::{ChaosMode, ChaosOptions};
 use crate::api_server::{api_conf, ApiJob, ApiServer};
 use crate::clone_check::{
-    clone_status, pgreplica, spawn_in_group, tree_digest, wait_until_stopped, TreeDigest,
+    clone_status, manifest_listing, pgreplica, spawn_in_group, tree_digest, wait_until_stopped,
+    TreeDigest,
 };
 use crate::kinds::{BackupFixture, BackupKind};
 use crate::{exec, status, Lab};
@@ -238,24 +239,6 @@ pub(super) fn comparable_digest(
         .collect();
     digest.insert("backup_manifest".into(), manifest_listing(data_dir)?);
     Ok(digest)
-}
-
-/// The files a `backup_manifest` lists, with their sizes and checksums (not their times), and
-/// its WAL ranges, as one string.
-fn manifest_listing(data_dir: &Path) -> Result<String, String> {
-    let path = data_dir.join("backup_manifest");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| format!("read {}: {e}", path.display()))?;
-    let manifest: Value =
-        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
-    let mut files: Vec<String> = manifest["Files"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| format!("{} {} {}", f["Path"], f["Size"], f["Checksum"]))
-        .collect();
-    files.sort();
-    Ok(format!("{} {}", files.join(","), manifest["WAL-Ranges"]))
 }
 
 /// The newest backup the lab's Barman lists: the one a campaign pins.

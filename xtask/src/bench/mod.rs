@@ -40,6 +40,8 @@ bench options:
   --repeat R                   timed runs per contender (default 3): median and min are reported
   --barman debian|pypi         Barman 3.4.0 from Debian (default) or 3.19.x from PyPI
   --quick                      a smoke run: scale 5, one run each (explicit options win)
+                               (every run also times the staged kinds, a gzip tar backup and an
+                               incremental chain, against barman restore on a PostgreSQL 18 lab)
   --json                       print the results as JSON instead of the table
 ";
 
