@@ -389,6 +389,8 @@ fn encrypted_backup_restores_and_streams() {
     assert!(kind.contains("PGP") && kind.contains("encrypted"), "{kind}");
 
     // Over ssh, as pgreplica reaches the Barman host, gpg finds the lab's key.
+    let echoed = ssh_to_barman(&lab, &["printenv", "GNUPGHOME"]);
+    assert_eq!(text(&echoed).trim(), lab.gnupg_home().display().to_string());
     let keys = ssh_to_barman(
         &lab,
         &["gpg", "--batch", "--with-colons", "--list-secret-keys"],
