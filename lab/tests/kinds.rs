@@ -236,10 +236,11 @@ fn tar_backups_of_every_compression_restore_and_stream() {
             base.display(),
             size(&base)
         );
-        assert!(
-            tar_members(&base, compression) > 500,
-            "{name}: {}",
-            base.display()
+        let members = tar_members(&base, compression);
+        assert!(members > 500, "{name}: {}", base.display());
+        eprintln!(
+            "{name}: base.tar{suffix} {} bytes, {members} members",
+            size(&base)
         );
         assert!(tar_members(&tablespace_tar, compression) >= 1, "{name}");
         let manifest = std::fs::read_to_string(data.join("backup_manifest")).unwrap();
