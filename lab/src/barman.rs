@@ -99,7 +99,8 @@ impl ServerConf {
         }
     }
 
-    fn section(&self) -> String {
+    /// Its section of barman.conf.
+    pub(crate) fn section(&self) -> String {
         let port = self.primary_port;
         let mut text = format!(
             "[{name}]\n\

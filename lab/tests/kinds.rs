@@ -10,6 +10,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Instant;
 
 use common::{assert_ok, ssh_to_barman, stop_and_check_gone, text};
 use lab::{
@@ -111,9 +112,11 @@ fn size(path: &Path) -> u64 {
 /// tablespace linked to its new place, starts it as a standby of that major, checks it streams
 /// and holds the lab's data, and stops it again.
 fn restore_and_stream(lab: &Lab, fixture: &BackupFixture, name: &str) -> Restored {
+    let began = Instant::now();
     let restored = lab
         .barman_restore(fixture, &lab.new_dir(name))
         .unwrap_or_else(|e| panic!("barman restore of {name}: {e}"));
+    let restored_in = began.elapsed();
     let dir = &restored.data_dir;
     assert_eq!(
         PgMajor::of_data_dir(dir).unwrap(),
@@ -137,9 +140,14 @@ fn restore_and_stream(lab: &Lab, fixture: &BackupFixture, name: &str) -> Restore
     );
     assert_ne!(tbs_dir, &tablespace.location);
 
+    let began = Instant::now();
     let standby = lab
         .start_restored_standby(dir)
         .unwrap_or_else(|e| panic!("standby from the restore of {name}: {e}"));
+    eprintln!(
+        "{name}: barman restore {restored_in:.1?}, standby streaming after {:.1?}",
+        began.elapsed()
+    );
     assert_eq!(standby.major(), fixture.major);
     assert_eq!(standby.psql("SELECT pg_is_in_recovery()").unwrap(), "t");
     let version = standby.psql("SHOW server_version_num").unwrap();
@@ -190,9 +198,15 @@ fn tar_backups_of_every_compression_restore_and_stream() {
     let oid = tablespace_oid(&lab, &tablespace.name);
     for compression in TarCompression::ALL {
         let name = compression.name();
+        let began = Instant::now();
         let fixture = lab
             .take_tar_backup(compression)
             .unwrap_or_else(|e| panic!("{name} tar backup: {e}"));
+        eprintln!(
+            "{name}: backup {} in {:.1?}",
+            fixture.backup_id,
+            began.elapsed()
+        );
         assert_eq!(fixture.kind, BackupKind::Tar(compression));
         assert_eq!(fixture.server, "tar");
         assert_eq!(fixture.chain, std::slice::from_ref(&fixture.backup_id));
@@ -222,10 +236,11 @@ fn tar_backups_of_every_compression_restore_and_stream() {
             base.display(),
             size(&base)
         );
-        assert!(
-            tar_members(&base, compression) > 500,
-            "{name}: {}",
-            base.display()
+        let members = tar_members(&base, compression);
+        assert!(members > 500, "{name}: {}", base.display());
+        eprintln!(
+            "{name}: base.tar{suffix} {} bytes, {members} members",
+            size(&base)
         );
         assert!(tar_members(&tablespace_tar, compression) >= 1, "{name}");
         let manifest = std::fs::read_to_string(data.join("backup_manifest")).unwrap();
@@ -235,7 +250,6 @@ fn tar_backups_of_every_compression_restore_and_stream() {
         );
 
         restore_and_stream(&lab, &fixture, &format!("restored-{name}"));
-        eprintln!("{name}: {} ok", fixture.backup_id);
     }
     stop_and_check_gone(lab);
 }
@@ -376,6 +390,8 @@ fn encrypted_backup_restores_and_streams() {
     assert!(kind.contains("PGP") && kind.contains("encrypted"), "{kind}");
 
     // Over ssh, as pgreplica reaches the Barman host, gpg finds the lab's key.
+    let echoed = ssh_to_barman(&lab, &["printenv", "GNUPGHOME"]);
+    assert_eq!(text(&echoed).trim(), lab.gnupg_home().display().to_string());
     let keys = ssh_to_barman(
         &lab,
         &["gpg", "--batch", "--with-colons", "--list-secret-keys"],

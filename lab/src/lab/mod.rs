@@ -194,6 +194,12 @@ impl Lab {
         self.dir.join("barman/home")
     }
 
+    /// GnuPG's home on the "Barman host" (`<lab>/barman/gnupg`): the keyring of the encrypted
+    /// backups, which every barman command and ssh session of the lab gets as `GNUPGHOME`.
+    pub fn gnupg_home(&self) -> &Path {
+        &self.barman.gnupg_home
+    }
+
     /// Which Barman the lab runs.
     pub fn barman_flavor(&self) -> BarmanFlavor {
         self.barman.flavor

@@ -37,7 +37,7 @@ impl Lab {
                     options.postgres.number()
                 ),
             )
-            .hint("start the lab with the PyPI Barman (LabOptions::barman = BarmanFlavor::PyPI, `--barman pypi`)"));
+            .hint("start the lab with the PyPI Barman: LabOptions::barman = BarmanFlavor::PyPI"));
         }
         system::unlock_for_ssh(&["postgres", "barman"])?;
         let dir = make_lab_dir()?;
