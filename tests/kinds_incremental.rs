@@ -52,10 +52,24 @@ fn a_pg18_chain_of_two_increments_gives_a_streaming_standby_and_resumes_after_ki
         .unwrap_or_else(|e| panic!("incremental chain: {e}"));
     assert_eq!(fixture.chain.len(), 3);
 
-    // Uninterrupted.
+    // The dry run names the kind and checks the staging space, changing nothing.
     let reference = bench.lab.new_dir("whole");
     let conf = fixture_conf(&bench, &fixture, "whole", &reference, "");
     let args = bench.start_args(&conf, &["--backup-id", &fixture.backup_id]);
+    let mut dry = args.clone();
+    dry.push("--dry-run".into());
+    let output = bench.run(&dry.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("incremental chain of 3 backups")
+            && stdout.contains("ok       staging space: ")
+            && stdout.contains("0 problem(s) found"),
+        "{stdout}"
+    );
+    assert!(!reference.exists(), "a dry run creates nothing");
+
+    // Uninterrupted.
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");

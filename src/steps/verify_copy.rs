@@ -6,7 +6,6 @@
 //! already ignores postgresql.auto.conf, the signal files and pg_wal.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::pg_tools::pg_program;
 use crate::runner::StepContext;
 use states::{ManifestExpectation, Verification};
 use std::ffi::OsStr;
@@ -40,7 +39,12 @@ pub async fn run(
         )
         .hint("resume the clone to copy it again: \"pgreplica clone resume\""));
     }
-    let program = pg_program(request.pg_bindir.as_deref(), version, "pg_verifybackup");
+    let program = crate::pg_tools::program_of_version(
+        request.pg_bindir.as_deref(),
+        version,
+        "pg_verifybackup",
+    )
+    .await?;
     crate::info!(
         "verifying \"{}\" against its backup_manifest",
         data_dir.display()
