@@ -1,9 +1,9 @@
-//! Tar-format and encrypted Barman backups end to end, on one PostgreSQL 15 lab with the PyPI
-//! Barman 3.19 and a tablespace: a gzip, an lz4, a zstd and an uncompressed tar backup, and a
-//! GPG-encrypted one, each cloned by pgreplica (staged, unpacked, verified with
-//! pg_verifybackup) into a standby that streams; killed inside every new step (StageBackup
-//! mid-file, UnpackBackup between and inside archives), each resumes to a directory identical
-//! to an uninterrupted clone's, file for file.
+//! Tar-format and encrypted Barman backups end to end, on a PostgreSQL 15 lab with the PyPI
+//! Barman 3.19 and a tablespace (lz4 and zstd need Debian's 15: the wheel's 18 has gzip only):
+//! a gzip, an lz4, a zstd and an uncompressed tar backup, and a GPG-encrypted one, each cloned
+//! by pgreplica (staged, unpacked, verified with pg_verifybackup) into a standby that streams;
+//! killed inside every new step (StageBackup mid-file, UnpackBackup between archives), each
+//! resumes to a directory identical to an uninterrupted clone's, file for file.
 
 mod common;
 
@@ -201,10 +201,9 @@ fn tar_backups_of_every_compression_give_streaming_standbys_and_resume_after_kil
         assert_eq!(crashed, ["StageBackup", "UnpackBackup"], "{log}");
         assert_staged_clone(&bench, &data_dir, "Tar");
         assert_same_clone(&data_dir, &reference);
-        if compression == TarCompression::Gzip {
-            let standby = bench.start_streaming_standby(&data_dir);
-            bench.assert_replicates(&standby);
-        }
+        let standby = bench.start_streaming_standby(&data_dir);
+        bench.assert_replicates(&standby);
+        standby.stop().unwrap();
     }
 }
 
