@@ -51,6 +51,9 @@ impl fmt::Display for Kill {
 pub struct RoundReport {
     /// The copying mode.
     pub mode: ChaosMode,
+    /// The steps of the campaign's plan ([`ChaosOptions::steps`](super::ChaosOptions::steps)):
+    /// the mode's, for the campaign's kind of backup.
+    pub steps: &'static [Step],
     /// The round's number (with the campaign's seed, it replays the round).
     pub round: u32,
     /// The campaign's seed.
@@ -112,9 +115,9 @@ impl fmt::Display for RoundReport {
 /// What a campaign found over its rounds: the mode, kills per step and action, failures.
 pub fn summary(reports: &[RoundReport]) -> String {
     let mode = reports.first().map_or(ChaosMode::Barman, |r| r.mode);
+    let steps = reports.first().map_or(mode.steps(), |r| r.steps);
     let actions = mode.actions();
-    let mut per_step: Vec<(Option<Phase>, Vec<u32>)> = mode
-        .steps()
+    let mut per_step: Vec<(Option<Phase>, Vec<u32>)> = steps
         .iter()
         .map(|s| Phase::At(*s))
         .chain(std::iter::once(Phase::Done))
@@ -187,6 +190,7 @@ mod tests {
     fn round(round: u32, kills: Vec<Kill>, outcome: Result<(), String>) -> RoundReport {
         RoundReport {
             mode: ChaosMode::Barman,
+            steps: ChaosMode::Barman.steps(),
             round,
             seed: 7,
             jobs: 2,

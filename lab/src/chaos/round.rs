@@ -28,6 +28,7 @@ impl Campaign<'_> {
         let mut rng = Rng::for_round(self.options.seed, round);
         let mut report = RoundReport {
             mode: self.options.mode,
+            steps: self.options.steps(),
             round,
             seed: self.options.seed,
             jobs: rng.between(1, self.options.max_jobs.max(1)),
