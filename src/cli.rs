@@ -88,7 +88,9 @@ Examples:
 const RESUME_EXAMPLES: &str = "\
 Examples:
   pgreplica clone resume -f /etc/repmgr.conf
-  pgreplica clone resume main-1a2b3c4d";
+  pgreplica clone resume main-1a2b3c4d
+  After its pg-backup-api operation never started and the API service was fixed:
+    pgreplica clone resume main-1a2b3c4d --api-operation new";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
@@ -129,9 +131,11 @@ pub struct StartArgs {
     #[arg(short = 'D', long = "pgdata", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Backup to restore: latest (default), oldest, a backup id or a backup name.
-    #[arg(long, value_name = "ID", default_value = "latest")]
-    pub backup_id: String,
+    /// Backup to restore: latest (default), oldest, a backup id or a backup name. In
+    /// pg-backup-api mode pg_backupapi_backup_id names the backup; a different --backup-id is
+    /// refused.
+    #[arg(long, value_name = "ID")]
+    pub backup_id: Option<String>,
 
     /// Parallel rsync streams for the transfer.
     #[arg(short = 'j', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -192,6 +196,13 @@ pub struct ResumeArgs {
     /// Clone id as shown by `clone status`, or its data directory.
     #[arg(value_name = "CLONE")]
     pub clone: Option<String>,
+
+    /// pg-backup-api mode: the operation this clone owns — an operation id to re-attach to, or
+    /// `new` to post a new recovery (the operation recorded so far is abandoned: it must not be
+    /// restoring into the data directory any more). Recorded on the clone until its Transfer
+    /// step acts on it.
+    #[arg(long, value_name = "ID|new", value_parser = states::api::OperatorChoice::parse)]
+    pub api_operation: Option<states::api::OperatorChoice>,
 }
 
 /// Options of `clone status`.
@@ -275,7 +286,7 @@ mod tests {
         assert_eq!(args.port, Some(5433));
         assert_eq!(args.jobs, 4);
         assert!(args.force);
-        assert_eq!(args.backup_id, "oldest");
+        assert_eq!(args.backup_id.as_deref(), Some("oldest"));
         assert_eq!(args.upstream_node_id, Some(2));
     }
 
