@@ -354,7 +354,7 @@ fn never_started(
     )
     .detail("pg-backup-api 2.2 creates an operation, then starts its worker (\"pg-backup-api recovery\", found on the API service's PATH); when that fails it answers HTTP 500 and the operation stays IN_PROGRESS forever, restoring nothing")
     .hint(format!(
-        "on the Barman host, check that the pg-backup-api program is on the PATH of the API service and read the service's log (the job file <barman_home>/{server}/jobs/{id}.json names the operation's destination_directory); after fixing it, \"pgreplica clone resume {clone}\" checks operation {id} again, and \"{new}\" posts a new recovery (raise pg_backupapi_start_timeout if restores take longer to begin)",
+        "on the Barman host, check that the pg-backup-api program is on the PATH of the API service and read the service's log (the job file <barman_home>/{server}/jobs/{id}.json names the operation's destination_directory); after fixing it, \"pgreplica clone resume {clone}\" checks operation {id} again (a worker that was only slow has begun by then), and \"{new}\" posts a new recovery",
         server = api.server(),
         clone = ctx.record.id(),
         new = resume_new(ctx),
@@ -378,7 +378,7 @@ fn stalled(
     )
     .detail("a worker that died leaves its operation IN_PROGRESS forever; pg-backup-api has no way to cancel it")
     .hint(format!(
-        "on the Barman host, check for a running \"barman recover\" and for <barman_home>/{}/output/{id}.json; \"pgreplica clone resume {}\" re-attaches if the restore is alive (raise pg_backupapi_stall_timeout for slow links); if it is gone, empty the data directory and run \"{}\"",
+        "on the Barman host, check for a running \"barman recover\" and for <barman_home>/{}/output/{id}.json; \"pgreplica clone resume {}\" re-attaches if the restore is alive; if it is gone, empty the data directory and run \"{}\"",
         api.server(),
         ctx.record.id(),
         resume_new(ctx)

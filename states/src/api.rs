@@ -297,7 +297,7 @@ pub fn after_refused_post(transient: bool, posts: u32) -> AfterRefusedPost {
 /// The two waits of following an operation, in milliseconds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FollowTimeouts {
-    /// Nothing at all arrived in the data directory since following began
+    /// The data directory stays empty this long after following began
     /// (`pg_backupapi_start_timeout`).
     pub start_ms: Millis,
     /// Bytes arrived, then nothing new for this long (`pg_backupapi_stall_timeout`).
@@ -313,8 +313,8 @@ pub enum FollowNext {
     Done,
     /// The operation failed: stop (its output file says why).
     Failed,
-    /// Nothing arrived in the data directory within the start timeout and the status never
-    /// left IN_PROGRESS: the worker never started (pg-backup-api could not spawn it), or the
+    /// The data directory held nothing and nothing arrived within the start timeout, the
+    /// status never leaving IN_PROGRESS: the worker never started (pg-backup-api could not spawn it), or the
     /// operation restores elsewhere. Stop; a resume checks the operation again.
     NeverStarted {
         /// How long this run followed it.
@@ -338,14 +338,15 @@ pub struct Follow {
 }
 
 impl Follow {
-    /// Following begins at `now` with `bytes` in the data directory (what an earlier run's
-    /// restore left counts as nothing arrived: only change shows a live worker).
+    /// Following begins at `now` with `bytes` in the data directory. Bytes already there (a
+    /// restore an earlier run saw begin) show that the worker started once: only the stall
+    /// timeout applies then. The start timeout is for a directory that holds nothing.
     pub fn new(now: Millis, bytes: u64) -> Follow {
         Follow {
             began_at: now,
             last_bytes: bytes,
             last_change_at: now,
-            arrived: false,
+            arrived: bytes > 0,
         }
     }
 
@@ -378,7 +379,7 @@ impl Follow {
         }
     }
 
-    /// Whether anything arrived since following began.
+    /// Whether the data directory held anything since following began.
     pub fn arrived(&self) -> bool {
         self.arrived
     }

@@ -329,11 +329,17 @@ fn an_operation_whose_worker_never_starts_stops_at_the_start_timeout() {
         FollowNext::NeverStarted { waited_ms: 3_000 }
     );
     assert!(!follow.arrived());
-    // What an earlier run's restore left is not arrival: only change is.
+    // What an earlier run saw arrive shows the worker started once: only the stall timeout
+    // applies, from when following began.
     let mut follow = Follow::new(0, 5_000);
+    assert!(follow.arrived());
     assert_eq!(
-        follow.poll(3_000, InProgress, 5_000, TIMEOUTS),
-        FollowNext::NeverStarted { waited_ms: 3_000 }
+        follow.poll(9_999, InProgress, 5_000, TIMEOUTS),
+        FollowNext::Wait
+    );
+    assert_eq!(
+        follow.poll(10_000, InProgress, 5_000, TIMEOUTS),
+        FollowNext::Stalled { idle_ms: 10_000 }
     );
     // The status ends following whatever the clock says: an output file appeared.
     for (status, next) in [(Done, FollowNext::Done), (Failed, FollowNext::Failed)] {
