@@ -226,7 +226,7 @@ pub fn command() -> clap::Command {
 pub fn generate(what: Generated, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let mut cmd = command();
     match what {
-        Generated::Man => clap_mangen::Man::new(cmd).render(out),
+        Generated::Man => man_page(cmd, out),
         Generated::Bash => {
             clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "pgreplica", out);
             Ok(())
@@ -240,6 +240,39 @@ pub fn generate(what: Generated, out: &mut dyn std::io::Write) -> std::io::Resul
             Ok(())
         }
     }
+}
+
+/// The man page. clap_mangen renders the top command only, so the page goes on with the
+/// synopsis and the options of each `clone` command: every flag is in the one page.
+fn man_page(mut cmd: clap::Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    cmd.build();
+    clap_mangen::Man::new(cmd.clone()).render(out)?;
+    // clap's own `help` commands have no options worth a section.
+    let shown = |c: &&clap::Command| !c.is_hide_set() && c.get_name() != "help";
+    let commands = cmd
+        .get_subcommands()
+        .filter(shown)
+        .flat_map(|c| c.get_subcommands().filter(shown));
+    for command in commands {
+        let name = command
+            .get_bin_name()
+            .unwrap_or(command.get_name())
+            .to_uppercase();
+        let man = clap_mangen::Man::new(command.clone());
+        let mut synopsis = Vec::new();
+        man.render_synopsis_section(&mut synopsis)?;
+        let mut options = Vec::new();
+        man.render_options_section(&mut options)?;
+        for (text, heading) in [(synopsis, "SYNOPSIS"), (options, "OPTIONS")] {
+            let text = String::from_utf8_lossy(&text).replacen(
+                &format!(".SH {heading}"),
+                &format!(".SH \"{name}: {heading}\""),
+                1,
+            );
+            out.write_all(text.as_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -343,5 +376,16 @@ mod tests {
             man.contains("clone"),
             "the man page names the clone command"
         );
+        // Each clone command's options are in the page, under a heading naming the command.
+        for (command, flag) in [
+            ("START", "backup\\-id"),
+            ("RESUME", "api\\-operation"),
+            ("STATUS", "json"),
+        ] {
+            let heading = format!(".SH \"PGREPLICA CLONE {command}: OPTIONS\"");
+            let section = man.split(&heading).nth(1).expect(&heading);
+            let section = section.split(".SH ").next().unwrap();
+            assert!(section.contains(flag), "{command}: {section}");
+        }
     }
 }
