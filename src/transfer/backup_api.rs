@@ -301,86 +301,54 @@ async fn follow(
         match following.poll(now(), status, bytes, timeouts) {
             FollowNext::Wait => tokio::time::sleep(crate::retry::jittered(poll, 20)).await,
             FollowNext::Done => return Ok(()),
-            FollowNext::Failed => return Err(failed(ctx, api, id, &data_dir)),
-            // The messages name the configured timeouts the operator can change.
-            FollowNext::NeverStarted { .. } => {
-                return Err(never_started(ctx, api, id, &data_dir, timeouts.start_ms))
-            }
-            FollowNext::Stalled { .. } => {
-                return Err(stalled(ctx, api, id, &data_dir, timeouts.stall_ms))
-            }
+            stop => return Err(stopped(ctx, api, id, &data_dir, stop, timeouts)),
         }
     }
 }
 
-/// `pgreplica clone resume CLONE --api-operation new`, for HINTs.
-fn resume_new(ctx: &StepContext<'_>) -> String {
-    format!(
-        "pgreplica clone resume {} --api-operation new",
-        ctx.record.id()
-    )
-}
-
-fn failed(ctx: &StepContext<'_>, api: &BackupApi, id: &str, data_dir: &Path) -> Error {
-    Error::new(
-        ErrorKind::BackupApi,
-        format!(
-            "pg-backup-api operation {id} failed: Barman could not restore into \"{}\"",
-            data_dir.display()
-        ),
-    )
-    .detail("the API reports only FAILED; Barman's messages are in the operation's output file")
-    .hint(format!(
-        "read \"output\" in <barman_home>/{}/output/{id}.json on the Barman host (barman_home as in Barman's configuration, often /var/lib/barman); fix the cause, empty the data directory, then run \"{}\"",
-        api.server(),
-        resume_new(ctx)
-    ))
-}
-
-fn never_started(
+/// The error for following that ended without DONE: `stop` is the machine's verdict; the
+/// messages name the configured timeouts, which the operator can change for clones to come.
+fn stopped(
     ctx: &StepContext<'_>,
     api: &BackupApi,
     id: &str,
     data_dir: &Path,
-    timeout_ms: u64,
+    stop: FollowNext,
+    timeouts: FollowTimeouts,
 ) -> Error {
-    Error::new(
-        ErrorKind::BackupApi,
-        format!(
-            "pg-backup-api operation {id} is still IN_PROGRESS but nothing arrived in \"{}\" within {} s (pg_backupapi_start_timeout): its worker never started",
-            data_dir.display(),
-            timeout_ms / 1000
+    let (server, clone, dir) = (api.server(), ctx.record.id(), data_dir.display());
+    let new = format!("pgreplica clone resume {clone} --api-operation new");
+    let (message, detail, hint) = match stop {
+        FollowNext::NeverStarted { .. } => (
+            format!(
+                "pg-backup-api operation {id} is still IN_PROGRESS but nothing arrived in \"{dir}\" within {} s (pg_backupapi_start_timeout): its worker never started",
+                timeouts.start_ms / 1000
+            ),
+            "pg-backup-api 2.2 creates an operation, then starts its worker (\"pg-backup-api recovery\", found on the API service's PATH); when that fails it answers HTTP 500 and the operation stays IN_PROGRESS forever, restoring nothing",
+            format!(
+                "on the Barman host, check that the pg-backup-api program is on the PATH of the API service and read the service's log (the job file <barman_home>/{server}/jobs/{id}.json names the operation's destination_directory); after fixing it, \"pgreplica clone resume {clone}\" checks operation {id} again (a worker that was only slow has begun by then), and \"{new}\" posts a new recovery"
+            ),
         ),
-    )
-    .detail("pg-backup-api 2.2 creates an operation, then starts its worker (\"pg-backup-api recovery\", found on the API service's PATH); when that fails it answers HTTP 500 and the operation stays IN_PROGRESS forever, restoring nothing")
-    .hint(format!(
-        "on the Barman host, check that the pg-backup-api program is on the PATH of the API service and read the service's log (the job file <barman_home>/{server}/jobs/{id}.json names the operation's destination_directory); after fixing it, \"pgreplica clone resume {clone}\" checks operation {id} again (a worker that was only slow has begun by then), and \"{new}\" posts a new recovery",
-        server = api.server(),
-        clone = ctx.record.id(),
-        new = resume_new(ctx),
-    ))
-}
-
-fn stalled(
-    ctx: &StepContext<'_>,
-    api: &BackupApi,
-    id: &str,
-    data_dir: &Path,
-    timeout_ms: u64,
-) -> Error {
-    Error::new(
-        ErrorKind::BackupApi,
-        format!(
-            "pg-backup-api operation {id} is still IN_PROGRESS but nothing arrived in \"{}\" for {} s",
-            data_dir.display(),
-            timeout_ms / 1000
+        FollowNext::Stalled { .. } => (
+            format!(
+                "pg-backup-api operation {id} is still IN_PROGRESS but nothing arrived in \"{dir}\" for {} s",
+                timeouts.stall_ms / 1000
+            ),
+            "a worker that died leaves its operation IN_PROGRESS forever; pg-backup-api has no way to cancel it",
+            format!(
+                "on the Barman host, check for a running \"barman recover\" and for <barman_home>/{server}/output/{id}.json; \"pgreplica clone resume {clone}\" re-attaches if the restore is alive; if it is gone, empty the data directory and run \"{new}\""
+            ),
         ),
-    )
-    .detail("a worker that died leaves its operation IN_PROGRESS forever; pg-backup-api has no way to cancel it")
-    .hint(format!(
-        "on the Barman host, check for a running \"barman recover\" and for <barman_home>/{}/output/{id}.json; \"pgreplica clone resume {}\" re-attaches if the restore is alive; if it is gone, empty the data directory and run \"{}\"",
-        api.server(),
-        ctx.record.id(),
-        resume_new(ctx)
-    ))
+        // Wait and Done never stop following.
+        FollowNext::Failed | FollowNext::Wait | FollowNext::Done => (
+            format!("pg-backup-api operation {id} failed: Barman could not restore into \"{dir}\""),
+            "the API reports only FAILED; Barman's messages are in the operation's output file",
+            format!(
+                "read \"output\" in <barman_home>/{server}/output/{id}.json on the Barman host (barman_home as in Barman's configuration, often /var/lib/barman); fix the cause, empty the data directory, then run \"{new}\""
+            ),
+        ),
+    };
+    Error::new(ErrorKind::BackupApi, message)
+        .detail(detail)
+        .hint(hint)
 }

@@ -311,78 +311,81 @@ const TIMEOUTS: FollowTimeouts = FollowTimeouts {
     stall_ms: 10_000,
 };
 
+/// Feeds `follow` the polls `(now, status, bytes)` and checks what each says.
+fn polls(follow: &mut Follow, expected: &[(Millis, OperationStatus, u64, FollowNext)]) {
+    for &(now, status, bytes, next) in expected {
+        assert_eq!(
+            follow.poll(now, status, bytes, TIMEOUTS),
+            next,
+            "at {now} ms, {status:?} with {bytes} bytes"
+        );
+    }
+}
+
 #[test]
 fn an_operation_whose_worker_never_starts_stops_at_the_start_timeout() {
-    use OperationStatus::*;
+    use FollowNext::{NeverStarted, Stalled, Wait};
+    use OperationStatus::InProgress;
     // Nothing arrives: waiting until the start timeout, then stop.
     let mut follow = Follow::new(1_000, 0);
-    assert_eq!(
-        follow.poll(1_000, InProgress, 0, TIMEOUTS),
-        FollowNext::Wait
-    );
-    assert_eq!(
-        follow.poll(3_999, InProgress, 0, TIMEOUTS),
-        FollowNext::Wait
-    );
-    assert_eq!(
-        follow.poll(4_000, InProgress, 0, TIMEOUTS),
-        FollowNext::NeverStarted { waited_ms: 3_000 }
+    polls(
+        &mut follow,
+        &[
+            (1_000, InProgress, 0, Wait),
+            (3_999, InProgress, 0, Wait),
+            (4_000, InProgress, 0, NeverStarted { waited_ms: 3_000 }),
+        ],
     );
     assert!(!follow.arrived());
     // What an earlier run saw arrive shows the worker started once: only the stall timeout
     // applies, from when following began.
     let mut follow = Follow::new(0, 5_000);
     assert!(follow.arrived());
-    assert_eq!(
-        follow.poll(9_999, InProgress, 5_000, TIMEOUTS),
-        FollowNext::Wait
-    );
-    assert_eq!(
-        follow.poll(10_000, InProgress, 5_000, TIMEOUTS),
-        FollowNext::Stalled { idle_ms: 10_000 }
+    polls(
+        &mut follow,
+        &[
+            (9_999, InProgress, 5_000, Wait),
+            (10_000, InProgress, 5_000, Stalled { idle_ms: 10_000 }),
+        ],
     );
     // The status ends following whatever the clock says: an output file appeared.
-    for (status, next) in [(Done, FollowNext::Done), (Failed, FollowNext::Failed)] {
-        let mut follow = Follow::new(0, 0);
-        assert_eq!(follow.poll(1, status, 0, TIMEOUTS), next);
-        assert_eq!(follow.poll(60_000, status, 0, TIMEOUTS), next);
+    for (status, next) in [
+        (OperationStatus::Done, FollowNext::Done),
+        (OperationStatus::Failed, FollowNext::Failed),
+    ] {
+        polls(
+            &mut Follow::new(0, 0),
+            &[(1, status, 0, next), (60_000, status, 0, next)],
+        );
     }
 }
 
 #[test]
 fn once_bytes_arrive_only_the_stall_timeout_applies() {
-    use OperationStatus::*;
+    use FollowNext::{Stalled, Wait};
+    use OperationStatus::InProgress;
     let mut follow = Follow::new(0, 0);
-    assert_eq!(
-        follow.poll(2_000, InProgress, 10, TIMEOUTS),
-        FollowNext::Wait
-    );
+    polls(&mut follow, &[(2_000, InProgress, 10, Wait)]);
     assert!(follow.arrived());
-    // Far past the start timeout: no longer relevant.
-    assert_eq!(
-        follow.poll(11_999, InProgress, 10, TIMEOUTS),
-        FollowNext::Wait
-    );
-    // More bytes: the stall clock starts again.
-    assert_eq!(
-        follow.poll(11_999, InProgress, 20, TIMEOUTS),
-        FollowNext::Wait
-    );
-    assert_eq!(
-        follow.poll(21_998, InProgress, 20, TIMEOUTS),
-        FollowNext::Wait
-    );
-    assert_eq!(
-        follow.poll(21_999, InProgress, 20, TIMEOUTS),
-        FollowNext::Stalled { idle_ms: 10_000 }
+    polls(
+        &mut follow,
+        &[
+            // Far past the start timeout: no longer relevant.
+            (11_999, InProgress, 10, Wait),
+            // More bytes: the stall clock starts again.
+            (11_999, InProgress, 20, Wait),
+            (21_998, InProgress, 20, Wait),
+            (21_999, InProgress, 20, Stalled { idle_ms: 10_000 }),
+        ],
     );
     // A shrinking directory (rsync renaming over a file) is change too.
-    let mut follow = Follow::new(0, 100);
-    assert_eq!(
-        follow.poll(3_500, InProgress, 90, TIMEOUTS),
-        FollowNext::Wait
+    polls(
+        &mut Follow::new(0, 100),
+        &[
+            (3_500, InProgress, 90, Wait),
+            (9_000, OperationStatus::Done, 90, FollowNext::Done),
+        ],
     );
-    assert_eq!(follow.poll(9_000, Done, 90, TIMEOUTS), FollowNext::Done);
 }
 
 #[test]
