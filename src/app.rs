@@ -8,6 +8,7 @@ use crate::progress::{human_bytes, Progress};
 use crate::runner::{self, Signals};
 use crate::store::StateDir;
 use clap::Parser;
+use states::api::{ChoiceRefused, OperatorChoice};
 use states::{CloneId, CloneRecord, Mode, Phase, RetryPolicy};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -190,6 +191,9 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
     }
     let store = dir.open_clone(&id)?;
     let mut record = store.load()?.ok_or_else(no_clone)?;
+    if let Some(choice) = args.api_operation {
+        record_api_choice(&store, &mut record, choice)?;
+    }
     if record.phase() == Phase::Done {
         crate::notice!("clone {id} is already complete");
         return Ok(());
@@ -200,6 +204,37 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
         describe_phase(&record)
     );
     drive(&store, &mut record, &args.retries).await
+}
+
+/// `clone resume --api-operation`: the operator's word goes into the record (a machine input)
+/// and is checkpointed before anything runs, so that it shows in `clone status` and survives a
+/// crash of this run until the Transfer step acts on it.
+fn record_api_choice(
+    store: &crate::store::CloneStore,
+    record: &mut CloneRecord,
+    choice: OperatorChoice,
+) -> Result<()> {
+    let id = record.id().clone();
+    let shown = choice.to_string();
+    record.api_operator_choice(choice).map_err(|refused| {
+        let why = match refused {
+            ChoiceRefused::NotApiMode => format!(
+                "clone {id} restores in {} mode, not through pg-backup-api",
+                record.request().mode.label()
+            ),
+            ChoiceRefused::TransferDone => format!(
+                "clone {id} has finished its pg-backup-api restore: there is no operation left to choose"
+            ),
+        };
+        Error::new(
+            ErrorKind::CloneState,
+            format!("--api-operation {shown} cannot be used: {why}"),
+        )
+        .hint(format!("run \"pgreplica clone resume {id}\" without --api-operation"))
+    })?;
+    store.save(record)?;
+    crate::notice!("recorded the operator's choice of pg-backup-api operation: {shown}");
+    Ok(())
 }
 
 /// A clone id as typed, or a data directory path naming one.

@@ -88,7 +88,9 @@ Examples:
 const RESUME_EXAMPLES: &str = "\
 Examples:
   pgreplica clone resume -f /etc/repmgr.conf
-  pgreplica clone resume main-1a2b3c4d";
+  pgreplica clone resume main-1a2b3c4d
+  After its pg-backup-api operation never started and the API service was fixed:
+    pgreplica clone resume main-1a2b3c4d --api-operation new";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
@@ -129,9 +131,11 @@ pub struct StartArgs {
     #[arg(short = 'D', long = "pgdata", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Backup to restore: latest (default), oldest, a backup id or a backup name.
-    #[arg(long, value_name = "ID", default_value = "latest")]
-    pub backup_id: String,
+    /// Backup to restore: latest (default), oldest, a backup id or a backup name. In
+    /// pg-backup-api mode pg_backupapi_backup_id names the backup; a different --backup-id is
+    /// refused.
+    #[arg(long, value_name = "ID")]
+    pub backup_id: Option<String>,
 
     /// Parallel rsync streams for the transfer.
     #[arg(short = 'j', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -192,6 +196,13 @@ pub struct ResumeArgs {
     /// Clone id as shown by `clone status`, or its data directory.
     #[arg(value_name = "CLONE")]
     pub clone: Option<String>,
+
+    /// pg-backup-api mode: the operation this clone owns — an operation id to re-attach to, or
+    /// `new` to post a new recovery (the operation recorded so far is abandoned: it must not be
+    /// restoring into the data directory any more). Recorded on the clone until its Transfer
+    /// step acts on it.
+    #[arg(long, value_name = "ID|new", value_parser = states::api::OperatorChoice::parse)]
+    pub api_operation: Option<states::api::OperatorChoice>,
 }
 
 /// Options of `clone status`.
@@ -215,7 +226,7 @@ pub fn command() -> clap::Command {
 pub fn generate(what: Generated, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let mut cmd = command();
     match what {
-        Generated::Man => clap_mangen::Man::new(cmd).render(out),
+        Generated::Man => man_page(cmd, out),
         Generated::Bash => {
             clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "pgreplica", out);
             Ok(())
@@ -229,6 +240,39 @@ pub fn generate(what: Generated, out: &mut dyn std::io::Write) -> std::io::Resul
             Ok(())
         }
     }
+}
+
+/// The man page. clap_mangen renders the top command only, so the page goes on with the
+/// synopsis and the options of each `clone` command: every flag is in the one page.
+fn man_page(mut cmd: clap::Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    cmd.build();
+    clap_mangen::Man::new(cmd.clone()).render(out)?;
+    // clap's own `help` commands have no options worth a section.
+    let shown = |c: &&clap::Command| !c.is_hide_set() && c.get_name() != "help";
+    let commands = cmd
+        .get_subcommands()
+        .filter(shown)
+        .flat_map(|c| c.get_subcommands().filter(shown));
+    for command in commands {
+        let name = command
+            .get_bin_name()
+            .unwrap_or(command.get_name())
+            .to_uppercase();
+        let man = clap_mangen::Man::new(command.clone());
+        let mut synopsis = Vec::new();
+        man.render_synopsis_section(&mut synopsis)?;
+        let mut options = Vec::new();
+        man.render_options_section(&mut options)?;
+        for (text, heading) in [(synopsis, "SYNOPSIS"), (options, "OPTIONS")] {
+            let text = String::from_utf8_lossy(&text).replacen(
+                &format!(".SH {heading}"),
+                &format!(".SH \"{name}: {heading}\""),
+                1,
+            );
+            out.write_all(text.as_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -275,7 +319,7 @@ mod tests {
         assert_eq!(args.port, Some(5433));
         assert_eq!(args.jobs, 4);
         assert!(args.force);
-        assert_eq!(args.backup_id, "oldest");
+        assert_eq!(args.backup_id.as_deref(), Some("oldest"));
         assert_eq!(args.upstream_node_id, Some(2));
     }
 
@@ -332,5 +376,16 @@ mod tests {
             man.contains("clone"),
             "the man page names the clone command"
         );
+        // Each clone command's options are in the page, under a heading naming the command.
+        for (command, flag) in [
+            ("START", "backup\\-id"),
+            ("RESUME", "api\\-operation"),
+            ("STATUS", "json"),
+        ] {
+            let heading = format!(".SH \"PGREPLICA CLONE {command}: OPTIONS\"");
+            let section = man.split(&heading).nth(1).expect(&heading);
+            let section = section.split(".SH ").next().unwrap();
+            assert!(section.contains(flag), "{command}: {section}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The standby's directories on disk: checks and preparation of the data directory, the WAL
-//! directory and the tablespace directories, and the skeleton a copy needs afterwards (`pg_*`
-//! empty directories, `tablespace_map`). PrepareDirs, the copy engines and `--dry-run` all use
-//! it.
+//! directory and the tablespace directories, the skeleton a copy needs afterwards (`pg_*`
+//! empty directories, `tablespace_map`), and what a directory holds ([`usage`]). PrepareDirs,
+//! the copy engines, VerifyCopy and `--dry-run` all use it.
 //!
 //! The rules are repmgr's (`dirutil.c`) made safe: a running postmaster is detected before
 //! anything is touched, even under `--force`; `--force` keeps existing files for reuse instead
@@ -550,11 +550,49 @@ fn access(path: &Path, mode: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Bytes and files under `dir` (files still being written included; symlinks not followed),
+/// walked on a blocking thread. Entries vanishing mid-walk are skipped: a copy renames as it
+/// goes, and a directory that cannot be read counts as empty.
+pub async fn usage(dir: &Path) -> (u64, u64) {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut totals = (0, 0);
+        let mut pending = vec![dir];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    pending.push(entry.path());
+                } else if meta.is_file() {
+                    totals.0 += meta.len();
+                    totals.1 += 1;
+                }
+            }
+        }
+        totals
+    })
+    .await
+    .unwrap_or((0, 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const PG15: u32 = 150_004;
+
+    #[tokio::test]
+    async fn usage_counts_files_below_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("base")).unwrap();
+        std::fs::write(dir.path().join("base/1"), vec![0; 100]).unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), "15\n").unwrap();
+        assert_eq!(usage(dir.path()).await, (103, 2));
+        assert_eq!(usage(&dir.path().join("missing")).await, (0, 0));
+    }
 
     fn mode_of(path: &Path) -> u32 {
         fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777

@@ -73,8 +73,9 @@ pub async fn check_restored(request: &CloneRequest, params: &SourceParams) -> Re
     Ok(())
 }
 
-/// The system identifier in the data directory's `global/pg_control`, from `pg_controldata`.
-async fn control_system_identifier(request: &CloneRequest, version: u32) -> Result<String> {
+/// The system identifier in the data directory's `global/pg_control`, from `pg_controldata`
+/// (VerifyCopy checks a pg-backup-api restore with it too).
+pub async fn control_system_identifier(request: &CloneRequest, version: u32) -> Result<String> {
     let program = pg_program(request.pg_bindir.as_deref(), version, "pg_controldata");
     let output = crate::pg_tools::run(&program, [&request.data_dir]).await?;
     let stdout = String::from_utf8_lossy(&output.stdout);

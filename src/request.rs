@@ -7,7 +7,7 @@
 use crate::cli::StartArgs;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use states::{CloneRequest, Mode, SourceConn};
+use states::{ApiTarget, CloneRequest, Mode, SourceConn};
 use std::path::{Component, Path, PathBuf};
 
 /// Mode selection, as `repmgr standby clone` does it (reference/repmgr.md):
@@ -50,6 +50,8 @@ pub fn build(
             "for \"clone resume\", provide it with PGPASSWORD or a password file (passfile)",
         );
     }
+    let backup_api = config.api_target().filter(|_| mode == Mode::BackupApi);
+    let backup_selector = backup_selector_of(args, config, backup_api.as_ref())?;
     Ok(CloneRequest {
         mode,
         data_dir: data_dir.display().to_string(),
@@ -63,19 +65,48 @@ pub fn build(
             dbname,
         },
         upstream_node_id: args.upstream_node_id,
-        backup_selector: args.backup_id.clone(),
+        backup_selector,
         jobs: args.jobs,
         force: args.force,
         bwlimit_kbps: args.bwlimit,
         waldir: config.waldir().map(|p| p.display().to_string()),
         tablespace_mapping: config.tablespace_mapping.clone(),
         barman: config.barman_target().filter(|_| mode == Mode::BarmanRsync),
-        backup_api: config.api_target().filter(|_| mode == Mode::BackupApi),
+        backup_api,
         ssh_options: config.ssh_args().to_vec(),
         pg_bindir: config.pg_bindir.as_ref().map(|p| p.display().to_string()),
         pg_basebackup_options: config.pg_basebackup_args().to_vec(),
         replication: config.replication_settings(),
     })
+}
+
+/// The backup to restore: `--backup-id`, else `latest`. In pg-backup-api mode
+/// `pg_backupapi_backup_id` names it (the API restores what the POST says); `--backup-id` may
+/// repeat it but never silently differ from it.
+fn backup_selector_of(
+    args: &StartArgs,
+    config: &Config,
+    api: Option<&ApiTarget>,
+) -> Result<String> {
+    match (api, args.backup_id.as_deref()) {
+        (Some(api), Some(given)) if given != api.backup_id => {
+            let key = match config.location("pg_backupapi_backup_id") {
+                Some(location) => {
+                    format!("pg_backupapi_backup_id (\"{}\", {location})", api.backup_id)
+                }
+                None => format!("pg_backupapi_backup_id (\"{}\")", api.backup_id),
+            };
+            Err(Error::new(
+                ErrorKind::Config,
+                format!("--backup-id \"{given}\" differs from {key}: in pg-backup-api mode the API restores pg_backupapi_backup_id"),
+            )
+            .hint(format!(
+                "drop --backup-id, or set pg_backupapi_backup_id='{given}' in repmgr.conf"
+            )))
+        }
+        (Some(api), _) => Ok(api.backup_id.clone()),
+        (None, given) => Ok(given.unwrap_or("latest").to_string()),
+    }
 }
 
 /// Makes `path` absolute against the current directory and removes `.`/`..` lexically, so that
@@ -109,6 +140,63 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `clone start` parsed from `args`.
+    fn start_args(args: &[&str]) -> StartArgs {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["pgreplica", "clone", "start", "-D", "/srv/standby"]
+                .iter()
+                .chain(args),
+        )
+        .unwrap();
+        match cli.command {
+            crate::cli::Command::Clone(crate::cli::CloneCommand::Start(args)) => args,
+            other => panic!("not a start: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn backup_id_is_honoured_or_refused_in_api_mode_never_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repmgr.conf");
+        std::fs::write(
+            &path,
+            "pg_backupapi_host='b1'\npg_backupapi_node_name='pg'\n\
+             pg_backupapi_remote_ssh_command='ssh postgres@standby'\n\
+             pg_backupapi_backup_id='20261125T061436'\n",
+        )
+        .unwrap();
+        let (config, _) = Config::load(&path).unwrap();
+        let build = |args: &[&str]| build(&start_args(args), &config, Some(&path));
+        // Absent or equal: pg_backupapi_backup_id is what is restored, and recorded as such.
+        for args in [&[][..], &["--backup-id", "20261125T061436"]] {
+            let request = build(args).unwrap();
+            assert_eq!(request.mode, Mode::BackupApi);
+            assert_eq!(request.backup_selector, "20261125T061436");
+            assert_eq!(request.backup_api.unwrap().backup_id, "20261125T061436");
+        }
+        // Different, even `latest`: refused, naming both and where the key is.
+        let error = build(&["--backup-id", "latest"]).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Config);
+        assert_eq!(
+            error.message,
+            format!(
+                "--backup-id \"latest\" differs from pg_backupapi_backup_id (\"20261125T061436\", {}:4): in pg-backup-api mode the API restores pg_backupapi_backup_id",
+                path.display()
+            )
+        );
+        assert_eq!(
+            error.hint.as_deref(),
+            Some("drop --backup-id, or set pg_backupapi_backup_id='latest' in repmgr.conf")
+        );
+        // Other modes: --backup-id, else latest.
+        let barman = Config::default();
+        let request = super::build(&start_args(&["--without-barman"]), &barman, None).unwrap();
+        assert_eq!(request.backup_selector, "latest");
+        let request = super::build(&start_args(&["--backup-id", "oldest"]), &barman, None).unwrap();
+        assert_eq!(request.backup_selector, "oldest");
+    }
 
     #[test]
     fn paths_are_normalised() {

@@ -75,6 +75,32 @@ pub fn write_text(views: &[StatusView], state_dir: &Path, out: &mut dyn Write) -
     Ok(())
 }
 
+/// pg-backup-api mode: the clone's operation, those it abandoned, the operator's pending word.
+fn write_api_operation(record: &states::CloneRecord, out: &mut dyn Write) -> io::Result<()> {
+    let abandoned = match record.api_abandoned() {
+        [] => String::new(),
+        ids => format!(" (abandoned: {})", ids.join(", ")),
+    };
+    match record.api_operation() {
+        Some(op) => match &op.operation_id {
+            Some(id) => writeln!(out, "  operation:  pg-backup-api {id}{abandoned}")?,
+            None => writeln!(
+                out,
+                "  operation:  pg-backup-api, requested but its id not recorded{abandoned}"
+            )?,
+        },
+        None if !abandoned.is_empty() => writeln!(out, "  operation:  none{abandoned}")?,
+        None => {}
+    }
+    if let Some(choice) = record.api_choice() {
+        writeln!(
+            out,
+            "  operator:   --api-operation {choice} (recorded; the Transfer step acts on it)"
+        )?;
+    }
+    Ok(())
+}
+
 fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
     let record = &view.record;
     writeln!(
@@ -101,6 +127,7 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
             backup.pg_version
         )?;
     }
+    write_api_operation(record, out)?;
     if let Some(live) = &view.live {
         let percent = (live.bytes_done * 100)
             .checked_div(live.bytes_total)
@@ -134,6 +161,15 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
             Verification::Verified { files } => {
                 writeln!(out, "  verified:   {files} files against backup_manifest")?
             }
+            Verification::Checked {
+                pg_major,
+                system_identifier,
+                bytes,
+            } => writeln!(
+                out,
+                "  verified:   PostgreSQL {pg_major} of system {system_identifier}, {} (no backup_manifest)",
+                human_bytes(*bytes)
+            )?,
             Verification::Skipped { reason } => writeln!(out, "  verified:   skipped: {reason}")?,
         }
     }

@@ -773,6 +773,7 @@ fn the_production_file_loads_with_every_value_and_no_warnings() {
 fn defaults_when_keys_are_absent() {
     let (c, _) = load_ok("node_id = 1\n");
     assert_eq!(c.pg_backupapi_stall_timeout, Duration::from_secs(3600));
+    assert_eq!(c.pg_backupapi_start_timeout, Duration::from_secs(300));
     assert_eq!(c.pg_backupapi_poll_interval, Duration::from_secs(3));
     assert!(!c.use_replication_slots);
     assert!(!c.use_primary_conninfo_password);
@@ -805,8 +806,11 @@ fn waldir_comes_from_every_form_of_the_option() {
 
 #[test]
 fn durations_of_the_new_keys() {
-    let (c, _) = load_ok("pg_backupapi_stall_timeout = 1d\npg_backupapi_poll_interval = '10s'\n");
+    let (c, _) = load_ok(
+        "pg_backupapi_stall_timeout = 1d\npg_backupapi_poll_interval = '10s'\npg_backupapi_start_timeout = 2min\n",
+    );
     assert_eq!(c.pg_backupapi_stall_timeout, Duration::from_secs(86_400));
+    assert_eq!(c.pg_backupapi_start_timeout, Duration::from_secs(120));
     assert_eq!(c.pg_backupapi_poll_interval, Duration::from_secs(10));
     let (e, path) = load_err("pg_backupapi_poll_interval = 0\n");
     assert!(
@@ -1139,4 +1143,51 @@ fn split_args_splits_like_a_posix_shell_without_expanding() {
     assert!(split_args("-i $HOME/.ssh/id").is_err());
     assert!(split_args("a; rm -rf /").is_err());
     assert!(split_args("'unterminated").is_err());
+}
+
+/// A pg-backup-api conf with `host` as `pg_backupapi_host` on line 1.
+fn api_conf(host: &str) -> String {
+    format!(
+        "pg_backupapi_host = '{host}'\n\
+         pg_backupapi_node_name = 'pg'\n\
+         pg_backupapi_remote_ssh_command = 'ssh postgres@standby'\n\
+         pg_backupapi_backup_id = 'latest'\n"
+    )
+}
+
+#[test]
+fn credentials_in_the_api_host_are_kept_out_of_the_target_and_refused_over_http() {
+    let dir = Dir::new();
+    let path = dir.write("repmgr.conf", &api_conf("https://pgreplica:s3cret@b1:7443"));
+    let (c, _) = Config::load(&path).unwrap();
+    // What is recorded names the file, never the credentials; Debug hides them.
+    assert_eq!(c.pg_backupapi_host.as_deref(), Some("https://b1:7443"));
+    let target = c.api_target().unwrap();
+    assert_eq!(target.host, "https://b1:7443");
+    assert_eq!(
+        target.credentials_file.as_deref(),
+        Some(path.display().to_string().as_str())
+    );
+    let credentials = c.pg_backupapi_credentials().unwrap();
+    assert_eq!(credentials.user, "pgreplica");
+    assert_eq!(credentials.password.as_deref(), Some("s3cret"));
+    for shown in [format!("{c:?}"), format!("{target:?}")] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+    // Without credentials there is nothing to read again.
+    let (c, _) = load_ok(&api_conf("https://b1:7443"));
+    assert_eq!(c.api_target().unwrap().credentials_file, None);
+
+    for clear in ["http://pgreplica:s3cret@b1:7480", "pgreplica:s3cret@b1"] {
+        let (e, path) = load_err(&api_conf(clear));
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert_eq!(
+            e.message,
+            format!(
+                "{}: \"pg_backupapi_host\" carries credentials (user:password@) but is not an https:// URL: they would cross the network in clear",
+                at(&path, 1)
+            )
+        );
+        assert!(e.hint.unwrap().starts_with("give an https:// URL"));
+    }
 }

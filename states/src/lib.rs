@@ -32,7 +32,8 @@ mod retry;
 
 pub use id::CloneId;
 pub use inputs::{
-    BackupServer, ManifestExpectation, MissingInput, StepInput, Task, TransferInput, TransferMethod,
+    BackupServer, ExpectedRestore, ManifestExpectation, MissingInput, StepInput, Task,
+    TransferInput, TransferMethod,
 };
 pub use machine::{
     FailureKind, MachineError, Mode, Next, Outcome, Phase, Step, StepFailure, StepResult,

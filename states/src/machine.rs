@@ -270,6 +270,8 @@ impl CloneRecord {
             facts: Facts::default(),
             history: Vec::new(),
             api_operation: None,
+            api_choice: None,
+            api_abandoned: Vec::new(),
         }
     }
 

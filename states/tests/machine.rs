@@ -25,8 +25,16 @@ fn request(mode: Mode) -> CloneRequest {
     }
 }
 
+/// A new record of `mode`. In pg-backup-api mode its operation is recorded up front, as the
+/// Transfer step records it before succeeding (VerifyCopy names it; `tests/api.rs` drives the
+/// protocol itself).
 fn record(mode: Mode) -> CloneRecord {
-    CloneRecord::new(CloneId::for_data_dir("/srv/standby"), request(mode), 1_000)
+    let mut record = CloneRecord::new(CloneId::for_data_dir("/srv/standby"), request(mode), 1_000);
+    if mode == Mode::BackupApi {
+        record.api_attempt_begun(1_000, &[]);
+        record.api_operation_created(1_000, "20261125T062411");
+    }
+    record
 }
 
 fn budget() -> RetryBudget {

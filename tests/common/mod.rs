@@ -47,6 +47,18 @@ impl Bench {
         path
     }
 
+    /// Creates the directory `dir` as postgres, mode 0700, as a data directory would be.
+    pub fn mkdir_as_postgres(&self, dir: &Path) {
+        let made = self
+            .lab
+            .command_as_postgres("mkdir")
+            .args(["-m", "0700"])
+            .arg(dir)
+            .status()
+            .expect("run mkdir as postgres");
+        assert!(made.success(), "mkdir {} as postgres", dir.display());
+    }
+
     /// `pgreplica ARGS` as postgres, with the lab's state directory.
     pub fn command(&self, args: &[&str]) -> Command {
         clone_check::pgreplica(&self.lab, &self.binary, args)

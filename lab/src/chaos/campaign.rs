@@ -21,6 +21,11 @@ use crate::{exec, status, Lab};
 /// How long a killed clone may take to free its lock.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// `pg_backupapi_start_timeout` of the campaign's API clones: short, so that a round with the
+/// spawn-failure fault stops soon, yet long enough for a live worker's first bytes to arrive
+/// in a busy lab (`barman recover` checks the destination over ssh before it copies).
+pub const API_START_TIMEOUT_SECS: u32 = 10;
+
 /// A campaign on a lab: the mode, the pinned backup and the reference clone's digest (Barman
 /// and pg-backup-api modes), the API server (pg-backup-api mode).
 pub struct Campaign<'a> {
@@ -96,7 +101,7 @@ impl<'a> Campaign<'a> {
             .and_then(|t| t["duration_ms"].as_u64())
             .map_or(Duration::from_secs(5), Duration::from_millis);
         if self.options.mode == ChaosMode::Api {
-            self.check_api_jobs(&dir, &status)?;
+            self.check_api_jobs(&dir, &status, &[])?;
         }
         Ok(())
     }
@@ -113,8 +118,11 @@ impl<'a> Campaign<'a> {
         match self.options.mode {
             ChaosMode::Api => {
                 let host = self.api_server()?.borrow().host();
-                let pinned = format!("pg_backupapi_backup_id='{}'", self.backup_id);
-                api_conf(self.lab, &host, data_dir, &pinned).map_err(|e| e.to_string())
+                let extra = format!(
+                    "pg_backupapi_backup_id='{}'\npg_backupapi_start_timeout={API_START_TIMEOUT_SECS}",
+                    self.backup_id
+                );
+                api_conf(self.lab, &host, data_dir, &extra).map_err(|e| e.to_string())
             }
             mode => {
                 let path = self.lab.dir().join(format!("{name}.conf"));
@@ -168,19 +176,30 @@ impl<'a> Campaign<'a> {
             .collect())
     }
 
-    /// Starts pgreplica with `args` (and `env`, when given) in a process group of its own.
-    pub(super) fn spawn(
-        &self,
-        args: &[String],
-        env: Option<(&str, &str)>,
-    ) -> Result<Child, String> {
+    /// Starts pgreplica with `args` in a process group of its own.
+    pub(super) fn spawn(&self, args: &[String]) -> Result<Child, String> {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut command = pgreplica(self.lab, &self.binary, &args);
-        if let Some((key, value)) = env {
-            command.env(key, value);
-        }
         spawn_in_group(&mut command)
             .map_err(|e| format!("cannot start pgreplica {}: {e}", args.join(" ")))
+    }
+
+    /// Restarts the API server with the fault switches `switches` (none: a working API),
+    /// unless it already runs with them.
+    pub(super) fn set_api_switches(&self, switches: &[&str]) -> Result<(), String> {
+        let mut server = self.api_server()?.borrow_mut();
+        if server
+            .switches()
+            .iter()
+            .map(String::as_str)
+            .eq(switches.iter().copied())
+        {
+            return Ok(());
+        }
+        server.kill();
+        server
+            .spawn(switches)
+            .map_err(|e| format!("restart the API server with {switches:?}: {e}"))
     }
 
     /// The clone's `clone status --json`.

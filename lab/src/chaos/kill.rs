@@ -296,9 +296,10 @@ impl Campaign<'_> {
         server.borrow_mut().kill();
         // The outage is the point: pgreplica must ride out refused connections.
         std::thread::sleep(Duration::from_millis(outage_ms.into()));
+        // With the round's fault switches: a restart is not a repair.
         server
             .borrow_mut()
-            .spawn(&[])
+            .spawn_again()
             .map_err(|e| format!("restart the API server: {e}"))
     }
 }

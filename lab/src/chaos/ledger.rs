@@ -1,6 +1,7 @@
 //! What the kills of a round promise the clone's final record will show ([`Ledger`]): the
-//! crashes and interruptions its history must count, the restarts of its Transfer, and how many
-//! bytes the last transfer may still send.
+//! crashes and interruptions its history must count, the restarts of its Transfer, how many
+//! bytes the last transfer may still send, and the pg-backup-api operations it must show
+//! abandoned.
 
 use std::collections::BTreeSet;
 
@@ -24,6 +25,10 @@ pub(super) struct Ledger {
     pub(super) transfer_stops: BTreeSet<String>,
     /// SIGTERMs that interrupted a Transfer: each is a restart too.
     pub(super) transfer_interrupted: u32,
+    /// pg-backup-api operations created while the API could not start workers, replaced with
+    /// `--api-operation new`: the record must show them abandoned, and the API may hold no
+    /// other operation into the directory but the one the record follows.
+    pub(super) abandoned: Vec<String>,
 }
 
 impl Ledger {

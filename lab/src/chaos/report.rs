@@ -64,9 +64,14 @@ pub struct RoundReport {
     pub kills: Vec<Kill>,
     /// `clone resume` runs the round needed.
     pub resumes: u32,
-    /// Resumes that needed the operator's choice of operation (pg-backup-api mode: killed
-    /// between checkpointing the attempt and recording the POST's id).
+    /// Resumes that needed the operator's choice of operation (pg-backup-api mode: the
+    /// spawn-failure fault fixed, `--api-operation new`; or which operation is the clone's
+    /// when pgreplica cannot tell).
     pub operator_choices: u32,
+    /// pg-backup-api mode: the round began with the API server unable to start workers, as
+    /// pg-backup-api 2.2 without `pg-backup-api` on its PATH (`--spawn-fails`), fixed when
+    /// pgreplica stopped for it.
+    pub spawn_failure: bool,
     /// Ok, or why the round failed.
     pub outcome: Result<(), String>,
     /// How long the round took.
@@ -82,6 +87,7 @@ impl fmt::Display for RoundReport {
             ChaosMode::Barman => {
                 format!("jobs {} bwlimit {:>4} KiB/s", self.jobs, self.bwlimit_kbps)
             }
+            ChaosMode::Api if self.spawn_failure => "API, spawn failure".to_string(),
             ChaosMode::Api => "API".to_string(),
             ChaosMode::BaseBackup => format!("max-rate {:>5} kB/s", self.bwlimit_kbps),
         };
@@ -140,8 +146,9 @@ pub fn summary(reports: &[RoundReport]) -> String {
         .collect();
     let kills: usize = reports.iter().map(|r| r.kills.len()).sum();
     let seconds: f64 = reports.iter().map(|r| r.duration.as_secs_f64()).sum();
+    let spawn_failures = reports.iter().filter(|r| r.spawn_failure).count();
     let mut out = format!(
-        "{} mode: {} round(s), {} failed{}; {kills} kill(s), {mid_file} of them mid-file; {seconds:.0} s of rounds\n\
+        "{} mode: {} round(s), {} failed{}; {kills} kill(s), {mid_file} of them mid-file;{} {seconds:.0} s of rounds\n\
          kills by the step they landed in: ",
         mode.label(),
         reports.len(),
@@ -150,6 +157,11 @@ pub fn summary(reports: &[RoundReport]) -> String {
             String::new()
         } else {
             format!(" (rounds {failed:?})")
+        },
+        if mode == ChaosMode::Api {
+            format!(" the spawn-failure fault in {spawn_failures};")
+        } else {
+            String::new()
         },
     );
     for action in actions {
@@ -194,6 +206,7 @@ mod tests {
             kills,
             resumes: 1,
             operator_choices: 0,
+            spawn_failure: false,
             outcome,
             duration: Duration::from_millis(2500),
             data_dir: PathBuf::from("/tmp/lab/data/chaos-round-1"),
@@ -228,6 +241,21 @@ mod tests {
              | 1 resume(s) | OK in 2.5 s"
         );
         let failed = round(4, Vec::new(), Err("2 path(s) differ".to_string()));
+        let api = RoundReport {
+            mode: ChaosMode::Api,
+            spawn_failure: true,
+            operator_choices: 1,
+            ..round(5, Vec::new(), Ok(()))
+        };
+        assert_eq!(
+            api.to_string(),
+            "round   5 (seed 7, api): API, spawn failure | 0 kill(s): - | 1 resume(s), 1 operator \
+             choice(s) | OK in 2.5 s"
+        );
+        assert!(summary(&[api]).starts_with(
+            "pg-backup-api mode: 1 round(s), 0 failed; 0 kill(s), 0 of them mid-file; the \
+             spawn-failure fault in 1; 2 s of rounds"
+        ));
         assert_eq!(
             failed.to_string(),
             "round   4 (seed 7, barman): jobs 2 bwlimit 4000 KiB/s | 0 kill(s): - | 1 resume(s) \
