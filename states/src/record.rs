@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Version of the serialised record layout. A store written by a newer pgreplica carries a
 /// larger number and is refused with a clear error instead of being misread.
-pub const SCHEMA_VERSION: u16 = 2;
+pub const SCHEMA_VERSION: u16 = 3;
 
 /// Milliseconds since the Unix epoch. Time always comes in as an argument: the machine never
 /// reads the clock.
@@ -256,6 +256,22 @@ pub struct PreparedDirs {
     pub tablespaces: Vec<TablespaceTarget>,
     /// Whether existing files were kept for reuse (`--force`).
     pub reused_existing: bool,
+    /// Which directory each prepared path was when the step left it (the data directory first,
+    /// then the WAL directory and the tablespace targets): a resume compares them with what the
+    /// paths name now, and a directory deleted or replaced since is prepared again.
+    pub identities: Vec<DirIdentity>,
+}
+
+/// A directory by what it is rather than how it is spelled: its device and inode, as `stat`
+/// reports them for the path that named it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DirIdentity {
+    /// The path as the request names it.
+    pub path: String,
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
 }
 
 /// Where one tablespace is restored to.
@@ -357,6 +373,9 @@ pub enum OutcomeKind {
     Interrupted,
     /// The process died inside the step (found at the next load).
     Crashed,
+    /// A resume found a prepared directory deleted or replaced: the clone went back to
+    /// PrepareDirs (see [`CloneRecord::dirs_replaced`]).
+    DirsReplaced,
 }
 
 impl OutcomeKind {
@@ -368,6 +387,7 @@ impl OutcomeKind {
             OutcomeKind::FailedFatal => "failed",
             OutcomeKind::Interrupted => "interrupted",
             OutcomeKind::Crashed => "crashed",
+            OutcomeKind::DirsReplaced => "directory replaced",
         }
     }
 }
