@@ -38,7 +38,10 @@ pub async fn run(
                 data_dir.display()
             ),
         )
-        .hint("resume the clone to copy it again: \"pgreplica clone resume\""));
+        .hint(format!(
+            "resume the clone to copy it again: \"{}\"",
+            crate::paste::resume()
+        )));
     }
     let program = pg_program(request.pg_bindir.as_deref(), version, "pg_verifybackup");
     crate::info!(
@@ -67,7 +70,10 @@ pub async fn run(
             ),
         )
         .detail(crate::child_output::detail(&problems.join("\n")))
-        .hint("remove the files named above and run \"pgreplica clone resume\"; they will be copied again"));
+        .hint(format!(
+            "remove the files named above and run \"{}\"; they will be copied again",
+            crate::paste::resume()
+        )));
     }
     let files = count_manifest_files(&manifest).await;
     crate::info!("{}", stdout.trim());

@@ -45,6 +45,9 @@ impl CloneLock {
                 .create(true)
                 .truncate(false)
                 .mode(0o600)
+                // Never through a symbolic link: a link planted in a shared state directory
+                // would make even `clone status` write into whatever file it names.
+                .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
                 .map_err(|e| LockError::Io(io_error("open the lock file", path, &e)))?;
             // SAFETY: flock on a file descriptor we own and keep open; no memory involved.
@@ -95,6 +98,27 @@ fn read_pid(file: &mut File) -> Option<u32> {
 
 /// A store I/O failure with its path.
 pub(crate) fn io_error(action: &str, path: &Path, err: &std::io::Error) -> Error {
+    if err.raw_os_error() == Some(libc::ELOOP) {
+        return Error::new(
+            ErrorKind::Store,
+            format!(
+                "cannot {action} {}: it is a symbolic link, and pgreplica never follows one in \
+                 its state directory",
+                path.display()
+            ),
+        )
+        .hint("remove the link, and keep the state directory private to the PostgreSQL user");
+    }
+    if err.raw_os_error() == Some(libc::ENOSPC) {
+        return Error::new(
+            ErrorKind::Store,
+            format!("cannot {action} {}: {err}", path.display()),
+        )
+        .hint(
+            "free space on the state directory's file system, then run the command again: \
+             the last checkpoint is intact",
+        );
+    }
     let hint = if err.kind() == std::io::ErrorKind::PermissionDenied {
         "run pgreplica as the user that owns the state directory, or choose another with \
          --state-dir"

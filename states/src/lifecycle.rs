@@ -182,7 +182,7 @@ impl CloneRequest {
             }
         };
         let both = |value: fn(&CloneRequest) -> String| (value(self), value(current));
-        let fields: [(&'static str, fn(&CloneRequest) -> String); 29] = [
+        let fields: [(&'static str, Render); 29] = [
             ("mode", |r| r.mode.label().to_string()),
             ("node_id", |r| opt(r.node_id)),
             ("node_name", |r| opt(r.node_name.as_ref())),
@@ -289,6 +289,9 @@ impl CloneRequest {
         out
     }
 }
+
+/// How one compared value of a request is rendered for a message.
+type Render = fn(&CloneRequest) -> String;
 
 /// A value for a message: quoted, or "(not set)".
 fn opt<T: std::fmt::Display>(value: Option<T>) -> String {

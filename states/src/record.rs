@@ -263,7 +263,8 @@ pub struct PreparedDirs {
 }
 
 /// A directory by what it is rather than how it is spelled: its device and inode, as `stat`
-/// reports them for the path that named it.
+/// reports them for the path that named it, and its birth time where the file system keeps
+/// one (a directory removed and created again often gets the same inode number back).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DirIdentity {
     /// The path as the request names it.
@@ -272,6 +273,21 @@ pub struct DirIdentity {
     pub dev: u64,
     /// `st_ino`.
     pub ino: u64,
+    /// `statx`'s birth time in nanoseconds since the epoch; `None` where the file system
+    /// records none.
+    pub born: Option<u64>,
+}
+
+impl DirIdentity {
+    /// Whether `other` (the same path, looked at again) is the same directory: the same device
+    /// and inode, born at the same time where both birth times are known.
+    pub fn same_directory(&self, other: &DirIdentity) -> bool {
+        let born_agrees = match (self.born, other.born) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.dev == other.dev && self.ino == other.ino && born_agrees
+    }
 }
 
 /// Where one tablespace is restored to.

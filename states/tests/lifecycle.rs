@@ -34,6 +34,7 @@ fn prepared() -> PreparedDirs {
             path: "/srv/standby".into(),
             dev: 2049,
             ino: 77,
+            born: Some(1_795_000_000_000_000_000),
         }],
         ..PreparedDirs::default()
     }
@@ -132,6 +133,23 @@ fn wrote(mode: Mode, stand: Stand) -> bool {
             plan.iter().take_while(|s| **s != step).any(writes) || writes(&step)
         }
     }
+}
+
+#[test]
+fn a_directory_is_the_same_only_with_its_device_inode_and_birth() {
+    let prepared = prepared().identities[0].clone();
+    assert!(prepared.same_directory(&prepared));
+    let other = |edit: fn(&mut DirIdentity)| {
+        let mut now = prepared.clone();
+        edit(&mut now);
+        prepared.same_directory(&now)
+    };
+    assert!(!other(|d| d.dev += 1));
+    assert!(!other(|d| d.ino += 1));
+    // Removed and created again with the inode number reused: its birth tells.
+    assert!(!other(|d| d.born = Some(1)));
+    // A file system without birth times: device and inode decide.
+    assert!(other(|d| d.born = None));
 }
 
 #[test]
@@ -287,6 +305,9 @@ fn replaced_directories_rewind_to_prepare_dirs_and_the_clone_finishes_from_there
     assert!(!rec.dirs_replaced(1, "x".into()));
     assert_eq!(rec, before);
 }
+
+/// One change to a pg-backup-api target.
+type EditApi = fn(&mut ApiTarget);
 
 fn changed(edit: impl Fn(&mut CloneRequest)) -> Vec<Difference> {
     let recorded = request(Mode::BarmanRsync);
@@ -451,7 +472,7 @@ fn every_recorded_value_that_differs_is_named_once_and_secrets_are_never_shown()
     }
     // pg-backup-api's keys, against an API request.
     let recorded = request(Mode::BackupApi);
-    let api_cases: [(fn(&mut ApiTarget), Vec<Difference>); 9] = [
+    let api_cases: [(EditApi, Vec<Difference>); 9] = [
         (
             |a| a.host = "other:7480".into(),
             shown("pg_backupapi_host", "\"backup:7480\"", "\"other:7480\""),
