@@ -45,7 +45,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Clone(command) => command,
     };
     refuse_root()?;
-    let state_dir = StateDir::resolve(cli.state_dir.as_deref())?;
+    let state_dir = crate::request::absolute(&StateDir::resolve(cli.state_dir.as_deref())?)?;
     let default_state_dir = StateDir::resolve(None).ok();
     let argv0 = std::env::args_os()
         .next()
@@ -170,13 +170,15 @@ async fn ensure(state_dir: &Path, args: StartArgs) -> Result<()> {
 fn open_for(state_dir: &Path, request: &CloneRequest) -> Result<(StateDir, DirLocks)> {
     let id = CloneId::for_data_dir(&request.data_dir);
     crate::paste::set_clone(&id);
-    let dir = StateDir::open(state_dir)?;
+    // Locked (and the state directory checked apart from them) before the state directory is
+    // created: a state directory inside the data directory is refused with nothing written.
     let mut locks = DirLocks::new(Holder {
         pid: std::process::id(),
         state_dir: state_dir.to_path_buf(),
         clone: id.clone(),
     })?;
     locks.lock_record(&CloneRecord::new(id, request.clone(), runner::now_millis()))?;
+    let dir = StateDir::open(state_dir)?;
     Ok((dir, locks))
 }
 

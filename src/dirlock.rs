@@ -27,6 +27,8 @@ use std::path::{Path, PathBuf};
 use states::{CloneId, CloneRecord};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::retry::poll_blocking;
+use states::RetryPolicy;
 
 /// Who holds (or asks for) a lock: written into the registry for the refusal's message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -176,7 +178,7 @@ pub fn probe(path: &Path, role: Role) -> Result<Option<Error>> {
         if let Err(e) = flock(&dir, libc::LOCK_SH | libc::LOCK_NB) {
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 let info = registry.join(format!("inode-{dev}-{ino}.lock"));
-                let holder = open_existing(&info).and_then(|mut f| read_holder(&mut f));
+                let holder = open_existing(&info).and_then(|mut f| live_holder(&mut f));
                 return Ok(Some(held_error(path, role, holder.as_ref())));
             }
         }
@@ -188,7 +190,7 @@ pub fn probe(path: &Path, role: Role) -> Result<Option<Error>> {
         };
         if let Err(e) = flock(&file, libc::LOCK_SH | libc::LOCK_NB) {
             if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                let holder = read_holder(&mut file);
+                let holder = live_holder(&mut file);
                 return Ok(Some(held_error(path, role, holder.as_ref())));
             }
         }
@@ -285,7 +287,7 @@ fn take(file: &Path, holder: &Holder, canonical: &Path) -> std::result::Result<F
         .map_err(|e| Refused::Io(io_error("open", file, &e)))?;
     if let Err(e) = flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
         return Err(match e.raw_os_error() {
-            Some(libc::EWOULDBLOCK) => Refused::Held(read_holder(&mut lock)),
+            Some(libc::EWOULDBLOCK) => Refused::Held(live_holder(&mut lock)),
             _ => Refused::Io(io_error("lock", file, &e)),
         });
     }
@@ -302,6 +304,34 @@ fn take(file: &Path, holder: &Holder, canonical: &Path) -> std::result::Result<F
         .and_then(|()| lock.write_all(text.as_bytes()));
     written.map_err(|e| Refused::Io(io_error("write", file, &e)))?;
     Ok(lock)
+}
+
+/// How long a refused run waits for the holder's name: a holder that took the lock an instant
+/// ago writes it right after (polled every 5 ms for up to 500 ms).
+const HOLDER_WRITES: RetryPolicy = RetryPolicy {
+    max_attempts: u32::MAX,
+    first_delay_ms: 5,
+    max_delay_ms: 5,
+    give_up_after_ms: Some(500),
+    jitter_percent: 0,
+};
+
+/// The holder named in a lock file that another process holds: a live process, not the name an
+/// earlier holder left (the file outlives its locks). `None` when no live holder is named.
+fn live_holder(file: &mut File) -> Option<Holder> {
+    let alive = |holder: &Holder| {
+        // SAFETY: signal 0 only checks that the process exists.
+        let pid = libc::pid_t::try_from(holder.pid).unwrap_or(0);
+        pid > 0
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+    };
+    poll_blocking(
+        &HOLDER_WRITES,
+        |_: &()| true,
+        || read_holder(file).filter(alive).ok_or(()),
+    )
+    .ok()
 }
 
 fn read_holder(file: &mut File) -> Option<Holder> {

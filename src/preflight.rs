@@ -22,6 +22,7 @@ const RESTORE_TEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// running — unless `--force`, since writing the configuration of a running server only takes
 /// effect at its next start. Changes nothing; `--dry-run` calls it too.
 pub async fn check_restored(request: &CloneRequest, params: &SourceParams) -> Result<()> {
+    check_restored_not_running(request)?;
     let data_dir = Path::new(&request.data_dir);
     let not_restored = |what: String| {
         Error::new(
@@ -57,7 +58,6 @@ pub async fn check_restored(request: &CloneRequest, params: &SourceParams) -> Re
         )
         .hint("restore a backup of the source node's cluster, or check -h/-p of the source node"));
     }
-    check_restored_not_running(request)?;
     crate::info!(
         "data directory \"{}\" holds a copy of the source's cluster (PostgreSQL {major}, system identifier {system_id})",
         data_dir.display()

@@ -135,9 +135,11 @@ impl StateDir {
     /// pgreplica and be writable by nobody else: another user who could write there could
     /// plant links that make pgreplica overwrite the postgres user's files, or swap a record.
     pub fn open(path: &Path) -> Result<StateDir, Error> {
+        // The directory is checked before anything is created in it.
+        create_private_dir(path)?;
+        check_private(path, "state directory", Follow::Yes)?;
         let clones = path.join("clones");
         create_private_dir(&clones)?;
-        check_private(path, "state directory", Follow::Yes)?;
         check_private(&clones, "state directory", Follow::No)?;
         Ok(StateDir {
             root: path.to_path_buf(),

@@ -215,6 +215,45 @@ pub fn tree_digest(root: &Path) -> TreeDigest {
     clone_check::tree_digest(root).unwrap_or_else(|e| panic!("digest of {}: {e}", root.display()))
 }
 
+/// What a run printed on stderr.
+pub fn stderr_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts that no HINT in `log` names an option outside the command it belongs to: every HINT
+/// that mentions `--force` names `clone start` (the only command taking it), and every command
+/// a HINT quotes as `pgreplica … clone resume …` takes no `--force`.
+pub fn assert_hints_name_only_accepted_options(log: &str) {
+    for hint in log.lines().filter(|l| l.starts_with("HINT: ")) {
+        if hint.contains("--force") {
+            assert!(
+                hint.contains("clone start"),
+                "a HINT names --force without clone start: {hint}"
+            );
+        }
+        for quoted in hint.split('"').skip(1).step_by(2) {
+            if quoted.contains(" clone resume") {
+                assert!(
+                    !quoted.contains("--force") && !quoted.contains(" -F"),
+                    "{quoted}"
+                );
+            }
+        }
+    }
+}
+
+/// The clone directories a state directory holds (none when it does not exist).
+pub fn recorded_clones(state_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(state_dir.join("clones"))
+        .map(|listing| {
+            listing
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The default lab for a Barman-mode test.
 pub fn debian_lab() -> LabOptions {
     LabOptions::default()
