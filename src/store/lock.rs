@@ -109,10 +109,17 @@ pub(crate) fn io_error(action: &str, path: &Path, err: &std::io::Error) -> Error
         )
         .hint("remove the link, and keep the state directory private to the PostgreSQL user");
     }
-    if err.raw_os_error() == Some(libc::ENOSPC) {
+    // sled wraps its I/O errors in errors of its own, whose text is the original's Debug.
+    let full = err.raw_os_error() == Some(libc::ENOSPC)
+        || err.kind() == std::io::ErrorKind::StorageFull
+        || err.to_string().contains("No space left on device");
+    if full {
         return Error::new(
             ErrorKind::Store,
-            format!("cannot {action} {}: {err}", path.display()),
+            format!(
+                "cannot {action} {}: No space left on device",
+                path.display()
+            ),
         )
         .hint(
             "free space on the state directory's file system, then run the command again: \
