@@ -75,18 +75,18 @@ pub fn replacing(record: Option<&CloneRecord>, reason: Replaced) -> String {
     }
 }
 
-/// One WARNING line per recorded value that differs from today's, never showing a value that
-/// may hold a secret.
+/// One WARNING line per recorded value that differs from today's (repmgr.conf as it is now, and
+/// the command line when there is one), never showing a value that may hold a secret.
 pub fn difference_lines(differences: &[Difference]) -> Vec<String> {
     differences
         .iter()
         .map(|d| match &d.values {
             Some((recorded, current)) => format!(
-                "{}: the clone recorded {recorded}, the configuration now gives {current}",
+                "{}: the clone recorded {recorded}, now {current}",
                 d.setting
             ),
             None => format!(
-                "{}: the clone recorded another value than the configuration now gives",
+                "{}: the clone recorded another value than the one given now",
                 d.setting
             ),
         })
