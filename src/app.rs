@@ -300,7 +300,7 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
             format!("there is no clone {id} to resume"),
         )
         .hint(format!(
-            "start one with \"pgreplica clone start\"; \"{}\" lists the clones of this state directory",
+            "start one with clone start; \"{}\" lists the clones of this state directory",
             crate::paste::pgreplica(&["clone", "list"])
         ))
     };

@@ -441,7 +441,8 @@ pub fn identities(
 }
 
 /// A resume's check of what PrepareDirs checked: no running cluster in or above any prepared
-/// directory, each one still ours and writable. Returns what was deleted or replaced since
+/// directory, each one still ours, writable and private (loosened permissions are corrected,
+/// as PrepareDirs does). Returns what was deleted or replaced since
 /// PrepareDirs (a directory that is gone, or another one at the same path), for the machine to
 /// prepare the directories again; `Ok(None)` when each is the directory it prepared.
 pub fn recheck_prepared(dirs: &PreparedDirs) -> Result<Option<String>> {
@@ -467,6 +468,15 @@ pub fn recheck_prepared(dirs: &PreparedDirs) -> Result<Option<String>> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         check_owner(path, meta.uid(), unsafe { libc::geteuid() })?;
         check_writable_fs(path)?;
+        // Permissions loosened since are corrected as PrepareDirs corrects them (0750 passes:
+        // only PostgreSQL 11 and newer were prepared with it).
+        if !mode_acceptable(meta.permissions().mode(), PG11) {
+            crate::info!(
+                "checking and correcting permissions on existing directory \"{}\"",
+                path.display()
+            );
+            set_mode(path, DIR_MODE)?;
+        }
     }
     Ok(None)
 }
@@ -739,6 +749,9 @@ mod tests {
         };
         assert_eq!(dirs.identities.len(), 2);
         assert_eq!(recheck_prepared(&dirs).unwrap(), None);
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(recheck_prepared(&dirs).unwrap(), None);
+        assert_eq!(mode_of(&data), 0o700);
         fs::remove_dir_all(&wal).unwrap();
         let found = recheck_prepared(&dirs).unwrap().unwrap();
         assert!(found.contains("no longer exists"), "{found}");
