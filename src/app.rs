@@ -107,16 +107,21 @@ struct Session {
 }
 
 async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
-    let (config, config_path) = load_config(args.config_file.as_deref())?;
-    let request = crate::request::build(&args, &config, config_path.as_deref())?;
-    crate::notice!("destination directory \"{}\" provided", request.data_dir);
+    let request = request_of(&args)?;
     if args.dry_run {
         return crate::dry_run::run(&request, Some(state_dir)).await;
     }
-    let (dir, locks) = open_for(state_dir, &request)?;
-    let found = dir.find_clone(&CloneId::for_data_dir(&request.data_dir))?;
+    let (dir, locks, found) = open_for(state_dir, &request)?;
     let session = new_clone(&dir, found, request, locks).await?;
     drive(session, &args.retries, None).await
+}
+
+/// The request of `clone start` or `clone ensure`: repmgr.conf and the flags combined.
+fn request_of(args: &StartArgs) -> Result<CloneRequest> {
+    let (config, config_path) = load_config(args.config_file.as_deref())?;
+    let request = crate::request::build(args, &config, config_path.as_deref())?;
+    crate::notice!("destination directory \"{}\" provided", request.data_dir);
+    Ok(request)
 }
 
 /// `clone ensure`: the one command an automation runs again and again. It starts the clone of
@@ -124,14 +129,11 @@ async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
 /// unfinished one, and does nothing (exit 0) when the clone is done and the directory still
 /// holds it.
 async fn ensure(state_dir: &Path, args: StartArgs) -> Result<()> {
-    let (config, config_path) = load_config(args.config_file.as_deref())?;
-    let request = crate::request::build(&args, &config, config_path.as_deref())?;
-    crate::notice!("destination directory \"{}\" provided", request.data_dir);
+    let request = request_of(&args)?;
     if args.dry_run {
-        return crate::dry_run::run(&request, Some(state_dir)).await;
+        return ensure_dry_run(state_dir, &request).await;
     }
-    let (dir, locks) = open_for(state_dir, &request)?;
-    let found = dir.find_clone(&CloneId::for_data_dir(&request.data_dir))?;
+    let (dir, locks, found) = open_for(state_dir, &request)?;
     let found = match found {
         Found::Record(store, record) if record.phase() == Phase::Done => {
             if directory_holds(&record).await? {
@@ -165,9 +167,9 @@ async fn ensure(state_dir: &Path, args: StartArgs) -> Result<()> {
     drive(session, &args.retries, None).await
 }
 
-/// Opens the state directory and locks the directories `request` writes, before any record
-/// is touched: a run refused here leaves nothing behind.
-fn open_for(state_dir: &Path, request: &CloneRequest) -> Result<(StateDir, DirLocks)> {
+/// Locks the directories `request` writes, opens the state directory and finds the record of
+/// the data directory — in that order, so a run refused for its locks leaves nothing behind.
+fn open_for(state_dir: &Path, request: &CloneRequest) -> Result<(StateDir, DirLocks, Found)> {
     let id = CloneId::for_data_dir(&request.data_dir);
     crate::paste::set_clone(&id);
     // Locked (and the state directory checked apart from them) before the state directory is
@@ -177,9 +179,42 @@ fn open_for(state_dir: &Path, request: &CloneRequest) -> Result<(StateDir, DirLo
         state_dir: state_dir.to_path_buf(),
         clone: id.clone(),
     })?;
-    locks.lock_record(&CloneRecord::new(id, request.clone(), runner::now_millis()))?;
+    locks.lock_record(&CloneRecord::new(
+        id.clone(),
+        request.clone(),
+        runner::now_millis(),
+    ))?;
     let dir = StateDir::open(state_dir)?;
-    Ok((dir, locks))
+    let found = dir.find_clone(&id)?;
+    Ok((dir, locks, found))
+}
+
+/// `clone ensure --dry-run`: what the real run would do, changing nothing — nothing (the clone
+/// is done and the directory holds it), resume the unfinished clone, or start (the dry run of
+/// `clone start`).
+async fn ensure_dry_run(state_dir: &Path, request: &CloneRequest) -> Result<()> {
+    let id = CloneId::for_data_dir(&request.data_dir);
+    let recorded = match StateDir::existing(state_dir)? {
+        Some(dir) if dir.clone_ids()?.contains(&id) => dir.read_status(&id).ok(),
+        _ => None,
+    };
+    match recorded.map(|view| view.record) {
+        Some(record) if record.phase() == Phase::Done && directory_holds(&record).await? => {
+            crate::notice!(
+                "dry run: clone {id} is complete and \"{}\" still holds it: nothing to do",
+                request.data_dir
+            );
+            Ok(())
+        }
+        Some(record) if record.phase() != Phase::Done && record.began_writing() => {
+            crate::notice!(
+                "dry run: the unfinished clone {id} would be resumed at {}",
+                describe_phase(&record)
+            );
+            Ok(())
+        }
+        _ => crate::dry_run::run(request, Some(state_dir)).await,
+    }
 }
 
 /// The new record of `request`, after deciding with the machine what to do with the record
@@ -581,15 +616,8 @@ async fn forget(state_dir: &Path, args: ForgetArgs) -> Result<()> {
     // Read first (a running clone is refused by the lock below either way), for the notice.
     let record = match dir.read_status(&id) {
         Ok(view) if view.running => {
-            return Err(Error::new(
-                ErrorKind::Store,
-                format!(
-                    "clone {id} is being run by another pgreplica process (pid {})",
-                    view.pid
-                        .map_or_else(|| "unknown".to_string(), |p| p.to_string())
-                ),
-            )
-            .hint("wait for it to finish, or stop it (Ctrl-C or SIGTERM), then forget it"));
+            return Err(crate::records::running(&id, view.pid)
+                .hint("wait for it to finish, or stop it (Ctrl-C or SIGTERM), then forget it"));
         }
         Ok(view) => Some(view.record),
         Err(_) => None,

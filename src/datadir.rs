@@ -609,6 +609,7 @@ fn access(path: &Path, mode: libc::c_int) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::running::write_pid_file as write_pid;
 
     const PG15: u32 = 150_004;
 
@@ -619,14 +620,6 @@ mod tests {
     fn mkdir_mode(path: &Path, mode: u32) {
         fs::create_dir_all(path).unwrap();
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-    }
-
-    fn write_pid(data_dir: &Path, pid: &str) {
-        fs::write(
-            data_dir.join("postmaster.pid"),
-            format!("{pid}\n{}\n1700000000\n5432\n", data_dir.display()),
-        )
-        .unwrap();
     }
 
     #[test]

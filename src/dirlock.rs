@@ -21,14 +21,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use states::{CloneId, CloneRecord};
+use states::{CloneId, CloneRecord, RetryPolicy};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::poll_blocking;
-use states::RetryPolicy;
+use crate::store::{flock, open_lock_file};
 
 /// Who holds (or asks for) a lock: written into the registry for the refusal's message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,15 +275,7 @@ enum Refused {
 
 /// Takes the registry lock `file` for `holder`, writing who holds it.
 fn take(file: &Path, holder: &Holder, canonical: &Path) -> std::result::Result<File, Refused> {
-    let mut lock = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(file)
-        .map_err(|e| Refused::Io(io_error("open", file, &e)))?;
+    let mut lock = open_lock_file(file).map_err(|e| Refused::Io(io_error("open", file, &e)))?;
     if let Err(e) = flock(&lock, libc::LOCK_EX | libc::LOCK_NB) {
         return Err(match e.raw_os_error() {
             Some(libc::EWOULDBLOCK) => Refused::Held(live_holder(&mut lock)),
@@ -378,15 +369,6 @@ fn open_dir(path: &Path) -> Result<Option<(File, u64, u64)>> {
             Ok(None)
         }
         Err(e) => Err(io_error("open", path, &e)),
-    }
-}
-
-fn flock(file: &File, operation: libc::c_int) -> io::Result<()> {
-    // SAFETY: flock on a descriptor we own and keep open; no memory involved.
-    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 

@@ -409,15 +409,7 @@ fn record_check(request: &CloneRequest, state_dir: &Path, id: &CloneId) -> Resul
         Err(e) => return Err(e),
     };
     if view.running {
-        return Err(Error::new(
-            ErrorKind::Store,
-            format!(
-                "clone {id} is being run by another pgreplica process (pid {})",
-                view.pid
-                    .map_or_else(|| "unknown".to_string(), |p| p.to_string())
-            ),
-        )
-        .hint("wait for it to finish"));
+        return Err(crate::records::running(id, view.pid).hint("wait for it to finish"));
     }
     match StartDecision::of(Existing::Record(&view.record), request.force) {
         StartDecision::Create => Ok("none yet: a new clone would be recorded".to_string()),

@@ -35,6 +35,18 @@ pub fn unfinished(record: &CloneRecord) -> Error {
     ))
 }
 
+/// The refusal of a command that needs a clone no process runs, while `pid` runs it (exit 41);
+/// the caller adds the HINT that fits its command.
+pub fn running(id: &states::CloneId, pid: Option<u32>) -> Error {
+    Error::new(
+        ErrorKind::Store,
+        format!(
+            "clone {id} is being run by another pgreplica process (pid {})",
+            pid.map_or_else(|| "unknown".to_string(), |p| p.to_string())
+        ),
+    )
+}
+
 /// The refusal of `clone start` over a record that cannot be read (exit 41): the damage, with
 /// the ways out.
 pub fn damaged(error: Error, id: &states::CloneId) -> Error {

@@ -215,17 +215,21 @@ fn parent_pid(pid: i32) -> Option<libc::pid_t> {
         .ok()
 }
 
+/// Writes a `postmaster.pid` into `dir` whose first line is `first_line` (a pid, or garbage),
+/// started at 1700000000 on port 5432: for the tests of this module and of `datadir`.
+#[cfg(test)]
+pub(crate) fn write_pid_file(dir: &Path, first_line: &str) {
+    fs::write(
+        dir.join("postmaster.pid"),
+        format!("{first_line}\n{}\n1700000000\n5432\n", dir.display()),
+    )
+    .expect("write postmaster.pid");
+}
+
 #[cfg(test)]
 mod tests {
+    use super::write_pid_file as write_pid;
     use super::*;
-
-    fn write_pid(dir: &Path, first_line: &str) {
-        fs::write(
-            dir.join("postmaster.pid"),
-            format!("{first_line}\n{}\n1700000000\n5432\n", dir.display()),
-        )
-        .unwrap();
-    }
 
     #[test]
     fn a_live_postmaster_is_read_with_its_port_and_start() {

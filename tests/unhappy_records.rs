@@ -12,7 +12,8 @@ mod common;
 
 use common::{
     assert_hints_name_only_accepted_options, debian_lab, kill_group, recorded_clones, spawn,
-    stderr_of, stderr_text, tree_digest, wait_for_progress, wait_until_stopped, Bench,
+    stderr_of, stderr_text, tree_digest, wait_for_copy, wait_for_progress, wait_until_stopped,
+    Bench,
 };
 use lab::clone_check;
 use states::CloneId;
@@ -183,7 +184,7 @@ fn item_11_every_hint_command_works_when_pasted(bench: &Bench) -> PathBuf {
         "--json",
         &data_dir.display().to_string(),
     ];
-    wait_until_copying(bench, &status, &mut child);
+    wait_for_copy(bench, &status, &mut child);
     assert!(clone_check::terminate_pgreplica(&child));
     let ended = child.wait().unwrap();
     let stderr = stderr_of(&mut child);
@@ -207,28 +208,6 @@ fn item_11_every_hint_command_works_when_pasted(bench: &Bench) -> PathBuf {
     let output = paste(bench, resume);
     assert!(output.status.success(), "{}", stderr_text(&output));
     data_dir
-}
-
-/// Polls `clone status --json` (with `status`) until bytes are being copied (bounded).
-fn wait_until_copying(bench: &Bench, status: &[&str], child: &mut std::process::Child) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        if let Some(ended) = child.try_wait().unwrap() {
-            panic!(
-                "pgreplica ended ({ended}) before copying: {}",
-                stderr_of(child)
-            );
-        }
-        let output = bench.command(status).output().unwrap();
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&output.stdout) {
-            let live = &value["clones"][0]["live"];
-            if live["step"] == "Transfer" && live["bytes_done"].as_u64().unwrap_or(0) > 0 {
-                return;
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "no copy in time");
-        std::thread::sleep(std::time::Duration::from_millis(30));
-    }
 }
 
 fn item_12_a_finished_record_survives_a_start_that_fails_its_checks(

@@ -12,8 +12,8 @@
 mod common;
 
 use common::{
-    debian_lab, kill_group, spawn, stderr_of, stderr_text, tree_digest, wait_for_progress,
-    wait_until_stopped, Bench,
+    debian_lab, kill_group, spawn, stderr_of, stderr_text, tree_digest, wait_for_copy,
+    wait_for_progress, wait_until_stopped, Bench,
 };
 use lab::clone_check;
 use std::io::Write;
@@ -357,7 +357,7 @@ fn item_6_space_and_restore_command_are_checked_before_the_first_byte(
         "--json",
         &data_dir.display().to_string(),
     ];
-    wait_for_transfer(bench, &status_args, &mut child);
+    wait_for_copy(bench, &status_args, &mut child);
     let filler = state.fill();
     let status = child.wait().unwrap();
     let stderr = stderr_of(&mut child);
@@ -383,26 +383,4 @@ fn item_6_space_and_restore_command_are_checked_before_the_first_byte(
     ]);
     assert!(output.status.success(), "{}", stderr_text(&output));
     reference.assert_equal(&data_dir);
-}
-
-/// Polls `clone status --json` (with `status_args`) until the clone copies (bounded).
-fn wait_for_transfer(bench: &Bench, status_args: &[&str], child: &mut std::process::Child) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "pgreplica ended ({status}) before copying: {}",
-                stderr_of(child)
-            );
-        }
-        let output = bench.command(status_args).output().unwrap();
-        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&output.stdout) {
-            let live = &value["clones"][0]["live"];
-            if live["step"] == "Transfer" && live["bytes_done"].as_u64().unwrap_or(0) > 0 {
-                return;
-            }
-        }
-        assert!(std::time::Instant::now() < deadline, "no transfer in time");
-        std::thread::sleep(std::time::Duration::from_millis(30));
-    }
 }

@@ -39,21 +39,9 @@ impl CloneLock {
         // third one locks the new file: check that the locked inode is still the one at
         // `path`, and start over if not. Two rounds suffice unless discards race in a loop.
         for _ in 0..8 {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                // Never through a symbolic link: a link planted in a shared state directory
-                // would make even `clone status` write into whatever file it names.
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
+            let mut file = open_lock_file(path)
                 .map_err(|e| LockError::Io(io_error("open the lock file", path, &e)))?;
-            // SAFETY: flock on a file descriptor we own and keep open; no memory involved.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc != 0 {
-                let err = std::io::Error::last_os_error();
+            if let Err(err) = flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
                 if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                     return Err(LockError::Held(read_pid(&mut file)));
                 }
@@ -73,6 +61,31 @@ impl CloneLock {
                 path.display()
             ),
         )))
+    }
+}
+
+/// Opens the lock file at `path` for reading and writing, creating it 0600, never through a
+/// symbolic link: a link planted in a shared directory would make even `clone status` write
+/// into whatever file it names. Used for the clone locks and the directory locks alike.
+pub(crate) fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// `flock(2)` on `file` (a lock file, or a directory opened for its lock) with `operation`
+/// (`LOCK_EX | LOCK_NB`, …).
+pub(crate) fn flock(file: &File, operation: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: flock on a file descriptor the caller owns and keeps open; no memory involved.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

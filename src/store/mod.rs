@@ -29,6 +29,7 @@ mod marker;
 mod status;
 
 pub use files::{FileCounts, FileTable};
+pub(crate) use lock::{flock, open_lock_file};
 pub use status::{LiveProgress, StatusSnapshot};
 
 use crate::error::{Error, ErrorKind};

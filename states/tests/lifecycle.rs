@@ -3,29 +3,10 @@
 //! re-checks, the rewind of a clone whose directories were replaced, and which recorded values
 //! differ from the current ones (every field alone, secrets never shown).
 
-use states::*;
+mod common;
 
-fn request(mode: Mode) -> CloneRequest {
-    CloneRequest {
-        mode,
-        data_dir: "/srv/standby".into(),
-        backup_selector: "latest".into(),
-        jobs: 2,
-        barman: (mode == Mode::BarmanRsync).then(|| BarmanTarget {
-            host: "barman@backup".into(),
-            server: "pg".into(),
-            config: None,
-        }),
-        backup_api: (mode == Mode::BackupApi).then(|| ApiTarget {
-            host: "backup:7480".into(),
-            node_name: "pg".into(),
-            remote_ssh_command: "ssh postgres@standby".into(),
-            backup_id: "latest".into(),
-            ..ApiTarget::default()
-        }),
-        ..CloneRequest::default()
-    }
-}
+use common::request;
+use states::*;
 
 fn prepared() -> PreparedDirs {
     PreparedDirs {

@@ -177,6 +177,29 @@ pub fn wait_for_progress(
     }
 }
 
+/// Polls `pgreplica STATUS_ARGS` (a `clone status --json` with its own `--state-dir`) until the
+/// running clone copies bytes (bounded); panics with its stderr if it ends first.
+pub fn wait_for_copy(bench: &Bench, status_args: &[&str], child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(ended) = child.try_wait().unwrap() {
+            panic!(
+                "pgreplica ended ({ended}) before copying: {}",
+                stderr_of(child)
+            );
+        }
+        let output = bench.command(status_args).output().unwrap();
+        if let Ok(value) = serde_json::from_slice::<Value>(&output.stdout) {
+            let live = &value["clones"][0]["live"];
+            if live["step"] == "Transfer" && live["bytes_done"].as_u64().unwrap_or(0) > 0 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "no copy in time");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
 /// SIGKILLs pgreplica's whole process group, as a power cut or the OOM killer would.
 pub fn kill_group(child: &mut Child) {
     clone_check::kill_group(child).expect("kill pgreplica's process group");
