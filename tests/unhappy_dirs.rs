@@ -251,6 +251,33 @@ fn item_2_two_runs_never_write_one_data_directory(bench: &Bench) {
         let _ = std::fs::remove_dir_all(&data_dir);
     }
     std::fs::remove_file(&link).unwrap();
+
+    // Two data directories, one WAL directory: locked too, whoever comes second is refused.
+    let waldir = bench.lab.new_dir("item2-wal");
+    let extra = format!("pg_basebackup_options='--waldir={}'", waldir.display());
+    let (first, second) = (bench.lab.new_dir("item2-x"), bench.lab.new_dir("item2-y"));
+    let conf_x = bench.repmgr_conf("item2-x", &first, &extra);
+    let conf_y = bench.repmgr_conf("item2-y", &second, &extra);
+    let mut x = spawn(bench, &bench.start_args(&conf_x, &["--bwlimit", "1000"]));
+    let mut y = spawn(bench, &bench.start_args(&conf_y, &["--bwlimit", "1000"]));
+    let (ended, status) = first_to_end(&mut x, &mut y);
+    let (loser, winner) = if ended == 0 {
+        (&mut x, &mut y)
+    } else {
+        (&mut y, &mut x)
+    };
+    let stderr = stderr_of(loser);
+    assert_eq!(status.code(), Some(41), "{stderr}");
+    let winner_pid = wait_for_pid(winner).expect("the running pgreplica");
+    assert!(
+        stderr.contains(&format!(
+            "ERROR: the WAL directory \"{}\" is being written by another pgreplica run (pid {winner_pid}, ",
+            waldir.display()
+        )),
+        "{stderr}"
+    );
+    assert!(winner.try_wait().unwrap().is_none());
+    kill_group(winner);
 }
 
 /// `path` made absolute and normalised as pgreplica does it (`..` removed lexically).
