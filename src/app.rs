@@ -3,16 +3,15 @@
 //! the machine decides about a record they find, and hand the clone to the runner. Nothing here
 //! copies data or talks to a server.
 
-use crate::cli::{
-    Cli, CloneCommand, Command, ForgetArgs, ResumeArgs, RetryArgs, StartArgs, StatusArgs,
-};
+mod inspect;
+
+use crate::cli::{Cli, CloneCommand, Command, ResumeArgs, RetryArgs, StartArgs};
 use crate::config::Config;
 use crate::dirlock::{DirLocks, Holder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{human_bytes, Progress};
 use crate::records::describe_phase;
 use crate::runner::{self, Executor, Signals, StepContext};
-use crate::status::Shown;
 use crate::store::{CloneStore, Found, StateDir};
 use clap::Parser;
 use states::{
@@ -60,9 +59,9 @@ fn run(cli: Cli) -> Result<()> {
         CloneCommand::Start(args) => runtime.block_on(start(&state_dir, args)),
         CloneCommand::Ensure(args) => runtime.block_on(ensure(&state_dir, args)),
         CloneCommand::Resume(args) => runtime.block_on(resume(&state_dir, args)),
-        CloneCommand::Status(args) => status(&state_dir, args),
-        CloneCommand::List => list(&state_dir),
-        CloneCommand::Forget(args) => runtime.block_on(forget(&state_dir, args)),
+        CloneCommand::Status(args) => inspect::status(&state_dir, args),
+        CloneCommand::List => inspect::list(&state_dir),
+        CloneCommand::Forget(args) => inspect::forget(&state_dir, args),
     }
 }
 
@@ -526,7 +525,7 @@ async fn directory_holds(record: &CloneRecord) -> Result<bool> {
 }
 
 /// A clone id as typed, or a data directory path naming one.
-fn clone_id_from_arg(text: &str) -> Result<CloneId> {
+pub(crate) fn clone_id_from_arg(text: &str) -> Result<CloneId> {
     if text.starts_with('/') || text.starts_with('.') {
         let path = crate::request::absolute(Path::new(text))?;
         return Ok(CloneId::for_data_dir(&path.display().to_string()));
@@ -541,109 +540,4 @@ fn clone_id_from_arg(text: &str) -> Result<CloneId> {
             crate::paste::pgreplica(&["clone", "list"])
         ))
     })
-}
-
-/// What `clone status` and `clone list` show of clone `id`: its view, or — for a record that
-/// cannot be read — the damage, so one damaged record never hides the others.
-fn shown(dir: &StateDir, id: &CloneId) -> Result<Shown> {
-    match dir.read_status(id) {
-        Ok(view) => Ok(Shown::Clone(view)),
-        Err(error) if error.kind == ErrorKind::Store => Ok(Shown::Damaged {
-            id: id.clone(),
-            error,
-        }),
-        Err(error) => Err(error),
-    }
-}
-
-fn status(state_dir: &Path, args: StatusArgs) -> Result<()> {
-    let dir = StateDir::open(state_dir)?;
-    let ids = match &args.clone {
-        Some(text) => vec![clone_id_from_arg(text)?],
-        None => dir.clone_ids()?,
-    };
-    let mut shown_clones = Vec::new();
-    for id in &ids {
-        if args.clone.is_some() && !dir.clone_ids()?.contains(id) {
-            return Err(
-                Error::new(ErrorKind::CloneState, format!("there is no clone {id}")).hint(format!(
-                    "\"{}\" lists the clones",
-                    crate::paste::pgreplica(&["clone", "list"])
-                )),
-            );
-        }
-        shown_clones.push(shown(&dir, id)?);
-    }
-    let mut out = std::io::stdout().lock();
-    let written = if args.json {
-        crate::status::write_json(&shown_clones, &mut out)
-    } else {
-        crate::status::write_text(&shown_clones, state_dir, &mut out)
-    };
-    written.map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))?;
-    // One clone asked for by name and damaged: the output shows it, the exit code says it.
-    match (args.clone.is_some(), shown_clones.pop()) {
-        (true, Some(Shown::Damaged { error, .. })) => Err(error),
-        _ => Ok(()),
-    }
-}
-
-fn list(state_dir: &Path) -> Result<()> {
-    let dir = StateDir::open(state_dir)?;
-    let mut shown_clones = Vec::new();
-    for id in dir.clone_ids()? {
-        shown_clones.push(shown(&dir, &id)?);
-    }
-    crate::status::write_list(&shown_clones, state_dir, &mut std::io::stdout().lock())
-        .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))
-}
-
-/// `clone forget`: removes a clone's record from the state directory (refusing a clone that a
-/// process runs); never touches the data directory.
-async fn forget(state_dir: &Path, args: ForgetArgs) -> Result<()> {
-    let id = clone_id_from_arg(&args.clone)?;
-    let dir = StateDir::open(state_dir)?;
-    if !dir.clone_ids()?.contains(&id) {
-        return Err(Error::new(
-            ErrorKind::CloneState,
-            format!("there is no clone {id} in {}", state_dir.display()),
-        )
-        .hint(format!(
-            "\"{}\" lists the clones of this state directory",
-            crate::paste::pgreplica(&["clone", "list"])
-        )));
-    }
-    // Read first (a running clone is refused by the lock below either way), for the notice.
-    let record = match dir.read_status(&id) {
-        Ok(view) if view.running => {
-            return Err(crate::records::running(&id, view.pid)
-                .hint("wait for it to finish, or stop it (Ctrl-C or SIGTERM), then forget it"));
-        }
-        Ok(view) => Some(view.record),
-        Err(_) => None,
-    };
-    dir.discard_clone(&id)?;
-    match &record {
-        Some(record) => crate::notice!(
-            "forgot clone {id} of \"{}\" (at {}); the data directory is untouched",
-            record.request().data_dir,
-            describe_phase(record)
-        ),
-        None => crate::notice!("forgot the unreadable clone {id}; no data directory was touched"),
-    }
-    // A slot the forgotten clone created keeps holding WAL on its upstream.
-    let slot = record
-        .as_ref()
-        .filter(|r| r.phase() != Phase::Done)
-        .filter(|r| r.abandoned_slot_upstream().is_some())
-        .and_then(|r| crate::slots::slot_name(r.request()).ok());
-    if let Some(name) = slot {
-        crate::warning!(
-            "replication slot \"{name}\" of the forgotten clone may still hold WAL on its upstream node"
-        );
-        crate::log::hint(&format!(
-            "drop it there unless a standby uses it: SELECT pg_drop_replication_slot('{name}')"
-        ));
-    }
-    Ok(())
 }

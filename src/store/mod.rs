@@ -26,6 +26,7 @@ mod codec;
 mod files;
 mod lock;
 mod marker;
+mod private;
 mod status;
 
 pub use files::{FileCounts, FileTable};
@@ -37,11 +38,11 @@ use crate::retry::{poll_blocking, GaveUp};
 use codec::DecodeError;
 use lock::{io_error, CloneLock, LockError};
 use marker::Marker;
+use private::{check_private, create_private_dir, Follow};
 use states::RetryPolicy;
 use states::{CloneId, CloneRecord, Millis, SCHEMA_VERSION};
 use std::cell::Cell;
 use std::ffi::OsString;
-use std::os::unix::fs::DirBuilderExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
@@ -570,72 +571,6 @@ fn remove_clone_dir(dir: &Path, lock: CloneLock) -> Result<(), Error> {
     let removed = std::fs::remove_dir_all(dir).map_err(|e| io_error("remove", dir, &e));
     drop(lock);
     removed
-}
-
-/// Whether [`check_private`] looks through a symbolic link: the state directory itself may be
-/// a link to a private directory; nothing inside it may be one.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Follow {
-    Yes,
-    No,
-}
-
-/// Refuses a directory of the store that another user could change: not a directory (or a
-/// link where none may be), owned by another user, or writable by its group or by others.
-fn check_private(path: &Path, what: &str, follow: Follow) -> Result<(), Error> {
-    let meta = match follow {
-        Follow::Yes => std::fs::metadata(path),
-        Follow::No => std::fs::symlink_metadata(path),
-    }
-    .map_err(|e| io_error("read", path, &e))?;
-    if !meta.is_dir() {
-        return Err(Error::new(
-            ErrorKind::Store,
-            format!("{what} {} is not a directory", path.display()),
-        )
-        .hint("remove it, or choose another state directory with --state-dir"));
-    }
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    if meta.uid() != euid {
-        return Err(Error::new(
-            ErrorKind::Store,
-            format!(
-                "{what} {} belongs to uid {}, not to the user running pgreplica (uid {euid})",
-                path.display(),
-                meta.uid()
-            ),
-        )
-        .hint(
-            "run pgreplica as the user that owns it, or choose a state directory of your own \
-             with --state-dir",
-        ));
-    }
-    let mode = meta.mode() & 0o777;
-    if mode & 0o022 != 0 {
-        return Err(Error::new(
-            ErrorKind::Store,
-            format!(
-                "{what} {} is writable by other users (mode {mode:04o}): they could replace \
-                 the clone records or plant links in it",
-                path.display()
-            ),
-        )
-        .hint(format!(
-            "make it private: {}",
-            crate::paste::line(&["chmod", "0700", &path.display().to_string()])
-        )));
-    }
-    Ok(())
-}
-
-fn create_private_dir(path: &Path) -> Result<(), Error> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| io_error("create", path, &e))
 }
 
 fn pid_text(pid: Option<u32>) -> String {
