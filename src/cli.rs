@@ -68,12 +68,24 @@ pub enum CloneCommand {
     /// Start a new clone.
     #[command(after_help = START_EXAMPLES)]
     Start(StartArgs),
+    /// Make sure the data directory holds a finished clone, for automation (Ansible, systemd,
+    /// Patroni): start one, resume the unfinished one, or do nothing (exit 0) when it is done.
+    /// Takes the options of `clone start`.
+    #[command(after_help = ENSURE_EXAMPLES)]
+    Ensure(StartArgs),
     /// Continue an interrupted or failed clone from the step where it stopped.
     #[command(after_help = RESUME_EXAMPLES)]
     Resume(ResumeArgs),
     /// Show one clone, or every clone in the store.
     #[command(after_help = STATUS_EXAMPLES)]
     Status(StatusArgs),
+    /// List the clones of the state directory, one line each.
+    #[command(after_help = LIST_EXAMPLES)]
+    List,
+    /// Remove a clone's record from the state directory (never its data directory); a clone
+    /// that a process runs is refused.
+    #[command(after_help = FORGET_EXAMPLES)]
+    Forget(ForgetArgs),
 }
 
 const START_EXAMPLES: &str = "\
@@ -85,12 +97,27 @@ Examples:
   Restore an older backup with four rsync streams:
     pgreplica clone start -f /etc/repmgr.conf -h node1 -U repmgr --backup-id 20261124T010000 --jobs 4";
 
+const ENSURE_EXAMPLES: &str = "\
+Examples:
+  Run again and again (exit 0 once the standby's data directory holds the finished clone):
+    pgreplica clone ensure -f /etc/repmgr.conf -h node1 -U repmgr -d repmgr";
+
 const RESUME_EXAMPLES: &str = "\
 Examples:
   pgreplica clone resume -f /etc/repmgr.conf
   pgreplica clone resume main-1a2b3c4d
   After its pg-backup-api operation never started and the API service was fixed:
     pgreplica clone resume main-1a2b3c4d --api-operation new";
+
+const LIST_EXAMPLES: &str = "\
+Examples:
+  pgreplica clone list
+  pgreplica --state-dir /srv/pgreplica clone list";
+
+const FORGET_EXAMPLES: &str = "\
+Examples:
+  pgreplica clone forget main-1a2b3c4d
+  pgreplica clone forget /var/lib/postgresql/15/main";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
@@ -160,7 +187,8 @@ pub struct StartArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Reuse a non-empty data directory, or discard an unfinished clone of it.
+    /// Reuse a non-empty data directory, or discard an unfinished clone of it that has begun
+    /// copying (one that never did is replaced without it).
     #[arg(short = 'F', long)]
     pub force: bool,
 
@@ -215,6 +243,14 @@ pub struct StatusArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Options of `clone forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Clone id as shown by `clone list`, or its data directory.
+    #[arg(value_name = "CLONE")]
+    pub clone: String,
 }
 
 /// The clap command, for the man page and completions.

@@ -196,8 +196,8 @@ fn interrupted(record: &CloneRecord, step: Step) -> Error {
         format!("clone {} interrupted during step {step}", record.id()),
     )
     .hint(format!(
-        "continue it with \"pgreplica clone resume {}\"",
-        record.id()
+        "continue it with \"{}\"",
+        crate::paste::pgreplica(&["clone", "resume", record.id().as_str()])
     ))
 }
 

@@ -337,6 +337,27 @@ impl SourceNode {
         })
     }
 
+    /// How this node's server is recognised on its own host (see
+    /// [`crate::running::refuse_source_dir`]): its port, its start time and the pid of the
+    /// backend serving this connection. Readable by any user.
+    pub async fn server(&self) -> Result<crate::running::SourceServer> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_setting('port')::int,
+                        floor(extract(epoch FROM pg_postmaster_start_time()))::bigint,
+                        pg_backend_pid()",
+                &[],
+            )
+            .await
+            .map_err(|e| self.query_error("the server's port and start time", e))?;
+        Ok(crate::running::SourceServer {
+            port: u16::try_from(row.get::<_, i32>(0)).unwrap_or(0),
+            started: row.get(1),
+            backend_pid: row.get(2),
+        })
+    }
+
     /// The repmgr node record of `node_id`, or of the connected node when `None`; `Ok(None)`
     /// when repmgr's schema is not installed or has no such record.
     pub async fn repmgr_node(&self, node_id: Option<i32>) -> Result<Option<RepmgrNode>> {

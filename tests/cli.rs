@@ -77,7 +77,7 @@ fn refuses_to_run_as_root_with_exit_1() {
 
 #[test]
 fn every_clone_command_has_help_with_an_example() {
-    for command in ["start", "resume", "status"] {
+    for command in ["start", "ensure", "resume", "status", "list", "forget"] {
         let output = Command::new(BINARY)
             .args(["clone", command, "--help"])
             .output()

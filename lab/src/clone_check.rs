@@ -114,10 +114,16 @@ pub fn kill_group(child: &mut Child) -> io::Result<()> {
 /// an operator's `kill` would. Signalling runuser instead would make runuser die of it rather
 /// than pass pgreplica's exit code on. False when pgreplica is not (or no longer) there.
 pub fn terminate_pgreplica(child: &Child) -> bool {
-    let Some(pid) = children_of(child.id()).into_iter().next() else {
+    let Some(pid) = pgreplica_pid(child) else {
         return false;
     };
     crate::exec::signal(pid, libc::SIGTERM)
+}
+
+/// The pid of pgreplica itself under the `runuser` that `child` is (the pid pgreplica names in
+/// its messages and status); None when it is not (or no longer) there.
+pub fn pgreplica_pid(child: &Child) -> Option<u32> {
+    children_of(child.id()).into_iter().next()
 }
 
 /// The pids whose parent is `parent`, from /proc.

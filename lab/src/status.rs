@@ -83,12 +83,13 @@ mod tests {
 
     use super::*;
 
-    const OUTCOMES: [OutcomeKind; 5] = [
+    const OUTCOMES: [OutcomeKind; 6] = [
         OutcomeKind::Succeeded,
         OutcomeKind::FailedRetryable,
         OutcomeKind::FailedFatal,
         OutcomeKind::Interrupted,
         OutcomeKind::Crashed,
+        OutcomeKind::DirsReplaced,
     ];
 
     #[test]

@@ -59,7 +59,7 @@ mod tests {
 
     fn conf(host: &str) -> String {
         format!(
-            "pg_backupapi_host='{host}'\npg_backupapi_node_name='pg'\n\
+            "node_id=2\npg_backupapi_host='{host}'\npg_backupapi_node_name='pg'\n\
              pg_backupapi_remote_ssh_command='ssh postgres@standby'\npg_backupapi_backup_id='latest'\n"
         )
     }

@@ -408,7 +408,7 @@ impl BackupApi {
                     gave_up.into_inner()
                 ),
             )
-            .hint("check that pg-backup-api runs on the Barman host and that pgreplica can reach it; \"pgreplica clone resume\" continues the clone")
+            .hint(format!("check that pg-backup-api runs on the Barman host and that pgreplica can reach it; \"{}\" continues the clone", crate::paste::resume()))
             .retryable()),
         }
     }

@@ -49,15 +49,30 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(3);
 pub struct Location {
     /// The file, as resolved when it was read (absolute).
     pub file: PathBuf,
-    /// Line number, from 1.
+    /// Line number, from 1; 0 for the whole file (a key it lacks), shown without a line.
     pub line: u32,
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        match self.line {
+            0 => write!(f, "{}", self.file.display()),
+            line => write!(f, "{}:{line}", self.file.display()),
+        }
     }
 }
+
+/// Keys whose values pgreplica writes into the standby's configuration (postgresql.auto.conf
+/// or recovery.conf), directly or inside `primary_conninfo`: PostgreSQL's lexer cannot read a
+/// line break in them, and would read a value cut at a NUL byte, so both are refused here,
+/// before anything is copied.
+const WRITTEN_TO_STANDBY: [&str; 5] = [
+    "restore_command",
+    "archive_cleanup_command",
+    "node_name",
+    "replication_user",
+    "passfile",
+];
 
 /// Something worth telling the operator that does not stop pgreplica: an unknown or
 /// deprecated key (WARNING), a missing `include_if_exists` file (NOTICE).
@@ -455,6 +470,17 @@ impl Config {
     }
 }
 
+/// What in `value` PostgreSQL's configuration lexer cannot read back, if anything.
+fn unreadable_by_postgres(value: &str) -> Option<&'static str> {
+    if value.contains('\0') {
+        Some("a NUL byte")
+    } else if value.contains(['\n', '\r']) {
+        Some("a line break")
+    } else {
+        None
+    }
+}
+
 /// A value problem's message and optional hint.
 type Invalid = (String, Option<String>);
 
@@ -507,6 +533,21 @@ impl Builder {
             value,
             location,
         } = setting;
+        if WRITTEN_TO_STANDBY.contains(&key.as_str()) {
+            if let Some(what) = unreadable_by_postgres(&value) {
+                self.config.locations.insert(key.clone(), location.clone());
+                self.problems.push(Problem {
+                    location,
+                    message: format!(
+                        "\"{key}\" contains {what}, which PostgreSQL cannot read back from the standby's configuration"
+                    ),
+                    hint: Some(
+                        "remove it (a \\000 or \\n escape in a quoted value writes one)".to_string(),
+                    ),
+                });
+                return;
+            }
+        }
         match self.assign(&key, value) {
             Some(Ok(())) => {
                 self.config.locations.insert(key, location);
@@ -617,8 +658,22 @@ impl Builder {
         }
     }
 
-    /// Checks the keys that only make sense together.
+    /// Checks the keys that only make sense together, and that `node_id` is there: repmgr
+    /// rejects a file without it, and `repmgr standby register` after the clone would fail.
     fn validate(&mut self) {
+        if self.config.node_id.is_none() && self.config.location("node_id").is_none() {
+            if let Some(file) = self.config.path.clone() {
+                self.problems.push(Problem {
+                    location: Location { file, line: 0 },
+                    message: "\"node_id\": required parameter was not found".to_string(),
+                    hint: Some(
+                        "set node_id (this node's id in the repmgr cluster, an integer of 1 or \
+                         more), as repmgr requires"
+                            .to_string(),
+                    ),
+                });
+            }
+        }
         let c = &self.config;
         let barman = (c.barman_host.is_some(), c.barman_server.is_some());
         let api_host = c.pg_backupapi_host.is_some();

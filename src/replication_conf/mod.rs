@@ -133,18 +133,25 @@ pub fn write(
 }
 
 /// Rejects what PostgreSQL's configuration lexer cannot read back: a newline inside a quoted
-/// value ends the line and breaks the file, so the server would refuse to start.
+/// value ends the line and breaks the file, so the server would refuse to start; a NUL byte
+/// ends the value early, so the server would read another one. repmgr.conf's reader refuses
+/// both already; this is the last guard before the file.
 fn validate(settings: &[(String, String)]) -> Result<()> {
     for (key, value) in settings {
-        if value.contains(['\n', '\r']) {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!("the value of \"{key}\" contains a line break"),
-            )
-            .hint(format!(
-                "PostgreSQL cannot read {key} with a line break; correct it in repmgr.conf"
-            )));
-        }
+        let what = if value.contains('\0') {
+            "a NUL byte"
+        } else if value.contains(['\n', '\r']) {
+            "a line break"
+        } else {
+            continue;
+        };
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("the value of \"{key}\" contains {what}"),
+        )
+        .hint(format!(
+            "PostgreSQL cannot read {key} with {what}; correct it in repmgr.conf"
+        )));
     }
     Ok(())
 }

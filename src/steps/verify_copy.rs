@@ -52,7 +52,10 @@ pub async fn run(
                 data_dir.display()
             ),
         )
-        .hint("resume the clone to copy it again: \"pgreplica clone resume\""));
+        .hint(format!(
+            "resume the clone to copy it again: \"{}\"",
+            crate::paste::resume()
+        )));
     }
     let program = pg_program(request.pg_bindir.as_deref(), version, "pg_verifybackup");
     crate::info!(
@@ -84,7 +87,10 @@ pub async fn run(
                 format!("the copy in \"{}\" {mismatch}", data_dir.display()),
             )
             .detail(detail)
-            .hint("remove the files named above and run \"pgreplica clone resume\"; they will be copied again"),
+            .hint(format!(
+                "remove the files named above and run \"{}\"; they will be copied again",
+                crate::paste::resume()
+            )),
         });
     }
     let files = count_manifest_files(&manifest).await;
@@ -196,8 +202,10 @@ fn not_restored(request: &CloneRequest, restore: &ExpectedRestore, what: &str) -
         ),
     )
     .hint(format!(
-        "read \"output\" in <barman_home>/{server}/output/{}.json on the Barman host; empty \"{}\" and start the clone again (\"pgreplica clone start --force\" with the options it was started with)",
-        restore.operation_id, request.data_dir
+        "read \"output\" in <barman_home>/{server}/output/{}.json on the Barman host; empty \"{}\" and start the clone again: {}",
+        restore.operation_id,
+        request.data_dir,
+        crate::request::start_command(request, request.config_file.as_deref(), true)
     ))
 }
 

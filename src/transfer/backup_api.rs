@@ -256,15 +256,20 @@ fn cannot_tell(ctx: &StepContext<'_>, api: &BackupApi, ids: &[String]) -> Error 
             ids.join(", ")
         )
     };
-    let clone = ctx.record.id();
+    let clone = ctx.record.id().as_str();
+    let resume_with = |choice: &str| {
+        crate::paste::pgreplica(&["clone", "resume", clone, "--api-operation", choice])
+    };
     Error::new(
         ErrorKind::BackupApi,
         format!("cannot tell which pg-backup-api operation restores into \"{data_dir}\": {found}"),
     )
     .detail("the answer to this clone's recovery request was lost; pgreplica never posts a second recovery into the same directory blindly")
     .hint(format!(
-        "on the Barman host, look for the job file <barman_home>/{}/jobs/ID.json whose destination_directory is \"{data_dir}\"; then run \"pgreplica clone resume {clone} --api-operation ID\" with that ID, or, if there is none, \"pgreplica clone resume {clone} --api-operation new\"",
+        "on the Barman host, look for the job file <barman_home>/{}/jobs/ID.json whose destination_directory is \"{data_dir}\"; then run \"{}\" with that ID, or, if there is none, \"{}\"",
         api.server(),
+        resume_with("ID"),
+        resume_with("new"),
     ))
 }
 
@@ -316,8 +321,9 @@ fn stopped(
     stop: FollowNext,
     timeouts: FollowTimeouts,
 ) -> Error {
-    let (server, clone, dir) = (api.server(), ctx.record.id(), data_dir.display());
-    let new = format!("pgreplica clone resume {clone} --api-operation new");
+    let (server, clone, dir) = (api.server(), ctx.record.id().as_str(), data_dir.display());
+    let resume = crate::paste::pgreplica(&["clone", "resume", clone]);
+    let new = crate::paste::pgreplica(&["clone", "resume", clone, "--api-operation", "new"]);
     let (message, detail, hint) = match stop {
         FollowNext::NeverStarted { .. } => (
             format!(
@@ -326,7 +332,7 @@ fn stopped(
             ),
             "pg-backup-api 2.2 creates an operation, then starts its worker (\"pg-backup-api recovery\", found on the API service's PATH); when that fails it answers HTTP 500 and the operation stays IN_PROGRESS forever, restoring nothing",
             format!(
-                "on the Barman host, check that the pg-backup-api program is on the PATH of the API service and read the service's log (the job file <barman_home>/{server}/jobs/{id}.json names the operation's destination_directory); after fixing it, \"pgreplica clone resume {clone}\" checks operation {id} again (a worker that was only slow has begun by then), and \"{new}\" posts a new recovery"
+                "on the Barman host, check that the pg-backup-api program is on the PATH of the API service and read the service's log (the job file <barman_home>/{server}/jobs/{id}.json names the operation's destination_directory); after fixing it, \"{resume}\" checks operation {id} again (a worker that was only slow has begun by then), and \"{new}\" posts a new recovery"
             ),
         ),
         FollowNext::Stalled { .. } => (
@@ -336,7 +342,7 @@ fn stopped(
             ),
             "a worker that died leaves its operation IN_PROGRESS forever; pg-backup-api has no way to cancel it",
             format!(
-                "on the Barman host, check for a running \"barman recover\" and for <barman_home>/{server}/output/{id}.json; \"pgreplica clone resume {clone}\" re-attaches if the restore is alive; if it is gone, empty the data directory and run \"{new}\""
+                "on the Barman host, check for a running \"barman recover\" and for <barman_home>/{server}/output/{id}.json; \"{resume}\" re-attaches if the restore is alive; if it is gone, empty the data directory and run \"{new}\""
             ),
         ),
         // Wait and Done never stop following.

@@ -8,8 +8,14 @@
 //!   files whose size or mtime differ from the list): the first bytes of a big file that was in
 //!   flight are kept and completed with `--append-verify` (its checksum checked, so kept bytes
 //!   are never trusted blindly); everything else half-written is removed;
+//! * the store is the fast path, not the only truth: a file marked done that is missing from
+//!   the target or differs from the list (size, mtime) — a directory deleted or replaced after a
+//!   kill, a file removed by hand — loses its mark and is sent again;
 //! * only entries not marked done are planned, so the bytes sent again are bounded by the files
 //!   that were in flight, less what of them had arrived;
+//! * before the first byte, each target's file system must have room for what is still to
+//!   come; a disk that fills up anyway is an operating-system error (exit 13) naming the
+//!   device, and `clone resume` finishes once space is freed;
 //! * done marks are flushed at least every second (and at the end), so at most one second of
 //!   completed files is re-sent after a kill.
 
@@ -17,13 +23,15 @@ use super::rsync::{self, RsyncEvent, RsyncJob, TreeSource};
 use super::streams::plan_streams;
 use crate::barman::{data_dir, tablespace_dir, Barman};
 use crate::datadir::{create_empty_pgdata_dirs, wal_dir_name, write_tablespace_map};
-use crate::error::Result;
+use crate::diskspace::{self, Need};
+use crate::error::{ErrorKind, Result};
 use crate::runner::StepContext;
 use states::{
     BackupFacts, BarmanTarget, CloneRequest, EntryKind, ManifestEntry, PreparedDirs,
-    TransferSummary,
+    TablespaceTarget, TransferSummary,
 };
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -50,6 +58,18 @@ pub async fn run(
             entries.len(),
             crate::progress::human_bytes(entries.iter().map(|e| e.size).sum())
         );
+    } else {
+        let gone = rederive_done(&mut entries, dirs);
+        for entry in &gone {
+            files.unmark(entry.root, &entry.path)?;
+        }
+        if !gone.is_empty() {
+            files.flush()?;
+            crate::notice!(
+                "{} file(s) recorded as copied are missing from the target or differ from the backup: they are copied again",
+                gone.len()
+            );
+        }
     }
     let mut job = RsyncJob {
         source: format!("{}:{}/", barman.host, data_dir(backup)),
@@ -104,6 +124,15 @@ pub async fn run(
             );
         }
     }
+    // Before the first byte: room for what is still to come, on every target's file system.
+    let needs = space_needs(
+        &job.entries,
+        &job.dest,
+        dirs.waldir.as_deref().map(Path::new),
+        &dirs.tablespaces,
+    );
+    let room = diskspace::check(&needs)?;
+    crate::info!("free disk: {room}");
     let (bytes_total, files_total) = totals(&job.entries, |_| true);
     let (bytes_done, files_done) = totals(&job.entries, |e| e.done);
     if files_done > 0 {
@@ -147,7 +176,7 @@ pub async fn run(
     .await;
     // Whatever happened, what was reported done is committed before the step's outcome.
     files.flush()?;
-    let stats = stats?;
+    let stats = stats.map_err(|e| disk_full(e, dirs))?;
     if let Some(e) = flush_error {
         return Err(e);
     }
@@ -163,8 +192,122 @@ pub async fn run(
     })
 }
 
+/// Bytes the WAL location needs before the standby can start: one segment of the default size,
+/// for the WAL it fetches first.
+pub const WAL_SEGMENT_NEED: u64 = 16 << 20;
+
+/// What the copy of `entries` still needs on each target: for every file not done, its size
+/// less what is already at its name (a kept partial copy, or a file of a reused directory);
+/// files below `pg_wal/` go to the WAL directory when there is one, which also needs room for
+/// [`WAL_SEGMENT_NEED`].
+pub fn space_needs(
+    entries: &[ManifestEntry],
+    data_dir: &Path,
+    waldir: Option<&Path>,
+    tablespaces: &[TablespaceTarget],
+) -> Vec<Need> {
+    let wal_location = waldir.map_or_else(|| data_dir.to_path_buf(), Path::to_path_buf);
+    let mut needs = vec![
+        Need {
+            dir: data_dir.to_path_buf(),
+            bytes: 0,
+        },
+        Need {
+            dir: wal_location.clone(),
+            bytes: WAL_SEGMENT_NEED,
+        },
+    ];
+    needs.extend(tablespaces.iter().map(|t| Need {
+        dir: PathBuf::from(&t.path),
+        bytes: 0,
+    }));
+    for entry in entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File && !e.done)
+    {
+        let Some(root) = root_dir(entry.root, data_dir, tablespaces) else {
+            continue;
+        };
+        let target = root.join(&entry.path);
+        let present = std::fs::symlink_metadata(&target)
+            .ok()
+            .filter(|m| m.is_file())
+            .map_or(0, |m| m.len());
+        let bytes = entry.size.saturating_sub(present);
+        let in_wal = entry.root == 0 && entry.path.starts_with("pg_wal/") && waldir.is_some();
+        let dir = if in_wal { wal_location.clone() } else { root };
+        if let Some(need) = needs.iter_mut().find(|n| n.dir == dir) {
+            need.bytes += bytes;
+        }
+    }
+    needs
+}
+
+/// The target directory of a file list root: the data directory, or a tablespace's target.
+fn root_dir(root: u32, data_dir: &Path, tablespaces: &[TablespaceTarget]) -> Option<PathBuf> {
+    if root == 0 {
+        return Some(data_dir.to_path_buf());
+    }
+    tablespaces
+        .iter()
+        .find(|t| t.oid == root)
+        .map(|t| PathBuf::from(&t.path))
+}
+
+/// Takes back the done marks the target no longer bears out: a done file that is missing or
+/// whose size or mtime differs from the list, a done directory that is gone. Returns the
+/// entries unmarked (already set not done in `entries`).
+fn rederive_done(entries: &mut [ManifestEntry], dirs: &PreparedDirs) -> Vec<ManifestEntry> {
+    let data_dir = Path::new(&dirs.data_dir);
+    let mut gone = Vec::new();
+    for entry in entries.iter_mut().filter(|e| e.done) {
+        let Some(root) = root_dir(entry.root, data_dir, &dirs.tablespaces) else {
+            continue;
+        };
+        let found = std::fs::symlink_metadata(root.join(&entry.path));
+        let holds = match (entry.kind, &found) {
+            (EntryKind::File, Ok(meta)) => {
+                meta.is_file() && meta.len() == entry.size && meta.mtime() == entry.mtime
+            }
+            (EntryKind::Dir, Ok(meta)) => meta.is_dir(),
+            (EntryKind::Symlink, Ok(meta)) => meta.file_type().is_symlink(),
+            (_, Err(_)) => false,
+        };
+        if !holds {
+            entry.done = false;
+            gone.push(entry.clone());
+        }
+    }
+    gone
+}
+
+/// rsync's failure when a target ran out of space, as the operating-system error (exit 13)
+/// naming the device; any other failure unchanged.
+fn disk_full(error: crate::error::Error, dirs: &PreparedDirs) -> crate::error::Error {
+    if error.kind != ErrorKind::Rsync {
+        return error;
+    }
+    let said_so = [Some(&error.message), error.detail.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|text| text.contains("No space left on device"));
+    let targets = std::iter::once(dirs.data_dir.as_str())
+        .chain(dirs.waldir.as_deref())
+        .chain(dirs.tablespaces.iter().map(|t| t.path.as_str()));
+    // The fullest target is the one that ran out.
+    let fullest = targets
+        .filter_map(|t| diskspace::free_bytes(Path::new(t)).ok().map(|f| (f, t)))
+        .min_by_key(|(free, _)| *free);
+    match fullest {
+        Some((free, dir)) if said_so || free < 64 * 1024 => {
+            diskspace::full(Path::new(dir), error.detail.clone())
+        }
+        _ => error,
+    }
+}
+
 /// The backup's file list: the data directory and each tablespace.
-async fn list_backup(
+pub async fn list_backup(
     barman: &Barman,
     backup: &BackupFacts,
     request: &CloneRequest,

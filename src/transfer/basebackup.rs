@@ -416,11 +416,17 @@ impl Exit {
             .any(|s| self.stderr_tail.contains(s));
         if transient {
             Err(error
-                .hint("the transfer restarts from the beginning with \"pgreplica clone resume\"")
+                .hint(format!(
+                    "the transfer restarts from the beginning with \"{}\"",
+                    crate::paste::resume()
+                ))
                 .retryable())
         } else {
             Err(error.hint(
-                "fix the cause shown in DETAIL, then run \"pgreplica clone resume\" (the transfer restarts from the beginning)",
+                format!(
+                    "fix the cause shown in DETAIL, then run \"{}\" (the transfer restarts from the beginning)",
+                    crate::paste::resume()
+                ),
             ))
         }
     }

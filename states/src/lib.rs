@@ -17,7 +17,8 @@
 //! ([`inputs`]), whether a failed step is tried again within the run and after how long
 //! ([`RetryPolicy`], [`RetryBudget`]), how a pg-backup-api clone keeps to one operation
 //! ([`api`]), how many times pg_basebackup restarted, whether an abandoned clone may hold a
-//! replication slot. The record's fields are private; the machine is their only writer.
+//! replication slot, what `clone start` does with a record it finds and what a resume
+//! re-checks ([`lifecycle`]). The record's fields are private; the machine is their only writer.
 //!
 //! **Invariant:** this crate performs no I/O. It never reads the clock (time comes in as
 //! [`Millis`] arguments), never touches disk or network, and has no async runtime. That is what
@@ -26,6 +27,7 @@
 pub mod api;
 mod id;
 pub mod inputs;
+pub mod lifecycle;
 mod machine;
 mod record;
 mod retry;
@@ -35,13 +37,14 @@ pub use inputs::{
     BackupServer, ExpectedRestore, ManifestExpectation, MissingInput, StepInput, Task,
     TransferInput, TransferMethod,
 };
+pub use lifecycle::{Difference, Existing, Refusal, Replaced, ResumeCheck, StartDecision};
 pub use machine::{
     FailureKind, MachineError, Mode, Next, Outcome, Phase, Step, StepFailure, StepResult,
 };
 pub use record::{
-    ApiOperation, ApiTarget, BackupFacts, BarmanTarget, CloneRecord, CloneRequest, EntryKind,
-    Facts, ManifestEntry, Millis, OutcomeKind, PreparedDirs, ReplicationSettings, SourceConn,
-    SourceParams, Tablespace, TablespaceTarget, TransferSummary, Transition, Verification,
-    WrittenConf, SCHEMA_VERSION,
+    ApiOperation, ApiTarget, BackupFacts, BarmanTarget, CloneRecord, CloneRequest, DirIdentity,
+    EntryKind, Facts, ManifestEntry, Millis, OutcomeKind, PreparedDirs, ReplicationSettings,
+    SourceConn, SourceParams, Tablespace, TablespaceTarget, TransferSummary, Transition,
+    Verification, WrittenConf, SCHEMA_VERSION,
 };
 pub use retry::{RetryBudget, RetryPolicy};

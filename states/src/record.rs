@@ -273,6 +273,38 @@ pub struct PreparedDirs {
     pub tablespaces: Vec<TablespaceTarget>,
     /// Whether existing files were kept for reuse (`--force`).
     pub reused_existing: bool,
+    /// Which directory each prepared path was when the step left it (the data directory first,
+    /// then the WAL directory and the tablespace targets): a resume compares them with what the
+    /// paths name now, and a directory deleted or replaced since is prepared again.
+    pub identities: Vec<DirIdentity>,
+}
+
+/// A directory by what it is rather than how it is spelled: its device and inode, as `stat`
+/// reports them for the path that named it, and its birth time where the file system keeps
+/// one (a directory removed and created again often gets the same inode number back).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DirIdentity {
+    /// The path as the request names it.
+    pub path: String,
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `statx`'s birth time in nanoseconds since the epoch; `None` where the file system
+    /// records none.
+    pub born: Option<u64>,
+}
+
+impl DirIdentity {
+    /// Whether `other` (the same path, looked at again) is the same directory: the same device
+    /// and inode, born at the same time where both birth times are known.
+    pub fn same_directory(&self, other: &DirIdentity) -> bool {
+        let born_agrees = match (self.born, other.born) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.dev == other.dev && self.ino == other.ino && born_agrees
+    }
 }
 
 /// Where one tablespace is restored to.
@@ -389,6 +421,9 @@ pub enum OutcomeKind {
     Interrupted,
     /// The process died inside the step (found at the next load).
     Crashed,
+    /// A resume found a prepared directory deleted or replaced: the clone went back to
+    /// PrepareDirs (see [`CloneRecord::dirs_replaced`]).
+    DirsReplaced,
 }
 
 impl OutcomeKind {
@@ -400,6 +435,7 @@ impl OutcomeKind {
             OutcomeKind::FailedFatal => "failed",
             OutcomeKind::Interrupted => "interrupted",
             OutcomeKind::Crashed => "crashed",
+            OutcomeKind::DirsReplaced => "directory replaced",
         }
     }
 }

@@ -1,29 +1,9 @@
 //! Exhaustive tests of the clone machine: every mode × every step of its plan × every outcome.
 
-use states::*;
+mod common;
 
-/// A well-formed request of `mode`: the backup server its plan asks is named.
-fn request(mode: Mode) -> CloneRequest {
-    CloneRequest {
-        mode,
-        data_dir: "/srv/standby".into(),
-        backup_selector: "latest".into(),
-        jobs: 2,
-        barman: (mode == Mode::BarmanRsync).then(|| BarmanTarget {
-            host: "barman@backup".into(),
-            server: "pg".into(),
-            config: None,
-        }),
-        backup_api: (mode == Mode::BackupApi).then(|| ApiTarget {
-            host: "backup:7480".into(),
-            node_name: "pg".into(),
-            remote_ssh_command: "ssh postgres@standby".into(),
-            backup_id: "latest".into(),
-            ..ApiTarget::default()
-        }),
-        ..CloneRequest::default()
-    }
-}
+use common::request;
+use states::*;
 
 /// A new record of `mode`. In pg-backup-api mode its operation is recorded up front, as the
 /// Transfer step records it before succeeding (VerifyCopy names it; `tests/api.rs` drives the

@@ -63,10 +63,16 @@ pub(super) fn exit_error(what: &str, status: ExitStatus, tail: &str) -> Error {
     let error = Error::new(ErrorKind::Rsync, message).detail(detail);
     if retryable {
         error
-            .hint("files already copied are kept; `pgreplica clone resume` re-sends only the rest")
+            .hint(format!(
+                "files already copied are kept; \"{}\" re-sends only the rest",
+                crate::paste::resume()
+            ))
             .retryable()
     } else {
-        error.hint("fix the cause shown in DETAIL, then run `pgreplica clone resume`")
+        error.hint(format!(
+            "fix the cause shown in DETAIL, then run \"{}\"",
+            crate::paste::resume()
+        ))
     }
 }
 
