@@ -306,7 +306,7 @@ fn missing_backup_failed_and_stalled_operations_exit_28() {
     let (code, stderr) = run_start(&bench, &conf, &[]);
     assert_eq!(code, Some(28), "{stderr}");
     let id = only_job_into(&server, &data_dir).id;
-    assert_never_started(&stderr, &id, &data_dir, 3);
+    assert_never_started(&bench, &stderr, &id, &data_dir, 3);
     assert_eq!(server.job_files().len(), 2);
 
     // A restore an earlier run saw begin (files in the directory), then nothing: the worker
@@ -420,7 +420,7 @@ fn only_job_into(server: &ApiServer, data_dir: &Path) -> ApiJob {
 
 /// The stop for an operation whose worker never started: the ERROR with the configured start
 /// timeout (`secs`), a HINT naming the operation, the likely cause and both ways on.
-fn assert_never_started(stderr: &str, id: &str, data_dir: &Path, secs: u32) {
+fn assert_never_started(bench: &Bench, stderr: &str, id: &str, data_dir: &Path, secs: u32) {
     assert!(
         stderr.contains(&format!(
             "ERROR: pg-backup-api operation {id} is still IN_PROGRESS but nothing arrived in \"{}\" within {secs} s (pg_backupapi_start_timeout): its worker never started",
@@ -429,9 +429,11 @@ fn assert_never_started(stderr: &str, id: &str, data_dir: &Path, secs: u32) {
         "{stderr}"
     );
     let clone = states::CloneId::for_data_dir(&data_dir.display().to_string());
+    let resume = bench.pasted(&["clone", "resume", clone.as_str()]);
+    let new = bench.pasted(&["clone", "resume", clone.as_str(), "--api-operation", "new"]);
     assert!(
         stderr.contains(&format!(
-            "HINT: on the Barman host, check that the pg-backup-api program is on the PATH of the API service and read the service's log (the job file <barman_home>/pg/jobs/{id}.json names the operation's destination_directory); after fixing it, \"pgreplica clone resume {clone}\" checks operation {id} again (a worker that was only slow has begun by then), and \"pgreplica clone resume {clone} --api-operation new\" posts a new recovery"
+            "HINT: on the Barman host, check that the pg-backup-api program is on the PATH of the API service and read the service's log (the job file <barman_home>/pg/jobs/{id}.json names the operation's destination_directory); after fixing it, \"{resume}\" checks operation {id} again (a worker that was only slow has begun by then), and \"{new}\" posts a new recovery"
         )),
         "{stderr}"
     );
@@ -465,7 +467,7 @@ fn a_worker_that_cannot_start_leaves_one_operation_until_the_operator_says_new()
         )),
         "{stderr}"
     );
-    assert_never_started(&stderr, &id, &data_dir, 10);
+    assert_never_started(&bench, &stderr, &id, &data_dir, 10);
     assert_eq!(server.job_files().len(), 1, "{:?}", server.job_files());
 
     // SIGKILL while a resume waits on it: still one; the next resume checks it again first.
@@ -486,7 +488,7 @@ fn a_worker_that_cannot_start_leaves_one_operation_until_the_operator_says_new()
         stderr.contains(&format!("re-attaching to pg-backup-api operation {id}")),
         "{stderr}"
     );
-    assert_never_started(&stderr, &id, &data_dir, 10);
+    assert_never_started(&bench, &stderr, &id, &data_dir, 10);
     assert_eq!(server.job_files().len(), 1, "{:?}", server.job_files());
 
     // A crash right after the POST's 500, before anything of it was recorded: the resume
@@ -514,7 +516,7 @@ fn a_worker_that_cannot_start_leaves_one_operation_until_the_operator_says_new()
         )),
         "{stderr}"
     );
-    assert_never_started(&stderr, &lost, &lost_dir, 10);
+    assert_never_started(&bench, &stderr, &lost, &lost_dir, 10);
     assert_eq!(only_job_into(&server, &lost_dir).id, lost);
 
     // The API fixed: the operator's word, recorded by the resume, posts one more recovery; a

@@ -69,6 +69,17 @@ fn budget() -> RetryBudget {
     RetryBudget::new(RetryPolicy::STEP)
 }
 
+/// Finishes `step` successfully as its real step would: in pg-backup-api mode, a Transfer that
+/// succeeds has recorded the operation it followed (VerifyCopy reads it).
+fn succeed(rec: &mut CloneRecord, step: Step, now: Millis) {
+    if step == Step::Transfer && rec.request().mode == Mode::BackupApi {
+        rec.api_attempt_begun(now, &[]);
+        rec.api_operation_created(now, "20261125T062405");
+    }
+    rec.finish(Outcome::Succeeded(result_for(step)), now, &mut budget())
+        .unwrap();
+}
+
 fn record_at(mode: Mode, stand: Stand) -> CloneRecord {
     let mut rec = CloneRecord::new(CloneId::for_data_dir("/srv/standby"), request(mode), 1);
     let target = match stand {
@@ -79,8 +90,7 @@ fn record_at(mode: Mode, stand: Stand) -> CloneRecord {
     while rec.phase() != target {
         let step = rec.begin(now).unwrap().step;
         now += 1;
-        rec.finish(Outcome::Succeeded(result_for(step)), now, &mut budget())
-            .unwrap();
+        succeed(&mut rec, step, now);
     }
     match stand {
         Stand::Failed(_) => {
@@ -268,8 +278,7 @@ fn replaced_directories_rewind_to_prepare_dirs_and_the_clone_finishes_from_there
             while let Next::Run(step) = rec.next() {
                 rec.begin(now).unwrap();
                 now += 1;
-                rec.finish(Outcome::Succeeded(result_for(step)), now, &mut budget())
-                    .unwrap();
+                succeed(&mut rec, step, now);
                 ran.push(step);
             }
             let from = mode

@@ -84,6 +84,17 @@ impl Bench {
         args
     }
 
+    /// A pgreplica command as pgreplica prints it for pasting: the binary that runs and the
+    /// lab's state directory, then `args`.
+    pub fn pasted(&self, args: &[&str]) -> String {
+        format!(
+            "{} --state-dir {} {}",
+            self.binary.display(),
+            self.lab.state_dir().display(),
+            args.join(" ")
+        )
+    }
+
     /// The clone's status as JSON (the first clone of `clone status --json CLONE`).
     pub fn status(&self, data_dir: &Path) -> Value {
         self.try_status(data_dir)
