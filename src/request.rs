@@ -50,18 +50,24 @@ pub fn build(
             "for \"clone resume\", provide it with PGPASSWORD or a password file (passfile)",
         );
     }
+    let source = SourceConn {
+        host: args.host.clone(),
+        port: args.port,
+        user: args.user.clone(),
+        dbname: dbname
+            .map(|d| crate::source::with_absolute_paths(&d))
+            .transpose()?,
+    };
+    // Every keyword and PG* variable is checked now, before anything is recorded: a refused
+    // or misspelt one is a configuration error at once, not a failed step later.
+    crate::source::Target::resolve(&source)?;
     Ok(CloneRequest {
         mode,
         data_dir: data_dir.display().to_string(),
         config_file: config_file.map(|p| p.display().to_string()),
         node_id: config.node_id,
         node_name: config.node_name.clone(),
-        source: SourceConn {
-            host: args.host.clone(),
-            port: args.port,
-            user: args.user.clone(),
-            dbname,
-        },
+        source,
         upstream_node_id: args.upstream_node_id,
         backup_selector: args.backup_id.clone(),
         jobs: args.jobs,

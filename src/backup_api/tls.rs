@@ -124,24 +124,9 @@ pub(super) fn handshake_error(
     .hint(hint)
 }
 
-/// The TLS error inside a request's failure, if TLS is what failed. rustls's error travels
-/// inside `io::Error`s, whose `source()` skips the error they wrap (their Display shows it), so
-/// an `io::Error` link is descended into rather than past.
+/// The TLS error inside a request's failure, if TLS is what failed.
 pub(super) fn tls_failure(e: &reqwest::Error) -> Option<&rustls::Error> {
-    let mut link: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(error) = link {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        link = match error
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => error.source(),
-        };
-    }
-    None
+    crate::source::rustls_error(e)
 }
 
 fn read_tls_file(path: &str, key: &str) -> Result<Vec<u8>> {
