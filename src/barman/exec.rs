@@ -40,8 +40,8 @@ pub(crate) struct Target<'a> {
 /// ssh messages that mean the link, not the login, failed: worth retrying unchanged.
 const TRANSIENT: &[&str] = &[
     "Connection refused",
-    "Connection timed out",
-    "Operation timed out",
+    "timed out",
+    "not responding",
     "Connection reset",
     "Connection closed",
     "No route to host",
@@ -59,7 +59,23 @@ const SSH_MARKERS: &[&str] = &[
     "ssh: connect to host",
     "Host key verification failed",
     "Connection refused",
+    "kex_exchange_identification",
+    "during banner exchange",
+    "Timeout, server",
+    "Connection closed by",
+    "Connection reset by",
 ];
+
+/// The last line of `stderr` (a program's whose link to the Barman host is ssh, such as rsync)
+/// that is ssh's own complaint about the connection, and whether retrying may help: what
+/// turns a failed rsync into an ssh failure.
+pub fn ssh_failure(stderr: &str) -> Option<(&str, bool)> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|line| SSH_MARKERS.iter().any(|m| line.contains(m)))?;
+    Some((line.trim(), TRANSIENT.iter().any(|m| line.contains(m))))
+}
 
 /// Runs `argv` (ssh or a local launcher plus the rendered remote command) with `timeout`.
 ///

@@ -29,7 +29,7 @@ pub(super) fn connect_error(target: &Target, tls: &Tls, error: tokio_postgres::E
     match text.as_str() {
         "error performing TLS handshake" if cause.as_deref() == Some("server does not support TLS") => {
             Error::new(ErrorKind::DbConnection, format!("{context}: the server does not offer TLS"))
-                .detail(format!("the server answered that it does not support TLS (ssl = off), and {} needs it", target.setting_origin("sslmode")))
+                .detail(format!("the server answered that it does not support TLS (ssl = off), and {} needs it", target.sslmode_shown()))
                 .hint("set ssl = on on the source node, or use sslmode=prefer or sslmode=disable in -d")
         }
         "authentication error" => Error::new(
@@ -144,17 +144,18 @@ fn server_detail(target: &Target, db: &DbError) -> String {
 /// What to do about an authorization refusal (28000): pg_hba.conf, TLS, a missing role, a
 /// client certificate.
 fn authorization_hint(target: &Target, message: &str) -> String {
-    if message.contains("no pg_hba.conf entry") && message.ends_with("no encryption") {
+    let hba = message.contains("pg_hba.conf");
+    if hba && message.ends_with("no encryption") {
         format!(
-            "the source node accepts this user only over TLS: set sslmode=require (or verify-full with sslrootcert) in -d or PGSSLMODE, instead of {}",
-            target.setting_origin("sslmode")
+            "the source node accepts this user only over TLS: set sslmode=require (or verify-full with sslrootcert) in -d or PGSSLMODE instead of {}",
+            target.sslmode_shown()
         )
-    } else if message.contains("no pg_hba.conf entry") && message.contains("SSL encryption") {
+    } else if hba && message.ends_with("SSL encryption") {
         "the source node refuses this user over TLS: set sslmode=disable (or allow) in -d"
             .to_string()
-    } else if message.contains("no pg_hba.conf entry") {
+    } else if hba {
         format!(
-            "add a pg_hba.conf line for host {}, user \"{}\", database \"{}\" on the source node, or connect as another user (-U)",
+            "allow it with a pg_hba.conf line for host {}, user \"{}\", database \"{}\" on the source node, or connect as another user (-U)",
             target.hostaddr.as_deref().unwrap_or(&target.host),
             target.user,
             target.dbname

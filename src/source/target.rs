@@ -178,6 +178,21 @@ impl Target {
         self.from_env.iter().any(|(n, _)| *n == name)
     }
 
+    /// `sslmode=verify-full` for messages (`sslmode=verify-full (from PGSSLMODE)`, or
+    /// `sslmode=prefer (the default)` when not set): the setting as in force.
+    pub fn sslmode_shown(&self) -> String {
+        match self.setting("sslmode") {
+            Some(mode) => format!(
+                "sslmode={mode}{}",
+                match self.from_env.iter().find(|(n, _)| *n == "sslmode") {
+                    Some((_, var)) => format!(" (from {var})"),
+                    None => String::new(),
+                }
+            ),
+            None => "sslmode=prefer (the default)".to_string(),
+        }
+    }
+
     /// `name` for messages, with the environment variable it came from: `sslmode`, or
     /// `sslmode (from PGSSLMODE)`.
     pub fn setting_origin(&self, name: &str) -> String {

@@ -230,7 +230,7 @@ fn root_certificate(target: &Target, mode: SslMode) -> Result<Option<PathBuf>> {
         )
         .hint(format!(
             "provide the CA certificate that signed the server's certificate with sslrootcert in -d (or PGSSLROOTCERT), or change {} to disable server certificate verification",
-            target.setting_origin("sslmode")
+            target.sslmode_shown()
         ))),
         _ => Ok(None),
     }
@@ -429,7 +429,7 @@ pub(super) fn check_key_permissions(key: &Path, setting: &str) -> Result<()> {
 /// themselves.
 pub(super) fn handshake_error(target: &Target, tls: &Tls, error: &rustls::Error) -> Error {
     use rustls::AlertDescription as Alert;
-    let mode = target.setting_origin("sslmode");
+    let mode = target.sslmode_shown();
     let rootcert = || {
         tls.rootcert
             .as_ref()
@@ -480,7 +480,7 @@ pub(super) fn handshake_error(target: &Target, tls: &Tls, error: &rustls::Error)
         rustls::Error::InvalidCertificate(_) => (
             format!("the server's certificate is not signed by a CA in {}", rootcert()),
             format!(
-                "set sslrootcert to the CA certificate that signed the server's certificate, or use a weaker {mode} (require does not verify without a root certificate)"
+                "set sslrootcert to the CA certificate that signed the server's certificate, or, instead of {mode}, sslmode=require without a root certificate file (which encrypts without verifying)"
             ),
         ),
         rustls::Error::AlertReceived(
