@@ -247,7 +247,7 @@ fn failed_once(bench: &Bench, out: &Output, dir: &Path, code: i32) -> String {
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "{stderr}");
     assert_eq!(stderr.matches("ERROR:").count(), 1, "{stderr}");
-    assert!(!stderr.contains("WARNING"), "retried: {stderr}");
+    assert!(!stderr.contains("Retrying step"), "retried: {stderr}");
     let status = bench.status(dir);
     assert_eq!(status["phase"], "FetchParams", "{status}");
     let attempts: Vec<&Value> = status["history"]

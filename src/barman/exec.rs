@@ -164,8 +164,14 @@ pub(crate) fn classify(
     if status == 255 || (status != 0 && SSH_MARKERS.iter().any(|m| stderr.contains(m))) {
         let reason =
             child_output::last_line(&stderr).unwrap_or("ssh exited with status 255 and no message");
+        // ssh often says one line, which the message already shows.
+        let detail = if stderr.trim() == reason {
+            format!("ssh exited with status {status} and said nothing more")
+        } else {
+            output_detail(&stderr)
+        };
         let err = Error::new(ErrorKind::Ssh, format!("ssh to the Barman host \"{}\" failed: {reason}", target.host))
-            .detail(output_detail(&stderr))
+            .detail(detail)
             .hint(format!(
                 "check barman_host and ssh_options in repmgr.conf, and that this works without a password prompt: {}",
                 target.probe_hint

@@ -32,6 +32,16 @@ pub(super) fn connect_error(target: &Target, tls: &Tls, error: tokio_postgres::E
                 .detail(format!("the server answered that it does not support TLS (ssl = off), and {} needs it", target.sslmode_shown()))
                 .hint("set ssl = on on the source node, or use sslmode=prefer or sslmode=disable in -d")
         }
+        "authentication error" | "invalid configuration"
+            if cause.as_deref() == Some("password missing") =>
+        {
+            Error::new(
+                ErrorKind::DbConnection,
+                format!("{context}: the server asks for a password and none was found"),
+            )
+            .detail("looked in -d, PGPASSWORD and the password file (passfile in -d, passfile in repmgr.conf, PGPASSFILE, ~/.pgpass)")
+            .hint("give the password with PGPASSWORD, or in a password file readable only by its owner (chmod 0600)")
+        }
         "authentication error" => Error::new(
             ErrorKind::DbConnection,
             format!("{context}: {}", cause.as_deref().unwrap_or("authentication error")),

@@ -229,7 +229,7 @@ fn root_certificate(target: &Target, mode: SslMode) -> Result<Option<PathBuf>> {
             },
         )
         .hint(format!(
-            "provide the CA certificate that signed the server's certificate with sslrootcert in -d (or PGSSLROOTCERT), or change {} to disable server certificate verification",
+            "provide the CA certificate that signed the server's certificate with sslrootcert in -d (or PGSSLROOTCERT), or, not to verify the server's certificate, sslmode=require instead of {}",
             target.sslmode_shown()
         ))),
         _ => Ok(None),
@@ -685,7 +685,7 @@ mod tests {
                 "root certificate file \"{}\" does not exist (sslrootcert)",
                 missing.display()
             ),
-            "change sslmode to disable server certificate verification",
+            "sslmode=require instead of sslmode=verify-full",
         );
         // require without a root certificate does not verify, as in libpq.
         let tls = Tls::for_target(&target(&format!(

@@ -20,7 +20,13 @@ impl Lab {
 
     /// [`Lab::ssh_options`] as separate arguments, for `Command::args`.
     pub fn ssh_args(&self) -> Vec<String> {
-        sshd::client_options(self.ssh_port, &self.key("postgres"))
+        self.ssh_args_to(self.ssh_port)
+    }
+
+    /// [`Lab::ssh_args`] for another port on 127.0.0.1: a relay in front of the sshd, or a
+    /// listener that never answers.
+    pub fn ssh_args_to(&self, port: u16) -> Vec<String> {
+        sshd::client_options(port, &self.key("postgres"))
     }
 
     /// What Barman passes as `--remote-ssh-command` to reach `postgres@127.0.0.1` on the lab

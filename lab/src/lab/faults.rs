@@ -109,6 +109,12 @@ impl Lab {
                 rules.push_str(&format!("host {database} {role} 127.0.0.1/32 reject\n"));
             }
         }
+        self.set_hba_rules(&rules)
+    }
+
+    /// Puts `rules` (pg_hba.conf lines) before the lab's own and reloads the primary; an empty
+    /// text restores the lab's rules.
+    pub fn set_hba_rules(&self, rules: &str) -> Result<(), LabError> {
         exec::write_file(
             &self.primary_data_dir().join("pg_hba.conf"),
             &format!("{rules}{PG_HBA}"),
