@@ -44,6 +44,7 @@ const TRANSIENT: &[&str] = &[
     "not responding",
     "Connection reset",
     "Connection closed",
+    "closed by remote host",
     "No route to host",
     "Network is unreachable",
     "kex_exchange_identification",
@@ -64,6 +65,7 @@ const SSH_MARKERS: &[&str] = &[
     "Timeout, server",
     "Connection closed by",
     "Connection reset by",
+    "closed by remote host",
 ];
 
 /// The last line of `stderr` (a program's whose link to the Barman host is ssh, such as rsync)

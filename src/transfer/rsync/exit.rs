@@ -47,7 +47,13 @@ pub fn exit_code_is_retryable(code: i32) -> bool {
 /// refused or dropped the connection, or stopped answering), the failure is ssh's: exit code
 /// 12, as for any other ssh to the Barman host.
 pub(super) fn exit_error(what: &str, status: ExitStatus, tail: &str) -> Error {
-    if let (Some(code), Some((line, transient))) = (status.code(), ssh_failure(tail)) {
+    // rsync's 255 is ssh's own exit: it died, even when it said nothing (LogLevel=ERROR).
+    let ssh = match (status.code(), ssh_failure(tail)) {
+        (Some(code), Some((line, transient))) => Some((code, line, transient)),
+        (Some(255), None) => Some((255, "ssh died", true)),
+        _ => None,
+    };
+    if let Some((code, line, transient)) = ssh {
         let error = Error::new(
             ErrorKind::Ssh,
             format!("rsync lost its ssh connection to the Barman host {what}: {line}"),
@@ -125,13 +131,16 @@ mod tests {
             Some("rsync: link_stat \"/b/x\" failed")
         );
 
-        let dropped = exit_error(what, exited(255), "");
+        let dropped = exit_error(what, exited(30), "");
         assert!(dropped.retryable);
         assert_eq!(
             dropped.detail.as_deref(),
             Some("rsync printed nothing on stderr")
         );
         dropped.assert_says("", "re-sends only the rest");
+        let ssh_died = exit_error(what, exited(255), "rsync: connection unexpectedly closed");
+        assert_eq!((ssh_died.kind, ssh_died.retryable), (ErrorKind::Ssh, true));
+        ssh_died.assert_says(": ssh died", "`pgreplica clone resume`");
 
         let silent = exit_error(
             what,
