@@ -41,6 +41,11 @@ impl Campaign<'_> {
         };
         let planned = rng.between(1, self.options.max_kills.max(1));
         report.outcome = self.drive(&mut rng, &mut report, planned);
+        if self.faults.is_some() {
+            if let Err(e) = self.drop_round_slot() {
+                report.outcome = report.outcome.clone().and(Err(e));
+            }
+        }
         report.duration = began.elapsed();
         if report.outcome.is_ok() {
             // Best effort: a passed round's copy only takes room.
@@ -112,7 +117,7 @@ impl Campaign<'_> {
             // and the "Interrupted" it records are what is checked.
             let aiming =
                 report.kills.len() < planned as usize && last_action != Some(Action::Terminate);
-            let target = aiming.then(|| position.aim(self.options.mode, rng));
+            let target = aiming.then(|| position.aim(self.options.mode, self.options.faults, rng));
             match self.watch(child, target, &data_dir, deadline, &mut position)? {
                 Watched::Exited(status) => {
                     let stderr = stderr_of(child);
@@ -175,6 +180,12 @@ impl Campaign<'_> {
         let ours = match last_action {
             Some(Action::Terminate) => code == Some(40) || status.signal() == Some(libc::SIGTERM),
             Some(Action::KillRsync) => code == Some(2),
+            // The fault outlasted the in-run retries: the documented exit code of what failed
+            // (ssh 12, or rsync 2 for its own timeout; the source 6, or pg_basebackup's 14).
+            Some(Action::SilentNetwork | Action::SshdDown | Action::SshRefused) => {
+                matches!(code, Some(12 | 2))
+            }
+            Some(Action::SourceDown) => matches!(code, Some(6 | 14)),
             _ => false,
         };
         if ours {
