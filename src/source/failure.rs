@@ -9,8 +9,9 @@
 use tokio_postgres::error::{DbError, SqlState};
 
 use super::target::Target;
-use super::tls::{handshake_error, rustls_error, Tls};
+use super::tls::{handshake_error, Tls};
 use crate::error::{Error, ErrorKind};
+use crate::tls_errors::rustls_error;
 
 /// The error for a failed connection to `target`.
 pub(super) fn connect_error(target: &Target, tls: &Tls, error: tokio_postgres::Error) -> Error {

@@ -21,7 +21,7 @@ mod tls;
 
 pub use password::{password_for, take_password_from_dbname};
 pub use target::{is_tls_keyword, with_absolute_paths, Target, DEFAULT_CONNECT_TIMEOUT};
-pub use tls::{rustls_error, SslMode};
+pub use tls::SslMode;
 
 use crate::error::Result;
 use tokio_postgres::tls::MakeTlsConnect;

@@ -509,33 +509,27 @@ fn absolute(path: &str) -> Result<String> {
 /// The home directory libpq uses for `~/.pgpass` and `~/.postgresql/`: `$HOME`, else the
 /// user database's.
 pub(super) fn home_dir() -> Option<PathBuf> {
-    if let Some(home) = std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        return Some(PathBuf::from(home));
-    }
-    // SAFETY: getpwuid returns a pointer into static storage or null; we copy it out at once.
-    unsafe {
-        let pw = libc::getpwuid(libc::geteuid());
-        if pw.is_null() || (*pw).pw_dir.is_null() {
-            return None;
-        }
-        Some(PathBuf::from(
-            std::ffi::CStr::from_ptr((*pw).pw_dir)
-                .to_string_lossy()
-                .into_owned(),
-        ))
+    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
+        Some(home) => Some(PathBuf::from(home)),
+        None => user_entry().map(|(_, home)| home),
     }
 }
 
+/// libpq's default user: the operating-system user's name.
 fn os_user_name() -> String {
+    user_entry().map_or_else(|| "postgres".to_string(), |(name, _)| name)
+}
+
+/// The effective user's name and home directory from the user database.
+fn user_entry() -> Option<(String, PathBuf)> {
     // SAFETY: getpwuid returns a pointer into static storage or null; we copy it out at once.
     unsafe {
         let pw = libc::getpwuid(libc::geteuid());
-        if pw.is_null() {
-            return "postgres".to_string();
+        if pw.is_null() || (*pw).pw_name.is_null() || (*pw).pw_dir.is_null() {
+            return None;
         }
-        std::ffi::CStr::from_ptr((*pw).pw_name)
-            .to_string_lossy()
-            .into_owned()
+        let text = |p| std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned();
+        Some((text((*pw).pw_name), PathBuf::from(text((*pw).pw_dir))))
     }
 }
 

@@ -30,6 +30,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::target::{home_dir, Target};
 use crate::error::{Error, ErrorKind, Result};
+use crate::tls_errors::client_certificate_refused;
 
 /// Where Debian (OpenSSL's default) keeps the system's CA bundle, for `sslrootcert=system`.
 const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -100,19 +101,30 @@ impl Tls {
     pub(super) fn for_target(target: &Target) -> Result<Tls> {
         let mode = SslMode::of(target);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let any: Arc<dyn ServerCertVerifier> = Arc::new(AnyCertificate(provider.clone()));
+        let unverified = |provider: &Arc<CryptoProvider>| LibpqVerifier {
+            provider: provider.clone(),
+            chain: None,
+            check_name: false,
+        };
         if mode == SslMode::Disable {
             return Ok(Tls {
                 mode,
                 rootcert: None,
                 client_cert: None,
-                connector: connector(config_builder(&provider, target, any)?, None)?,
+                connector: connector(
+                    config_builder(&provider, target, Arc::new(unverified(&provider)))?,
+                    None,
+                )?,
             });
         }
         let rootcert = root_certificate(target, mode)?;
         let verifier = match &rootcert {
-            Some(path) => chain_verifier(target, mode, path, &provider)?,
-            None => any,
+            Some(path) => LibpqVerifier {
+                chain: Some(chain_verifier(target, path, &provider)?),
+                check_name: mode == SslMode::VerifyFull,
+                ..unverified(&provider)
+            },
+            None => unverified(&provider),
         };
         let client = client_identity(target)?;
         let client_cert = client.as_ref().map(|(path, _, _)| path.clone());
@@ -121,7 +133,7 @@ impl Tls {
             rootcert,
             client_cert,
             connector: connector(
-                config_builder(&provider, target, verifier)?,
+                config_builder(&provider, target, Arc::new(verifier))?,
                 client.map(|(_, chain, key)| (chain, key)),
             )?,
         })
@@ -237,13 +249,12 @@ fn root_certificate(target: &Target, mode: SslMode) -> Result<Option<PathBuf>> {
 }
 
 /// A verifier of the server's chain against `rootcert` (with the CRLs of `sslcrl` and
-/// `sslcrldir`); of the host name too in verify-full.
+/// `sslcrldir`), and of the host name, which [`LibpqVerifier`] ignores but in verify-full.
 fn chain_verifier(
     target: &Target,
-    mode: SslMode,
     rootcert: &Path,
     provider: &Arc<CryptoProvider>,
-) -> Result<Arc<dyn ServerCertVerifier>> {
+) -> Result<Arc<WebPkiServerVerifier>> {
     let setting = target.setting_origin("sslrootcert");
     let unusable = |why: String| {
         Error::new(
@@ -262,15 +273,10 @@ fn chain_verifier(
         return Err(unusable("holds no usable certificate".to_string()));
     }
     let crls = revocation_lists(target)?;
-    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .with_crls(crls)
         .build()
-        .map_err(|e| unusable(format!("cannot be used: {e}")))?;
-    Ok(if mode == SslMode::VerifyFull {
-        verifier
-    } else {
-        Arc::new(ChainOnly(verifier))
-    })
+        .map_err(|e| unusable(format!("cannot be used: {e}")))
 }
 
 /// The certificate revocation lists of `sslcrl` (a PEM file) and `sslcrldir` (every file in
@@ -428,7 +434,6 @@ pub(super) fn check_key_permissions(key: &Path, setting: &str) -> Result<()> {
 /// operator's terms, naming the setting that fixes it. Final: certificates do not fix
 /// themselves.
 pub(super) fn handshake_error(target: &Target, tls: &Tls, error: &rustls::Error) -> Error {
-    use rustls::AlertDescription as Alert;
     let mode = target.sslmode_shown();
     let rootcert = || {
         tls.rootcert
@@ -483,17 +488,7 @@ pub(super) fn handshake_error(target: &Target, tls: &Tls, error: &rustls::Error)
                 "set sslrootcert to the CA certificate that signed the server's certificate, or, instead of {mode}, sslmode=require without a root certificate file (which encrypts without verifying)"
             ),
         ),
-        rustls::Error::AlertReceived(
-            Alert::CertificateRequired
-            | Alert::HandshakeFailure
-            | Alert::BadCertificate
-            | Alert::UnsupportedCertificate
-            | Alert::CertificateRevoked
-            | Alert::CertificateExpired
-            | Alert::CertificateUnknown
-            | Alert::UnknownCA
-            | Alert::AccessDenied,
-        ) => match &tls.client_cert {
+        refused if client_certificate_refused(refused) => match &tls.client_cert {
             None => (
                 "the server requires a client certificate and none was presented".to_string(),
                 "name a client certificate and its key with sslcert and sslkey in -d (or PGSSLCERT, PGSSLKEY)".to_string(),
@@ -519,83 +514,21 @@ pub(super) fn handshake_error(target: &Target, tls: &Tls, error: &rustls::Error)
     .hint(hint)
 }
 
-/// rustls's error inside `error`'s chain, if TLS is what failed. rustls's error travels inside
-/// `io::Error`s, whose `source()` skips the error they wrap (their Display shows it), so an
-/// `io::Error` link is descended into rather than past.
-pub fn rustls_error<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
-    let mut link = Some(error);
-    while let Some(error) = link {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        link = match error
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => error.source(),
-        };
-    }
-    None
+/// libpq's verification of the server's certificate: none without a root certificate (the
+/// handshake's own signatures are still checked, so the session is encrypted to whoever holds
+/// that key); the chain and its revocation against the root certificate otherwise; the host
+/// name too in verify-full only. webpki checks the name last, so a name mismatch means the
+/// rest passed.
+#[derive(Debug)]
+struct LibpqVerifier {
+    provider: Arc<CryptoProvider>,
+    /// The chain's verifier, when there is a root certificate.
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    /// verify-full: the certificate must name the host.
+    check_name: bool,
 }
 
-/// libpq without a root certificate: any server certificate is accepted; the handshake's own
-/// signatures are still checked, so the session is encrypted to whoever holds that key.
-#[derive(Debug)]
-struct AnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// verify-ca (and require or prefer with a root certificate): the chain and its revocation
-/// are verified, the host name is not. webpki checks the name last, so a name mismatch means
-/// everything else passed.
-#[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for LibpqVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -604,13 +537,13 @@ impl ServerCertVerifier for ChainOnly {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+            )) if !self.check_name => Ok(ServerCertVerified::assertion()),
             other => other,
         }
     }
@@ -621,7 +554,8 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls12_signature(message, cert, dss, algorithms)
     }
 
     fn verify_tls13_signature(
@@ -630,11 +564,14 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        let algorithms = &self.provider.signature_verification_algorithms;
+        verify_tls13_signature(message, cert, dss, algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -725,14 +662,5 @@ mod tests {
         error.assert_says("has group or world access", "chmod 0600");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         check_key_permissions(&key, "sslkey").unwrap();
-    }
-
-    #[test]
-    fn the_rustls_error_is_found_inside_io_errors() {
-        let inner = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
-        let io = std::io::Error::new(std::io::ErrorKind::InvalidData, inner.clone());
-        assert_eq!(rustls_error(&io), Some(&inner));
-        let plain = std::io::Error::other("no");
-        assert_eq!(rustls_error(&plain), None);
     }
 }
