@@ -40,8 +40,13 @@ pub const RSYNC_TIMEOUT_ENV: &str = "PGREPLICA_RSYNC_TIMEOUT";
 
 /// `--timeout=N` for rsync, from [`RSYNC_TIMEOUT_ENV`] or the default; none for 0.
 fn io_timeout_arg() -> Result<Option<String>> {
-    let seconds = match std::env::var(RSYNC_TIMEOUT_ENV) {
-        Ok(text) if !text.is_empty() => text.trim().parse::<u64>().map_err(|_| {
+    timeout_arg(std::env::var(RSYNC_TIMEOUT_ENV).ok())
+}
+
+/// `--timeout=N` for `setting` (the variable's value, if set).
+fn timeout_arg(setting: Option<String>) -> Result<Option<String>> {
+    let seconds = match setting {
+        Some(text) if !text.is_empty() => text.trim().parse::<u64>().map_err(|_| {
             crate::error::Error::new(
                 crate::error::ErrorKind::Config,
                 format!("{RSYNC_TIMEOUT_ENV} is not a number of seconds: \"{text}\""),
@@ -309,4 +314,20 @@ fn link_tablespaces(data_dir: &Path, dirs: &PreparedDirs) -> Result<()> {
             .map_err(|e| crate::durable::io_error("create link", &link, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rsync_gives_up_on_a_silent_peer_unless_told_otherwise() {
+        let arg = |v: Option<&str>| super::timeout_arg(v.map(String::from));
+        assert_eq!(arg(None).unwrap().as_deref(), Some("--timeout=60"));
+        assert_eq!(arg(Some("")).unwrap().as_deref(), Some("--timeout=60"));
+        assert_eq!(arg(Some("300")).unwrap().as_deref(), Some("--timeout=300"));
+        assert_eq!(arg(Some("0")).unwrap(), None);
+        arg(Some("soon")).unwrap_err().assert_says(
+            "PGREPLICA_RSYNC_TIMEOUT is not a number of seconds",
+            "whole seconds",
+        );
+    }
 }
