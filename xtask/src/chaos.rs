@@ -13,14 +13,14 @@ use lab::{BarmanFlavor, Lab, LabOptions, KEEP_ENV};
 use crate::args::{Args, LabArgs};
 use crate::{stage, Failure};
 
-/// The three copying modes, in the order `--mode all` takes turns.
+/// The three copying modes, in the order `--mode all` runs them.
 const ALL_MODES: [ChaosMode; 3] = [ChaosMode::Barman, ChaosMode::Api, ChaosMode::BaseBackup];
 
 /// What `cargo xtask chaos` was asked to do.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct ChaosArgs {
     lab: LabOptions,
-    /// The modes to run: one, or all three taking turns (`--mode all`).
+    /// The modes to run: one, or all three one after the other (`--mode all`).
     modes: Vec<ChaosMode>,
     rounds: u32,
     /// Run rounds until at least this many kills and faults landed, over all modes.
@@ -90,7 +90,7 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
     let names: Vec<&str> = args.modes.iter().map(|m| m.label()).collect();
     let extent = match (args.round, args.kills) {
         (Some(round), _) => format!("round {round}"),
-        (None, Some(kills)) => format!("rounds until {kills} kills and faults"),
+        (None, Some(kills)) => format!("rounds until {kills} kills and faults, shared by the modes"),
         (None, None) => format!("{} round(s) per mode", args.rounds),
     };
     println!(
@@ -116,7 +116,11 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
     let lab = stage("start lab", || Lab::start(args.lab.clone()))?;
     eprintln!("   lab in {}", lab.dir().display());
     let pgreplica = lab.install_binary(&built);
-    let mut campaigns = Vec::new();
+    // One mode after the other, each with its own reference made just before its rounds: a
+    // pg_basebackup round completes WAL segments that Barman archives, and `barman recover`
+    // (pg-backup-api mode) restores every archived segment, so the modes must not interleave.
+    let share = args.kills.map(|k| k.div_ceil(args.modes.len() as u32) as usize);
+    let mut reports: Vec<RoundReport> = Vec::new();
     for &mode in &args.modes {
         let options = ChaosOptions {
             mode,
@@ -152,28 +156,23 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
                 println!("chaos: every pg_basebackup round runs pg_basebackup from the primary")
             }
         }
-        campaigns.push(campaign);
-    }
-
-    // Rounds take turns between the modes; each mode's round n is replayable on its own.
-    let mut reports: Vec<RoundReport> = Vec::new();
-    let mut round = args.round.unwrap_or(1);
-    loop {
-        for campaign in &campaigns {
+        let mut round = args.round.unwrap_or(1);
+        let mut landed = 0;
+        loop {
             let report = campaign.run_round(round);
             println!("{report}");
+            landed += report.kills.len();
             reports.push(report);
+            let done = match (args.round, share) {
+                (Some(_), _) => true,
+                (None, Some(share)) => landed >= share,
+                (None, None) => round >= args.rounds,
+            };
+            if done {
+                break;
+            }
+            round += 1;
         }
-        let landed: usize = reports.iter().map(|r| r.kills.len()).sum();
-        let done = match (args.round, args.kills) {
-            (Some(_), _) => true,
-            (None, Some(kills)) => landed >= kills as usize,
-            (None, None) => round >= args.rounds,
-        };
-        if done {
-            break;
-        }
-        round += 1;
     }
     for mode in &args.modes {
         let of_mode: Vec<RoundReport> = reports
@@ -209,7 +208,6 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
         .collect();
     // The failing rounds' directories live in the lab's: keep it (its daemons still stop).
     std::env::set_var(KEEP_ENV, "1");
-    drop(campaigns);
     drop(lab);
     Err(Failure::new(
         "chaos",
