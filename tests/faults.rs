@@ -196,7 +196,11 @@ fn each_fault_ends_cleanly_and_resumes_to_an_identical_clone() {
         stderr.contains("ERROR: rsync lost its ssh connection to the Barman host"),
         "{stderr}"
     );
-    faults.bench.lab.set_sshd_max_startups(200).unwrap();
+    faults
+        .bench
+        .lab
+        .set_sshd_max_startups(lab::SSHD_MAX_STARTUPS)
+        .unwrap();
     faults.resume_to_reference(&dir, &[]);
 
     // The source node is down when FetchParams connects: retried, then exit 6 with the cause.

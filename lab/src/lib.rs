@@ -70,6 +70,7 @@ pub use lab::{Lab, LabOptions, Tablespace, KEEP_ENV};
 pub use ports::free_port;
 pub use postgres::Standby;
 pub use signals::wait_for_interrupt;
+pub use sshd::MAX_STARTUPS as SSHD_MAX_STARTUPS;
 pub use system::{
     bench_prerequisites, install, prerequisites, BARMAN_VENV, OPENSSL, PG_BIN, REPMGR, SSH, STUNNEL,
 };

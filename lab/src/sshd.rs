@@ -28,7 +28,7 @@ pub(crate) fn client_options(port: u16, key: &Path) -> Vec<String> {
 }
 
 /// sshd's `MaxStartups` in a lab: parallel transfers open many sessions at once.
-pub(crate) const MAX_STARTUPS: u32 = 200;
+pub const MAX_STARTUPS: u32 = 200;
 
 /// The sshd_config of a lab: loopback only, keys only, authorized_keys per user inside the lab,
 /// `path` as PATH for every session (so `barman` resolves to the lab's flavour), and at most

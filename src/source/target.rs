@@ -112,6 +112,20 @@ impl Target {
                 settings.set(name, &absolute(value)?);
             }
         }
+        let strong = matches!(
+            settings.get("sslmode"),
+            Some("require" | "verify-ca" | "verify-full")
+        );
+        if settings.get("sslnegotiation") == Some("direct") && !strong {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "weak sslmode \"{}\" may not be used with sslnegotiation=direct (use \"require\", \"verify-ca\", or \"verify-full\")",
+                    settings.get("sslmode").unwrap_or("prefer")
+                ),
+            )
+            .hint("set sslmode=require (or stronger) with sslnegotiation=direct, or leave sslnegotiation out"));
+        }
         let hostaddr = address.get("hostaddr").map(str::to_string);
         for name in ["host", "hostaddr", "port"] {
             if address.get(name).is_some_and(|v| v.contains(',')) {
@@ -446,9 +460,7 @@ fn check_value(name: &str, value: &str) -> Result<()> {
         "target_session_attrs" => one_of(&["any", "read-write", "read-only"]),
         "load_balance_hosts" => one_of(&["disable", "random"]),
         "sslsni" | "sslcompression" | "keepalives" => one_of(&["0", "1"]),
-        "ssl_min_protocol_version" | "ssl_max_protocol_version"
-            if matches!(value, "TLSv1" | "TLSv1.1") && name == "ssl_max_protocol_version" =>
-        {
+        "ssl_max_protocol_version" if matches!(value, "TLSv1" | "TLSv1.1") => {
             cannot("pgreplica's TLS (rustls) speaks TLS 1.2 and 1.3 only")
         }
         "ssl_min_protocol_version" | "ssl_max_protocol_version" => {
@@ -637,6 +649,11 @@ mod tests {
                 "host=a gssencmode=require",
                 "gssencmode=require is not supported",
                 "use another value of gssencmode",
+            ),
+            (
+                "host=a sslnegotiation=direct",
+                "weak sslmode \"prefer\" may not be used with sslnegotiation=direct",
+                "set sslmode=require",
             ),
             (
                 "host=a connect_timeout=soon",

@@ -112,6 +112,7 @@ impl Tls {
                 rootcert: None,
                 client_cert: None,
                 connector: connector(
+                    target,
                     config_builder(&provider, target, Arc::new(unverified(&provider)))?,
                     None,
                 )?,
@@ -133,6 +134,7 @@ impl Tls {
             rootcert,
             client_cert,
             connector: connector(
+                target,
                 config_builder(&provider, target, Arc::new(verifier))?,
                 client.map(|(_, chain, key)| (chain, key)),
             )?,
@@ -162,12 +164,13 @@ fn config_builder(
 }
 
 /// The connector for `builder`, with the client certificate chain and key when given, and
-/// `sslsni`.
+/// `target`'s `sslsni`.
 fn connector(
+    target: &Target,
     builder: rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>,
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
 ) -> Result<MakeRustlsConnect> {
-    let config = match client {
+    let mut config = match client {
         Some((chain, key)) => builder.with_client_auth_cert(chain, key).map_err(|e| {
             Error::new(
                 ErrorKind::DbConnection,
@@ -177,6 +180,8 @@ fn connector(
         })?,
         None => builder.with_no_client_auth(),
     };
+    // libpq's sslsni=0: no server name in the handshake (rustls sends none for an address).
+    config.enable_sni = target.setting("sslsni") != Some("0");
     Ok(MakeRustlsConnect::new(config))
 }
 

@@ -90,7 +90,9 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
     let names: Vec<&str> = args.modes.iter().map(|m| m.label()).collect();
     let extent = match (args.round, args.kills) {
         (Some(round), _) => format!("round {round}"),
-        (None, Some(kills)) => format!("rounds until {kills} kills and faults, shared by the modes"),
+        (None, Some(kills)) => {
+            format!("rounds until {kills} kills and faults, shared by the modes")
+        }
         (None, None) => format!("{} round(s) per mode", args.rounds),
     };
     println!(
@@ -119,7 +121,9 @@ pub(crate) fn run(args: ChaosArgs) -> Result<(), Failure> {
     // One mode after the other, each with its own reference made just before its rounds: a
     // pg_basebackup round completes WAL segments that Barman archives, and `barman recover`
     // (pg-backup-api mode) restores every archived segment, so the modes must not interleave.
-    let share = args.kills.map(|k| k.div_ceil(args.modes.len() as u32) as usize);
+    let share = args
+        .kills
+        .map(|k| k.div_ceil(args.modes.len() as u32) as usize);
     let mut reports: Vec<RoundReport> = Vec::new();
     for &mode in &args.modes {
         let options = ChaosOptions {

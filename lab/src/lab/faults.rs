@@ -31,7 +31,7 @@ impl Lab {
     }
 
     /// Sets the sshd's `MaxStartups` (connections waiting to log in; more are refused) and
-    /// makes it read its configuration again. [`sshd::MAX_STARTUPS`] is the lab's own.
+    /// makes it read its configuration again. [`SSHD_MAX_STARTUPS`](crate::SSHD_MAX_STARTUPS) is the lab's own.
     pub fn set_sshd_max_startups(&self, max_startups: u32) -> Result<(), LabError> {
         let dir = self.dir.join("ssh");
         exec::write_file(
