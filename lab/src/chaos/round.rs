@@ -126,7 +126,7 @@ impl Campaign<'_> {
                     }
                     let code = status.code();
                     match self.explain_exit(status, &stderr, last_action, &last_stop, &data_dir)? {
-                        None => ledger.interrupted += u32::from(code == Some(40)),
+                        None => {}
                         Some(chosen) => {
                             report.operator_choices += 1;
                             choice = Some(chosen);
