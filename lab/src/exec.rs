@@ -218,16 +218,16 @@ pub(crate) fn signal(pid: u32, signal: i32) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
-/// Every process descended from `pid` (children, their children …), from /proc.
-pub(crate) fn descendants(pid: u32) -> Vec<u32> {
-    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+/// Every process and its parent, from /proc.
+fn parents() -> Vec<(u32, u32)> {
+    std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|entry| {
             let child: u32 = entry.file_name().to_str()?.parse().ok()?;
             let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
-            // The fields after the command name, which may hold spaces and parentheses.
+            // Field 4, after the command name, which may hold spaces and parentheses.
             let parent = stat
                 .rsplit_once(')')?
                 .1
@@ -237,7 +237,21 @@ pub(crate) fn descendants(pid: u32) -> Vec<u32> {
                 .ok()?;
             Some((child, parent))
         })
-        .collect();
+        .collect()
+}
+
+/// The processes whose parent is `pid`.
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    parents()
+        .into_iter()
+        .filter(|&(_, parent)| parent == pid)
+        .map(|(child, _)| child)
+        .collect()
+}
+
+/// Every process descended from `pid` (children, their children …).
+pub(crate) fn descendants(pid: u32) -> Vec<u32> {
+    let parents = parents();
     let mut found = Vec::new();
     let mut frontier = vec![pid];
     while let Some(parent) = frontier.pop() {

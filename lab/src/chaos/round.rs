@@ -164,8 +164,8 @@ impl Campaign<'_> {
     }
 
     /// Why pgreplica exited with `status` when the round expects it: Ok(None) when the last
-    /// kill explains it — SIGTERM: exit 40, or death by the signal if it came before
-    /// pgreplica's handler; a killed rsync: exit 2 once the in-run retries ran out —,
+    /// kill explains it — SIGTERM: exit 40, or death by the signal (through runuser: 143) if
+    /// it came before pgreplica's handler; a killed rsync: exit 2 once the in-run retries ran out —,
     /// Ok(Some(choice)) for pg-backup-api mode's stop for the operator's choice
     /// ([`Campaign::operator_choice`]); otherwise the failure, with the tail of `stderr`.
     fn explain_exit(
@@ -178,7 +178,13 @@ impl Campaign<'_> {
     ) -> Result<Option<String>, String> {
         let code = status.code();
         let ours = match last_action {
-            Some(Action::Terminate) => code == Some(40) || status.signal() == Some(libc::SIGTERM),
+            // Exit 40; or death by the signal when it came before pgreplica's handler, which
+            // runuser (pgreplica's parent here) reports as 128 + 15.
+            Some(Action::Terminate) => {
+                code == Some(40)
+                    || code == Some(128 + libc::SIGTERM)
+                    || status.signal() == Some(libc::SIGTERM)
+            }
             Some(Action::KillRsync) => code == Some(2),
             // The fault outlasted the in-run retries: the documented exit code of what failed
             // (ssh 12, or rsync 2 for its own timeout; the source 6, or pg_basebackup's 14).
