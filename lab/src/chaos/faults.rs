@@ -103,6 +103,17 @@ impl ChaosMode {
     }
 }
 
+impl ChaosMode {
+    /// The index of the last step `fault` can break in this mode: the ssh faults reach as far
+    /// as Transfer, the source's as far as WriteReplicationConf (the last step).
+    pub(super) fn fault_reach(self, fault: Action) -> usize {
+        match fault {
+            Action::SilentNetwork | Action::SshdDown | Action::SshRefused => self.transfer(),
+            _ => self.steps().len() - 1,
+        }
+    }
+}
+
 impl Campaign<'_> {
     /// Inflicts `fault` for `outage_ms`, then lifts it: returns when the world is whole again.
     pub(super) fn inflict(

@@ -262,11 +262,11 @@ impl Campaign<'_> {
                 continue;
             }
             // rsyncs run and the API is polled only inside Transfer: past it, a planned rsync
-            // kill or API restart kills the group. A fault aimed at a step the clone has left
-            // would miss what it is meant to break: it becomes a SIGKILL too.
+            // kill or API restart kills the group. A fault that comes after the last step it
+            // can break (ssh's: Transfer) would miss: it becomes a SIGKILL too.
             let action = match target.action {
                 Action::KillRsync | Action::RestartApi if index > transfer => Action::KillGroup,
-                fault if fault.is_fault() && index > target.step => Action::KillGroup,
+                fault if fault.is_fault() && index > mode.fault_reach(fault) => Action::KillGroup,
                 action => action,
             };
             if self.deliver(action, target.outage_ms, child, data_dir)? {
