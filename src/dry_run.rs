@@ -134,6 +134,16 @@ pub async fn check(request: &CloneRequest, state_dir: Option<&Path>) -> Report {
     match request.mode {
         Mode::BarmanRsync => match Barman::for_request(request) {
             Ok(barman) => {
+                // ssh_options is trusted like ~/.ssh/config: say what it makes ssh run here,
+                // since even this dry run connects to the Barman host with it.
+                match barman.local_commands().await {
+                    Ok(commands) if commands.is_empty() => {}
+                    Ok(commands) => report.warnings.push(format!(
+                        "ssh to the Barman host runs these commands on this host (ssh_options, ~/.ssh/config), and this dry run did too: {}",
+                        commands.join("; ")
+                    )),
+                    Err(e) => report.record("ssh_options", Err(e)),
+                }
                 report.record(
                     "Barman server",
                     barman

@@ -23,6 +23,7 @@
 //! * [`replication_conf`] — primary_conninfo and the files that make a standby.
 //! * [`progress`], [`log`] — what the operator sees; [`paste`] — the commands it prints.
 //! * [`child_output`] — a program's output cut into lines, and the tail an error's DETAIL keeps.
+//! * [`tls_errors`] — rustls's errors found in a library's chain and read for the operator.
 //! * [`error`] — errors and the exit codes they map to.
 //!
 //! The decisions (which step runs next, what a failure means) live in the `states` crate,
@@ -57,4 +58,5 @@ pub mod source;
 pub mod status;
 pub mod steps;
 pub mod store;
+pub mod tls_errors;
 pub mod transfer;

@@ -193,8 +193,16 @@ pub async fn inspect_source(
     let (upstream_node_id, upstream_conninfo) = match (upstream, request.upstream_node_id) {
         (Some(node), _) => (
             Some(node.node_id),
+            // repmgr's record, as repmgr uses it; the TLS settings that reached the source fill
+            // in what it lacks, so the slot's connection and the standby reach the upstream as
+            // securely (a record registered without sslmode would otherwise send the
+            // walreceiver in clear text, or be refused by a TLS-only upstream).
             crate::conninfo::Conninfo::parse(&node.conninfo)
-                .map(|c| c.without_password().render())
+                .map(|c| {
+                    let mut upstream = c.without_password();
+                    upstream.merge_defaults(&target.tls_conninfo());
+                    upstream.render()
+                })
                 .unwrap_or_else(|_| target.conninfo()),
         ),
         (None, Some(id)) => {

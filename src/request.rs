@@ -173,18 +173,24 @@ fn build_from(
     }
     let backup_api = config.api_target().filter(|_| mode == Mode::BackupApi);
     let backup_selector = backup_selector_of(flags, config, backup_api.as_ref())?;
+    let source = SourceConn {
+        host: flags.host.clone(),
+        port: flags.port,
+        user: flags.user.clone(),
+        dbname: dbname
+            .map(|d| crate::source::with_absolute_paths(&d))
+            .transpose()?,
+    };
+    // Every keyword and PG* variable is checked now, before anything is recorded: a refused
+    // or misspelt one is a configuration error at once, not a failed step later.
+    crate::source::Target::resolve(&source)?;
     Ok(CloneRequest {
         mode,
         data_dir: data_dir.display().to_string(),
         config_file: config_file.map(|p| p.display().to_string()),
         node_id: config.node_id,
         node_name: config.node_name.clone(),
-        source: SourceConn {
-            host: flags.host.clone(),
-            port: flags.port,
-            user: flags.user.clone(),
-            dbname,
-        },
+        source,
         upstream_node_id: flags.upstream_node_id,
         backup_selector,
         jobs: flags.jobs,

@@ -1,6 +1,8 @@
 //! The kill-anywhere campaign, bounded for the test suite: a few rounds of `lab::chaos` per
 //! copying mode with a fixed seed — pgreplica killed for real (SIGKILL of its group, SIGTERM,
-//! its rsyncs, the pg-backup-api server restarted) inside steps and mid-file, resumed, and each
+//! its rsyncs, the pg-backup-api server restarted) inside steps and mid-file, and the world
+//! failing around it (the network to Barman silent, sshd down or refusing, the source node
+//! down or TLS-only: the fault actions, where they apply), resumed, and each
 //! clone checked: equal to an uninterrupted one (Barman, pg-backup-api), or verified against its
 //! manifest with every restart recorded (pg_basebackup). The long campaign is `cargo xtask
 //! chaos` (docs/chaos.md).
@@ -72,6 +74,17 @@ fn run_campaign(
     assert!(
         inside_a_step > 0,
         "no kill landed inside a step in {} rounds:\n{summary}",
+        reports.len()
+    );
+    // The faults of the world run beside the kills, where they apply.
+    let faults = reports
+        .iter()
+        .flat_map(|r| &r.kills)
+        .filter(|k| k.action.is_fault())
+        .count();
+    assert!(
+        !options.faults || faults > 0,
+        "no fault in {} rounds:\n{summary}",
         reports.len()
     );
     reports
@@ -205,6 +218,7 @@ fn killed_anywhere_resume_matches_an_uninterrupted_clone() {
         // Faster than the campaign's default: kills still land mid-file, rounds stay short.
         bwlimit_kbps: (10000, 16000),
         round_timeout: Duration::from_secs(120),
+        faults: true,
         ..ChaosOptions::default()
     };
     run_campaign(&bench, options, 3..=5);
@@ -224,6 +238,7 @@ fn killed_anywhere_in_api_mode_resume_reattaches_to_the_one_operation() {
         max_kills: 3,
         round_timeout: Duration::from_secs(180),
         apiserver: Some(common::api::built_server()),
+        faults: true,
         ..ChaosOptions::default()
     };
     let reports = run_campaign(&bench, options, 1..=3);
@@ -246,6 +261,7 @@ fn killed_anywhere_in_basebackup_mode_restarts_cleanly_and_streams() {
         bwlimit_kbps: (8000, 16000),
         round_timeout: Duration::from_secs(120),
         start_standby: true,
+        faults: true,
         ..ChaosOptions::default()
     };
     run_campaign(&bench, options, 1..=3);

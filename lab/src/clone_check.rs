@@ -123,25 +123,7 @@ pub fn terminate_pgreplica(child: &Child) -> bool {
 /// The pid of pgreplica itself under the `runuser` that `child` is (the pid pgreplica names in
 /// its messages and status); None when it is not (or no longer) there.
 pub fn pgreplica_pid(child: &Child) -> Option<u32> {
-    children_of(child.id()).into_iter().next()
-}
-
-/// The pids whose parent is `parent`, from /proc.
-fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            // Field 4 of /proc/PID/stat, after the parenthesised command name.
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-                    == Some(parent)
-            })
-        })
-        .collect()
+    crate::exec::children(child.id()).into_iter().next()
 }
 
 /// SIGKILLs only the rsync processes copying into `data_dir` (a dropped link, an operator's

@@ -23,8 +23,11 @@
 //! - `system` — [`prerequisites`], [`bench_prerequisites`] and [`install`]: programs, users,
 //!   packages.
 //! - `exec` — running programs with a deadline and captured output, as another user.
+//! - [`relay`] — [`Relay`](relay::Relay): a TCP relay on 127.0.0.1 that can go silent or
+//!   refuse, for the network and host faults.
 //! - `ports` — [`free_port`].
 //! - `signals` — [`wait_for_interrupt`] for `cargo xtask lab`.
+//! - [`tls`] — [`Pki`](tls::Pki): a throwaway CA (`openssl ca`) for the TLS tests.
 //! - `error` — [`LabError`].
 //! - `test_support` — what the unit tests share (configuration texts checked line by line).
 //!
@@ -51,12 +54,14 @@ mod exec;
 mod lab;
 mod ports;
 mod postgres;
+pub mod relay;
 mod signals;
 mod sshd;
 pub mod status;
 mod system;
 #[cfg(test)]
 mod test_support;
+pub mod tls;
 
 pub use barman::{BarmanFlavor, SERVER as BARMAN_SERVER, SLOT as BARMAN_SLOT};
 pub use error::LabError;
@@ -65,6 +70,7 @@ pub use lab::{Lab, LabOptions, Tablespace, KEEP_ENV};
 pub use ports::free_port;
 pub use postgres::Standby;
 pub use signals::wait_for_interrupt;
+pub use sshd::MAX_STARTUPS as SSHD_MAX_STARTUPS;
 pub use system::{
     bench_prerequisites, install, prerequisites, BARMAN_VENV, OPENSSL, PG_BIN, REPMGR, SSH, STUNNEL,
 };

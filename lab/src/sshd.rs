@@ -27,9 +27,13 @@ pub(crate) fn client_options(port: u16, key: &Path) -> Vec<String> {
     options
 }
 
+/// sshd's `MaxStartups` in a lab: parallel transfers open many sessions at once.
+pub const MAX_STARTUPS: u32 = 200;
+
 /// The sshd_config of a lab: loopback only, keys only, authorized_keys per user inside the lab,
-/// and `path` as PATH for every session (so `barman` resolves to the lab's flavour).
-pub(crate) fn config_text(dir: &Path, port: u16, path: &str) -> String {
+/// `path` as PATH for every session (so `barman` resolves to the lab's flavour), and at most
+/// `max_startups` connections waiting to log in (more are refused).
+pub(crate) fn config_text(dir: &Path, port: u16, path: &str, max_startups: u32) -> String {
     format!(
         "Port {port}\n\
          ListenAddress 127.0.0.1\n\
@@ -44,8 +48,7 @@ pub(crate) fn config_text(dir: &Path, port: u16, path: &str) -> String {
          StrictModes no\n\
          PermitRootLogin no\n\
          PrintMotd no\n\
-         # Parallel transfers open many sessions at once.\n\
-         MaxStartups 200\n\
+         MaxStartups {max_startups}\n\
          MaxSessions 200\n\
          SetEnv PATH={path}\n\
          LogLevel INFO\n",
@@ -115,6 +118,35 @@ impl Sshd {
             .and_then(|text| text.trim().parse().ok())
     }
 
+    /// Makes the running sshd read its configuration again (SIGHUP: sshd re-executes itself
+    /// on the same port; open sessions go on).
+    pub(crate) fn reload(&self) -> Result<(), LabError> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| LabError::new("reload sshd", "sshd is not running"))?;
+        exec::signal(pid, libc::SIGHUP);
+        exec::wait_for("reload sshd", Duration::from_secs(20), || {
+            Ok(TcpStream::connect(("127.0.0.1", self.port)).is_ok())
+        })
+    }
+
+    /// Kills the sshd and every session it serves (their processes, the remote commands
+    /// included): the Barman host's sshd died, or the host itself did.
+    pub(crate) fn kill_with_sessions(&self) -> Result<(), LabError> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let sessions = exec::descendants(pid);
+        exec::signal(pid, libc::SIGKILL);
+        for session in sessions {
+            exec::signal(session, libc::SIGKILL);
+        }
+        let _ = std::fs::remove_file(self.dir.join("sshd.pid"));
+        exec::wait_for("kill sshd", Duration::from_secs(10), || {
+            Ok(TcpStream::connect(("127.0.0.1", self.port)).is_err())
+        })
+    }
+
     /// Stops the listening sshd (sessions still open end with their clients).
     pub(crate) fn stop(&self) -> Result<(), LabError> {
         let Some(pid) = self.pid() else {
@@ -134,7 +166,7 @@ mod tests {
 
     #[test]
     fn config_keeps_everything_inside_the_lab() {
-        let text = config_text(Path::new("/tmp/l/ssh"), 24567, "/v/bin:/usr/bin:/bin");
+        let text = config_text(Path::new("/tmp/l/ssh"), 24567, "/v/bin:/usr/bin:/bin", 7);
         assert_has_lines(
             &text,
             &[
@@ -146,6 +178,7 @@ mod tests {
                 "StrictModes no",
                 "PasswordAuthentication no",
                 "SetEnv PATH=/v/bin:/usr/bin:/bin",
+                "MaxStartups 7",
             ],
         );
     }

@@ -38,6 +38,36 @@ use std::time::{Duration, Instant};
 /// Done marks are committed to disk at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
+/// rsync's `--timeout` (seconds without any data moving before rsync gives up): with ssh's
+/// keep-alives ([`crate::barman::ssh::DEFAULTS`]) a dead Barman host or network is noticed
+/// within about a minute. `PGREPLICA_RSYNC_TIMEOUT` overrides it (0: no limit).
+pub const RSYNC_IO_TIMEOUT_S: u64 = 60;
+
+/// The environment variable that overrides [`RSYNC_IO_TIMEOUT_S`].
+pub const RSYNC_TIMEOUT_ENV: &str = "PGREPLICA_RSYNC_TIMEOUT";
+
+/// `--timeout=N` for rsync, from [`RSYNC_TIMEOUT_ENV`] or the default; none for 0.
+fn io_timeout_arg() -> Result<Option<String>> {
+    timeout_arg(std::env::var(RSYNC_TIMEOUT_ENV).ok())
+}
+
+/// `--timeout=N` for `setting` (the variable's value, if set).
+fn timeout_arg(setting: Option<String>) -> Result<Option<String>> {
+    let seconds = match setting {
+        Some(text) if !text.is_empty() => text.trim().parse::<u64>().map_err(|_| {
+            crate::error::Error::new(
+                crate::error::ErrorKind::Config,
+                format!("{RSYNC_TIMEOUT_ENV} is not a number of seconds: \"{text}\""),
+            )
+            .hint(format!(
+                "set {RSYNC_TIMEOUT_ENV} to whole seconds (0: rsync waits forever), or unset it"
+            ))
+        })?,
+        _ => RSYNC_IO_TIMEOUT_S,
+    };
+    Ok((seconds > 0).then(|| format!("--timeout={seconds}")))
+}
+
 /// Runs the transfer of the pinned `backup` from `target` into the prepared `dirs`.
 pub async fn run(
     ctx: &mut StepContext<'_>,
@@ -86,8 +116,10 @@ pub async fn run(
             .collect(),
         extra_args: request
             .bwlimit_kbps
-            .map(|k| vec![format!("--bwlimit={k}")])
-            .unwrap_or_default(),
+            .map(|k| format!("--bwlimit={k}"))
+            .into_iter()
+            .chain(io_timeout_arg()?)
+            .collect(),
         entries,
         partials: BTreeSet::new(),
     };
@@ -425,4 +457,20 @@ fn link_tablespaces(data_dir: &Path, dirs: &PreparedDirs) -> Result<()> {
             .map_err(|e| crate::durable::io_error("create link", &link, e))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rsync_gives_up_on_a_silent_peer_unless_told_otherwise() {
+        let arg = |v: Option<&str>| super::timeout_arg(v.map(String::from));
+        assert_eq!(arg(None).unwrap().as_deref(), Some("--timeout=60"));
+        assert_eq!(arg(Some("")).unwrap().as_deref(), Some("--timeout=60"));
+        assert_eq!(arg(Some("300")).unwrap().as_deref(), Some("--timeout=300"));
+        assert_eq!(arg(Some("0")).unwrap(), None);
+        arg(Some("soon")).unwrap_err().assert_says(
+            "PGREPLICA_RSYNC_TIMEOUT is not a number of seconds",
+            "whole seconds",
+        );
+    }
 }

@@ -66,9 +66,19 @@ impl Bench {
 
     /// Runs `pgreplica ARGS` to completion.
     pub fn run(&self, args: &[&str]) -> Output {
-        let output = self.command(args).output().expect("run pgreplica");
+        self.run_with_env(args, &[])
+    }
+
+    /// Runs `pgreplica ARGS` to completion with the environment variables `env` set.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        let output = command.output().expect("run pgreplica");
         eprintln!(
-            "$ pgreplica {}\n{}{}-> {:?}",
+            "$ {}pgreplica {}\n{}{}-> {:?}",
+            env.iter()
+                .map(|(k, v)| format!("{k}={v} "))
+                .collect::<String>(),
             args.join(" "),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use states::Step;
 
+use super::faults::FaultGear;
 use super::options::{ChaosMode, ChaosOptions};
 use crate::api_server::{api_conf, ApiJob, ApiServer};
 use crate::clone_check::{
@@ -38,6 +39,8 @@ pub struct Campaign<'a> {
     pub(super) reference_transfer: Duration,
     /// The API server (pg-backup-api mode); a round restarts it, hence the cell.
     api: Option<RefCell<ApiServer>>,
+    /// The relays the clones go through, with faults ([`ChaosOptions::faults`]).
+    pub(super) faults: Option<FaultGear>,
 }
 
 impl<'a> Campaign<'a> {
@@ -51,6 +54,10 @@ impl<'a> Campaign<'a> {
     ) -> Result<Campaign<'a>, String> {
         let backup_id = newest_backup(lab)?;
         let api = start_api_server(lab, &options)?;
+        let faults = match options.faults {
+            true => Some(FaultGear::prepare(lab, options.mode)?),
+            false => None,
+        };
         let mut campaign = Campaign {
             lab,
             binary: binary.to_path_buf(),
@@ -59,6 +66,7 @@ impl<'a> Campaign<'a> {
             reference: TreeDigest::new(),
             reference_transfer: Duration::ZERO,
             api,
+            faults,
         };
         if campaign.options.mode == ChaosMode::BaseBackup {
             // Every pg_basebackup is a new backup: there is nothing to compare with.
@@ -115,11 +123,16 @@ impl<'a> Campaign<'a> {
         rate: u32,
     ) -> Result<PathBuf, String> {
         // One node name for every clone: it is part of the primary_conninfo pgreplica writes.
+        let fault_lines = self
+            .faults
+            .as_ref()
+            .map(|gear| gear.conf_lines(self.lab))
+            .unwrap_or_default();
         match self.options.mode {
             ChaosMode::Api => {
                 let host = self.api_server()?.borrow().host();
                 let extra = format!(
-                    "pg_backupapi_backup_id='{}'\npg_backupapi_start_timeout={API_START_TIMEOUT_SECS}",
+                    "pg_backupapi_backup_id='{}'\npg_backupapi_start_timeout={API_START_TIMEOUT_SECS}\n{fault_lines}",
                     self.backup_id
                 );
                 api_conf(self.lab, &host, data_dir, &extra).map_err(|e| e.to_string())
@@ -132,6 +145,7 @@ impl<'a> Campaign<'a> {
                 if mode == ChaosMode::BaseBackup && rate > 0 {
                     text.push_str(&format!("pg_basebackup_options='--max-rate={rate}'\n"));
                 }
+                text.push_str(&fault_lines);
                 self.lab
                     .write_file_as_postgres(&path, &text)
                     .map_err(|e| e.to_string())?;
@@ -143,7 +157,11 @@ impl<'a> Campaign<'a> {
     /// `clone start` of a clone configured by `conf`, in the campaign's mode, with `extra`
     /// arguments at the end.
     pub(super) fn start_args(&self, conf: &Path, extra: &[String]) -> Vec<String> {
-        let mut args = self.lab.clone_start_args(conf);
+        let port = self
+            .faults
+            .as_ref()
+            .map_or(self.lab.primary_port(), FaultGear::source_port);
+        let mut args = self.lab.clone_start_args_to(conf, port);
         match self.options.mode {
             ChaosMode::Barman => {
                 args.extend(["--backup-id".to_string(), self.backup_id.clone()]);

@@ -196,9 +196,18 @@ impl Campaign<'_> {
             })
             .count() as u64;
         let stopped = ledger.transfer_stops.len() as u64 + u64::from(ledger.transfer_interrupted);
-        if restarts != Some(earlier) || earlier != stopped {
+        // A fault of the source fails a pg_basebackup: the failed attempts are restarts too.
+        let failed = history
+            .iter()
+            .filter(|t| {
+                status::is_step(&t["step"], Step::Transfer)
+                    && (status::is_outcome(&t["outcome"], OutcomeKind::FailedRetryable)
+                        || status::is_outcome(&t["outcome"], OutcomeKind::FailedFatal))
+            })
+            .count() as u64;
+        if restarts != Some(earlier) || earlier != stopped + failed {
             problems.push(format!(
-                "the transfer records {restarts:?} restart(s), its history {earlier} earlier attempt(s), the kills stopped it {stopped} time(s)"
+                "the transfer records {restarts:?} restart(s), its history {earlier} earlier attempt(s), the kills stopped it {stopped} time(s) and {failed} attempt(s) failed"
             ));
         }
         if let Err(e) = verify_backup(self.lab, data_dir) {

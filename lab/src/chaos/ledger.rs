@@ -16,7 +16,7 @@ pub(super) struct Ledger {
     /// The step attempts stops left in flight (SIGKILL inside a step): each is one "Crashed" in
     /// the history once resumed, however often it is killed before a run records it.
     pub(super) in_flight: BTreeSet<String>,
-    /// SIGTERMs that stopped pgreplica with exit 40: each is an "Interrupted".
+    /// SIGTERMs that stopped pgreplica inside a step with exit 40: each is an "Interrupted".
     pub(super) interrupted: u32,
     /// Bytes the transfer had done at the last stop before it succeeded.
     pub(super) done_before_transfer_succeeded: u64,
@@ -46,6 +46,12 @@ impl Ledger {
         }
         if interrupted {
             let last = status::history(stopped).last().unwrap_or(&Value::Null);
+            // Stopped inside a step, the step records its interruption; stopped while waiting
+            // to retry a failed attempt (only a fault fails one), no attempt was running: the
+            // failure is the record's last word.
+            let waiting_to_retry =
+                status::is_outcome(&last["outcome"], OutcomeKind::FailedRetryable);
+            self.interrupted += u32::from(!waiting_to_retry);
             if status::is_step(&last["step"], Step::Transfer)
                 && status::is_outcome(&last["outcome"], OutcomeKind::Interrupted)
             {
@@ -132,5 +138,15 @@ mod tests {
         );
         assert_eq!(ledger.transfer_interrupted, 1);
         assert_eq!(ledger.done_before_transfer_succeeded, 40);
+        assert_eq!(ledger.interrupted, 2);
+        // Stopped while waiting to retry a failed attempt: nothing was interrupted.
+        let history =
+            json!([{"step": Step::WriteReplicationConf, "outcome": OutcomeKind::FailedRetryable}]);
+        ledger.note_stop(
+            barman_steps(),
+            &stopped(Step::WriteReplicationConf, Value::Null, 1000, history),
+            true,
+        );
+        assert_eq!(ledger.interrupted, 2);
     }
 }

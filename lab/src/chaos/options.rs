@@ -60,12 +60,33 @@ impl ChaosMode {
         self.mode().plan()
     }
 
-    /// How kills are delivered in this mode.
+    /// How kills are delivered in this mode, then the faults that apply to it (see
+    /// [`ChaosOptions::faults`]).
     pub fn actions(self) -> &'static [Action] {
         match self {
-            ChaosMode::Barman => &[Action::KillGroup, Action::Terminate, Action::KillRsync],
-            ChaosMode::Api => &[Action::KillGroup, Action::Terminate, Action::RestartApi],
-            ChaosMode::BaseBackup => &[Action::KillGroup, Action::Terminate],
+            ChaosMode::Barman => &[
+                Action::KillGroup,
+                Action::Terminate,
+                Action::KillRsync,
+                Action::SilentNetwork,
+                Action::SshdDown,
+                Action::SshRefused,
+                Action::SourceDown,
+                Action::TlsOnly,
+            ],
+            ChaosMode::Api => &[
+                Action::KillGroup,
+                Action::Terminate,
+                Action::RestartApi,
+                Action::SourceDown,
+                Action::TlsOnly,
+            ],
+            ChaosMode::BaseBackup => &[
+                Action::KillGroup,
+                Action::Terminate,
+                Action::SourceDown,
+                Action::TlsOnly,
+            ],
         }
     }
 
@@ -106,6 +127,10 @@ pub struct ChaosOptions {
     /// pg_basebackup mode: also start each round's result as a standby and wait until it
     /// streams from the primary.
     pub start_standby: bool,
+    /// Besides the kills, inflict faults of the world (`chaos::faults`): half the aims at a
+    /// step where one applies become a fault of the network, the Barman host's sshd or the
+    /// source node, for an outage of 1 to 10 s.
+    pub faults: bool,
 }
 
 impl Default for ChaosOptions {
@@ -120,6 +145,7 @@ impl Default for ChaosOptions {
             round_timeout: Duration::from_secs(300),
             apiserver: None,
             start_standby: false,
+            faults: false,
         }
     }
 }

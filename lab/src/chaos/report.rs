@@ -47,7 +47,7 @@ impl fmt::Display for Kill {
 }
 
 /// What one round did and how it ended.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RoundReport {
     /// The copying mode.
     pub mode: ChaosMode,
@@ -91,14 +91,22 @@ impl fmt::Display for RoundReport {
             ChaosMode::Api => "API".to_string(),
             ChaosMode::BaseBackup => format!("max-rate {:>5} kB/s", self.bwlimit_kbps),
         };
+        let faults = self.kills.iter().filter(|k| k.action.is_fault()).count();
+        let count = match faults {
+            0 => format!("{} kill(s)", self.kills.len()),
+            _ => format!("{} kill(s) + {faults} fault(s)", self.kills.len() - faults),
+        };
         write!(
             f,
-            "round {:>3} (seed {}, {}): {settings} | {} kill(s): {} | {} resume(s){} | {} in {:.1} s",
+            "round {:>3} (seed {}, {}): {settings} | {count}: {} | {} resume(s){} | {} in {:.1} s",
             self.round,
             self.seed,
             self.mode.name(),
-            self.kills.len(),
-            if kills.is_empty() { "-".to_string() } else { kills.join(", ") },
+            if kills.is_empty() {
+                "-".to_string()
+            } else {
+                kills.join(", ")
+            },
             self.resumes,
             if self.operator_choices > 0 {
                 format!(", {} operator choice(s)", self.operator_choices)
@@ -144,12 +152,14 @@ pub fn summary(reports: &[RoundReport]) -> String {
         .filter(|r| r.outcome.is_err())
         .map(|r| r.round)
         .collect();
-    let kills: usize = reports.iter().map(|r| r.kills.len()).sum();
+    let all = || reports.iter().flat_map(|r| &r.kills);
+    let faults = all().filter(|k| k.action.is_fault()).count();
+    let kills = all().count() - faults;
     let seconds: f64 = reports.iter().map(|r| r.duration.as_secs_f64()).sum();
     let spawn_failures = reports.iter().filter(|r| r.spawn_failure).count();
     let mut out = format!(
-        "{} mode: {} round(s), {} failed{}; {kills} kill(s), {mid_file} of them mid-file;{} {seconds:.0} s of rounds\n\
-         kills by the step they landed in: ",
+        "{} mode: {} round(s), {} failed{}; {kills} kill(s) and {faults} fault(s), {mid_file} of them mid-file;{} {seconds:.0} s of rounds\n\
+         kills and faults by the step they landed in: ",
         mode.label(),
         reports.len(),
         failed.len(),
@@ -253,8 +263,8 @@ mod tests {
              choice(s) | OK in 2.5 s"
         );
         assert!(summary(&[api]).starts_with(
-            "pg-backup-api mode: 1 round(s), 0 failed; 0 kill(s), 0 of them mid-file; the \
-             spawn-failure fault in 1; 2 s of rounds"
+            "pg-backup-api mode: 1 round(s), 0 failed; 0 kill(s) and 0 fault(s), 0 of them \
+             mid-file; the spawn-failure fault in 1; 2 s of rounds"
         ));
         assert_eq!(
             failed.to_string(),
@@ -290,7 +300,7 @@ mod tests {
                         Step::WriteReplicationConf,
                         Some(Phase::Done),
                     ),
-                    kill(Action::KillGroup, Step::VerifyCopy, None),
+                    kill(Action::SourceDown, Step::VerifyCopy, None),
                 ],
                 Err("not Done".to_string()),
             ),
@@ -299,13 +309,15 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "Barman (rsync) mode: 2 round(s), 1 failed (rounds [2]); 5 kill(s), 1 of them \
-             mid-file; 5 s of rounds"
+            "Barman (rsync) mode: 2 round(s), 1 failed (rounds [2]); 4 kill(s) and 1 fault(s), \
+             1 of them mid-file; 5 s of rounds"
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
             [
                 "kills",
+                "and",
+                "faults",
                 "by",
                 "the",
                 "step",
@@ -314,7 +326,12 @@ mod tests {
                 "in:",
                 "SIGKILL",
                 "SIGTERM",
-                "rsync-KILL"
+                "rsync-KILL",
+                "net-silent",
+                "sshd-down",
+                "ssh-refused",
+                "source-down",
+                "TLS-only"
             ]
         );
         let rows: Vec<Vec<&str>> = lines[2..]
@@ -324,14 +341,24 @@ mod tests {
         assert_eq!(
             rows,
             [
-                ["VerifyBackup", "0", "1", "0"],
-                ["FetchParams", "0", "0", "0"],
-                ["PrepareDirs", "0", "0", "0"],
-                ["Transfer", "1", "0", "1"],
-                ["VerifyCopy", "0", "0", "0"],
-                ["WriteReplicationConf", "0", "0", "0"],
-                ["Done", "1", "0", "0"],
-                ["unknown", "1", "0", "0"],
+                ["VerifyBackup", "0", "1", "0", "0", "0", "0", "0", "0"],
+                ["FetchParams", "0", "0", "0", "0", "0", "0", "0", "0"],
+                ["PrepareDirs", "0", "0", "0", "0", "0", "0", "0", "0"],
+                ["Transfer", "1", "0", "1", "0", "0", "0", "0", "0"],
+                ["VerifyCopy", "0", "0", "0", "0", "0", "0", "0", "0"],
+                [
+                    "WriteReplicationConf",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0"
+                ],
+                ["Done", "1", "0", "0", "0", "0", "0", "0", "0"],
+                ["unknown", "0", "0", "0", "0", "0", "0", "1", "0"],
             ]
         );
     }

@@ -52,6 +52,11 @@ impl Campaign<'_> {
                 report.outcome = report.outcome.clone().and(Err(e));
             }
         }
+        if self.faults.is_some() {
+            if let Err(e) = self.drop_round_slot() {
+                report.outcome = report.outcome.clone().and(Err(e));
+            }
+        }
         report.duration = began.elapsed();
         if report.outcome.is_ok() {
             // Best effort: a passed round's copy only takes room.
@@ -127,7 +132,7 @@ impl Campaign<'_> {
             // and the "Interrupted" it records are what is checked.
             let aiming =
                 report.kills.len() < planned as usize && last_action != Some(Action::Terminate);
-            let target = aiming.then(|| position.aim(self.options.mode, rng));
+            let target = aiming.then(|| position.aim(self.options.mode, self.options.faults, rng));
             match self.watch(child, target, &data_dir, deadline, &mut position)? {
                 Watched::Exited(status) => {
                     let stderr = stderr_of(child);
@@ -143,7 +148,7 @@ impl Campaign<'_> {
                         &data_dir,
                         ledger,
                     )? {
-                        None => ledger.interrupted += u32::from(code == Some(40)),
+                        None => {}
                         Some(chosen) => {
                             report.operator_choices += 1;
                             choice = Some(chosen);
@@ -181,11 +186,12 @@ impl Campaign<'_> {
     }
 
     /// Why pgreplica exited with `status` when the round expects it: Ok(None) when the last
-    /// kill explains it — SIGTERM: exit 40, or death by the signal if it came before
-    /// pgreplica's handler; a killed rsync: exit 2 once the in-run retries ran out — or when
-    /// the operator's answer is a plain resume, Ok(Some(choice)) for an operator's choice
-    /// (pg-backup-api mode: [`Campaign::operator_answer`]); otherwise the failure, with the
-    /// tail of `stderr`. What the answer promises the record will show goes into `ledger`.
+    /// kill explains it — SIGTERM: exit 40, or death by the signal (through runuser: 143) if
+    /// it came before pgreplica's handler; a killed rsync: exit 2 once the in-run retries ran
+    /// out; a fault: the exit code of what failed — or when the operator's answer is a plain
+    /// resume, Ok(Some(choice)) for an operator's choice (pg-backup-api mode:
+    /// [`Campaign::operator_answer`]); otherwise the failure, with the tail of `stderr`. What the
+    /// answer promises the record will show goes into `ledger`.
     fn explain_exit(
         &self,
         status: ExitStatus,
@@ -197,8 +203,20 @@ impl Campaign<'_> {
     ) -> Result<Option<String>, String> {
         let code = status.code();
         let ours = match last_action {
-            Some(Action::Terminate) => code == Some(40) || status.signal() == Some(libc::SIGTERM),
+            // Exit 40; or death by the signal when it came before pgreplica's handler, which
+            // runuser (pgreplica's parent here) reports as 128 + 15.
+            Some(Action::Terminate) => {
+                code == Some(40)
+                    || code == Some(128 + libc::SIGTERM)
+                    || status.signal() == Some(libc::SIGTERM)
+            }
             Some(Action::KillRsync) => code == Some(2),
+            // The fault outlasted the in-run retries: the documented exit code of what failed
+            // (ssh 12, or rsync 2 for its own timeout; the source 6, or pg_basebackup's 14).
+            Some(Action::SilentNetwork | Action::SshdDown | Action::SshRefused) => {
+                matches!(code, Some(12 | 2))
+            }
+            Some(Action::SourceDown) => matches!(code, Some(6 | 14)),
             _ => false,
         };
         if ours {

@@ -111,7 +111,12 @@ impl Lab {
         }
         exec::write_file(
             &ssh_dir.join("sshd_config"),
-            &sshd::config_text(&ssh_dir, self.ssh_port, &self.barman.flavor.path_env()),
+            &sshd::config_text(
+                &ssh_dir,
+                self.ssh_port,
+                &self.barman.flavor.path_env(),
+                sshd::MAX_STARTUPS,
+            ),
             None,
             0o644,
         )?;
