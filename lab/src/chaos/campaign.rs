@@ -196,7 +196,12 @@ impl<'a> Campaign<'a> {
 
     /// Starts pgreplica with `args` in a process group of its own.
     pub(super) fn spawn(&self, args: &[String]) -> Result<Child, String> {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // At DEBUG, so that a failed round's log (kept beside its data directory) says what
+        // each run removed and ran.
+        let args: Vec<&str> = ["-L", "DEBUG"]
+            .into_iter()
+            .chain(args.iter().map(String::as_str))
+            .collect();
         let mut command = pgreplica(self.lab, &self.binary, &args);
         spawn_in_group(&mut command)
             .map_err(|e| format!("cannot start pgreplica {}: {e}", args.join(" ")))

@@ -117,7 +117,12 @@ impl fmt::Display for RoundReport {
             self.duration.as_secs_f64()
         )?;
         if let Err(why) = &self.outcome {
-            write!(f, "\n    {why}\n    kept {}", self.data_dir.display())?;
+            write!(
+                f,
+                "\n    {why}\n    kept {} (pgreplica's output in {})",
+                self.data_dir.display(),
+                self.data_dir.with_extension("log").display()
+            )?;
         }
         Ok(())
     }
@@ -269,7 +274,8 @@ mod tests {
         assert_eq!(
             failed.to_string(),
             "round   4 (seed 7, barman): jobs 2 bwlimit 4000 KiB/s | 0 kill(s): - | 1 resume(s) \
-             | FAILED in 2.5 s\n    2 path(s) differ\n    kept /tmp/lab/data/chaos-round-1"
+             | FAILED in 2.5 s\n    2 path(s) differ\n    kept /tmp/lab/data/chaos-round-1 \
+             (pgreplica's output in /tmp/lab/data/chaos-round-1.log)"
         );
     }
 

@@ -59,8 +59,9 @@ impl Campaign<'_> {
         }
         report.duration = began.elapsed();
         if report.outcome.is_ok() {
-            // Best effort: a passed round's copy only takes room.
+            // Best effort: a passed round's copy and log only take room.
             let _ = std::fs::remove_dir_all(&report.data_dir);
+            let _ = std::fs::remove_file(report.data_dir.with_extension("log"));
         }
         report
     }
@@ -136,6 +137,7 @@ impl Campaign<'_> {
             match self.watch(child, target, &data_dir, deadline, &mut position)? {
                 Watched::Exited(status) => {
                     let stderr = stderr_of(child);
+                    keep_log(&data_dir, &format!("exited: {status}"), &stderr);
                     if status.success() {
                         return Ok(());
                     }
@@ -162,6 +164,8 @@ impl Campaign<'_> {
                     // exits.
                     let stopped = kill.action == Action::KillGroup;
                     if stopped {
+                        // The killed run's output is all in its pipe by now.
+                        keep_log(&data_dir, &format!("killed: {kill}"), &stderr_of(child));
                         last_stop = self.settle(&data_dir, false, &mut position, ledger)?;
                         kill.landed = status::phase(&last_stop);
                     }
@@ -384,4 +388,20 @@ enum OperatorAnswer {
     Resume,
     /// `clone resume --api-operation CHOICE`.
     Choose(String),
+}
+
+/// Appends one run's stderr to `<data dir>.log`, kept beside the round's data directory: what a
+/// failed round is diagnosed from (pgreplica runs at DEBUG in a campaign, so the log names every
+/// file its clean-up removed and every command it ran). Best effort: a campaign does not fail
+/// for its own log.
+fn keep_log(data_dir: &Path, how: &str, stderr: &str) {
+    use std::io::Write;
+    let path = data_dir.with_extension("log");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "=== pgreplica run ({how})\n{stderr}");
+    }
 }
