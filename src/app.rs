@@ -1,14 +1,25 @@
-//! The command handlers behind `pgreplica clone start|resume|status`: they find the clone, take
-//! its lock, and hand it to the runner. Nothing here copies data or talks to a server.
+//! The command handlers behind `pgreplica clone start|ensure|resume|status|list|forget`: they
+//! find the clone, take its locks (the record's, and the directories' it writes), act on what
+//! the machine decides about a record they find, and hand the clone to the runner. Nothing here
+//! copies data or talks to a server.
 
-use crate::cli::{Cli, CloneCommand, Command, ResumeArgs, RetryArgs, StartArgs, StatusArgs};
+mod inspect;
+
+use crate::cli::{Cli, CloneCommand, Command, ResumeArgs, RetryArgs, StartArgs};
 use crate::config::Config;
+use crate::dirlock::{DirLocks, Holder};
 use crate::error::{Error, ErrorKind, Result};
 use crate::progress::{human_bytes, Progress};
-use crate::runner::{self, Signals};
-use crate::store::StateDir;
+use crate::records::describe_phase;
+use crate::runner::{self, Executor, Signals, StepContext};
+use crate::store::{CloneStore, Found, StateDir};
 use clap::Parser;
-use states::{CloneId, CloneRecord, Mode, Phase, RetryPolicy};
+use states::api::{ChoiceRefused, OperatorChoice};
+use states::{
+    CloneId, CloneRecord, CloneRequest, Existing, Mode, Phase, Refusal, Replaced, ResumeCheck,
+    RetryPolicy, StartDecision, StepResult, Task,
+};
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -34,7 +45,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Clone(command) => command,
     };
     refuse_root()?;
-    let state_dir = StateDir::resolve(cli.state_dir.as_deref())?;
+    let state_dir = crate::request::absolute(&StateDir::resolve(cli.state_dir.as_deref())?)?;
+    let default_state_dir = StateDir::resolve(None).ok();
+    let argv0 = std::env::args_os()
+        .next()
+        .unwrap_or_else(|| "pgreplica".into());
+    crate::paste::set_invocation(&argv0, &state_dir, default_state_dir.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -42,8 +58,11 @@ fn run(cli: Cli) -> Result<()> {
         .map_err(|e| Error::new(ErrorKind::System, format!("cannot start the runtime: {e}")))?;
     match command {
         CloneCommand::Start(args) => runtime.block_on(start(&state_dir, args)),
+        CloneCommand::Ensure(args) => runtime.block_on(ensure(&state_dir, args)),
         CloneCommand::Resume(args) => runtime.block_on(resume(&state_dir, args)),
-        CloneCommand::Status(args) => status(&state_dir, args),
+        CloneCommand::Status(args) => inspect::status(&state_dir, args),
+        CloneCommand::List => inspect::list(&state_dir),
+        CloneCommand::Forget(args) => inspect::forget(&state_dir, args),
     }
 }
 
@@ -80,58 +99,184 @@ fn load_config(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
     Ok((config, Some(path)))
 }
 
+/// A clone about to run: its record, its store and the locks on what it writes.
+struct Session {
+    store: CloneStore,
+    record: CloneRecord,
+    locks: DirLocks,
+}
+
 async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
-    let (config, config_path) = load_config(args.config_file.as_deref())?;
-    let request = crate::request::build(&args, &config, config_path.as_deref())?;
-    crate::notice!("destination directory \"{}\" provided", request.data_dir);
+    let request = request_of(&args)?;
     if args.dry_run {
-        return crate::dry_run::run(&request).await;
+        return crate::dry_run::run(&request, Some(state_dir)).await;
     }
-    let id = CloneId::for_data_dir(&request.data_dir);
-    let dir = StateDir::open(state_dir)?;
-    let (mut store, existing) = match dir.open_clone(&id).and_then(|s| Ok((s.load()?, s))) {
-        Ok((existing, store)) => (store, existing),
-        // A damaged record: --force discards it (discard_clone takes the lock, so a clone that
-        // another process runs is still refused).
-        Err(e) if args.force && e.kind == ErrorKind::Store => {
-            crate::warning!(
-                "discarding the unreadable clone record {id}: {}",
-                e.full_message()
+    let (dir, locks, found) = open_for(state_dir, &request)?;
+    let session = new_clone(&dir, found, request, locks).await?;
+    drive(session, &args.retries, None).await
+}
+
+/// The request of `clone start` or `clone ensure`: repmgr.conf and the flags combined.
+fn request_of(args: &StartArgs) -> Result<CloneRequest> {
+    let (config, config_path) = load_config(args.config_file.as_deref())?;
+    let request = crate::request::build(args, &config, config_path.as_deref())?;
+    crate::notice!("destination directory \"{}\" provided", request.data_dir);
+    Ok(request)
+}
+
+/// `clone ensure`: the one command an automation runs again and again. It starts the clone of
+/// the data directory when there is none (or the last one never copied anything), resumes the
+/// unfinished one, and does nothing (exit 0) when the clone is done and the directory still
+/// holds it.
+async fn ensure(state_dir: &Path, args: StartArgs) -> Result<()> {
+    let request = request_of(&args)?;
+    if args.dry_run {
+        return ensure_dry_run(state_dir, &request).await;
+    }
+    let (dir, locks, found) = open_for(state_dir, &request)?;
+    let found = match found {
+        Found::Record(store, record) if record.phase() == Phase::Done => {
+            if directory_holds(&record).await? {
+                crate::notice!(
+                    "clone {} of \"{}\" is complete and the directory still holds it: nothing to do",
+                    record.id(),
+                    request.data_dir
+                );
+                return Ok(());
+            }
+            crate::notice!(
+                "\"{}\" no longer holds the finished clone {}: cloning it again",
+                request.data_dir,
+                record.id()
             );
-            dir.discard_clone(&id)?;
-            (dir.open_clone(&id)?, None)
+            Found::Record(store, record)
         }
-        Err(e) => return Err(e),
+        Found::Record(store, record) if record.began_writing() => {
+            crate::notice!(
+                "resuming the unfinished clone {} of \"{}\" at {}",
+                record.id(),
+                request.data_dir,
+                describe_phase(&record)
+            );
+            let session = resume_session(store, record, locks)?;
+            return drive(session, &args.retries, Some(request)).await;
+        }
+        other => other,
     };
-    if let Some(existing) = existing {
-        if existing.phase() != Phase::Done && !args.force {
-            return Err(Error::new(
-                ErrorKind::CloneState,
-                format!(
-                    "an unfinished clone of \"{}\" exists (clone {id}, at {})",
-                    request.data_dir,
-                    describe_phase(&existing)
-                ),
-            )
-            .hint(format!(
-                "continue it with \"pgreplica clone resume {id}\", or discard it with \"pgreplica clone start --force\""
-            )));
+    let session = new_clone(&dir, found, request, locks).await?;
+    drive(session, &args.retries, None).await
+}
+
+/// Locks the directories `request` writes, opens the state directory and finds the record of
+/// the data directory — in that order, so a run refused for its locks leaves nothing behind.
+fn open_for(state_dir: &Path, request: &CloneRequest) -> Result<(StateDir, DirLocks, Found)> {
+    let id = CloneId::for_data_dir(&request.data_dir);
+    crate::paste::set_clone(&id);
+    // Locked (and the state directory checked apart from them) before the state directory is
+    // created: a state directory inside the data directory is refused with nothing written.
+    let mut locks = DirLocks::new(Holder {
+        pid: std::process::id(),
+        state_dir: state_dir.to_path_buf(),
+        clone: id.clone(),
+    })?;
+    locks.lock_record(&CloneRecord::new(
+        id.clone(),
+        request.clone(),
+        runner::now_millis(),
+    ))?;
+    let dir = StateDir::open(state_dir)?;
+    let found = dir.find_clone(&id)?;
+    Ok((dir, locks, found))
+}
+
+/// `clone ensure --dry-run`: what the real run would do, changing nothing — nothing (the clone
+/// is done and the directory holds it), resume the unfinished clone, or start (the dry run of
+/// `clone start`).
+async fn ensure_dry_run(state_dir: &Path, request: &CloneRequest) -> Result<()> {
+    let id = CloneId::for_data_dir(&request.data_dir);
+    let recorded = match StateDir::existing(state_dir)? {
+        Some(dir) if dir.clone_ids()?.contains(&id) => dir.read_status(&id).ok(),
+        _ => None,
+    };
+    match recorded.map(|view| view.record) {
+        Some(record) if record.phase() == Phase::Done && directory_holds(&record).await? => {
+            crate::notice!(
+                "dry run: clone {id} is complete and \"{}\" still holds it: nothing to do",
+                request.data_dir
+            );
+            Ok(())
         }
-        crate::notice!("discarding the earlier clone record {id}");
-        if existing.phase() != Phase::Done {
-            drop_abandoned_slot(&existing).await;
+        Some(record) if record.phase() != Phase::Done && record.began_writing() => {
+            crate::notice!(
+                "dry run: the unfinished clone {id} would be resumed at {}",
+                describe_phase(&record)
+            );
+            Ok(())
         }
-        store.discard()?;
-        store = dir.open_clone(&id)?;
+        _ => crate::dry_run::run(request, Some(state_dir)).await,
     }
-    let mut record = CloneRecord::new(id, request, runner::now_millis());
+}
+
+/// The new record of `request`, after deciding with the machine what to do with the record
+/// `found` for its directory. A replaced record is kept until the new clone has passed its
+/// checks (the dry run's, which are the steps' own), so a refused start loses no history and
+/// leaves no record of its own.
+async fn new_clone(
+    dir: &StateDir,
+    found: Found,
+    request: CloneRequest,
+    locks: DirLocks,
+) -> Result<Session> {
+    let id = CloneId::for_data_dir(&request.data_dir);
+    let (store, existing, damage) = match found {
+        Found::New(store) => (Some(store), None, None),
+        Found::Record(store, record) => (Some(store), Some(record), None),
+        Found::Damaged(error) => (None, None, Some(error)),
+    };
+    let seen = match (&existing, &damage) {
+        (Some(record), _) => Existing::Record(record),
+        (None, Some(_)) => Existing::Damaged,
+        (None, None) => Existing::None,
+    };
+    let store = match StartDecision::of(seen, request.force) {
+        StartDecision::Create => match store {
+            Some(store) => store,
+            None => dir.open_clone(&id)?,
+        },
+        StartDecision::Refuse(Refusal::Unfinished) => {
+            let record = existing.expect("an unfinished refusal is about a record");
+            return Err(crate::records::unfinished(&record));
+        }
+        StartDecision::Refuse(Refusal::Damaged) => {
+            let error = damage.expect("a damaged refusal is about a damaged record");
+            return Err(crate::records::damaged(error, &id));
+        }
+        StartDecision::Replace(reason) => {
+            crate::info!("checking the new clone before it replaces the earlier record");
+            crate::dry_run::check_silently(&request).await?;
+            crate::notice!("{}", crate::records::replacing(existing.as_ref(), reason));
+            if let (Replaced::Forced, Some(record)) = (reason, &existing) {
+                drop_abandoned_slot(record).await;
+            }
+            match store {
+                Some(store) => store.discard()?,
+                None => dir.discard_clone(&id)?,
+            }
+            dir.open_clone(&id)?
+        }
+    };
+    let record = CloneRecord::new(id, request, runner::now_millis());
     store.save(&record)?;
     crate::info!(
         "clone {} created ({} mode)",
         record.id(),
         record.request().mode.label()
     );
-    drive(&store, &mut record, &args.retries).await
+    Ok(Session {
+        store,
+        record,
+        locks,
+    })
 }
 
 /// An unfinished clone abandoned with `--force` may have created its replication slot (Transfer
@@ -163,78 +308,204 @@ async fn drop_abandoned_slot(existing: &CloneRecord) {
 }
 
 async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
-    let id = match (&args.clone, &args.config_file) {
-        (Some(text), _) => clone_id_from_arg(text)?,
+    let (id, config) = match (&args.clone, &args.config_file) {
+        (Some(text), _) => (clone_id_from_arg(text)?, None),
         (None, explicit) => {
-            let (config, _) = load_config(explicit.as_deref())?;
-            let data_dir = config.data_directory.ok_or_else(|| {
+            let (config, path) = load_config(explicit.as_deref())?;
+            let data_dir = config.data_directory.clone().ok_or_else(|| {
                 Error::new(
                     ErrorKind::Config,
                     "no clone named and no data_directory configured",
                 )
-                .hint("name the clone (see \"pgreplica clone status\") or pass -f repmgr.conf")
+                .hint(format!(
+                    "name the clone (\"{}\" lists them) or pass -f repmgr.conf",
+                    crate::paste::pgreplica(&["clone", "list"])
+                ))
             })?;
-            CloneId::for_data_dir(&crate::request::absolute(&data_dir)?.display().to_string())
+            let id =
+                CloneId::for_data_dir(&crate::request::absolute(&data_dir)?.display().to_string());
+            (id, Some((config, path)))
         }
     };
+    crate::paste::set_clone(&id);
     let dir = StateDir::open(state_dir)?;
     let no_clone = || {
         Error::new(
             ErrorKind::CloneState,
             format!("there is no clone {id} to resume"),
         )
-        .hint("start one with \"pgreplica clone start\"; \"pgreplica clone status\" lists clones")
+        .hint(format!(
+            "start one with clone start; \"{}\" lists the clones of this state directory",
+            crate::paste::pgreplica(&["clone", "list"])
+        ))
     };
     if !dir.clone_ids()?.contains(&id) {
         return Err(no_clone());
     }
     let store = dir.open_clone(&id)?;
     let mut record = store.load()?.ok_or_else(no_clone)?;
+    if let Some(choice) = args.api_operation {
+        record_api_choice(&store, &mut record, choice)?;
+    }
     if record.phase() == Phase::Done {
         crate::notice!("clone {id} is already complete");
         return Ok(());
     }
+    // What a start would record today, from the repmgr.conf named (or the one recorded).
+    let current = match config {
+        Some((config, path)) => Some(crate::request::current(
+            record.request(),
+            &config,
+            path.as_deref(),
+        )?),
+        None => current_from_recorded_config(record.request()),
+    };
+    let mut locks = DirLocks::new(Holder {
+        pid: std::process::id(),
+        state_dir: state_dir.to_path_buf(),
+        clone: id.clone(),
+    })?;
+    locks.lock_record(&record)?;
     crate::notice!(
         "resuming clone {id} of \"{}\" at {}",
         record.request().data_dir,
         describe_phase(&record)
     );
-    drive(&store, &mut record, &args.retries).await
+    let session = resume_session(store, record, locks)?;
+    drive(session, &args.retries, current).await
 }
 
-/// A clone id as typed, or a data directory path naming one.
-fn clone_id_from_arg(text: &str) -> Result<CloneId> {
-    if text.starts_with('/') || text.starts_with('.') {
-        let path = crate::request::absolute(Path::new(text))?;
-        return Ok(CloneId::for_data_dir(&path.display().to_string()));
-    }
-    CloneId::parse(text).ok_or_else(|| {
+/// `clone resume --api-operation`: the operator's word goes into the record (a machine input)
+/// and is checkpointed before anything runs, so that it shows in `clone status` and survives a
+/// crash of this run until the Transfer step acts on it.
+fn record_api_choice(
+    store: &CloneStore,
+    record: &mut CloneRecord,
+    choice: OperatorChoice,
+) -> Result<()> {
+    let id = record.id().clone();
+    let shown = choice.to_string();
+    record.api_operator_choice(choice).map_err(|refused| {
+        let why = match refused {
+            ChoiceRefused::NotApiMode => format!(
+                "clone {id} restores in {} mode, not through pg-backup-api",
+                record.request().mode.label()
+            ),
+            ChoiceRefused::TransferDone => format!(
+                "clone {id} has finished its pg-backup-api restore: there is no operation left to choose"
+            ),
+        };
         Error::new(
-            ErrorKind::Config,
-            format!("\"{text}\" is not a clone id or a data directory"),
+            ErrorKind::CloneState,
+            format!("--api-operation {shown} cannot be used: {why}"),
         )
-        .hint("\"pgreplica clone status\" lists clones")
+        .hint(format!(
+            "run \"{}\" without --api-operation",
+            crate::paste::pgreplica(&["clone", "resume", id.as_str()])
+        ))
+    })?;
+    store.save(record)?;
+    crate::notice!("recorded the operator's choice of pg-backup-api operation: {shown}");
+    Ok(())
+}
+
+/// The request today's version of the repmgr.conf recorded at start gives, for a resume named
+/// by its clone id; `None` (with a note) when the clone was started without one or it is gone.
+fn current_from_recorded_config(recorded: &CloneRequest) -> Option<CloneRequest> {
+    let path = PathBuf::from(recorded.config_file.as_ref()?);
+    let loaded = Config::load(&path)
+        .and_then(|(config, _)| crate::request::current(recorded, &config, Some(&path)));
+    match loaded {
+        Ok(current) => Some(current),
+        Err(e) => {
+            crate::notice!(
+                "cannot compare the clone with \"{}\" as it is now: {}",
+                path.display(),
+                e.message
+            );
+            None
+        }
+    }
+}
+
+/// Readies a recorded, unfinished clone to continue: everything PrepareDirs checked is checked
+/// again (the machine says what), and a prepared directory deleted or replaced since sends the
+/// clone back to PrepareDirs, whose transfer then copies what is missing.
+fn resume_session(store: CloneStore, mut record: CloneRecord, locks: DirLocks) -> Result<Session> {
+    match record.resume_check() {
+        ResumeCheck::Nothing => {}
+        ResumeCheck::RestoredDir => crate::preflight::check_restored_not_running(record.request())?,
+        ResumeCheck::PreparedDirs(dirs) => {
+            if let Some(what) = crate::datadir::recheck_prepared(&dirs)? {
+                crate::warning!("{what}");
+                crate::notice!(
+                    "preparing the directories again: whatever is missing is copied again"
+                );
+                let now = runner::now_millis();
+                if let Some(step) = record.recover_crash(now) {
+                    crate::warning!("an earlier run stopped inside step {step}");
+                }
+                record.dirs_replaced(now, what);
+                store.save(&record)?;
+            }
+        }
+    }
+    Ok(Session {
+        store,
+        record,
+        locks,
     })
 }
 
-async fn drive(
-    store: &crate::store::CloneStore,
-    record: &mut CloneRecord,
-    retries: &RetryArgs,
-) -> Result<()> {
+/// The steps, with the directory locks renewed before each: a directory PrepareDirs has just
+/// created is locked by its inode too before anything is copied into it, and the tablespace
+/// targets once the backup names them.
+struct LockedSteps {
+    locks: RefCell<DirLocks>,
+}
+
+impl Executor for LockedSteps {
+    async fn execute(&self, task: Task, ctx: &mut StepContext<'_>) -> Result<StepResult> {
+        self.locks.borrow_mut().lock_record(ctx.record)?;
+        crate::steps::Steps.execute(task, ctx).await
+    }
+}
+
+/// Runs the clone to its end. `current` is what a start would record today, for a resume: the
+/// recorded values that differ from it are named, with the way to take them.
+async fn drive(session: Session, retries: &RetryArgs, current: Option<CloneRequest>) -> Result<()> {
+    let Session {
+        store,
+        mut record,
+        locks,
+    } = session;
+    let take_hint = current.as_ref().and_then(|current| {
+        let differences = record.request().differences(current);
+        if differences.is_empty() {
+            return None;
+        }
+        for line in crate::records::difference_lines(&differences) {
+            crate::warning!("{line}");
+        }
+        let hint = crate::records::how_to_take(&record, current);
+        crate::log::hint(&hint);
+        Some(hint)
+    });
     let progress = Progress::new();
     let policy = RetryPolicy::STEP.with_attempts(retries.retries.saturating_add(1));
     let mut stop = Signals::install()?;
-    runner::run(
-        store,
-        record,
-        &crate::steps::Steps,
-        &progress,
-        policy,
-        &mut stop,
-    )
-    .await?;
-    report_done(record);
+    let steps = LockedSteps {
+        locks: RefCell::new(locks),
+    };
+    let outcome = runner::run(&store, &mut record, &steps, &progress, policy, &mut stop).await;
+    if let Err(error) = outcome {
+        // The recorded values may be why it failed again: say once more how to take the new.
+        return Err(match take_hint {
+            Some(hint) => error.hint(hint),
+            None => error,
+        });
+    }
+    report_done(&record);
     Ok(())
 }
 
@@ -266,40 +537,45 @@ fn report_done(record: &CloneRecord) {
         }
     }
     crate::notice!("you can now start your PostgreSQL server");
-    crate::log::hint(&format!("for example: pg_ctl -D {data_dir} start"));
+    let version = record
+        .facts()
+        .params
+        .as_ref()
+        .map_or(0, |p| p.server_version_num);
+    let pg_ctl =
+        crate::pg_tools::pg_program(record.request().pg_bindir.as_deref(), version, "pg_ctl");
+    crate::log::hint(&format!(
+        "for example: {}",
+        crate::paste::command(&pg_ctl, &["-D", data_dir, "start"])
+    ));
     crate::log::hint(
         "after starting the server, you need to register this standby with \"repmgr standby register\"",
     );
 }
 
-fn describe_phase(record: &CloneRecord) -> String {
-    match record.phase() {
-        Phase::At(step) => format!("step {step}"),
-        Phase::Done => "done".to_string(),
-    }
+/// Whether the data directory of a finished clone still holds it: PostgreSQL's major version
+/// in `PG_VERSION` and the system identifier in `global/pg_control` are the source's.
+async fn directory_holds(record: &CloneRecord) -> Result<bool> {
+    let Some(params) = &record.facts().params else {
+        return Ok(false);
+    };
+    crate::preflight::holds_cluster(record.request(), params).await
 }
 
-fn status(state_dir: &Path, args: StatusArgs) -> Result<()> {
-    let dir = StateDir::open(state_dir)?;
-    let ids = match &args.clone {
-        Some(text) => vec![clone_id_from_arg(text)?],
-        None => dir.clone_ids()?,
-    };
-    let mut views = Vec::new();
-    for id in &ids {
-        if args.clone.is_some() && !dir.clone_ids()?.contains(id) {
-            return Err(
-                Error::new(ErrorKind::CloneState, format!("there is no clone {id}"))
-                    .hint("\"pgreplica clone status\" lists clones"),
-            );
-        }
-        views.push(dir.read_status(id)?);
+/// A clone id as typed, or a data directory path naming one.
+pub(crate) fn clone_id_from_arg(text: &str) -> Result<CloneId> {
+    if text.starts_with('/') || text.starts_with('.') {
+        let path = crate::request::absolute(Path::new(text))?;
+        return Ok(CloneId::for_data_dir(&path.display().to_string()));
     }
-    let mut out = std::io::stdout().lock();
-    let written = if args.json {
-        crate::status::write_json(&views, &mut out)
-    } else {
-        crate::status::write_text(&views, state_dir, &mut out)
-    };
-    written.map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))
+    CloneId::parse(text).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Config,
+            format!("\"{text}\" is not a clone id or a data directory"),
+        )
+        .hint(format!(
+            "\"{}\" lists the clones",
+            crate::paste::pgreplica(&["clone", "list"])
+        ))
+    })
 }

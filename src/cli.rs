@@ -68,12 +68,24 @@ pub enum CloneCommand {
     /// Start a new clone.
     #[command(after_help = START_EXAMPLES)]
     Start(StartArgs),
+    /// Make sure the data directory holds a finished clone, for automation (Ansible, systemd,
+    /// Patroni): start one, resume the unfinished one, or do nothing (exit 0) when it is done.
+    /// Takes the options of `clone start`.
+    #[command(after_help = ENSURE_EXAMPLES)]
+    Ensure(StartArgs),
     /// Continue an interrupted or failed clone from the step where it stopped.
     #[command(after_help = RESUME_EXAMPLES)]
     Resume(ResumeArgs),
     /// Show one clone, or every clone in the store.
     #[command(after_help = STATUS_EXAMPLES)]
     Status(StatusArgs),
+    /// List the clones of the state directory, one line each.
+    #[command(after_help = LIST_EXAMPLES)]
+    List,
+    /// Remove a clone's record from the state directory (never its data directory); a clone
+    /// that a process runs is refused.
+    #[command(after_help = FORGET_EXAMPLES)]
+    Forget(ForgetArgs),
 }
 
 const START_EXAMPLES: &str = "\
@@ -85,10 +97,27 @@ Examples:
   Restore an older backup with four rsync streams:
     pgreplica clone start -f /etc/repmgr.conf -h node1 -U repmgr --backup-id 20261124T010000 --jobs 4";
 
+const ENSURE_EXAMPLES: &str = "\
+Examples:
+  Run again and again (exit 0 once the standby's data directory holds the finished clone):
+    pgreplica clone ensure -f /etc/repmgr.conf -h node1 -U repmgr -d repmgr";
+
 const RESUME_EXAMPLES: &str = "\
 Examples:
   pgreplica clone resume -f /etc/repmgr.conf
-  pgreplica clone resume main-1a2b3c4d";
+  pgreplica clone resume main-1a2b3c4d
+  After its pg-backup-api operation never started and the API service was fixed:
+    pgreplica clone resume main-1a2b3c4d --api-operation new";
+
+const LIST_EXAMPLES: &str = "\
+Examples:
+  pgreplica clone list
+  pgreplica --state-dir /srv/pgreplica clone list";
+
+const FORGET_EXAMPLES: &str = "\
+Examples:
+  pgreplica clone forget main-1a2b3c4d
+  pgreplica clone forget /var/lib/postgresql/15/main";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
@@ -129,9 +158,11 @@ pub struct StartArgs {
     #[arg(short = 'D', long = "pgdata", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Backup to restore: latest (default), oldest, a backup id or a backup name.
-    #[arg(long, value_name = "ID", default_value = "latest")]
-    pub backup_id: String,
+    /// Backup to restore: latest (default), oldest, a backup id or a backup name. In
+    /// pg-backup-api mode pg_backupapi_backup_id names the backup; a different --backup-id is
+    /// refused.
+    #[arg(long, value_name = "ID")]
+    pub backup_id: Option<String>,
 
     /// Parallel rsync streams for the transfer.
     #[arg(short = 'j', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
@@ -156,7 +187,8 @@ pub struct StartArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Reuse a non-empty data directory, or discard an unfinished clone of it.
+    /// Reuse a non-empty data directory, or discard an unfinished clone of it that has begun
+    /// copying (one that never did is replaced without it).
     #[arg(short = 'F', long)]
     pub force: bool,
 
@@ -192,6 +224,13 @@ pub struct ResumeArgs {
     /// Clone id as shown by `clone status`, or its data directory.
     #[arg(value_name = "CLONE")]
     pub clone: Option<String>,
+
+    /// pg-backup-api mode: the operation this clone owns — an operation id to re-attach to, or
+    /// `new` to post a new recovery (the operation recorded so far is abandoned: it must not be
+    /// restoring into the data directory any more). Recorded on the clone until its Transfer
+    /// step acts on it.
+    #[arg(long, value_name = "ID|new", value_parser = states::api::OperatorChoice::parse)]
+    pub api_operation: Option<states::api::OperatorChoice>,
 }
 
 /// Options of `clone status`.
@@ -206,6 +245,14 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// Options of `clone forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// Clone id as shown by `clone list`, or its data directory.
+    #[arg(value_name = "CLONE")]
+    pub clone: String,
+}
+
 /// The clap command, for the man page and completions.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
@@ -215,7 +262,7 @@ pub fn command() -> clap::Command {
 pub fn generate(what: Generated, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     let mut cmd = command();
     match what {
-        Generated::Man => clap_mangen::Man::new(cmd).render(out),
+        Generated::Man => man_page(cmd, out),
         Generated::Bash => {
             clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "pgreplica", out);
             Ok(())
@@ -229,6 +276,39 @@ pub fn generate(what: Generated, out: &mut dyn std::io::Write) -> std::io::Resul
             Ok(())
         }
     }
+}
+
+/// The man page. clap_mangen renders the top command only, so the page goes on with the
+/// synopsis and the options of each `clone` command: every flag is in the one page.
+fn man_page(mut cmd: clap::Command, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    cmd.build();
+    clap_mangen::Man::new(cmd.clone()).render(out)?;
+    // clap's own `help` commands have no options worth a section.
+    let shown = |c: &&clap::Command| !c.is_hide_set() && c.get_name() != "help";
+    let commands = cmd
+        .get_subcommands()
+        .filter(shown)
+        .flat_map(|c| c.get_subcommands().filter(shown));
+    for command in commands {
+        let name = command
+            .get_bin_name()
+            .unwrap_or(command.get_name())
+            .to_uppercase();
+        let man = clap_mangen::Man::new(command.clone());
+        let mut synopsis = Vec::new();
+        man.render_synopsis_section(&mut synopsis)?;
+        let mut options = Vec::new();
+        man.render_options_section(&mut options)?;
+        for (text, heading) in [(synopsis, "SYNOPSIS"), (options, "OPTIONS")] {
+            let text = String::from_utf8_lossy(&text).replacen(
+                &format!(".SH {heading}"),
+                &format!(".SH \"{name}: {heading}\""),
+                1,
+            );
+            out.write_all(text.as_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -275,7 +355,7 @@ mod tests {
         assert_eq!(args.port, Some(5433));
         assert_eq!(args.jobs, 4);
         assert!(args.force);
-        assert_eq!(args.backup_id, "oldest");
+        assert_eq!(args.backup_id.as_deref(), Some("oldest"));
         assert_eq!(args.upstream_node_id, Some(2));
     }
 
@@ -332,5 +412,16 @@ mod tests {
             man.contains("clone"),
             "the man page names the clone command"
         );
+        // Each clone command's options are in the page, under a heading naming the command.
+        for (command, flag) in [
+            ("START", "backup\\-id"),
+            ("RESUME", "api\\-operation"),
+            ("STATUS", "json"),
+        ] {
+            let heading = format!(".SH \"PGREPLICA CLONE {command}: OPTIONS\"");
+            let section = man.split(&heading).nth(1).expect(&heading);
+            let section = section.split(".SH ").next().unwrap();
+            assert!(section.contains(flag), "{command}: {section}");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The standby's directories on disk: checks and preparation of the data directory, the WAL
-//! directory and the tablespace directories, and the skeleton a copy needs afterwards (`pg_*`
-//! empty directories, `tablespace_map`). PrepareDirs, the copy engines and `--dry-run` all use
-//! it.
+//! directory and the tablespace directories, the skeleton a copy needs afterwards (`pg_*`
+//! empty directories, `tablespace_map`), and what a directory holds ([`usage`]). PrepareDirs,
+//! the copy engines, VerifyCopy and `--dry-run` all use it.
 //!
 //! The rules are repmgr's (`dirutil.c`) made safe: a running postmaster is detected before
 //! anything is touched, even under `--force`; `--force` keeps existing files for reuse instead
@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use states::{Tablespace, TablespaceTarget};
+use states::{DirIdentity, PreparedDirs, Tablespace, TablespaceTarget};
 
 use crate::durable::{self, io_error};
 use crate::error::{Error, ErrorKind, Result};
@@ -57,6 +57,7 @@ pub fn wal_dir_name(pg_version_num: u32) -> &'static str {
 /// directory must be absent (with a creatable parent), empty, or non-empty under `force`.
 pub fn check_data_dir(path: &Path, force: bool) -> Result<DataDirState> {
     require_absolute(path, "data directory")?;
+    crate::running::check_not_nested(path, "data directory")?;
     check_postmaster(path)?;
     check_dir(path, force)
 }
@@ -71,8 +72,10 @@ pub fn prepare_data_dir(path: &Path, pg_version_num: u32, force: bool) -> Result
 }
 
 /// Checks a directory that will receive files (a WAL directory, a tablespace location, the
-/// data directory after [`check_postmaster`]) without changing anything.
+/// data directory after [`check_postmaster`]) without changing anything. A directory inside a
+/// running cluster's data directory is refused first, whatever `force` says.
 pub fn check_dir(path: &Path, force: bool) -> Result<DataDirState> {
+    crate::running::check_not_nested(path, "directory")?;
     let meta = match fs::metadata(path) {
         Ok(meta) => meta,
         // NotADirectory: an ancestor is a file; check_creatable names it.
@@ -117,71 +120,14 @@ pub fn check_dir(path: &Path, force: bool) -> Result<DataDirState> {
             format!("directory \"{}\" exists but is not empty", path.display()),
         )
         .hint(
-            "use -F/--force to clone into it anyway: its files are kept and reused, and the \
-             transfer removes what the backup lacks",
+            "empty it, or run clone start with -F/--force to clone into it anyway: its files \
+             are kept and reused, and the transfer removes what the backup lacks",
         ));
     }
     Ok(DataDirState::NonEmpty)
 }
 
-/// Refuses when a postmaster is running in `data_dir`.
-///
-/// The first line of `postmaster.pid` is the postmaster's pid; `kill(pid, 0)` succeeding, or
-/// failing with EPERM (the process exists but belongs to someone else), means it runs. A pid
-/// file whose process is gone is stale and allowed. An unreadable pid is refused, as
-/// PostgreSQL itself does: the server may be starting and not have written it yet.
-pub fn check_postmaster(data_dir: &Path) -> Result<()> {
-    let pid_file = data_dir.join("postmaster.pid");
-    let text = match fs::read_to_string(&pid_file) {
-        Ok(text) => text,
-        Err(e)
-            if matches!(
-                e.kind(),
-                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
-            ) =>
-        {
-            return Ok(())
-        }
-        Err(e) => return Err(io_error("read", &pid_file, e)),
-    };
-    let pid = text
-        .lines()
-        .next()
-        .and_then(|l| l.trim().parse::<libc::pid_t>().ok())
-        .filter(|pid| *pid > 0)
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::System,
-                format!("could not read a pid from \"{}\"", pid_file.display()),
-            )
-            .hint(format!(
-                "a PostgreSQL server may be starting in \"{}\"; if none is, remove \"{}\"",
-                data_dir.display(),
-                pid_file.display()
-            ))
-        })?;
-    // SAFETY: signal 0 only checks that the process exists and may be signalled.
-    let alive = unsafe { libc::kill(pid, 0) } == 0
-        || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if alive {
-        return Err(Error::new(
-            ErrorKind::System,
-            format!(
-                "PostgreSQL is running in data directory \"{}\" (pid {pid})",
-                data_dir.display()
-            ),
-        )
-        .hint(format!(
-            "stop it first, for example: pg_ctl -D \"{}\" stop; -F/--force does not override this",
-            data_dir.display()
-        )));
-    }
-    crate::info!(
-        "ignoring stale \"{}\": no process has pid {pid}",
-        pid_file.display()
-    );
-    Ok(())
-}
+pub use crate::running::check_postmaster;
 
 /// Readies the WAL directory `waldir` (absolute; created 0700; empty, or reused under
 /// `force`) and makes `<data_dir>/pg_wal` (`pg_xlog` before 10) a symbolic link to it.
@@ -425,6 +371,116 @@ pub fn write_tablespace_map(
     Ok(Some(path))
 }
 
+/// What `path` names now (through links), by device, inode and birth time; `None` when
+/// nothing is there.
+pub fn identity(path: &Path) -> Result<Option<DirIdentity>> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(Some(DirIdentity {
+            path: path.display().to_string(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+            born: birth_time(path),
+        })),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(io_error("access", path, e)),
+    }
+}
+
+/// `statx`'s birth time of `path` in nanoseconds, where the file system records one.
+fn birth_time(path: &Path) -> Option<u64> {
+    let c_path = CString::new(path.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statx fills the zeroed struct from a valid NUL-terminated path; AT_FDCWD with an
+    // absolute or relative path is its documented use.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            0,
+            libc::STATX_BTIME,
+            &mut buf,
+        )
+    };
+    if rc != 0 || buf.stx_mask & libc::STATX_BTIME == 0 {
+        return None;
+    }
+    let seconds = u64::try_from(buf.stx_btime.tv_sec).ok()?;
+    Some(seconds * 1_000_000_000 + u64::from(buf.stx_btime.tv_nsec))
+}
+
+/// The identities of the directories PrepareDirs readied: the data directory, then the WAL
+/// directory, then each tablespace target.
+pub fn identities(
+    data_dir: &Path,
+    waldir: Option<&Path>,
+    tablespaces: &[TablespaceTarget],
+) -> Result<Vec<DirIdentity>> {
+    let paths = std::iter::once(data_dir)
+        .chain(waldir)
+        .chain(tablespaces.iter().map(|t| Path::new(&t.path)));
+    let mut out = Vec::new();
+    for path in paths {
+        out.push(identity(path)?.ok_or_else(|| {
+            Error::new(
+                ErrorKind::System,
+                format!(
+                    "directory \"{}\" vanished while it was prepared",
+                    path.display()
+                ),
+            )
+        })?);
+    }
+    Ok(out)
+}
+
+/// A resume's check of what PrepareDirs checked: no running cluster in or above any prepared
+/// directory, each one still ours, writable and private (loosened permissions are corrected,
+/// as PrepareDirs does). Returns what was deleted or replaced since
+/// PrepareDirs (a directory that is gone, or another one at the same path), for the machine to
+/// prepare the directories again; `Ok(None)` when each is the directory it prepared.
+pub fn recheck_prepared(dirs: &PreparedDirs) -> Result<Option<String>> {
+    for recorded in &dirs.identities {
+        let path = Path::new(&recorded.path);
+        crate::running::check_not_nested(path, "directory")?;
+        if recorded.path == dirs.data_dir {
+            check_postmaster(path)?;
+        }
+        let Some(now) = identity(path)? else {
+            return Ok(Some(format!(
+                "\"{}\" no longer exists (it was removed after PrepareDirs prepared it)",
+                recorded.path
+            )));
+        };
+        if !recorded.same_directory(&now) {
+            return Ok(Some(format!(
+                "\"{}\" is not the directory PrepareDirs prepared (it was removed or replaced since)",
+                recorded.path
+            )));
+        }
+        let meta = fs::metadata(path).map_err(|e| io_error("access", path, e))?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        check_owner(path, meta.uid(), unsafe { libc::geteuid() })?;
+        check_writable_fs(path)?;
+        // Permissions loosened since are corrected as PrepareDirs corrects them (0750 passes:
+        // only PostgreSQL 11 and newer were prepared with it).
+        if !mode_acceptable(meta.permissions().mode(), PG11) {
+            crate::info!(
+                "checking and correcting permissions on existing directory \"{}\"",
+                path.display()
+            );
+            set_mode(path, DIR_MODE)?;
+        }
+    }
+    Ok(None)
+}
+
 fn require_absolute(path: &Path, what: &str) -> Result<()> {
     if path.is_absolute() {
         return Ok(());
@@ -550,11 +606,50 @@ fn access(path: &Path, mode: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Bytes and files under `dir` (files still being written included; symlinks not followed),
+/// walked on a blocking thread. Entries vanishing mid-walk are skipped: a copy renames as it
+/// goes, and a directory that cannot be read counts as empty.
+pub async fn usage(dir: &Path) -> (u64, u64) {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let mut totals = (0, 0);
+        let mut pending = vec![dir];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    pending.push(entry.path());
+                } else if meta.is_file() {
+                    totals.0 += meta.len();
+                    totals.1 += 1;
+                }
+            }
+        }
+        totals
+    })
+    .await
+    .unwrap_or((0, 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::running::write_pid_file as write_pid;
 
     const PG15: u32 = 150_004;
+
+    #[tokio::test]
+    async fn usage_counts_files_below_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("base")).unwrap();
+        std::fs::write(dir.path().join("base/1"), vec![0; 100]).unwrap();
+        std::fs::write(dir.path().join("PG_VERSION"), "15\n").unwrap();
+        assert_eq!(usage(dir.path()).await, (103, 2));
+        assert_eq!(usage(&dir.path().join("missing")).await, (0, 0));
+    }
 
     fn mode_of(path: &Path) -> u32 {
         fs::symlink_metadata(path).unwrap().permissions().mode() & 0o7777
@@ -563,14 +658,6 @@ mod tests {
     fn mkdir_mode(path: &Path, mode: u32) {
         fs::create_dir_all(path).unwrap();
         fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-    }
-
-    fn write_pid(data_dir: &Path, pid: &str) {
-        fs::write(
-            data_dir.join("postmaster.pid"),
-            format!("{pid}\n{}\n1700000000\n5432\n", data_dir.display()),
-        )
-        .unwrap();
     }
 
     #[test]
@@ -679,13 +766,40 @@ mod tests {
     }
 
     #[test]
-    fn pid_of_a_process_owned_by_someone_else_counts_as_running() {
-        // pid 1 always exists; as a non-root user kill() answers EPERM, as root it succeeds:
-        // both must read as "running".
+    fn a_resume_notices_a_prepared_directory_deleted_or_replaced() {
         let root = tempfile::tempdir().unwrap();
-        write_pid(root.path(), "1");
-        let err = check_postmaster(root.path()).unwrap_err();
-        assert!(err.message.contains("(pid 1)"), "{}", err.message);
+        let data = root.path().join("data");
+        let wal = root.path().join("wal");
+        prepare_data_dir(&data, PG15, false).unwrap();
+        prepare_waldir(&data, &wal, PG15, false).unwrap();
+        let dirs = PreparedDirs {
+            data_dir: data.display().to_string(),
+            waldir: Some(wal.display().to_string()),
+            identities: identities(&data, Some(&wal), &[]).unwrap(),
+            ..PreparedDirs::default()
+        };
+        assert_eq!(dirs.identities.len(), 2);
+        assert_eq!(recheck_prepared(&dirs).unwrap(), None);
+        fs::set_permissions(&data, fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(recheck_prepared(&dirs).unwrap(), None);
+        assert_eq!(mode_of(&data), 0o700);
+        fs::remove_dir_all(&wal).unwrap();
+        let found = recheck_prepared(&dirs).unwrap().unwrap();
+        assert!(found.contains("no longer exists"), "{found}");
+        fs::create_dir(&wal).unwrap();
+        let found = recheck_prepared(&dirs).unwrap().unwrap();
+        assert!(
+            found.contains("is not the directory PrepareDirs prepared"),
+            "{found}"
+        );
+        // A cluster started in the data directory meanwhile is refused, not rewound.
+        let dirs = PreparedDirs {
+            identities: identities(&data, Some(&wal), &[]).unwrap(),
+            ..dirs
+        };
+        write_pid(&data, &std::process::id().to_string());
+        let err = recheck_prepared(&dirs).unwrap_err();
+        assert!(err.message.contains("PostgreSQL is running"), "{err:?}");
     }
 
     #[test]
@@ -703,20 +817,6 @@ mod tests {
             prepare_data_dir(&data, PG15, true).unwrap(),
             DataDirState::NonEmpty
         );
-    }
-
-    #[test]
-    fn unreadable_pid_is_refused() {
-        let root = tempfile::tempdir().unwrap();
-        for garbage in ["", "not-a-pid\n", "-5\n", "0\n"] {
-            write_pid(root.path(), garbage);
-            let err = check_postmaster(root.path()).unwrap_err();
-            assert!(
-                err.message.contains("could not read a pid"),
-                "{}",
-                err.message
-            );
-        }
     }
 
     #[test]

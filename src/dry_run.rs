@@ -1,29 +1,36 @@
-//! `clone start --dry-run`: every check a real run makes before it changes anything — Barman
-//! reachable and the backup restorable, the source node reachable with the right settings, the
-//! data directory, WAL directory and tablespace targets usable, free disk for the copy, the
-//! restore_command runnable, the replication slot usable — collected into a [`Report`] that
-//! lists every check and every problem, not only the first.
+//! `clone start --dry-run`: every check a real run makes before it changes anything — the
+//! state directory apart from the directories to write and no other run writing them, what a
+//! start would do with an earlier clone of the directory (an unfinished one stops it: exit 42),
+//! Barman reachable and the backup restorable, the source node reachable with the right
+//! settings and not running in the target, the data directory, WAL directory and tablespace
+//! targets usable, free disk for the copy on each of their file systems, the restore_command
+//! runnable, the replication slot usable — collected into a [`Report`] that lists every check
+//! and every problem, not only the first.
 //!
 //! It changes nothing anywhere: no files, no slots, no API operations, no store records (the
-//! caller returns before opening the store). It calls the same read-only checks as the steps
-//! (`preflight`, `datadir`, `slots`, the Barman client), so a dry run cannot drift from what a
-//! run checks.
+//! state directory is only read, never created). It calls the same read-only checks as the
+//! steps (`preflight`, `datadir`, `slots`, the Barman client, `diskspace`), so a dry run cannot
+//! drift from what a run checks; a start that replaces an earlier record runs them too
+//! ([`check_silently`]).
 
 use crate::barman::Barman;
-use crate::datadir;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pg_tools::pg_program;
-use crate::preflight::{check_restored, inspect_source, verify_with_api};
+use crate::preflight::{check_restore_command, check_restored, inspect_source, verify_with_api};
 use crate::progress::human_bytes;
 use crate::slots::{check_slot, slot_name};
+use crate::store::StateDir;
+use crate::transfer::barman_rsync;
 use crate::transfer::basebackup::BaseBackupOptions;
-use states::{CloneRequest, Mode, SourceParams, TablespaceTarget};
+use crate::{datadir, dirlock, diskspace};
+use states::{
+    CloneId, CloneRecord, CloneRequest, Existing, Mode, SourceParams, StartDecision,
+    TablespaceTarget,
+};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// How long `barman-wal-restore --test` may take.
-const RESTORE_TEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long each pg-backup-api call retries transient failures in a dry run: long enough to
 /// ride out a blip, short enough that a dead API is reported in seconds, not minutes.
 const API_RETRY_FOR: Duration = Duration::from_secs(5);
@@ -79,9 +86,11 @@ impl Report {
 
 /// Runs the checks, prints the report on stdout and the problems on stderr; `Ok` when a real
 /// run would start cleanly, else the first problem (so the exit code is the first problem's).
-pub async fn run(request: &CloneRequest) -> Result<()> {
+/// With the `state_dir` the real run would use, the clone records and the directory locks are
+/// checked first, as the real run meets them first.
+pub async fn run(request: &CloneRequest, state_dir: Option<&Path>) -> Result<()> {
     crate::notice!("dry run: checking, changing nothing");
-    let report = check(request).await;
+    let report = check(request, state_dir).await;
     report
         .write(&mut std::io::stdout().lock())
         .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))?;
@@ -97,17 +106,44 @@ pub async fn run(request: &CloneRequest) -> Result<()> {
     Err((*first).clone())
 }
 
+/// The checks a new clone must pass before it replaces an earlier record (see
+/// `states::StartDecision`): every check of a dry run but the records' and the locks' (the
+/// caller holds both). The first problem is the error, as a real run would meet it.
+pub async fn check_silently(request: &CloneRequest) -> Result<()> {
+    let report = check(request, None).await;
+    match report.problems().first() {
+        Some(first) => Err((*first).clone()),
+        None => Ok(()),
+    }
+}
+
 /// Runs every check of the request's mode without changing anything, and reports them all.
-pub async fn check(request: &CloneRequest) -> Report {
+/// With `state_dir`, first what the real run meets first: the state directory apart from the
+/// directories to write, no other run writing them, and what a start would do with the
+/// record of this data directory.
+pub async fn check(request: &CloneRequest, state_dir: Option<&Path>) -> Report {
     let mut report = Report {
         mode: request.mode,
         checks: Vec::new(),
         warnings: Vec::new(),
     };
+    if let Some(state_dir) = state_dir {
+        check_records(request, state_dir, &mut report);
+    }
     let mut backup = None;
     match request.mode {
         Mode::BarmanRsync => match Barman::for_request(request) {
             Ok(barman) => {
+                // ssh_options is trusted like ~/.ssh/config: say what it makes ssh run here,
+                // since even this dry run connects to the Barman host with it.
+                match barman.local_commands().await {
+                    Ok(commands) if commands.is_empty() => {}
+                    Ok(commands) => report.warnings.push(format!(
+                        "ssh to the Barman host runs these commands on this host (ssh_options, ~/.ssh/config), and this dry run did too: {}",
+                        commands.join("; ")
+                    )),
+                    Err(e) => report.record("ssh_options", Err(e)),
+                }
                 report.record(
                     "Barman server",
                     barman
@@ -199,35 +235,27 @@ pub async fn check(request: &CloneRequest) -> Report {
     } else {
         check_dirs(request, version, backup.as_ref(), &mut report);
         if let Some(backup) = backup.as_ref().filter(|b| b.kind.is_staged()) {
-            let staging = request.staging_dir();
+            // A staged kind's space is the staging check's, the data directory's included.
+            let needs = crate::transfer::staged_copy_needs(
+                backup,
+                Path::new(&request.data_dir),
+                request.waldir.as_deref().map(Path::new),
+                Path::new(&request.staging_dir()),
+                0,
+            );
             report.record(
                 "staging space",
-                crate::space::check_staging(
-                    backup,
-                    Path::new(&request.data_dir),
-                    Path::new(&staging),
-                    0,
-                ),
+                diskspace::check(&needs).map_err(|e| crate::transfer::staging_space_hint(e, None)),
             );
-        }
-        let needed = match (&backup, &params) {
-            (Some(backup), _) if !backup.kind.is_staged() => Some(backup.restored_bytes()),
-            // A staged kind's space is the staging check's, the data directory's included.
-            (Some(_), _) => None,
-            (None, Some(params)) if request.mode == Mode::BaseBackup => {
-                Some(params.installation_size)
-            }
-            _ => None,
-        };
-        if let Some(needed) = needed {
+        } else if let Some(needs) = space_needs(request, backup.as_ref(), params.as_ref()).await {
             report.record(
                 "free disk",
-                free_disk_check(Path::new(&request.data_dir), needed),
+                needs.and_then(|needs| diskspace::check(&needs)),
             );
         }
     }
     if let Some(command) = &request.replication.restore_command {
-        report.record("restore_command", restore_command_check(command).await);
+        report.record("restore_command", check_restore_command(command).await);
     }
     if request.replication.use_replication_slots {
         report.record(
@@ -316,105 +344,111 @@ fn check_dirs(
     }
 }
 
-/// Free space on the file system that will hold the data directory (its nearest existing
-/// ancestor), against the size to copy.
-fn free_disk_check(data_dir: &Path, needed: u64) -> Result<String> {
-    let free = crate::space::free_bytes(data_dir)?;
-    if free < needed {
-        return Err(Error::new(
-            ErrorKind::System,
-            format!(
-                "not enough free disk for \"{}\": {} needed, {} free",
-                data_dir.display(),
-                human_bytes(needed),
-                human_bytes(free)
-            ),
-        )
-        .hint("free some space, or choose a data directory on a larger file system"));
+/// What the copy will need where, as the Transfer step counts it before its first byte: the
+/// backup's files per target directory (Barman: from the backup's file list, less what the
+/// directories already hold), the source's size (pg_basebackup, pg-backup-api). `None` when
+/// the size is unknown (the backup or the source could not be reached: reported already).
+async fn space_needs(
+    request: &CloneRequest,
+    backup: Option<&states::BackupFacts>,
+    params: Option<&SourceParams>,
+) -> Option<Result<Vec<diskspace::Need>>> {
+    let data_dir = Path::new(&request.data_dir);
+    match (request.mode, backup, params) {
+        (Mode::BarmanRsync, Some(backup), _) => {
+            let barman = match Barman::for_request(request) {
+                Ok(barman) => barman,
+                Err(e) => return Some(Err(e)),
+            };
+            let targets =
+                datadir::tablespace_targets(&backup.tablespaces, &request.tablespace_mapping);
+            let listed = barman_rsync::list_backup(&barman, backup, request).await;
+            Some(listed.map(|entries| {
+                barman_rsync::space_needs(
+                    &entries,
+                    data_dir,
+                    request.waldir.as_deref().map(Path::new),
+                    &targets,
+                )
+            }))
+        }
+        (Mode::BaseBackup | Mode::BackupApi, _, Some(params)) => {
+            Some(Ok(crate::transfer::whole_copy_needs(
+                data_dir,
+                request.waldir.as_deref().map(Path::new),
+                params.installation_size,
+            )))
+        }
+        _ => None,
     }
-    Ok(format!(
-        "{} free, {} needed",
-        human_bytes(free),
-        human_bytes(needed)
-    ))
 }
 
-/// `barman-wal-restore … --test` when restore_command is one (the connection to Barman and the
-/// server's configuration are tested, nothing is fetched); otherwise only that its program
-/// exists.
-async fn restore_command_check(command: &str) -> Result<String> {
-    let unusable = |why: String| {
-        Error::new(
-            ErrorKind::Config,
-            format!("restore_command \"{command}\" {why}"),
-        )
-        .hint(
-            "the standby could not fetch WAL from the archive: fix restore_command in repmgr.conf",
-        )
-    };
-    let words = crate::config::split_args(command)
-        .map_err(|e| unusable(format!("cannot be checked: {e}")))?;
-    let Some(program) = words.first() else {
-        return Err(unusable("is empty".to_string()));
-    };
-    let Some(resolved) = find_program(program) else {
-        return Err(unusable(format!("runs \"{program}\", which is not found")));
-    };
-    if resolved
-        .file_name()
-        .is_none_or(|n| n != "barman-wal-restore")
-    {
-        return Ok(format!("\"{}\" exists", resolved.display()));
-    }
-    // %f, %p and %r are the file, the destination and the restart point; --test ignores them.
-    let args: Vec<String> = words[1..]
+/// The clone records and the directory locks, as a real start meets them before anything
+/// else: the state directory must lie outside every directory to write, no other run may be
+/// writing them, and an unfinished clone of this directory that has begun copying stops a
+/// start without `--force` (exit 42).
+fn check_records(request: &CloneRequest, state_dir: &Path, report: &mut Report) {
+    let id = CloneId::for_data_dir(&request.data_dir);
+    let provisional = CloneRecord::new(id.clone(), request.clone(), 0);
+    let targets = dirlock::targets(&provisional);
+    let apart = targets
         .iter()
-        .map(|w| {
-            w.replace("%f", "000000010000000000000001")
-                .replace("%p", "/dev/null")
-                .replace("%r", "000000010000000000000001")
-                .replace("%%", "%")
-        })
-        .collect();
-    let run = tokio::process::Command::new(&resolved)
-        .arg("--test")
-        .args(&args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(RESTORE_TEST_TIMEOUT, run)
-        .await
-        .map_err(|_| {
-            unusable(format!(
-                "--test did not answer within {} s",
-                RESTORE_TEST_TIMEOUT.as_secs()
-            ))
-        })?
-        .map_err(|e| unusable(format!("cannot run: {e}")))?;
-    if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(unusable(format!(
-            "fails its test (barman-wal-restore --test, exit code {})",
-            output.status.code().unwrap_or(-1)
-        ))
-        .detail(crate::conninfo::redact(stderr.trim())));
+        .try_for_each(|(path, role)| dirlock::check_apart(state_dir, path, *role));
+    report.record(
+        "state directory",
+        apart.map(|()| {
+            format!(
+                "\"{}\", apart from the directories to write",
+                state_dir.display()
+            )
+        }),
+    );
+    let mut locked = Ok("no other run writes the directories".to_string());
+    for (path, role) in &targets {
+        match dirlock::probe(path, *role) {
+            Ok(None) => {}
+            Ok(Some(held)) | Err(held) => {
+                locked = Err(held);
+                break;
+            }
+        }
     }
-    Ok("barman-wal-restore --test passed".to_string())
+    report.record("directory lock", locked);
+    report.record("clone record", record_check(request, state_dir, &id));
 }
 
-/// `program` as PostgreSQL's shell would find it: a path, or the first match on PATH.
-fn find_program(program: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+/// What a start would do with the record kept for this data directory, read without creating
+/// or changing anything.
+fn record_check(request: &CloneRequest, state_dir: &Path, id: &CloneId) -> Result<String> {
+    let Some(state) = StateDir::existing(state_dir)? else {
+        return Ok("none yet: a new clone would be recorded".to_string());
     };
-    if program.contains('/') {
-        let path = PathBuf::from(program);
-        return executable(&path).then_some(path);
+    if !state.clone_ids()?.contains(id) {
+        return Ok("none yet: a new clone would be recorded".to_string());
     }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join(program))
-        .find(|p| executable(p))
+    let view = match state.read_status(id) {
+        Ok(view) => view,
+        Err(e) if e.kind == ErrorKind::Store => {
+            return match StartDecision::of(Existing::Damaged, request.force) {
+                StartDecision::Refuse(_) => Err(crate::records::damaged(e, id)),
+                _ => Ok(format!(
+                    "clone {id} is unreadable and would be discarded (-F/--force)"
+                )),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    if view.running {
+        return Err(crate::records::running(id, view.pid).hint("wait for it to finish"));
+    }
+    match StartDecision::of(Existing::Record(&view.record), request.force) {
+        StartDecision::Create => Ok("none yet: a new clone would be recorded".to_string()),
+        StartDecision::Refuse(_) => Err(crate::records::unfinished(&view.record)),
+        StartDecision::Replace(reason) => Ok(format!(
+            "{} once these checks pass",
+            crate::records::replacing(Some(&view.record), reason)
+        )),
+    }
 }
 
 async fn slot_check(request: &CloneRequest, params: Option<&SourceParams>) -> Result<String> {
@@ -468,7 +502,7 @@ mod tests {
             },
             ..CloneRequest::default()
         };
-        let report = check(&request).await;
+        let report = check(&request, None).await;
         let failed: Vec<&str> = report
             .checks
             .iter()
@@ -501,13 +535,5 @@ mod tests {
         report.write(&mut text).unwrap();
         let text = String::from_utf8(text).unwrap();
         assert!(text.ends_with("7 problem(s) found\n"), "{text}");
-    }
-
-    #[test]
-    fn free_space_is_read_from_the_nearest_existing_ancestor() {
-        let root = tempfile::tempdir().unwrap();
-        assert!(crate::space::free_bytes(&root.path().join("not/yet")).unwrap() > 0);
-        let error = free_disk_check(root.path(), u64::MAX).unwrap_err();
-        assert!(error.message.contains("not enough free disk"), "{error:?}");
     }
 }

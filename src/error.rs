@@ -270,4 +270,68 @@ mod tests {
             );
         }
     }
+
+    /// The cases that raise each code, as the table names them: a new refusal must be found in
+    /// its row, so the table says what the program does.
+    #[test]
+    fn the_exit_code_table_names_each_case() {
+        let doc = include_str!("../docs/exit-codes.md");
+        let row = |kind: ErrorKind| {
+            doc.lines()
+                .find(|l| l.starts_with(&format!("| {} |", kind.exit_code())))
+                .unwrap_or_else(|| panic!("no row for {kind:?}"))
+        };
+        let cases: [(ErrorKind, &[&str]); 5] = [
+            (
+                ErrorKind::Config,
+                &[
+                    "without node_id",
+                    "NUL byte",
+                    "restore_command that fails its test",
+                    "state directory inside a directory the clone writes",
+                    "root",
+                ],
+            ),
+            (
+                ErrorKind::System,
+                &[
+                    "disk space",
+                    "before the first byte",
+                    "filled up during the copy",
+                    "the device is named",
+                    "running PostgreSQL in or above a directory to write",
+                    "source node's own data directory",
+                ],
+            ),
+            (
+                ErrorKind::Store,
+                &[
+                    "unreadable",
+                    "newer pgreplica",
+                    "file system is full",
+                    "not private",
+                    "a directory it writes, is locked by another run",
+                ],
+            ),
+            (
+                ErrorKind::CloneState,
+                &[
+                    "has begun copying",
+                    "one that never did is replaced",
+                    "clone forget",
+                ],
+            ),
+            (ErrorKind::Interrupted, &["clone resume"]),
+        ];
+        for (kind, phrases) in cases {
+            for phrase in phrases {
+                assert!(
+                    row(kind).contains(phrase),
+                    "the row of {kind:?} does not say \"{phrase}\": {}",
+                    row(kind)
+                );
+            }
+        }
+        assert!(doc.contains("`clone ensure` also when the clone is done"));
+    }
 }

@@ -11,14 +11,18 @@ use crate::pg_tools::pg_program;
 use crate::progress::human_bytes;
 use crate::source::{SourceNode, Target};
 use states::{ApiTarget, BackupFacts, CloneRequest, SourceParams};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// How long `barman-wal-restore --test` may take.
+const RESTORE_TEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `--replication-conf-only`: the data directory must hold a copy of the source's cluster (same
 /// major version in `PG_VERSION`, same system identifier in `pg_control`) and must not be
 /// running — unless `--force`, since writing the configuration of a running server only takes
 /// effect at its next start. Changes nothing; `--dry-run` calls it too.
 pub async fn check_restored(request: &CloneRequest, params: &SourceParams) -> Result<()> {
+    check_restored_not_running(request)?;
     let data_dir = Path::new(&request.data_dir);
     let not_restored = |what: String| {
         Error::new(
@@ -54,18 +58,6 @@ pub async fn check_restored(request: &CloneRequest, params: &SourceParams) -> Re
         )
         .hint("restore a backup of the source node's cluster, or check -h/-p of the source node"));
     }
-    if let Err(e) = crate::datadir::check_postmaster(data_dir) {
-        if !request.force {
-            return Err(e.hint(format!(
-                "stop it first (pg_ctl -D \"{}\" stop), or use -F/--force to write the configuration anyway; it takes effect at the next start",
-                data_dir.display()
-            )));
-        }
-        crate::warning!(
-            "{}; -F/--force provided: writing the replication configuration anyway, it takes effect at the next start",
-            e.full_message()
-        );
-    }
     crate::info!(
         "data directory \"{}\" holds a copy of the source's cluster (PostgreSQL {major}, system identifier {system_id})",
         data_dir.display()
@@ -73,8 +65,53 @@ pub async fn check_restored(request: &CloneRequest, params: &SourceParams) -> Re
     Ok(())
 }
 
-/// The system identifier in the data directory's `global/pg_control`, from `pg_controldata`.
-async fn control_system_identifier(request: &CloneRequest, version: u32) -> Result<String> {
+/// `--replication-conf-only`: the restored directory must not lie inside a running cluster's
+/// data directory (never), nor run a cluster itself unless `--force` (its configuration then
+/// takes effect at its next start). FetchParams checks it, and every resume again before
+/// WriteReplicationConf.
+pub fn check_restored_not_running(request: &CloneRequest) -> Result<()> {
+    let data_dir = Path::new(&request.data_dir);
+    crate::running::check_not_nested(data_dir, "data directory")?;
+    let Some(postmaster) = crate::running::postmaster_of(data_dir)? else {
+        return Ok(());
+    };
+    let running = format!(
+        "PostgreSQL is running in data directory \"{}\" (pid {})",
+        data_dir.display(),
+        postmaster.pid
+    );
+    if !request.force {
+        return Err(Error::new(ErrorKind::System, running).hint(format!(
+            "stop it first ({}), or run clone start with -F/--force to write the configuration anyway; it takes effect at the next start",
+            postmaster.stop_command()
+        )));
+    }
+    crate::warning!(
+        "{running}; -F/--force provided: writing the replication configuration anyway, it takes effect at the next start"
+    );
+    Ok(())
+}
+
+/// Whether the data directory still holds the cluster `params` describe: `PG_VERSION` of its
+/// major version and its system identifier in `global/pg_control`. For `clone ensure` on a
+/// finished clone: a directory deleted, emptied or replaced since is cloned again.
+pub async fn holds_cluster(request: &CloneRequest, params: &SourceParams) -> Result<bool> {
+    let data_dir = Path::new(&request.data_dir);
+    let version = std::fs::read_to_string(data_dir.join("PG_VERSION")).unwrap_or_default();
+    if version.trim() != (params.server_version_num / 10_000).to_string() {
+        return Ok(false);
+    }
+    match control_system_identifier(request, params.server_version_num).await {
+        Ok(system_id) => Ok(system_id == params.system_identifier),
+        // No readable pg_control: the copy is not (or no longer) complete.
+        Err(e) if e.kind == ErrorKind::System => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The system identifier in the data directory's `global/pg_control`, from `pg_controldata`
+/// (VerifyCopy checks a pg-backup-api restore with it too).
+pub async fn control_system_identifier(request: &CloneRequest, version: u32) -> Result<String> {
     let program = pg_program(request.pg_bindir.as_deref(), version, "pg_controldata");
     let output = crate::pg_tools::run(&program, [&request.data_dir]).await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -106,6 +143,9 @@ pub async fn inspect_source(
     crate::info!("connecting to source node");
     let node = SourceNode::connect(&target, request.replication.passfile.as_deref()).await?;
     let facts = node.facts().await?;
+    // Run on the source's own host with -D naming its own data directory, the clone would
+    // turn the primary into a standby of itself: refused in every mode, whatever the options.
+    crate::running::refuse_source_dir(Path::new(&request.data_dir), &node.server().await?)?;
     crate::info!(
         "current installation size is {}",
         human_bytes(facts.installation_size)
@@ -153,8 +193,16 @@ pub async fn inspect_source(
     let (upstream_node_id, upstream_conninfo) = match (upstream, request.upstream_node_id) {
         (Some(node), _) => (
             Some(node.node_id),
+            // repmgr's record, as repmgr uses it; the TLS settings that reached the source fill
+            // in what it lacks, so the slot's connection and the standby reach the upstream as
+            // securely (a record registered without sslmode would otherwise send the
+            // walreceiver in clear text, or be refused by a TLS-only upstream).
             crate::conninfo::Conninfo::parse(&node.conninfo)
-                .map(|c| c.without_password().render())
+                .map(|c| {
+                    let mut upstream = c.without_password();
+                    upstream.merge_defaults(&target.tls_conninfo());
+                    upstream.render()
+                })
                 .unwrap_or_else(|_| target.conninfo()),
         ),
         (None, Some(id)) => {
@@ -287,4 +335,82 @@ pub fn check_wal_source(
         .detail("Barman encrypts the WAL files of an encrypted server; only \"barman get-wal\", which barman-wal-restore runs on the Barman host, decrypts them")
         .hint(format!("set {suggested} in repmgr.conf"))),
     }
+}
+
+/// `barman-wal-restore … --test` when restore_command is one (the connection to Barman and the
+/// server's configuration are tested, nothing is fetched); otherwise only that its program
+/// exists. FetchParams runs it before anything is copied, and `--dry-run` too.
+pub async fn check_restore_command(command: &str) -> Result<String> {
+    let unusable = |why: String| {
+        Error::new(
+            ErrorKind::Config,
+            format!("restore_command \"{command}\" {why}"),
+        )
+        .hint(
+            "the standby could not fetch WAL from the archive: fix restore_command in repmgr.conf",
+        )
+    };
+    let words = crate::config::split_args(command)
+        .map_err(|e| unusable(format!("cannot be checked: {e}")))?;
+    let Some(program) = words.first() else {
+        return Err(unusable("is empty".to_string()));
+    };
+    let Some(resolved) = find_program(program) else {
+        return Err(unusable(format!("runs \"{program}\", which is not found")));
+    };
+    if resolved
+        .file_name()
+        .is_none_or(|n| n != "barman-wal-restore")
+    {
+        return Ok(format!("\"{}\" exists", resolved.display()));
+    }
+    // %f, %p and %r are the file, the destination and the restart point; --test ignores them.
+    let args: Vec<String> = words[1..]
+        .iter()
+        .map(|w| {
+            w.replace("%f", "000000010000000000000001")
+                .replace("%p", "/dev/null")
+                .replace("%r", "000000010000000000000001")
+                .replace("%%", "%")
+        })
+        .collect();
+    let run = tokio::process::Command::new(&resolved)
+        .arg("--test")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(RESTORE_TEST_TIMEOUT, run)
+        .await
+        .map_err(|_| {
+            unusable(format!(
+                "--test did not answer within {} s",
+                RESTORE_TEST_TIMEOUT.as_secs()
+            ))
+        })?
+        .map_err(|e| unusable(format!("cannot run: {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(unusable(format!(
+            "fails its test (barman-wal-restore --test, exit code {})",
+            output.status.code().unwrap_or(-1)
+        ))
+        .detail(crate::conninfo::redact(stderr.trim())));
+    }
+    Ok("barman-wal-restore --test passed".to_string())
+}
+
+/// `program` as PostgreSQL's shell would find it: a path, or the first match on PATH.
+fn find_program(program: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = PathBuf::from(program);
+        return executable(&path).then_some(path);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
 }

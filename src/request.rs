@@ -7,18 +7,79 @@
 use crate::cli::StartArgs;
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
-use states::{CloneRequest, Mode, SourceConn};
+use states::{ApiTarget, CloneRequest, Mode, SourceConn};
 use std::path::{Component, Path, PathBuf};
+
+/// The flags of `clone start` that shape a request: from the command line, or as a recorded
+/// request remembers them (to compare it with today's repmgr.conf).
+struct Flags<'a> {
+    data_dir: Option<PathBuf>,
+    replication_conf_only: bool,
+    without_barman: bool,
+    host: Option<String>,
+    port: Option<u16>,
+    user: Option<String>,
+    dbname: Option<&'a str>,
+    upstream_node_id: Option<i32>,
+    /// `--backup-id` when given (pg-backup-api mode restores `pg_backupapi_backup_id`).
+    backup_id: Option<String>,
+    jobs: u32,
+    force: bool,
+    bwlimit: Option<u32>,
+}
+
+impl<'a> Flags<'a> {
+    fn of(args: &'a StartArgs) -> Flags<'a> {
+        Flags {
+            data_dir: args.data_dir.clone(),
+            replication_conf_only: args.replication_conf_only,
+            without_barman: args.without_barman,
+            host: args.host.clone(),
+            port: args.port,
+            user: args.user.clone(),
+            dbname: args.dbname.as_deref(),
+            upstream_node_id: args.upstream_node_id,
+            backup_id: args.backup_id.clone(),
+            jobs: args.jobs,
+            force: args.force,
+            bwlimit: args.bwlimit,
+        }
+    }
+
+    /// The flags a recorded request was started with (as far as the request tells them:
+    /// pg_basebackup mode counts as `--without-barman`; in pg-backup-api mode the backup came
+    /// from `pg_backupapi_backup_id`, not from `--backup-id`).
+    fn recorded(request: &'a CloneRequest) -> Flags<'a> {
+        Flags {
+            data_dir: Some(PathBuf::from(&request.data_dir)),
+            replication_conf_only: request.mode == Mode::ReplicationConfOnly,
+            without_barman: request.mode == Mode::BaseBackup,
+            host: request.source.host.clone(),
+            port: request.source.port,
+            user: request.source.user.clone(),
+            dbname: request.source.dbname.as_deref(),
+            upstream_node_id: request.upstream_node_id,
+            backup_id: (request.mode != Mode::BackupApi).then(|| request.backup_selector.clone()),
+            jobs: request.jobs,
+            force: request.force,
+            bwlimit: request.bwlimit_kbps,
+        }
+    }
+}
 
 /// Mode selection, as `repmgr standby clone` does it (reference/repmgr.md):
 /// `--replication-conf-only` wins; then Barman unless `--without-barman`; then pg-backup-api;
 /// else pg_basebackup.
 pub fn select_mode(args: &StartArgs, config: &Config) -> Mode {
-    if args.replication_conf_only {
+    mode_of(&Flags::of(args), config)
+}
+
+fn mode_of(flags: &Flags<'_>, config: &Config) -> Mode {
+    if flags.replication_conf_only {
         Mode::ReplicationConfOnly
-    } else if config.barman_host.is_some() && !args.without_barman {
+    } else if config.barman_host.is_some() && !flags.without_barman {
         Mode::BarmanRsync
-    } else if config.pg_backupapi_host.is_some() && !args.without_barman {
+    } else if config.pg_backupapi_host.is_some() && !flags.without_barman {
         Mode::BackupApi
     } else {
         Mode::BaseBackup
@@ -31,7 +92,67 @@ pub fn build(
     config: &Config,
     config_file: Option<&Path>,
 ) -> Result<CloneRequest> {
-    let data_dir = match (&args.data_dir, &config.data_directory) {
+    build_from(&Flags::of(args), config, config_file, true)
+}
+
+/// The request `recorded`'s flags give with today's `config`: what a start would record now,
+/// for [`CloneRequest::differences`].
+pub fn current(
+    recorded: &CloneRequest,
+    config: &Config,
+    config_file: Option<&Path>,
+) -> Result<CloneRequest> {
+    build_from(&Flags::recorded(recorded), config, config_file, false)
+}
+
+/// `pgreplica clone start …` that starts the clone of `request` again with the configuration
+/// file `config_file` (and `--force` when asked), quoted for pasting.
+pub fn start_command(request: &CloneRequest, config_file: Option<&str>, force: bool) -> String {
+    let mut args: Vec<String> = vec!["clone".into(), "start".into()];
+    let mut push = |flag: &str, value: Option<String>| {
+        if let Some(value) = value {
+            args.push(flag.to_string());
+            args.push(value);
+        }
+    };
+    push("-f", config_file.map(str::to_string));
+    push("-h", request.source.host.clone());
+    push("-p", request.source.port.map(|p| p.to_string()));
+    push("-U", request.source.user.clone());
+    push("-d", request.source.dbname.clone());
+    push("-D", Some(request.data_dir.clone()));
+    push(
+        "--backup-id",
+        (request.mode != Mode::BackupApi && request.backup_selector != "latest")
+            .then(|| request.backup_selector.clone()),
+    );
+    push(
+        "--jobs",
+        (request.jobs != 1).then(|| request.jobs.to_string()),
+    );
+    push("--bwlimit", request.bwlimit_kbps.map(|k| k.to_string()));
+    push(
+        "--upstream-node-id",
+        request.upstream_node_id.map(|n| n.to_string()),
+    );
+    match request.mode {
+        Mode::ReplicationConfOnly => args.push("--replication-conf-only".into()),
+        Mode::BaseBackup => args.push("--without-barman".into()),
+        Mode::BarmanRsync | Mode::BackupApi => {}
+    }
+    if force {
+        args.push("--force".into());
+    }
+    crate::paste::pgreplica(&args)
+}
+
+fn build_from(
+    flags: &Flags<'_>,
+    config: &Config,
+    config_file: Option<&Path>,
+    announce: bool,
+) -> Result<CloneRequest> {
+    let data_dir = match (&flags.data_dir, &config.data_directory) {
         (Some(dir), _) => dir.clone(),
         (None, Some(dir)) => dir.clone(),
         (None, None) => {
@@ -40,9 +161,9 @@ pub fn build(
         }
     };
     let data_dir = absolute(&data_dir)?;
-    let mode = select_mode(args, config);
-    let (dbname, password_taken) = crate::source::take_password_from_dbname(args.dbname.as_deref());
-    if password_taken {
+    let mode = mode_of(flags, config);
+    let (dbname, password_taken) = crate::source::take_password_from_dbname(flags.dbname);
+    if password_taken && announce {
         crate::warning!(
             "the password given with -d is used for this run only and is not stored with the clone"
         );
@@ -50,33 +171,70 @@ pub fn build(
             "for \"clone resume\", provide it with PGPASSWORD or a password file (passfile)",
         );
     }
+    let backup_api = config.api_target().filter(|_| mode == Mode::BackupApi);
+    let backup_selector = backup_selector_of(flags, config, backup_api.as_ref())?;
+    let source = SourceConn {
+        host: flags.host.clone(),
+        port: flags.port,
+        user: flags.user.clone(),
+        dbname: dbname
+            .map(|d| crate::source::with_absolute_paths(&d))
+            .transpose()?,
+    };
+    // Every keyword and PG* variable is checked now, before anything is recorded: a refused
+    // or misspelt one is a configuration error at once, not a failed step later.
+    crate::source::Target::resolve(&source)?;
     Ok(CloneRequest {
         mode,
         data_dir: data_dir.display().to_string(),
         config_file: config_file.map(|p| p.display().to_string()),
         node_id: config.node_id,
         node_name: config.node_name.clone(),
-        source: SourceConn {
-            host: args.host.clone(),
-            port: args.port,
-            user: args.user.clone(),
-            dbname,
-        },
-        upstream_node_id: args.upstream_node_id,
-        backup_selector: args.backup_id.clone(),
-        jobs: args.jobs,
-        force: args.force,
-        bwlimit_kbps: args.bwlimit,
+        source,
+        upstream_node_id: flags.upstream_node_id,
+        backup_selector,
+        jobs: flags.jobs,
+        force: flags.force,
+        bwlimit_kbps: flags.bwlimit,
         waldir: config.waldir().map(|p| p.display().to_string()),
         tablespace_mapping: config.tablespace_mapping.clone(),
         barman: config.barman_target().filter(|_| mode == Mode::BarmanRsync),
-        backup_api: config.api_target().filter(|_| mode == Mode::BackupApi),
+        backup_api,
         ssh_options: config.ssh_args().to_vec(),
         pg_bindir: config.pg_bindir.as_ref().map(|p| p.display().to_string()),
         pg_basebackup_options: config.pg_basebackup_args().to_vec(),
         staging_parent: config.staging_dir.as_ref().map(|p| p.display().to_string()),
         replication: config.replication_settings(),
     })
+}
+
+/// The backup to restore: `--backup-id`, else `latest`. In pg-backup-api mode
+/// `pg_backupapi_backup_id` names it (the API restores what the POST says); `--backup-id` may
+/// repeat it but never silently differ from it.
+fn backup_selector_of(
+    flags: &Flags<'_>,
+    config: &Config,
+    api: Option<&ApiTarget>,
+) -> Result<String> {
+    match (api, flags.backup_id.as_deref()) {
+        (Some(api), Some(given)) if given != api.backup_id => {
+            let key = match config.location("pg_backupapi_backup_id") {
+                Some(location) => {
+                    format!("pg_backupapi_backup_id (\"{}\", {location})", api.backup_id)
+                }
+                None => format!("pg_backupapi_backup_id (\"{}\")", api.backup_id),
+            };
+            Err(Error::new(
+                ErrorKind::Config,
+                format!("--backup-id \"{given}\" differs from {key}: in pg-backup-api mode the API restores pg_backupapi_backup_id"),
+            )
+            .hint(format!(
+                "drop --backup-id, or set pg_backupapi_backup_id='{given}' in repmgr.conf"
+            )))
+        }
+        (Some(api), _) => Ok(api.backup_id.clone()),
+        (None, given) => Ok(given.unwrap_or("latest").to_string()),
+    }
 }
 
 /// Makes `path` absolute against the current directory and removes `.`/`..` lexically, so that
@@ -110,6 +268,63 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    /// `clone start` parsed from `args`.
+    fn start_args(args: &[&str]) -> StartArgs {
+        let cli = crate::cli::Cli::try_parse_from(
+            ["pgreplica", "clone", "start", "-D", "/srv/standby"]
+                .iter()
+                .chain(args),
+        )
+        .unwrap();
+        match cli.command {
+            crate::cli::Command::Clone(crate::cli::CloneCommand::Start(args)) => args,
+            other => panic!("not a start: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn backup_id_is_honoured_or_refused_in_api_mode_never_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("repmgr.conf");
+        std::fs::write(
+            &path,
+            "node_id=2\npg_backupapi_host='b1'\npg_backupapi_node_name='pg'\n\
+             pg_backupapi_remote_ssh_command='ssh postgres@standby'\n\
+             pg_backupapi_backup_id='20261125T061436'\n",
+        )
+        .unwrap();
+        let (config, _) = Config::load(&path).unwrap();
+        let build = |args: &[&str]| build(&start_args(args), &config, Some(&path));
+        // Absent or equal: pg_backupapi_backup_id is what is restored, and recorded as such.
+        for args in [&[][..], &["--backup-id", "20261125T061436"]] {
+            let request = build(args).unwrap();
+            assert_eq!(request.mode, Mode::BackupApi);
+            assert_eq!(request.backup_selector, "20261125T061436");
+            assert_eq!(request.backup_api.unwrap().backup_id, "20261125T061436");
+        }
+        // Different, even `latest`: refused, naming both and where the key is.
+        let error = build(&["--backup-id", "latest"]).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Config);
+        assert_eq!(
+            error.message,
+            format!(
+                "--backup-id \"latest\" differs from pg_backupapi_backup_id (\"20261125T061436\", {}:5): in pg-backup-api mode the API restores pg_backupapi_backup_id",
+                path.display()
+            )
+        );
+        assert_eq!(
+            error.hint.as_deref(),
+            Some("drop --backup-id, or set pg_backupapi_backup_id='latest' in repmgr.conf")
+        );
+        // Other modes: --backup-id, else latest.
+        let barman = Config::default();
+        let request = super::build(&start_args(&["--without-barman"]), &barman, None).unwrap();
+        assert_eq!(request.backup_selector, "latest");
+        let request = super::build(&start_args(&["--backup-id", "oldest"]), &barman, None).unwrap();
+        assert_eq!(request.backup_selector, "oldest");
+    }
 
     #[test]
     fn paths_are_normalised() {

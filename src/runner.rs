@@ -173,8 +173,14 @@ pub async fn run(
         match next {
             Next::Run(_) | Next::Done => {}
             Next::Retry { step, delay_ms } => {
+                // Only the final failure is an ERROR; one that is retried is a WARNING.
                 if let Some(error) = &error {
-                    crate::log::error(error);
+                    crate::log::emit(
+                        crate::log::Level::Warning,
+                        &error.full_message(),
+                        error.detail.as_deref(),
+                        None,
+                    );
                 }
                 let delay = Duration::from_millis(delay_ms);
                 crate::info!("Retrying step {step} in {} s...", delay.as_secs_f32());
@@ -196,8 +202,8 @@ fn interrupted(record: &CloneRecord, step: Step) -> Error {
         format!("clone {} interrupted during step {step}", record.id()),
     )
     .hint(format!(
-        "continue it with \"pgreplica clone resume {}\"",
-        record.id()
+        "continue it with \"{}\"",
+        crate::paste::pgreplica(&["clone", "resume", record.id().as_str()])
     ))
 }
 

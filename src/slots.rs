@@ -25,13 +25,12 @@ pub fn slot_name(request: &CloneRequest) -> Result<String> {
     Ok(format!("repmgr_slot_{node_id}"))
 }
 
-/// The connection target of a parsed upstream conninfo.
+/// The connection target of a parsed upstream conninfo, every keyword of it honoured (TLS
+/// included) as for the source node.
 pub fn upstream_target(upstream: &Conninfo) -> Result<Target> {
     Target::resolve(&SourceConn {
-        host: upstream.get("host").map(str::to_string),
-        port: upstream.get("port").and_then(|p| p.parse().ok()),
-        user: upstream.get("user").map(str::to_string),
-        dbname: upstream.get("dbname").map(str::to_string),
+        dbname: Some(upstream.render()),
+        ..SourceConn::default()
     })
 }
 

@@ -1,19 +1,53 @@
-//! `clone status` output: a readable summary per clone, or JSON for machines.
+//! `clone status` and `clone list` output: a readable summary per clone, JSON for machines, or
+//! one line per clone. A record that cannot be read is shown as damaged, and the others as
+//! usual.
 //!
 //! Rendering only: the views come from the store (`StateDir::read_status`).
 
+use crate::error::Error;
 use crate::progress::human_bytes;
 use crate::store::StatusView;
 use serde_json::json;
-use states::{Phase, Verification};
+use states::{CloneId, Phase, Verification};
 use std::io::{self, Write};
 use std::path::Path;
 
-/// Writes the views as one JSON document: `{"clones": [...]}`.
-pub fn write_json(views: &[StatusView], out: &mut dyn Write) -> io::Result<()> {
-    let clones: Vec<_> = views
+/// One clone of the state directory as the status commands show it.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a handful exist per command, each shown once: boxing saves nothing"
+)]
+pub enum Shown {
+    /// A readable clone.
+    Clone(StatusView),
+    /// A clone whose record cannot be read (damaged, or written by another version): why.
+    Damaged {
+        /// The clone.
+        id: CloneId,
+        /// What is wrong with its record, and how to get rid of it.
+        error: Error,
+    },
+}
+
+/// Writes the clones as one JSON document: `{"clones": [...]}`; a damaged one as
+/// `{"id": …, "damaged": true, "error": …, "hint": …}`.
+pub fn write_json(shown: &[Shown], out: &mut dyn Write) -> io::Result<()> {
+    let clones: Vec<_> = shown
         .iter()
-        .map(|view| {
+        .map(|shown| {
+            let view = match shown {
+                Shown::Clone(view) => view,
+                Shown::Damaged { id, error } => {
+                    return json!({
+                        "id": id.as_str(),
+                        "damaged": true,
+                        "error": error.full_message(),
+                        "hint": error.hint,
+                        "exit_code": error.exit_code(),
+                    })
+                }
+            };
             let record = &view.record;
             json!({
                 "id": record.id().as_str(),
@@ -42,6 +76,7 @@ pub fn write_json(views: &[StatusView], out: &mut dyn Write) -> io::Result<()> {
                     "outcome": t.outcome,
                     "message": t.message,
                 })).collect::<Vec<_>>(),
+                "damaged": false,
                 "record": record,
             })
         })
@@ -57,22 +92,98 @@ fn phase_name(view: &StatusView) -> String {
     }
 }
 
-/// Writes a readable summary of each view; with none, says which state directory is empty.
-pub fn write_text(views: &[StatusView], state_dir: &Path, out: &mut dyn Write) -> io::Result<()> {
-    if views.is_empty() {
-        return writeln!(
-            out,
-            "no clones in the state directory \"{}\" (another one is chosen with --state-dir or PGREPLICA_STATE_DIR)",
-            state_dir.display()
-        );
+/// Writes a readable summary of each clone; with none, says which state directory is empty.
+pub fn write_text(shown: &[Shown], state_dir: &Path, out: &mut dyn Write) -> io::Result<()> {
+    if shown.is_empty() {
+        return no_clones(state_dir, out);
     }
-    for (index, view) in views.iter().enumerate() {
+    for (index, shown) in shown.iter().enumerate() {
         if index > 0 {
             writeln!(out)?;
         }
-        write_one(view, out)?;
+        match shown {
+            Shown::Clone(view) => write_one(view, out)?,
+            Shown::Damaged { id, error } => {
+                writeln!(out, "Clone {id}  DAMAGED")?;
+                writeln!(out, "  error:      {}", error.full_message())?;
+                if let Some(hint) = &error.hint {
+                    writeln!(out, "  hint:       {hint}")?;
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// Writes one line per clone: id, where it stands, whether it runs, mode, data directory.
+pub fn write_list(shown: &[Shown], state_dir: &Path, out: &mut dyn Write) -> io::Result<()> {
+    if shown.is_empty() {
+        return no_clones(state_dir, out);
+    }
+    for shown in shown {
+        match shown {
+            Shown::Clone(view) => {
+                let record = &view.record;
+                writeln!(
+                    out,
+                    "{:<24} {:<21} {:<16} {:<31} {}",
+                    record.id(),
+                    phase_name(view),
+                    activity(view),
+                    record.request().mode.label(),
+                    record.request().data_dir
+                )?;
+            }
+            Shown::Damaged { id, error } => {
+                writeln!(out, "{id:<24} DAMAGED               {}", error.message)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// pg-backup-api mode: the clone's operation, those it abandoned, the operator's pending word.
+fn write_api_operation(record: &states::CloneRecord, out: &mut dyn Write) -> io::Result<()> {
+    let abandoned = match record.api_abandoned() {
+        [] => String::new(),
+        ids => format!(" (abandoned: {})", ids.join(", ")),
+    };
+    match record.api_operation() {
+        Some(op) => match &op.operation_id {
+            Some(id) => writeln!(out, "  operation:  pg-backup-api {id}{abandoned}")?,
+            None => writeln!(
+                out,
+                "  operation:  pg-backup-api, requested but its id not recorded{abandoned}"
+            )?,
+        },
+        None if !abandoned.is_empty() => writeln!(out, "  operation:  none{abandoned}")?,
+        None => {}
+    }
+    if let Some(choice) = record.api_choice() {
+        writeln!(
+            out,
+            "  operator:   --api-operation {choice} (recorded; the Transfer step acts on it)"
+        )?;
+    }
+    Ok(())
+}
+
+fn no_clones(state_dir: &Path, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "no clones in the state directory \"{}\" (another one is chosen with --state-dir or PGREPLICA_STATE_DIR)",
+        state_dir.display()
+    )
+}
+
+/// Running (with its pid), complete, or stopped.
+fn activity(view: &StatusView) -> String {
+    match (view.running, view.pid) {
+        (true, Some(pid)) => format!("running pid {pid}"),
+        (true, None) => "running".to_string(),
+        (false, _) if view.record.phase() == Phase::Done => "complete".to_string(),
+        (false, _) => "stopped".to_string(),
+    }
 }
 
 fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
@@ -84,11 +195,12 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
         record.request().data_dir,
         record.request().mode.label()
     )?;
-    let activity = match (view.running, view.pid) {
-        (true, Some(pid)) => format!("running, pid {pid}"),
-        (true, None) => "running".to_string(),
-        (false, _) if record.phase() == Phase::Done => "complete".to_string(),
-        (false, _) => "stopped; resume with \"pgreplica clone resume\"".to_string(),
+    let activity = match activity(view) {
+        stopped if stopped == "stopped" => format!(
+            "stopped; resume with \"{}\"",
+            crate::paste::pgreplica(&["clone", "resume", record.id().as_str()])
+        ),
+        other => other,
     };
     writeln!(out, "  state:      {} ({activity})", phase_name(view))?;
     if let Some(backup) = &record.facts().backup {
@@ -101,6 +213,7 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
             backup.pg_version
         )?;
     }
+    write_api_operation(record, out)?;
     if let Some(live) = &view.live {
         let percent = (live.bytes_done * 100)
             .checked_div(live.bytes_total)
@@ -134,6 +247,15 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
             Verification::Verified { files } => {
                 writeln!(out, "  verified:   {files} files against backup_manifest")?
             }
+            Verification::Checked {
+                pg_major,
+                system_identifier,
+                bytes,
+            } => writeln!(
+                out,
+                "  verified:   PostgreSQL {pg_major} of system {system_identifier}, {} (no backup_manifest)",
+                human_bytes(*bytes)
+            )?,
             Verification::Skipped { reason } => writeln!(out, "  verified:   skipped: {reason}")?,
         }
     }

@@ -2,9 +2,11 @@
 //! `openssl`, and stunnel terminating TLS in front of `pgreplica-apiserver` (plain http on
 //! 127.0.0.1) and refusing clients without a certificate its CA signed — the shape production
 //! has. A clone with `pg_backupapi_ca_file`, `pg_backupapi_cert_file` and `pg_backupapi_key_file`
-//! gives a streaming standby; a missing client certificate and a CA that did not sign the proxy's
-//! certificate stop the clone at once with exit code 28 and say which key to fix: certificate
-//! problems are not retried.
+//! gives a streaming standby — with credentials for the proxy in `pg_backupapi_host`
+//! (`https://user:password@…`), which reach the server and nothing else: not a log line, not the
+//! store, not `clone status --json`; a missing client certificate and a CA that did not sign
+//! the proxy's certificate stop the clone at once with exit code 28 and say which key to fix:
+//! certificate problems are not retried.
 //!
 //! The server binary is built by `cargo test --workspace` (and `cargo xtask test`); run alone,
 //! `cargo build -p pgreplica-apiserver` first — the tests fail loudly when it is missing.
@@ -199,11 +201,12 @@ fn tls_keys(ca: &Path, client: Option<&Pki>) -> String {
     keys
 }
 
-/// A TLS-mode lab: the bench, the PKI, the API server, and the proxy in front of it.
-fn tls_bench() -> (Bench, Pki, ApiServer, TlsProxy) {
+/// A TLS-mode lab: the bench, the PKI, the API server with the switches `server`, and the
+/// proxy in front of it.
+fn tls_bench(server: &[&str]) -> (Bench, Pki, ApiServer, TlsProxy) {
     let bench = Bench::start(debian_lab());
     let pki = Pki::generate(&bench);
-    let server = api::start(&bench, &[]);
+    let server = api::start(&bench, server);
     let proxy = TlsProxy::start(&bench, &pki, server.port());
     (bench, pki, server, proxy)
 }
@@ -215,11 +218,11 @@ struct Run {
     data_dir: PathBuf,
 }
 
-/// Runs `clone start` through the proxy into a new data directory `name`, with the TLS keys
-/// `keys` in its repmgr.conf.
-fn clone_with(bench: &Bench, proxy: &TlsProxy, name: &str, keys: &str) -> Run {
+/// Runs `clone start` through the proxy at `host` into a new data directory `name`, with the
+/// TLS keys `keys` in its repmgr.conf.
+fn clone_with(bench: &Bench, host: &str, name: &str, keys: &str) -> Run {
     let data_dir = bench.lab.new_dir(name);
-    let conf = api_conf(bench, &proxy.host(), &data_dir, keys);
+    let conf = api_conf(bench, host, &data_dir, keys);
     let args = bench.start_args(&conf, &[]);
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     Run {
@@ -229,16 +232,66 @@ fn clone_with(bench: &Bench, proxy: &TlsProxy, name: &str, keys: &str) -> Run {
     }
 }
 
+/// The proxy's credentials: a password with a reserved character, %-escaped in the URL.
+const USER: &str = "pgreplica";
+const PASSWORD: &str = "s3cr:et";
+const PASSWORD_IN_URL: &str = "s3cr%3Aet";
+
+/// Every file under `dir` that holds `needle`, read as bytes.
+fn files_holding(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle.as_bytes())
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn clone_through_a_tls_proxy_that_checks_client_certificates_streams() {
-    let (bench, pki, server, proxy) = tls_bench();
+    // The API server checks basic authentication, as a proxy in front of it may.
+    let (bench, pki, server, proxy) = tls_bench(&["--require-auth", &format!("{USER}:{PASSWORD}")]);
+    let host = format!("https://{USER}:{PASSWORD_IN_URL}@127.0.0.1:{}", proxy.port);
     let Run {
         code,
         stderr,
         data_dir,
         ..
-    } = clone_with(&bench, &proxy, "standby", &tls_keys(&pki.ca, Some(&pki)));
+    } = clone_with(&bench, &host, "standby", &tls_keys(&pki.ca, Some(&pki)));
     assert_eq!(code, Some(0), "{stderr}\nstunnel:\n{}", proxy.log_text());
+    // The credentials reached the server (it refuses requests without them) and nothing else.
+    for secret in [PASSWORD, PASSWORD_IN_URL] {
+        assert!(!stderr.contains(secret), "{stderr}");
+        let status = bench.status(&data_dir).to_string();
+        assert!(!status.contains(secret), "{status}");
+        let stored = files_holding(&bench.lab.state_dir(), secret);
+        assert!(
+            stored.is_empty(),
+            "the store holds the password: {stored:?}"
+        );
+    }
+    let target = &bench.status(&data_dir)["record"]["request"]["backup_api"];
+    assert_eq!(target["host"], proxy.host());
+    assert_eq!(
+        target["credentials_file"],
+        bench
+            .lab
+            .dir()
+            .join("api-standby.conf")
+            .display()
+            .to_string()
+    );
     assert!(
         stderr.contains(&format!("connecting to pg-backup-api at {}", proxy.host())),
         "{stderr}"
@@ -257,11 +310,15 @@ fn clone_through_a_tls_proxy_that_checks_client_certificates_streams() {
 
 #[test]
 fn certificate_problems_exit_28_at_once_naming_the_key_to_fix() {
-    let (bench, pki, server, proxy) = tls_bench();
+    let (bench, pki, server, proxy) = tls_bench(&[]);
 
     // No client certificate: the proxy refuses the handshake.
-    let Run { code, stderr, .. } =
-        clone_with(&bench, &proxy, "no-client-cert", &tls_keys(&pki.ca, None));
+    let Run { code, stderr, .. } = clone_with(
+        &bench,
+        &proxy.host(),
+        "no-client-cert",
+        &tls_keys(&pki.ca, None),
+    );
     assert_eq!(code, Some(28), "{stderr}");
     let failed = format!(
         "ERROR: TLS handshake with pg-backup-api at {} failed:",
@@ -286,7 +343,7 @@ fn certificate_problems_exit_28_at_once_naming_the_key_to_fix() {
     // A CA that did not sign the proxy's certificate: pgreplica refuses the server.
     let Run { code, stderr, .. } = clone_with(
         &bench,
-        &proxy,
+        &proxy.host(),
         "wrong-ca",
         &tls_keys(&pki.other_ca, Some(&pki)),
     );

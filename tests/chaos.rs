@@ -1,10 +1,11 @@
 //! The kill-anywhere campaign, bounded for the test suite: a few rounds of `lab::chaos` per
 //! copying mode, and per staged kind of backup (tar, incremental, encrypted) in Barman mode,
 //! with a fixed seed — pgreplica killed for real (SIGKILL of its group, SIGTERM, its rsyncs, the
-//! pg-backup-api server restarted) inside steps and mid-file, resumed, and each clone checked:
-//! equal to an uninterrupted one (Barman, pg-backup-api), or verified against its manifest with
-//! every restart recorded (pg_basebackup). The long campaign is `cargo xtask chaos`
-//! (docs/chaos.md).
+//! pg-backup-api server restarted) inside steps and mid-file, and the world failing around it
+//! (the network to Barman silent, sshd down or refusing, the source node down or TLS-only: the
+//! fault actions, where they apply), resumed, and each clone checked: equal to an uninterrupted
+//! one (Barman, pg-backup-api), or verified against its manifest with every restart recorded
+//! (pg_basebackup). The long campaign is `cargo xtask chaos` (docs/chaos.md).
 
 mod common;
 
@@ -17,7 +18,11 @@ use std::time::Duration;
 
 /// Runs `rounds` of a campaign and fails with every failed round and its replay command, then
 /// with anything a round's report shows that the campaign's rules rule out.
-fn run_campaign(bench: &Bench, options: ChaosOptions, rounds: RangeInclusive<u32>) {
+fn run_campaign(
+    bench: &Bench,
+    options: ChaosOptions,
+    rounds: RangeInclusive<u32>,
+) -> Vec<RoundReport> {
     let seed = options.seed;
     let mode = options.mode;
     let campaign = Campaign::prepare(&bench.lab, &bench.binary, options.clone())
@@ -76,6 +81,18 @@ fn run_campaign(bench: &Bench, options: ChaosOptions, rounds: RangeInclusive<u32
         "no kill landed inside a step in {} rounds:\n{summary}",
         reports.len()
     );
+    // The faults of the world run beside the kills, where they apply.
+    let faults = reports
+        .iter()
+        .flat_map(|r| &r.kills)
+        .filter(|k| k.action.is_fault())
+        .count();
+    assert!(
+        !options.faults || faults > 0,
+        "no fault in {} rounds:\n{summary}",
+        reports.len()
+    );
+    reports
 }
 
 /// What a passed round's report must show under the campaign's rules: its settings within the
@@ -170,8 +187,11 @@ fn round_problems(report: &RoundReport, options: &ChaosOptions) -> Vec<String> {
             report.resumes
         ),
     );
+    // The spawn-failure fault costs a resume with the operator's choice, and one more when a
+    // kill takes that resume before it recorded the choice.
+    let fault = 2 * u32::from(report.spawn_failure);
     expect(
-        report.resumes <= report.kills.len() as u32 + 3,
+        report.resumes <= report.kills.len() as u32 + 3 + fault,
         format!(
             "{} resume(s) for {} kill(s)",
             report.resumes,
@@ -179,11 +199,16 @@ fn round_problems(report: &RoundReport, options: &ChaosOptions) -> Vec<String> {
         ),
     );
     expect(
-        mode == ChaosMode::Api || report.operator_choices == 0,
+        mode == ChaosMode::Api || (report.operator_choices == 0 && !report.spawn_failure),
         format!(
-            "{} operator choice(s) outside API mode",
-            report.operator_choices
+            "{} operator choice(s), spawn failure {}, outside API mode",
+            report.operator_choices, report.spawn_failure
         ),
+    );
+    // An operation that never started is replaced only on the operator's word.
+    expect(
+        !report.spawn_failure || report.operator_choices >= 1,
+        "the spawn-failure fault ended without the operator's --api-operation new".to_string(),
     );
     problems
 }
@@ -199,6 +224,7 @@ fn killed_anywhere_resume_matches_an_uninterrupted_clone() {
         // Faster than the campaign's default: kills still land mid-file, rounds stay short.
         bwlimit_kbps: (10000, 16000),
         round_timeout: Duration::from_secs(120),
+        faults: true,
         ..ChaosOptions::default()
     };
     run_campaign(&bench, options, 3..=5);
@@ -206,7 +232,9 @@ fn killed_anywhere_resume_matches_an_uninterrupted_clone() {
 
 /// pg-backup-api mode: kills while the API restores (and the API server restarted under a
 /// polling pgreplica); each round must end with one operation into its directory and a copy
-/// equal to an uninterrupted API clone.
+/// equal to an uninterrupted API clone. Round 1 of seed 1 begins with the API unable to start
+/// workers (the spawn-failure fault): the clone must stop for the operator with exactly one
+/// operation, and end, after `--api-operation new`, with that one abandoned and one more.
 #[test]
 fn killed_anywhere_in_api_mode_resume_reattaches_to_the_one_operation() {
     let bench = Bench::start(debian_lab());
@@ -214,11 +242,16 @@ fn killed_anywhere_in_api_mode_resume_reattaches_to_the_one_operation() {
         mode: ChaosMode::Api,
         seed: 1,
         max_kills: 3,
-        round_timeout: Duration::from_secs(120),
+        round_timeout: Duration::from_secs(180),
         apiserver: Some(common::api::built_server()),
+        faults: true,
         ..ChaosOptions::default()
     };
-    run_campaign(&bench, options, 1..=3);
+    let reports = run_campaign(&bench, options, 1..=3);
+    assert!(
+        reports.iter().any(|r| r.spawn_failure),
+        "no round had the spawn-failure fault"
+    );
 }
 
 /// pg_basebackup mode: kills mid-copy restart the transfer; each round must pass
@@ -234,6 +267,7 @@ fn killed_anywhere_in_basebackup_mode_restarts_cleanly_and_streams() {
         bwlimit_kbps: (8000, 16000),
         round_timeout: Duration::from_secs(120),
         start_standby: true,
+        faults: true,
         ..ChaosOptions::default()
     };
     run_campaign(&bench, options, 1..=3);

@@ -77,7 +77,7 @@ fn refuses_to_run_as_root_with_exit_1() {
 
 #[test]
 fn every_clone_command_has_help_with_an_example() {
-    for command in ["start", "resume", "status"] {
+    for command in ["start", "ensure", "resume", "status", "list", "forget"] {
         let output = Command::new(BINARY)
             .args(["clone", command, "--help"])
             .output()
@@ -150,4 +150,77 @@ fn resume_and_status_of_an_unknown_clone_exit_42() {
 
 fn is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+}
+
+#[test]
+fn the_operators_word_on_the_api_operation_is_a_documented_flag_of_resume() {
+    let output = Command::new(BINARY)
+        .args(["clone", "resume", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("--api-operation <ID|new>"), "{help}");
+    assert!(help.contains("--api-operation new"), "the example: {help}");
+    let output = Command::new(BINARY)
+        .args(["generate", "man"])
+        .output()
+        .unwrap();
+    let man = String::from_utf8_lossy(&output.stdout);
+    assert!(man.contains("api\\-operation"), "{man}");
+
+    // Not an id: refused by the parser, naming what is expected.
+    let scratch = Scratch::new();
+    let output =
+        scratch.run_as_postgres(&["clone", "resume", "main-00000000", "--api-operation", "a/b"]);
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("expected \"new\" or an operation id"),
+        "{}",
+        stderr(&output)
+    );
+
+    // A clone that does not restore through pg-backup-api has no operation to choose: exit 42,
+    // and the record is left as it was. (pg_basebackup mode, stopped at FetchParams: its
+    // source node does not answer.)
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let data = scratch.path("data");
+    let data = data.to_str().unwrap();
+    let output = scratch.run_as_postgres(&[
+        "clone",
+        "start",
+        "--without-barman",
+        "-D",
+        data,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &closed,
+        "-U",
+        "postgres",
+        "--retries",
+        "0",
+    ]);
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    let output = scratch.run_as_postgres(&["clone", "resume", data, "--api-operation", "new"]);
+    assert_eq!(output.status.code(), Some(42), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(
+        text.starts_with("ERROR: --api-operation new cannot be used: clone data-"),
+        "{text}"
+    );
+    assert!(
+        text.contains("restores in pg_basebackup mode, not through pg-backup-api"),
+        "{text}"
+    );
+    let output = scratch.run_as_postgres(&["clone", "status", "--json", data]);
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        value["clones"][0]["record"]["api_choice"],
+        serde_json::Value::Null
+    );
 }

@@ -41,10 +41,20 @@ impl Dir {
     }
 }
 
+/// `text` with a `node_id` line appended when it sets none: repmgr (and pgreplica) require one,
+/// and the tests of other rules are not about it. Appended, so no line number moves.
+fn with_node_id(text: &str) -> String {
+    if text.contains("node_id") {
+        text.to_string()
+    } else {
+        format!("{text}\nnode_id=9\n")
+    }
+}
+
 /// Loads `text` as a repmgr.conf that must be valid.
 fn load_ok(text: &str) -> (Config, Vec<Warning>) {
     let dir = Dir::new();
-    let path = dir.write("repmgr.conf", text);
+    let path = dir.write("repmgr.conf", &with_node_id(text));
     match Config::load(&path) {
         Ok(loaded) => loaded,
         Err(e) => panic!(
@@ -57,7 +67,7 @@ fn load_ok(text: &str) -> (Config, Vec<Warning>) {
 /// Loads `text` as a repmgr.conf that must be rejected; returns the error and the file path.
 fn load_err(text: &str) -> (Error, PathBuf) {
     let dir = Dir::new();
-    let path = dir.write("repmgr.conf", text);
+    let path = dir.write("repmgr.conf", &with_node_id(text));
     match Config::load(&path) {
         Ok(_) => panic!("expected the file to be rejected:\n{text}"),
         Err(e) => {
@@ -185,19 +195,83 @@ fn broken_lines_are_syntax_errors_with_their_line() {
 fn quoted_strings_decode_doubled_quotes_and_backslash_escapes() {
     let (c, _) = load_ok(concat!(
         "restore_command = 'it''s \\'quoted\\''\n",
-        "archive_cleanup_command = 'a\\nb\\tc\\\\d\\be\\ff\\rg'\n",
+        "pg_backupapi_remote_ssh_command = 'a\\nb\\tc\\\\d\\be\\ff\\rg'\n",
         "passfile = '\\101\\102\\103 \\60\\7'\n",
         "node_name = '# not a comment'\n",
         "conninfo = '\\q\\\"'\n",
     ));
     assert_eq!(c.restore_command.as_deref(), Some("it's 'quoted'"));
     assert_eq!(
-        c.archive_cleanup_command.as_deref(),
+        c.pg_backupapi_remote_ssh_command.as_deref(),
         Some("a\nb\tc\\d\u{8}e\u{c}f\rg")
     );
     assert_eq!(c.passfile.as_deref(), Some("ABC 0\u{7}"));
     assert_eq!(c.node_name.as_deref(), Some("# not a comment"));
     assert_eq!(c.conninfo.as_deref(), Some("q\""));
+}
+
+#[test]
+fn a_nul_byte_or_a_line_break_is_refused_where_the_standby_would_read_it() {
+    for (key, escape, what) in [
+        ("restore_command", "\\000", "a NUL byte"),
+        ("archive_cleanup_command", "\\n", "a line break"),
+        ("node_name", "\\0", "a NUL byte"),
+        ("replication_user", "\\r", "a line break"),
+        ("passfile", "\\00", "a NUL byte"),
+    ] {
+        let (e, path) = load_err(&format!(
+            "node_id = 2\n{key} = 'barman-wal-restore{escape} secret'\n"
+        ));
+        assert_eq!(
+            e.message,
+            format!(
+                "{}: \"{key}\" contains {what}, which PostgreSQL cannot read back from the standby's configuration",
+                at(&path, 2)
+            )
+        );
+        assert!(!e.message.contains("secret"), "{}", e.message);
+        assert!(e.hint.unwrap().contains("escape"));
+    }
+    // Elsewhere an escape is just a byte of the value.
+    let (c, _) = load_ok("conninfo = 'a\\nb'\n");
+    assert_eq!(c.conninfo.as_deref(), Some("a\nb"));
+}
+
+#[test]
+fn node_id_is_required_when_a_file_is_given_as_repmgr_requires() {
+    let dir = Dir::new();
+    let path = dir.write(
+        "repmgr.conf",
+        "node_name = 'n2'\ndata_directory = '/srv/pg'\n",
+    );
+    let e = Config::load(&path).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Config);
+    assert_eq!(
+        e.message,
+        format!(
+            "{}: \"node_id\": required parameter was not found",
+            path.display()
+        )
+    );
+    assert!(e.hint.unwrap().contains("node_id"));
+    // Among other problems, it is listed with them.
+    let path = dir.write("other.conf", "node_name = 'n2'\nbarman_host = 'b'\n");
+    let e = Config::load(&path).unwrap_err();
+    assert_eq!(
+        problem_lines(&e),
+        [
+            format!(
+                "{}: \"node_id\": required parameter was not found",
+                path.display()
+            ),
+            format!(
+                "{}: \"barman_host\" is set but \"barman_server\" is not",
+                at(&path, 2)
+            ),
+        ]
+    );
+    // Without a file, the command line alone still works: nothing requires it.
+    assert_eq!(Config::default().node_id, None);
 }
 
 #[test]
@@ -215,7 +289,7 @@ fn later_values_override_earlier_ones() {
     let dir = Dir::new();
     let path = dir.write(
         "repmgr.conf",
-        "node_name = 'first'\nuse_replication_slots = on\nnode_name = 'second'\nuse_replication_slots = off\n",
+        "node_name = 'first'\nuse_replication_slots = on\nnode_name = 'second'\nuse_replication_slots = off\nnode_id = 2\n",
     );
     let (c, _) = Config::load(&path).unwrap();
     assert_eq!(c.node_name.as_deref(), Some("second"));
@@ -332,7 +406,7 @@ fn includes_of_every_kind_resolve_relative_to_the_including_file() {
 #[test]
 fn include_if_exists_reads_a_file_that_exists() {
     let dir = Dir::new();
-    dir.write("extra.conf", "node_name = 'extra'\n");
+    dir.write("extra.conf", "node_name = 'extra'\nnode_id = 2\n");
     let main = dir.write("repmgr.conf", "include_if_exists 'extra.conf'\n");
     let (c, warnings) = Config::load(&main).unwrap();
     assert_eq!(c.node_name.as_deref(), Some("extra"));
@@ -342,7 +416,7 @@ fn include_if_exists_reads_a_file_that_exists() {
 #[test]
 fn an_absolute_include_path_is_used_as_is() {
     let dir = Dir::new();
-    let extra = dir.write("elsewhere/extra.conf", "node_name = 'abs'\n");
+    let extra = dir.write("elsewhere/extra.conf", "node_name = 'abs'\nnode_id = 2\n");
     let main = dir.write(
         "etc/repmgr.conf",
         &format!("include '{}'\n", extra.display()),
@@ -381,7 +455,7 @@ fn a_missing_include_or_include_dir_is_an_error_at_the_directive() {
 fn errors_inside_an_included_file_name_that_file() {
     let dir = Dir::new();
     let inner = dir.write("inner.conf", "\n\npg_bindir=/usr/bin\n");
-    let main = dir.write("repmgr.conf", "include 'inner.conf'\n");
+    let main = dir.write("repmgr.conf", "include 'inner.conf'\nnode_id = 2\n");
     let e = Config::load(&main).unwrap_err();
     assert!(
         e.message
@@ -394,9 +468,11 @@ fn errors_inside_an_included_file_name_that_file() {
 /// Writes level0.conf … level{n}.conf, each including the next; returns level0.
 fn include_chain(dir: &Dir, levels: usize) -> PathBuf {
     for i in 0..levels {
+        // The main file sets node_id (after the include, so line 2 stays the include).
+        let node_id = if i == 0 { "node_id = 2\n" } else { "" };
         dir.write(
             &format!("level{i}.conf"),
-            &format!("# level {i}\ninclude 'level{}.conf'\n", i + 1),
+            &format!("# level {i}\ninclude 'level{}.conf'\n{node_id}", i + 1),
         );
     }
     dir.write(&format!("level{levels}.conf"), "node_name = 'bottom'\n");
@@ -624,7 +700,8 @@ fn every_key_repmgr_knows_is_accepted_silently() {
         .collect();
     let (c, warnings) = load_ok(&text);
     assert!(warnings.is_empty(), "{warnings:?}");
-    assert_eq!(c.node_id, None);
+    // None of them is read as a key pgreplica uses (node_id is the one load_ok appends).
+    assert_eq!(c.node_id, Some(9));
 }
 
 #[test]
@@ -773,6 +850,7 @@ fn the_production_file_loads_with_every_value_and_no_warnings() {
 fn defaults_when_keys_are_absent() {
     let (c, _) = load_ok("node_id = 1\n");
     assert_eq!(c.pg_backupapi_stall_timeout, Duration::from_secs(3600));
+    assert_eq!(c.pg_backupapi_start_timeout, Duration::from_secs(300));
     assert_eq!(c.pg_backupapi_poll_interval, Duration::from_secs(3));
     assert!(!c.use_replication_slots);
     assert!(!c.use_primary_conninfo_password);
@@ -805,8 +883,11 @@ fn waldir_comes_from_every_form_of_the_option() {
 
 #[test]
 fn durations_of_the_new_keys() {
-    let (c, _) = load_ok("pg_backupapi_stall_timeout = 1d\npg_backupapi_poll_interval = '10s'\n");
+    let (c, _) = load_ok(
+        "pg_backupapi_stall_timeout = 1d\npg_backupapi_poll_interval = '10s'\npg_backupapi_start_timeout = 2min\n",
+    );
     assert_eq!(c.pg_backupapi_stall_timeout, Duration::from_secs(86_400));
+    assert_eq!(c.pg_backupapi_start_timeout, Duration::from_secs(120));
     assert_eq!(c.pg_backupapi_poll_interval, Duration::from_secs(10));
     let (e, path) = load_err("pg_backupapi_poll_interval = 0\n");
     assert!(
@@ -1085,7 +1166,8 @@ fn a_file_full_of_garbage_stops_after_a_hundred_syntax_errors() {
     let text = "this is not : a repmgr.conf\n".repeat(150);
     let (e, path) = load_err(&text);
     let lines = problem_lines(&e);
-    assert_eq!(lines.len(), 101);
+    // The hundred syntax errors, where reading stopped, and the node_id it never reached.
+    assert_eq!(lines.len(), 102);
     assert_eq!(
         lines[100],
         format!(
@@ -1139,4 +1221,52 @@ fn split_args_splits_like_a_posix_shell_without_expanding() {
     assert!(split_args("-i $HOME/.ssh/id").is_err());
     assert!(split_args("a; rm -rf /").is_err());
     assert!(split_args("'unterminated").is_err());
+}
+
+/// A pg-backup-api conf with `host` as `pg_backupapi_host` on line 1.
+fn api_conf(host: &str) -> String {
+    format!(
+        "node_id = 2\n\
+         pg_backupapi_host = '{host}'\n\
+         pg_backupapi_node_name = 'pg'\n\
+         pg_backupapi_remote_ssh_command = 'ssh postgres@standby'\n\
+         pg_backupapi_backup_id = 'latest'\n"
+    )
+}
+
+#[test]
+fn credentials_in_the_api_host_are_kept_out_of_the_target_and_refused_over_http() {
+    let dir = Dir::new();
+    let path = dir.write("repmgr.conf", &api_conf("https://pgreplica:s3cret@b1:7443"));
+    let (c, _) = Config::load(&path).unwrap();
+    // What is recorded names the file, never the credentials; Debug hides them.
+    assert_eq!(c.pg_backupapi_host.as_deref(), Some("https://b1:7443"));
+    let target = c.api_target().unwrap();
+    assert_eq!(target.host, "https://b1:7443");
+    assert_eq!(
+        target.credentials_file.as_deref(),
+        Some(path.display().to_string().as_str())
+    );
+    let credentials = c.pg_backupapi_credentials().unwrap();
+    assert_eq!(credentials.user, "pgreplica");
+    assert_eq!(credentials.password.as_deref(), Some("s3cret"));
+    for shown in [format!("{c:?}"), format!("{target:?}")] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+    // Without credentials there is nothing to read again.
+    let (c, _) = load_ok(&api_conf("https://b1:7443"));
+    assert_eq!(c.api_target().unwrap().credentials_file, None);
+
+    for clear in ["http://pgreplica:s3cret@b1:7480", "pgreplica:s3cret@b1"] {
+        let (e, path) = load_err(&api_conf(clear));
+        assert_eq!(e.kind, ErrorKind::Config);
+        assert_eq!(
+            e.message,
+            format!(
+                "{}: \"pg_backupapi_host\" carries credentials (user:password@) but is not an https:// URL: they would cross the network in clear",
+                at(&path, 2)
+            )
+        );
+        assert!(e.hint.unwrap().starts_with("give an https:// URL"));
+    }
 }

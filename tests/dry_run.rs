@@ -95,13 +95,7 @@ fn dry_run_reports_every_problem_with_the_first_ones_exit_code_and_changes_nothi
     let bench = Bench::start(debian_lab());
     // A data directory in use by something else: not empty.
     let data_dir = bench.lab.new_dir("standby");
-    let made = bench
-        .lab
-        .command_as_postgres("mkdir")
-        .arg(&data_dir)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    bench.mkdir_as_postgres(&data_dir);
     bench
         .lab
         .write_file_as_postgres(&data_dir.join("precious"), "keep me")

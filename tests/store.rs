@@ -4,13 +4,10 @@
 use pgreplica::error::ErrorKind;
 use pgreplica::store::{StateDir, StatusSnapshot};
 use states::{
-    ArchiveProgress, BackupFormat, BackupKind, ChainMember, CombineSummary, Compression,
-    UnpackSummary,
-};
-use states::{
-    BackupFacts, BarmanTarget, CloneId, CloneRecord, CloneRequest, EntryKind, FailureKind,
+    ApiTarget, ArchiveProgress, BackupFacts, BackupFormat, BackupKind, BarmanTarget, ChainMember,
+    CloneId, CloneRecord, CloneRequest, CombineSummary, Compression, EntryKind, FailureKind,
     ManifestEntry, Mode, Next, Outcome, Phase, PreparedDirs, SourceParams, Step, StepFailure,
-    StepResult, Tablespace, TransferSummary, Verification, WrittenConf,
+    StepResult, Tablespace, TransferSummary, UnpackSummary, Verification, WrittenConf,
 };
 use states::{RetryBudget, RetryPolicy};
 use std::path::Path;
@@ -148,8 +145,8 @@ fn full_record(id: &CloneId) -> CloneRecord {
             delay_ms: RetryPolicy::STEP.first_delay_ms
         }
     );
-    record.api_attempt_begun(55, None);
-    record.api_operation_created("20261125T061500");
+    record.api_attempt_begun(55, &[]);
+    record.api_operation_created(56, "20261125T061500");
     record.archive_unpacked(
         "20261124T061436",
         "base.tar.zst.gpg",
@@ -168,6 +165,47 @@ fn full_record(id: &CloneId) -> CloneRecord {
     }
     assert_eq!(record.phase(), Phase::Done);
     record
+}
+
+#[test]
+fn the_operators_word_and_abandoned_operations_round_trip() {
+    use states::api::{ListedOperation, OperatorChoice};
+    let (_tmp, state) = state();
+    let id = CloneId::for_data_dir("/srv/pg/api");
+    let request = CloneRequest {
+        mode: Mode::BackupApi,
+        data_dir: "/srv/pg/api".to_string(),
+        backup_api: Some(ApiTarget {
+            host: "https://backup:7443".to_string(),
+            credentials_file: Some("/etc/repmgr.conf".to_string()),
+            node_name: "pg".to_string(),
+            start_timeout_secs: 300,
+            ..ApiTarget::default()
+        }),
+        ..CloneRequest::default()
+    };
+    let mut record = CloneRecord::new(id.clone(), request, 1_000);
+    let listed = [ListedOperation {
+        id: "20261125T061400".to_string(),
+        kind: "recovery".to_string(),
+    }];
+    record.api_attempt_begun(1_001, &listed);
+    record.api_operation_created(1_002, "20261125T061500");
+    record.api_operator_choice(OperatorChoice::PostNew).unwrap();
+    record.api_attempt_begun(1_003, &listed);
+    record
+        .api_operator_choice(OperatorChoice::Adopt("20261125T061600".to_string()))
+        .unwrap();
+    assert_eq!(record.api_abandoned(), ["20261125T061500"]);
+    let store = state.open_clone(&id).unwrap();
+    store.save(&record).unwrap();
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded, record);
+    assert_eq!(
+        loaded.api_choice(),
+        Some(&OperatorChoice::Adopt("20261125T061600".to_string()))
+    );
+    assert_eq!(loaded.api_operation().unwrap().recoveries_before, 1);
 }
 
 #[test]

@@ -295,3 +295,45 @@ fn one_retry_helper_and_one_policy_type() {
         offending("src", &["struct RetryPolicy", "ExponentialBackoff"], &[]),
     );
 }
+
+#[test]
+fn the_crash_hook_of_the_api_tests_is_compiled_into_debug_builds_only() {
+    // docs/backup-api.md: a release build does not contain PGREPLICA_TEST_CRASH_AFTER_POST.
+    // Each item that names the hook (its variable, its function, its call) is the item right
+    // under `#[cfg(debug_assertions)]`, doc comments aside.
+    let path = Path::new(ROOT).join("src/transfer/backup_api.rs");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    let mut items = 0;
+    for (index, line) in lines.iter().enumerate() {
+        let names_hook = [
+            "CRASH_AFTER_POST_ENV: &str",
+            "fn crash_after_post",
+            "crash_after_post();",
+        ]
+        .iter()
+        .any(|item| line.contains(item));
+        if !names_hook {
+            continue;
+        }
+        items += 1;
+        let attribute = lines[..index]
+            .iter()
+            .rev()
+            .find(|l| !l.starts_with("///"))
+            .copied();
+        assert_eq!(
+            attribute,
+            Some("#[cfg(debug_assertions)]"),
+            "{}:{}: {line} is not for debug builds only",
+            path.display(),
+            index + 1
+        );
+    }
+    assert_eq!(items, 3, "the hook's variable, function and call");
+    assert_eq!(
+        text.matches("PGREPLICA_TEST_CRASH_AFTER_POST").count(),
+        1,
+        "the variable is named once, in the gated constant"
+    );
+}

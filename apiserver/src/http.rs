@@ -18,6 +18,8 @@ pub struct Request {
     pub path: String,
     /// The Content-Type header, lower-cased, without parameters.
     pub content_type: Option<String>,
+    /// The Authorization header, as sent.
+    pub authorization: Option<String>,
     /// The body.
     pub body: Vec<u8>,
 }
@@ -71,6 +73,7 @@ pub fn read_request(stream: &TcpStream) -> Option<Request> {
     let path = target.split('?').next().unwrap_or("/").to_string();
     let mut length = 0;
     let mut content_type = None;
+    let mut authorization = None;
     loop {
         let mut header = String::new();
         reader.read_line(&mut header).ok()?;
@@ -82,6 +85,7 @@ pub fn read_request(stream: &TcpStream) -> Option<Request> {
         let value = value.trim();
         match name.trim().to_ascii_lowercase().as_str() {
             "content-length" => length = value.parse().ok()?,
+            "authorization" => authorization = Some(value.to_string()),
             "content-type" => {
                 content_type = Some(
                     value
@@ -104,6 +108,7 @@ pub fn read_request(stream: &TcpStream) -> Option<Request> {
         method,
         path,
         content_type,
+        authorization,
         body,
     })
 }
@@ -126,6 +131,7 @@ pub fn write_reply(mut stream: &TcpStream, reply: &Reply) {
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        401 => "Unauthorized",
         202 => "ACCEPTED",
         400 => "Bad Request",
         404 => "Not Found",
@@ -134,6 +140,28 @@ fn reason(status: u16) -> &'static str {
         500 => "Internal Server Error",
         _ => "Unknown",
     }
+}
+
+/// `Basic base64(credentials)`, the Authorization header of HTTP basic authentication.
+pub fn basic_authorization(credentials: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::from("Basic ");
+    for chunk in credentials.as_bytes().chunks(3) {
+        let bytes = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let group = u32::from_be_bytes([0, bytes[0], bytes[1], bytes[2]]);
+        for (index, shift) in [18, 12, 6, 0].into_iter().enumerate() {
+            if index <= chunk.len() {
+                out.push(char::from(ALPHABET[(group >> shift & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }
 
 fn escape(text: &str) -> String {
@@ -153,6 +181,12 @@ mod tests {
         let json = Reply::json(202, &serde_json::json!({"operation_id": "20261125T062405"}));
         assert_eq!(json.body, "{\"operation_id\":\"20261125T062405\"}\n");
         let html = Reply::html_error(500, "The server encountered an internal error.");
+        assert_eq!(
+            basic_authorization("pgreplica:s3cret"),
+            "Basic cGdyZXBsaWNhOnMzY3JldA=="
+        );
+        assert_eq!(basic_authorization("ab"), "Basic YWI=");
+        assert_eq!(basic_authorization("a"), "Basic YQ==");
         assert!(html.body.starts_with(
             "<!doctype html>\n<html lang=en>\n<title>500 Internal Server Error</title>\n<h1>Internal Server Error</h1>\n"
         ));

@@ -10,8 +10,10 @@
 //!   --remote-ssh-command CMD` and writes `<barman_home>/<server>/output/<id>.json`.
 //!
 //! The status of an operation comes from the files alone, as in the real API. Fault switches
-//! (`--fault`, `--worker-dies`, `--gate`) exist for tests only. It must never listen beyond the
-//! loopback interface and has no authentication (neither has the real API).
+//! (`--fault`, `--worker-dies`, `--spawn-fails`, `--done-without-restoring`, `--gate`) and
+//! `--require-auth` (what a proxy in front of the API would check) exist for tests only. It
+//! must never listen beyond the loopback interface and has no authentication of its own
+//! (neither has the real API).
 
 mod http;
 mod routes;
@@ -40,6 +42,15 @@ pub struct ServeOptions {
     pub gate: Option<PathBuf>,
     /// Test switch: workers exit at once without an output file (IN_PROGRESS forever).
     pub worker_dies: bool,
+    /// Test switch: the worker cannot be started, as with pg-backup-api 2.2 when the
+    /// `pg-backup-api` program is not on the service's PATH: the job file is written, then
+    /// Flask's HTML 500, and no worker ever runs (IN_PROGRESS forever, nothing restored).
+    pub spawn_fails: bool,
+    /// Test switch: workers report success without running barman (DONE, nothing restored).
+    pub done_without_restoring: bool,
+    /// Test switch: requests must carry HTTP basic authentication `USER:PASSWORD`, as a proxy
+    /// in front of the API may demand; others get a 401.
+    pub require_auth: Option<String>,
     /// Test switch: the first requests get faulty replies.
     pub faults: routes::Faults,
 }
@@ -47,9 +58,10 @@ pub struct ServeOptions {
 const USAGE: &str = "usage:
   pgreplica-apiserver serve --port N --barman-home DIR --server NAME [--server NAME…]
         [--barman PROGRAM] [--barman-config FILE] [--run-as USER]
-        [--gate FILE] [--worker-dies] [--fault html500:N|malformed:N|post500:N]…
+        [--gate FILE] [--worker-dies] [--spawn-fails] [--done-without-restoring]
+        [--require-auth USER:PASSWORD] [--fault html500:N|malformed:N|post500:N]…
   pgreplica-apiserver worker --job FILE --output FILE --server NAME --barman PROGRAM
-        [--barman-config FILE] [--gate FILE] [--dies]";
+        [--barman-config FILE] [--gate FILE] [--dies] [--no-restore]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -88,6 +100,9 @@ fn parse_serve(args: &[String]) -> Result<ServeOptions, String> {
             "--run-as" => options.run_as = Some(value()?),
             "--gate" => options.gate = Some(PathBuf::from(value()?)),
             "--worker-dies" => options.worker_dies = true,
+            "--spawn-fails" => options.spawn_fails = true,
+            "--done-without-restoring" => options.done_without_restoring = true,
+            "--require-auth" => options.require_auth = Some(value()?),
             "--fault" => options.faults.add(&value()?)?,
             other => return Err(format!("unknown option {other}\n{USAGE}")),
         }

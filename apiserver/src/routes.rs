@@ -2,7 +2,7 @@
 //! bodies, plus the fault switches. State lives in the job and output files only, so a restarted
 //! server sees the operations of the previous one.
 
-use crate::http::{read_request, write_reply, Reply, Request};
+use crate::http::{basic_authorization, read_request, write_reply, Reply, Request};
 use crate::system::{iso_now, operation_id_now, run_as};
 use crate::ServeOptions;
 use serde_json::{json, Value};
@@ -105,6 +105,11 @@ pub fn serve(options: &ServeOptions) -> Result<(), String> {
 
 impl Server {
     fn handle(&self, request: &Request) -> Reply {
+        if let Some(credentials) = &self.options.require_auth {
+            if request.authorization.as_deref() != Some(basic_authorization(credentials).as_str()) {
+                return Reply::html_error(401, "The server could not verify that you are authorized to access the URL requested.");
+            }
+        }
         let fault = self
             .faults
             .lock()
@@ -249,8 +254,19 @@ impl Server {
         if created.is_err() {
             return Reply::html_error(500, INTERNAL_ERROR);
         }
-        if let Err(e) = self.spawn_worker(server, &job_path, &outputs.join(format!("{id}.json"))) {
+        // As pg-backup-api 2.2: the job file first, then the worker; when the worker cannot be
+        // started the operation exists without one, and Flask answers its HTML 500.
+        let spawned = if self.options.spawn_fails {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "No such file or directory: 'pg-backup-api' (--spawn-fails)",
+            ))
+        } else {
+            self.spawn_worker(server, &job_path, &outputs.join(format!("{id}.json")))
+        };
+        if let Err(e) = spawned {
             eprintln!("pgreplica-apiserver: cannot start the worker of {id}: {e}");
+            return Reply::html_error(500, INTERNAL_ERROR);
         }
         Reply::json(202, &json!({ "operation_id": id }))
     }
@@ -280,6 +296,9 @@ impl Server {
         }
         if o.worker_dies {
             command.arg("--dies");
+        }
+        if o.done_without_restoring {
+            command.arg("--no-restore");
         }
         // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
         unsafe {
@@ -341,6 +360,7 @@ mod tests {
             method: "GET".into(),
             path: "/status".into(),
             content_type: None,
+            authorization: None,
             body: Vec::new(),
         };
         assert_eq!(faults.take(&get).map(|r| r.status), Some(500));

@@ -28,6 +28,8 @@ pub struct WorkerOptions {
     pub gate: Option<PathBuf>,
     /// Die at once without an output file.
     pub dies: bool,
+    /// Report success without running barman.
+    pub no_restore: bool,
 }
 
 /// Parses `worker` arguments.
@@ -48,6 +50,7 @@ pub fn parse(args: &[String]) -> Result<WorkerOptions, String> {
             "--barman-config" => options.barman_config = Some(PathBuf::from(value()?)),
             "--gate" => options.gate = Some(PathBuf::from(value()?)),
             "--dies" => options.dies = true,
+            "--no-restore" => options.no_restore = true,
             other => return Err(format!("worker: unknown option {other}")),
         }
     }
@@ -95,6 +98,8 @@ pub fn run(options: &WorkerOptions) -> Result<(), String> {
         .map_err(|e| format!("cannot read {}: {e}", options.job.display()))?;
     let mut job: Value = serde_json::from_str(&text).map_err(|e| format!("bad job file: {e}"))?;
     let (success, output) = match barman_args(options, &job) {
+        // The test switch: an API that says DONE having restored nothing.
+        Ok(_) if options.no_restore => (true, String::new()),
         Ok(args) => match Command::new(&options.barman).args(&args).output() {
             Ok(out) => (
                 out.status.success(),

@@ -28,6 +28,8 @@ pub struct ApiServer {
     flavor: BarmanFlavor,
     log: PathBuf,
     child: Option<Child>,
+    /// The fault switches of the last start, for [`ApiServer::spawn_again`].
+    switches: Vec<String>,
 }
 
 /// One recovery operation the server holds: its job file, and its output file once the worker
@@ -62,6 +64,7 @@ impl ApiServer {
             flavor: lab.barman_flavor(),
             log: lab.log_dir().join("apiserver.log"),
             child: None,
+            switches: Vec::new(),
         };
         server.spawn(extra)?;
         Ok(server)
@@ -97,11 +100,24 @@ impl ApiServer {
             .spawn()
             .map_err(|e| LabError::io(stage, format!("spawn {}", self.binary.display()), e))?;
         self.child = Some(child);
+        self.switches = extra.iter().map(|s| s.to_string()).collect();
         let port = self.port;
         wait_for("API server listens", LISTEN_TIMEOUT, || {
             Ok(TcpStream::connect(("127.0.0.1", port)).is_ok())
         })
         .map_err(|e| e.detail(crate::exec::file_tail(&self.log, 10)))
+    }
+
+    /// Starts the server process again (after [`ApiServer::kill`]) with the fault switches it
+    /// had: a restart that changes nothing but the process.
+    pub fn spawn_again(&mut self) -> Result<(), LabError> {
+        let switches = self.switches.clone();
+        self.spawn(&switches.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The fault switches it runs with.
+    pub fn switches(&self) -> &[String] {
+        &self.switches
     }
 
     /// SIGKILLs the server and reaps it (its workers run on, as the real API's do).
@@ -188,7 +204,7 @@ impl Drop for ApiServer {
 
 /// Writes `<lab>/api-<data dir's name>.conf`, a repmgr.conf for pg-backup-api mode cloning into
 /// `data_dir` through the API at `host` (no barman_host: that would select Barman mode), backup
-/// `latest`, polled every second, plus the lines `extra`; returns its path.
+/// `latest`, polled every second, plus the lines `extra` (later lines win); returns its path.
 pub fn api_conf(lab: &Lab, host: &str, data_dir: &Path, extra: &str) -> Result<PathBuf, LabError> {
     let name = data_dir
         .file_name()

@@ -114,28 +114,16 @@ pub fn kill_group(child: &mut Child) -> io::Result<()> {
 /// an operator's `kill` would. Signalling runuser instead would make runuser die of it rather
 /// than pass pgreplica's exit code on. False when pgreplica is not (or no longer) there.
 pub fn terminate_pgreplica(child: &Child) -> bool {
-    let Some(pid) = children_of(child.id()).into_iter().next() else {
+    let Some(pid) = pgreplica_pid(child) else {
         return false;
     };
     crate::exec::signal(pid, libc::SIGTERM)
 }
 
-/// The pids whose parent is `parent`, from /proc.
-fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            // Field 4 of /proc/PID/stat, after the parenthesised command name.
-            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-                stat.rsplit_once(')')
-                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
-                    == Some(parent)
-            })
-        })
-        .collect()
+/// The pid of pgreplica itself under the `runuser` that `child` is (the pid pgreplica names in
+/// its messages and status); None when it is not (or no longer) there.
+pub fn pgreplica_pid(child: &Child) -> Option<u32> {
+    crate::exec::children(child.id()).into_iter().next()
 }
 
 /// SIGKILLs only the rsync processes copying into `data_dir` (a dropped link, an operator's

@@ -218,6 +218,53 @@ pub(crate) fn signal(pid: u32, signal: i32) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
+/// Every process and its parent, from /proc.
+fn parents() -> Vec<(u32, u32)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            // Field 4, after the command name, which may hold spaces and parentheses.
+            let parent = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((child, parent))
+        })
+        .collect()
+}
+
+/// The processes whose parent is `pid`.
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    parents()
+        .into_iter()
+        .filter(|&(_, parent)| parent == pid)
+        .map(|(child, _)| child)
+        .collect()
+}
+
+/// Every process descended from `pid` (children, their children …).
+pub(crate) fn descendants(pid: u32) -> Vec<u32> {
+    let parents = parents();
+    let mut found = Vec::new();
+    let mut frontier = vec![pid];
+    while let Some(parent) = frontier.pop() {
+        for &(child, of) in &parents {
+            if of == parent && !found.contains(&child) {
+                found.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    found
+}
+
 /// True when the current process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid(2) cannot fail and touches no memory.

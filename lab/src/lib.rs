@@ -29,8 +29,11 @@
 //! - `system` — [`prerequisites`], [`bench_prerequisites`], [`install`] and
 //!   [`install_report`]: programs, users, packages, the PyPI Barman and PostgreSQL 18.
 //! - `exec` — running programs with a deadline and captured output, as another user.
+//! - [`relay`] — [`Relay`](relay::Relay): a TCP relay on 127.0.0.1 that can go silent or
+//!   refuse, for the network and host faults.
 //! - `ports` — [`free_port`].
 //! - `signals` — [`wait_for_interrupt`] for `cargo xtask lab`.
+//! - [`tls`] — [`Pki`](tls::Pki): a throwaway CA (`openssl ca`) for the TLS tests.
 //! - `error` — [`LabError`].
 //! - `test_support` — what the unit tests share (configuration texts checked line by line).
 //!
@@ -61,12 +64,14 @@ pub mod kinds;
 mod lab;
 mod ports;
 mod postgres;
+pub mod relay;
 mod signals;
 mod sshd;
 pub mod status;
 mod system;
 #[cfg(test)]
 mod test_support;
+pub mod tls;
 
 pub use barman::{BarmanFlavor, SERVER as BARMAN_SERVER, SLOT as BARMAN_SLOT};
 pub use error::LabError;
@@ -76,6 +81,7 @@ pub use lab::{Lab, LabOptions, Tablespace, KEEP_ENV, NOISE_MB, NOISE_TABLE, WRIT
 pub use ports::free_port;
 pub use postgres::{PgMajor, Standby};
 pub use signals::wait_for_interrupt;
+pub use sshd::MAX_STARTUPS as SSHD_MAX_STARTUPS;
 pub use system::{
     bench_prerequisites, install, install_report, prerequisites, Installed, BARMAN_VENV, GPG,
     OPENSSL, PG18_BIN, PG18_HOME, PG_BIN, REPMGR, SSH, STUNNEL,

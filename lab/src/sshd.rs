@@ -27,11 +27,21 @@ pub(crate) fn client_options(port: u16, key: &Path) -> Vec<String> {
     options
 }
 
+/// sshd's `MaxStartups` in a lab: parallel transfers open many sessions at once.
+pub const MAX_STARTUPS: u32 = 200;
+
 /// The sshd_config of a lab: loopback only, keys only, authorized_keys per user inside the lab,
-/// `path` as PATH for every session (so `barman` resolves to the lab's flavour) and `gnupg_home`
+/// `path` as PATH for every session (so `barman` resolves to the lab's flavour), `gnupg_home`
 /// as GNUPGHOME (so `barman` and `gpg` run over ssh find the keyring of the lab's encrypted
-/// backups, as they would find ~barman/.gnupg on a real Barman host).
-pub(crate) fn config_text(dir: &Path, port: u16, path: &str, gnupg_home: &Path) -> String {
+/// backups, as they would find ~barman/.gnupg on a real Barman host), and at most
+/// `max_startups` connections waiting to log in (more are refused).
+pub(crate) fn config_text(
+    dir: &Path,
+    port: u16,
+    path: &str,
+    gnupg_home: &Path,
+    max_startups: u32,
+) -> String {
     format!(
         "Port {port}\n\
          ListenAddress 127.0.0.1\n\
@@ -46,8 +56,7 @@ pub(crate) fn config_text(dir: &Path, port: u16, path: &str, gnupg_home: &Path) 
          StrictModes no\n\
          PermitRootLogin no\n\
          PrintMotd no\n\
-         # Parallel transfers open many sessions at once.\n\
-         MaxStartups 200\n\
+         MaxStartups {max_startups}\n\
          MaxSessions 200\n\
          SetEnv PATH={path} GNUPGHOME={gnupg}\n\
          LogLevel INFO\n",
@@ -118,6 +127,35 @@ impl Sshd {
             .and_then(|text| text.trim().parse().ok())
     }
 
+    /// Makes the running sshd read its configuration again (SIGHUP: sshd re-executes itself
+    /// on the same port; open sessions go on).
+    pub(crate) fn reload(&self) -> Result<(), LabError> {
+        let pid = self
+            .pid()
+            .ok_or_else(|| LabError::new("reload sshd", "sshd is not running"))?;
+        exec::signal(pid, libc::SIGHUP);
+        exec::wait_for("reload sshd", Duration::from_secs(20), || {
+            Ok(TcpStream::connect(("127.0.0.1", self.port)).is_ok())
+        })
+    }
+
+    /// Kills the sshd and every session it serves (their processes, the remote commands
+    /// included): the Barman host's sshd died, or the host itself did.
+    pub(crate) fn kill_with_sessions(&self) -> Result<(), LabError> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let sessions = exec::descendants(pid);
+        exec::signal(pid, libc::SIGKILL);
+        for session in sessions {
+            exec::signal(session, libc::SIGKILL);
+        }
+        let _ = std::fs::remove_file(self.dir.join("sshd.pid"));
+        exec::wait_for("kill sshd", Duration::from_secs(10), || {
+            Ok(TcpStream::connect(("127.0.0.1", self.port)).is_err())
+        })
+    }
+
     /// Stops the listening sshd (sessions still open end with their clients).
     pub(crate) fn stop(&self) -> Result<(), LabError> {
         let Some(pid) = self.pid() else {
@@ -142,6 +180,7 @@ mod tests {
             24567,
             "/v/bin:/usr/bin:/bin",
             Path::new("/tmp/l/barman/gnupg"),
+            7,
         );
         assert_has_lines(
             &text,
@@ -154,6 +193,7 @@ mod tests {
                 "StrictModes no",
                 "PasswordAuthentication no",
                 "SetEnv PATH=/v/bin:/usr/bin:/bin GNUPGHOME=/tmp/l/barman/gnupg",
+                "MaxStartups 7",
             ],
         );
     }

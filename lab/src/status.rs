@@ -68,7 +68,7 @@ pub fn verified_files(status: &Value) -> Option<u64> {
     let verification = &status["record"]["facts"]["verification"];
     match serde_json::from_value(verification.clone()).ok()? {
         Verification::Verified { files } => Some(files),
-        Verification::Skipped { .. } => None,
+        Verification::Checked { .. } | Verification::Skipped { .. } => None,
     }
 }
 
@@ -83,12 +83,13 @@ mod tests {
 
     use super::*;
 
-    const OUTCOMES: [OutcomeKind; 5] = [
+    const OUTCOMES: [OutcomeKind; 6] = [
         OutcomeKind::Succeeded,
         OutcomeKind::FailedRetryable,
         OutcomeKind::FailedFatal,
         OutcomeKind::Interrupted,
         OutcomeKind::Crashed,
+        OutcomeKind::DirsReplaced,
     ];
 
     #[test]

@@ -10,22 +10,32 @@
 //! is configuration, not weather, so it fails at once and names the `pg_backupapi_*` key to fix,
 //! while connection refused or reset stays retryable.
 //!
+//! Replies are hostile until proven otherwise: bodies are read up to [`MAX_BODY`] and no
+//! further, text from the API is printed with its control characters escaped, and operation
+//! ids must look like ids ([`states::api::is_operation_id`]). Credentials for a proxy
+//! (`https://user:password@…` in `pg_backupapi_host`) are read from repmgr.conf by each run
+//! (`credentials`), sent as HTTP basic authentication, and never appear in a URL, a message or
+//! the record.
+//!
 //! It must not decide anything about the clone: whether a POST may be repeated is the Transfer
 //! step's call ([`crate::transfer::backup_api`]), so [`BackupApi::create_recovery`] never
 //! retries a request the server may have acted on.
 
+use crate::config::ApiCredentials;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retry::{with_retry, GaveUp};
 use wire::{error_message, parse_operations, parse_status, segment, summary};
 
 use serde_json::Value;
-use states::api::ListedOperation;
+pub use states::api::OperationStatus;
+use states::api::{is_operation_id, ListedOperation};
 use states::{ApiTarget, RetryPolicy};
 use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 pub use wire::base_url;
 
+mod credentials;
 mod tls;
 mod wire;
 
@@ -41,17 +51,10 @@ const RETRY_MAX_DELAY_MS: u64 = 10_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Whole-request bound: the API answers every call at once (the work runs in a worker).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Status of a recovery operation, as `GET /servers/{server}/operations/{id}` reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OperationStatus {
-    /// Only the job file exists: the worker runs (or died without writing its output).
-    InProgress,
-    /// The output file says the command succeeded.
-    Done,
-    /// The output file says the command failed.
-    Failed,
-}
+/// Largest reply body read. The API's replies are a few dozen bytes, but for the operation
+/// list, which never shrinks (about 45 bytes an operation: 4 MiB hold 90 000); what is larger
+/// is not pg-backup-api, and reading on would let it fill pgreplica's memory.
+pub const MAX_BODY: usize = 4 << 20;
 
 /// The body of a recovery request.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,11 +73,14 @@ pub struct RecoveryRequest {
 pub enum PostOutcome {
     /// 202 with an operation id.
     Created(String),
-    /// The request was refused before anything was created (connection refused, the API's 500
-    /// for a duplicate id, 503): posting again is safe.
+    /// The request was refused before anything was created: not connected, a failed TLS
+    /// handshake (the proxy forwards nothing before it completes), a 4xx (the API validates
+    /// the body before it writes the job file). Retryable when posting again may help.
     NotCreated(Error),
-    /// The server may have created an operation and the reply was lost or garbled: the caller
-    /// must look in the operation list before posting again.
+    /// The server may have created an operation: any 5xx (pg-backup-api 2.2 answers HTML 500
+    /// both for a duplicate id, having created nothing, and when it cannot start the worker of
+    /// an operation it has just created), a garbled or oversized reply, a reply lost on the
+    /// way. The caller must look in the operation list before posting again.
     Unknown(Error),
 }
 
@@ -84,6 +90,8 @@ pub struct BackupApi {
     base: String,
     server: String,
     http: reqwest::Client,
+    /// For a proxy that checks them (from repmgr.conf, never from the record).
+    credentials: Option<ApiCredentials>,
     retry_for: Duration,
     /// `pg_backupapi_ca_file`, named in the HINT of an untrusted server certificate.
     ca_file: Option<String>,
@@ -98,6 +106,17 @@ enum Attempt {
     Final(Error),
 }
 
+impl Attempt {
+    /// A retryable error is worth another try; any other is final.
+    fn of(error: Error) -> Attempt {
+        if error.retryable {
+            Attempt::Transient(error.full_message())
+        } else {
+            Attempt::Final(error)
+        }
+    }
+}
+
 impl fmt::Display for Attempt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -108,9 +127,11 @@ impl fmt::Display for Attempt {
 }
 
 impl BackupApi {
-    /// The client for a recorded target (reads the TLS files named in it).
+    /// The client for a recorded target (reads the TLS files named in it, and the credentials
+    /// from the repmgr.conf it names).
     pub fn from_target(target: &ApiTarget) -> Result<BackupApi> {
         let base = base_url(&target.host)?;
+        let credentials = credentials::read(target)?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -126,6 +147,7 @@ impl BackupApi {
             base,
             server: target.node_name.clone(),
             http,
+            credentials,
             retry_for: RETRY_FOR,
             ca_file: target.ca_file.clone(),
             cert_file: target.cert_file.clone(),
@@ -217,20 +239,23 @@ impl BackupApi {
     /// POSTs a recovery, once. It is never repeated here: see [`PostOutcome`].
     pub async fn create_recovery(&self, request: &RecoveryRequest) -> PostOutcome {
         let path = format!("/servers/{}/operations", segment(&self.server));
-        let url = format!("{}{path}", self.base);
         let body = serde_json::json!({
             "type": "recovery",
             "backup_id": request.backup_id,
             "destination_directory": request.destination_directory,
             "remote_ssh_command": request.remote_ssh_command,
         });
-        let response = match self.http.post(&url).json(&body).send().await {
+        let response = match self
+            .request(reqwest::Method::POST, &path)
+            .json(&body)
+            .send()
+            .await
+        {
             Ok(response) => response,
             Err(e) => {
                 let connect = e.is_connect();
                 let error = self.transport_error(e);
-                // Not connected, or the TLS handshake failed (the proxy forwards nothing
-                // before it completes): the request never reached the API.
+                // Not connected, or the TLS handshake failed: the request never reached the API.
                 return if connect || !error.retryable {
                     PostOutcome::NotCreated(error)
                 } else {
@@ -239,34 +264,29 @@ impl BackupApi {
             }
         };
         let status = response.status();
-        let text = match response.text().await {
+        let text = match self.read_body(response, "POST", &path).await {
             Ok(text) => text,
-            Err(e) => return PostOutcome::Unknown(self.transport_error(e)),
+            Err(error) => return PostOutcome::Unknown(error),
         };
         match status.as_u16() {
             200..=202 => match serde_json::from_str::<Value>(&text)
                 .ok()
                 .and_then(|v| v.get("operation_id").and_then(Value::as_str).map(str::to_string))
             {
-                Some(id) if !id.is_empty() => PostOutcome::Created(id),
+                Some(id) if is_operation_id(&id) => PostOutcome::Created(id),
                 _ => PostOutcome::Unknown(self.malformed_text(&path, &text)),
             },
             404 => PostOutcome::NotCreated(self.post_404(&text, request)),
-            // Flask's 500 for this API is raised before the job file is written (duplicate id
-            // in the same second, unknown type); a 503 never reached it.
-            500 | 503 => PostOutcome::NotCreated(
+            500..=599 => PostOutcome::Unknown(
                 Error::new(
                     ErrorKind::BackupApi,
-                    format!("pg-backup-api at {} answered HTTP {status} to the recovery request: {}", self.base, summary(&text)),
+                    format!(
+                        "pg-backup-api at {} answered HTTP {status} to the recovery request: {}",
+                        self.base,
+                        summary(&text)
+                    ),
                 )
-                .retryable(),
-            ),
-            // A gateway may have forwarded the request before giving up.
-            502 | 504 => PostOutcome::Unknown(
-                Error::new(
-                    ErrorKind::BackupApi,
-                    format!("the gateway in front of pg-backup-api at {} answered HTTP {status} to the recovery request", self.base),
-                )
+                .hint("pg-backup-api answers HTTP 500 both when it created nothing and when it created the operation but could not start its worker; its log on the Barman host says which")
                 .retryable(),
             ),
             _ => PostOutcome::NotCreated(
@@ -278,8 +298,66 @@ impl BackupApi {
                         summary(&text)
                     ),
                 )
-                .hint("check the pg_backupapi_* settings; the API expects a JSON body with backup_id, destination_directory and remote_ssh_command"),
+                .hint(self.refusal_hint(status)),
             ),
+        }
+    }
+
+    /// A request to `path` with the credentials, if any.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, format!("{}{path}", self.base));
+        match &self.credentials {
+            Some(c) => builder.basic_auth(&c.user, c.password.as_ref()),
+            None => builder,
+        }
+    }
+
+    /// The body of `response` to `method path`, at most [`MAX_BODY`] bytes of it: a larger
+    /// one is an error (final: it is not pg-backup-api answering), read no further.
+    async fn read_body(
+        &self,
+        mut response: reqwest::Response,
+        method: &str,
+        path: &str,
+    ) -> Result<String> {
+        let too_large = || {
+            Error::new(
+                ErrorKind::BackupApi,
+                format!(
+                    "pg-backup-api at {} sent a reply larger than {} MiB to {method} {path}; pgreplica reads no further",
+                    self.base,
+                    MAX_BODY >> 20
+                ),
+            )
+            .hint("pg_backupapi_host must point at pg-backup-api itself, or a proxy that forwards to it")
+        };
+        if response
+            .content_length()
+            .is_some_and(|length| length > MAX_BODY as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.transport_error(e))?
+        {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// What to do about a refusal with `status` (other than 404).
+    fn refusal_hint(&self, status: reqwest::StatusCode) -> String {
+        match (status.as_u16(), &self.credentials) {
+            (401 | 407, None) => "a proxy in front of the API wants credentials: give them in pg_backupapi_host as https://USER:PASSWORD@host:port".to_string(),
+            (401 | 407, Some(_)) => "the proxy in front of the API refused the credentials in pg_backupapi_host".to_string(),
+            (403, _) => "a proxy in front of the API refused this client: it may want a client certificate (pg_backupapi_cert_file and pg_backupapi_key_file) or other credentials".to_string(),
+            _ => "check the pg_backupapi_* settings; the API expects a JSON body with backup_id, destination_directory and remote_ssh_command".to_string(),
         }
     }
 
@@ -330,21 +408,22 @@ impl BackupApi {
                     gave_up.into_inner()
                 ),
             )
-            .hint("check that pg-backup-api runs on the Barman host and that pgreplica can reach it; \"pgreplica clone resume\" continues the clone")
+            .hint(format!("check that pg-backup-api runs on the Barman host and that pgreplica can reach it; \"{}\" continues the clone", crate::paste::resume()))
             .retryable()),
         }
     }
 
     async fn get_once(&self, path: &str, on_404: &dyn Fn(&str) -> Error) -> Result<Value, Attempt> {
-        let url = format!("{}{path}", self.base);
         let response = self
-            .http
-            .get(&url)
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .map_err(|e| self.failed_attempt(e))?;
         let status = response.status();
-        let text = response.text().await.map_err(|e| self.failed_attempt(e))?;
+        let text = self
+            .read_body(response, "GET", path)
+            .await
+            .map_err(Attempt::of)?;
         if status.as_u16() == 404 {
             return Err(Attempt::Final(on_404(&error_message(&text))));
         }
@@ -365,7 +444,7 @@ impl BackupApi {
                         summary(&text)
                     ),
                 )
-                .hint("a proxy in front of the API may want a client certificate: set pg_backupapi_cert_file and pg_backupapi_key_file"),
+                .hint(self.refusal_hint(status)),
             ));
         }
         serde_json::from_str(&text)
@@ -374,12 +453,7 @@ impl BackupApi {
 
     /// A request that failed below HTTP: final when TLS failed, else worth another try.
     fn failed_attempt(&self, e: reqwest::Error) -> Attempt {
-        let error = self.transport_error(e);
-        if error.retryable {
-            Attempt::Transient(error.full_message())
-        } else {
-            Attempt::Final(error)
-        }
+        Attempt::of(self.transport_error(e))
     }
 
     /// The error for a request that failed below HTTP: a TLS failure is final and says which
@@ -490,6 +564,188 @@ mod tests {
             .hint
             .unwrap()
             .contains("subjectAltName"));
+    }
+
+    /// A server on 127.0.0.1 that answers every request with `reply` (`{port}` in it is
+    /// replaced by its port) and hands each request's head to the returned channel.
+    fn serve(
+        reply: impl Fn() -> Vec<u8> + Send + 'static,
+    ) -> (u16, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (heads, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(std::result::Result::ok) {
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut head = String::new();
+                while reader.read_line(&mut head).is_ok_and(|n| n > 2) {}
+                let _ = heads.send(head);
+                let _ = (&stream).write_all(&reply());
+            }
+        });
+        (port, received)
+    }
+
+    fn http_reply(status: &str, body: &str) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    fn recovery() -> RecoveryRequest {
+        RecoveryRequest {
+            backup_id: "latest".into(),
+            destination_directory: "/srv/standby".into(),
+            remote_ssh_command: "ssh postgres@standby".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_larger_than_the_bound_is_read_no_further() {
+        // Announced as 1.5 GB, or chunked without a length: either way at most MAX_BODY is
+        // read, and the error says so.
+        let huge = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1500000000\r\n\r\n";
+        let mut chunked = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..6 {
+            chunked.extend(format!("{:x}\r\n", chunk.len()).bytes());
+            chunked.extend(&chunk);
+            chunked.extend(b"\r\n");
+        }
+        chunked.extend(b"0\r\n\r\n");
+        for reply in [huge.as_bytes().to_vec(), chunked] {
+            let (port, _) = serve(move || reply.clone());
+            let api = client(&format!("127.0.0.1:{port}"));
+            let error = api.check_status().await.unwrap_err();
+            assert!(!error.retryable, "{}", error.message);
+            assert_eq!(
+                error.message,
+                format!("pg-backup-api at http://127.0.0.1:{port} sent a reply larger than 4 MiB to GET /status; pgreplica reads no further")
+            );
+            // A POST with such a reply may have created an operation: its outcome is unknown.
+            match api.create_recovery(&recovery()).await {
+                PostOutcome::Unknown(error) => assert!(error.message.contains("larger than 4 MiB")),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn text_and_ids_from_the_api_cannot_reach_the_terminal_raw() {
+        let (port, _) = serve(|| {
+            http_reply(
+                "404 NOT FOUND",
+                r#"{"error":"404 Not Found: Backup '\u001b]0;owned\u0007\u001b[2J' does not exist"}"#,
+            )
+        });
+        let api = client(&format!("127.0.0.1:{port}"));
+        let PostOutcome::NotCreated(error) = api.create_recovery(&recovery()).await else {
+            panic!("a 404 creates nothing");
+        };
+        assert_eq!(
+            error.message,
+            format!("pg-backup-api at http://127.0.0.1:{port} cannot restore: Backup '\\u{{1b}}]0;owned\\u{{7}}\\u{{1b}}[2J' does not exist")
+        );
+        // An id that is no id is a garbled answer, not an operation.
+        let (port, _) = serve(|| http_reply("202 ACCEPTED", r#"{"operation_id":"\u001b[31m"}"#));
+        let api = client(&format!("127.0.0.1:{port}"));
+        match api.create_recovery(&recovery()).await {
+            PostOutcome::Unknown(error) => {
+                assert!(
+                    error.message.contains("malformed reply"),
+                    "{}",
+                    error.message
+                );
+                assert!(
+                    !error.message.chars().any(char::is_control),
+                    "{}",
+                    error.message
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_post_answered_by_any_5xx_has_an_unknown_outcome() {
+        for status in [
+            "500 INTERNAL SERVER ERROR",
+            "502 Bad Gateway",
+            "503 Service Unavailable",
+        ] {
+            let (port, _) = serve(move || http_reply(status, "<title>oops</title>"));
+            let api = client(&format!("127.0.0.1:{port}"));
+            match api.create_recovery(&recovery()).await {
+                PostOutcome::Unknown(error) => assert!(error.retryable),
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        let (port, _) =
+            serve(|| http_reply("202 ACCEPTED", r#"{"operation_id":"20261125T062405"}"#));
+        match client(&format!("127.0.0.1:{port}"))
+            .create_recovery(&recovery())
+            .await
+        {
+            PostOutcome::Created(id) => assert_eq!(id, "20261125T062405"),
+            other => panic!("{other:?}"),
+        }
+        // Refused connections and 4xx prove nothing was created.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        match client(&format!("127.0.0.1:{closed}"))
+            .create_recovery(&recovery())
+            .await
+        {
+            PostOutcome::NotCreated(error) => assert!(error.retryable),
+            other => panic!("{other:?}"),
+        }
+        let (port, _) = serve(|| http_reply("401 UNAUTHORIZED", ""));
+        match client(&format!("127.0.0.1:{port}"))
+            .create_recovery(&recovery())
+            .await
+        {
+            PostOutcome::NotCreated(error) => {
+                assert!(!error.retryable);
+                assert!(error
+                    .hint
+                    .unwrap()
+                    .contains("https://USER:PASSWORD@host:port"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn credentials_travel_as_basic_authentication_and_nowhere_else() {
+        let (port, heads) = serve(|| http_reply("401 UNAUTHORIZED", ""));
+        let mut api =
+            client(&format!("127.0.0.1:{port}")).with_retry_for(Duration::from_millis(100));
+        api.credentials = Some(ApiCredentials {
+            user: "pgreplica".into(),
+            password: Some("s3cret".into()),
+        });
+        let error = api.check_status().await.unwrap_err();
+        let head = heads.recv().unwrap();
+        // base64("pgreplica:s3cret")
+        assert!(
+            head.contains("authorization: Basic cGdyZXBsaWNhOnMzY3JldA=="),
+            "{head}"
+        );
+        assert!(head.starts_with("GET /status HTTP/1.1"), "{head}");
+        for shown in [
+            error.full_message(),
+            error.hint.clone().unwrap(),
+            format!("{api:?}"),
+        ] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        assert!(error.hint.unwrap().contains("refused the credentials"));
     }
 
     #[tokio::test]

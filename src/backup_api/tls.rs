@@ -66,7 +66,7 @@ pub(super) fn handshake_error(
     ca_file: Option<&str>,
     cert_file: Option<&str>,
 ) -> Error {
-    use rustls::{AlertDescription as Alert, CertificateError as Cert};
+    use rustls::CertificateError as Cert;
     let (why, hint) = match tls {
         rustls::Error::InvalidCertificate(
             Cert::NotValidForName | Cert::NotValidForNameContext { .. },
@@ -92,17 +92,7 @@ pub(super) fn handshake_error(
                 None => "set pg_backupapi_ca_file to the PEM file of the CA that signed the proxy's certificate (the system's CAs did not)".to_string(),
             },
         ),
-        rustls::Error::AlertReceived(
-            Alert::CertificateRequired
-            | Alert::HandshakeFailure
-            | Alert::BadCertificate
-            | Alert::UnsupportedCertificate
-            | Alert::CertificateRevoked
-            | Alert::CertificateExpired
-            | Alert::CertificateUnknown
-            | Alert::UnknownCA
-            | Alert::AccessDenied,
-        ) => match cert_file {
+        refused if crate::tls_errors::client_certificate_refused(refused) => match cert_file {
             None => (
                 format!("the server requires a client certificate and none is configured ({tls})"),
                 "set pg_backupapi_cert_file and pg_backupapi_key_file to a client certificate signed by a CA the proxy trusts, and its key".to_string(),
@@ -124,24 +114,9 @@ pub(super) fn handshake_error(
     .hint(hint)
 }
 
-/// The TLS error inside a request's failure, if TLS is what failed. rustls's error travels
-/// inside `io::Error`s, whose `source()` skips the error they wrap (their Display shows it), so
-/// an `io::Error` link is descended into rather than past.
+/// The TLS error inside a request's failure, if TLS is what failed.
 pub(super) fn tls_failure(e: &reqwest::Error) -> Option<&rustls::Error> {
-    let mut link: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(error) = link {
-        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
-            return Some(tls);
-        }
-        link = match error
-            .downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::get_ref)
-        {
-            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
-            None => error.source(),
-        };
-    }
-    None
+    crate::tls_errors::rustls_error(e)
 }
 
 fn read_tls_file(path: &str, key: &str) -> Result<Vec<u8>> {

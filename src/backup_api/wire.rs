@@ -1,11 +1,12 @@
 //! What pg-backup-api says on the wire: the base URL for each form of `pg_backupapi_host`,
 //! URL path segments, and the JSON and HTML replies of pg-backup-api 2.x (and before) read into
-//! values and one-line summaries.
+//! values and one-line summaries. Text from the API reaches the operator only through
+//! [`printable`]: a reply is not trusted to be free of terminal escape sequences.
 
 use super::{OperationStatus, DEFAULT_PORT};
 use crate::error::{Error, ErrorKind, Result};
 use serde_json::Value;
-use states::api::ListedOperation;
+use states::api::{is_operation_id, ListedOperation};
 
 /// The base URL for `pg_backupapi_host`: a bare host means `http://host:7480` (as repmgr), a
 /// `host:port` means http on that port, a URL is used as given (without a trailing `/`).
@@ -63,7 +64,8 @@ pub(super) fn segment(text: &str) -> String {
     out
 }
 
-/// `{"operations":[{"id":…,"type":…},…]}` (2.x) or a list of bare ids (before 2.0).
+/// `{"operations":[{"id":…,"type":…},…]}` (2.x) or a list of bare ids (before 2.0). None when
+/// the shape is wrong or an id is not one ([`is_operation_id`]).
 pub(super) fn parse_operations(reply: &Value) -> Option<Vec<ListedOperation>> {
     reply
         .get("operations")?
@@ -84,6 +86,7 @@ pub(super) fn parse_operations(reply: &Value) -> Option<Vec<ListedOperation>> {
             }),
             _ => None,
         })
+        .map(|op| op.filter(|op| is_operation_id(&op.id)))
         .collect()
 }
 
@@ -96,29 +99,50 @@ pub(super) fn parse_status(reply: &Value) -> Option<OperationStatus> {
     }
 }
 
-/// The message of a 404 (`{"error":"404 Not Found: …"}`), or a summary of the body.
+/// The message of a 404 (`{"error":"404 Not Found: …"}`), or a summary of the body;
+/// printable either way.
 pub(super) fn error_message(text: &str) -> String {
     serde_json::from_str::<Value>(text)
         .ok()
         .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_string))
-        .map(|m| m.trim_start_matches("404 Not Found: ").to_string())
+        .map(|m| printable(m.trim_start_matches("404 Not Found: "), MAX_SHOWN))
         .unwrap_or_else(|| summary(text))
 }
 
-/// A one-line summary of a body: an HTML page's title, or the text's start.
+/// Characters of API-provided text shown in one message.
+const MAX_SHOWN: usize = 200;
+
+/// A one-line, printable summary of a body: an HTML page's title, or the text's start.
 pub(super) fn summary(text: &str) -> String {
     let text = text.trim();
     if let (Some(start), Some(end)) = (text.find("<title>"), text.find("</title>")) {
         if start + 7 <= end {
-            return format!("HTML page \"{}\"", &text[start + 7..end]);
+            return format!(
+                "HTML page \"{}\"",
+                printable(&text[start + 7..end], MAX_SHOWN)
+            );
         }
     }
-    let line: String = text.chars().take(120).collect();
+    let line = printable(&text.replace('\n', " "), 120);
     if line.is_empty() {
         "(empty body)".to_string()
     } else {
-        line.replace('\n', " ")
+        line
     }
+}
+
+/// `text` cut to `max` characters, with control characters (terminal escape sequences, a
+/// carriage return that would overwrite the line) escaped as Rust writes them (`\u{1b}`).
+pub(super) fn printable(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(max) {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -150,6 +174,10 @@ mod tests {
         let v1: Value = serde_json::from_str(r#"{"operations":["20261125T062405"]}"#).unwrap();
         assert_eq!(parse_operations(&v1).unwrap()[0].kind, "recovery");
         assert!(parse_operations(&serde_json::json!({"ops": []})).is_none());
+        // An id that is not one makes the whole reply malformed.
+        let hostile =
+            serde_json::json!({"operations": [{"id": "\u{1b}]0;owned\u{7}", "type": "recovery"}]});
+        assert!(parse_operations(&hostile).is_none());
     }
 
     #[test]
@@ -169,5 +197,26 @@ mod tests {
             "HTML page \"500 Internal Server Error\""
         );
         assert_eq!(segment("pg main/1"), "pg%20main%2F1");
+    }
+
+    #[test]
+    fn text_from_the_api_is_printed_with_control_characters_escaped() {
+        let red = "\u{1b}[31mred\u{1b}[0m\rover";
+        assert_eq!(printable(red, 100), "\\u{1b}[31mred\\u{1b}[0m\\rover");
+        assert_eq!(printable("ééé", 2), "éé");
+        assert_eq!(summary(red), "\\u{1b}[31mred\\u{1b}[0m\\rover");
+        assert_eq!(
+            summary("<title>500 \u{1b}[2J</title>"),
+            "HTML page \"500 \\u{1b}[2J\""
+        );
+        let json =
+            serde_json::json!({"error": format!("404 Not Found: Backup '{red}' does not exist")});
+        let message = error_message(&json.to_string());
+        assert_eq!(
+            message,
+            "Backup '\\u{1b}[31mred\\u{1b}[0m\\rover' does not exist"
+        );
+        assert!(!message.chars().any(char::is_control));
+        assert_eq!(summary(&"x".repeat(1000)).len(), 120);
     }
 }

@@ -141,9 +141,10 @@ impl Barman {
         self
     }
 
-    /// `ssh -o BatchMode=yes <ssh_options…> -- <host>`: the prefix of every remote command.
-    /// BatchMode makes a missing key fail at once instead of waiting at a password prompt; `--`
-    /// keeps the host from ever being read as an option.
+    /// `ssh -o BatchMode=yes <time limits> <ssh_options…> -- <host>`: the prefix of every remote
+    /// command. BatchMode makes a missing key fail at once instead of waiting at a password
+    /// prompt; the time limits keep a dead host from hanging it; `--` keeps the host from ever
+    /// being read as an option.
     pub fn ssh_argv(&self) -> Vec<String> {
         let mut argv = self.ssh_command();
         argv.push("--".to_string());
@@ -157,12 +158,15 @@ impl Barman {
         quote::rsync_join(&self.ssh_command())
     }
 
+    /// `ssh -o BatchMode=yes`, the time limits of [`ssh::DEFAULTS`](super::ssh::DEFAULTS) that
+    /// `ssh_options` does not set, then `ssh_options`.
     fn ssh_command(&self) -> Vec<String> {
         let mut argv = vec![
             "ssh".to_string(),
             "-o".to_string(),
             "BatchMode=yes".to_string(),
         ];
+        argv.extend(super::ssh::default_args(&self.ssh_options));
         argv.extend(self.ssh_options.iter().cloned());
         argv
     }
@@ -471,6 +475,12 @@ mod tests {
                 "ssh",
                 "-o",
                 "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "-o",
+                "ServerAliveInterval=15",
+                "-o",
+                "ServerAliveCountMax=3",
                 "-p",
                 "2222",
                 "-i",
@@ -481,7 +491,8 @@ mod tests {
         );
         assert_eq!(
             b.rsync_rsh(),
-            "ssh -o BatchMode=yes -p 2222 -i '/keys/my key'"
+            "ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=15 \
+             -o ServerAliveCountMax=3 -p 2222 -i '/keys/my key'"
         );
         assert_eq!(
             b.barman_argv(&["show-backup", "pg", "latest"]),
@@ -516,9 +527,22 @@ mod tests {
             server: "pg".into(),
             config: None,
         };
+        let own_limits: Vec<String> = [
+            "-o",
+            "ConnectTimeout=3",
+            "-o",
+            "ServerAliveInterval=1",
+            "-o",
+            "ServerAliveCountMax=2",
+        ]
+        .map(String::from)
+        .to_vec();
         assert_eq!(
-            Barman::from_target(&target, &[]).ssh_argv(),
-            ["ssh", "-o", "BatchMode=yes", "--", "b@h"]
+            Barman::from_target(&target, &own_limits)
+                .ssh_argv()
+                .join(" "),
+            "ssh -o BatchMode=yes -o ConnectTimeout=3 -o ServerAliveInterval=1 \
+             -o ServerAliveCountMax=2 -- b@h"
         );
     }
 
@@ -587,7 +611,7 @@ mod tests {
         let hint = err.hint.as_deref().unwrap_or("");
         assert!(
             hint.contains(
-                "ssh -o BatchMode=yes -F /dev/null -p 1 -- barman@127.0.0.1 'barman --version'"
+                "ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=15 -o ServerAliveCountMax=3 -F /dev/null -p 1 -- barman@127.0.0.1 'barman --version'"
             ),
             "{hint}"
         );

@@ -40,10 +40,11 @@ pub(crate) struct Target<'a> {
 /// ssh messages that mean the link, not the login, failed: worth retrying unchanged.
 const TRANSIENT: &[&str] = &[
     "Connection refused",
-    "Connection timed out",
-    "Operation timed out",
+    "timed out",
+    "not responding",
     "Connection reset",
     "Connection closed",
+    "closed by remote host",
     "No route to host",
     "Network is unreachable",
     "kex_exchange_identification",
@@ -59,7 +60,24 @@ const SSH_MARKERS: &[&str] = &[
     "ssh: connect to host",
     "Host key verification failed",
     "Connection refused",
+    "kex_exchange_identification",
+    "during banner exchange",
+    "Timeout, server",
+    "Connection closed by",
+    "Connection reset by",
+    "closed by remote host",
 ];
+
+/// The last line of `stderr` (a program's whose link to the Barman host is ssh, such as rsync)
+/// that is ssh's own complaint about the connection, and whether retrying may help: what
+/// turns a failed rsync into an ssh failure.
+pub fn ssh_failure(stderr: &str) -> Option<(&str, bool)> {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|line| SSH_MARKERS.iter().any(|m| line.contains(m)))?;
+    Some((line.trim(), TRANSIENT.iter().any(|m| line.contains(m))))
+}
 
 /// Runs `argv` (ssh or a local launcher plus the rendered remote command) with `timeout`.
 ///
@@ -148,8 +166,14 @@ pub(crate) fn classify(
     if status == 255 || (status != 0 && SSH_MARKERS.iter().any(|m| stderr.contains(m))) {
         let reason =
             child_output::last_line(&stderr).unwrap_or("ssh exited with status 255 and no message");
+        // ssh often says one line, which the message already shows.
+        let detail = if stderr.trim() == reason {
+            format!("ssh exited with status {status} and said nothing more")
+        } else {
+            output_detail(&stderr)
+        };
         let err = Error::new(ErrorKind::Ssh, format!("ssh to the Barman host \"{}\" failed: {reason}", target.host))
-            .detail(output_detail(&stderr))
+            .detail(detail)
             .hint(format!(
                 "check barman_host and ssh_options in repmgr.conf, and that this works without a password prompt: {}",
                 target.probe_hint

@@ -12,7 +12,10 @@
 //!   [`tablespace_dir`]).
 //! * [`decrypt`] — the command that decrypts one file of an encrypted backup there and streams
 //!   the clear bytes here (the key stays on the Barman host).
-//! * `exec` — running one command there, with a timeout, and classifying transport failures.
+//! * `exec` — running one command there, with a timeout, and classifying transport failures
+//!   ([`ssh_failure`], for rsync's ssh too).
+//! * [`ssh`] — the time limits every ssh gets unless `ssh_options` sets them, and the commands
+//!   `ssh_options` make ssh run ([`Barman::local_commands`]).
 //! * [`quote`] — POSIX shell and rsync `-e` quoting.
 //! * [`catalogue`], [`info`], [`files`] — readers of Barman's outputs, backup.info and the
 //!   `find` listing, tested on real outputs of Barman 3.4.0 and 3.19.1.
@@ -30,10 +33,11 @@ pub mod info;
 mod probe;
 pub mod quote;
 mod restorability;
+pub mod ssh;
 
 pub use catalogue::{BackupSummary, ServerDirs, ShowBackup};
 pub use client::{Barman, Transport, DEFAULT_TIMEOUT};
-pub use exec::RemoteOutput;
+pub use exec::{ssh_failure, RemoteOutput};
 pub use restorability::{data_dir, tablespace_dir};
 
 /// The tablespace of the captured fixtures (tests/fixtures/barman/*), shared by the parsers'

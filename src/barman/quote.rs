@@ -5,37 +5,17 @@
 //! Must not: build a command from a format string. Every value goes through one of these
 //! functions, so a path with spaces, quotes, `$` or `;` reaches its program unchanged.
 
-/// Characters that need no quoting in a POSIX shell word. Anything else is single-quoted, so the
-/// DEBUG line showing a command stays readable while odd values stay intact.
+/// Characters that need no quoting in a POSIX shell word (the same rule as the commands
+/// printed for the operator, [`crate::paste`]). Anything else is single-quoted, so the DEBUG line
+/// showing a command stays readable while odd values stay intact.
 fn is_shell_safe(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'_' | b'-' | b'.' | b'/' | b':' | b',' | b'+' | b'@' | b'%' | b'='
-                )
-        })
+    crate::paste::is_plain_word(s)
 }
 
 /// One argument as a POSIX shell word: unchanged when it only holds safe characters, otherwise
-/// in single quotes, with each `'` written as `'\''` (close, escaped quote, reopen) — the only
-/// character single quotes cannot hold.
+/// in single quotes, with each `'` written as `'\''` (see [`crate::paste::word`]).
 pub fn shell_quote(arg: &str) -> String {
-    if is_shell_safe(arg) {
-        return arg.to_string();
-    }
-    let mut out = String::with_capacity(arg.len() + 2);
-    out.push('\'');
-    for c in arg.chars() {
-        if c == '\'' {
-            out.push_str("'\\''");
-        } else {
-            out.push(c);
-        }
-    }
-    out.push('\'');
-    out
+    crate::paste::word(arg)
 }
 
 /// An argument vector as one POSIX shell command line: each argument quoted, joined by spaces.

@@ -36,6 +36,7 @@ pub(crate) const PGREPLICA: &[&str] = &[
     "pg_backupapi_cert_file",
     "pg_backupapi_key_file",
     "pg_backupapi_stall_timeout",
+    "pg_backupapi_start_timeout",
     "pg_backupapi_poll_interval",
 ];
 

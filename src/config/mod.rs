@@ -19,6 +19,7 @@ mod values;
 
 pub use reader::MAX_DEPTH as MAX_INCLUDE_DEPTH;
 pub use shell::{split_args, SplitError};
+pub use values::ApiCredentials;
 
 use crate::error::{Error, ErrorKind};
 use crate::log::Level;
@@ -36,6 +37,10 @@ pub const DEFAULT_PATHS: [&str; 2] = ["repmgr.conf", "/etc/repmgr.conf"];
 /// Default of `pg_backupapi_stall_timeout`: an hour without progress.
 pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Default of `pg_backupapi_start_timeout`: five minutes for a worker to show any sign of
+/// life (a restore's first bytes come within seconds of a worker starting).
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Default of `pg_backupapi_poll_interval`: repmgr's fixed 3 seconds.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(3);
 
@@ -44,15 +49,30 @@ pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(3);
 pub struct Location {
     /// The file, as resolved when it was read (absolute).
     pub file: PathBuf,
-    /// Line number, from 1.
+    /// Line number, from 1; 0 for the whole file (a key it lacks), shown without a line.
     pub line: u32,
 }
 
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)
+        match self.line {
+            0 => write!(f, "{}", self.file.display()),
+            line => write!(f, "{}:{line}", self.file.display()),
+        }
     }
 }
+
+/// Keys whose values pgreplica writes into the standby's configuration (postgresql.auto.conf
+/// or recovery.conf), directly or inside `primary_conninfo`: PostgreSQL's lexer cannot read a
+/// line break in them, and would read a value cut at a NUL byte, so both are refused here,
+/// before anything is copied.
+const WRITTEN_TO_STANDBY: [&str; 5] = [
+    "restore_command",
+    "archive_cleanup_command",
+    "node_name",
+    "replication_user",
+    "passfile",
+];
 
 /// Something worth telling the operator that does not stop pgreplica: an unknown or
 /// deprecated key (WARNING), a missing `include_if_exists` file (NOTICE).
@@ -133,8 +153,11 @@ pub struct Config {
     pub barman_server: Option<String>,
     /// repmgr's `barman_config`: a non-default Barman configuration file on the Barman host.
     pub barman_config: Option<String>,
-    /// repmgr's `pg_backupapi_host`: host, host:port or URL of pg-backup-api.
+    /// repmgr's `pg_backupapi_host`: host, host:port or URL of pg-backup-api, without the
+    /// `user:password@` it may carry (see [`Config::pg_backupapi_credentials`]).
     pub pg_backupapi_host: Option<String>,
+    /// The `user:password@` of an https `pg_backupapi_host`, for a proxy that checks them.
+    pg_backupapi_credentials: Option<ApiCredentials>,
     /// repmgr's `pg_backupapi_node_name`: the Barman server the API restores from.
     pub pg_backupapi_node_name: Option<String>,
     /// repmgr's `pg_backupapi_remote_ssh_command`: how Barman reaches this standby.
@@ -154,6 +177,9 @@ pub struct Config {
     /// pgreplica's `pg_backupapi_stall_timeout`: give up when an operation makes no progress
     /// this long (default [`DEFAULT_STALL_TIMEOUT`]).
     pub pg_backupapi_stall_timeout: Duration,
+    /// pgreplica's `pg_backupapi_start_timeout`: give up when nothing at all arrives this long
+    /// after pgreplica begins following an operation (default [`DEFAULT_START_TIMEOUT`]).
+    pub pg_backupapi_start_timeout: Duration,
     /// pgreplica's `pg_backupapi_poll_interval`: time between status polls (default
     /// [`DEFAULT_POLL_INTERVAL`]).
     pub pg_backupapi_poll_interval: Duration,
@@ -192,6 +218,7 @@ impl Default for Config {
             barman_server: None,
             barman_config: None,
             pg_backupapi_host: None,
+            pg_backupapi_credentials: None,
             pg_backupapi_node_name: None,
             pg_backupapi_remote_ssh_command: None,
             pg_backupapi_backup_id: None,
@@ -200,6 +227,7 @@ impl Default for Config {
             pg_backupapi_cert_file: None,
             pg_backupapi_key_file: None,
             pg_backupapi_stall_timeout: DEFAULT_STALL_TIMEOUT,
+            pg_backupapi_start_timeout: DEFAULT_START_TIMEOUT,
             pg_backupapi_poll_interval: DEFAULT_POLL_INTERVAL,
             locations: HashMap::new(),
             ssh_args: Vec::new(),
@@ -297,12 +325,22 @@ impl Config {
         })
     }
 
+    /// The credentials in `pg_backupapi_host` (`https://user:password@…`), if any.
+    pub fn pg_backupapi_credentials(&self) -> Option<&ApiCredentials> {
+        self.pg_backupapi_credentials.as_ref()
+    }
+
     /// The pg-backup-api target when `pg_backupapi_host` is set (`load` guarantees the other
-    /// three repmgr keys then).
+    /// three repmgr keys then). Credentials stay out of it: it names this file instead, for
+    /// each run to read them again.
     pub fn api_target(&self) -> Option<ApiTarget> {
         let path_string = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
         Some(ApiTarget {
             host: self.pg_backupapi_host.clone()?,
+            credentials_file: self
+                .pg_backupapi_credentials
+                .as_ref()
+                .and(path_string(&self.path)),
             node_name: self.pg_backupapi_node_name.clone()?,
             remote_ssh_command: self.pg_backupapi_remote_ssh_command.clone()?,
             backup_id: self.pg_backupapi_backup_id.clone()?,
@@ -310,6 +348,7 @@ impl Config {
             cert_file: path_string(&self.pg_backupapi_cert_file),
             key_file: path_string(&self.pg_backupapi_key_file),
             stall_timeout_secs: self.pg_backupapi_stall_timeout.as_secs(),
+            start_timeout_secs: self.pg_backupapi_start_timeout.as_secs(),
             poll_interval_ms: u64::try_from(self.pg_backupapi_poll_interval.as_millis())
                 .unwrap_or(u64::MAX),
         })
@@ -357,6 +396,10 @@ impl fmt::Debug for Config {
             .field("barman_server", &self.barman_server)
             .field("barman_config", &self.barman_config)
             .field("pg_backupapi_host", &self.pg_backupapi_host)
+            .field(
+                "pg_backupapi_credentials",
+                &self.pg_backupapi_credentials.as_ref().map(|_| "<redacted>"),
+            )
             .field("pg_backupapi_node_name", &self.pg_backupapi_node_name)
             .field(
                 "pg_backupapi_remote_ssh_command",
@@ -369,6 +412,10 @@ impl fmt::Debug for Config {
             .field(
                 "pg_backupapi_stall_timeout",
                 &self.pg_backupapi_stall_timeout,
+            )
+            .field(
+                "pg_backupapi_start_timeout",
+                &self.pg_backupapi_start_timeout,
             )
             .field(
                 "pg_backupapi_poll_interval",
@@ -392,7 +439,6 @@ impl Config {
             "barman_host" => &mut self.barman_host,
             "barman_server" => &mut self.barman_server,
             "barman_config" => &mut self.barman_config,
-            "pg_backupapi_host" => &mut self.pg_backupapi_host,
             "pg_backupapi_node_name" => &mut self.pg_backupapi_node_name,
             "pg_backupapi_remote_ssh_command" => &mut self.pg_backupapi_remote_ssh_command,
             "pg_backupapi_backup_id" => &mut self.pg_backupapi_backup_id,
@@ -423,9 +469,21 @@ impl Config {
     fn seconds_field(&mut self, key: &str) -> Option<&mut Duration> {
         Some(match key {
             "pg_backupapi_stall_timeout" => &mut self.pg_backupapi_stall_timeout,
+            "pg_backupapi_start_timeout" => &mut self.pg_backupapi_start_timeout,
             "pg_backupapi_poll_interval" => &mut self.pg_backupapi_poll_interval,
             _ => return None,
         })
+    }
+}
+
+/// What in `value` PostgreSQL's configuration lexer cannot read back, if anything.
+fn unreadable_by_postgres(value: &str) -> Option<&'static str> {
+    if value.contains('\0') {
+        Some("a NUL byte")
+    } else if value.contains(['\n', '\r']) {
+        Some("a line break")
+    } else {
+        None
     }
 }
 
@@ -481,6 +539,21 @@ impl Builder {
             value,
             location,
         } = setting;
+        if WRITTEN_TO_STANDBY.contains(&key.as_str()) {
+            if let Some(what) = unreadable_by_postgres(&value) {
+                self.config.locations.insert(key.clone(), location.clone());
+                self.problems.push(Problem {
+                    location,
+                    message: format!(
+                        "\"{key}\" contains {what}, which PostgreSQL cannot read back from the standby's configuration"
+                    ),
+                    hint: Some(
+                        "remove it (a \\000 or \\n escape in a quoted value writes one)".to_string(),
+                    ),
+                });
+                return;
+            }
+        }
         match self.assign(&key, value) {
             Some(Ok(())) => {
                 self.config.locations.insert(key, location);
@@ -534,6 +607,20 @@ impl Builder {
             );
         }
         Some(match key {
+            "pg_backupapi_host" if value.is_empty() => {
+                c.pg_backupapi_host = None;
+                c.pg_backupapi_credentials = None;
+                Ok(())
+            }
+            "pg_backupapi_host" => values::api_host(&value)
+                .map(|(host, credentials)| {
+                    c.pg_backupapi_host = Some(host);
+                    c.pg_backupapi_credentials = credentials;
+                })
+                .map_err(|message| {
+                    let hint = "give an https:// URL of a TLS proxy that checks them, or remove them: pg-backup-api itself has no authentication";
+                    (message, Some(hint.to_string()))
+                }),
             "node_id" => values::node_id(&value)
                 .map(|id| c.node_id = Some(id))
                 .map_err(invalid),
@@ -577,8 +664,22 @@ impl Builder {
         }
     }
 
-    /// Checks the keys that only make sense together.
+    /// Checks the keys that only make sense together, and that `node_id` is there: repmgr
+    /// rejects a file without it, and `repmgr standby register` after the clone would fail.
     fn validate(&mut self) {
+        if self.config.node_id.is_none() && self.config.location("node_id").is_none() {
+            if let Some(file) = self.config.path.clone() {
+                self.problems.push(Problem {
+                    location: Location { file, line: 0 },
+                    message: "\"node_id\": required parameter was not found".to_string(),
+                    hint: Some(
+                        "set node_id (this node's id in the repmgr cluster, an integer of 1 or \
+                         more), as repmgr requires"
+                            .to_string(),
+                    ),
+                });
+            }
+        }
         let c = &self.config;
         let barman = (c.barman_host.is_some(), c.barman_server.is_some());
         let api_host = c.pg_backupapi_host.is_some();
@@ -684,7 +785,9 @@ mod tests {
 
     /// The first cell of every table row that names one key: `| \`key\` …|`.
     fn documented_keys() -> Vec<&'static str> {
-        DOC.lines()
+        // The connection keywords of -d have a section (and a test) of their own.
+        let keys = DOC.split("## The source node").next().unwrap_or(DOC);
+        keys.lines()
             .filter_map(|line| line.strip_prefix("| `"))
             .filter_map(|rest| rest.split('`').next())
             .filter(|key| !key.contains(' '))

@@ -69,6 +69,73 @@ pub(crate) fn seconds(key: &str, value: &str) -> Result<Duration, String> {
     }
 }
 
+/// Credentials a proxy in front of pg-backup-api checks (HTTP basic authentication), taken
+/// from `user:password@` in `pg_backupapi_host`. Never recorded: its `Debug` hides them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiCredentials {
+    /// The user name (percent-decoded).
+    pub user: String,
+    /// The password (percent-decoded), if one was given.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for ApiCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiCredentials(<redacted>)")
+    }
+}
+
+/// `pg_backupapi_host` without its `user:password@`, and the credentials. Credentials are
+/// accepted only in an `https://` URL: over plain http they would cross the network in clear.
+/// The reason never quotes the value.
+pub(crate) fn api_host(value: &str) -> Result<(String, Option<ApiCredentials>), String> {
+    let (scheme, rest) = match value.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, value),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return Ok((value.to_string(), None));
+    };
+    if scheme != Some("https") {
+        return Err(
+            "\"pg_backupapi_host\" carries credentials (user:password@) but is not an https:// URL: they would cross the network in clear"
+                .to_string(),
+        );
+    }
+    let (user, password) = match rest[..at].split_once(':') {
+        Some((user, password)) => (user, Some(percent_decoded(password)?)),
+        None => (&rest[..at], None),
+    };
+    let host = format!("https://{}", &rest[at + 1..]);
+    let credentials = ApiCredentials {
+        user: percent_decoded(user)?,
+        password,
+    };
+    Ok((host, Some(credentials)))
+}
+
+/// `%XX` escapes decoded, as URLs write reserved characters of a user name or password.
+fn percent_decoded(text: &str) -> Result<String, String> {
+    let bad = || "the credentials in \"pg_backupapi_host\" hold a malformed %-escape".to_string();
+    let mut bytes = Vec::with_capacity(text.len());
+    let mut rest = text.bytes();
+    while let Some(byte) = rest.next() {
+        if byte == b'%' {
+            let hex: Vec<u8> = rest.by_ref().take(2).collect();
+            let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
+            let value = u8::from_str_radix(hex, 16).map_err(|_| bad())?;
+            if hex.len() != 2 {
+                return Err(bad());
+            }
+            bytes.push(value);
+        } else {
+            bytes.push(byte);
+        }
+    }
+    String::from_utf8(bytes).map_err(|_| bad())
+}
+
 /// `OLD=NEW`, where `\=` stands for an `=` inside either path (pg_basebackup's
 /// `--tablespace-mapping` syntax). Both must be absolute paths.
 ///
@@ -182,6 +249,39 @@ mod tests {
         for bad in ["5m", "-1", "x", "5 min", "1.5h", "5us"] {
             assert!(time_units("k", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn api_host_credentials_only_over_https_and_never_in_the_reason() {
+        assert_eq!(
+            api_host("backup1:7480"),
+            Ok(("backup1:7480".to_string(), None))
+        );
+        let (host, credentials) = api_host("https://pg%40x:s3cr%3At@b1:7443/api").unwrap();
+        assert_eq!(host, "https://b1:7443/api");
+        let credentials = credentials.unwrap();
+        assert_eq!(credentials.user, "pg@x");
+        assert_eq!(credentials.password.as_deref(), Some("s3cr:t"));
+        assert_eq!(format!("{credentials:?}"), "ApiCredentials(<redacted>)");
+        let (_, user_only) = api_host("https://pg@b1").unwrap();
+        assert_eq!(user_only.unwrap().password, None);
+        // An @ after the authority is not userinfo.
+        assert_eq!(
+            api_host("https://b1/a@b"),
+            Ok(("https://b1/a@b".to_string(), None))
+        );
+        for clear in [
+            "http://pg:s3cret@b1",
+            "pg:s3cret@b1:7480",
+            "ftp://pg:s3cret@b1",
+        ] {
+            let reason = api_host(clear).unwrap_err();
+            assert!(reason.contains("not an https:// URL"), "{reason}");
+            assert!(!reason.contains("s3cret"), "{reason}");
+        }
+        assert!(api_host("https://pg:s3cret%4@b1")
+            .unwrap_err()
+            .contains("malformed %-escape"));
     }
 
     #[test]

@@ -30,11 +30,14 @@ const NEW_FILE_MODE: u32 = 0o600;
 
 /// Builds `primary_conninfo` from the upstream's conninfo, as repmgr does.
 ///
-/// Keeps the upstream's keys in their order, minus `dbname` and `replication` (meaningless for
-/// a walreceiver), any `password` (the store never holds one anyway) and empty values; sets
-/// `application_name` to `node_name` and `user` to `replication_user` (in place when present,
-/// else appended); then appends `password` — only when one is passed, which the caller does
-/// only under `use_primary_conninfo_password` — and `passfile`.
+/// Keeps the upstream's keys in their order — TLS settings, timeouts, `options` and every other
+/// keyword pgreplica honours ([`keywords`](crate::source::keywords)) — minus `dbname` and
+/// `replication` (meaningless for a walreceiver), any `password` (the store never holds one
+/// anyway), the keywords that only shape pgreplica's own session (`client_encoding`,
+/// `fallback_application_name`) and empty values; sets `application_name` to `node_name` and
+/// `user` to `replication_user` (in place when present, else appended); then appends
+/// `password` — only when one is passed, which the caller does only under
+/// `use_primary_conninfo_password` — and `passfile`.
 pub fn primary_conninfo(
     upstream: &Conninfo,
     node_name: &str,
@@ -44,7 +47,10 @@ pub fn primary_conninfo(
 ) -> String {
     let mut conninfo = upstream.clone();
     conninfo.retain(|key, value| {
-        !value.is_empty() && !matches!(key, "dbname" | "replication" | "password")
+        let own = key != "application_name"
+            && crate::source::keywords::keyword(key)
+                .is_some_and(|k| matches!(k.usage, crate::source::keywords::Use::Own(_)));
+        !value.is_empty() && !own && !matches!(key, "dbname" | "replication" | "password")
     });
     if !node_name.is_empty() {
         conninfo.set("application_name", node_name);
@@ -133,18 +139,25 @@ pub fn write(
 }
 
 /// Rejects what PostgreSQL's configuration lexer cannot read back: a newline inside a quoted
-/// value ends the line and breaks the file, so the server would refuse to start.
+/// value ends the line and breaks the file, so the server would refuse to start; a NUL byte
+/// ends the value early, so the server would read another one. repmgr.conf's reader refuses
+/// both already; this is the last guard before the file.
 fn validate(settings: &[(String, String)]) -> Result<()> {
     for (key, value) in settings {
-        if value.contains(['\n', '\r']) {
-            return Err(Error::new(
-                ErrorKind::Config,
-                format!("the value of \"{key}\" contains a line break"),
-            )
-            .hint(format!(
-                "PostgreSQL cannot read {key} with a line break; correct it in repmgr.conf"
-            )));
-        }
+        let what = if value.contains('\0') {
+            "a NUL byte"
+        } else if value.contains(['\n', '\r']) {
+            "a line break"
+        } else {
+            continue;
+        };
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("the value of \"{key}\" contains {what}"),
+        )
+        .hint(format!(
+            "PostgreSQL cannot read {key} with {what}; correct it in repmgr.conf"
+        )));
     }
     Ok(())
 }
@@ -278,6 +291,23 @@ mod tests {
              passfile=/var/lib/pg/.pgpass"
         );
         assert!(!s.contains("password="), "{s}");
+    }
+
+    #[test]
+    fn primary_conninfo_carries_tls_and_session_keywords_as_repmgr_does() {
+        let upstream = Conninfo::parse(
+            "host=db1 port=5432 user=repmgr dbname=repmgr sslmode=verify-full \
+             sslrootcert=/etc/pg/ca.pem sslcert=/etc/pg/c.crt sslkey=/etc/pg/c.key \
+             options='-c wal_sender_timeout=0' keepalives_idle=30 client_encoding=UTF8 \
+             fallback_application_name=x application_name=pgr",
+        )
+        .unwrap();
+        assert_eq!(
+            primary_conninfo(&upstream, "node2", None, None, None),
+            "host=db1 port=5432 user=repmgr sslmode=verify-full sslrootcert=/etc/pg/ca.pem \
+             sslcert=/etc/pg/c.crt sslkey=/etc/pg/c.key options='-c wal_sender_timeout=0' \
+             keepalives_idle=30 application_name=node2"
+        );
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! FetchParams: the source node's version, identity, size, replication settings and upstream
-//! record; whether the replication slot can be used;
+//! record; whether the replication slot can be used; whether `restore_command` works;
 //! and, with `--replication-conf-only`, whether the data directory restored by other means is a
 //! copy of the source's cluster and is not running. Read-only everywhere.
 
 use crate::error::Result;
-use crate::preflight::{check_restored, inspect_source};
+use crate::preflight::{check_restore_command, check_restored, inspect_source};
 use crate::runner::StepContext;
 use crate::slots::check_slot;
 use crate::source::SlotState;
@@ -33,6 +33,12 @@ pub async fn run(ctx: &mut StepContext<'_>, backup: Option<&BackupFacts>) -> Res
                 _ => "exists and is inactive, will be reused",
             }
         );
+    }
+    if let Some(command) = &request.replication.restore_command {
+        // Before anything is copied: a standby that cannot fetch WAL may never become
+        // consistent, and the copy would be wasted.
+        let checked = check_restore_command(command).await?;
+        crate::info!("restore_command: {checked}");
     }
     if request.mode == Mode::ReplicationConfOnly {
         check_restored(request, &params).await?;

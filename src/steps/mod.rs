@@ -53,7 +53,10 @@ impl Executor for Steps {
             StepInput::VerifyCopy {
                 manifest,
                 pg_version,
-            } => StepResult::VerifyCopy(verify_copy::run(ctx, manifest, pg_version).await?),
+                api_restore,
+            } => StepResult::VerifyCopy(
+                verify_copy::run(ctx, manifest, pg_version, api_restore.as_ref()).await?,
+            ),
             StepInput::WriteReplicationConf { params } => {
                 StepResult::WriteReplicationConf(write_replication_conf::run(ctx, &params).await?)
             }

@@ -2,11 +2,13 @@
 //! before the transfer, with the rules of [`crate::datadir`].
 //!
 //! Idempotent: a re-run after a crash inside this step finds at most what the step itself made
-//! (the `pg_wal` link to the WAL directory), which is accepted without `--force`.
+//! (the `pg_wal` link to the WAL directory), which is accepted without `--force`. The step
+//! records each directory's identity (device and inode), which every resume compares with what
+//! the paths name then.
 
 use crate::datadir::{
-    prepare_data_dir, prepare_tablespace_dir, prepare_waldir, tablespace_targets, wal_dir_name,
-    DataDirState,
+    identities, prepare_data_dir, prepare_tablespace_dir, prepare_waldir, tablespace_targets,
+    wal_dir_name, DataDirState,
 };
 use crate::error::Result;
 use crate::runner::StepContext;
@@ -59,11 +61,14 @@ pub async fn run(
         prepare_tablespace_dir(Path::new(&target.path), pg_version, request.force)?;
         crate::info!("tablespace {} goes to \"{}\"", target.oid, target.path);
     }
+    // What each directory is now, so that a resume notices one deleted or replaced since.
+    let identities = identities(data_dir, waldir, &tablespaces)?;
     Ok(PreparedDirs {
         data_dir: request.data_dir.clone(),
         waldir: request.waldir.clone(),
         tablespaces,
         reused_existing: state == DataDirState::NonEmpty && !only_our_link,
+        identities,
     })
 }
 

@@ -5,16 +5,20 @@
 //! host on their way (see `transfer::decrypt`).
 //!
 //! Before the first byte: the replication slot exists (as for Transfer), and the staging
-//! directory and the data directory have room for the whole clone ([`crate::space`]); the
-//! staging directory starts empty.
+//! directory and the data directory have room for what is still to come
+//! ([`crate::transfer::staged_copy_needs`], checked on every attempt, as Transfer checks its
+//! own); the first attempt starts with an empty staging directory. On a resume, staged files
+//! that are gone (UnpackBackup removes each once unpacked, and a clone whose directories were
+//! replaced comes back here) are staged again.
 
 use crate::barman::Barman;
+use crate::diskspace;
 use crate::error::Result;
 use crate::runner::StepContext;
-use crate::transfer::barman_rsync::{bwlimit_args, copy_checkpointed, stored_list, Copy};
+use crate::transfer::barman_rsync::{copy_checkpointed, rsync_args, stored_list, tidy, Copy};
 use crate::transfer::rsync::{RsyncJob, TreeSource};
 use crate::transfer::staging::Staging;
-use states::{StageInput, TransferSummary};
+use states::{EntryKind, StageInput, TransferSummary};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -27,15 +31,7 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<Transf
     let barman = Barman::from_target(&input.barman, &request.ssh_options);
     let backup = &input.backup;
     let staging = Staging::new(&input.staging_dir);
-    let first_attempt = ctx.store.files().entries()?.is_empty();
-    if first_attempt {
-        let found = crate::space::check_staging(
-            backup,
-            Path::new(&input.dirs.data_dir),
-            staging.root(),
-            0,
-        )?;
-        crate::info!("staging space: {found}");
+    if ctx.store.files().entries()?.is_empty() {
         // Whatever an abandoned clone of this directory staged is not this clone's.
         crate::transfer::layout::empty_dir(staging.root())?;
     }
@@ -62,7 +58,7 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<Transf
                 dest: t.local.clone(),
             })
             .collect(),
-        extra_args: bwlimit_args(&request),
+        extra_args: rsync_args(&request)?,
         entries: Vec::new(),
         partials: BTreeSet::new(),
     };
@@ -70,6 +66,12 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<Transf
         what: format!("backup {} ({})", backup.backup_id, backup.kind.label()),
         source: "Barman",
         remove_extraneous: None,
+        targets: vec![staging.root().to_path_buf()],
+        decrypted_roots: trees
+            .iter()
+            .filter(|t| t.encrypted)
+            .map(|t| t.root)
+            .collect(),
     };
     let list = async {
         let mut entries = Vec::new();
@@ -87,10 +89,30 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<Transf
         }
         Ok(entries)
     };
-    let mut entries = stored_list(ctx, &copy, list).await?;
+    let entries = stored_list(ctx, &copy, &job, list).await?;
+    let mut job = RsyncJob { entries, ..job };
+    let bytes_kept = tidy(&mut job, &copy)?;
+    let already_staged: u64 = job
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File && e.done)
+        .map(|e| e.size)
+        .sum::<u64>()
+        + bytes_kept;
+    let dirs = &input.dirs;
+    let needs = crate::transfer::staged_copy_needs(
+        backup,
+        Path::new(&dirs.data_dir),
+        dirs.waldir.as_deref().map(Path::new),
+        staging.root(),
+        already_staged,
+    );
+    let room = diskspace::check(&needs)
+        .map_err(|e| crate::transfer::staging_space_hint(e, Some(&request)))?;
+    crate::info!("staging space: {room}");
     // Encrypted files first, decrypted on the Barman host on their way; each is marked done
     // once complete, so rsync (below) skips them and a resume continues the one in flight.
-    for entry in entries.iter_mut().filter(|e| !e.done) {
+    for entry in job.entries.iter_mut().filter(|e| !e.done) {
         let Some(tree) = trees.iter().find(|t| t.root == entry.root && t.encrypted) else {
             continue;
         };
@@ -110,8 +132,7 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<Transf
             entry.path
         );
     }
-    let job = RsyncJob { entries, ..job };
-    let (_, summary) = copy_checkpointed(ctx, job, &copy).await?;
+    let (_, summary) = copy_checkpointed(ctx, job, &copy, bytes_kept).await?;
     crate::notice!(
         "backup {} staged in \"{}\"",
         backup.backup_id,

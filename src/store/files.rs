@@ -92,6 +92,17 @@ impl FileTable<'_> {
     ///
     /// [`flush`]: FileTable::flush
     pub fn mark_done(&self, root: u32, path: &str) -> Result<bool, Error> {
+        self.set_done(root, path, true)
+    }
+
+    /// Takes back the done mark of one entry whose file is no longer what the mark vouched
+    /// for (deleted, replaced, changed): the transfer sends it again. Not flushed, like
+    /// [`FileTable::mark_done`]. Returns `false` when the list has no such entry.
+    pub fn unmark(&self, root: u32, path: &str) -> Result<bool, Error> {
+        self.set_done(root, path, false)
+    }
+
+    fn set_done(&self, root: u32, path: &str, done: bool) -> Result<bool, Error> {
         let key = key(root, path);
         let Some(value) = self
             .tree
@@ -102,8 +113,8 @@ impl FileTable<'_> {
         };
         let mut entry: ManifestEntry =
             codec::decode(&value).map_err(|e| self.store.decode_error("file list", e))?;
-        if !entry.done {
-            entry.done = true;
+        if entry.done != done {
+            entry.done = done;
             self.tree
                 .insert(key, codec::encode(&entry))
                 .map_err(|e| self.store.sled_error("write the file list of", e))?;

@@ -39,18 +39,9 @@ impl CloneLock {
         // third one locks the new file: check that the locked inode is still the one at
         // `path`, and start over if not. Two rounds suffice unless discards race in a loop.
         for _ in 0..8 {
-            let mut file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .open(path)
+            let mut file = open_lock_file(path)
                 .map_err(|e| LockError::Io(io_error("open the lock file", path, &e)))?;
-            // SAFETY: flock on a file descriptor we own and keep open; no memory involved.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc != 0 {
-                let err = std::io::Error::last_os_error();
+            if let Err(err) = flock(&file, libc::LOCK_EX | libc::LOCK_NB) {
                 if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
                     return Err(LockError::Held(read_pid(&mut file)));
                 }
@@ -70,6 +61,31 @@ impl CloneLock {
                 path.display()
             ),
         )))
+    }
+}
+
+/// Opens the lock file at `path` for reading and writing, creating it 0600, never through a
+/// symbolic link: a link planted in a shared directory would make even `clone status` write
+/// into whatever file it names. Used for the clone locks and the directory locks alike.
+pub(crate) fn open_lock_file(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// `flock(2)` on `file` (a lock file, or a directory opened for its lock) with `operation`
+/// (`LOCK_EX | LOCK_NB`, …).
+pub(crate) fn flock(file: &File, operation: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: flock on a file descriptor the caller owns and keeps open; no memory involved.
+    if unsafe { libc::flock(file.as_raw_fd(), operation) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -95,6 +111,34 @@ fn read_pid(file: &mut File) -> Option<u32> {
 
 /// A store I/O failure with its path.
 pub(crate) fn io_error(action: &str, path: &Path, err: &std::io::Error) -> Error {
+    if err.raw_os_error() == Some(libc::ELOOP) {
+        return Error::new(
+            ErrorKind::Store,
+            format!(
+                "cannot {action} {}: it is a symbolic link, and pgreplica never follows one in \
+                 its state directory",
+                path.display()
+            ),
+        )
+        .hint("remove the link, and keep the state directory private to the PostgreSQL user");
+    }
+    // sled wraps its I/O errors in errors of its own, whose text is the original's Debug.
+    let full = err.raw_os_error() == Some(libc::ENOSPC)
+        || err.kind() == std::io::ErrorKind::StorageFull
+        || err.to_string().contains("No space left on device");
+    if full {
+        return Error::new(
+            ErrorKind::Store,
+            format!(
+                "cannot {action} {}: No space left on device",
+                path.display()
+            ),
+        )
+        .hint(
+            "free space on the state directory's file system, then run the command again: \
+             the last checkpoint is intact",
+        );
+    }
     let hint = if err.kind() == std::io::ErrorKind::PermissionDenied {
         "run pgreplica as the user that owns the state directory, or choose another with \
          --state-dir"

@@ -8,7 +8,7 @@
 //! on a crash. This module compares counters; it never repairs anything.
 
 use super::lock::io_error;
-use super::status::write_atomically;
+use super::status::{read_private, write_atomically};
 use crate::error::Error;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -30,7 +30,7 @@ impl Marker {
     /// Reads the marker of the clone in `dir`; a clone without one has no checkpoint yet.
     pub(crate) fn read(dir: &Path) -> Result<Marker, Error> {
         let path = dir.join(MARKER_FILE);
-        match std::fs::read(&path) {
+        match read_private(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| super::unreadable("checkpoint marker", &path, &e.to_string())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Marker::default()),

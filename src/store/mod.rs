@@ -26,9 +26,11 @@ mod codec;
 mod files;
 mod lock;
 mod marker;
+mod private;
 mod status;
 
 pub use files::{FileCounts, FileTable};
+pub(crate) use lock::{flock, open_lock_file};
 pub use status::{LiveProgress, StatusSnapshot};
 
 use crate::error::{Error, ErrorKind};
@@ -36,11 +38,11 @@ use crate::retry::{poll_blocking, GaveUp};
 use codec::DecodeError;
 use lock::{io_error, CloneLock, LockError};
 use marker::Marker;
+use private::{check_private, create_private_dir, Follow};
 use states::RetryPolicy;
 use states::{CloneId, CloneRecord, Millis, SCHEMA_VERSION};
 use std::cell::Cell;
 use std::ffi::OsString;
-use std::os::unix::fs::DirBuilderExt;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, Once};
@@ -84,6 +86,21 @@ pub struct CloneStore {
     _lock: CloneLock,
 }
 
+/// What [`StateDir::find_clone`] found for a clone id, under the clone's lock.
+#[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one exists per command and is consumed at once: boxing saves nothing"
+)]
+pub enum Found {
+    /// No record yet: the store was just created (discard it if no clone is made).
+    New(CloneStore),
+    /// A readable record.
+    Record(CloneStore, CloneRecord),
+    /// A record that cannot be read: why. The lock was released; the directory is untouched.
+    Damaged(Error),
+}
+
 /// What `clone status` shows about one clone.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatusView {
@@ -115,12 +132,36 @@ impl StateDir {
     }
 
     /// Opens the state directory at `path`, creating it (mode 0700) if it does not exist.
+    ///
+    /// A state directory, like each clone's directory in it, must belong to the user running
+    /// pgreplica and be writable by nobody else: another user who could write there could
+    /// plant links that make pgreplica overwrite the postgres user's files, or swap a record.
     pub fn open(path: &Path) -> Result<StateDir, Error> {
+        // The directory is checked before anything is created in it.
+        create_private_dir(path)?;
+        check_private(path, "state directory", Follow::Yes)?;
         let clones = path.join("clones");
         create_private_dir(&clones)?;
+        check_private(&clones, "state directory", Follow::No)?;
         Ok(StateDir {
             root: path.to_path_buf(),
         })
+    }
+
+    /// Opens the state directory at `path` only if it exists, creating nothing: for readers
+    /// that must not change anything (`--dry-run`). `Ok(None)` when there is none yet.
+    pub fn existing(path: &Path) -> Result<Option<StateDir>, Error> {
+        let clones = path.join("clones");
+        match std::fs::symlink_metadata(&clones) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_error("read", &clones, &e)),
+            Ok(_) => {}
+        }
+        check_private(path, "state directory", Follow::Yes)?;
+        check_private(&clones, "state directory", Follow::No)?;
+        Ok(Some(StateDir {
+            root: path.to_path_buf(),
+        }))
     }
 
     /// The state directory.
@@ -158,17 +199,38 @@ impl StateDir {
     pub fn open_clone(&self, id: &CloneId) -> Result<CloneStore, Error> {
         let dir = self.clone_dir(id);
         create_private_dir(&dir)?;
+        check_private(&dir, "clone directory", Follow::No)?;
         let lock = self.lock(id, &dir)?;
         CloneStore::open_locked(id, dir, lock)
     }
 
+    /// Opens clone `id` as [`StateDir::open_clone`] does and loads its record, telling a damaged
+    /// record apart from one that another process runs (an error: the clone is locked).
+    pub fn find_clone(&self, id: &CloneId) -> Result<Found, Error> {
+        let dir = self.clone_dir(id);
+        create_private_dir(&dir)?;
+        check_private(&dir, "clone directory", Follow::No)?;
+        let lock = self.lock(id, &dir)?;
+        let store = match CloneStore::open_locked(id, dir, lock) {
+            Ok(store) => store,
+            Err(e) => return Ok(Found::Damaged(e)),
+        };
+        match store.load() {
+            Ok(Some(record)) => Ok(Found::Record(store, record)),
+            Ok(None) => Ok(Found::New(store)),
+            Err(e) => Ok(Found::Damaged(e)),
+        }
+    }
+
     /// Removes clone `id` under its lock, without opening its database: this is how a clone
-    /// whose store is damaged is thrown away (`clone start --force`).
+    /// whose store is damaged is thrown away (`clone start --force`), and how `clone forget`
+    /// removes a record. A clone that another process runs is refused.
     pub fn discard_clone(&self, id: &CloneId) -> Result<(), Error> {
         let dir = self.clone_dir(id);
-        if !dir.exists() {
+        if std::fs::symlink_metadata(&dir).is_err() {
             return Ok(());
         }
+        check_private(&dir, "clone directory", Follow::No)?;
         let lock = self.lock(id, &dir)?;
         remove_clone_dir(&dir, lock)
     }
@@ -181,6 +243,7 @@ impl StateDir {
         if !dir.is_dir() {
             return Err(self.no_such_clone(id));
         }
+        check_private(&dir, "clone directory", Follow::No)?;
         // The lock may be held for a few milliseconds by another `clone status` (or by a run
         // that has not published its first snapshot yet): look again until the grace ends.
         poll_blocking(
@@ -220,7 +283,10 @@ impl StateDir {
                             pid_text(pid)
                         ),
                     )
-                    .hint("run `pgreplica clone status` again in a moment")
+                    .hint(format!(
+                        "run \"{}\" again in a moment",
+                        crate::paste::pgreplica(&["clone", "status", id.as_str()])
+                    ))
                     .retryable());
                 };
                 Ok(StatusView {
@@ -255,7 +321,8 @@ impl StateDir {
                     ),
                 )
                 .hint(format!(
-                    "wait for it to finish, or follow it with `pgreplica clone status {id}`"
+                    "wait for it to finish, or follow it with \"{}\"",
+                    crate::paste::pgreplica(&["clone", "status", id.as_str()])
                 )),
                 LockError::Io(err) => err,
             })
@@ -266,7 +333,10 @@ impl StateDir {
             ErrorKind::CloneState,
             format!("there is no clone {id} in {}", self.root.display()),
         )
-        .hint("`pgreplica clone status` lists the clones of this state directory")
+        .hint(format!(
+            "\"{}\" lists the clones of this state directory",
+            crate::paste::pgreplica(&["clone", "list"])
+        ))
     }
 }
 
@@ -418,14 +488,19 @@ pub(crate) fn newer_schema_error(what: &str, version: u64) -> Error {
 /// The error for a damaged value at `path` (in a clone's directory or its `db/`).
 pub(crate) fn unreadable(what: &str, path: &Path, reason: &str) -> Error {
     let clone_dir = path.parent().unwrap_or(path);
+    let id = clone_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     Error::new(
         ErrorKind::Store,
         format!("{what} in {} is unreadable: {reason}", path.display()),
     )
     .hint(format!(
-        "move {} out of the way and start the clone again: the data directory is untouched, \
-         and the transfer re-derives what is already copied by comparing it with the backup",
-        clone_dir.display()
+        "discard the record with \"{}\" and start the clone again (clone start with -F/--force \
+         when the data directory holds files): the data directory is untouched, and the transfer \
+         keeps the files already copied that match the backup",
+        crate::paste::pgreplica(&["clone", "forget", &id])
     ))
 }
 
@@ -496,14 +571,6 @@ fn remove_clone_dir(dir: &Path, lock: CloneLock) -> Result<(), Error> {
     let removed = std::fs::remove_dir_all(dir).map_err(|e| io_error("remove", dir, &e));
     drop(lock);
     removed
-}
-
-fn create_private_dir(path: &Path) -> Result<(), Error> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| io_error("create", path, &e))
 }
 
 fn pid_text(pid: Option<u32>) -> String {

@@ -10,8 +10,9 @@ use super::lock::io_error;
 use crate::error::{Error, ErrorKind};
 use serde::{Deserialize, Serialize};
 use states::{CloneRecord, Millis, Step, SCHEMA_VERSION};
-use std::fs::{self, File};
-use std::io::Write;
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Name of the snapshot file in a clone's directory.
@@ -75,23 +76,51 @@ pub(crate) fn write(dir: &Path, snapshot: &StatusSnapshot) -> Result<(), Error> 
 }
 
 /// Replaces `path` with `bytes` so that readers see the old or the new content, never a mix.
+///
+/// The temporary file is created afresh (`O_EXCL`, never through a symbolic link): a leftover
+/// is removed first (which removes a planted link, not its target), so nothing is ever
+/// truncated or written through a link.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
+    match fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error("remove", &tmp, &e)),
+    }
     let write_tmp = || -> std::io::Result<()> {
-        let mut out = File::create(&tmp)?;
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
         out.write_all(bytes)?;
         out.sync_all()
     };
-    write_tmp().map_err(|e| io_error("write", &tmp, &e))?;
+    if let Err(e) = write_tmp() {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error("write", &tmp, &e));
+    }
     fs::rename(&tmp, path).map_err(|e| io_error("rename into place", path, &e))
+}
+
+/// The content of the state file `path`, read without following a symbolic link.
+pub(crate) fn read_private(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// Reads `<dir>/status.json`; `Ok(None)` when the runner has not published one yet.
 pub(crate) fn read(dir: &Path) -> Result<Option<StatusSnapshot>, Error> {
     let path = dir.join(STATUS_FILE);
-    let bytes = match fs::read(&path) {
+    let bytes = match read_private(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_error("read", &path, &e)),

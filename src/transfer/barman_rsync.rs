@@ -1,5 +1,7 @@
 //! Transfer in Barman mode: the backup's file list checkpointed in the store, parallel rsync
-//! streams over ssh, each file marked done the moment rsync reports it complete.
+//! streams over ssh, each file marked done the moment rsync reports it complete. StageBackup
+//! copies a staged kind's files into its staging directory with the same checkpointed copy
+//! ([`stored_list`], [`tidy`], [`copy_checkpointed`]).
 //!
 //! Resume rules (the heart of crash safety):
 //! * the file list is fetched once and stored; a resume reuses it, so the transfer finishes the
@@ -8,8 +10,15 @@
 //!   files whose size or mtime differ from the list): the first bytes of a big file that was in
 //!   flight are kept and completed with `--append-verify` (its checksum checked, so kept bytes
 //!   are never trusted blindly); everything else half-written is removed;
+//! * the store is the fast path, not the only truth: a file marked done that is missing from
+//!   the target or differs from the list (size, mtime) — a directory deleted or replaced after a
+//!   kill, a file removed by hand, a staged file UnpackBackup removed once unpacked — loses its
+//!   mark and is sent again;
 //! * only entries not marked done are planned, so the bytes sent again are bounded by the files
 //!   that were in flight, less what of them had arrived;
+//! * before the first byte, each target's file system must have room for what is still to
+//!   come; a disk that fills up anyway is an operating-system error (exit 13) naming the
+//!   device, and `clone resume` finishes once space is freed;
 //! * done marks are flushed at least every second (and at the end), so at most one second of
 //!   completed files is re-sent after a kill.
 
@@ -18,18 +27,50 @@ use super::rsync::{self, RsyncEvent, RsyncJob, TreeSource};
 use super::streams::plan_streams;
 use crate::barman::{data_dir, tablespace_dir, Barman};
 use crate::datadir::wal_dir_name;
-use crate::error::Result;
+use crate::diskspace::{self, Need};
+use crate::error::{ErrorKind, Result};
 use crate::runner::StepContext;
 use states::{
     BackupFacts, BarmanTarget, CloneRequest, EntryKind, ManifestEntry, PreparedDirs,
-    TransferSummary,
+    TablespaceTarget, TransferSummary,
 };
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Done marks are committed to disk at least this often.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// rsync's `--timeout` (seconds without any data moving before rsync gives up): with ssh's
+/// keep-alives ([`crate::barman::ssh::DEFAULTS`]) a dead Barman host or network is noticed
+/// within about a minute. `PGREPLICA_RSYNC_TIMEOUT` overrides it (0: no limit).
+pub const RSYNC_IO_TIMEOUT_S: u64 = 60;
+
+/// The environment variable that overrides [`RSYNC_IO_TIMEOUT_S`].
+pub const RSYNC_TIMEOUT_ENV: &str = "PGREPLICA_RSYNC_TIMEOUT";
+
+/// `--timeout=N` for rsync, from [`RSYNC_TIMEOUT_ENV`] or the default; none for 0.
+fn io_timeout_arg() -> Result<Option<String>> {
+    timeout_arg(std::env::var(RSYNC_TIMEOUT_ENV).ok())
+}
+
+/// `--timeout=N` for `setting` (the variable's value, if set).
+fn timeout_arg(setting: Option<String>) -> Result<Option<String>> {
+    let seconds = match setting {
+        Some(text) if !text.is_empty() => text.trim().parse::<u64>().map_err(|_| {
+            crate::error::Error::new(
+                crate::error::ErrorKind::Config,
+                format!("{RSYNC_TIMEOUT_ENV} is not a number of seconds: \"{text}\""),
+            )
+            .hint(format!(
+                "set {RSYNC_TIMEOUT_ENV} to whole seconds (0: rsync waits forever), or unset it"
+            ))
+        })?,
+        _ => RSYNC_IO_TIMEOUT_S,
+    };
+    Ok((seconds > 0).then(|| format!("--timeout={seconds}")))
+}
 
 /// Runs the transfer of the pinned `backup` from `target` into the prepared `dirs`.
 pub async fn run(
@@ -53,7 +94,7 @@ pub async fn run(
                 dest: PathBuf::from(&t.path),
             })
             .collect(),
-        extra_args: bwlimit_args(&request),
+        extra_args: rsync_args(&request)?,
         entries: Vec::new(),
         partials: BTreeSet::new(),
     };
@@ -61,9 +102,27 @@ pub async fn run(
         what: format!("backup {}", backup.backup_id),
         source: "Barman",
         remove_extraneous: dirs.reused_existing.then_some(backup.pg_version),
+        targets: std::iter::once(dirs.data_dir.as_str())
+            .chain(dirs.waldir.as_deref())
+            .chain(dirs.tablespaces.iter().map(|t| t.path.as_str()))
+            .map(PathBuf::from)
+            .collect(),
+        decrypted_roots: Vec::new(),
     };
-    let entries = stored_list(ctx, &copy, list_backup(&barman, backup, &request)).await?;
-    let (job, summary) = copy_checkpointed(ctx, RsyncJob { entries, ..job }, &copy).await?;
+    let list = list_backup(&barman, backup, &request);
+    let entries = stored_list(ctx, &copy, &job, list).await?;
+    let mut job = RsyncJob { entries, ..job };
+    let bytes_kept = tidy(&mut job, &copy)?;
+    // Before the first byte: room for what is still to come, on every target's file system.
+    let needs = space_needs(
+        &job.entries,
+        &job.dest,
+        dirs.waldir.as_deref().map(Path::new),
+        &dirs.tablespaces,
+    );
+    let room = diskspace::check(&needs)?;
+    crate::info!("free disk: {room}");
+    let (job, summary) = copy_checkpointed(ctx, job, &copy, bytes_kept).await?;
     finish_layout(Path::new(&dirs.data_dir), backup.pg_version, dirs)?;
     crate::debug!(
         "transfer of {} entries into \"{}\" complete (jobs {})",
@@ -74,12 +133,15 @@ pub async fn run(
     Ok(summary)
 }
 
-/// rsync's `--bwlimit` from the request, for every stream.
-pub(crate) fn bwlimit_args(request: &CloneRequest) -> Vec<String> {
-    request
+/// rsync's options from the request and the environment, for every stream: `--bwlimit`, and
+/// `--timeout` unless [`RSYNC_TIMEOUT_ENV`] is 0.
+pub(crate) fn rsync_args(request: &CloneRequest) -> Result<Vec<String>> {
+    Ok(request
         .bwlimit_kbps
-        .map(|k| vec![format!("--bwlimit={k}")])
-        .unwrap_or_default()
+        .map(|k| format!("--bwlimit={k}"))
+        .into_iter()
+        .chain(io_timeout_arg()?)
+        .collect())
 }
 
 /// What a checkpointed copy is about, for its messages and its tidying.
@@ -91,13 +153,22 @@ pub(crate) struct Copy {
     /// With `--force` into a used data directory: remove what the list lacks, keeping the
     /// links pgreplica makes for a server of this version.
     pub(crate) remove_extraneous: Option<u32>,
+    /// The directories the copy writes into (the WAL directory included), for naming the one
+    /// whose file system filled up.
+    pub(crate) targets: Vec<PathBuf>,
+    /// Roots of the list whose `*.gpg` files arrive decrypted, under their name without the
+    /// `.gpg` and at a size the list does not know (StageBackup's encrypted trees).
+    pub(crate) decrypted_roots: Vec<u32>,
 }
 
 /// The clone's file list: the stored one, or, on the first attempt, the one `list` fetches,
-/// stored before anything is copied, so a resume finishes the copy it started.
+/// stored before anything is copied, so a resume finishes the copy it started. On a resume,
+/// the done marks that `job`'s target directories no longer bear out are taken back
+/// ([`rederive_done`]).
 pub(crate) async fn stored_list(
     ctx: &StepContext<'_>,
     copy: &Copy,
+    job: &RsyncJob,
     list: impl std::future::Future<Output = Result<Vec<ManifestEntry>>>,
 ) -> Result<Vec<ManifestEntry>> {
     let files = ctx.store.files();
@@ -111,24 +182,29 @@ pub(crate) async fn stored_list(
             entries.len(),
             crate::progress::human_bytes(entries.iter().map(|e| e.size).sum())
         );
+    } else {
+        let gone = rederive_done(&mut entries, job, &copy.decrypted_roots);
+        for entry in &gone {
+            files.unmark(entry.root, &entry.path)?;
+        }
+        if !gone.is_empty() {
+            files.flush()?;
+            crate::notice!(
+                "{} file(s) recorded as copied are missing from the target or differ from the backup: they are copied again",
+                gone.len()
+            );
+        }
     }
     Ok(entries)
 }
 
-/// The checkpointed copy of Transfer and StageBackup: what a killed rsync left tidied, the
-/// entries of `job` not done yet (its list, from [`stored_list`]) copied by parallel rsync
-/// streams, each marked done in the store as rsync reports it. Returns the job and the
-/// summary.
-pub(crate) async fn copy_checkpointed(
-    ctx: &mut StepContext<'_>,
-    mut job: RsyncJob,
-    copy: &Copy,
-) -> Result<(RsyncJob, TransferSummary)> {
-    let jobs = ctx.request().jobs;
-    let files = ctx.store.files();
+/// Tidies what a killed rsync left in `job`'s targets ([`rsync::cleanup_partial`]) and, with
+/// `--force`, what the list lacks; marks the partial copies kept for `--append-verify`.
+/// Returns the bytes kept.
+pub(crate) fn tidy(job: &mut RsyncJob, copy: &Copy) -> Result<u64> {
     // Partial copies first: a kept one moves to its file's final name, which the removal of
     // what the backup lacks then leaves alone.
-    let cleanup = rsync::cleanup_partial(&job)?;
+    let cleanup = rsync::cleanup_partial(job)?;
     if !cleanup.removed.is_empty() {
         crate::notice!(
             "removed {} partial file(s) left by an interrupted transfer",
@@ -151,7 +227,7 @@ pub(crate) async fn copy_checkpointed(
     }
     job.partials = cleanup.kept.iter().map(|&(index, _)| index).collect();
     if let Some(pg_version) = copy.remove_extraneous {
-        let extraneous = remove_extraneous(&job, pg_version)?;
+        let extraneous = remove_extraneous(job, pg_version)?;
         if extraneous > 0 {
             crate::notice!(
                 "removed {extraneous} file(s) and directories that are not in {}",
@@ -159,6 +235,21 @@ pub(crate) async fn copy_checkpointed(
             );
         }
     }
+    Ok(bytes_kept)
+}
+
+/// The checkpointed copy of Transfer and StageBackup: the entries of `job` not done yet (its
+/// list, from [`stored_list`], tidied by [`tidy`], which kept `bytes_kept`) copied by parallel
+/// rsync streams, each marked done in the store as rsync reports it. Returns the job and the
+/// summary.
+pub(crate) async fn copy_checkpointed(
+    ctx: &mut StepContext<'_>,
+    job: RsyncJob,
+    copy: &Copy,
+    bytes_kept: u64,
+) -> Result<(RsyncJob, TransferSummary)> {
+    let jobs = ctx.request().jobs;
+    let files = ctx.store.files();
     let (bytes_total, files_total) = totals(&job.entries, |_| true);
     let (bytes_done, files_done) = totals(&job.entries, |e| e.done);
     if files_done > 0 {
@@ -203,7 +294,7 @@ pub(crate) async fn copy_checkpointed(
     .await;
     // Whatever happened, what was reported done is committed before the step's outcome.
     files.flush()?;
-    let stats = stats?;
+    let stats = stats.map_err(|e| disk_full(e, &copy.targets))?;
     if let Some(e) = flush_error {
         return Err(e);
     }
@@ -219,8 +310,144 @@ pub(crate) async fn copy_checkpointed(
     Ok((job, summary))
 }
 
+/// Bytes the WAL location needs before the standby can start: one segment of the default size,
+/// for the WAL it fetches first.
+pub const WAL_SEGMENT_NEED: u64 = 16 << 20;
+
+/// What the copy of `entries` still needs on each target: for every file not done, its size
+/// less what is already at its name (a kept partial copy, or a file of a reused directory);
+/// files below `pg_wal/` go to the WAL directory when there is one, which also needs room for
+/// [`WAL_SEGMENT_NEED`].
+pub fn space_needs(
+    entries: &[ManifestEntry],
+    data_dir: &Path,
+    waldir: Option<&Path>,
+    tablespaces: &[TablespaceTarget],
+) -> Vec<Need> {
+    let wal_location = waldir.map_or_else(|| data_dir.to_path_buf(), Path::to_path_buf);
+    let mut needs = vec![
+        Need {
+            dir: data_dir.to_path_buf(),
+            bytes: 0,
+        },
+        Need {
+            dir: wal_location.clone(),
+            bytes: WAL_SEGMENT_NEED,
+        },
+    ];
+    needs.extend(tablespaces.iter().map(|t| Need {
+        dir: PathBuf::from(&t.path),
+        bytes: 0,
+    }));
+    for entry in entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::File && !e.done)
+    {
+        let Some(root) = root_dir(entry.root, data_dir, tablespaces) else {
+            continue;
+        };
+        let target = root.join(&entry.path);
+        let present = std::fs::symlink_metadata(&target)
+            .ok()
+            .filter(|m| m.is_file())
+            .map_or(0, |m| m.len());
+        let bytes = entry.size.saturating_sub(present);
+        let in_wal = entry.root == 0 && entry.path.starts_with("pg_wal/") && waldir.is_some();
+        let dir = if in_wal { wal_location.clone() } else { root };
+        if let Some(need) = needs.iter_mut().find(|n| n.dir == dir) {
+            need.bytes += bytes;
+        }
+    }
+    needs
+}
+
+/// The target directory of a file list root: the data directory, or a tablespace's target.
+fn root_dir(root: u32, data_dir: &Path, tablespaces: &[TablespaceTarget]) -> Option<PathBuf> {
+    if root == 0 {
+        return Some(data_dir.to_path_buf());
+    }
+    tablespaces
+        .iter()
+        .find(|t| t.oid == root)
+        .map(|t| PathBuf::from(&t.path))
+}
+
+/// Takes back the done marks `job`'s target directories no longer bear out: a done file that
+/// is missing or whose size or mtime differs from the list, a done directory that is gone; a
+/// done file of `decrypted_roots` whose clear copy is missing. Returns the entries unmarked
+/// (already set not done in `entries`).
+fn rederive_done(
+    entries: &mut [ManifestEntry],
+    job: &RsyncJob,
+    decrypted_roots: &[u32],
+) -> Vec<ManifestEntry> {
+    let mut gone = Vec::new();
+    for entry in entries.iter_mut().filter(|e| e.done) {
+        let Some(root) = job_root(job, entry.root) else {
+            continue;
+        };
+        let decrypted = (decrypted_roots.contains(&entry.root))
+            .then(|| entry.path.strip_suffix(".gpg"))
+            .flatten();
+        let holds = match decrypted {
+            // Decrypted on its way: its clear size is not in the list.
+            Some(clear) => root.join(clear).is_file(),
+            None => {
+                let found = std::fs::symlink_metadata(root.join(&entry.path));
+                match (entry.kind, &found) {
+                    (EntryKind::File, Ok(meta)) => {
+                        meta.is_file() && meta.len() == entry.size && meta.mtime() == entry.mtime
+                    }
+                    (EntryKind::Dir, Ok(meta)) => meta.is_dir(),
+                    (EntryKind::Symlink, Ok(meta)) => meta.file_type().is_symlink(),
+                    (_, Err(_)) => false,
+                }
+            }
+        };
+        if !holds {
+            entry.done = false;
+            gone.push(entry.clone());
+        }
+    }
+    gone
+}
+
+/// Where the entries of list root `root` go: `job`'s destination for 0, else its tree's.
+fn job_root(job: &RsyncJob, root: u32) -> Option<&Path> {
+    if root == 0 {
+        return Some(&job.dest);
+    }
+    job.tablespaces
+        .iter()
+        .find(|t| t.root == root)
+        .map(|t| t.dest.as_path())
+}
+
+/// rsync's failure when one of `targets` ran out of space, as the operating-system error
+/// (exit 13) naming the device; any other failure unchanged.
+fn disk_full(error: crate::error::Error, targets: &[PathBuf]) -> crate::error::Error {
+    if error.kind != ErrorKind::Rsync {
+        return error;
+    }
+    let said_so = [Some(&error.message), error.detail.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|text| text.contains("No space left on device"));
+    // The fullest target is the one that ran out.
+    let fullest = targets
+        .iter()
+        .filter_map(|t| diskspace::free_bytes(t).ok().map(|f| (f, t)))
+        .min_by_key(|(free, _)| *free);
+    match fullest {
+        Some((free, dir)) if said_so || free < 64 * 1024 => {
+            diskspace::full(dir, error.detail.clone())
+        }
+        _ => error,
+    }
+}
+
 /// The backup's file list: the data directory and each tablespace.
-async fn list_backup(
+pub async fn list_backup(
     barman: &Barman,
     backup: &BackupFacts,
     request: &CloneRequest,
@@ -298,4 +525,20 @@ fn totals(entries: &[ManifestEntry], select: impl Fn(&ManifestEntry) -> bool) ->
         .iter()
         .filter(|e| e.kind == EntryKind::File && select(e))
         .fold((0, 0), |(bytes, files), e| (bytes + e.size, files + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rsync_gives_up_on_a_silent_peer_unless_told_otherwise() {
+        let arg = |v: Option<&str>| super::timeout_arg(v.map(String::from));
+        assert_eq!(arg(None).unwrap().as_deref(), Some("--timeout=60"));
+        assert_eq!(arg(Some("")).unwrap().as_deref(), Some("--timeout=60"));
+        assert_eq!(arg(Some("300")).unwrap().as_deref(), Some("--timeout=300"));
+        assert_eq!(arg(Some("0")).unwrap(), None);
+        arg(Some("soon")).unwrap_err().assert_says(
+            "PGREPLICA_RSYNC_TIMEOUT is not a number of seconds",
+            "whole seconds",
+        );
+    }
 }

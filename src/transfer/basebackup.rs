@@ -326,6 +326,12 @@ pub fn command_args(
         "-D".into(),
         request.data_dir.clone(),
     ];
+    // Every other connection keyword in force (TLS, timeouts, options …), for libpq to
+    // honour: pg_basebackup reads its connection from -d, less the database name.
+    let more = target.libpq_options();
+    if !more.is_empty() {
+        args.extend(["-d".to_string(), more.render()]);
+    }
     let defaults: [(&str, &str); 5] = [
         ("format", "--format=plain"),
         ("wal-method", "--wal-method=stream"),
@@ -393,11 +399,17 @@ impl Exit {
             .any(|s| self.stderr_tail.contains(s));
         if transient {
             Err(error
-                .hint("the transfer restarts from the beginning with \"pgreplica clone resume\"")
+                .hint(format!(
+                    "the transfer restarts from the beginning with \"{}\"",
+                    crate::paste::resume()
+                ))
                 .retryable())
         } else {
             Err(error.hint(
-                "fix the cause shown in DETAIL, then run \"pgreplica clone resume\" (the transfer restarts from the beginning)",
+                format!(
+                    "fix the cause shown in DETAIL, then run \"{}\" (the transfer restarts from the beginning)",
+                    crate::paste::resume()
+                ),
             ))
         }
     }
@@ -524,12 +536,13 @@ mod tests {
     }
 
     fn target() -> Target {
-        Target {
-            host: "10.0.0.1".into(),
-            port: 5433,
-            user: "repmgr".into(),
-            dbname: "repmgr".into(),
-        }
+        Target::resolve(&states::SourceConn {
+            host: Some("10.0.0.1".into()),
+            port: Some(5433),
+            user: Some("repmgr".into()),
+            dbname: Some("repmgr".into()),
+        })
+        .unwrap()
     }
 
     #[test]

@@ -154,8 +154,14 @@ pub async fn run(
     Err(match status.signal() {
         // Killed: running it again (it starts over) may well succeed.
         Some(_) => error
-            .hint("run \"pgreplica clone resume\": the chain is combined again from the start")
+            .hint(format!(
+                "run \"{}\": the chain is combined again from the start",
+                crate::paste::resume()
+            ))
             .retryable(),
-        None => error.hint("fix the cause shown in DETAIL, then run \"pgreplica clone resume\""),
+        None => error.hint(format!(
+            "fix the cause shown in DETAIL, then run \"{}\"",
+            crate::paste::resume()
+        )),
     })
 }

@@ -67,13 +67,13 @@ pub async fn decrypt_into(barman: &Barman, remote_file: &str, local: &Path) -> R
             "cannot decrypt \"{remote_file}\" on the Barman host \"{}\": Barman's encryption_passphrase_command of server \"{}\" is missing or fails",
             barman.host, barman.server
         ))
-        .hint("set encryption_passphrase_command in the server's section of Barman's configuration (as \"barman restore\" of an encrypted backup needs it), then run \"pgreplica clone resume\"")),
+        .hint(format!("set encryption_passphrase_command in the server's section of Barman's configuration (as \"barman restore\" of an encrypted backup needs it), then run \"{}\"", crate::paste::resume()))),
         // ssh's own failures, or a signal: the link, not the backup.
         Some(255) | None => Err(failed(format!(
             "the ssh session decrypting \"{remote_file}\" on \"{}\" failed",
             barman.host
         ))
-        .hint("run \"pgreplica clone resume\": the file is continued where it stopped")
+        .hint(format!("run \"{}\": the file is continued where it stopped", crate::paste::resume()))
         .retryable()),
         Some(code) => Err(failed(format!(
             "gpg could not decrypt \"{remote_file}\" on the Barman host \"{}\" (exit code {code})",

@@ -52,12 +52,16 @@ pub enum StepInput {
     UnpackBackup(UnpackInput),
     /// CombineChain combines the staged chain into the data directory.
     CombineChain(CombineInput),
-    /// VerifyCopy checks the copy against its manifest.
+    /// VerifyCopy checks the copy against its manifest, or, for a pg-backup-api restore
+    /// without one, against what the restore must hold.
     VerifyCopy {
         /// Whether a `backup_manifest` must be there.
         manifest: ManifestExpectation,
         /// `server_version_num` of the copy (whose `pg_verifybackup` to run).
         pg_version: u32,
+        /// pg-backup-api mode: the restore the API reported DONE, checked rather than trusted
+        /// (`None` in the other modes).
+        api_restore: Option<ExpectedRestore>,
     },
     /// WriteReplicationConf writes what the source parameters say.
     WriteReplicationConf {
@@ -183,6 +187,32 @@ pub enum ManifestExpectation {
     FromCopy,
 }
 
+/// What a pg-backup-api restore must hold: the API reports only DONE, so VerifyCopy checks the
+/// directory (with `pg_verifybackup` where a `backup_manifest` arrived, else these facts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExpectedRestore {
+    /// The operation that restored it (named in every failure).
+    pub operation_id: String,
+    /// The system identifier `global/pg_control` must hold: the backup's when known, else the
+    /// source node's (a standby must be a copy of its upstream's cluster).
+    pub system_identifier: String,
+    /// The major version `PG_VERSION` must hold (the source's: the backup's is unknown).
+    pub pg_major: u32,
+    /// What the restore is known to weigh: the backup's size when known, else the source
+    /// node's databases; 0 when unknown.
+    pub known_bytes: u64,
+}
+
+impl ExpectedRestore {
+    /// Whether `restored` bytes are a plausible restore of `known_bytes`: at least a tenth of
+    /// them. The bound is loose on purpose: the backup may be much older and smaller than the
+    /// source node it is compared with; it catches an empty or gutted restore, not a table
+    /// missing (which `pg_verifybackup` catches where the backup has a manifest).
+    pub fn size_suffices(&self, restored: u64) -> bool {
+        restored.saturating_mul(10) >= self.known_bytes
+    }
+}
+
 /// Why a step cannot begin: its plan does not provide what it reads. Always a bug (a plan or a
 /// request built wrong), never the operator's doing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -276,15 +306,7 @@ impl CloneRecord {
                             .backup_api
                             .clone()
                             .ok_or(missing("pg_backupapi_host"))?,
-                        // The API does not say how big a backup is; the source's size is the
-                        // best estimate.
-                        expected_bytes: facts
-                            .backup
-                            .as_ref()
-                            .map(|b| b.size_bytes)
-                            .filter(|&size| size > 0)
-                            .or_else(|| facts.params.as_ref().map(|p| p.installation_size))
-                            .unwrap_or(0),
+                        expected_bytes: self.known_restore_bytes(),
                     },
                     Mode::BaseBackup => TransferMethod::BaseBackup {
                         params: params()?,
@@ -339,9 +361,50 @@ impl CloneRecord {
                     Some(backup) if backup.pg_version != 0 => backup.pg_version,
                     _ => params()?.server_version_num,
                 },
+                api_restore: match request.mode {
+                    Mode::BackupApi => Some(self.expected_restore(step)?),
+                    _ => None,
+                },
             },
             Step::WriteReplicationConf => StepInput::WriteReplicationConf { params: params()? },
         })
+    }
+
+    /// What the pg-backup-api restore checked by `step` must hold.
+    fn expected_restore(&self, step: Step) -> Result<ExpectedRestore, MissingInput> {
+        let missing = |what| MissingInput { step, what };
+        let params = self
+            .facts
+            .params
+            .as_ref()
+            .ok_or(missing("the source parameters"))?;
+        Ok(ExpectedRestore {
+            operation_id: self
+                .api_operation
+                .as_ref()
+                .and_then(|op| op.operation_id.clone())
+                .ok_or(missing("the pg-backup-api operation"))?,
+            system_identifier: (self.facts.backup.as_ref())
+                .and_then(|b| b.system_id.clone())
+                .unwrap_or_else(|| params.system_identifier.clone()),
+            pg_major: params.server_version_num / 10_000,
+            known_bytes: self.known_restore_bytes(),
+        })
+    }
+
+    /// What a restore is known to weigh: the backup's restored size when known (the cluster's
+    /// size where Barman recorded it: a compressed or incremental backup stores less); else
+    /// the source node's databases (the API does not say how big a backup is); 0 when neither
+    /// is known.
+    fn known_restore_bytes(&self) -> u64 {
+        let facts = &self.facts;
+        facts
+            .backup
+            .as_ref()
+            .map(|b| b.restored_bytes())
+            .filter(|&size| size > 0)
+            .or_else(|| facts.params.as_ref().map(|p| p.installation_size))
+            .unwrap_or(0)
     }
 
     /// Attempts at `step` in the history that did not succeed (failures, interruptions,

@@ -17,7 +17,8 @@
 //! ([`inputs`]), whether a failed step is tried again within the run and after how long
 //! ([`RetryPolicy`], [`RetryBudget`]), how a pg-backup-api clone keeps to one operation
 //! ([`api`]), how many times pg_basebackup restarted, whether an abandoned clone may hold a
-//! replication slot. The record's fields are private; the machine is their only writer.
+//! replication slot, what `clone start` does with a record it finds and what a resume
+//! re-checks ([`lifecycle`]). The record's fields are private; the machine is their only writer.
 //!
 //! **Invariant:** this crate performs no I/O. It never reads the clock (time comes in as
 //! [`Millis`] arguments), never touches disk or network, and has no async runtime. That is what
@@ -27,26 +28,28 @@ pub mod api;
 mod id;
 pub mod inputs;
 mod kind;
+pub mod lifecycle;
 mod machine;
 mod record;
 mod retry;
 
 pub use id::CloneId;
 pub use inputs::{
-    BackupServer, CombineInput, ManifestExpectation, MissingInput, StageInput, StepInput, Task,
-    TransferInput, TransferMethod, UnpackInput, UnpackTarget,
+    BackupServer, CombineInput, ExpectedRestore, ManifestExpectation, MissingInput, StageInput,
+    StepInput, Task, TransferInput, TransferMethod, UnpackInput, UnpackTarget,
 };
 pub use kind::{
     ArchiveProgress, BackupFormat, BackupKind, ChainMember, Compression, StagedProgress,
     UnpackStart, WalSource,
 };
+pub use lifecycle::{Difference, Existing, Refusal, Replaced, ResumeCheck, StartDecision};
 pub use machine::{
     FailureKind, MachineError, Mode, Next, Outcome, Phase, Step, StepFailure, StepResult,
 };
 pub use record::{
     ApiOperation, ApiTarget, BackupFacts, BarmanTarget, CloneRecord, CloneRequest, CombineSummary,
-    EntryKind, Facts, ManifestEntry, Millis, OutcomeKind, PreparedDirs, ReplicationSettings,
-    SourceConn, SourceParams, Tablespace, TablespaceTarget, TransferSummary, Transition,
-    UnpackSummary, Verification, WrittenConf, SCHEMA_VERSION,
+    DirIdentity, EntryKind, Facts, ManifestEntry, Millis, OutcomeKind, PreparedDirs,
+    ReplicationSettings, SourceConn, SourceParams, Tablespace, TablespaceTarget, TransferSummary,
+    Transition, UnpackSummary, Verification, WrittenConf, SCHEMA_VERSION,
 };
 pub use retry::{RetryBudget, RetryPolicy};

@@ -342,6 +342,8 @@ impl CloneRecord {
             history: Vec::new(),
             api_operation: None,
             staged: StagedProgress::default(),
+            api_choice: None,
+            api_abandoned: Vec::new(),
         }
     }
 

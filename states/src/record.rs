@@ -5,6 +5,7 @@
 //! request), because the store and `clone status` are readable by whoever can read the state
 //! directory.
 
+use crate::api::OperatorChoice;
 use crate::kind::{BackupKind, StagedProgress};
 use crate::machine::{Mode, Phase, Step, StepFailure};
 use crate::CloneId;
@@ -50,6 +51,14 @@ pub struct CloneRecord {
     /// Staged kinds (tar, incremental, encrypted): how far UnpackBackup and CombineChain got
     /// inside their steps (see the `kind` module).
     pub(crate) staged: StagedProgress,
+    /// pg-backup-api mode: the operator's word given to `clone resume --api-operation`, kept
+    /// (and shown by `clone status`) until the Transfer step acts on it, so that a crash of the
+    /// resumed run before then does not lose it.
+    pub(crate) api_choice: Option<OperatorChoice>,
+    /// pg-backup-api mode: operations this clone owned before the operator replaced them
+    /// (`--api-operation new` or another id), oldest first. They may still exist on the API
+    /// host (it cannot delete them); the clone no longer follows them.
+    pub(crate) api_abandoned: Vec<String>,
 }
 
 /// A step that has begun and not yet reported.
@@ -135,8 +144,13 @@ pub struct BarmanTarget {
 /// repmgr's `pg_backupapi_*` keys plus pgreplica's TLS and timeout keys.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiTarget {
-    /// Host, host:port or full URL of the API.
+    /// Host, host:port or full URL of the API, without any `user:password@`: credentials are
+    /// never recorded (see `credentials_file`).
     pub host: String,
+    /// The repmgr.conf whose `pg_backupapi_host` carries `user:password@` for a proxy in front
+    /// of the API (https only), when it does: each run reads them from there again, so they
+    /// never reach the store, the status or a log line.
+    pub credentials_file: Option<String>,
     /// Barman server name the API restores from.
     pub node_name: String,
     /// ssh command Barman uses to reach this standby.
@@ -151,6 +165,9 @@ pub struct ApiTarget {
     pub key_file: Option<String>,
     /// Give up when the operation stays IN_PROGRESS and no bytes arrive for this long.
     pub stall_timeout_secs: u64,
+    /// Give up when the operation stays IN_PROGRESS and nothing at all arrives for this long
+    /// after pgreplica begins following it: its worker never started.
+    pub start_timeout_secs: u64,
     /// Time between status polls, in milliseconds.
     pub poll_interval_ms: u64,
 }
@@ -275,6 +292,38 @@ pub struct PreparedDirs {
     pub tablespaces: Vec<TablespaceTarget>,
     /// Whether existing files were kept for reuse (`--force`).
     pub reused_existing: bool,
+    /// Which directory each prepared path was when the step left it (the data directory first,
+    /// then the WAL directory and the tablespace targets): a resume compares them with what the
+    /// paths name now, and a directory deleted or replaced since is prepared again.
+    pub identities: Vec<DirIdentity>,
+}
+
+/// A directory by what it is rather than how it is spelled: its device and inode, as `stat`
+/// reports them for the path that named it, and its birth time where the file system keeps
+/// one (a directory removed and created again often gets the same inode number back).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct DirIdentity {
+    /// The path as the request names it.
+    pub path: String,
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `statx`'s birth time in nanoseconds since the epoch; `None` where the file system
+    /// records none.
+    pub born: Option<u64>,
+}
+
+impl DirIdentity {
+    /// Whether `other` (the same path, looked at again) is the same directory: the same device
+    /// and inode, born at the same time where both birth times are known.
+    pub fn same_directory(&self, other: &DirIdentity) -> bool {
+        let born_agrees = match (self.born, other.born) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        self.dev == other.dev && self.ino == other.ino && born_agrees
+    }
 }
 
 /// Where one tablespace is restored to.
@@ -342,6 +391,16 @@ pub enum Verification {
         /// Files checked.
         files: u64,
     },
+    /// No manifest, but a pg-backup-api restore was checked for what it must hold:
+    /// `PG_VERSION`, the system identifier in `global/pg_control`, a plausible size.
+    Checked {
+        /// The major version `PG_VERSION` holds.
+        pg_major: u32,
+        /// The system identifier `pg_controldata` read.
+        system_identifier: String,
+        /// Bytes of files in the data directory.
+        bytes: u64,
+    },
     /// No manifest to check against.
     Skipped {
         /// Why it was skipped.
@@ -365,8 +424,8 @@ pub struct WrittenConf {
 /// starting a second recovery into the same directory.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiOperation {
-    /// Server time (the operation id format) just before the POST, for finding the operation in
-    /// the server's list if the id was lost.
+    /// When the attempt began, by pgreplica's clock: shown to the operator, never compared with
+    /// the server's ids (they are the API host's local time).
     pub attempt_started_at: Millis,
     /// The id the API answered with, once known.
     pub operation_id: Option<String>,
@@ -374,6 +433,11 @@ pub struct ApiOperation {
     /// if the reply is lost, the operation this clone created is among those listed after it.
     /// `None` when the server had no operation yet.
     pub latest_id_before: Option<String>,
+    /// How many recoveries the server listed just before the POST: one more afterwards, and
+    /// listed after `latest_id_before`, is the test for "this attempt created it" (a
+    /// recovery that sorts lower, as an hour repeated by daylight saving time can make it,
+    /// makes the count disagree, and the operator is asked instead).
+    pub recoveries_before: u32,
 }
 
 /// One attempt at one step.
@@ -404,6 +468,9 @@ pub enum OutcomeKind {
     Interrupted,
     /// The process died inside the step (found at the next load).
     Crashed,
+    /// A resume found a prepared directory deleted or replaced: the clone went back to
+    /// PrepareDirs (see [`CloneRecord::dirs_replaced`]).
+    DirsReplaced,
 }
 
 impl OutcomeKind {
@@ -415,6 +482,7 @@ impl OutcomeKind {
             OutcomeKind::FailedFatal => "failed",
             OutcomeKind::Interrupted => "interrupted",
             OutcomeKind::Crashed => "crashed",
+            OutcomeKind::DirsReplaced => "directory replaced",
         }
     }
 }

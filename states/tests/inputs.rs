@@ -8,6 +8,8 @@ use states::*;
 const BACKUP_VERSION: u32 = 150_018;
 const SOURCE_VERSION: u32 = 150_010;
 const UPSTREAM: &str = "host=primary port=5432 user=repmgr dbname=repmgr";
+const SYSTEM_ID: &str = "7441234567890123456";
+const OPERATION: &str = "20261125T062411";
 
 fn request(mode: Mode, slots: bool) -> CloneRequest {
     let mut request = CloneRequest {
@@ -101,9 +103,15 @@ fn backup_of_kind(mode: Mode, has_manifest: bool, kind: &BackupKind) -> BackupFa
     }
 }
 
+/// The plain backup VerifyBackup establishes.
+fn backup(mode: Mode, has_manifest: bool) -> BackupFacts {
+    backup_of_kind(mode, has_manifest, &BackupKind::Plain)
+}
+
 fn params() -> SourceParams {
     SourceParams {
         server_version_num: SOURCE_VERSION,
+        system_identifier: SYSTEM_ID.into(),
         installation_size: 2 << 30,
         upstream_conninfo: UPSTREAM.into(),
         ..SourceParams::default()
@@ -230,6 +238,13 @@ fn expected_input(
             } else {
                 SOURCE_VERSION
             },
+            // The API says only DONE: the restore is checked against the source node.
+            api_restore: (mode == Mode::BackupApi).then(|| ExpectedRestore {
+                operation_id: OPERATION.into(),
+                system_identifier: SYSTEM_ID.into(),
+                pg_major: SOURCE_VERSION / 10_000,
+                known_bytes: 2 << 30,
+            }),
         },
         Step::WriteReplicationConf => StepInput::WriteReplicationConf { params: params() },
     }
@@ -263,6 +278,7 @@ fn every_step_of_every_plan_begins_with_what_the_steps_before_it_established() {
                             expected_input(mode, step, slots, has_manifest, kind),
                             "{mode:?} {kind:?} slots={slots} manifest={has_manifest}: {step}"
                         );
+                        transfer_records_its_operation(&mut rec, step);
                         rec.finish(
                             Outcome::Succeeded(result_of_kind(mode, step, has_manifest, kind)),
                             now + 1,
@@ -420,6 +436,88 @@ fn unpack_checkpoints_only_move_forward_and_done_is_final() {
     assert!(rec.chain_combined());
 }
 
+/// A pg-backup-api Transfer records its operation (`states::api`) before it succeeds.
+fn transfer_records_its_operation(rec: &mut CloneRecord, step: Step) {
+    if rec.request().mode == Mode::BackupApi && step == Step::Transfer {
+        rec.api_attempt_begun(5, &[]);
+        rec.api_operation_created(6, OPERATION);
+    }
+}
+
+#[test]
+fn an_api_restore_is_checked_against_the_backup_when_its_facts_are_known() {
+    let mut rec = at(Mode::BackupApi, Step::Transfer);
+    // Without the operation, VerifyCopy could not name what it checks: a plan bug.
+    let mut budget = RetryBudget::new(RetryPolicy::STEP);
+    rec.begin(10).unwrap();
+    rec.finish(
+        Outcome::Succeeded(result_for(Mode::BackupApi, Step::Transfer, false)),
+        11,
+        &mut budget,
+    )
+    .unwrap();
+    assert_eq!(
+        rec.begin(12),
+        Err(MachineError::MissingInput(MissingInput {
+            step: Step::VerifyCopy,
+            what: "the pg-backup-api operation"
+        }))
+    );
+    let expected = ExpectedRestore {
+        operation_id: OPERATION.into(),
+        system_identifier: SYSTEM_ID.into(),
+        pg_major: 15,
+        known_bytes: 2 << 30,
+    };
+    rec.api_operation_created(13, OPERATION);
+    match rec.begin(14).unwrap().input {
+        StepInput::VerifyCopy { api_restore, .. } => {
+            assert_eq!(api_restore, Some(expected.clone()))
+        }
+        other => panic!("not VerifyCopy: {other:?}"),
+    }
+    // A backup whose system identifier and size are known is the reference.
+    let mut request = request(Mode::BackupApi, false);
+    request.mode = Mode::BackupApi;
+    let mut rec = CloneRecord::new(CloneId::for_data_dir("/srv/standby"), request, 1);
+    let known = BackupFacts {
+        system_id: Some("7000000000000000001".into()),
+        size_bytes: 5 << 30,
+        ..backup(Mode::BackupApi, false)
+    };
+    for result in [
+        StepResult::VerifyBackup(known),
+        StepResult::FetchParams(params()),
+        StepResult::PrepareDirs(dirs()),
+        StepResult::Transfer(TransferSummary::default()),
+    ] {
+        let step = rec.begin(20).unwrap().step;
+        transfer_records_its_operation(&mut rec, step);
+        rec.finish(Outcome::Succeeded(result), 21, &mut budget)
+            .unwrap();
+    }
+    match rec.begin(22).unwrap().input {
+        StepInput::VerifyCopy { api_restore, .. } => assert_eq!(
+            api_restore,
+            Some(ExpectedRestore {
+                system_identifier: "7000000000000000001".into(),
+                known_bytes: 5 << 30,
+                ..expected.clone()
+            })
+        ),
+        other => panic!("not VerifyCopy: {other:?}"),
+    }
+    // A tenth of what is known suffices; nothing known, anything does.
+    assert!(expected.size_suffices((2 << 30) / 10 + 1));
+    assert!(!expected.size_suffices((2 << 30) / 10 - 1));
+    assert!(!expected.size_suffices(0));
+    let unknown = ExpectedRestore {
+        known_bytes: 0,
+        ..expected
+    };
+    assert!(unknown.size_suffices(0));
+}
+
 /// A Barman-mode record at `step`, every earlier step succeeded.
 fn at(mode: Mode, step: Step) -> CloneRecord {
     let mut rec = CloneRecord::new(
@@ -430,6 +528,7 @@ fn at(mode: Mode, step: Step) -> CloneRecord {
     let mut budget = RetryBudget::new(RetryPolicy::STEP);
     while rec.phase() != Phase::At(step) {
         let task = rec.begin(2).unwrap();
+        transfer_records_its_operation(&mut rec, task.step);
         rec.finish(
             Outcome::Succeeded(result_for(mode, task.step, true)),
             3,

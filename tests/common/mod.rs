@@ -47,6 +47,18 @@ impl Bench {
         path
     }
 
+    /// Creates the directory `dir` as postgres, mode 0700, as a data directory would be.
+    pub fn mkdir_as_postgres(&self, dir: &Path) {
+        let made = self
+            .lab
+            .command_as_postgres("mkdir")
+            .args(["-m", "0700"])
+            .arg(dir)
+            .status()
+            .expect("run mkdir as postgres");
+        assert!(made.success(), "mkdir {} as postgres", dir.display());
+    }
+
     /// `pgreplica ARGS` as postgres, with the lab's state directory.
     pub fn command(&self, args: &[&str]) -> Command {
         clone_check::pgreplica(&self.lab, &self.binary, args)
@@ -54,9 +66,19 @@ impl Bench {
 
     /// Runs `pgreplica ARGS` to completion.
     pub fn run(&self, args: &[&str]) -> Output {
-        let output = self.command(args).output().expect("run pgreplica");
+        self.run_with_env(args, &[])
+    }
+
+    /// Runs `pgreplica ARGS` to completion with the environment variables `env` set.
+    pub fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut command = self.command(args);
+        command.envs(env.iter().copied());
+        let output = command.output().expect("run pgreplica");
         eprintln!(
-            "$ pgreplica {}\n{}{}-> {:?}",
+            "$ {}pgreplica {}\n{}{}-> {:?}",
+            env.iter()
+                .map(|(k, v)| format!("{k}={v} "))
+                .collect::<String>(),
             args.join(" "),
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr),
@@ -70,6 +92,17 @@ impl Bench {
         let mut args = self.lab.clone_start_args(conf);
         args.extend(extra.iter().map(|s| s.to_string()));
         args
+    }
+
+    /// A pgreplica command as pgreplica prints it for pasting: the binary that runs and the
+    /// lab's state directory, then `args`.
+    pub fn pasted(&self, args: &[&str]) -> String {
+        format!(
+            "{} --state-dir {} {}",
+            self.binary.display(),
+            self.lab.state_dir().display(),
+            args.join(" ")
+        )
     }
 
     /// The clone's status as JSON (the first clone of `clone status --json CLONE`).
@@ -229,6 +262,29 @@ pub fn fixture_conf(
     )
 }
 
+/// Polls `pgreplica STATUS_ARGS` (a `clone status --json` with its own `--state-dir`) until the
+/// running clone copies bytes (bounded); panics with its stderr if it ends first.
+pub fn wait_for_copy(bench: &Bench, status_args: &[&str], child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Some(ended) = child.try_wait().unwrap() {
+            panic!(
+                "pgreplica ended ({ended}) before copying: {}",
+                stderr_of(child)
+            );
+        }
+        let output = bench.command(status_args).output().unwrap();
+        if let Ok(value) = serde_json::from_slice::<Value>(&output.stdout) {
+            let live = &value["clones"][0]["live"];
+            if live["step"] == "Transfer" && live["bytes_done"].as_u64().unwrap_or(0) > 0 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "no copy in time");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
 /// SIGKILLs pgreplica's whole process group, as a power cut or the OOM killer would.
 pub fn kill_group(child: &mut Child) {
     clone_check::kill_group(child).expect("kill pgreplica's process group");
@@ -265,6 +321,45 @@ pub fn stderr_of(child: &mut Child) -> String {
 /// Content digest of every file of a data directory (see [`clone_check::tree_digest`]).
 pub fn tree_digest(root: &Path) -> TreeDigest {
     clone_check::tree_digest(root).unwrap_or_else(|e| panic!("digest of {}: {e}", root.display()))
+}
+
+/// What a run printed on stderr.
+pub fn stderr_text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts that no HINT in `log` names an option outside the command it belongs to: every HINT
+/// that mentions `--force` names `clone start` (the only command taking it), and every command
+/// a HINT quotes as `pgreplica … clone resume …` takes no `--force`.
+pub fn assert_hints_name_only_accepted_options(log: &str) {
+    for hint in log.lines().filter(|l| l.starts_with("HINT: ")) {
+        if hint.contains("--force") {
+            assert!(
+                hint.contains("clone start"),
+                "a HINT names --force without clone start: {hint}"
+            );
+        }
+        for quoted in hint.split('"').skip(1).step_by(2) {
+            if quoted.contains(" clone resume") {
+                assert!(
+                    !quoted.contains("--force") && !quoted.contains(" -F"),
+                    "{quoted}"
+                );
+            }
+        }
+    }
+}
+
+/// The clone directories a state directory holds (none when it does not exist).
+pub fn recorded_clones(state_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(state_dir.join("clones"))
+        .map(|listing| {
+            listing
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The default lab for a Barman-mode test.

@@ -1,6 +1,6 @@
-//! `cargo xtask demo`: pgreplica end to end on a lab — build (release), clone a standby from
-//! the lab's Barman as postgres, start it, watch it stream and receive a row, show `clone
-//! status`. Every failure names its stage. It must not work around a failing pgreplica: the
+//! `cargo xtask demo`: pgreplica end to end on a lab — install what the lab needs (as root, on a
+//! fresh machine), build (release), clone a standby from the lab's Barman as postgres, start it,
+//! watch it stream and receive a row, show `clone status`. Every failure names its stage. It must not work around a failing pgreplica: the
 //! demo shows what pgreplica does, nothing more.
 
 use std::time::Duration;
@@ -13,6 +13,7 @@ const CLONE_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Runs `cargo xtask demo`.
 pub(crate) fn run(options: LabOptions) -> Result<(), Failure> {
+    stage("prerequisites", crate::prerequisites)?;
     let built = build_pgreplica_release()?;
 
     let lab = stage("start lab", || Lab::start(options))?;

@@ -35,7 +35,7 @@ pub(crate) fn run() -> Result<(), Failure> {
         });
     };
 
-    step("prerequisites", &mut prerequisites);
+    step("prerequisites", &mut crate::prerequisites);
     step("fmt", &mut || {
         run_visible(cargo().args(["fmt", "--all", "--", "--check"]), LONG)
     });
@@ -97,17 +97,6 @@ pub(crate) fn run() -> Result<(), Failure> {
             format!("failed: {}", failed.join(", ")),
         ))
     }
-}
-
-/// As root: install what is missing. Otherwise: check, and say what is missing and how to fix
-/// it; the lab tests will then fail with the same reason.
-fn prerequisites() -> Result<(), String> {
-    if lab::is_root() {
-        return lab::install().map_err(|e| e.to_string());
-    }
-    lab::prerequisites().map_err(|e| {
-        format!("{e}\nnot running as root, so not installing them: the lab tests will fail")
-    })
 }
 
 fn nextest_available() -> bool {

@@ -7,6 +7,7 @@ use crate::{stage, Failure, StandbyConf};
 
 /// Runs `cargo xtask lab`.
 pub(crate) fn run(options: LabOptions) -> Result<(), Failure> {
+    stage("prerequisites", crate::prerequisites)?;
     let lab = stage("start lab", || Lab::start(options))?;
     let conf = StandbyConf::write(&lab)?;
     println!("{}", describe(&lab, &conf));

@@ -170,6 +170,18 @@ pub(crate) fn usage() -> String {
     format!("{USAGE_COMMANDS}\n{}", bench::USAGE)
 }
 
+/// As root: install what the lab needs and is missing (packages, the PyPI Barman venv), as the
+/// README promises for `cargo xtask test` and `cargo xtask demo` on a fresh machine. Otherwise:
+/// check, and say what is missing and how to fix it.
+pub(crate) fn prerequisites() -> Result<(), String> {
+    if lab::is_root() {
+        return lab::install().map_err(|e| e.to_string());
+    }
+    lab::prerequisites().map_err(|e| {
+        format!("{e}\nnot running as root, so not installing them: run `sudo cargo xtask install`")
+    })
+}
+
 /// Builds pgreplica in release mode and returns the binary's path. Done before any lab starts:
 /// a compile error should not cost a lab start.
 pub(crate) fn build_pgreplica_release() -> Result<PathBuf, Failure> {

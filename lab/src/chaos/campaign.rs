@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 use states::Step;
 
+use super::faults::FaultGear;
 use super::options::{ChaosMode, ChaosOptions};
 use crate::api_server::{api_conf, ApiJob, ApiServer};
 use crate::clone_check::{
@@ -22,6 +23,11 @@ use crate::{exec, status, Lab};
 
 /// How long a killed clone may take to free its lock.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `pg_backupapi_start_timeout` of the campaign's API clones: short, so that a round with the
+/// spawn-failure fault stops soon, yet long enough for a live worker's first bytes to arrive
+/// in a busy lab (`barman recover` checks the destination over ssh before it copies).
+pub const API_START_TIMEOUT_SECS: u32 = 10;
 
 /// A campaign on a lab: the mode, the pinned backup and the reference clone's digest (Barman
 /// and pg-backup-api modes), the API server (pg-backup-api mode).
@@ -38,6 +44,8 @@ pub struct Campaign<'a> {
     pub(super) reference_transfer: Duration,
     /// The API server (pg-backup-api mode); a round restarts it, hence the cell.
     api: Option<RefCell<ApiServer>>,
+    /// The relays the clones go through, with faults ([`ChaosOptions::faults`]).
+    pub(super) faults: Option<FaultGear>,
 }
 
 impl<'a> Campaign<'a> {
@@ -57,6 +65,10 @@ impl<'a> Campaign<'a> {
             }
         };
         let api = start_api_server(lab, &options)?;
+        let faults = match options.faults {
+            true => Some(FaultGear::prepare(lab, options.mode)?),
+            false => None,
+        };
         let mut campaign = Campaign {
             lab,
             binary: binary.to_path_buf(),
@@ -66,6 +78,7 @@ impl<'a> Campaign<'a> {
             reference: TreeDigest::new(),
             reference_transfer: Duration::ZERO,
             api,
+            faults,
         };
         if campaign.options.mode == ChaosMode::BaseBackup {
             // Every pg_basebackup is a new backup: there is nothing to compare with.
@@ -107,7 +120,7 @@ impl<'a> Campaign<'a> {
             .and_then(|t| t["duration_ms"].as_u64())
             .map_or(Duration::from_secs(5), Duration::from_millis);
         if self.options.mode == ChaosMode::Api {
-            self.check_api_jobs(&dir, &status)?;
+            self.check_api_jobs(&dir, &status, &[])?;
         }
         Ok(())
     }
@@ -121,11 +134,19 @@ impl<'a> Campaign<'a> {
         rate: u32,
     ) -> Result<PathBuf, String> {
         // One node name for every clone: it is part of the primary_conninfo pgreplica writes.
+        let fault_lines = self
+            .faults
+            .as_ref()
+            .map(|gear| gear.conf_lines(self.lab))
+            .unwrap_or_default();
         match self.options.mode {
             ChaosMode::Api => {
                 let host = self.api_server()?.borrow().host();
-                let pinned = format!("pg_backupapi_backup_id='{}'", self.backup_id);
-                api_conf(self.lab, &host, data_dir, &pinned).map_err(|e| e.to_string())
+                let extra = format!(
+                    "pg_backupapi_backup_id='{}'\npg_backupapi_start_timeout={API_START_TIMEOUT_SECS}\n{fault_lines}",
+                    self.backup_id
+                );
+                api_conf(self.lab, &host, data_dir, &extra).map_err(|e| e.to_string())
             }
             mode => {
                 let path = self.lab.dir().join(format!("{name}.conf"));
@@ -137,6 +158,7 @@ impl<'a> Campaign<'a> {
                 if mode == ChaosMode::BaseBackup && rate > 0 {
                     text.push_str(&format!("pg_basebackup_options='--max-rate={rate}'\n"));
                 }
+                text.push_str(&fault_lines);
                 self.lab
                     .write_file_as_postgres(&path, &text)
                     .map_err(|e| e.to_string())?;
@@ -148,7 +170,11 @@ impl<'a> Campaign<'a> {
     /// `clone start` of a clone configured by `conf`, in the campaign's mode, with `extra`
     /// arguments at the end.
     pub(super) fn start_args(&self, conf: &Path, extra: &[String]) -> Vec<String> {
-        let mut args = self.lab.clone_start_args(conf);
+        let port = self
+            .faults
+            .as_ref()
+            .map_or(self.lab.primary_port(), FaultGear::source_port);
+        let mut args = self.lab.clone_start_args_to(conf, port);
         match self.options.mode {
             ChaosMode::Barman => {
                 args.extend(["--backup-id".to_string(), self.backup_id.clone()]);
@@ -181,19 +207,35 @@ impl<'a> Campaign<'a> {
             .collect())
     }
 
-    /// Starts pgreplica with `args` (and `env`, when given) in a process group of its own.
-    pub(super) fn spawn(
-        &self,
-        args: &[String],
-        env: Option<(&str, &str)>,
-    ) -> Result<Child, String> {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    /// Starts pgreplica with `args` in a process group of its own.
+    pub(super) fn spawn(&self, args: &[String]) -> Result<Child, String> {
+        // At DEBUG, so that a failed round's log (kept beside its data directory) says what
+        // each run removed and ran.
+        let args: Vec<&str> = ["-L", "DEBUG"]
+            .into_iter()
+            .chain(args.iter().map(String::as_str))
+            .collect();
         let mut command = pgreplica(self.lab, &self.binary, &args);
-        if let Some((key, value)) = env {
-            command.env(key, value);
-        }
         spawn_in_group(&mut command)
             .map_err(|e| format!("cannot start pgreplica {}: {e}", args.join(" ")))
+    }
+
+    /// Restarts the API server with the fault switches `switches` (none: a working API),
+    /// unless it already runs with them.
+    pub(super) fn set_api_switches(&self, switches: &[&str]) -> Result<(), String> {
+        let mut server = self.api_server()?.borrow_mut();
+        if server
+            .switches()
+            .iter()
+            .map(String::as_str)
+            .eq(switches.iter().copied())
+        {
+            return Ok(());
+        }
+        server.kill();
+        server
+            .spawn(switches)
+            .map_err(|e| format!("restart the API server with {switches:?}: {e}"))
     }
 
     /// The clone's `clone status --json`.

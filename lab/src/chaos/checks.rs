@@ -59,7 +59,7 @@ impl Campaign<'_> {
         problems.extend(history_problems(history, ledger));
         let outcome = match self.options.mode {
             ChaosMode::Barman => self.check_barman(data_dir, &status, ledger),
-            ChaosMode::Api => self.check_api(data_dir, &status),
+            ChaosMode::Api => self.check_api(data_dir, &status, &ledger.abandoned),
             ChaosMode::BaseBackup => self.check_basebackup(data_dir, &status, history, ledger),
         };
         if let Err(more) = outcome {
@@ -99,31 +99,52 @@ impl Campaign<'_> {
     }
 
     /// pg-backup-api mode: the pinned backup, identical to the reference, and exactly one
-    /// operation, done and successful, into the data directory: the one the record holds.
-    fn check_api(&self, data_dir: &Path, status: &Value) -> Result<(), String> {
+    /// operation, done and successful, into the data directory: the one the record holds, but
+    /// for those it must show `abandoned`.
+    fn check_api(
+        &self,
+        data_dir: &Path,
+        status: &Value,
+        abandoned: &[String],
+    ) -> Result<(), String> {
         let mut problems = self.check_against_reference(data_dir, status)?;
-        if let Err(e) = self.check_api_jobs(data_dir, status) {
+        if let Err(e) = self.check_api_jobs(data_dir, status, abandoned) {
             problems.push(e);
         }
         joined(problems)
     }
 
-    /// Exactly one recovery operation into `data_dir`, finished successfully, and it is the one
-    /// the clone's record holds.
-    pub(super) fn check_api_jobs(&self, data_dir: &Path, status: &Value) -> Result<(), String> {
+    /// Exactly one recovery operation into `data_dir` finished, successfully, and it is the one
+    /// the clone's record holds; every other one is among `abandoned`, never finished (no
+    /// worker ever ran it), and the record shows exactly those abandoned.
+    pub(super) fn check_api_jobs(
+        &self,
+        data_dir: &Path,
+        status: &Value,
+        abandoned: &[String],
+    ) -> Result<(), String> {
         let jobs = self.api_jobs_into(data_dir)?;
-        let recorded = status["record"]["api_operation"]["operation_id"].as_str();
-        match jobs.as_slice() {
-            [one] if one.success == Some(true) && recorded == Some(one.id.as_str()) => Ok(()),
-            [one] => Err(format!(
-                "the API's one operation into {} is {} (success {:?}), the record holds {:?}",
-                data_dir.display(),
-                one.id,
-                one.success,
-                recorded
-            )),
-            jobs => Err(format!(
-                "the API holds {} recovery operations into {}, not one: {jobs:?}",
+        let record = &status["record"];
+        let recorded = record["api_operation"]["operation_id"].as_str();
+        let shown: Vec<&str> = record["api_abandoned"]
+            .as_array()
+            .map(|ids| ids.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let (followed, others): (Vec<_>, Vec<_>) =
+            jobs.iter().partition(|j| Some(j.id.as_str()) == recorded);
+        let dead =
+            |j: &&crate::api_server::ApiJob| j.success.is_none() && abandoned.contains(&j.id);
+        let expected_shown: Vec<&str> = abandoned.iter().map(String::as_str).collect();
+        match followed.as_slice() {
+            [one] if one.success == Some(true)
+                && others.iter().all(dead)
+                && others.len() == abandoned.len()
+                && shown == expected_shown =>
+            {
+                Ok(())
+            }
+            _ => Err(format!(
+                "the API holds {} recovery operation(s) into {} ({jobs:?}); the record follows {recorded:?} and shows {shown:?} abandoned, where exactly one successful operation was expected besides the abandoned {abandoned:?}",
                 jobs.len(),
                 data_dir.display()
             )),
@@ -185,9 +206,18 @@ impl Campaign<'_> {
             })
             .count() as u64;
         let stopped = ledger.transfer_stops.len() as u64 + u64::from(ledger.transfer_interrupted);
-        if restarts != Some(earlier) || earlier != stopped {
+        // A fault of the source fails a pg_basebackup: the failed attempts are restarts too.
+        let failed = history
+            .iter()
+            .filter(|t| {
+                status::is_step(&t["step"], Step::Transfer)
+                    && (status::is_outcome(&t["outcome"], OutcomeKind::FailedRetryable)
+                        || status::is_outcome(&t["outcome"], OutcomeKind::FailedFatal))
+            })
+            .count() as u64;
+        if restarts != Some(earlier) || earlier != stopped + failed {
             problems.push(format!(
-                "the transfer records {restarts:?} restart(s), its history {earlier} earlier attempt(s), the kills stopped it {stopped} time(s)"
+                "the transfer records {restarts:?} restart(s), its history {earlier} earlier attempt(s), the kills stopped it {stopped} time(s) and {failed} attempt(s) failed"
             ));
         }
         if let Err(e) = verify_backup(self.lab, data_dir) {

@@ -49,6 +49,34 @@ pub enum Action {
     /// SIGKILL to the pg-backup-api server, restarted after a short outage while pgreplica
     /// polls (its recovery worker runs on, as the real API's does).
     RestartApi,
+    /// Fault: the network to the Barman host goes silent for a while (its relay holds every
+    /// byte both ways).
+    SilentNetwork,
+    /// Fault: the Barman host's sshd dies with its sessions, and is started again after a
+    /// while.
+    SshdDown,
+    /// Fault: the Barman host's sshd drops the clone's sessions (its rsyncs die) and refuses
+    /// more than one waiting to log in (`MaxStartups 1`) for a while.
+    SshRefused,
+    /// Fault: the source node is unreachable (its port refuses) for a while.
+    SourceDown,
+    /// Fault: the source node accepts the clone's role over TLS only for a while (libpq's
+    /// default, prefer, goes on over TLS).
+    TlsOnly,
+}
+
+impl Action {
+    /// Whether this is a fault of the world rather than a kill of pgreplica.
+    pub fn is_fault(self) -> bool {
+        matches!(
+            self,
+            Action::SilentNetwork
+                | Action::SshdDown
+                | Action::SshRefused
+                | Action::SourceDown
+                | Action::TlsOnly
+        )
+    }
 }
 
 impl fmt::Display for Action {
@@ -58,6 +86,11 @@ impl fmt::Display for Action {
             Action::Terminate => "SIGTERM",
             Action::KillRsync => "rsync-KILL",
             Action::RestartApi => "API-restart",
+            Action::SilentNetwork => "net-silent",
+            Action::SshdDown => "sshd-down",
+            Action::SshRefused => "ssh-refused",
+            Action::SourceDown => "source-down",
+            Action::TlsOnly => "TLS-only",
         })
     }
 }
@@ -116,7 +149,7 @@ impl Position {
     /// A kill for a moment still ahead: a step from the current one on (Transfer twice as
     /// likely: it is where the time and the files are), at a byte fraction still to come (in
     /// pg-backup-api mode, a fraction of the reference's Transfer time from when it is seen).
-    pub(super) fn aim(&self, mode: ChaosMode, rng: &mut Rng) -> Target {
+    pub(super) fn aim(&self, mode: ChaosMode, faults: bool, rng: &mut Rng) -> Target {
         let transfer = self.transfer;
         let from = self.step.unwrap_or(self.steps.len() - 1);
         let choices: Vec<usize> = (from..self.steps.len())
@@ -139,7 +172,19 @@ impl Position {
         // Drawn now, whether or not they are used, so that what a round draws never depends on
         // timing and `--seed S --round R` replays every aim of the round.
         let delay_ms = rng.between(0, step_delay_ms(self.steps[step]));
-        let outage_ms = rng.between(0, API_OUTAGE_MS);
+        let mut outage_ms = rng.between(0, API_OUTAGE_MS);
+        // With faults, half the aims at a step where one applies become one of them (drawn
+        // only then, so that a campaign without faults replays as before).
+        let mut action = action;
+        if faults {
+            let eligible = mode.faults_at(self.steps[step]);
+            let (fault, pick) = (rng.below(2) == 0, rng.below(eligible.len().max(1) as u64));
+            let fault_ms = rng.between(super::faults::OUTAGE_MS.0, super::faults::OUTAGE_MS.1);
+            if fault && !eligible.is_empty() {
+                action = eligible[pick as usize];
+                outage_ms = fault_ms;
+            }
+        }
         Target {
             step,
             fraction,
@@ -158,7 +203,7 @@ pub(super) struct Target {
     action: Action,
     /// Inside a step other than Transfer: how long after the step is first seen.
     delay_ms: u32,
-    /// For [`Action::RestartApi`]: how long the API server stays down.
+    /// For [`Action::RestartApi`] and the faults: how long the outage lasts.
     outage_ms: u32,
 }
 
@@ -221,9 +266,13 @@ impl Campaign<'_> {
                 continue;
             }
             // rsyncs run and the API is polled only inside Transfer: past it, a planned rsync
-            // kill or API restart kills the group.
+            // kill or API restart kills the group. A fault that comes after the last step it
+            // can break (ssh's: Transfer) would miss: it becomes a SIGKILL too.
             let action = match target.action {
                 Action::KillRsync | Action::RestartApi if index > transfer => Action::KillGroup,
+                fault if fault.is_fault() && index > self.options.fault_reach(fault) => {
+                    Action::KillGroup
+                }
                 action => action,
             };
             if self.deliver(action, target.outage_ms, child, data_dir)? {
@@ -290,6 +339,7 @@ impl Campaign<'_> {
             Action::Terminate => terminate_pgreplica(child),
             Action::KillRsync => kill_rsyncs(data_dir).map_err(|e| format!("pkill rsync: {e}"))?,
             Action::RestartApi => self.restart_api(outage_ms).map(|()| true)?,
+            fault => self.inflict(fault, outage_ms, data_dir).map(|()| true)?,
         })
     }
 
@@ -300,9 +350,10 @@ impl Campaign<'_> {
         server.borrow_mut().kill();
         // The outage is the point: pgreplica must ride out refused connections.
         std::thread::sleep(Duration::from_millis(outage_ms.into()));
+        // With the round's fault switches: a restart is not a repair.
         server
             .borrow_mut()
-            .spawn(&[])
+            .spawn_again()
             .map_err(|e| format!("restart the API server: {e}"))
     }
 }
@@ -337,18 +388,26 @@ mod tests {
                 fraction: 0.6,
                 live_transfer: true,
             };
-            for _ in 0..200 {
-                let target = position.aim(mode, &mut rng);
-                assert!(target.step >= transfer);
-                if target.step == transfer && mode != ChaosMode::Api {
-                    assert!(target.fraction >= 0.6);
+            for faults in [false, true] {
+                for _ in 0..200 {
+                    let target = position.aim(mode, faults, &mut rng);
+                    assert!(target.step >= transfer);
+                    if target.step == transfer && mode != ChaosMode::Api {
+                        assert!(target.fraction >= 0.6);
+                    }
+                    assert!(
+                        mode.actions().contains(&target.action),
+                        "{mode:?} {target:?}"
+                    );
+                    let special = matches!(target.action, Action::KillRsync | Action::RestartApi);
+                    assert!(!special || target.step == transfer);
+                    assert!(faults || !target.action.is_fault(), "{target:?}");
+                    if target.action.is_fault() {
+                        assert!(mode
+                            .faults_at(options.steps()[target.step])
+                            .contains(&target.action));
+                    }
                 }
-                assert!(
-                    mode.actions().contains(&target.action),
-                    "{mode:?} {target:?}"
-                );
-                let special = matches!(target.action, Action::KillRsync | Action::RestartApi);
-                assert!(!special || target.step == transfer);
             }
         }
     }

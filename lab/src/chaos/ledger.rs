@@ -1,6 +1,7 @@
 //! What the kills of a round promise the clone's final record will show ([`Ledger`]): the
-//! crashes and interruptions its history must count, the restarts of its Transfer, and how many
-//! bytes the last transfer may still send.
+//! crashes and interruptions its history must count, the restarts of its Transfer, how many
+//! bytes the last transfer may still send, and the pg-backup-api operations it must show
+//! abandoned.
 
 use std::collections::BTreeSet;
 
@@ -15,7 +16,7 @@ pub(super) struct Ledger {
     /// The step attempts stops left in flight (SIGKILL inside a step): each is one "Crashed" in
     /// the history once resumed, however often it is killed before a run records it.
     pub(super) in_flight: BTreeSet<String>,
-    /// SIGTERMs that stopped pgreplica with exit 40: each is an "Interrupted".
+    /// SIGTERMs that stopped pgreplica inside a step with exit 40: each is an "Interrupted".
     pub(super) interrupted: u32,
     /// Bytes the transfer had done at the last stop before it succeeded.
     pub(super) done_before_transfer_succeeded: u64,
@@ -24,6 +25,10 @@ pub(super) struct Ledger {
     pub(super) transfer_stops: BTreeSet<String>,
     /// SIGTERMs that interrupted a Transfer: each is a restart too.
     pub(super) transfer_interrupted: u32,
+    /// pg-backup-api operations created while the API could not start workers, replaced with
+    /// `--api-operation new`: the record must show them abandoned, and the API may hold no
+    /// other operation into the directory but the one the record follows.
+    pub(super) abandoned: Vec<String>,
 }
 
 impl Ledger {
@@ -47,6 +52,12 @@ impl Ledger {
         }
         if interrupted {
             let last = status::history(stopped).last().unwrap_or(&Value::Null);
+            // Stopped inside a step, the step records its interruption; stopped while waiting
+            // to retry a failed attempt (only a fault fails one), no attempt was running: the
+            // failure is the record's last word.
+            let waiting_to_retry =
+                status::is_outcome(&last["outcome"], OutcomeKind::FailedRetryable);
+            self.interrupted += u32::from(!waiting_to_retry);
             if status::is_step(&last["step"], copy)
                 && status::is_outcome(&last["outcome"], OutcomeKind::Interrupted)
             {
@@ -136,5 +147,16 @@ mod tests {
         );
         assert_eq!(ledger.transfer_interrupted, 1);
         assert_eq!(ledger.done_before_transfer_succeeded, 40);
+        assert_eq!(ledger.interrupted, 2);
+        // Stopped while waiting to retry a failed attempt: nothing was interrupted.
+        let history =
+            json!([{"step": Step::WriteReplicationConf, "outcome": OutcomeKind::FailedRetryable}]);
+        ledger.note_stop(
+            barman_steps(),
+            Step::Transfer,
+            &stopped(Step::WriteReplicationConf, Value::Null, 1000, history),
+            true,
+        );
+        assert_eq!(ledger.interrupted, 2);
     }
 }

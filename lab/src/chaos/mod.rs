@@ -22,6 +22,8 @@
 //!   running pgreplica for it.
 //! - `round` — [`Campaign::run_round`]: start, kill, resume until Done, check.
 //! - `kill` — aiming and delivering kills: where the clone is, the next target, [`Action`].
+//! - `faults` — the fault actions: the relays and TLS they need, which apply where, and
+//!   inflicting each for an outage.
 //! - `rng` — the seeded generator every random choice of a round is drawn from.
 //! - `ledger` — what a round's stops promise the final record will show.
 //! - `checks` — the end-of-round checks per mode, [`verify_backup`], [`files_not_in_manifest`].
@@ -29,6 +31,7 @@
 
 mod campaign;
 mod checks;
+mod faults;
 mod kill;
 mod ledger;
 mod options;

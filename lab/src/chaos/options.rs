@@ -62,12 +62,33 @@ impl ChaosMode {
         self.mode().plan()
     }
 
-    /// How kills are delivered in this mode.
+    /// How kills are delivered in this mode, then the faults that apply to it (see
+    /// [`ChaosOptions::faults`]).
     pub fn actions(self) -> &'static [Action] {
         match self {
-            ChaosMode::Barman => &[Action::KillGroup, Action::Terminate, Action::KillRsync],
-            ChaosMode::Api => &[Action::KillGroup, Action::Terminate, Action::RestartApi],
-            ChaosMode::BaseBackup => &[Action::KillGroup, Action::Terminate],
+            ChaosMode::Barman => &[
+                Action::KillGroup,
+                Action::Terminate,
+                Action::KillRsync,
+                Action::SilentNetwork,
+                Action::SshdDown,
+                Action::SshRefused,
+                Action::SourceDown,
+                Action::TlsOnly,
+            ],
+            ChaosMode::Api => &[
+                Action::KillGroup,
+                Action::Terminate,
+                Action::RestartApi,
+                Action::SourceDown,
+                Action::TlsOnly,
+            ],
+            ChaosMode::BaseBackup => &[
+                Action::KillGroup,
+                Action::Terminate,
+                Action::SourceDown,
+                Action::TlsOnly,
+            ],
         }
     }
 }
@@ -135,6 +156,10 @@ pub struct ChaosOptions {
     /// lab: a tar backup, an incremental chain of two increments, an encrypted backup); None
     /// for the lab's plain backup.
     pub kind: Option<BackupKind>,
+    /// Besides the kills, inflict faults of the world (`chaos::faults`): half the aims at a
+    /// step where one applies become a fault of the network, the Barman host's sshd or the
+    /// source node, for an outage of 1 to 10 s.
+    pub faults: bool,
 }
 
 impl ChaosOptions {
@@ -160,6 +185,16 @@ impl ChaosOptions {
             .position(|s| *s == copy)
             .unwrap_or(usize::MAX)
     }
+
+    /// The index in [`ChaosOptions::steps`] of the last step `fault` can break: the ssh
+    /// faults reach as far as the copy step (Transfer, or StageBackup, whose rsyncs and
+    /// decryptions run over ssh), the source's as far as WriteReplicationConf (the last step).
+    pub(super) fn fault_reach(&self, fault: Action) -> usize {
+        match fault {
+            Action::SilentNetwork | Action::SshdDown | Action::SshRefused => self.copy(),
+            _ => self.steps().len() - 1,
+        }
+    }
 }
 
 impl Default for ChaosOptions {
@@ -175,6 +210,7 @@ impl Default for ChaosOptions {
             apiserver: None,
             start_standby: false,
             kind: None,
+            faults: false,
         }
     }
 }

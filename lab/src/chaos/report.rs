@@ -47,7 +47,7 @@ impl fmt::Display for Kill {
 }
 
 /// What one round did and how it ended.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct RoundReport {
     /// The copying mode.
     pub mode: ChaosMode,
@@ -67,9 +67,14 @@ pub struct RoundReport {
     pub kills: Vec<Kill>,
     /// `clone resume` runs the round needed.
     pub resumes: u32,
-    /// Resumes that needed the operator's choice of operation (pg-backup-api mode: killed
-    /// between checkpointing the attempt and recording the POST's id).
+    /// Resumes that needed the operator's choice of operation (pg-backup-api mode: the
+    /// spawn-failure fault fixed, `--api-operation new`; or which operation is the clone's
+    /// when pgreplica cannot tell).
     pub operator_choices: u32,
+    /// pg-backup-api mode: the round began with the API server unable to start workers, as
+    /// pg-backup-api 2.2 without `pg-backup-api` on its PATH (`--spawn-fails`), fixed when
+    /// pgreplica stopped for it.
+    pub spawn_failure: bool,
     /// Ok, or why the round failed.
     pub outcome: Result<(), String>,
     /// How long the round took.
@@ -85,17 +90,26 @@ impl fmt::Display for RoundReport {
             ChaosMode::Barman => {
                 format!("jobs {} bwlimit {:>4} KiB/s", self.jobs, self.bwlimit_kbps)
             }
+            ChaosMode::Api if self.spawn_failure => "API, spawn failure".to_string(),
             ChaosMode::Api => "API".to_string(),
             ChaosMode::BaseBackup => format!("max-rate {:>5} kB/s", self.bwlimit_kbps),
         };
+        let faults = self.kills.iter().filter(|k| k.action.is_fault()).count();
+        let count = match faults {
+            0 => format!("{} kill(s)", self.kills.len()),
+            _ => format!("{} kill(s) + {faults} fault(s)", self.kills.len() - faults),
+        };
         write!(
             f,
-            "round {:>3} (seed {}, {}): {settings} | {} kill(s): {} | {} resume(s){} | {} in {:.1} s",
+            "round {:>3} (seed {}, {}): {settings} | {count}: {} | {} resume(s){} | {} in {:.1} s",
             self.round,
             self.seed,
             self.mode.name(),
-            self.kills.len(),
-            if kills.is_empty() { "-".to_string() } else { kills.join(", ") },
+            if kills.is_empty() {
+                "-".to_string()
+            } else {
+                kills.join(", ")
+            },
             self.resumes,
             if self.operator_choices > 0 {
                 format!(", {} operator choice(s)", self.operator_choices)
@@ -106,7 +120,12 @@ impl fmt::Display for RoundReport {
             self.duration.as_secs_f64()
         )?;
         if let Err(why) = &self.outcome {
-            write!(f, "\n    {why}\n    kept {}", self.data_dir.display())?;
+            write!(
+                f,
+                "\n    {why}\n    kept {} (pgreplica's output in {})",
+                self.data_dir.display(),
+                self.data_dir.with_extension("log").display()
+            )?;
         }
         Ok(())
     }
@@ -141,11 +160,14 @@ pub fn summary(reports: &[RoundReport]) -> String {
         .filter(|r| r.outcome.is_err())
         .map(|r| r.round)
         .collect();
-    let kills: usize = reports.iter().map(|r| r.kills.len()).sum();
+    let all = || reports.iter().flat_map(|r| &r.kills);
+    let faults = all().filter(|k| k.action.is_fault()).count();
+    let kills = all().count() - faults;
     let seconds: f64 = reports.iter().map(|r| r.duration.as_secs_f64()).sum();
+    let spawn_failures = reports.iter().filter(|r| r.spawn_failure).count();
     let mut out = format!(
-        "{} mode: {} round(s), {} failed{}; {kills} kill(s), {mid_file} of them mid-file; {seconds:.0} s of rounds\n\
-         kills by the step they landed in: ",
+        "{} mode: {} round(s), {} failed{}; {kills} kill(s) and {faults} fault(s), {mid_file} of them mid-file;{} {seconds:.0} s of rounds\n\
+         kills and faults by the step they landed in: ",
         mode.label(),
         reports.len(),
         failed.len(),
@@ -153,6 +175,11 @@ pub fn summary(reports: &[RoundReport]) -> String {
             String::new()
         } else {
             format!(" (rounds {failed:?})")
+        },
+        if mode == ChaosMode::Api {
+            format!(" the spawn-failure fault in {spawn_failures};")
+        } else {
+            String::new()
         },
     );
     for action in actions {
@@ -198,6 +225,7 @@ mod tests {
             kills,
             resumes: 1,
             operator_choices: 0,
+            spawn_failure: false,
             outcome,
             duration: Duration::from_millis(2500),
             data_dir: PathBuf::from("/tmp/lab/data/chaos-round-1"),
@@ -232,10 +260,26 @@ mod tests {
              | 1 resume(s) | OK in 2.5 s"
         );
         let failed = round(4, Vec::new(), Err("2 path(s) differ".to_string()));
+        let api = RoundReport {
+            mode: ChaosMode::Api,
+            spawn_failure: true,
+            operator_choices: 1,
+            ..round(5, Vec::new(), Ok(()))
+        };
+        assert_eq!(
+            api.to_string(),
+            "round   5 (seed 7, api): API, spawn failure | 0 kill(s): - | 1 resume(s), 1 operator \
+             choice(s) | OK in 2.5 s"
+        );
+        assert!(summary(&[api]).starts_with(
+            "pg-backup-api mode: 1 round(s), 0 failed; 0 kill(s) and 0 fault(s), 0 of them \
+             mid-file; the spawn-failure fault in 1; 2 s of rounds"
+        ));
         assert_eq!(
             failed.to_string(),
             "round   4 (seed 7, barman): jobs 2 bwlimit 4000 KiB/s | 0 kill(s): - | 1 resume(s) \
-             | FAILED in 2.5 s\n    2 path(s) differ\n    kept /tmp/lab/data/chaos-round-1"
+             | FAILED in 2.5 s\n    2 path(s) differ\n    kept /tmp/lab/data/chaos-round-1 \
+             (pgreplica's output in /tmp/lab/data/chaos-round-1.log)"
         );
     }
 
@@ -266,7 +310,7 @@ mod tests {
                         Step::WriteReplicationConf,
                         Some(Phase::Done),
                     ),
-                    kill(Action::KillGroup, Step::VerifyCopy, None),
+                    kill(Action::SourceDown, Step::VerifyCopy, None),
                 ],
                 Err("not Done".to_string()),
             ),
@@ -275,13 +319,15 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "Barman (rsync) mode: 2 round(s), 1 failed (rounds [2]); 5 kill(s), 1 of them \
-             mid-file; 5 s of rounds"
+            "Barman (rsync) mode: 2 round(s), 1 failed (rounds [2]); 4 kill(s) and 1 fault(s), \
+             1 of them mid-file; 5 s of rounds"
         );
         assert_eq!(
             lines[1].split_whitespace().collect::<Vec<_>>(),
             [
                 "kills",
+                "and",
+                "faults",
                 "by",
                 "the",
                 "step",
@@ -290,7 +336,12 @@ mod tests {
                 "in:",
                 "SIGKILL",
                 "SIGTERM",
-                "rsync-KILL"
+                "rsync-KILL",
+                "net-silent",
+                "sshd-down",
+                "ssh-refused",
+                "source-down",
+                "TLS-only"
             ]
         );
         let rows: Vec<Vec<&str>> = lines[2..]
@@ -300,14 +351,24 @@ mod tests {
         assert_eq!(
             rows,
             [
-                ["VerifyBackup", "0", "1", "0"],
-                ["FetchParams", "0", "0", "0"],
-                ["PrepareDirs", "0", "0", "0"],
-                ["Transfer", "1", "0", "1"],
-                ["VerifyCopy", "0", "0", "0"],
-                ["WriteReplicationConf", "0", "0", "0"],
-                ["Done", "1", "0", "0"],
-                ["unknown", "1", "0", "0"],
+                ["VerifyBackup", "0", "1", "0", "0", "0", "0", "0", "0"],
+                ["FetchParams", "0", "0", "0", "0", "0", "0", "0", "0"],
+                ["PrepareDirs", "0", "0", "0", "0", "0", "0", "0", "0"],
+                ["Transfer", "1", "0", "1", "0", "0", "0", "0", "0"],
+                ["VerifyCopy", "0", "0", "0", "0", "0", "0", "0", "0"],
+                [
+                    "WriteReplicationConf",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0",
+                    "0"
+                ],
+                ["Done", "1", "0", "0", "0", "0", "0", "0", "0"],
+                ["unknown", "0", "0", "0", "0", "0", "0", "1", "0"],
             ]
         );
     }

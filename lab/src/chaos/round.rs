@@ -1,7 +1,10 @@
-//! One round of a campaign ([`Campaign::run_round`]): start a clone with the round's settings,
-//! kill it as aimed, resume it until Done — answering pgreplica as an operator would when it
-//! asks which pg-backup-api operation is its own — then the end-of-round checks. A failed exit
-//! of pgreplica is a failure of the round unless the last kill explains it.
+//! One round of a campaign ([`Campaign::run_round`]): start a clone with the round's settings
+//! (in pg-backup-api mode, perhaps with the API unable to start workers), kill it as aimed,
+//! resume it until Done — answering pgreplica as an operator would when it stops for one
+//! (the API fixed and `--api-operation new` after an operation that never started; which
+//! operation is the clone's when it cannot tell) — then the end-of-round checks. A failed exit
+//! of pgreplica is a failure of the round unless the last kill or the round's fault explains
+//! it.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -36,16 +39,30 @@ impl Campaign<'_> {
             kills: Vec::new(),
             resumes: 0,
             operator_choices: 0,
+            // Drawn in pg-backup-api mode only, so that the other modes' rounds replay as before.
+            spawn_failure: self.options.mode == ChaosMode::Api && rng.below(3) == 0,
             outcome: Ok(()),
             duration: Duration::ZERO,
             data_dir: self.lab.new_dir(&format!("chaos-round-{round}")),
         };
         let planned = rng.between(1, self.options.max_kills.max(1));
         report.outcome = self.drive(&mut rng, &mut report, planned);
+        if self.options.mode == ChaosMode::Api {
+            // Whatever happened, the next round begins with a working API.
+            if let Err(e) = self.set_api_switches(&[]) {
+                report.outcome = report.outcome.clone().and(Err(e));
+            }
+        }
+        if self.faults.is_some() {
+            if let Err(e) = self.drop_round_slot() {
+                report.outcome = report.outcome.clone().and(Err(e));
+            }
+        }
         report.duration = began.elapsed();
         if report.outcome.is_ok() {
-            // Best effort: a passed round's copy only takes room.
+            // Best effort: a passed round's copy and log only take room.
             let _ = std::fs::remove_dir_all(&report.data_dir);
+            let _ = std::fs::remove_file(report.data_dir.with_extension("log"));
         }
         report
     }
@@ -54,6 +71,9 @@ impl Campaign<'_> {
     fn drive(&self, rng: &mut Rng, report: &mut RoundReport, planned: u32) -> Result<(), String> {
         let deadline = Instant::now() + self.options.round_timeout;
         let data_dir = report.data_dir.clone();
+        if report.spawn_failure {
+            self.set_api_switches(&[SPAWN_FAILS])?;
+        }
         let mut child = self.start_round(report)?;
         let mut ledger = Ledger::default();
         let result = self.kill_and_resume(rng, report, planned, deadline, &mut child, &mut ledger);
@@ -82,7 +102,7 @@ impl Campaign<'_> {
             ],
             ChaosMode::Api | ChaosMode::BaseBackup => Vec::new(),
         };
-        self.spawn(&self.start_args(&conf, &extra), None)
+        self.spawn(&self.start_args(&conf, &extra))
     }
 
     /// Kills the running clone `child` `planned` times, each kill aimed afresh from where the
@@ -106,23 +126,32 @@ impl Campaign<'_> {
         // The operator's choice of operation for the next resume (pg-backup-api mode).
         let mut choice: Option<String> = None;
         // Each kill costs at most one resume, plus one for in-run retries running out and one
-        // for an operator's choice.
-        let max_resumes = planned + 3;
+        // for an operator's choice; the spawn-failure fault, one for its choice and one for a
+        // choice a kill took before it was recorded.
+        let max_resumes = planned + 3 + 2 * u32::from(report.spawn_failure);
         loop {
             // After a SIGTERM nothing else is aimed at the exiting pgreplica: its exit code (40)
             // and the "Interrupted" it records are what is checked.
             let aiming =
                 report.kills.len() < planned as usize && last_action != Some(Action::Terminate);
-            let target = aiming.then(|| position.aim(self.options.mode, rng));
+            let target = aiming.then(|| position.aim(self.options.mode, self.options.faults, rng));
             match self.watch(child, target, &data_dir, deadline, &mut position)? {
                 Watched::Exited(status) => {
                     let stderr = stderr_of(child);
+                    keep_log(&data_dir, &format!("exited: {status}"), &stderr);
                     if status.success() {
                         return Ok(());
                     }
                     let code = status.code();
-                    match self.explain_exit(status, &stderr, last_action, &last_stop, &data_dir)? {
-                        None => ledger.interrupted += u32::from(code == Some(40)),
+                    match self.explain_exit(
+                        status,
+                        &stderr,
+                        last_action,
+                        &last_stop,
+                        &data_dir,
+                        ledger,
+                    )? {
+                        None => {}
                         Some(chosen) => {
                             report.operator_choices += 1;
                             choice = Some(chosen);
@@ -136,6 +165,8 @@ impl Campaign<'_> {
                     // exits.
                     let stopped = kill.action == Action::KillGroup;
                     if stopped {
+                        // The killed run's output is all in its pipe by now.
+                        keep_log(&data_dir, &format!("killed: {kill}"), &stderr_of(child));
                         last_stop = self.settle(&data_dir, false, &mut position, ledger)?;
                         kill.landed = status::phase(&last_stop);
                     }
@@ -160,10 +191,12 @@ impl Campaign<'_> {
     }
 
     /// Why pgreplica exited with `status` when the round expects it: Ok(None) when the last
-    /// kill explains it — SIGTERM: exit 40, or death by the signal if it came before
-    /// pgreplica's handler; a killed rsync: exit 2 once the in-run retries ran out —,
-    /// Ok(Some(choice)) for pg-backup-api mode's stop for the operator's choice
-    /// ([`Campaign::operator_choice`]); otherwise the failure, with the tail of `stderr`.
+    /// kill explains it — SIGTERM: exit 40, or death by the signal (through runuser: 143) if
+    /// it came before pgreplica's handler; a killed rsync: exit 2 once the in-run retries ran
+    /// out; a fault: the exit code of what failed — or when the operator's answer is a plain
+    /// resume, Ok(Some(choice)) for an operator's choice (pg-backup-api mode:
+    /// [`Campaign::operator_answer`]); otherwise the failure, with the tail of `stderr`. What the
+    /// answer promises the record will show goes into `ledger`.
     fn explain_exit(
         &self,
         status: ExitStatus,
@@ -171,20 +204,33 @@ impl Campaign<'_> {
         last_action: Option<Action>,
         last_stop: &Value,
         data_dir: &Path,
+        ledger: &mut Ledger,
     ) -> Result<Option<String>, String> {
         let code = status.code();
         let ours = match last_action {
-            Some(Action::Terminate) => code == Some(40) || status.signal() == Some(libc::SIGTERM),
+            // Exit 40; or death by the signal when it came before pgreplica's handler, which
+            // runuser (pgreplica's parent here) reports as 128 + 15.
+            Some(Action::Terminate) => {
+                code == Some(40)
+                    || code == Some(128 + libc::SIGTERM)
+                    || status.signal() == Some(libc::SIGTERM)
+            }
             Some(Action::KillRsync) => code == Some(2),
+            // The fault outlasted the in-run retries: the documented exit code of what failed
+            // (ssh 12, or rsync 2 for its own timeout; the source 6, or pg_basebackup's 14).
+            Some(Action::SilentNetwork | Action::SshdDown | Action::SshRefused) => {
+                matches!(code, Some(12 | 2))
+            }
+            Some(Action::SourceDown) => matches!(code, Some(6 | 14)),
             _ => false,
         };
         if ours {
             return Ok(None);
         }
-        if let Some(chosen) = self.operator_choice(code, stderr, last_stop, data_dir)? {
-            // Killed between checkpointing the attempt and recording the id: the documented
-            // stop (exit 28); the campaign answers as the operator would.
-            return Ok(Some(chosen));
+        match self.operator_answer(code, stderr, last_stop, data_dir, ledger)? {
+            Some(OperatorAnswer::Resume) => return Ok(None),
+            Some(OperatorAnswer::Choose(chosen)) => return Ok(Some(chosen)),
+            None => {}
         }
         Err(format!(
             "pgreplica exited with {status} (last kill: {}):\n{}",
@@ -247,40 +293,52 @@ impl Campaign<'_> {
     /// `clone resume` of the round's clone; `choice` is the operator's choice of operation
     /// (pg-backup-api mode), when pgreplica asked for one.
     fn resume(&self, data_dir: &Path, choice: Option<String>) -> Result<Child, String> {
-        let env = choice.map(|c| ("PGREPLICA_BACKUP_API_OPERATION", c));
-        self.spawn(
-            &[
-                "clone".to_string(),
-                "resume".to_string(),
-                data_dir.display().to_string(),
-            ],
-            env.as_ref().map(|(k, v)| (*k, v.as_str())),
-        )
+        let mut args = vec![
+            "clone".to_string(),
+            "resume".to_string(),
+            data_dir.display().to_string(),
+        ];
+        if let Some(choice) = choice {
+            args.extend(["--api-operation".to_string(), choice]);
+        }
+        self.spawn(&args)
     }
 
-    /// pg-backup-api mode: pgreplica stopped with exit 28 because it cannot tell which operation
-    /// an earlier run created (killed between checkpointing the attempt and recording the POST's
-    /// id). docs/backup-api.md tells the operator to look for the job file whose
-    /// destination_directory is the data directory: the campaign does that, and returns the
-    /// choice (`<id>` or `new`). None when the exit is not that one.
-    fn operator_choice(
+    /// pg-backup-api mode: pgreplica stopped with exit 28 for the operator, and the campaign
+    /// answers as docs/backup-api.md tells the operator to; None when the exit is not one of
+    /// these.
+    /// * "its worker never started": an operation created while the API could not start
+    ///   workers (noted in the ledger as one the record must show abandoned; the API must hold
+    ///   no other into the directory) → the API
+    ///   is fixed (restarted without the fault) and the clone resumed with `--api-operation
+    ///   new`; any other → a plain resume, which checks it again (a live worker whose first
+    ///   bytes came later than the start timeout).
+    /// * "cannot tell which pg-backup-api operation" (an attempt without id, and the list
+    ///   does not say which is the clone's) → the job file whose destination_directory is the
+    ///   data directory: its id, or `new` when there is none.
+    fn operator_answer(
         &self,
         code: Option<i32>,
         stderr: &str,
         last_stop: &Value,
         data_dir: &Path,
-    ) -> Result<Option<String>, String> {
+        ledger: &mut Ledger,
+    ) -> Result<Option<OperatorAnswer>, String> {
+        if self.options.mode != ChaosMode::Api || code != Some(28) {
+            return Ok(None);
+        }
+        if stderr.contains("its worker never started") {
+            return self
+                .answer_never_started(data_dir, &mut ledger.abandoned)
+                .map(Some);
+        }
         let attempt = &last_stop["record"]["api_operation"];
         let lost_id = attempt.is_object() && attempt["operation_id"].is_null();
-        if self.options.mode != ChaosMode::Api
-            || code != Some(28)
-            || !lost_id
-            || !stderr.contains("cannot tell which pg-backup-api operation")
-        {
+        if !lost_id || !stderr.contains("cannot tell which pg-backup-api operation") {
             return Ok(None);
         }
         let jobs = self.api_jobs_into(data_dir)?;
-        Ok(Some(match jobs.as_slice() {
+        Ok(Some(OperatorAnswer::Choose(match jobs.as_slice() {
             [] => "new".to_string(),
             [one] => one.id.clone(),
             several => {
@@ -290,6 +348,74 @@ impl Campaign<'_> {
                     data_dir.display()
                 ))
             }
-        }))
+        })))
+    }
+
+    /// The answer to "its worker never started" (see [`Campaign::operator_answer`]).
+    fn answer_never_started(
+        &self,
+        data_dir: &Path,
+        dead: &mut Vec<String>,
+    ) -> Result<OperatorAnswer, String> {
+        let stopped = self.stopped(data_dir)?;
+        let followed = stopped["record"]["api_operation"]["operation_id"]
+            .as_str()
+            .map(str::to_string);
+        let faulty = self
+            .api_server()?
+            .borrow()
+            .switches()
+            .iter()
+            .any(|s| s == SPAWN_FAILS);
+        if faulty {
+            // Exactly one operation exists however often the clone was stopped meanwhile.
+            let jobs = self.api_jobs_into(data_dir)?;
+            match jobs.as_slice() {
+                [one] if one.success.is_none() && followed.as_deref() == Some(&one.id) => {
+                    if !dead.contains(&one.id) {
+                        dead.push(one.id.clone());
+                    }
+                }
+                jobs => {
+                    return Err(format!(
+                        "with workers failing to start, the API holds {} operation(s) into {} ({jobs:?}), the clone follows {followed:?}: not exactly the one it follows",
+                        jobs.len(),
+                        data_dir.display()
+                    ))
+                }
+            }
+            self.set_api_switches(&[])?;
+        }
+        Ok(match followed {
+            Some(id) if dead.contains(&id) => OperatorAnswer::Choose("new".to_string()),
+            _ => OperatorAnswer::Resume,
+        })
+    }
+}
+
+/// The apiserver switch of the spawn-failure fault.
+const SPAWN_FAILS: &str = "--spawn-fails";
+
+/// What the campaign, as the operator, does about a documented stop of pgreplica.
+enum OperatorAnswer {
+    /// `clone resume`, as the HINT says (it checks the operation again).
+    Resume,
+    /// `clone resume --api-operation CHOICE`.
+    Choose(String),
+}
+
+/// Appends one run's stderr to `<data dir>.log`, kept beside the round's data directory: what a
+/// failed round is diagnosed from (pgreplica runs at DEBUG in a campaign, so the log names every
+/// file its clean-up removed and every command it ran). Best effort: a campaign does not fail
+/// for its own log.
+fn keep_log(data_dir: &Path, how: &str, stderr: &str) {
+    use std::io::Write;
+    let path = data_dir.with_extension("log");
+    if let Ok(mut file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        let _ = writeln!(file, "=== pgreplica run ({how})\n{stderr}");
     }
 }

@@ -20,7 +20,13 @@ impl Lab {
 
     /// [`Lab::ssh_options`] as separate arguments, for `Command::args`.
     pub fn ssh_args(&self) -> Vec<String> {
-        sshd::client_options(self.ssh_port, &self.key("postgres"))
+        self.ssh_args_to(self.ssh_port)
+    }
+
+    /// [`Lab::ssh_args`] for another port on 127.0.0.1: a relay in front of the sshd, or a
+    /// listener that never answers.
+    pub fn ssh_args_to(&self, port: u16) -> Vec<String> {
+        sshd::client_options(port, &self.key("postgres"))
     }
 
     /// What Barman passes as `--remote-ssh-command` to reach `postgres@127.0.0.1` on the lab
@@ -49,11 +55,16 @@ impl Lab {
     /// The source-node options of `pgreplica clone start` for this lab's primary:
     /// `-h 127.0.0.1 -p PORT -U barman -d postgres`.
     pub fn source_args(&self) -> Vec<String> {
+        self.source_args_to(self.primary_port())
+    }
+
+    /// [`Lab::source_args`] with another port on 127.0.0.1 (a relay in front of the primary).
+    pub fn source_args_to(&self, port: u16) -> Vec<String> {
         [
             "-h",
             "127.0.0.1",
             "-p",
-            &self.primary_port().to_string(),
+            &port.to_string(),
             "-U",
             "barman",
             "-d",
@@ -65,13 +76,18 @@ impl Lab {
 
     /// `clone start -f CONF` plus [`Lab::source_args`]: a clone of this lab's primary.
     pub fn clone_start_args(&self, conf: &Path) -> Vec<String> {
+        self.clone_start_args_to(conf, self.primary_port())
+    }
+
+    /// [`Lab::clone_start_args`] reaching the primary at another port on 127.0.0.1.
+    pub fn clone_start_args_to(&self, conf: &Path, port: u16) -> Vec<String> {
         let mut args = vec![
             "clone".to_string(),
             "start".to_string(),
             "-f".to_string(),
             conf.display().to_string(),
         ];
-        args.extend(self.source_args());
+        args.extend(self.source_args_to(port));
         args
     }
 

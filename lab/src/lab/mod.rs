@@ -15,8 +15,12 @@
 //!   right major started from it.
 //! - `teardown` — [`Lab::stop`] and drop: stopping everything, reaping leftovers, removing the
 //!   directory.
+//! - `faults` — what a running lab can be made to suffer and recover from: sshd killed with its
+//!   sessions and restarted, sshd refusing sessions (`MaxStartups`), TLS on the primary and
+//!   roles that may connect only over TLS.
 
 mod commands;
+mod faults;
 mod fixtures;
 mod restore;
 mod startup;

@@ -129,6 +129,7 @@ impl Lab {
                 self.ssh_port,
                 &self.barman.flavor.path_env(),
                 &self.barman.gnupg_home,
+                sshd::MAX_STARTUPS,
             ),
             None,
             0o644,

@@ -7,6 +7,7 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 
+use crate::barman::ssh_failure;
 use crate::error::{Error, ErrorKind};
 
 /// What an rsync exit code means (rsync(1), EXIT VALUES; 255 comes from ssh).
@@ -42,8 +43,33 @@ pub fn exit_code_is_retryable(code: i32) -> bool {
 
 /// The error for an rsync that ended with `status` while `what` ("copying … (stream n)"), with
 /// rsync's stderr `tail` as DETAIL: retryable for the codes [`exit_code_is_retryable`] names,
-/// a signal, or a missing status.
+/// a signal, or a missing status. When ssh's own complaint ends the tail (the Barman host
+/// refused or dropped the connection, or stopped answering), the failure is ssh's: exit code
+/// 12, as for any other ssh to the Barman host.
 pub(super) fn exit_error(what: &str, status: ExitStatus, tail: &str) -> Error {
+    // rsync's 255 is ssh's own exit: it died, even when it said nothing (LogLevel=ERROR).
+    let ssh = match (status.code(), ssh_failure(tail)) {
+        (Some(code), Some((line, transient))) => Some((code, line, transient)),
+        (Some(255), None) => Some((255, "ssh died", true)),
+        _ => None,
+    };
+    if let Some((code, line, transient)) = ssh {
+        let error = Error::new(
+            ErrorKind::Ssh,
+            format!("rsync lost its ssh connection to the Barman host {what}: {line}"),
+        )
+        .detail(format!(
+            "rsync exit code {code} ({}): {tail}",
+            exit_code_meaning(code)
+        ));
+        return if transient {
+            error
+                .hint("the Barman host or the network to it stopped answering (ssh's ServerAliveInterval and ConnectTimeout noticed); files already copied are kept: once it answers again, `pgreplica clone resume` re-sends only the rest")
+                .retryable()
+        } else {
+            error.hint("check barman_host and ssh_options in repmgr.conf (see DETAIL), then `pgreplica clone resume`")
+        };
+    }
     let (message, retryable) = match (status.code(), status.signal()) {
         (Some(code), _) => (
             format!(
@@ -63,10 +89,16 @@ pub(super) fn exit_error(what: &str, status: ExitStatus, tail: &str) -> Error {
     let error = Error::new(ErrorKind::Rsync, message).detail(detail);
     if retryable {
         error
-            .hint("files already copied are kept; `pgreplica clone resume` re-sends only the rest")
+            .hint(format!(
+                "files already copied are kept; \"{}\" re-sends only the rest",
+                crate::paste::resume()
+            ))
             .retryable()
     } else {
-        error.hint("fix the cause shown in DETAIL, then run `pgreplica clone resume`")
+        error.hint(format!(
+            "fix the cause shown in DETAIL, then run \"{}\"",
+            crate::paste::resume()
+        ))
     }
 }
 
@@ -105,13 +137,41 @@ mod tests {
             Some("rsync: link_stat \"/b/x\" failed")
         );
 
-        let dropped = exit_error(what, exited(255), "");
+        let dropped = exit_error(what, exited(30), "");
         assert!(dropped.retryable);
         assert_eq!(
             dropped.detail.as_deref(),
             Some("rsync printed nothing on stderr")
         );
         dropped.assert_says("", "re-sends only the rest");
+        let ssh_died = exit_error(what, exited(255), "rsync: connection unexpectedly closed");
+        assert_eq!((ssh_died.kind, ssh_died.retryable), (ErrorKind::Ssh, true));
+        ssh_died.assert_says(": ssh died", "`pgreplica clone resume`");
+
+        let silent = exit_error(
+            what,
+            exited(255),
+            "Timeout, server 127.0.0.1 not responding.\nrsync: connection unexpectedly closed (8 bytes received so far) [receiver]",
+        );
+        assert_eq!(silent.kind, ErrorKind::Ssh);
+        assert_eq!(silent.exit_code(), 12);
+        assert!(silent.retryable);
+        silent.assert_says(
+            "rsync lost its ssh connection to the Barman host copying \"h:/b/\" to \"/d\" (stream 1): Timeout, server 127.0.0.1 not responding.",
+            "stopped answering",
+        );
+        let refused = exit_error(
+            what,
+            exited(12),
+            "kex_exchange_identification: read: Connection reset by peer\nrsync error: error in rsync protocol data stream (code 12)",
+        );
+        assert_eq!((refused.kind, refused.retryable), (ErrorKind::Ssh, true));
+        let denied = exit_error(
+            what,
+            exited(255),
+            "barman@h: Permission denied (publickey).",
+        );
+        assert_eq!((denied.kind, denied.retryable), (ErrorKind::Ssh, false));
 
         let killed = exit_error(what, ExitStatus::from_raw(libc::SIGKILL), "");
         assert!(killed.retryable);
