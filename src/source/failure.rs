@@ -86,7 +86,10 @@ pub(super) fn query_error(target: &Target, what: &str, error: tokio_postgres::Er
         )
         .caused_by(error)
         .detail(target.describe())
-        .hint("check that the source node is running; pgreplica clone resume continues the clone")
+        .hint(format!(
+            "check that the source node is running; \"{}\" continues the clone",
+            crate::paste::resume()
+        ))
         .retryable(),
     }
 }
@@ -113,7 +116,7 @@ fn server_refused(target: &Target, db: &DbError) -> Error {
         || code.code().starts_with("08")
     {
         (
-            "the source node is not accepting connections right now; pgreplica retries, and pgreplica clone resume continues the clone".to_string(),
+            format!("the source node is not accepting connections right now; pgreplica retries, and \"{}\" continues the clone", crate::paste::resume()),
             true,
         )
     } else {

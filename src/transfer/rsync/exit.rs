@@ -64,10 +64,13 @@ pub(super) fn exit_error(what: &str, status: ExitStatus, tail: &str) -> Error {
         ));
         return if transient {
             error
-                .hint("the Barman host or the network to it stopped answering (ssh's ServerAliveInterval and ConnectTimeout noticed); files already copied are kept: once it answers again, `pgreplica clone resume` re-sends only the rest")
+                .hint(format!("the Barman host or the network to it stopped answering (ssh's ServerAliveInterval and ConnectTimeout noticed); files already copied are kept: once it answers again, \"{}\" re-sends only the rest", crate::paste::resume()))
                 .retryable()
         } else {
-            error.hint("check barman_host and ssh_options in repmgr.conf (see DETAIL), then `pgreplica clone resume`")
+            error.hint(format!(
+                "check barman_host and ssh_options in repmgr.conf (see DETAIL), then run \"{}\"",
+                crate::paste::resume()
+            ))
         };
     }
     let (message, retryable) = match (status.code(), status.signal()) {
@@ -146,7 +149,10 @@ mod tests {
         dropped.assert_says("", "re-sends only the rest");
         let ssh_died = exit_error(what, exited(255), "rsync: connection unexpectedly closed");
         assert_eq!((ssh_died.kind, ssh_died.retryable), (ErrorKind::Ssh, true));
-        ssh_died.assert_says(": ssh died", "`pgreplica clone resume`");
+        ssh_died.assert_says(
+            ": ssh died",
+            "\"pgreplica clone resume\" re-sends only the rest",
+        );
 
         let silent = exit_error(
             what,
