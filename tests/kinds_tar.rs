@@ -214,10 +214,14 @@ fn an_encrypted_backup_is_decrypted_on_the_barman_host_and_resumes_after_kills()
         .lab
         .take_encrypted_backup()
         .unwrap_or_else(|e| panic!("encrypted backup: {e}"));
+    // barman-wal-restore as the lab offers it: its --test passes (pgreplica tests
+    // restore_command before the copy), and the standby fetches decrypted WAL with it.
     let wal_restore = format!(
-        "restore_command='barman-wal-restore -U barman --port {} 127.0.0.1 {} %f %p'\n",
-        bench.lab.ssh_port(),
-        fixture.server
+        "restore_command='{}'\n",
+        bench
+            .lab
+            .wal_restore_command(&fixture.server)
+            .unwrap_or_else(|e| panic!("barman-wal-restore of the lab: {e}"))
     );
 
     // A restore_command that cannot read the encrypted WAL archive is refused before anything

@@ -37,6 +37,8 @@ const REPMGR_PACKAGE: &str = "postgresql-15-repmgr";
 pub(crate) const SSHD: &str = "/usr/sbin/sshd";
 /// The ssh client, by absolute path (a wrapper named `ssh` on PATH must not find itself).
 pub const SSH: &str = "/usr/bin/ssh";
+/// barman-cli's `barman-wal-restore` (Debian's), the restore_command of a standby fed by Barman.
+pub const BARMAN_WAL_RESTORE: &str = "/usr/bin/barman-wal-restore";
 pub(crate) const SSH_KEYGEN: &str = "/usr/bin/ssh-keygen";
 const USERMOD: &str = "/usr/sbin/usermod";
 /// stunnel: the TLS-terminating proxy that checks client certificates in front of the
@@ -111,7 +113,7 @@ fn programs() -> Vec<(String, &'static str)> {
     }));
     all.extend([
         (DEBIAN_BARMAN.to_string(), "barman"),
-        ("/usr/bin/barman-wal-restore".to_string(), "barman-cli"),
+        (BARMAN_WAL_RESTORE.to_string(), "barman-cli"),
         ("/usr/bin/rsync".to_string(), "rsync"),
         (SSHD.to_string(), "openssh-server"),
         (SSH.to_string(), "openssh-client"),

@@ -7,9 +7,10 @@ use std::path::Path;
 use std::process::Command;
 
 use super::Lab;
-use crate::exec::as_user;
+use crate::exec::{self, as_user, shell_quote};
 use crate::sshd;
-use crate::system::SSH;
+use crate::system::{BARMAN_WAL_RESTORE, SSH};
+use crate::LabError;
 
 impl Lab {
     /// repmgr.conf's `ssh_options` for the postgres user: the lab sshd's port and postgres's
@@ -36,6 +37,44 @@ impl Lab {
         words.extend(sshd::client_options(self.ssh_port, &self.key("barman")));
         words.push("postgres@127.0.0.1".to_string());
         words.join(" ")
+    }
+
+    /// A `restore_command` that fetches the WAL of Barman server `server` with
+    /// barman-wal-restore as postgres, through the lab's sshd. barman-wal-restore takes no ssh
+    /// options and the lab writes into no home directory, so the command is a
+    /// `barman-wal-restore` of the lab's own (in `<lab>/wal-restore/`, written here) that runs
+    /// the system's with an `ssh` first on PATH that adds postgres's client options, and names
+    /// the lab's Barman configuration on the Barman host. Its
+    /// `--test` passes, as pgreplica's check before the copy requires, and a standby started
+    /// with it fetches WAL from Barman (decrypted there, for an encrypted server).
+    pub fn wal_restore_command(&self, server: &str) -> Result<String, LabError> {
+        let dir = self.dir.join("wal-restore");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LabError::io("wal-restore", format!("create {}", dir.display()), e))?;
+        let quoted = |words: &[String]| {
+            words
+                .iter()
+                .map(|w| shell_quote(w))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let ssh = format!(
+            "#!/bin/sh
+exec {SSH} {} \"$@\"\n",
+            quoted(&self.ssh_args())
+        );
+        exec::write_file(&dir.join("ssh"), &ssh, None, 0o755)?;
+        let wrapper = format!(
+            "#!/bin/sh\nPATH={}:\"$PATH\" exec {BARMAN_WAL_RESTORE} \"$@\"\n",
+            shell_quote(&dir.display().to_string())
+        );
+        exec::write_file(&dir.join("barman-wal-restore"), &wrapper, None, 0o755)?;
+        // -c: the lab's Barman reads its own configuration, not /etc/barman.conf.
+        Ok(format!(
+            "{} -U barman -c {} 127.0.0.1 {server} %f %p",
+            dir.join("barman-wal-restore").display(),
+            self.barman_config().display()
+        ))
     }
 
     /// `runuser -u postgres -- PROGRAM`, from the lab directory, with `PGREPLICA_STATE_DIR` set
