@@ -390,12 +390,19 @@ pub async fn check_restore_command(command: &str) -> Result<String> {
         })?
         .map_err(|e| unusable(format!("cannot run: {e}")))?;
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(unusable(format!(
+        let error = unusable(format!(
             "fails its test (barman-wal-restore --test, exit code {})",
             output.status.code().unwrap_or(-1)
-        ))
-        .detail(crate::conninfo::redact(stderr.trim())));
+        ));
+        // Barman's own complaint (an unknown server, say) comes back on stdout through ssh.
+        let said = [&output.stderr, &output.stdout]
+            .map(|bytes| crate::child_output::detail_of(bytes))
+            .into_iter()
+            .find(|text| !text.is_empty());
+        return Err(match said {
+            Some(text) => error.detail(text),
+            None => error,
+        });
     }
     Ok("barman-wal-restore --test passed".to_string())
 }
@@ -413,4 +420,38 @@ fn find_program(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|dir| dir.join(program))
         .find(|p| executable(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stand-in `barman-wal-restore` in a directory of its own that prints `script`'s output.
+    fn fake(dir: &Path, script: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("barman-wal-restore");
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        format!("{} -U barman 127.0.0.1 pg %f %p", path.display())
+    }
+
+    #[tokio::test]
+    async fn a_failed_test_says_what_barman_said_wherever_it_said_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_stdout = fake(dir.path(), "echo \"ERROR: Unknown server 'pg'\"; exit 1");
+        let error = check_restore_command(&on_stdout).await.unwrap_err();
+        assert_eq!(error.exit_code(), 1);
+        assert!(error
+            .message
+            .ends_with("fails its test (barman-wal-restore --test, exit code 1)"));
+        assert_eq!(error.detail.as_deref(), Some("ERROR: Unknown server 'pg'"));
+        let silent = fake(dir.path(), "exit 255");
+        let error = check_restore_command(&silent).await.unwrap_err();
+        assert_eq!(error.detail, None, "no DETAIL that says nothing");
+        let ready = fake(dir.path(), "echo 'Ready to retrieve WAL files'");
+        assert_eq!(
+            check_restore_command(&ready).await.unwrap(),
+            "barman-wal-restore --test passed"
+        );
+    }
 }
