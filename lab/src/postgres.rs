@@ -83,6 +83,12 @@ impl PgMajor {
             PgMajor::V18 => matches!(method, "gzip" | "none"),
         }
     }
+
+    /// Whether its server can serve TLS (`ssl = on`): the wheel's PostgreSQL 18 was built
+    /// without OpenSSL.
+    pub fn has_tls(self) -> bool {
+        self == PgMajor::V15
+    }
 }
 
 /// A PostgreSQL program of `major` run as `postgres`.
@@ -339,6 +345,7 @@ mod tests {
         assert!(PgMajor::V15.compresses_with("zstd"));
         assert!(!PgMajor::V18.compresses_with("lz4"));
         assert!(PgMajor::V18.compresses_with("gzip"));
+        assert!(PgMajor::V15.has_tls() && !PgMajor::V18.has_tls());
         assert_eq!(PgMajor::default().number(), 15);
     }
 }

@@ -45,19 +45,36 @@ pub(super) struct FaultGear {
     ssh: Relay,
     /// In front of the primary.
     source: Relay,
+    /// The primary serves TLS, so the TLS-only fault can be put up (not on a PostgreSQL built
+    /// without OpenSSL: the lab's PostgreSQL 18).
+    tls: bool,
 }
 
 impl FaultGear {
-    /// Starts the relays and turns TLS on at the primary (with a CA of the lab's own), so that
-    /// a TLS-only rule can be put up during a round.
+    /// Starts the relays and, where the primary can serve TLS, turns it on (with a CA of the
+    /// lab's own), so that a TLS-only rule can be put up during a round.
     pub(super) fn prepare(lab: &Lab, mode: ChaosMode) -> Result<FaultGear, String> {
-        let dir = lab.dir().join(format!("chaos-pki-{}", mode.name()));
-        let pki = Pki::generate(&dir).map_err(|e| e.to_string())?;
-        lab.enable_ssl(&pki).map_err(|e| e.to_string())?;
+        let tls = lab.major().has_tls();
+        if tls {
+            let dir = lab.dir().join(format!("chaos-pki-{}", mode.name()));
+            let pki = Pki::generate(&dir).map_err(|e| e.to_string())?;
+            lab.enable_ssl(&pki).map_err(|e| e.to_string())?;
+        }
         Ok(FaultGear {
             ssh: Relay::start(lab.ssh_port()).map_err(|e| e.to_string())?,
             source: Relay::start(lab.primary_port()).map_err(|e| e.to_string())?,
+            tls,
         })
+    }
+
+    /// The faults this gear can inflict on a clone of `mode`: the mode's, but TLS-only where
+    /// the primary has no TLS.
+    pub(super) fn inflictable(&self, mode: ChaosMode) -> Vec<Action> {
+        mode.actions()
+            .iter()
+            .copied()
+            .filter(|a| a.is_fault() && (self.tls || *a != Action::TlsOnly))
+            .collect()
     }
 
     /// The lines a clone's repmgr.conf gets: ssh through the relay with short time limits

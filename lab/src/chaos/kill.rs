@@ -149,7 +149,8 @@ impl Position {
     /// A kill for a moment still ahead: a step from the current one on (Transfer twice as
     /// likely: it is where the time and the files are), at a byte fraction still to come (in
     /// pg-backup-api mode, a fraction of the reference's Transfer time from when it is seen).
-    pub(super) fn aim(&self, mode: ChaosMode, faults: bool, rng: &mut Rng) -> Target {
+    /// `faults` are those the campaign inflicts (none: kills only).
+    pub(super) fn aim(&self, mode: ChaosMode, faults: &[Action], rng: &mut Rng) -> Target {
         let transfer = self.transfer;
         let from = self.step.unwrap_or(self.steps.len() - 1);
         let choices: Vec<usize> = (from..self.steps.len())
@@ -176,8 +177,11 @@ impl Position {
         // With faults, half the aims at a step where one applies become one of them (drawn
         // only then, so that a campaign without faults replays as before).
         let mut action = action;
-        if faults {
-            let eligible = mode.faults_at(self.steps[step]);
+        if !faults.is_empty() {
+            let eligible: Vec<Action> = (mode.faults_at(self.steps[step]).iter())
+                .copied()
+                .filter(|f| faults.contains(f))
+                .collect();
             let (fault, pick) = (rng.below(2) == 0, rng.below(eligible.len().max(1) as u64));
             let fault_ms = rng.between(super::faults::OUTAGE_MS.0, super::faults::OUTAGE_MS.1);
             if fault && !eligible.is_empty() {
@@ -388,7 +392,14 @@ mod tests {
                 fraction: 0.6,
                 live_transfer: true,
             };
-            for faults in [false, true] {
+            // None, every fault of the mode, and all but TLS-only (a primary without TLS).
+            let every: Vec<Action> = (mode.actions().iter().copied())
+                .filter(|a| a.is_fault())
+                .collect();
+            let without_tls: Vec<Action> = (every.iter().copied())
+                .filter(|a| *a != Action::TlsOnly)
+                .collect();
+            for faults in [&[][..], &every, &without_tls] {
                 for _ in 0..200 {
                     let target = position.aim(mode, faults, &mut rng);
                     assert!(target.step >= transfer);
@@ -401,7 +412,10 @@ mod tests {
                     );
                     let special = matches!(target.action, Action::KillRsync | Action::RestartApi);
                     assert!(!special || target.step == transfer);
-                    assert!(faults || !target.action.is_fault(), "{target:?}");
+                    assert!(
+                        !target.action.is_fault() || faults.contains(&target.action),
+                        "{target:?}"
+                    );
                     if target.action.is_fault() {
                         assert!(mode
                             .faults_at(options.steps()[target.step])

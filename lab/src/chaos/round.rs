@@ -119,6 +119,10 @@ impl Campaign<'_> {
         let data_dir = report.data_dir.clone();
         // A new clone starts at the first step.
         let mut position = Position::at_start(&self.options);
+        // The faults the campaign inflicts (none: kills only).
+        let inflictable = (self.faults.as_ref())
+            .map(|gear| gear.inflictable(self.options.mode))
+            .unwrap_or_default();
         // The kill this run of pgreplica has seen, which explains a failed exit.
         let mut last_action = None;
         // The clone as the last stop left it.
@@ -134,7 +138,7 @@ impl Campaign<'_> {
             // and the "Interrupted" it records are what is checked.
             let aiming =
                 report.kills.len() < planned as usize && last_action != Some(Action::Terminate);
-            let target = aiming.then(|| position.aim(self.options.mode, self.options.faults, rng));
+            let target = aiming.then(|| position.aim(self.options.mode, &inflictable, rng));
             match self.watch(child, target, &data_dir, deadline, &mut position)? {
                 Watched::Exited(status) => {
                     let stderr = stderr_of(child);
