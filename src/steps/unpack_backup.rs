@@ -15,8 +15,8 @@ use crate::transfer::layout::{empty_dir, finish_layout, remove_tree};
 use crate::transfer::staging::Staging;
 use crate::transfer::unpack::{self, Archive};
 use states::{
-    ArchiveProgress, BackupFormat, ChainMember, UnpackInput, UnpackStart, UnpackSummary,
-    UnpackTarget,
+    ArchiveProgress, BackupFormat, ChainMember, CloneRequest, UnpackInput, UnpackStart,
+    UnpackSummary, UnpackTarget,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,7 +68,9 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &UnpackInput) -> Result<Unpac
             archive.file.display(),
             archive.dest.display()
         );
-        let stats = unpack_one(ctx, member, archive, start).await?;
+        let stats = unpack_one(ctx, member, archive, start)
+            .await
+            .map_err(|e| stage_anew(e, ctx.request()))?;
         summary.entries += stats.entries;
         summary.bytes_written += stats.bytes;
         bytes += stats.bytes;
@@ -197,6 +199,19 @@ async fn unpack_one(
     })?
 }
 
+/// A damaged staged archive (the engine refuses it as a base backup error) can only be staged
+/// anew: the HINT is the `clone start --force` that does it, with the options of the clone's
+/// first start.
+fn stage_anew(error: Error, request: &CloneRequest) -> Error {
+    if error.kind != ErrorKind::BaseBackup {
+        return error;
+    }
+    error.hint(format!(
+        "the staged copy is damaged (a disk or a decryption problem): start the clone again to stage the backup anew: {}",
+        crate::request::start_command(request, request.config_file.as_deref(), true)
+    ))
+}
+
 /// After an archive is done (and checkpointed): `global/pg_control` takes its place, and the
 /// staged file goes. Idempotent.
 fn finish_archive(archive: &Archive) -> Result<()> {
@@ -264,4 +279,33 @@ fn clear_reused(input: &UnpackInput) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use states::Mode;
+
+    #[test]
+    fn a_damaged_staged_archive_hints_the_start_that_stages_it_anew() {
+        let request = CloneRequest {
+            mode: Mode::BarmanRsync,
+            data_dir: "/srv/standby".into(),
+            backup_selector: "20261125T061436".into(),
+            jobs: 1,
+            config_file: Some("/etc/repmgr.conf".into()),
+            ..CloneRequest::default()
+        };
+        let damaged = Error::new(ErrorKind::BaseBackup, "cannot unpack \"base.tar.gz\": eof");
+        let hint = stage_anew(damaged, &request).hint.unwrap_or_default();
+        assert!(
+            hint.ends_with(
+                "stage the backup anew: pgreplica clone start -f /etc/repmgr.conf -D /srv/standby --backup-id 20261125T061436 --force"
+            ),
+            "{hint}"
+        );
+        // Any other failure keeps its own words.
+        let stopped = Error::new(ErrorKind::Interrupted, "unpacking was stopped");
+        assert_eq!(stage_anew(stopped, &request).hint, None);
+    }
 }

@@ -398,7 +398,6 @@ fn corrupt(archive: &Archive, why: &str) -> Error {
         ErrorKind::BaseBackup,
         format!("cannot unpack \"{}\": {why}", archive.file.display()),
     )
-    .hint("the staged copy is damaged (a disk or a decryption problem): start the clone again, with the options of its first start and -F/--force, to stage the backup anew")
 }
 
 fn stopped(archive: &Archive) -> Error {
