@@ -232,15 +232,17 @@ fn killed_anywhere_resume_matches_an_uninterrupted_clone() {
 
 /// pg-backup-api mode: kills while the API restores (and the API server restarted under a
 /// polling pgreplica); each round must end with one operation into its directory and a copy
-/// equal to an uninterrupted API clone. Round 1 of seed 1 begins with the API unable to start
+/// equal to an uninterrupted API clone. Round 1 of seed 5 begins with the API unable to start
 /// workers (the spawn-failure fault): the clone must stop for the operator with exactly one
 /// operation, and end, after `--api-operation new`, with that one abandoned and one more.
+/// Round 2's first aim is a fault of the source at VerifyCopy (seed 1 draws no fault in its
+/// first three rounds' first aims, and its later aims hang on timing).
 #[test]
 fn killed_anywhere_in_api_mode_resume_reattaches_to_the_one_operation() {
     let bench = Bench::start(debian_lab());
     let options = ChaosOptions {
         mode: ChaosMode::Api,
-        seed: 1,
+        seed: 5,
         max_kills: 3,
         round_timeout: Duration::from_secs(180),
         apiserver: Some(common::api::built_server()),
