@@ -83,13 +83,14 @@ mod tests {
 
     use super::*;
 
-    const OUTCOMES: [OutcomeKind; 6] = [
+    const OUTCOMES: [OutcomeKind; 7] = [
         OutcomeKind::Succeeded,
         OutcomeKind::FailedRetryable,
         OutcomeKind::FailedFatal,
         OutcomeKind::Interrupted,
         OutcomeKind::Crashed,
         OutcomeKind::DirsReplaced,
+        OutcomeKind::PaceChanged,
     ];
 
     #[test]

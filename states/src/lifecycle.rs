@@ -1,7 +1,8 @@
 //! What the commands may do with a clone record they find: whether `clone start` creates a
 //! record, replaces the one it found or refuses; what a resume re-checks on disk before the
 //! next step runs; how a clone whose directories were deleted or replaced goes back to
-//! PrepareDirs; and which recorded request values differ from the current configuration.
+//! PrepareDirs; which recorded values a resume may change (`--jobs`, `--bwlimit`); and which
+//! recorded request values differ from the current configuration.
 //!
 //! These are decisions about a clone, so they live in the machine, tested exhaustively; the
 //! I/O layer reads the disk and the configuration and acts on the answers.
@@ -185,6 +186,59 @@ impl CloneRecord {
         self.facts.verification = None;
         self.facts.replication_conf = None;
         true
+    }
+}
+
+impl CloneRecord {
+    /// `clone resume --jobs N --bwlimit KBPS`: the operator changes how hard the copy pulls
+    /// (fewer streams or a lower rate in business hours, more at night). Only these two
+    /// recorded values may change on a resume — they decide how fast, never what, is copied,
+    /// and a copy resumes under any of them. `bwlimit_kbps` `Some(0)` removes the limit. The
+    /// change is recorded in the history at the current step, with the old and new values.
+    ///
+    /// Returns what changed (`--jobs 1 → 4`), or None, changing nothing, when the values are
+    /// those recorded already, the clone is done, or a step is in flight (recover the crash
+    /// first, so the history stays in order).
+    pub fn change_pace(
+        &mut self,
+        now: Millis,
+        jobs: Option<u32>,
+        bwlimit_kbps: Option<u32>,
+    ) -> Option<String> {
+        let Phase::At(current) = self.phase else {
+            return None;
+        };
+        if self.in_flight.is_some() {
+            return None;
+        }
+        let rate = |limit: Option<u32>| limit.map_or("none".to_string(), |k| k.to_string());
+        let mut changes = Vec::new();
+        if let Some(jobs) = jobs.filter(|&j| j != self.request.jobs) {
+            changes.push(format!("--jobs {} → {jobs}", self.request.jobs));
+            self.request.jobs = jobs;
+        }
+        if let Some(limit) = bwlimit_kbps.map(|k| (k > 0).then_some(k)) {
+            if limit != self.request.bwlimit_kbps {
+                changes.push(format!(
+                    "--bwlimit {} → {}",
+                    rate(self.request.bwlimit_kbps),
+                    rate(limit)
+                ));
+                self.request.bwlimit_kbps = limit;
+            }
+        }
+        if changes.is_empty() {
+            return None;
+        }
+        let what = changes.join(", ");
+        self.history.push(Transition {
+            step: current,
+            started_at: now,
+            ended_at: now,
+            outcome: OutcomeKind::PaceChanged,
+            message: Some(what.clone()),
+        });
+        Some(what)
     }
 }
 

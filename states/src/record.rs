@@ -471,6 +471,9 @@ pub enum OutcomeKind {
     /// A resume found a prepared directory deleted or replaced: the clone went back to
     /// PrepareDirs (see [`CloneRecord::dirs_replaced`]).
     DirsReplaced,
+    /// `clone resume --jobs/--bwlimit` changed how hard the copy pulls (see
+    /// [`CloneRecord::change_pace`]); the message says from what to what.
+    PaceChanged,
 }
 
 impl OutcomeKind {
@@ -483,6 +486,7 @@ impl OutcomeKind {
             OutcomeKind::Interrupted => "interrupted",
             OutcomeKind::Crashed => "crashed",
             OutcomeKind::DirsReplaced => "directory replaced",
+            OutcomeKind::PaceChanged => "pace changed",
         }
     }
 }

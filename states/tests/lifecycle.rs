@@ -623,3 +623,74 @@ fn every_recorded_value_that_differs_is_named_once_and_secrets_are_never_shown()
     let names: Vec<&str> = several.iter().map(|d| d.setting).collect();
     assert_eq!(names, ["--jobs", "barman_server", "restore_command"]);
 }
+
+#[test]
+fn a_resume_changes_jobs_and_bwlimit_at_any_stand_but_done_or_in_flight_and_records_it() {
+    for (mode, kind) in modes_and_kinds() {
+        for stand in stands(mode, &kind) {
+            let mut rec = record_at(mode, &kind, stand);
+            let before = rec.clone();
+            let changed = rec.change_pace(500, Some(4), Some(2000));
+            match stand {
+                Stand::Done | Stand::InFlight(_) => {
+                    assert_eq!(changed, None, "{mode:?} {stand:?}");
+                    assert_eq!(rec, before, "{mode:?} {stand:?}");
+                    continue;
+                }
+                Stand::Fresh(_) | Stand::Failed(_) => {}
+            }
+            let recorded_limit = before
+                .request()
+                .bwlimit_kbps
+                .map_or("none".to_string(), |k| k.to_string());
+            assert_eq!(
+                changed.as_deref(),
+                Some(
+                    format!(
+                        "--jobs {} → 4, --bwlimit {recorded_limit} → 2000",
+                        before.request().jobs
+                    )
+                    .as_str()
+                ),
+                "{mode:?} {stand:?}"
+            );
+            assert_eq!(
+                (rec.request().jobs, rec.request().bwlimit_kbps),
+                (4, Some(2000))
+            );
+            // Nothing else moves: where the clone stands, its attempts, its error, its facts.
+            assert_eq!(rec.phase(), before.phase());
+            assert_eq!(rec.attempts(), before.attempts());
+            assert_eq!(rec.last_error(), before.last_error());
+            assert_eq!(rec.facts(), before.facts());
+            let last = rec.history().last().unwrap();
+            assert_eq!(rec.history().len(), before.history().len() + 1);
+            assert_eq!(
+                (
+                    Phase::At(last.step),
+                    last.outcome,
+                    last.started_at,
+                    last.ended_at
+                ),
+                (rec.phase(), OutcomeKind::PaceChanged, 500, 500)
+            );
+            assert_eq!(last.message, changed);
+            // The same values again change nothing and record nothing.
+            let again = rec.clone();
+            assert_eq!(rec.change_pace(600, Some(4), Some(2000)), None);
+            assert_eq!(rec.change_pace(600, None, None), None);
+            assert_eq!(rec, again);
+            // --bwlimit 0 lifts the limit; --jobs alone leaves the limit as it is.
+            assert_eq!(
+                rec.change_pace(700, None, Some(0)).as_deref(),
+                Some("--bwlimit 2000 → none")
+            );
+            assert_eq!(rec.request().bwlimit_kbps, None);
+            assert_eq!(
+                rec.change_pace(800, Some(1), None).as_deref(),
+                Some("--jobs 4 → 1")
+            );
+            assert_eq!((rec.request().jobs, rec.request().bwlimit_kbps), (1, None));
+        }
+    }
+}
