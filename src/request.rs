@@ -195,7 +195,8 @@ fn build_from(
         backup_selector,
         jobs: flags.jobs,
         force: flags.force,
-        bwlimit_kbps: flags.bwlimit,
+        // The command line wins over repmgr.conf's rsync_options.
+        bwlimit_kbps: flags.bwlimit.or(config.rsync_options.bwlimit_kbps),
         waldir: config.waldir().map(|p| p.display().to_string()),
         tablespace_mapping: config.tablespace_mapping.clone(),
         barman: config.barman_target().filter(|_| mode == Mode::BarmanRsync),

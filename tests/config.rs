@@ -637,7 +637,6 @@ fn every_key_repmgr_knows_is_accepted_silently() {
         "log_facility",
         "log_file",
         "log_status_interval",
-        "rsync_options",
         "pg_ctl_options",
         "promote_check_timeout",
         "promote_check_interval",
@@ -708,7 +707,19 @@ fn every_key_repmgr_knows_is_accepted_silently() {
 fn the_production_file_loads_with_every_value_and_no_warnings() {
     let path = fixture("production.conf");
     let (c, warnings) = Config::load(&path).unwrap();
-    assert!(warnings.is_empty(), "{warnings:?}");
+    // One NOTICE: the rsync options that pgreplica's copy does itself.
+    assert_eq!(
+        warnings
+            .iter()
+            .map(|w| (w.level, w.location.line, w.message.as_str()))
+            .collect::<Vec<_>>(),
+        [(
+            Level::Notice,
+            41,
+            "rsync_options: --archive --checksum --compress --progress --rsh=\"ssh -o StrictHostKeyChecking=no\" left out, pgreplica's copy does what they ask for itself"
+        )]
+    );
+    assert_eq!(c.rsync_options.bwlimit_kbps, None);
 
     assert_eq!(c.path(), Some(path.as_path()));
     assert_eq!(c.node_id, Some(2));
@@ -1269,4 +1280,50 @@ fn credentials_in_the_api_host_are_kept_out_of_the_target_and_refused_over_http(
         );
         assert!(e.hint.unwrap().starts_with("give an https:// URL"));
     }
+}
+
+// ---------------------------------------------------------------- rsync_options
+
+#[test]
+fn rsync_options_bwlimit_is_applied_what_rsync_implies_is_noted_and_the_rest_refused() {
+    let (config, warnings) = load_ok("rsync_options='--archive --bwlimit=2500 --checksum'\n");
+    assert_eq!(config.rsync_options.bwlimit_kbps, Some(2500));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].level, Level::Notice);
+    assert_eq!(warnings[0].location.line, 1);
+    assert_eq!(
+        warnings[0].message,
+        "rsync_options: --archive --checksum left out, pgreplica's copy does what they ask for itself"
+    );
+    let (config, warnings) = load_ok("rsync_options='--bwlimit 4M'\n");
+    assert_eq!(config.rsync_options.bwlimit_kbps, Some(4096));
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    // An option pgreplica cannot honour: one ERROR at its line, a HINT naming what to use.
+    let (error, path) = load_err("node_id=2\nrsync_options='-a --inplace'\n");
+    assert_eq!(
+        problem_lines(&error),
+        [format!(
+            "{}: rsync_options: \"--inplace\" is not supported",
+            at(&path, 2)
+        )]
+    );
+    assert_eq!(
+        error.hint.as_deref(),
+        Some("instead, remove it: pgreplica runs rsync with options of its own and reads its output; --bwlimit is the option it applies (or clone start --bwlimit)")
+    );
+    let (error, _) = load_err("rsync_options='--rsh=rsh'\n");
+    assert!(
+        error.hint.as_deref().unwrap().contains("ssh_options"),
+        "{error:?}"
+    );
+    let (error, _) = load_err("rsync_options='--delete'\n");
+    assert!(
+        error
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("clone start --force"),
+        "{error:?}"
+    );
 }

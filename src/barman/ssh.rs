@@ -26,6 +26,13 @@ pub const DEFAULTS: [(&str, &str); 3] = [
     ("ServerAliveCountMax", "3"),
 ];
 
+/// Whether a remote shell command (rsync's `-e`, e.g. repmgr's default `--rsh=ssh` in
+/// `rsync_options`) runs the ssh client, as pgreplica's own rsyncs do.
+pub fn runs_ssh(command: &str) -> bool {
+    let program = command.split_whitespace().next().unwrap_or("");
+    program.rsplit('/').next() == Some("ssh")
+}
+
 /// The ssh settings (as `ssh -G` names them, lower case) that make ssh run a command on this
 /// host, with what makes each one run.
 const COMMANDS: [(&str, &str); 4] = [

@@ -23,6 +23,7 @@ pub(crate) const PGREPLICA: &[&str] = &[
     "use_primary_conninfo_password",
     "pg_basebackup_options",
     "tablespace_mapping",
+    "rsync_options",
     "ssh_options",
     "barman_host",
     "barman_server",
@@ -54,9 +55,7 @@ pub(crate) const REPMGR_ONLY: &[&str] = &[
     "log_facility",
     "log_file",
     "log_status_interval",
-    // external command options pgreplica does not pass on: its rsync output is parsed, so
-    // arbitrary rsync options could break the transfer; pg_ctl is never run
-    "rsync_options",
+    // external command options pgreplica does not pass on: pg_ctl is never run
     "pg_ctl_options",
     // standby promote / follow / switchover / node rejoin
     "promote_check_timeout",

@@ -19,7 +19,7 @@ mod values;
 
 pub use reader::MAX_DEPTH as MAX_INCLUDE_DEPTH;
 pub use shell::{split_args, SplitError};
-pub use values::ApiCredentials;
+pub use values::{ApiCredentials, RsyncOptions};
 
 use crate::error::{Error, ErrorKind};
 use crate::log::Level;
@@ -141,6 +141,8 @@ pub struct Config {
     pub recovery_min_apply_delay: Option<String>,
     /// repmgr's `tablespace_mapping` lines, (old location, new location), in file order.
     pub tablespace_mapping: Vec<(String, String)>,
+    /// repmgr's `rsync_options`, as far as pgreplica applies them (`--bwlimit`).
+    pub rsync_options: RsyncOptions,
     /// repmgr's `passfile`: added to primary_conninfo as `passfile=`.
     pub passfile: Option<String>,
     /// repmgr's `use_primary_conninfo_password`: put PGPASSWORD into primary_conninfo.
@@ -211,6 +213,7 @@ impl Default for Config {
             archive_cleanup_command: None,
             recovery_min_apply_delay: None,
             tablespace_mapping: Vec::new(),
+            rsync_options: RsyncOptions::default(),
             passfile: None,
             use_primary_conninfo_password: false,
             ssh_options: None,
@@ -386,6 +389,7 @@ impl fmt::Debug for Config {
             .field("archive_cleanup_command", &self.archive_cleanup_command)
             .field("recovery_min_apply_delay", &self.recovery_min_apply_delay)
             .field("tablespace_mapping", &self.tablespace_mapping)
+            .field("rsync_options", &self.rsync_options)
             .field("passfile", &self.passfile)
             .field(
                 "use_primary_conninfo_password",
@@ -556,6 +560,17 @@ impl Builder {
         }
         match self.assign(&key, value) {
             Some(Ok(())) => {
+                let implied = &self.config.rsync_options.implied;
+                if key == "rsync_options" && !implied.is_empty() {
+                    self.warnings.push(Warning {
+                        level: Level::Notice,
+                        location: location.clone(),
+                        message: format!(
+                            "rsync_options: {} left out, pgreplica's copy does what they ask for itself",
+                            implied.join(" ")
+                        ),
+                    });
+                }
                 self.config.locations.insert(key, location);
             }
             Some(Err((message, hint))) => {
@@ -637,6 +652,12 @@ impl Builder {
             "ssh_options" => arguments(key, &value).map(|args| {
                 c.ssh_args = args;
                 c.ssh_options = text(value);
+            }),
+            "rsync_options" => arguments(key, &value).and_then(|args| {
+                let options =
+                    values::rsync_options(&args).map_err(|(message, hint)| (message, Some(hint)))?;
+                c.rsync_options = options;
+                Ok(())
             }),
             "pg_basebackup_options" => arguments(key, &value).and_then(|args| {
                 let waldir = values::waldir(&args).map_err(|m| {

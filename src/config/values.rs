@@ -210,9 +210,168 @@ pub(crate) fn waldir(args: &[String]) -> Result<Option<String>, String> {
     }
 }
 
+/// What `rsync_options` asks of pgreplica's rsync.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RsyncOptions {
+    /// `--bwlimit`, in KiB/s per rsync stream (as rsync means it), applied unless the command
+    /// line gives `--bwlimit`.
+    pub bwlimit_kbps: Option<u32>,
+    /// Options that pgreplica's rsync does already, or whose purpose it serves otherwise
+    /// (`--archive`, `--checksum`, `--progress` …): accepted and left out, as written.
+    pub implied: Vec<String>,
+}
+
+/// Options repmgr's users put in `rsync_options` that pgreplica's own rsync command line
+/// covers: what each is replaced by.
+const IMPLIED_RSYNC_OPTIONS: &[(&str, &str)] = &[
+    ("-a", "the copy keeps links, permissions and times"),
+    ("--archive", "the copy keeps links, permissions and times"),
+    ("-c", "VerifyCopy checks every file against backup_manifest"),
+    (
+        "--checksum",
+        "VerifyCopy checks every file against backup_manifest",
+    ),
+    ("-z", "the copy chooses its own compression"),
+    ("--compress", "the copy chooses its own compression"),
+    ("--progress", "pgreplica reports progress itself"),
+    (
+        "-P",
+        "pgreplica reports progress and keeps partial files itself",
+    ),
+    ("--partial", "pgreplica keeps partial files itself"),
+    ("-v", "pgreplica reports progress itself"),
+    ("--verbose", "pgreplica reports progress itself"),
+];
+
+/// Reads repmgr's `rsync_options` (already split into arguments): `--bwlimit` is applied, the
+/// options pgreplica's rsync implies are accepted, any other is refused with the message and
+/// the way to get what it asked for (pgreplica parses rsync's output and decides what is
+/// copied, so an arbitrary option could break the copy or its checks).
+pub(crate) fn rsync_options(args: &[String]) -> Result<RsyncOptions, (String, String)> {
+    let mut options = RsyncOptions::default();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let bwlimit = if arg == "--bwlimit" {
+            let value = iter.next().ok_or_else(|| {
+                (
+                    "--bwlimit in rsync_options has no value".to_string(),
+                    "write e.g. rsync_options='--bwlimit=10000' (KiB/s)".to_string(),
+                )
+            })?;
+            Some(value.as_str())
+        } else {
+            arg.strip_prefix("--bwlimit=")
+        };
+        if let Some(value) = bwlimit {
+            options.bwlimit_kbps = Some(bwlimit_kbps(value)?);
+            continue;
+        }
+        if IMPLIED_RSYNC_OPTIONS.iter().any(|(flag, _)| flag == arg) {
+            options.implied.push(arg.clone());
+            continue;
+        }
+        // repmgr's own default is `--rsh=ssh`: pgreplica's rsync runs ssh too, with ssh_options.
+        let rsh = match arg.as_str() {
+            "-e" | "--rsh" => iter.next().map(String::as_str),
+            _ => arg.strip_prefix("--rsh="),
+        };
+        if let Some(command) = rsh {
+            if crate::barman::ssh::runs_ssh(command) {
+                options.implied.push(format!("--rsh=\"{command}\""));
+                continue;
+            }
+        }
+        let flag = arg.split('=').next().unwrap_or(arg);
+        let instead = match flag {
+            "-e" | "--rsh" => {
+                "set ssh_options in repmgr.conf (pgreplica's rsync runs ssh with them, and no other remote shell)"
+            }
+            "--timeout" => "set PGREPLICA_RSYNC_TIMEOUT (seconds without data before rsync gives up)",
+            "--delete" => "use clone start --force, which removes what the backup lacks",
+            "--exclude" | "--exclude-from" | "--include" | "--include-from" | "--filter" => {
+                "nothing: pgreplica copies the backup whole (its file list, checked by VerifyCopy)"
+            }
+            _ => concat!(
+                "remove it: pgreplica runs rsync with options of its own and reads its output; ",
+                "--bwlimit is the option it applies (or clone start --bwlimit)"
+            ),
+        };
+        return Err((
+            format!("rsync_options: \"{flag}\" is not supported"),
+            format!("instead, {instead}"),
+        ));
+    }
+    Ok(options)
+}
+
+/// rsync's `--bwlimit` value: KiB/s, or with rsync's K, M or G suffix (powers of 1024).
+fn bwlimit_kbps(value: &str) -> Result<u32, (String, String)> {
+    let (number, factor) = match value.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&value[..i], 1),
+        Some((i, 'm' | 'M')) => (&value[..i], 1024),
+        Some((i, 'g' | 'G')) => (&value[..i], 1024 * 1024),
+        _ => (value, 1),
+    };
+    number
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|&kbps| kbps > 0)
+        .ok_or_else(|| {
+            (
+                format!("--bwlimit in rsync_options is not a rate: \"{value}\""),
+                "write KiB/s as a whole number, e.g. rsync_options='--bwlimit=10000' (or 10M)"
+                    .to_string(),
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rsync_options_apply_bwlimit_accept_the_implied_and_refuse_the_rest() {
+        let args = |text: &str| {
+            text.split_whitespace()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        };
+        let read = |text: &str| rsync_options(&args(text));
+        assert_eq!(
+            read("--archive --checksum --bwlimit=5000 --progress").unwrap(),
+            RsyncOptions {
+                bwlimit_kbps: Some(5000),
+                implied: args("--archive --checksum --progress"),
+            }
+        );
+        assert_eq!(read("--bwlimit 2M").unwrap().bwlimit_kbps, Some(2048));
+        assert_eq!(read("").unwrap(), RsyncOptions::default());
+        let refused = |text: &str| read(text).unwrap_err();
+        assert_eq!(
+            read("-a --rsh=\"ssh -o X\"").unwrap().implied,
+            ["-a", "--rsh=\"ssh -o X\""]
+        );
+        assert_eq!(
+            read("-e /usr/bin/ssh").unwrap().implied,
+            ["--rsh=\"/usr/bin/ssh\""]
+        );
+        assert_eq!(
+            refused("-a --rsh=rsh"),
+            (
+                "rsync_options: \"--rsh\" is not supported".to_string(),
+                "instead, set ssh_options in repmgr.conf (pgreplica's rsync runs ssh with them, and no other remote shell)".to_string()
+            )
+        );
+        assert!(refused("--delete").1.contains("clone start --force"));
+        assert!(refused("--exclude=postmaster.pid")
+            .0
+            .contains("\"--exclude\""));
+        assert!(refused("--inplace").1.contains("--bwlimit"));
+        assert!(refused("--bwlimit=fast").0.contains("not a rate"));
+        assert!(refused("--bwlimit=0").0.contains("not a rate"));
+        assert!(refused("--bwlimit").0.contains("no value"));
+    }
 
     fn args(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
