@@ -27,6 +27,7 @@ use std::process::ExitCode;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::log::set_level(cli.log_level);
+    crate::progress::set_line_interval(cli.progress_interval);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -351,6 +352,9 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
         crate::notice!("clone {id} is already complete");
         return Ok(());
     }
+    if args.jobs.is_some() || args.bwlimit.is_some() {
+        change_pace(&store, &mut record, args.jobs, args.bwlimit)?;
+    }
     // What a start would record today, from the repmgr.conf named (or the one recorded).
     let current = match config {
         Some((config, path)) => Some(crate::request::current(
@@ -373,6 +377,25 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
     );
     let session = resume_session(store, record, locks)?;
     drive(session, &args.retries, current).await
+}
+
+/// `clone resume --jobs/--bwlimit`: the new values go into the record (the machine records the
+/// change in the history) and are checkpointed before anything runs, so every later run keeps
+/// them. A crash of the last run is recorded first, so that the history stays in order.
+fn change_pace(
+    store: &CloneStore,
+    record: &mut CloneRecord,
+    jobs: Option<u32>,
+    bwlimit: Option<u32>,
+) -> Result<()> {
+    if let Some(step) = record.recover_crash(runner::now_millis()) {
+        crate::warning!("an earlier run stopped inside step {step}; running it again");
+    }
+    if let Some(change) = record.change_pace(runner::now_millis(), jobs, bwlimit) {
+        store.save(record)?;
+        crate::notice!("clone {} continues with {change} (recorded)", record.id());
+    }
+    Ok(())
 }
 
 /// `clone resume --api-operation`: the operator's word goes into the record (a machine input)

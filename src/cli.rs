@@ -32,6 +32,17 @@ pub struct Cli {
         ignore_case = true
     )]
     pub log_level: Level,
+
+    /// Seconds between the progress lines (INFO) printed when stderr is not a terminal
+    /// (systemd, cron, a pipe): bytes, percent, files, rate and ETA; 0 prints none. On a
+    /// terminal a progress bar shows the same figures.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECONDS",
+        default_value_t = crate::progress::DEFAULT_LINE_INTERVAL_SECS
+    )]
+    pub progress_interval: u64,
 }
 
 /// Top-level commands.
@@ -231,6 +242,17 @@ pub struct ResumeArgs {
     /// step acts on it.
     #[arg(long, value_name = "ID|new", value_parser = states::api::OperatorChoice::parse)]
     pub api_operation: Option<states::api::OperatorChoice>,
+
+    /// Change the number of parallel rsync streams from the recorded one, for this run and
+    /// the runs after it (recorded in the clone's history).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
+
+    /// Change the cap of each transfer stream (KiB/s, rsync's --bwlimit) from the recorded
+    /// one, e.g. to spare the network in business hours; 0 lifts it. Recorded in the clone's
+    /// history.
+    #[arg(long, value_name = "KBPS")]
+    pub bwlimit: Option<u32>,
 }
 
 /// Options of `clone status`.

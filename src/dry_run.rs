@@ -161,7 +161,7 @@ pub async fn check(request: &CloneRequest, state_dir: Option<&Path>) -> Report {
                             facts.server,
                             facts.kind.label(),
                             human_bytes(facts.size_bytes),
-                            facts.pg_version
+                            crate::progress::pg_version(facts.pg_version)
                         )
                     }),
                 );
@@ -202,7 +202,7 @@ pub async fn check(request: &CloneRequest, state_dir: Option<&Path>) -> Report {
                 "source node",
                 Ok(format!(
                     "reachable, PostgreSQL {}, {}",
-                    params.server_version_num,
+                    crate::progress::pg_version(params.server_version_num),
                     human_bytes(params.installation_size)
                 )),
             );

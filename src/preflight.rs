@@ -246,7 +246,9 @@ fn check_backup_matches(backup: &BackupFacts, facts: &crate::source::NodeFacts) 
             ErrorKind::Barman,
             format!(
                 "backup {} is of PostgreSQL {} but the source node runs {}",
-                backup.backup_id, backup.pg_version, facts.server_version_num
+                backup.backup_id,
+                crate::progress::pg_version(backup.pg_version),
+                crate::progress::pg_version(facts.server_version_num)
             ),
         )
         .hint("a standby must run the same major version as its upstream"));

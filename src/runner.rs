@@ -155,7 +155,10 @@ pub async fn run(
                     biased;
                     result = &mut work => break result.map_err(Some),
                     _ = stop.requested() => break Err(None),
-                    _ = ticker.tick() => publish(store, &shown, progress),
+                    _ = ticker.tick() => {
+                        progress.tick();
+                        publish(store, &shown, progress);
+                    }
                 }
             }
         };

@@ -210,32 +210,23 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
             backup.backup_id,
             backup.server,
             human_bytes(backup.size_bytes),
-            backup.pg_version
+            crate::progress::pg_version(backup.pg_version)
         )?;
     }
     write_api_operation(record, out)?;
     if let Some(live) = &view.live {
-        let percent = (live.bytes_done * 100)
-            .checked_div(live.bytes_total)
-            .map(|p| format!(" ({p}%)"))
-            .unwrap_or_default();
-        let eta = live
-            .eta_secs
-            .map(|s| format!(", ETA {s} s"))
-            .unwrap_or_default();
+        // The figures of the progress lines: bytes in flight counted, files when the step
+        // counts them (pg_basebackup does not say).
         writeln!(
             out,
-            "  progress:   {} / {}{percent}, {}/s{eta}, files {}/{}",
-            human_bytes(live.bytes_done),
-            human_bytes(live.bytes_total),
-            human_bytes(live.rate_bytes_per_sec),
-            live.files_done,
-            live.files_total
+            "  progress:   {}: {}",
+            live.step,
+            crate::progress::figures(live)
         )?;
     } else if let Some(files) = view.files.filter(|f| f.files_total > 0) {
         writeln!(
             out,
-            "  copied:     {} / {}, files {}/{}",
+            "  copied:     {} of {} in complete files, {} of {} files",
             human_bytes(files.bytes_done),
             human_bytes(files.bytes_total),
             files.files_done,
@@ -245,7 +236,10 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
     if let Some(verification) = &record.facts().verification {
         match verification {
             Verification::Verified { files } => {
-                writeln!(out, "  verified:   {files} files against backup_manifest")?
+                writeln!(
+                    out,
+                    "  verified:   {files} files against backup_manifest (every file but the manifest itself)"
+                )?
             }
             Verification::Checked {
                 pg_major,

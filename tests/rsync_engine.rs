@@ -215,23 +215,39 @@ fn run_counting_bytes(
     job: &RsyncJob,
     jobs: u32,
 ) -> (Vec<usize>, HashMap<usize, u64>) {
+    let (done, sent, _) = run_counting_present(rt, job, jobs);
+    (done, sent)
+}
+
+/// [`run_counting_bytes`], and what each stream last reported as read back rather than
+/// received (`RsyncEvent::Progress::present`), by stream.
+fn run_counting_present(
+    rt: &tokio::runtime::Runtime,
+    job: &RsyncJob,
+    jobs: u32,
+) -> (Vec<usize>, HashMap<usize, u64>, HashMap<usize, u64>) {
     let plan = plan_streams(&job.entries, jobs);
     let mut done = Vec::new();
     let mut sent = HashMap::new();
+    let mut read_back = HashMap::new();
     let stats = rt
-        .block_on(run_streams(job, &plan, |event| {
-            if let RsyncEvent::FileDone {
+        .block_on(run_streams(job, &plan, |event| match event {
+            RsyncEvent::FileDone {
                 index, bytes_sent, ..
-            } = event
-            {
+            } => {
                 done.push(index);
                 sent.insert(index, bytes_sent);
+            }
+            RsyncEvent::Progress {
+                stream, present, ..
+            } => {
+                read_back.insert(stream, present);
             }
         }))
         .unwrap_or_else(|e| panic!("copy failed: {} / {:?}", e.message, e.detail));
     assert_eq!(stats.files, done.len() as u64);
     assert_eq!(stats.bytes_sent, sent.values().sum::<u64>());
-    (done, sent)
+    (done, sent, read_back)
 }
 
 /// What rsync sends beyond a file's data (checksums, headers) is below this.
@@ -355,7 +371,7 @@ fn kill_test_child(dir: &Path) {
     let result = runtime().block_on(run_streams(&job, &plan, |event| {
         let line = match event {
             RsyncEvent::FileDone { index, .. } => format!("ENGINE DONE {index}\n"),
-            RsyncEvent::Progress { stream, bytes } => {
+            RsyncEvent::Progress { stream, bytes, .. } => {
                 format!("ENGINE PROGRESS {stream} {bytes}\n")
             }
         };
@@ -523,8 +539,11 @@ fn killed_mid_file_then_while_completing_it_then_resumed() {
         .map(|&i| (i, dst.join(&entries[i].path).metadata().unwrap().ino()))
         .collect();
     assert!(!inodes.is_empty());
-    let (again, sent) = run_counting_bytes(&runtime(), &resume, 2);
+    let (again, sent, read_back) = run_counting_present(&runtime(), &resume, 2);
     assert_reported_once(&entries, &again);
+    // What --append-verify read back is reported as such (the rate must not count it), and
+    // nothing else is.
+    assert_eq!(read_back.values().sum::<u64>(), kept_len, "{read_back:?}");
     let tail = BIG_LEN as u64 - kept_len;
     assert!(
         sent[&big] <= tail + RSYNC_OVERHEAD,

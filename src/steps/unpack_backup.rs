@@ -74,7 +74,7 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &UnpackInput) -> Result<Unpac
         summary.entries += stats.entries;
         summary.bytes_written += stats.bytes;
         bytes += stats.bytes;
-        ctx.progress.set_bytes_done(bytes);
+        ctx.progress.set_bytes_done(bytes, 0);
         ctx.progress.add_file();
         finish_archive(archive)?;
     }

@@ -29,7 +29,7 @@ pub async fn run(ctx: &mut StepContext<'_>, server: &BackupServer) -> Result<Bac
                 facts.server,
                 facts.kind.label(),
                 human_bytes(facts.size_bytes),
-                facts.pg_version
+                crate::progress::pg_version(facts.pg_version)
             );
             Ok(facts)
         }

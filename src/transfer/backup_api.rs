@@ -302,7 +302,7 @@ async fn follow(
     loop {
         let status = api.operation_status(id).await?;
         let (bytes, _) = usage(&data_dir).await;
-        ctx.progress.set_bytes_done(bytes);
+        ctx.progress.set_bytes_done(bytes, 0);
         match following.poll(now(), status, bytes, timeouts) {
             FollowNext::Wait => tokio::time::sleep(crate::retry::jittered(poll, 20)).await,
             FollowNext::Done => return Ok(()),

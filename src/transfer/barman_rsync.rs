@@ -176,11 +176,12 @@ pub(crate) async fn stored_list(
     if entries.is_empty() {
         entries = list.await?;
         files.replace(&entries)?;
+        // "Files" are regular files, as everywhere pgreplica counts them (not directories).
+        let (bytes, files) = totals(&entries, |_| true);
         crate::info!(
-            "{} holds {} files, {}",
+            "{} holds {files} files, {}",
             copy.what,
-            entries.len(),
-            crate::progress::human_bytes(entries.iter().map(|e| e.size).sum())
+            crate::progress::human_bytes(bytes)
         );
     } else {
         let gone = rederive_done(&mut entries, job, &copy.decrypted_roots);
@@ -269,14 +270,20 @@ pub(crate) async fn copy_checkpointed(
     let mut last_flush = Instant::now();
     let mut flush_error = None;
     let progress = ctx.progress;
-    // Bytes each stream has sent, from rsync's own counters: the bar moves inside big files too.
-    let mut stream_bytes = vec![0_u64; plan.streams.len() + 1];
+    // Bytes each stream has counted, from rsync's own counters (the bar moves inside big files
+    // too), and of those the kept partial data read back: the position counts it, the rate not.
+    let mut stream_bytes = vec![(0_u64, 0_u64); plan.streams.len() + 1];
     let stats = rsync::run_streams(&job, &plan, |event| match event {
-        RsyncEvent::FileDone { root, path, .. } => {
+        RsyncEvent::FileDone {
+            index, root, path, ..
+        } => {
             if let Err(e) = files.mark_done(root, &path) {
                 flush_error.get_or_insert(e);
             }
-            progress.add_file();
+            // Files are regular files, as in the totals: directories and links are not counted.
+            if job.entries[index].kind == EntryKind::File {
+                progress.add_file();
+            }
             if last_flush.elapsed() >= FLUSH_EVERY {
                 if let Err(e) = files.flush() {
                     flush_error.get_or_insert(e);
@@ -284,11 +291,18 @@ pub(crate) async fn copy_checkpointed(
                 last_flush = Instant::now();
             }
         }
-        RsyncEvent::Progress { stream, bytes } => {
+        RsyncEvent::Progress {
+            stream,
+            bytes,
+            present,
+        } => {
             if let Some(slot) = stream_bytes.get_mut(stream) {
-                *slot = bytes;
+                *slot = (bytes, present);
             }
-            progress.set_bytes_done(bytes_done + stream_bytes.iter().sum::<u64>());
+            let (counted, read_back) = stream_bytes
+                .iter()
+                .fold((0, 0), |(b, p), &(bytes, present)| (b + bytes, p + present));
+            progress.set_bytes_done(bytes_done + counted, read_back);
         }
     })
     .await;

@@ -80,16 +80,18 @@ pub async fn run(
     ctx.progress.set_totals(params.installation_size, 0, 0, 0);
     let started = Instant::now();
     let exit = watch(command, &program, |done, total| {
-        if total > 0 && total != params.installation_size {
-            // pg_basebackup's own estimate is better than the database sizes.
-            ctx.progress.set_totals(total, 0, done, 0);
+        if total > 0 {
+            // pg_basebackup's own estimate is better than the database sizes; it grows as
+            // pg_basebackup goes, and is updated in place (same bar, same rate).
+            ctx.progress.set_bytes_total(total);
         }
-        ctx.progress.set_bytes_done(done);
+        ctx.progress.set_bytes_done(done, 0);
     })
     .await?;
     exit.check(&program)?;
     let (files, bytes) = tree_size(Path::new(&request.data_dir))?;
-    ctx.progress.set_bytes_done(bytes);
+    ctx.progress.set_bytes_total(bytes);
+    ctx.progress.set_bytes_done(bytes, 0);
     Ok(TransferSummary {
         files,
         bytes_total: bytes,

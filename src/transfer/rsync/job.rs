@@ -83,14 +83,17 @@ pub enum RsyncEvent {
         /// The entry's size in the manifest.
         size: u64,
     },
-    /// Bytes a stream has sent so far in this phase (from `--info=progress2`). The final
+    /// Bytes a stream has counted so far in this phase (from `--info=progress2`). The final
     /// pg_control copy is stream number `streams.len()`.
     Progress {
         /// Stream number, an index into
         /// [`StreamPlan::streams`](crate::transfer::streams::StreamPlan::streams).
         stream: usize,
-        /// Bytes sent by that stream so far.
+        /// Bytes that stream has counted so far, as rsync counts them: what it received and
+        /// the kept partial data it read back to complete a file with `--append-verify`.
         bytes: u64,
+        /// Of `bytes`, the kept partial data read back: already in the target, not received.
+        present: u64,
     },
 }
 

@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use states::{EntryKind, ManifestEntry};
 use tokio::sync::mpsc;
@@ -26,8 +25,15 @@ use crate::transfer::guardian::{GuardedThreads, Spawner};
 
 /// Messages from stream threads to [`run_phase`].
 enum Msg {
-    Done { index: usize, bytes_sent: u64 },
-    Progress { stream: usize, bytes: u64 },
+    Done {
+        index: usize,
+        bytes_sent: u64,
+    },
+    Progress {
+        stream: usize,
+        bytes: u64,
+        present: u64,
+    },
     Failed(Error),
 }
 
@@ -74,7 +80,15 @@ pub(super) async fn run_phase(
                     size: entry.size,
                 });
             }
-            Msg::Progress { stream, bytes } => on_event(RsyncEvent::Progress { stream, bytes }),
+            Msg::Progress {
+                stream,
+                bytes,
+                present,
+            } => on_event(RsyncEvent::Progress {
+                stream,
+                bytes,
+                present,
+            }),
             Msg::Failed(error) => {
                 // The first failure is the cause; the others are the streams stopped for it.
                 if failure.is_none() {
@@ -90,20 +104,29 @@ pub(super) async fn run_phase(
 
 /// A stream thread: its invocations one after the other, stopping at the first failure.
 fn run_stream(invocations: Vec<Invocation>, spawner: &Spawner, tx: &mpsc::UnboundedSender<Msg>) {
-    let sent_before = AtomicU64::new(0);
+    let mut counted = Counted::default();
     for invocation in invocations {
-        if let Err(error) = run_invocation(&invocation, spawner, tx, &sent_before) {
+        if let Err(error) = run_invocation(&invocation, spawner, tx, &mut counted) {
             let _ = tx.send(Msg::Failed(error));
             return;
         }
     }
 }
 
+/// What a stream's earlier rsyncs counted: rsync's counters start at 0 with each rsync.
+#[derive(Default)]
+struct Counted {
+    /// Bytes they reported.
+    bytes: u64,
+    /// Of those, the kept partial data they read back rather than received.
+    present: u64,
+}
+
 fn run_invocation(
     inv: &Invocation,
     spawner: &Spawner,
     tx: &mpsc::UnboundedSender<Msg>,
-    sent_before: &AtomicU64,
+    counted: &mut Counted,
 ) -> Result<()> {
     let mut stderr = std::fs::File::options()
         .create(true)
@@ -137,7 +160,11 @@ fn run_invocation(
     }
     // Bytes sent per item in append mode, reported after rsync has exited 0.
     let mut appended = vec![0_u64; inv.items.len()];
-    let base = sent_before.load(Ordering::Relaxed);
+    // `--append-verify` reads a kept file's bytes back before receiving its tail, and rsync
+    // counts them as progress: the first that many bytes of an appending rsync's count were
+    // already here (kept partials come first in their rsync, one per killed stream).
+    let mut kept = if inv.append { kept_bytes(inv) } else { 0 };
+    let mut present = counted.present;
     let mut last_progress = 0u64;
     let mut mismatch = None;
     if let Some(stdout) = child.take_stdout() {
@@ -165,16 +192,21 @@ fn run_invocation(
                 }
             }
             Line::Progress(bytes) => {
-                last_progress = bytes;
+                let read_back = bytes.saturating_sub(last_progress).min(kept);
+                kept -= read_back;
+                present += read_back;
+                last_progress = last_progress.max(bytes);
                 let _ = tx.send(Msg::Progress {
                     stream: inv.stream,
-                    bytes: base + bytes,
+                    bytes: counted.bytes + last_progress,
+                    present,
                 });
             }
             Line::Other => {}
         });
     }
-    sent_before.store(base + last_progress, Ordering::Relaxed);
+    counted.bytes += last_progress;
+    counted.present = present;
 
     let status = child
         .wait()
@@ -224,6 +256,19 @@ fn run_invocation(
         });
     }
     Ok(())
+}
+
+/// The bytes of the listed files already in the target (the kept partial copies an appending
+/// rsync completes).
+fn kept_bytes(inv: &Invocation) -> u64 {
+    inv.items
+        .iter()
+        .filter(|item| item.kind == EntryKind::File)
+        .filter_map(|item| {
+            let meta = std::fs::symlink_metadata(inv.dest.join(&item.path)).ok()?;
+            meta.is_file().then(|| meta.len().min(item.size))
+        })
+        .sum()
 }
 
 fn stopped(inv: &Invocation) -> Error {
