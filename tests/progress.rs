@@ -6,7 +6,8 @@
 //! `rsync_options` and, after over 30 s of progress lines, killed in the middle of a big file;
 //! `clone resume --bwlimit` raises the limit (recorded in the history) and continues that file
 //! where it stopped. Each run's progress lines must show the limit of that run, from its first
-//! line.
+//! line. Then a pg_basebackup clone of the same lab, throttled by its `--max-rate`: the same
+//! lines (without files, which it does not count) and `clone status` showing them while it runs.
 
 mod common;
 
@@ -60,19 +61,30 @@ struct Line {
     done: f64,
     total: f64,
     percent: u64,
-    files: (u64, u64),
+    /// Files done and in all, when the step counts them (pg_basebackup does not).
+    files: Option<(u64, u64)>,
     rate: f64,
     eta: bool,
 }
 
-/// `INFO: Transfer: 7.1 MiB of 36.9 MiB (19%), 0 of 1587 files, 250.3 KiB/s, ETA 2m01s`.
+/// `INFO: Transfer: 7.1 MiB of 36.9 MiB (19%), 0 of 1587 files, 250.3 KiB/s, ETA 2m01s`, or
+/// without the files.
 fn parse(line: &str) -> Option<Line> {
     let rest = line.strip_prefix("INFO: Transfer: ")?;
     let words: Vec<&str> = rest.split([' ', ',']).filter(|w| !w.is_empty()).collect();
-    let [done, done_unit, "of", total, total_unit, percent, files_done, "of", files_total, "files", rate, rate_unit, eta @ ..] =
-        words.as_slice()
-    else {
-        panic!("a progress line not in the documented shape: {line}");
+    let shape = || format!("a progress line not in the documented shape: {line}");
+    let [done, done_unit, "of", total, total_unit, percent, rest @ ..] = words.as_slice() else {
+        panic!("{}", shape());
+    };
+    let (files, rest) = match rest {
+        [files_done, "of", files_total, "files", rest @ ..] => (
+            Some((files_done.parse().unwrap(), files_total.parse().unwrap())),
+            rest,
+        ),
+        rest => (None, rest),
+    };
+    let [rate, rate_unit, eta @ ..] = rest else {
+        panic!("{}", shape());
     };
     Some(Line {
         done: bytes_of(done, done_unit),
@@ -81,7 +93,7 @@ fn parse(line: &str) -> Option<Line> {
             .trim_matches(|c| c == '(' || c == ')' || c == '%')
             .parse()
             .unwrap(),
-        files: (files_done.parse().unwrap(), files_total.parse().unwrap()),
+        files,
         rate: bytes_of(rate, rate_unit.strip_suffix("/s").expect("a rate")),
         eta: eta.first() == Some(&"ETA"),
     })
@@ -120,12 +132,14 @@ fn assert_rates(lines: &[Line], kbps: u64, log: &str) {
         );
         assert!(line.eta, "no ETA with a rate: {line:?}");
         assert!(line.done <= line.total && line.percent <= 100, "{line:?}");
-        assert!(line.files.0 <= line.files.1, "{line:?}");
+        if let Some((done, total)) = line.files {
+            assert!(done <= total, "{line:?}");
+        }
     }
 }
 
 #[test]
-fn progress_lines_show_the_rate_on_the_wire_before_and_after_a_kill_mid_file() {
+fn progress_lines_show_the_rate_on_the_wire_after_a_kill_mid_file_and_with_pg_basebackup() {
     let bench = Bench::start(debian_lab());
     let data_dir = bench.lab.new_dir("progress");
     let conf = bench.repmgr_conf(
@@ -214,4 +228,51 @@ fn progress_lines_show_the_rate_on_the_wire_before_and_after_a_kill_mid_file() {
         format!("--bwlimit {FIRST_KBPS} → {RESUMED_KBPS}")
     );
     assert_eq!(changes[0]["step"], "Transfer");
+    // pg_basebackup mode, on the same lab: its own estimate of the size updated in place, a
+    // rate that is its --max-rate (2 MiB/s), no files (it counts none), and `clone status`
+    // showing the same figures while it runs.
+    let bb_dir = bench.lab.new_dir("progress-basebackup");
+    let conf = bench.repmgr_conf("node3", &bb_dir, "pg_basebackup_options='--max-rate=2M'\n");
+    let bb_log = bench.lab.dir().join("progress-basebackup.log");
+    let args = bench.start_args(&conf, &["--without-barman", "--progress-interval", "5"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut child = spawn_logging_to(&bench, &args, &bb_log);
+    let bb = bb_dir.display().to_string();
+    let mut shown = None;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let ended = loop {
+        if let Some(ended) = child.try_wait().unwrap() {
+            break ended;
+        }
+        let output = bench.run(&["clone", "status", &bb]);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        if let Some(line) = text.lines().find(|l| l.contains("progress:   Transfer: ")) {
+            if !line.contains(" 0 bytes/s") {
+                shown = Some(line.to_string());
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pg_basebackup mode took too long"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let log = std::fs::read_to_string(&bb_log).unwrap();
+    assert!(
+        ended.success(),
+        "the pg_basebackup clone failed ({ended}):\n{log}"
+    );
+    let shown = shown.unwrap_or_else(|| panic!("clone status never showed a rate:\n{log}"));
+    assert!(
+        shown.contains(" of ") && shown.contains("%), ") && !shown.contains("files"),
+        "{shown}"
+    );
+    let lines = progress_lines(&log);
+    eprintln!("pg_basebackup at --max-rate=2M: {lines:#?}");
+    assert!(lines.len() >= 2, "{log}");
+    assert_rates(&lines, 2048, &log);
+    assert!(lines.iter().all(|l| l.files.is_none()), "{log}");
+    for pair in lines.windows(2) {
+        assert!(pair[0].done <= pair[1].done, "{pair:?}");
+    }
 }
