@@ -382,6 +382,34 @@ mod tests {
     }
 
     #[test]
+    fn resume_takes_jobs_and_bwlimit_and_every_command_a_progress_interval() {
+        let cli = Cli::try_parse_from([
+            "pgreplica",
+            "clone",
+            "resume",
+            "main-1a2b3c4d",
+            "--jobs",
+            "4",
+            "--bwlimit",
+            "0",
+            "--progress-interval",
+            "30",
+        ])
+        .unwrap();
+        assert_eq!(cli.progress_interval, 30);
+        let Command::Clone(CloneCommand::Resume(args)) = cli.command else {
+            panic!("not a resume");
+        };
+        assert_eq!((args.jobs, args.bwlimit), (Some(4), Some(0)));
+        let cli = Cli::try_parse_from(["pgreplica", "clone", "status"]).unwrap();
+        assert_eq!(
+            cli.progress_interval,
+            crate::progress::DEFAULT_LINE_INTERVAL_SECS
+        );
+        assert!(Cli::try_parse_from(["pgreplica", "clone", "resume", "--jobs", "0"]).is_err());
+    }
+
+    #[test]
     fn conflicting_modes_are_refused() {
         let err = Cli::try_parse_from([
             "pgreplica",

@@ -332,11 +332,7 @@ mod tests {
 
     #[test]
     fn rsync_options_apply_bwlimit_accept_the_implied_and_refuse_the_rest() {
-        let args = |text: &str| {
-            text.split_whitespace()
-                .map(String::from)
-                .collect::<Vec<_>>()
-        };
+        let args = |text: &str| crate::config::split_args(text).unwrap();
         let read = |text: &str| rsync_options(&args(text));
         assert_eq!(
             read("--archive --checksum --bwlimit=5000 --progress").unwrap(),

@@ -68,7 +68,7 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &UnpackInput) -> Result<Unpac
             archive.file.display(),
             archive.dest.display()
         );
-        let stats = unpack_one(ctx, member, archive, start)
+        let stats = unpack_one(ctx, member, archive, start, bytes)
             .await
             .map_err(|e| stage_anew(e, ctx.request()))?;
         summary.entries += stats.entries;
@@ -160,13 +160,16 @@ fn file_name(archive: &Archive) -> String {
         .unwrap_or_default()
 }
 
-/// Runs the tar engine on a blocking thread, checkpointing the progress it reports. Dropping
-/// the future (a stop) raises the engine's stop flag; it ends at its next entry or chunk.
+/// Runs the tar engine on a blocking thread, checkpointing the progress it reports (and
+/// showing it, after the `bytes_before` this run unpacked from earlier archives, so that a big
+/// archive moves the figures while it is unpacked). Dropping the future (a stop) raises the
+/// engine's stop flag; it ends at its next entry or chunk.
 async fn unpack_one(
     ctx: &mut StepContext<'_>,
     member: &ChainMember,
     archive: &Archive,
     start: ArchiveProgress,
+    bytes_before: u64,
 ) -> Result<unpack::UnpackStats> {
     struct StopOnDrop(Arc<AtomicBool>);
     impl Drop for StopOnDrop {
@@ -190,6 +193,9 @@ async fn unpack_one(
         ctx.record
             .archive_unpacked(&member.backup_id, &name, progress);
         ctx.checkpoint()?;
+        // The tar stream's offset: file data plus headers, near enough for the figures.
+        let unpacked = progress.offset.saturating_sub(start.offset);
+        ctx.progress.set_bytes_done(bytes_before + unpacked, 0);
     }
     engine.await.map_err(|e| {
         Error::new(
