@@ -10,32 +10,57 @@ use std::path::PathBuf;
 
 /// Clone a PostgreSQL standby from a Barman backup server, resumably, and configure it to
 /// replicate.
+///
+/// Help is `-?` or `--help` on every command, as in repmgr: `-h` is the source node's host.
 #[derive(Debug, Parser)]
-#[command(name = "pgreplica", version, propagate_version = true)]
+#[command(
+    name = "pgreplica",
+    version,
+    propagate_version = true,
+    disable_help_flag = true
+)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+
+    /// Print help (-? as in repmgr; -h is the source node's host).
+    #[arg(short = '?', long, global = true, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+
+    /// Print the version number alone (e.g. 0.1.0), as repmgr's --version-number does.
+    #[arg(long, exclusive = true)]
+    pub version_number: bool,
 
     /// Where clone records are kept (never inside a data directory).
     /// Default: $XDG_STATE_HOME/pgreplica or ~/.local/state/pgreplica.
     #[arg(long, global = true, env = "PGREPLICA_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Least severe log level printed on stderr.
-    #[arg(
-        short = 'L',
-        long,
-        global = true,
-        value_enum,
-        default_value = "INFO",
-        ignore_case = true
-    )]
-    pub log_level: Level,
+    /// Least severe log level printed (default: log_level from repmgr.conf, else INFO); wins
+    /// over -q, -v and log_level.
+    #[arg(short = 'L', long, global = true, value_enum, ignore_case = true)]
+    pub log_level: Option<Level>,
+
+    /// Print only errors (and a dry run's report), as repmgr's -q.
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print DEBUG lines too: every command run, as repmgr's -v.
+    #[arg(short = 'v', long, global = true)]
+    pub verbose: bool,
+
+    /// Leave out DETAIL and HINT lines, as repmgr's -t.
+    #[arg(short = 't', long, global = true)]
+    pub terse: bool,
 }
 
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process: boxing saves nothing"
+)]
 pub enum Command {
     /// Clone a standby and follow its progress.
     #[command(subcommand)]
@@ -125,15 +150,8 @@ Examples:
   pgreplica clone status main-1a2b3c4d --json";
 
 /// Options of `clone start`, named as in `repmgr standby clone`.
-///
-/// `-h` is the host, as in repmgr and psql, so help is `--help` only.
 #[derive(Debug, Args)]
-#[command(disable_help_flag = true)]
 pub struct StartArgs {
-    /// Print help.
-    #[arg(long, action = clap::ArgAction::Help)]
-    help: Option<bool>,
-
     /// repmgr.conf to read (node, Barman and replication settings).
     #[arg(short = 'f', long = "config-file", value_name = "PATH")]
     pub config_file: Option<PathBuf>,
@@ -179,8 +197,9 @@ pub struct StartArgs {
     #[arg(long, conflicts_with = "replication_conf_only")]
     pub without_barman: bool,
 
-    /// Only write the replication configuration into an already restored data directory.
-    #[arg(long)]
+    /// Only write the replication configuration into an already restored data directory
+    /// (repmgr 4's --recovery-conf-only is the same).
+    #[arg(long, alias = "recovery-conf-only")]
     pub replication_conf_only: bool,
 
     /// Check everything a real run needs and report every problem; change nothing anywhere.
@@ -195,6 +214,97 @@ pub struct StartArgs {
     /// repmgr node id of the upstream to follow, if not the source node.
     #[arg(long, value_name = "ID")]
     pub upstream_node_id: Option<i32>,
+
+    #[command(flatten)]
+    pub repmgr: RepmgrArgs,
+}
+
+/// The other options of `repmgr standby clone` that operators' scripts pass: those with a
+/// meaning here do what repmgr does; the others are accepted by the parser only to be refused
+/// with the reason ([`RepmgrArgs::refusal`]), never with a guess at a similar option.
+#[derive(Debug, Args)]
+pub struct RepmgrArgs {
+    /// Ask the source for an immediate checkpoint (pg_basebackup --checkpoint=fast). Only
+    /// pg_basebackup mode takes a new backup; elsewhere it has no effect, as in repmgr.
+    #[arg(short = 'c', long)]
+    pub fast_checkpoint: bool,
+
+    /// recovery_min_apply_delay to write into the replication configuration (e.g. 5min);
+    /// overrides the one in repmgr.conf.
+    #[arg(long, value_name = "DELAY")]
+    pub recovery_min_apply_delay: Option<String>,
+
+    /// repmgr's pg_verifybackup check: pgreplica always verifies the copy against the backup's
+    /// backup_manifest (VerifyCopy), so this changes nothing.
+    #[arg(long)]
+    pub verify_backup: bool,
+
+    #[arg(long, hide = true, value_name = "CONNINFO")]
+    upstream_conninfo: Option<String>,
+
+    #[arg(short = 'S', long, hide = true, value_name = "USER")]
+    superuser: Option<String>,
+
+    #[arg(long, hide = true, num_args = 0..=1, require_equals = true, value_name = "WHERE")]
+    copy_external_config_files: Option<Option<String>>,
+
+    #[arg(long, hide = true)]
+    no_upstream_connection: bool,
+
+    #[arg(short = 'R', long, hide = true, value_name = "USER")]
+    remote_user: Option<String>,
+
+    #[arg(long, hide = true, value_name = "USER")]
+    replication_user: Option<String>,
+}
+
+impl RepmgrArgs {
+    /// The refusal of a repmgr option given that means nothing here: which option, and why.
+    pub fn refusal(&self) -> Option<(&'static str, &'static str, &'static str)> {
+        if self.upstream_conninfo.is_some() {
+            return Some((
+                "--upstream-conninfo",
+                "pgreplica writes primary_conninfo for an upstream it has checked: the source node (-h/-p/-U/-d) or the node named by --upstream-node-id",
+                "name the upstream with -h/-p/-U or --upstream-node-id",
+            ));
+        }
+        if self.superuser.is_some() {
+            return Some((
+                "-S/--superuser",
+                "pgreplica opens one connection to the source, as the -U user; what it reads and the replication slot it creates need no superuser (REPLICATION suffices for the slot)",
+                "drop -S/--superuser",
+            ));
+        }
+        if self.copy_external_config_files.is_some() {
+            return Some((
+                "--copy-external-config-files",
+                "pgreplica copies the data directory only (from Barman or the source), and never reaches into the source host for files outside it",
+                "install the configuration files outside the data directory as you installed the primary's (configuration management, or a copy by hand)",
+            ));
+        }
+        if self.no_upstream_connection {
+            return Some((
+                "--no-upstream-connection",
+                "pgreplica always connects to the source node: it checks its settings and system identifier before copying anything",
+                "drop --no-upstream-connection and make the source node reachable with -h/-p/-U/-d",
+            ));
+        }
+        if self.remote_user.is_some() {
+            return Some((
+                "-R/--remote-user",
+                "pgreplica runs no ssh command on the source node; ssh goes to barman_host, whose user is part of it",
+                "set the user in barman_host (e.g. barman_host='barman@backup1')",
+            ));
+        }
+        if self.replication_user.is_some() {
+            return Some((
+                "--replication-user",
+                "the replication user is recorded from repmgr.conf, so that a resumed clone writes the same primary_conninfo",
+                "set replication_user in repmgr.conf",
+            ));
+        }
+        None
+    }
 }
 
 /// In-run retries, shared by `clone start` and `clone resume`.
@@ -251,6 +361,54 @@ pub struct ForgetArgs {
     /// Clone id as shown by `clone list`, or its data directory.
     #[arg(value_name = "CLONE")]
     pub clone: String,
+}
+
+/// A command line clap refused, as a configuration error (exit 1): clap's first line as the
+/// message, and as the HINT clap's tip when it has one (a similar option), else the help of
+/// the command that was being parsed.
+pub fn usage_error(err: &clap::Error) -> crate::error::Error {
+    let text = err.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    // Without its command, clap renders the whole help: its first line is no error message.
+    let first = lines.next();
+    let message = match err.kind() {
+        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => "no command given",
+        _ => first
+            .map(|l| l.strip_prefix("error: ").unwrap_or(l))
+            .unwrap_or("invalid command line"),
+    }
+    .to_string();
+    let rest: Vec<&str> = lines.collect();
+    // The command being parsed: the subcommands named on the command line, as far as they go.
+    let mut command = Vec::new();
+    let mut current = self::command();
+    for word in std::env::args().skip(1) {
+        let Some(sub) = current.find_subcommand(&word).cloned() else {
+            if word.starts_with('-') {
+                continue;
+            }
+            break;
+        };
+        command.push(word);
+        current = sub;
+    }
+    let help = command
+        .iter()
+        .map(String::as_str)
+        .chain(["--help"])
+        .collect::<Vec<_>>();
+    let similar = rest
+        .iter()
+        .filter_map(|l| l.strip_prefix("tip: "))
+        .find(|tip| tip.contains("similar"));
+    let hint = match similar {
+        Some(tip) => format!(
+            "{tip}; \"{}\" lists the options",
+            crate::paste::pgreplica(&help)
+        ),
+        None => format!("\"{}\" lists the options", crate::paste::pgreplica(&help)),
+    };
+    crate::error::Error::new(crate::error::ErrorKind::Config, message).hint(hint)
 }
 
 /// The clap command, for the man page and completions.
@@ -348,7 +506,7 @@ mod tests {
             "2",
         ])
         .unwrap();
-        let Command::Clone(CloneCommand::Start(args)) = cli.command else {
+        let Some(Command::Clone(CloneCommand::Start(args))) = cli.command else {
             panic!("not a start");
         };
         assert_eq!(args.host.as_deref(), Some("node1"));

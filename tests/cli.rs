@@ -224,3 +224,346 @@ fn the_operators_word_on_the_api_operation_is_a_documented_flag_of_resume() {
         serde_json::Value::Null
     );
 }
+
+/// A refused command line is said as every error is (`ERROR:` and a HINT whose command works)
+/// and exits 1, as docs/exit-codes.md says; never clap's `error:` and exit 2.
+#[test]
+fn a_usage_error_exits_1_in_repmgrs_shape() {
+    for (args, message, hint) in [
+        (
+            &["clone", "start", "--foo"][..],
+            "ERROR: unexpected argument '--foo' found\n",
+            "HINT: \"pgreplica clone start --help\" lists the options\n",
+        ),
+        (
+            &["clone", "start", "--job", "3"],
+            "ERROR: unexpected argument '--job' found\n",
+            "HINT: a similar argument exists: '--jobs'; \"pgreplica clone start --help\" lists the options\n",
+        ),
+        (
+            &["clone", "start", "--jobs", "0"],
+            "ERROR: invalid value '0' for '--jobs <N>': 0 is not in 1..=64\n",
+            "HINT: \"pgreplica clone start --help\" lists the options\n",
+        ),
+        (
+            &["clone"],
+            "ERROR: no command given\n",
+            "HINT: \"pgreplica clone --help\" lists the options\n",
+        ),
+        (
+            &[],
+            "ERROR: no command given\n",
+            "HINT: run \"pgreplica --help\" for the commands\n",
+        ),
+    ] {
+        let output = Command::new(BINARY).args(args).output().unwrap();
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {text}");
+        assert_eq!(text, format!("{message}{hint}"), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+    // The HINT's command works when pasted.
+    let output = Command::new(BINARY)
+        .args(["clone", "start", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+}
+
+/// repmgr's options that scripts pass: help with -?, the bare version number, -c and
+/// --recovery-min-apply-delay with repmgr's meaning (recorded on the clone), and the options
+/// with no meaning here refused with the reason — never with clap's guess at a similar one.
+#[test]
+fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
+    for args in [&["-?"][..], &["clone", "-?"], &["clone", "start", "-?"]] {
+        let output = Command::new(BINARY).args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("-?, --help"), "{args:?}: {help}");
+    }
+    let output = Command::new(BINARY)
+        .arg("--version-number")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{}\n", env!("CARGO_PKG_VERSION"))
+    );
+
+    let scratch = Scratch::new();
+    let data = scratch.path("data");
+    let data = data.to_str().unwrap();
+    for (args, option, why) in [
+        (
+            &["-S", "postgres"][..],
+            "-S/--superuser",
+            "need no superuser",
+        ),
+        (
+            &["--upstream-conninfo", "host=127.0.0.1 port=5432"],
+            "--upstream-conninfo",
+            "writes primary_conninfo for an upstream it has checked",
+        ),
+        (
+            &["--copy-external-config-files"],
+            "--copy-external-config-files",
+            "copies the data directory only",
+        ),
+        (
+            &["--copy-external-config-files=pgdata"],
+            "--copy-external-config-files",
+            "copies the data directory only",
+        ),
+        (
+            &["--no-upstream-connection"],
+            "--no-upstream-connection",
+            "always connects to the source node",
+        ),
+        (
+            &["-R", "postgres"],
+            "-R/--remote-user",
+            "runs no ssh command on the source node",
+        ),
+    ] {
+        let mut full = vec!["clone", "start", "--without-barman", "-D", data];
+        full.extend_from_slice(args);
+        let output = scratch.run_as_postgres(&full);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {text}");
+        assert!(
+            text.starts_with(&format!(
+                "ERROR: repmgr's {option} is not supported by pgreplica: "
+            )),
+            "{text}"
+        );
+        assert!(text.contains(why), "{text}");
+        assert!(text.contains("\nHINT: "), "{text}");
+        assert!(!text.contains("similar"), "{text}");
+        assert!(!scratch.path("data").exists());
+    }
+    // A delay repmgr would refuse is refused here too.
+    let output = scratch.run_as_postgres(&[
+        "clone",
+        "start",
+        "--without-barman",
+        "-D",
+        data,
+        "--recovery-min-apply-delay",
+        "5 min",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("\nERROR: \"--recovery-min-apply-delay\" must be a whole number"),
+        "{}",
+        stderr(&output)
+    );
+
+    // -c and --recovery-min-apply-delay are recorded (pg_basebackup mode, stopped at
+    // FetchParams: its source node does not answer).
+    let closed = closed_port();
+    let output = scratch.run_as_postgres(&[
+        "clone",
+        "start",
+        "--without-barman",
+        "-D",
+        data,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &closed,
+        "-U",
+        "postgres",
+        "--retries",
+        "0",
+        "-c",
+        "--recovery-min-apply-delay",
+        "5min",
+        "--verify-backup",
+    ]);
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    let output = scratch.run_as_postgres(&["clone", "status", "--json", data]);
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let request = &value["clones"][0]["record"]["request"];
+    assert_eq!(
+        request["pg_basebackup_options"],
+        serde_json::json!(["--checkpoint=fast"])
+    );
+    assert_eq!(request["replication"]["recovery_min_apply_delay"], "5min");
+}
+
+/// A port on 127.0.0.1 that nothing listens on.
+fn closed_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string()
+}
+
+/// repmgr.conf's log_level and log_file are honoured (the file gets every line, stamped as
+/// repmgr stamps its log), -L wins over log_level, -q leaves errors only, -t leaves out DETAIL
+/// and HINT; and a clone without repmgr.conf says at NOTICE which file (none) and which mode
+/// were chosen, and why.
+#[test]
+fn logging_follows_repmgr_conf_and_the_flags_and_says_what_was_chosen() {
+    let scratch = Scratch::new();
+    let data = scratch.path("data");
+    let data = data.to_str().unwrap();
+    let closed = closed_port();
+    let start = |extra: &[&str]| {
+        let mut args = vec![
+            "clone",
+            "start",
+            "-D",
+            data,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &closed,
+            "-U",
+            "postgres",
+            "--retries",
+            "0",
+            "--force",
+        ];
+        args.extend_from_slice(extra);
+        let output = scratch.run_as_postgres(&args);
+        assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+        stderr(&output)
+    };
+
+    // No -f and no repmgr.conf to be found: said, with the mode and why.
+    let text = start(&[]);
+    assert!(
+        text.starts_with("NOTICE: no configuration file: -f was not given and neither ./repmgr.conf nor /etc/repmgr.conf exists\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("NOTICE: cloning in pg_basebackup mode: neither barman_host nor pg_backupapi_host is configured: copying from the source node\n"),
+        "{text}"
+    );
+    assert!(text.contains("INFO: "), "{text}");
+    // -q: the error only; -t: no HINT.
+    let text = start(&["-q"]);
+    assert!(text.starts_with("ERROR: "), "{text}");
+    assert!(
+        !text.contains("NOTICE: ") && text.contains("\nHINT: "),
+        "{text}"
+    );
+    let text = start(&["-q", "-t"]);
+    assert_eq!(text.lines().count(), 1, "{text}");
+
+    // log_level=WARNING and a log_file: NOTICE and INFO stay out, everything else is in both.
+    let log = scratch.path("pgreplica.log");
+    let conf = scratch.write(
+        "repmgr.conf",
+        &format!(
+            "node_id=2\nnode_name='n2'\nlog_level=WARNING\nlog_file='{}'\n",
+            log.display()
+        ),
+    );
+    std::fs::set_permissions(scratch.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let text = start(&["-f", conf.to_str().unwrap()]);
+    assert!(text.starts_with("ERROR: "), "{text}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = logged.lines().collect();
+    assert!(!lines.is_empty());
+    for (line, shown) in lines.iter().zip(text.lines()) {
+        // [2026-11-30 13:43:31] [ERROR] …, the same text as on stderr.
+        let (stamp, rest) = line.split_at(22);
+        assert!(
+            stamp.starts_with('[') && stamp.ends_with("] ") && stamp.len() == 22,
+            "{line}"
+        );
+        let (level, message) = shown.split_once(": ").unwrap();
+        assert_eq!(rest, format!("[{level}] {message}"), "{line}");
+    }
+    assert_eq!(lines.len(), text.lines().count(), "{logged}\n{text}");
+    // -L wins over log_level.
+    let text = start(&[
+        "-f",
+        conf.to_str().unwrap(),
+        "-L",
+        "notice",
+        "--without-barman",
+    ]);
+    assert!(
+        text.contains("NOTICE: cloning in pg_basebackup mode: --without-barman was given\n"),
+        "{text}"
+    );
+}
+
+/// event_notification_command runs once when a clone run ends, failed here (the success is
+/// tests/conf_only.rs's), with repmgr's placeholders filled; `event_notifications` without
+/// standby_clone keeps it from running.
+#[test]
+fn the_event_command_runs_once_per_clone_end_with_the_placeholders_filled() {
+    let scratch = Scratch::new();
+    let data = scratch.path("data");
+    let data = data.to_str().unwrap();
+    let events = scratch.path("events");
+    let closed = closed_port();
+    let conf = |filter: &str| {
+        scratch.write(
+            "repmgr.conf",
+            &format!(
+                "node_id=7\nnode_name='n7'\n\
+                 event_notification_command='printf \"%%s|\" %n %e %s \"%t\" \"%d\" \"%p\" >> {}; echo >> {}'\n{filter}",
+                events.display(),
+                events.display()
+            ),
+        )
+    };
+    let start = |conf: &Path| {
+        let output = scratch.run_as_postgres(&[
+            "clone",
+            "start",
+            "-f",
+            conf.to_str().unwrap(),
+            "--without-barman",
+            "--force",
+            "-D",
+            data,
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &closed,
+            "-U",
+            "postgres",
+            "--retries",
+            "1",
+        ]);
+        assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    };
+    std::fs::set_permissions(scratch.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    start(&conf(""));
+    let written = std::fs::read_to_string(&events).unwrap();
+    // Once, although the step was tried twice.
+    assert_eq!(written.lines().count(), 1, "{written}");
+    let fields: Vec<&str> = written.trim_end().split('|').collect();
+    assert_eq!(&fields[..3], ["7", "standby_clone", "0"], "{written}");
+    // %t: 2026-11-30 13:43:31+0000
+    let stamp = fields[3];
+    assert_eq!(stamp.len(), 24, "{stamp}");
+    assert_eq!(&stamp[4..5], "-");
+    assert_eq!(&stamp[10..11], " ");
+    assert_eq!(
+        fields[4],
+        format!(
+            "cloned from host 127.0.0.1, port {closed}; backup method: pg_basebackup; --force: Y; failed (exit code 6): connection to the source node failed (host=127.0.0.1 port={closed} user=postgres dbname=postgres): error connecting to server: Connection refused (os error 111)"
+        )
+    );
+    assert_eq!(fields[5], "", "%p is empty for standby_clone");
+
+    std::fs::remove_file(&events).unwrap();
+    start(&conf(
+        "event_notifications='standby_register, standby_follow'\n",
+    ));
+    assert!(!events.exists());
+    start(&conf(
+        "event_notifications='standby_register,standby_clone'\n",
+    ));
+    assert_eq!(std::fs::read_to_string(&events).unwrap().lines().count(), 1);
+}
