@@ -4,6 +4,7 @@
 //! copies data or talks to a server.
 
 mod inspect;
+pub mod result;
 
 use crate::cli::{Cli, CloneCommand, Command, ResumeArgs, RetryArgs, StartArgs};
 use crate::config::Config;
@@ -15,6 +16,7 @@ use crate::records::describe_phase;
 use crate::runner::{self, Executor, Signals, StepContext};
 use crate::store::{CloneStore, Found, StateDir};
 use clap::Parser;
+use result::Summary;
 use states::api::{ChoiceRefused, OperatorChoice};
 use states::{
     CloneId, CloneRecord, CloneRequest, Existing, Mode, Phase, Refusal, Replaced, ResumeCheck,
@@ -73,8 +75,26 @@ fn run(cli: Cli) -> Result<()> {
             )
         }
     };
+    // The commands with a `--json` result write it however they end.
+    let json = match &command {
+        CloneCommand::Start(args) if args.json => Some("start"),
+        CloneCommand::Ensure(args) if args.json => Some("ensure"),
+        CloneCommand::Resume(args) if args.json => Some("resume"),
+        _ => None,
+    };
+    let mut summary = Summary::default();
+    let result = run_clone(cli.state_dir.as_deref(), command, &mut summary);
+    if let Some(name) = json {
+        result::write(name, &summary, &result, &mut std::io::stdout().lock())
+            .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))?;
+    }
+    result
+}
+
+/// Runs a `clone` command, noting on `summary` what its `--json` result says.
+fn run_clone(state_dir: Option<&Path>, command: CloneCommand, summary: &mut Summary) -> Result<()> {
     refuse_root()?;
-    let state_dir = crate::request::absolute(&StateDir::resolve(cli.state_dir.as_deref())?)?;
+    let state_dir = crate::request::absolute(&StateDir::resolve(state_dir)?)?;
     let default_state_dir = StateDir::resolve(None).ok();
     let argv0 = std::env::args_os()
         .next()
@@ -86,9 +106,9 @@ fn run(cli: Cli) -> Result<()> {
         .build()
         .map_err(|e| Error::new(ErrorKind::System, format!("cannot start the runtime: {e}")))?;
     match command {
-        CloneCommand::Start(args) => runtime.block_on(start(&state_dir, args)),
-        CloneCommand::Ensure(args) => runtime.block_on(ensure(&state_dir, args)),
-        CloneCommand::Resume(args) => runtime.block_on(resume(&state_dir, args)),
+        CloneCommand::Start(args) => runtime.block_on(start(&state_dir, args, summary)),
+        CloneCommand::Ensure(args) => runtime.block_on(ensure(&state_dir, args, summary)),
+        CloneCommand::Resume(args) => runtime.block_on(resume(&state_dir, args, summary)),
         CloneCommand::Status(args) => inspect::status(&state_dir, args),
         CloneCommand::List => inspect::list(&state_dir),
         CloneCommand::Forget(args) => inspect::forget(&state_dir, args),
@@ -143,14 +163,15 @@ struct Session {
     locks: DirLocks,
 }
 
-async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
+async fn start(state_dir: &Path, args: StartArgs, summary: &mut Summary) -> Result<()> {
     let (request, notifier) = request_of(&args)?;
+    summary.request(&request);
     if args.dry_run {
-        return crate::dry_run::run(&request, Some(state_dir)).await;
+        return crate::dry_run::run(&request, Some(state_dir), args.json.then_some(summary)).await;
     }
     let (dir, locks, found) = open_for(state_dir, &request)?;
     let session = new_clone(&dir, found, request, locks, &notifier).await?;
-    drive(session, &args.retries, None, &notifier).await
+    drive(session, &args.retries, None, &notifier, summary).await
 }
 
 /// The request of `clone start` or `clone ensure` (repmgr.conf and the flags combined), and
@@ -183,15 +204,18 @@ fn request_of(args: &StartArgs) -> Result<(CloneRequest, Notifier)> {
 /// the data directory when there is none (or the last one never copied anything), resumes the
 /// unfinished one, and does nothing (exit 0) when the clone is done and the directory still
 /// holds it.
-async fn ensure(state_dir: &Path, args: StartArgs) -> Result<()> {
+async fn ensure(state_dir: &Path, args: StartArgs, summary: &mut Summary) -> Result<()> {
     let (request, notifier) = request_of(&args)?;
+    summary.request(&request);
     if args.dry_run {
-        return ensure_dry_run(state_dir, &request).await;
+        return ensure_dry_run(state_dir, &request, args.json, summary).await;
     }
     let (dir, locks, found) = open_for(state_dir, &request)?;
     let found = match found {
         Found::Record(store, record) if record.phase() == Phase::Done => {
             if directory_holds(&record).await? {
+                summary.record(&record);
+                summary.outcome("nothing_to_do");
                 crate::notice!(
                     "clone {} of \"{}\" is complete and the directory still holds it: nothing to do",
                     record.id(),
@@ -214,12 +238,12 @@ async fn ensure(state_dir: &Path, args: StartArgs) -> Result<()> {
                 describe_phase(&record)
             );
             let session = resume_session(store, record, locks)?;
-            return drive(session, &args.retries, Some(request), &notifier).await;
+            return drive(session, &args.retries, Some(request), &notifier, summary).await;
         }
         other => other,
     };
     let session = new_clone(&dir, found, request, locks, &notifier).await?;
-    drive(session, &args.retries, None, &notifier).await
+    drive(session, &args.retries, None, &notifier, summary).await
 }
 
 /// Locks the directories `request` writes, opens the state directory and finds the record of
@@ -247,7 +271,12 @@ fn open_for(state_dir: &Path, request: &CloneRequest) -> Result<(StateDir, DirLo
 /// `clone ensure --dry-run`: what the real run would do, changing nothing — nothing (the clone
 /// is done and the directory holds it), resume the unfinished clone, or start (the dry run of
 /// `clone start`).
-async fn ensure_dry_run(state_dir: &Path, request: &CloneRequest) -> Result<()> {
+async fn ensure_dry_run(
+    state_dir: &Path,
+    request: &CloneRequest,
+    json: bool,
+    summary: &mut Summary,
+) -> Result<()> {
     let id = CloneId::for_data_dir(&request.data_dir);
     let recorded = match StateDir::existing(state_dir)? {
         Some(dir) if dir.clone_ids()?.contains(&id) => dir.read_status(&id).ok(),
@@ -255,6 +284,8 @@ async fn ensure_dry_run(state_dir: &Path, request: &CloneRequest) -> Result<()> 
     };
     match recorded.map(|view| view.record) {
         Some(record) if record.phase() == Phase::Done && directory_holds(&record).await? => {
+            summary.record(&record);
+            summary.outcome("nothing_to_do");
             crate::notice!(
                 "dry run: clone {id} is complete and \"{}\" still holds it: nothing to do",
                 request.data_dir
@@ -262,13 +293,15 @@ async fn ensure_dry_run(state_dir: &Path, request: &CloneRequest) -> Result<()> 
             Ok(())
         }
         Some(record) if record.phase() != Phase::Done && record.began_writing() => {
+            summary.record(&record);
+            summary.outcome("would_resume");
             crate::notice!(
                 "dry run: the unfinished clone {id} would be resumed at {}",
                 describe_phase(&record)
             );
             Ok(())
         }
-        _ => crate::dry_run::run(request, Some(state_dir)).await,
+        _ => crate::dry_run::run(request, Some(state_dir), json.then_some(summary)).await,
     }
 }
 
@@ -378,7 +411,7 @@ async fn drop_abandoned_slot(existing: &CloneRecord) {
     }
 }
 
-async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
+async fn resume(state_dir: &Path, args: ResumeArgs, summary: &mut Summary) -> Result<()> {
     let (id, config) = match (&args.clone, &args.config_file) {
         (Some(text), _) => (clone_id_from_arg(text)?, None),
         (None, explicit) => {
@@ -418,7 +451,9 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
     if let Some(choice) = args.api_operation {
         record_api_choice(&store, &mut record, choice)?;
     }
+    summary.record(&record);
     if record.phase() == Phase::Done {
+        summary.outcome("nothing_to_do");
         crate::notice!("clone {id} is already complete");
         return Ok(());
     }
@@ -446,7 +481,7 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
         describe_phase(&record)
     );
     let session = resume_session(store, record, locks)?;
-    drive(session, &args.retries, current, &notifier).await
+    drive(session, &args.retries, current, &notifier, summary).await
 }
 
 /// `clone resume --api-operation`: the operator's word goes into the record (a machine input)
@@ -560,6 +595,7 @@ async fn drive(
     retries: &RetryArgs,
     current: Option<CloneRequest>,
     notifier: &Notifier,
+    summary: &mut Summary,
 ) -> Result<()> {
     let Session {
         store,
@@ -585,6 +621,7 @@ async fn drive(
         locks: RefCell::new(locks),
     };
     let outcome = runner::run(&store, &mut record, &steps, &progress, policy, &mut stop).await;
+    summary.record(&record);
     if let Err(error) = outcome {
         if error.kind != ErrorKind::Interrupted {
             notifier.notify(record.request(), Ending::Failed(&error));

@@ -215,6 +215,11 @@ pub struct StartArgs {
     #[arg(long, value_name = "ID")]
     pub upstream_node_id: Option<i32>,
 
+    /// Print the command's result as one JSON document on stdout (docs/json.md); with
+    /// --dry-run, the report as data.
+    #[arg(long)]
+    pub json: bool,
+
     #[command(flatten)]
     pub repmgr: RepmgrArgs,
 }
@@ -341,6 +346,10 @@ pub struct ResumeArgs {
     /// step acts on it.
     #[arg(long, value_name = "ID|new", value_parser = states::api::OperatorChoice::parse)]
     pub api_operation: Option<states::api::OperatorChoice>,
+
+    /// Print the command's result as one JSON document on stdout (docs/json.md).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Options of `clone status`.

@@ -567,3 +567,121 @@ fn the_event_command_runs_once_per_clone_end_with_the_placeholders_filled() {
     ));
     assert_eq!(std::fs::read_to_string(&events).unwrap().lines().count(), 1);
 }
+
+/// Validates `document` against docs/result.schema.json, the versioned schema of the `--json`
+/// results that docs/json.md documents.
+fn assert_valid_result(document: &serde_json::Value) {
+    if let Some(e) = result_schema_error(document) {
+        panic!("{document:#}\ndoes not follow docs/result.schema.json: {e}");
+    }
+}
+
+/// Why `document` does not follow docs/result.schema.json; None when it does.
+fn result_schema_error(document: &serde_json::Value) -> Option<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/result.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler
+        .add_resource("file:///result.schema.json", schema)
+        .unwrap();
+    let index = compiler
+        .compile("file:///result.schema.json", &mut schemas)
+        .unwrap_or_else(|e| panic!("the schema does not compile: {e:#}"));
+    schemas
+        .validate(document, index)
+        .err()
+        .map(|e| format!("{e:#}"))
+}
+
+/// The `--json` results of start, resume, ensure and the dry run follow the documented schema,
+/// and say what the exit code says; stdout carries the one document and nothing else.
+#[test]
+fn json_results_of_start_resume_ensure_and_dry_run_follow_the_schema() {
+    let scratch = Scratch::new();
+    let data = scratch.path("data");
+    let data = data.to_str().unwrap();
+    let closed = closed_port();
+    let source = [
+        "--without-barman",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &closed,
+        "-U",
+        "postgres",
+        "--retries",
+        "0",
+    ];
+    let json_of = |args: &[&str], code: i32| {
+        let output = scratch.run_as_postgres(args);
+        assert_eq!(output.status.code(), Some(code), "{}", stderr(&output));
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+        assert_valid_result(&value);
+        assert_eq!(value["exit_code"], code);
+        value
+    };
+    fn with<'a>(
+        command: &'a str,
+        data: &'a str,
+        source: &[&'a str],
+        extra: &[&'a str],
+    ) -> Vec<&'a str> {
+        let mut args = vec!["clone", command, "--json", "-D", data];
+        args.extend_from_slice(source);
+        args.extend_from_slice(extra);
+        args
+    }
+
+    let dry = json_of(&with("start", data, &source, &["--dry-run"]), 6);
+    assert_eq!(dry["outcome"], "dry_run");
+    assert_eq!(dry["mode"], "base_backup");
+    assert_eq!(dry["data_dir"], data);
+    assert!(dry["dry_run"]["problems"].as_u64().unwrap() >= 1, "{dry:#}");
+    let source_check = dry["dry_run"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "source node")
+        .unwrap_or_else(|| panic!("{dry:#}"));
+    assert_eq!(source_check["ok"], false);
+    assert_eq!(source_check["error"]["exit_code"], 6);
+
+    let start = json_of(&with("start", data, &source, &[]), 6);
+    assert_eq!(start["command"], "start");
+    assert_eq!(start["outcome"], "failed");
+    assert_eq!(start["phase"], "fetch_params");
+    assert_eq!(start["error"]["exit_code"], 6);
+    // The schema holds: Rust's enum spellings and epoch numbers are not in it.
+    for (key, wrong) in [
+        ("mode", serde_json::json!("BaseBackup")),
+        ("phase", serde_json::json!("FetchParams")),
+        ("finished_at", serde_json::json!(1_795_000_000_000u64)),
+    ] {
+        let mut bad = start.clone();
+        bad[key] = wrong;
+        assert!(result_schema_error(&bad).is_some(), "{key}");
+    }
+    let id = start["clone_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("data-"), "{start:#}");
+
+    let resume = json_of(&["clone", "resume", "--json", &id], 6);
+    assert_eq!(resume["command"], "resume");
+    assert_eq!(resume["outcome"], "failed");
+    assert_eq!(resume["clone_id"], id.as_str());
+    assert_eq!(resume["phase"], "fetch_params");
+
+    let ensure = json_of(&with("ensure", data, &source, &[]), 6);
+    assert_eq!(ensure["command"], "ensure");
+    assert_eq!(ensure["outcome"], "failed");
+
+    // Refused before any clone is named: the document says so with nulls.
+    let refused = json_of(&with("start", data, &source, &["-S", "postgres"]), 1);
+    assert_eq!(refused["clone_id"], serde_json::Value::Null);
+    assert_eq!(refused["mode"], serde_json::Value::Null);
+    assert!(refused["error"]["hint"].is_string(), "{refused:#}");
+    let unknown = json_of(&["clone", "resume", "--json", "main-00000000"], 42);
+    assert_eq!(unknown["outcome"], "failed");
+}
