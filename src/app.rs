@@ -61,8 +61,15 @@ fn run(cli: Cli) -> Result<()> {
         return Ok(());
     }
     let command = match cli.command {
-        Some(Command::Generate { what }) => {
-            return crate::cli::generate(what, &mut std::io::stdout().lock())
+        Some(Command::Generate { what, dir }) => {
+            if dir.is_some() && !matches!(what, crate::cli::Generated::Man) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "only the man pages are written into a directory",
+                )
+                .hint("write a completion script to stdout: pgreplica generate bash > FILE"));
+            }
+            return crate::cli::generate(what, dir.as_deref(), &mut std::io::stdout().lock())
                 .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")));
         }
         Some(Command::Clone(command)) => command,

@@ -65,12 +65,16 @@ pub enum Command {
     /// Clone a standby and follow its progress.
     #[command(subcommand)]
     Clone(CloneCommand),
-    /// Print the man page or a shell completion script on stdout.
+    /// Print the man page or a shell completion script on stdout; `man DIR` writes one page per
+    /// command into DIR instead (pgreplica.1, pgreplica-clone.1, pgreplica-clone-start.1, …).
     #[command(hide = true)]
     Generate {
         /// What to generate.
         #[arg(value_enum)]
         what: Generated,
+        /// With `man`: the directory to write one page per command into.
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -425,20 +429,29 @@ pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
 }
 
-/// Writes the requested artefact to `out`.
-pub fn generate(what: Generated, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+/// Writes the requested artefact to `out`, or with `dir` (man pages only) one page per command
+/// into `dir`.
+pub fn generate(
+    what: Generated,
+    dir: Option<&std::path::Path>,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let mut cmd = command();
-    match what {
-        Generated::Man => man_page(cmd, out),
-        Generated::Bash => {
+    match (what, dir) {
+        (Generated::Man, Some(dir)) => man_pages(cmd, dir),
+        (_, Some(_)) => Err(std::io::Error::other(
+            "only the man pages are written into a directory",
+        )),
+        (Generated::Man, None) => man_page(cmd, out),
+        (Generated::Bash, None) => {
             clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "pgreplica", out);
             Ok(())
         }
-        Generated::Zsh => {
+        (Generated::Zsh, None) => {
             clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "pgreplica", out);
             Ok(())
         }
-        Generated::Fish => {
+        (Generated::Fish, None) => {
             clap_complete::generate(clap_complete::Shell::Fish, &mut cmd, "pgreplica", out);
             Ok(())
         }
@@ -475,7 +488,52 @@ fn man_page(mut cmd: clap::Command, out: &mut dyn std::io::Write) -> std::io::Re
             out.write_all(text.as_bytes())?;
         }
     }
-    Ok(())
+    out.write_all(common_sections().as_bytes())
+}
+
+/// One man page per command (the hidden `generate` and clap's `help` left out) into `dir`,
+/// each named after its command (`pgreplica-clone-start.1`) and ending with the sections every
+/// page shares: EXIT STATUS, ENVIRONMENT, FILES, SEE ALSO.
+fn man_pages(cmd: clap::Command, dir: &std::path::Path) -> std::io::Result<()> {
+    fn write(cmd: clap::Command, dir: &std::path::Path) -> std::io::Result<()> {
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            write(sub.clone(), dir)?;
+        }
+        let man = clap_mangen::Man::new(cmd);
+        let mut page = Vec::new();
+        man.render(&mut page)?;
+        page.extend_from_slice(common_sections().as_bytes());
+        std::fs::write(dir.join(man.get_filename()), page)
+    }
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = cmd.disable_help_subcommand(true);
+    cmd.build();
+    write(cmd, dir)
+}
+
+/// The roff sections every man page ends with: the exit codes (from `ErrorKind`, the one place
+/// that maps failures to codes), the environment and the files pgreplica reads and writes.
+fn common_sections() -> String {
+    use crate::error::ErrorKind;
+    let mut text = String::from(".SH \"EXIT STATUS\"\n.TP\n0\nsuccess\n");
+    for kind in ErrorKind::ALL {
+        text.push_str(&format!(".TP\n{}\n{}\n", kind.exit_code(), kind.meaning()));
+    }
+    text.push_str(
+        ".SH ENVIRONMENT\n\
+         .TP\nPGREPLICA_STATE_DIR\nthe state directory (as \\-\\-state\\-dir)\n\
+         .TP\nXDG_STATE_HOME, HOME\nthe default state directory: $XDG_STATE_HOME/pgreplica or ~/.local/state/pgreplica\n\
+         .TP\nPGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGPASSFILE, PGSSLMODE and libpq's other variables\nthe source node's connection, as libpq reads them, after \\-h \\-p \\-U \\-d\n\
+         .SH FILES\n\
+         .TP\n\\&./repmgr.conf, /etc/repmgr.conf\nread when \\-f is not given, in that order\n\
+         .TP\n$STATE_DIR/clones/ID/\neach clone's record (db/), lock and status snapshot (status.json)\n\
+         .TP\n/run/lock/pgreplica\\-UID/\nthe locks of the directories a run writes\n\
+         .TP\nlog_file\nevery log line, timestamped, when repmgr.conf sets log_file\n\
+         .SH \"SEE ALSO\"\n\
+         pgreplica(1), pgreplica\\-clone(1), pgreplica\\-clone\\-start(1), pgreplica\\-clone\\-resume(1), \
+         pgreplica\\-clone\\-status(1), repmgr(1)\n",
+    );
+    text
 }
 
 #[cfg(test)]
@@ -541,6 +599,57 @@ mod tests {
     }
 
     #[test]
+    fn one_man_page_per_command_with_exit_status_environment_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        generate(Generated::Man, Some(dir.path()), &mut Vec::new()).unwrap();
+        let mut pages: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        pages.sort();
+        assert_eq!(
+            pages,
+            [
+                "pgreplica-clone-ensure.1",
+                "pgreplica-clone-forget.1",
+                "pgreplica-clone-list.1",
+                "pgreplica-clone-resume.1",
+                "pgreplica-clone-start.1",
+                "pgreplica-clone-status.1",
+                "pgreplica-clone.1",
+                "pgreplica.1",
+            ]
+        );
+        for page in &pages {
+            let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+            for section in [".SH \"EXIT STATUS\"", ".SH ENVIRONMENT", ".SH FILES"] {
+                assert!(text.contains(section), "{page} lacks {section}");
+            }
+            for kind in crate::error::ErrorKind::ALL {
+                assert!(
+                    text.contains(&format!(".TP\n{}\n", kind.exit_code())),
+                    "{page} lacks exit code {}",
+                    kind.exit_code()
+                );
+            }
+            assert!(text.contains("\\&./repmgr.conf"), "{page}");
+            // Every page a page points to exists.
+            let references = text
+                .split(|c: char| c.is_whitespace() || c == ',')
+                .filter(|word| word.starts_with("pgreplica") && word.ends_with("(1)"));
+            for reference in references {
+                let file = format!(
+                    "{}.1",
+                    reference.trim_end_matches("(1)").replace("\\-", "-")
+                );
+                assert!(pages.contains(&file), "{page} points to {file}");
+            }
+        }
+        let start = std::fs::read_to_string(dir.path().join("pgreplica-clone-start.1")).unwrap();
+        assert!(start.contains("backup\\-id"), "{start}");
+    }
+
+    #[test]
     fn completions_offer_every_command_and_flag_and_the_man_page_names_the_commands() {
         let cmd = command();
         let clone = cmd.find_subcommand("clone").expect("the clone command");
@@ -557,7 +666,7 @@ mod tests {
         assert!(flags.contains(&"--backup-id".to_string()), "{flags:?}");
         for shell in [Generated::Bash, Generated::Zsh, Generated::Fish] {
             let mut out = Vec::new();
-            generate(shell, &mut out).unwrap();
+            generate(shell, None, &mut out).unwrap();
             let text = String::from_utf8(out).unwrap();
             for name in commands.iter().copied().chain(["clone"]) {
                 assert!(text.contains(name), "{shell:?} completion lacks {name}");
@@ -572,7 +681,7 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        generate(Generated::Man, &mut out).unwrap();
+        generate(Generated::Man, None, &mut out).unwrap();
         let man = String::from_utf8(out).unwrap();
         assert!(man.contains(".TH pgreplica"), "{man}");
         assert!(

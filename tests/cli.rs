@@ -92,6 +92,24 @@ fn every_clone_command_has_help_with_an_example() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stdout).contains(".TH pgreplica"));
+    // The README's install commands: one page per command into a directory, each readable by
+    // man(1) as a page.
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BINARY)
+        .args(["generate", "man"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let page = std::fs::read_to_string(dir.path().join("pgreplica-clone-start.1")).unwrap();
+    assert!(page.contains("\n.TH pgreplica-clone-start 1"), "{page}");
+    assert!(page.contains(".SH \"EXIT STATUS\""), "{page}");
+    let output = Command::new(BINARY)
+        .args(["generate", "bash"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
 }
 
 #[test]
