@@ -70,7 +70,7 @@ fn run(cli: Cli) -> Result<()> {
                 .hint("write a completion script to stdout: pgreplica generate bash > FILE"));
             }
             return crate::cli::generate(what, dir.as_deref(), &mut std::io::stdout().lock())
-                .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")));
+                .map_err(Error::output);
         }
         Some(Command::Clone(command)) => command,
         None => {
@@ -93,7 +93,7 @@ fn run(cli: Cli) -> Result<()> {
     let result = run_clone(cli.state_dir.as_deref(), command, &mut summary);
     if let Some(name) = json {
         result::write(name, &summary, &result, &mut std::io::stdout().lock())
-            .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))?;
+            .map_err(Error::output)?;
     }
     result
 }
@@ -111,7 +111,10 @@ fn run_clone(state_dir: Option<&Path>, command: CloneCommand, summary: &mut Summ
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::new(ErrorKind::System, format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| {
+            Error::new(ErrorKind::System, format!("cannot start the runtime: {e}"))
+                .hint("the system refused threads to pgreplica: check the user's process limit (ulimit -u)")
+        })?;
     match command {
         CloneCommand::Start(args) => runtime.block_on(start(&state_dir, args, summary)),
         CloneCommand::Ensure(args) => runtime.block_on(ensure(&state_dir, args, summary)),

@@ -270,49 +270,49 @@ pub struct RepmgrArgs {
 impl RepmgrArgs {
     /// The refusal of a repmgr option given that means nothing here: which option, and why.
     pub fn refusal(&self) -> Option<(&'static str, &'static str, &'static str)> {
-        if self.upstream_conninfo.is_some() {
-            return Some((
+        // (given, option, why it means nothing here, what to do instead)
+        let refused = [
+            (
+                self.upstream_conninfo.is_some(),
                 "--upstream-conninfo",
                 "pgreplica writes primary_conninfo for an upstream it has checked: the source node (-h/-p/-U/-d) or the node named by --upstream-node-id",
                 "name the upstream with -h/-p/-U or --upstream-node-id",
-            ));
-        }
-        if self.superuser.is_some() {
-            return Some((
+            ),
+            (
+                self.superuser.is_some(),
                 "-S/--superuser",
                 "pgreplica opens one connection to the source, as the -U user; what it reads and the replication slot it creates need no superuser (REPLICATION suffices for the slot)",
                 "drop -S/--superuser",
-            ));
-        }
-        if self.copy_external_config_files.is_some() {
-            return Some((
+            ),
+            (
+                self.copy_external_config_files.is_some(),
                 "--copy-external-config-files",
                 "pgreplica copies the data directory only (from Barman or the source), and never reaches into the source host for files outside it",
                 "install the configuration files outside the data directory as you installed the primary's (configuration management, or a copy by hand)",
-            ));
-        }
-        if self.no_upstream_connection {
-            return Some((
+            ),
+            (
+                self.no_upstream_connection,
                 "--no-upstream-connection",
                 "pgreplica always connects to the source node: it checks its settings and system identifier before copying anything",
                 "drop --no-upstream-connection and make the source node reachable with -h/-p/-U/-d",
-            ));
-        }
-        if self.remote_user.is_some() {
-            return Some((
+            ),
+            (
+                self.remote_user.is_some(),
                 "-R/--remote-user",
                 "pgreplica runs no ssh command on the source node; ssh goes to barman_host, whose user is part of it",
                 "set the user in barman_host (e.g. barman_host='barman@backup1')",
-            ));
-        }
-        if self.replication_user.is_some() {
-            return Some((
+            ),
+            (
+                self.replication_user.is_some(),
                 "--replication-user",
                 "the replication user is recorded from repmgr.conf, so that a resumed clone writes the same primary_conninfo",
                 "set replication_user in repmgr.conf",
-            ));
-        }
-        None
+            ),
+        ];
+        refused
+            .into_iter()
+            .find(|(given, ..)| *given)
+            .map(|(_, option, why, hint)| (option, why, hint))
     }
 }
 

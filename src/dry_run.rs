@@ -135,7 +135,7 @@ pub async fn run(
         Some(summary) => summary.dry_run(report.to_json()),
         None => report
             .write(&mut std::io::stdout().lock())
-            .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))?,
+            .map_err(Error::output)?,
     }
     let problems = report.problems();
     let Some(first) = problems.first() else {
@@ -229,8 +229,7 @@ pub async fn check(request: &CloneRequest, state_dir: Option<&Path>) -> Report {
             // Read-only calls only: /status and the operation list; never a POST.
             let verified = match &request.backup_api {
                 Some(target) => verify_with_api(target, Some(API_RETRY_FOR)).await,
-                None => Err(Error::new(
-                    ErrorKind::Internal,
+                None => Err(Error::bug(
                     "pg-backup-api mode without pg_backupapi_host in the request",
                 )),
             };
@@ -337,7 +336,8 @@ async fn program_check(request: &CloneRequest, version: u32) -> Result<String> {
             ErrorKind::LocalCommand,
             format!("\"{} --version\" failed", program.display()),
         )
-        .detail(crate::child_output::detail_of(&output.stderr))),
+        .detail(crate::child_output::detail_of(&output.stderr))
+        .hint("install the PostgreSQL client programs of the source's major version, or set pg_bindir in repmgr.conf")),
     }
 }
 
@@ -489,7 +489,11 @@ fn record_check(request: &CloneRequest, state_dir: &Path, id: &CloneId) -> Resul
         Err(e) => return Err(e),
     };
     if view.running {
-        return Err(crate::records::running(id, view.pid).hint("wait for it to finish"));
+        return Err(crate::records::running(
+            id,
+            view.pid,
+            "wait for it to finish",
+        ));
     }
     match StartDecision::of(Existing::Record(&view.record), request.force) {
         StartDecision::Create => Ok("none yet: a new clone would be recorded".to_string()),

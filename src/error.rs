@@ -147,6 +147,19 @@ impl Error {
         }
     }
 
+    /// A bug in pgreplica (exit 15): `message` says what was found, the HINT asks for a report.
+    pub fn bug(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Internal, message).hint(
+            "this is a bug in pgreplica: please report it with this output and that of \"pgreplica clone status --json\"",
+        )
+    }
+
+    /// Writing pgreplica's own output (stdout) failed: a closed pipe or a full disk.
+    pub fn output(cause: std::io::Error) -> Error {
+        Error::new(ErrorKind::System, format!("cannot write output: {cause}"))
+            .hint("stdout was closed or its file system is full: write it to a file with room, or read it whole")
+    }
+
     /// Records the library error underneath; [`Error::full_message`] renders its chain.
     pub fn caused_by(mut self, cause: impl std::error::Error + Send + Sync + 'static) -> Error {
         self.cause = Some(Arc::new(cause));

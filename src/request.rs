@@ -300,6 +300,7 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
                     ErrorKind::System,
                     format!("cannot read the current directory: {e}"),
                 )
+                .hint("it was removed or is not readable: cd to an existing directory, or give absolute paths")
             })?
             .join(path)
     };

@@ -200,29 +200,16 @@ fn the_operators_word_on_the_api_operation_is_a_documented_flag_of_resume() {
     // A clone that does not restore through pg-backup-api has no operation to choose: exit 42,
     // and the record is left as it was. (pg_basebackup mode, stopped at FetchParams: its
     // source node does not answer.)
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let closed = closed_port();
     let data = scratch.path("data");
     let data = data.to_str().unwrap();
-    let output = scratch.run_as_postgres(&[
-        "clone",
+    let output = scratch.run_as_postgres(&unanswered(
         "start",
-        "--without-barman",
-        "-D",
         data,
-        "-h",
-        "127.0.0.1",
-        "-p",
         &closed,
-        "-U",
-        "postgres",
-        "--retries",
         "0",
-    ]);
+        &["--without-barman"],
+    ));
     assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
     let output = scratch.run_as_postgres(&["clone", "resume", data, "--api-operation", "new"]);
     assert_eq!(output.status.code(), Some(42), "{}", stderr(&output));
@@ -380,25 +367,19 @@ fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
     // -c and --recovery-min-apply-delay are recorded (pg_basebackup mode, stopped at
     // FetchParams: its source node does not answer).
     let closed = closed_port();
-    let output = scratch.run_as_postgres(&[
-        "clone",
+    let output = scratch.run_as_postgres(&unanswered(
         "start",
-        "--without-barman",
-        "-D",
         data,
-        "-h",
-        "127.0.0.1",
-        "-p",
         &closed,
-        "-U",
-        "postgres",
-        "--retries",
         "0",
-        "-c",
-        "--recovery-min-apply-delay",
-        "5min",
-        "--verify-backup",
-    ]);
+        &[
+            "--without-barman",
+            "-c",
+            "--recovery-min-apply-delay",
+            "5min",
+            "--verify-backup",
+        ],
+    ));
     assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
     let output = scratch.run_as_postgres(&["clone", "status", "--json", data]);
     let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
@@ -408,6 +389,33 @@ fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
         serde_json::json!(["--checkpoint=fast"])
     );
     assert_eq!(request["replication"]["recovery_min_apply_delay"], "5min");
+}
+
+/// `clone COMMAND` of `data` from a source node on `port` that never answers (a clone stops at
+/// FetchParams, exit 6) with `--retries RETRIES`, then `extra`.
+fn unanswered<'a>(
+    command: &'a str,
+    data: &'a str,
+    port: &'a str,
+    retries: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "clone",
+        command,
+        "-D",
+        data,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-U",
+        "postgres",
+        "--retries",
+        retries,
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// A port on 127.0.0.1 that nothing listens on.
@@ -431,21 +439,7 @@ fn logging_follows_repmgr_conf_and_the_flags_and_says_what_was_chosen() {
     let data = data.to_str().unwrap();
     let closed = closed_port();
     let start = |extra: &[&str]| {
-        let mut args = vec![
-            "clone",
-            "start",
-            "-D",
-            data,
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &closed,
-            "-U",
-            "postgres",
-            "--retries",
-            "0",
-            "--force",
-        ];
+        let mut args = unanswered("start", data, &closed, "0", &["--force"]);
         args.extend_from_slice(extra);
         let output = scratch.run_as_postgres(&args);
         assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
@@ -535,24 +529,13 @@ fn the_event_command_runs_once_per_clone_end_with_the_placeholders_filled() {
         )
     };
     let start = |conf: &Path| {
-        let output = scratch.run_as_postgres(&[
-            "clone",
+        let output = scratch.run_as_postgres(&unanswered(
             "start",
-            "-f",
-            conf.to_str().unwrap(),
-            "--without-barman",
-            "--force",
-            "-D",
             data,
-            "-h",
-            "127.0.0.1",
-            "-p",
             &closed,
-            "-U",
-            "postgres",
-            "--retries",
             "1",
-        ]);
+            &["-f", conf.to_str().unwrap(), "--without-barman", "--force"],
+        ));
         assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
     };
     std::fs::set_permissions(scratch.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -621,17 +604,6 @@ fn json_results_of_start_resume_ensure_and_dry_run_follow_the_schema() {
     let data = scratch.path("data");
     let data = data.to_str().unwrap();
     let closed = closed_port();
-    let source = [
-        "--without-barman",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        &closed,
-        "-U",
-        "postgres",
-        "--retries",
-        "0",
-    ];
     let json_of = |args: &[&str], code: i32| {
         let output = scratch.run_as_postgres(args);
         assert_eq!(output.status.code(), Some(code), "{}", stderr(&output));
@@ -641,19 +613,13 @@ fn json_results_of_start_resume_ensure_and_dry_run_follow_the_schema() {
         assert_eq!(value["exit_code"], code);
         value
     };
-    fn with<'a>(
-        command: &'a str,
-        data: &'a str,
-        source: &[&'a str],
-        extra: &[&'a str],
-    ) -> Vec<&'a str> {
-        let mut args = vec!["clone", command, "--json", "-D", data];
-        args.extend_from_slice(source);
-        args.extend_from_slice(extra);
-        args
-    }
+    let with = |command, extra: &[&'static str]| {
+        let mut extra = extra.to_vec();
+        extra.extend(["--json", "--without-barman"]);
+        unanswered(command, data, &closed, "0", &extra)
+    };
 
-    let dry = json_of(&with("start", data, &source, &["--dry-run"]), 6);
+    let dry = json_of(&with("start", &["--dry-run"]), 6);
     assert_eq!(dry["outcome"], "dry_run");
     assert_eq!(dry["mode"], "base_backup");
     assert_eq!(dry["data_dir"], data);
@@ -667,7 +633,7 @@ fn json_results_of_start_resume_ensure_and_dry_run_follow_the_schema() {
     assert_eq!(source_check["ok"], false);
     assert_eq!(source_check["error"]["exit_code"], 6);
 
-    let start = json_of(&with("start", data, &source, &[]), 6);
+    let start = json_of(&with("start", &[]), 6);
     assert_eq!(start["command"], "start");
     assert_eq!(start["outcome"], "failed");
     assert_eq!(start["phase"], "fetch_params");
@@ -691,12 +657,12 @@ fn json_results_of_start_resume_ensure_and_dry_run_follow_the_schema() {
     assert_eq!(resume["clone_id"], id.as_str());
     assert_eq!(resume["phase"], "fetch_params");
 
-    let ensure = json_of(&with("ensure", data, &source, &[]), 6);
+    let ensure = json_of(&with("ensure", &[]), 6);
     assert_eq!(ensure["command"], "ensure");
     assert_eq!(ensure["outcome"], "failed");
 
     // Refused before any clone is named: the document says so with nulls.
-    let refused = json_of(&with("start", data, &source, &["-S", "postgres"]), 1);
+    let refused = json_of(&with("start", &["-S", "postgres"]), 1);
     assert_eq!(refused["clone_id"], serde_json::Value::Null);
     assert_eq!(refused["mode"], serde_json::Value::Null);
     assert!(refused["error"]["hint"].is_string(), "{refused:#}");

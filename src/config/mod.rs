@@ -280,6 +280,7 @@ impl Config {
                     path.display()
                 ),
             )
+            .hint("give -f an absolute path to repmgr.conf")
         })?;
         let mut builder = Builder {
             config: Config {
