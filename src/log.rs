@@ -113,7 +113,23 @@ pub fn emit(level: Level, message: &str, detail: Option<&str>, hint: Option<&str
     if !enabled(level) {
         return;
     }
-    let terse = TERSE.load(Ordering::Relaxed);
+    write_lines(&lines(
+        level,
+        message,
+        detail,
+        hint,
+        TERSE.load(Ordering::Relaxed),
+    ));
+}
+
+/// The lines of one message: its own, then its DETAIL and HINT unless `terse` or blank.
+fn lines<'a>(
+    level: Level,
+    message: &'a str,
+    detail: Option<&'a str>,
+    hint: Option<&'a str>,
+    terse: bool,
+) -> Vec<(&'static str, &'a str)> {
     let mut lines = vec![(level.prefix(), message)];
     for (prefix, text) in [("DETAIL", detail), ("HINT", hint)] {
         match text {
@@ -121,7 +137,7 @@ pub fn emit(level: Level, message: &str, detail: Option<&str>, hint: Option<&str
             _ => {}
         }
     }
-    write_lines(&lines);
+    lines
 }
 
 /// Writes lines to stderr and, when `log_file` is set, to it with repmgr's timestamp.
@@ -197,4 +213,28 @@ pub fn error(err: &crate::error::Error) {
         err.detail.as_deref(),
         err.hint.as_deref(),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_detail_or_hint_is_never_printed_and_terse_drops_both() {
+        assert_eq!(
+            lines(Level::Error, "m", Some(" \n"), Some("h"), false),
+            [("ERROR", "m"), ("HINT", "h")]
+        );
+        assert_eq!(
+            lines(Level::Error, "m", Some("d"), Some(""), false),
+            [("ERROR", "m"), ("DETAIL", "d")]
+        );
+        assert_eq!(
+            lines(Level::Warning, "m", Some("d"), Some("h"), true),
+            [("WARNING", "m")]
+        );
+        assert_eq!(Level::of_repmgr("warning"), Some(Level::Warning));
+        assert_eq!(Level::of_repmgr("CRIT"), Some(Level::Error));
+        assert_eq!(Level::of_repmgr("LOUD"), None);
+    }
 }

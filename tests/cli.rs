@@ -285,6 +285,12 @@ fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
         assert!(output.status.success(), "{args:?}");
         let help = String::from_utf8_lossy(&output.stdout);
         assert!(help.contains("-?, --help"), "{args:?}: {help}");
+        // -L says its true default (repmgr's help says NOTICE, its code INFO).
+        let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            words.contains("(default: log_level from repmgr.conf, else INFO)"),
+            "{args:?}: {help}"
+        );
     }
     let output = Command::new(BINARY)
         .arg("--version-number")
@@ -537,9 +543,23 @@ fn the_event_command_runs_once_per_clone_end_with_the_placeholders_filled() {
             &["-f", conf.to_str().unwrap(), "--without-barman", "--force"],
         ));
         assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+        stderr(&output)
     };
     std::fs::set_permissions(scratch.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
-    start(&conf(""));
+    let text = start(&conf(""));
+    // The first attempt, retried, is a WARNING; only the final failure is an ERROR, with its
+    // HINT.
+    assert_eq!(
+        text.matches("WARNING: connection to the source node failed")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(text.matches("ERROR: ").count(), 1, "{text}");
+    assert!(
+        text.contains("\nHINT: check -h/-p of the source node"),
+        "{text}"
+    );
     let written = std::fs::read_to_string(&events).unwrap();
     // Once, although the step was tried twice.
     assert_eq!(written.lines().count(), 1, "{written}");
