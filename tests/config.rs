@@ -633,9 +633,7 @@ fn every_key_repmgr_knows_is_accepted_silently() {
         "replication_type",
         "location",
         "priority",
-        "log_level",
         "log_facility",
-        "log_file",
         "log_status_interval",
         "rsync_options",
         "pg_ctl_options",
@@ -689,8 +687,6 @@ fn every_key_repmgr_knows_is_accepted_silently() {
         "service_promote_command",
         "repmgrd_service_start_command",
         "repmgrd_service_stop_command",
-        "event_notification_command",
-        "event_notifications",
         "bdr_local_monitoring_only",
         "bdr_recovery_timeout",
     ];
