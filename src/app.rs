@@ -4,16 +4,19 @@
 //! copies data or talks to a server.
 
 mod inspect;
+pub mod result;
 
 use crate::cli::{Cli, CloneCommand, Command, ResumeArgs, RetryArgs, StartArgs};
 use crate::config::Config;
 use crate::dirlock::{DirLocks, Holder};
 use crate::error::{Error, ErrorKind, Result};
+use crate::event::{Ending, Notifier};
 use crate::progress::{human_bytes, Progress};
 use crate::records::describe_phase;
 use crate::runner::{self, Executor, Signals, StepContext};
 use crate::store::{CloneStore, Found, StateDir};
 use clap::Parser;
+use result::Summary;
 use states::api::{ChoiceRefused, OperatorChoice};
 use states::{
     CloneId, CloneRecord, CloneRequest, Existing, Mode, Phase, Refusal, Replaced, ResumeCheck,
@@ -25,8 +28,11 @@ use std::process::ExitCode;
 
 /// Parses the command line, runs the command and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    crate::log::set_level(cli.log_level);
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return usage_error(&err),
+    };
+    crate::log::configure(cli.log_level, cli.quiet, cli.verbose, cli.terse);
     crate::progress::set_line_interval(cli.progress_interval);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -37,16 +43,66 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// What clap refused, the way every other error is said: one `ERROR:` line and a HINT, exit 1
+/// (docs/exit-codes.md: a wrong command line is 1, as in repmgr; clap's own 2 is rsync's).
+/// Help and version requested are printed as clap prints them, exit 0.
+fn usage_error(err: &clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as Clap;
+    if matches!(err.kind(), Clap::DisplayHelp | Clap::DisplayVersion) {
+        let _ = err.print();
+        return ExitCode::SUCCESS;
+    }
+    crate::log::error(&crate::cli::usage_error(err));
+    ExitCode::from(ErrorKind::Config.exit_code())
+}
+
 fn run(cli: Cli) -> Result<()> {
+    if cli.version_number {
+        println!("{}", env!("CARGO_PKG_VERSION"));
+        return Ok(());
+    }
     let command = match cli.command {
-        Command::Generate { what } => {
-            return crate::cli::generate(what, &mut std::io::stdout().lock())
-                .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")));
+        Some(Command::Generate { what, dir }) => {
+            if dir.is_some() && !matches!(what, crate::cli::Generated::Man) {
+                return Err(Error::new(
+                    ErrorKind::Config,
+                    "only the man pages are written into a directory",
+                )
+                .hint("write a completion script to stdout: pgreplica generate bash > FILE"));
+            }
+            return crate::cli::generate(what, dir.as_deref(), &mut std::io::stdout().lock())
+                .map_err(Error::output);
         }
-        Command::Clone(command) => command,
+        Some(Command::Clone(command)) => command,
+        None => {
+            return Err(
+                Error::new(ErrorKind::Config, "no command given").hint(format!(
+                    "run \"{}\" for the commands",
+                    crate::paste::pgreplica(&["--help"])
+                )),
+            )
+        }
     };
+    // The commands with a `--json` result write it however they end.
+    let json = match &command {
+        CloneCommand::Start(args) if args.json => Some("start"),
+        CloneCommand::Ensure(args) if args.json => Some("ensure"),
+        CloneCommand::Resume(args) if args.json => Some("resume"),
+        _ => None,
+    };
+    let mut summary = Summary::default();
+    let result = run_clone(cli.state_dir.as_deref(), command, &mut summary);
+    if let Some(name) = json {
+        result::write(name, &summary, &result, &mut std::io::stdout().lock())
+            .map_err(Error::output)?;
+    }
+    result
+}
+
+/// Runs a `clone` command, noting on `summary` what its `--json` result says.
+fn run_clone(state_dir: Option<&Path>, command: CloneCommand, summary: &mut Summary) -> Result<()> {
     refuse_root()?;
-    let state_dir = crate::request::absolute(&StateDir::resolve(cli.state_dir.as_deref())?)?;
+    let state_dir = crate::request::absolute(&StateDir::resolve(state_dir)?)?;
     let default_state_dir = StateDir::resolve(None).ok();
     let argv0 = std::env::args_os()
         .next()
@@ -56,11 +112,14 @@ fn run(cli: Cli) -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| Error::new(ErrorKind::System, format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| {
+            Error::new(ErrorKind::System, format!("cannot start the runtime: {e}"))
+                .hint("the system refused threads to pgreplica: check the user's process limit (ulimit -u)")
+        })?;
     match command {
-        CloneCommand::Start(args) => runtime.block_on(start(&state_dir, args)),
-        CloneCommand::Ensure(args) => runtime.block_on(ensure(&state_dir, args)),
-        CloneCommand::Resume(args) => runtime.block_on(resume(&state_dir, args)),
+        CloneCommand::Start(args) => runtime.block_on(start(&state_dir, args, summary)),
+        CloneCommand::Ensure(args) => runtime.block_on(ensure(&state_dir, args, summary)),
+        CloneCommand::Resume(args) => runtime.block_on(resume(&state_dir, args, summary)),
         CloneCommand::Status(args) => inspect::status(&state_dir, args),
         CloneCommand::List => inspect::list(&state_dir),
         CloneCommand::Forget(args) => inspect::forget(&state_dir, args),
@@ -82,18 +141,26 @@ fn refuse_root() -> Result<()> {
 }
 
 /// Loads repmgr.conf (`-f`, else `./repmgr.conf` or `/etc/repmgr.conf` when present, as repmgr
-/// looks for it) and logs its warnings.
+/// looks for it), applies its `log_level` and `log_file`, and logs its warnings. Which file
+/// (or none) was chosen, and why, is a NOTICE: a forgotten `-f` must not go unseen.
 fn load_config(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>)> {
     let path = explicit
         .map(Path::to_path_buf)
         .or_else(Config::find_default);
     let Some(path) = path else {
+        crate::notice!(
+            "no configuration file: -f was not given and neither ./repmgr.conf nor /etc/repmgr.conf exists"
+        );
         return Ok((Config::default(), None));
     };
     if explicit.is_none() {
-        crate::info!("using configuration file \"{}\"", path.display());
+        crate::notice!(
+            "using configuration file \"{}\" (found without -f, as repmgr looks for it)",
+            path.display()
+        );
     }
     let (config, warnings) = Config::load(&path)?;
+    crate::log::configure_from_file(config.log_level, config.log_file.as_deref());
     for warning in &warnings {
         warning.log();
     }
@@ -107,37 +174,59 @@ struct Session {
     locks: DirLocks,
 }
 
-async fn start(state_dir: &Path, args: StartArgs) -> Result<()> {
-    let request = request_of(&args)?;
+async fn start(state_dir: &Path, args: StartArgs, summary: &mut Summary) -> Result<()> {
+    let (request, notifier) = request_of(&args)?;
+    summary.request(&request);
     if args.dry_run {
-        return crate::dry_run::run(&request, Some(state_dir)).await;
+        return crate::dry_run::run(&request, Some(state_dir), args.json.then_some(summary)).await;
     }
     let (dir, locks, found) = open_for(state_dir, &request)?;
-    let session = new_clone(&dir, found, request, locks).await?;
-    drive(session, &args.retries, None).await
+    let session = new_clone(&dir, found, request, locks, &notifier).await?;
+    drive(session, &args.retries, None, &notifier, summary).await
 }
 
-/// The request of `clone start` or `clone ensure`: repmgr.conf and the flags combined.
-fn request_of(args: &StartArgs) -> Result<CloneRequest> {
+/// The request of `clone start` or `clone ensure` (repmgr.conf and the flags combined), and
+/// what repmgr.conf says about event notifications.
+fn request_of(args: &StartArgs) -> Result<(CloneRequest, Notifier)> {
+    if let Some((option, why, hint)) = args.repmgr.refusal() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            format!("repmgr's {option} is not supported by pgreplica: {why}"),
+        )
+        .hint(hint));
+    }
     let (config, config_path) = load_config(args.config_file.as_deref())?;
     let request = crate::request::build(args, &config, config_path.as_deref())?;
+    crate::notice!(
+        "cloning in {} mode: {}",
+        request.mode.label(),
+        crate::request::mode_reason(args, &config, request.mode)
+    );
+    if args.repmgr.verify_backup {
+        crate::info!(
+            "--verify-backup: the copy is verified against the backup's backup_manifest, as always"
+        );
+    }
     crate::notice!("destination directory \"{}\" provided", request.data_dir);
-    Ok(request)
+    Ok((request, Notifier::of(&config)))
 }
 
 /// `clone ensure`: the one command an automation runs again and again. It starts the clone of
 /// the data directory when there is none (or the last one never copied anything), resumes the
 /// unfinished one, and does nothing (exit 0) when the clone is done and the directory still
 /// holds it.
-async fn ensure(state_dir: &Path, args: StartArgs) -> Result<()> {
-    let request = request_of(&args)?;
+async fn ensure(state_dir: &Path, args: StartArgs, summary: &mut Summary) -> Result<()> {
+    let (request, notifier) = request_of(&args)?;
+    summary.request(&request);
     if args.dry_run {
-        return ensure_dry_run(state_dir, &request).await;
+        return ensure_dry_run(state_dir, &request, args.json, summary).await;
     }
     let (dir, locks, found) = open_for(state_dir, &request)?;
     let found = match found {
         Found::Record(store, record) if record.phase() == Phase::Done => {
             if directory_holds(&record).await? {
+                summary.record(&record);
+                summary.outcome("nothing_to_do");
                 crate::notice!(
                     "clone {} of \"{}\" is complete and the directory still holds it: nothing to do",
                     record.id(),
@@ -160,12 +249,12 @@ async fn ensure(state_dir: &Path, args: StartArgs) -> Result<()> {
                 describe_phase(&record)
             );
             let session = resume_session(store, record, locks)?;
-            return drive(session, &args.retries, Some(request)).await;
+            return drive(session, &args.retries, Some(request), &notifier, summary).await;
         }
         other => other,
     };
-    let session = new_clone(&dir, found, request, locks).await?;
-    drive(session, &args.retries, None).await
+    let session = new_clone(&dir, found, request, locks, &notifier).await?;
+    drive(session, &args.retries, None, &notifier, summary).await
 }
 
 /// Locks the directories `request` writes, opens the state directory and finds the record of
@@ -193,7 +282,12 @@ fn open_for(state_dir: &Path, request: &CloneRequest) -> Result<(StateDir, DirLo
 /// `clone ensure --dry-run`: what the real run would do, changing nothing — nothing (the clone
 /// is done and the directory holds it), resume the unfinished clone, or start (the dry run of
 /// `clone start`).
-async fn ensure_dry_run(state_dir: &Path, request: &CloneRequest) -> Result<()> {
+async fn ensure_dry_run(
+    state_dir: &Path,
+    request: &CloneRequest,
+    json: bool,
+    summary: &mut Summary,
+) -> Result<()> {
     let id = CloneId::for_data_dir(&request.data_dir);
     let recorded = match StateDir::existing(state_dir)? {
         Some(dir) if dir.clone_ids()?.contains(&id) => dir.read_status(&id).ok(),
@@ -201,6 +295,8 @@ async fn ensure_dry_run(state_dir: &Path, request: &CloneRequest) -> Result<()> 
     };
     match recorded.map(|view| view.record) {
         Some(record) if record.phase() == Phase::Done && directory_holds(&record).await? => {
+            summary.record(&record);
+            summary.outcome("nothing_to_do");
             crate::notice!(
                 "dry run: clone {id} is complete and \"{}\" still holds it: nothing to do",
                 request.data_dir
@@ -208,21 +304,39 @@ async fn ensure_dry_run(state_dir: &Path, request: &CloneRequest) -> Result<()> 
             Ok(())
         }
         Some(record) if record.phase() != Phase::Done && record.began_writing() => {
+            summary.record(&record);
+            summary.outcome("would_resume");
             crate::notice!(
                 "dry run: the unfinished clone {id} would be resumed at {}",
                 describe_phase(&record)
             );
             Ok(())
         }
-        _ => crate::dry_run::run(request, Some(state_dir)).await,
+        _ => crate::dry_run::run(request, Some(state_dir), json.then_some(summary)).await,
     }
 }
 
 /// The new record of `request`, after deciding with the machine what to do with the record
 /// `found` for its directory. A replaced record is kept until the new clone has passed its
 /// checks (the dry run's, which are the steps' own), so a refused start loses no history and
-/// leaves no record of its own.
+/// leaves no record of its own; that refusal ends the clone, and `notifier` hears of it.
 async fn new_clone(
+    dir: &StateDir,
+    found: Found,
+    request: CloneRequest,
+    locks: DirLocks,
+    notifier: &Notifier,
+) -> Result<Session> {
+    let shown = request.clone();
+    let created = create_clone(dir, found, request, locks).await;
+    if let Err(error) = &created {
+        notifier.notify(&shown, Ending::Failed(error));
+    }
+    created
+}
+
+/// [`new_clone`] before its notification.
+async fn create_clone(
     dir: &StateDir,
     found: Found,
     request: CloneRequest,
@@ -308,7 +422,7 @@ async fn drop_abandoned_slot(existing: &CloneRecord) {
     }
 }
 
-async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
+async fn resume(state_dir: &Path, args: ResumeArgs, summary: &mut Summary) -> Result<()> {
     let (id, config) = match (&args.clone, &args.config_file) {
         (Some(text), _) => (clone_id_from_arg(text)?, None),
         (None, explicit) => {
@@ -348,7 +462,9 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
     if let Some(choice) = args.api_operation {
         record_api_choice(&store, &mut record, choice)?;
     }
+    summary.record(&record);
     if record.phase() == Phase::Done {
+        summary.outcome("nothing_to_do");
         crate::notice!("clone {id} is already complete");
         return Ok(());
     }
@@ -356,12 +472,15 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
         change_pace(&store, &mut record, args.jobs, args.bwlimit)?;
     }
     // What a start would record today, from the repmgr.conf named (or the one recorded).
-    let current = match config {
-        Some((config, path)) => Some(crate::request::current(
-            record.request(),
-            &config,
-            path.as_deref(),
-        )?),
+    let (current, notifier) = match config {
+        Some((config, path)) => (
+            Some(crate::request::current(
+                record.request(),
+                &config,
+                path.as_deref(),
+            )?),
+            Notifier::of(&config),
+        ),
         None => current_from_recorded_config(record.request()),
     };
     let mut locks = DirLocks::new(Holder {
@@ -376,7 +495,7 @@ async fn resume(state_dir: &Path, args: ResumeArgs) -> Result<()> {
         describe_phase(&record)
     );
     let session = resume_session(store, record, locks)?;
-    drive(session, &args.retries, current).await
+    drive(session, &args.retries, current, &notifier, summary).await
 }
 
 /// `clone resume --jobs/--bwlimit`: the new values go into the record (the machine records the
@@ -433,20 +552,26 @@ fn record_api_choice(
 }
 
 /// The request today's version of the repmgr.conf recorded at start gives, for a resume named
-/// by its clone id; `None` (with a note) when the clone was started without one or it is gone.
-fn current_from_recorded_config(recorded: &CloneRequest) -> Option<CloneRequest> {
-    let path = PathBuf::from(recorded.config_file.as_ref()?);
-    let loaded = Config::load(&path)
-        .and_then(|(config, _)| crate::request::current(recorded, &config, Some(&path)));
+/// by its clone id, and its logging and event settings (applied, returned); `None` (with a
+/// note) when the clone was started without one or it is gone.
+fn current_from_recorded_config(recorded: &CloneRequest) -> (Option<CloneRequest>, Notifier) {
+    let Some(path) = recorded.config_file.as_ref().map(PathBuf::from) else {
+        return (None, Notifier::default());
+    };
+    let loaded = Config::load(&path).and_then(|(config, _)| {
+        crate::log::configure_from_file(config.log_level, config.log_file.as_deref());
+        let current = crate::request::current(recorded, &config, Some(&path))?;
+        Ok((current, Notifier::of(&config)))
+    });
     match loaded {
-        Ok(current) => Some(current),
+        Ok((current, notifier)) => (Some(current), notifier),
         Err(e) => {
             crate::notice!(
                 "cannot compare the clone with \"{}\" as it is now: {}",
                 path.display(),
                 e.message
             );
-            None
+            (None, Notifier::default())
         }
     }
 }
@@ -494,9 +619,17 @@ impl Executor for LockedSteps {
     }
 }
 
-/// Runs the clone to its end. `current` is what a start would record today, for a resume: the
-/// recorded values that differ from it are named, with the way to take them.
-async fn drive(session: Session, retries: &RetryArgs, current: Option<CloneRequest>) -> Result<()> {
+/// Runs the clone to its end and tells `notifier` how it ended (complete, or stopped by a
+/// failure; an interruption asked for by the operator is no end). `current` is what a start
+/// would record today, for a resume: the recorded values that differ from it are named, with
+/// the way to take them.
+async fn drive(
+    session: Session,
+    retries: &RetryArgs,
+    current: Option<CloneRequest>,
+    notifier: &Notifier,
+    summary: &mut Summary,
+) -> Result<()> {
     let Session {
         store,
         mut record,
@@ -521,7 +654,11 @@ async fn drive(session: Session, retries: &RetryArgs, current: Option<CloneReque
         locks: RefCell::new(locks),
     };
     let outcome = runner::run(&store, &mut record, &steps, &progress, policy, &mut stop).await;
+    summary.record(&record);
     if let Err(error) = outcome {
+        if error.kind != ErrorKind::Interrupted {
+            notifier.notify(record.request(), Ending::Failed(&error));
+        }
         // The recorded values may be why it failed again: say once more how to take the new.
         return Err(match take_hint {
             Some(hint) => error.hint(hint),
@@ -529,6 +666,7 @@ async fn drive(session: Session, retries: &RetryArgs, current: Option<CloneReque
         });
     }
     report_done(&record);
+    notifier.notify(record.request(), Ending::Done);
     Ok(())
 }
 

@@ -435,6 +435,7 @@ pub fn identities(
                     path.display()
                 ),
             )
+            .hint("another process removed it: make sure nothing else manages that directory, then run the command again")
         })?);
     }
     Ok(out)

@@ -453,6 +453,7 @@ fn io_error(action: &str, path: &Path, err: &io::Error) -> Error {
         ErrorKind::System,
         format!("cannot {action} \"{}\": {err}", path.display()),
     )
+    .hint(crate::durable::WRITE_HINT)
 }
 
 #[cfg(test)]

@@ -93,6 +93,7 @@ pub fn free_bytes(path: &Path) -> Result<u64> {
             ErrorKind::Config,
             format!("path \"{}\" contains a NUL byte", existing.display()),
         )
+        .hint("give a path without a NUL byte")
     })?;
     // SAFETY: statvfs fills the zeroed struct from a valid NUL-terminated path.
     let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };

@@ -68,13 +68,46 @@ impl Report {
         self.checks.push(Check { name, result });
     }
 
+    /// The report as data, for `--json` (docs/json.md): every check with what it found or its
+    /// error, the warnings and the number of problems.
+    pub fn to_json(&self) -> serde_json::Value {
+        let checks: Vec<_> = self
+            .checks
+            .iter()
+            .map(|check| match &check.result {
+                Ok(found) => serde_json::json!({ "name": check.name, "ok": true, "found": found }),
+                Err(e) => serde_json::json!({
+                    "name": check.name,
+                    "ok": false,
+                    "error": crate::app::result::error_value(e),
+                }),
+            })
+            .collect();
+        serde_json::json!({
+            "checks": checks,
+            "warnings": self.warnings,
+            "problems": self.problems().len(),
+        })
+    }
+
     /// Writes the report for the operator: one line per check, then the warnings and a total.
+    /// A problem's words (message, DETAIL, HINT) are the ERROR lines on stderr, in the same
+    /// order: the report points to them rather than print them a second time.
     pub fn write(&self, out: &mut impl Write) -> std::io::Result<()> {
         writeln!(out, "dry run ({} mode):", self.mode.label())?;
+        let total = self.problems().len();
+        let mut problem = 0;
         for check in &self.checks {
             match &check.result {
                 Ok(found) => writeln!(out, "  ok       {}: {found}", check.name)?,
-                Err(e) => writeln!(out, "  PROBLEM  {}: {}", check.name, e.full_message())?,
+                Err(_) => {
+                    problem += 1;
+                    writeln!(
+                        out,
+                        "  PROBLEM  {}: ERROR {problem} of {total} on stderr",
+                        check.name
+                    )?
+                }
             }
         }
         for warning in &self.warnings {
@@ -88,22 +121,39 @@ impl Report {
 /// run would start cleanly, else the first problem (so the exit code is the first problem's).
 /// With the `state_dir` the real run would use, the clone records and the directory locks are
 /// checked first, as the real run meets them first.
-pub async fn run(request: &CloneRequest, state_dir: Option<&Path>) -> Result<()> {
+///
+/// With `json`, the report is not written but handed to `json` as data, for the command's
+/// `--json` result.
+pub async fn run(
+    request: &CloneRequest,
+    state_dir: Option<&Path>,
+    json: Option<&mut crate::app::result::Summary>,
+) -> Result<()> {
     crate::notice!("dry run: checking, changing nothing");
     let report = check(request, state_dir).await;
-    report
-        .write(&mut std::io::stdout().lock())
-        .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))?;
+    match json {
+        Some(summary) => summary.dry_run(report.to_json()),
+        None => report
+            .write(&mut std::io::stdout().lock())
+            .map_err(Error::output)?,
+    }
     let problems = report.problems();
     let Some(first) = problems.first() else {
         crate::notice!("dry run complete: no problems found");
         return Ok(());
     };
-    for problem in problems.iter().skip(1) {
+    // Each problem once, in order, with its DETAIL and HINT; the exit code is the first's.
+    for problem in &problems {
         crate::log::error(problem);
     }
-    crate::notice!("dry run found {} problem(s)", problems.len());
-    Err((*first).clone())
+    Err(Error::new(
+        first.kind,
+        format!(
+            "dry run found {} problem(s), each an ERROR above",
+            problems.len()
+        ),
+    )
+    .hint("fix them and run the dry run again: a real run would stop at the first"))
 }
 
 /// The checks a new clone must pass before it replaces an earlier record (see
@@ -179,8 +229,7 @@ pub async fn check(request: &CloneRequest, state_dir: Option<&Path>) -> Report {
             // Read-only calls only: /status and the operation list; never a POST.
             let verified = match &request.backup_api {
                 Some(target) => verify_with_api(target, Some(API_RETRY_FOR)).await,
-                None => Err(Error::new(
-                    ErrorKind::Internal,
+                None => Err(Error::bug(
                     "pg-backup-api mode without pg_backupapi_host in the request",
                 )),
             };
@@ -287,7 +336,8 @@ async fn program_check(request: &CloneRequest, version: u32) -> Result<String> {
             ErrorKind::LocalCommand,
             format!("\"{} --version\" failed", program.display()),
         )
-        .detail(crate::child_output::detail_of(&output.stderr))),
+        .detail(crate::child_output::detail_of(&output.stderr))
+        .hint("install the PostgreSQL client programs of the source's major version, or set pg_bindir in repmgr.conf")),
     }
 }
 
@@ -439,7 +489,11 @@ fn record_check(request: &CloneRequest, state_dir: &Path, id: &CloneId) -> Resul
         Err(e) => return Err(e),
     };
     if view.running {
-        return Err(crate::records::running(id, view.pid).hint("wait for it to finish"));
+        return Err(crate::records::running(
+            id,
+            view.pid,
+            "wait for it to finish",
+        ));
     }
     match StartDecision::of(Existing::Record(&view.record), request.force) {
         StartDecision::Create => Ok("none yet: a new clone would be recorded".to_string()),

@@ -12,6 +12,10 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 
+/// What to check when the system refuses a write.
+pub const WRITE_HINT: &str =
+    "check that the user running pgreplica may write there and that the file system has room";
+
 /// A System error naming the action and the path, e.g. `could not rename "a" to "b": …`.
 pub fn io_error(action: &str, path: &Path, err: io::Error) -> Error {
     Error::new(
@@ -19,6 +23,7 @@ pub fn io_error(action: &str, path: &Path, err: io::Error) -> Error {
         format!("could not {action} \"{}\"", path.display()),
     )
     .caused_by(err)
+    .hint(WRITE_HINT)
 }
 
 /// Replaces `path` with `contents` atomically and durably.
@@ -29,12 +34,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<()> {
     let dir = parent_dir(path);
     let name = path
         .file_name()
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Internal,
-                format!("\"{}\" names no file", path.display()),
-            )
-        })?
+        .ok_or_else(|| Error::bug(format!("\"{}\" names no file", path.display())))?
         .to_string_lossy();
     let mode = match fs::metadata(path) {
         Ok(meta) => meta.permissions().mode() & 0o7777,
@@ -60,6 +60,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], new_mode: u32) -> Result<()> {
                     path.display()
                 ),
             )
+            .hint(WRITE_HINT)
         })
     });
     if result.is_err() {

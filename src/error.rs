@@ -87,6 +87,30 @@ impl ErrorKind {
         }
     }
 
+    /// What the exit code says, one line, for the man pages (docs/exit-codes.md says more).
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ErrorKind::Config => "repmgr.conf or the command line is wrong",
+            ErrorKind::Rsync => "rsync failed",
+            ErrorKind::LocalCommand => "a local command failed",
+            ErrorKind::DbConnection => "cannot connect to the source or upstream node",
+            ErrorKind::DbQuery => "a query on the source or upstream node failed",
+            ErrorKind::Ssh => "ssh to the Barman host failed",
+            ErrorKind::System => {
+                "the operating system refused: permissions, disk space, a directory in use"
+            }
+            ErrorKind::BaseBackup => "pg_basebackup failed or the copy does not match the backup",
+            ErrorKind::Internal => "a bug in pgreplica",
+            ErrorKind::Barman => "Barman has no such backup, or it cannot be restored",
+            ErrorKind::BackupApi => "pg-backup-api failed or stalled",
+            ErrorKind::Interrupted => {
+                "stopped by SIGINT/SIGTERM at a safe point: clone resume continues"
+            }
+            ErrorKind::Store => "the state store is unreadable or locked",
+            ErrorKind::CloneState => "the clone's state forbids the command",
+        }
+    }
+
     /// The kind for an exit code recorded in the store.
     pub fn from_exit_code(code: u8) -> Option<ErrorKind> {
         ErrorKind::ALL.into_iter().find(|k| k.exit_code() == code)
@@ -121,6 +145,19 @@ impl Error {
             retryable: false,
             cause: None,
         }
+    }
+
+    /// A bug in pgreplica (exit 15): `message` says what was found, the HINT asks for a report.
+    pub fn bug(message: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Internal, message).hint(
+            "this is a bug in pgreplica: please report it with this output and that of \"pgreplica clone status --json\"",
+        )
+    }
+
+    /// Writing pgreplica's own output (stdout) failed: a closed pipe or a full disk.
+    pub fn output(cause: std::io::Error) -> Error {
+        Error::new(ErrorKind::System, format!("cannot write output: {cause}"))
+            .hint("stdout was closed or its file system is full: write it to a file with room, or read it whole")
     }
 
     /// Records the library error underneath; [`Error::full_message`] renders its chain.

@@ -25,6 +25,7 @@
 //! * [`child_output`] — a program's output cut into lines, and the tail an error's DETAIL keeps.
 //! * [`tls_errors`] — rustls's errors found in a library's chain and read for the operator.
 //! * [`error`] — errors and the exit codes they map to.
+//! * [`event`] — repmgr's `event_notification_command`, run at the end of each clone run.
 //!
 //! The decisions (which step runs next, what a failure means) live in the `states` crate,
 //! which performs no I/O; this crate does the I/O.
@@ -42,6 +43,7 @@ pub mod diskspace;
 pub mod dry_run;
 pub mod durable;
 pub mod error;
+pub mod event;
 pub mod log;
 pub mod paste;
 pub mod pg_tools;

@@ -35,9 +35,9 @@ pub fn unfinished(record: &CloneRecord) -> Error {
     ))
 }
 
-/// The refusal of a command that needs a clone no process runs, while `pid` runs it (exit 41);
-/// the caller adds the HINT that fits its command.
-pub fn running(id: &states::CloneId, pid: Option<u32>) -> Error {
+/// The refusal of a command that needs a clone no process runs, while `pid` runs it (exit 41),
+/// with the `hint` that fits the command.
+pub fn running(id: &states::CloneId, pid: Option<u32>, hint: &str) -> Error {
     Error::new(
         ErrorKind::Store,
         format!(
@@ -45,6 +45,7 @@ pub fn running(id: &states::CloneId, pid: Option<u32>) -> Error {
             pid.map_or_else(|| "unknown".to_string(), |p| p.to_string())
         ),
     )
+    .hint(hint)
 }
 
 /// The refusal of `clone start` over a record that cannot be read (exit 41): the damage, with

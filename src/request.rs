@@ -26,6 +26,10 @@ struct Flags<'a> {
     jobs: u32,
     force: bool,
     bwlimit: Option<u32>,
+    /// `-c/--fast-checkpoint`: `--checkpoint=fast` for pg_basebackup.
+    fast_checkpoint: bool,
+    /// `--recovery-min-apply-delay`, which overrides repmgr.conf's.
+    recovery_min_apply_delay: Option<String>,
 }
 
 impl<'a> Flags<'a> {
@@ -43,6 +47,8 @@ impl<'a> Flags<'a> {
             jobs: args.jobs,
             force: args.force,
             bwlimit: args.bwlimit,
+            fast_checkpoint: args.repmgr.fast_checkpoint,
+            recovery_min_apply_delay: args.repmgr.recovery_min_apply_delay.clone(),
         }
     }
 
@@ -63,9 +69,19 @@ impl<'a> Flags<'a> {
             jobs: request.jobs,
             force: request.force,
             bwlimit: request.bwlimit_kbps,
+            fast_checkpoint: request
+                .pg_basebackup_options
+                .iter()
+                .any(|o| o == FAST_CHECKPOINT),
+            // Recorded whether it came from the flag or from repmgr.conf: taken as the flag,
+            // so a resume never reports the flag's value as a change of repmgr.conf.
+            recovery_min_apply_delay: request.replication.recovery_min_apply_delay.clone(),
         }
     }
 }
+
+/// What `-c/--fast-checkpoint` adds to pg_basebackup's options.
+const FAST_CHECKPOINT: &str = "--checkpoint=fast";
 
 /// Mode selection, as `repmgr standby clone` does it (reference/repmgr.md):
 /// `--replication-conf-only` wins; then Barman unless `--without-barman`; then pg-backup-api;
@@ -83,6 +99,25 @@ fn mode_of(flags: &Flags<'_>, config: &Config) -> Mode {
         Mode::BackupApi
     } else {
         Mode::BaseBackup
+    }
+}
+
+/// Why [`select_mode`] chose `mode`, for the operator: the flag or the key (with its file and
+/// line) that decided it.
+pub fn mode_reason(args: &StartArgs, config: &Config, mode: Mode) -> String {
+    let key = |key: &str| match config.location(key) {
+        Some(location) => format!("{key} is set ({location})"),
+        None => format!("{key} is set"),
+    };
+    match mode {
+        Mode::ReplicationConfOnly => "--replication-conf-only was given".to_string(),
+        Mode::BarmanRsync => key("barman_host"),
+        Mode::BackupApi => key("pg_backupapi_host"),
+        Mode::BaseBackup if args.without_barman => "--without-barman was given".to_string(),
+        Mode::BaseBackup => {
+            "neither barman_host nor pg_backupapi_host is configured: copying from the source node"
+                .to_string()
+        }
     }
 }
 
@@ -181,6 +216,22 @@ fn build_from(
             .map(|d| crate::source::with_absolute_paths(&d))
             .transpose()?,
     };
+    let mut pg_basebackup_options = config.pg_basebackup_args().to_vec();
+    if flags.fast_checkpoint && !pg_basebackup_options.iter().any(|o| o == FAST_CHECKPOINT) {
+        if mode == Mode::BaseBackup {
+            pg_basebackup_options.push(FAST_CHECKPOINT.to_string());
+        } else if announce {
+            crate::notice!(
+                "-c/--fast-checkpoint has no effect in {} mode: the backup is already taken",
+                mode.label()
+            );
+        }
+    }
+    let mut replication = config.replication_settings();
+    if let Some(delay) = &flags.recovery_min_apply_delay {
+        crate::config::check_time_units("--recovery-min-apply-delay", delay)?;
+        replication.recovery_min_apply_delay = Some(delay.clone());
+    }
     // Every keyword and PG* variable is checked now, before anything is recorded: a refused
     // or misspelt one is a configuration error at once, not a failed step later.
     crate::source::Target::resolve(&source)?;
@@ -203,9 +254,9 @@ fn build_from(
         backup_api,
         ssh_options: config.ssh_args().to_vec(),
         pg_bindir: config.pg_bindir.as_ref().map(|p| p.display().to_string()),
-        pg_basebackup_options: config.pg_basebackup_args().to_vec(),
+        pg_basebackup_options,
         staging_parent: config.staging_dir.as_ref().map(|p| p.display().to_string()),
-        replication: config.replication_settings(),
+        replication,
     })
 }
 
@@ -250,6 +301,7 @@ pub fn absolute(path: &Path) -> Result<PathBuf> {
                     ErrorKind::System,
                     format!("cannot read the current directory: {e}"),
                 )
+                .hint("it was removed or is not readable: cd to an existing directory, or give absolute paths")
             })?
             .join(path)
     };
@@ -280,7 +332,7 @@ mod tests {
         )
         .unwrap();
         match cli.command {
-            crate::cli::Command::Clone(crate::cli::CloneCommand::Start(args)) => args,
+            Some(crate::cli::Command::Clone(crate::cli::CloneCommand::Start(args))) => args,
             other => panic!("not a start: {other:?}"),
         }
     }

@@ -75,7 +75,7 @@ pub fn now_millis() -> u64 {
 }
 
 fn machine_bug(e: states::MachineError) -> Error {
-    Error::new(ErrorKind::Internal, format!("clone machine misuse: {e}"))
+    Error::bug(format!("clone machine misuse: {e}"))
 }
 
 /// SIGINT and SIGTERM: the binary's stop signal.
@@ -93,6 +93,7 @@ impl Signals {
                     ErrorKind::System,
                     format!("cannot install signal handler: {e}"),
                 )
+                .hint("run pgreplica from a shell or service manager that lets it handle SIGINT and SIGTERM")
             })
         };
         Ok(Signals {

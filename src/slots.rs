@@ -37,12 +37,8 @@ pub fn upstream_target(upstream: &Conninfo) -> Result<Target> {
 /// The upstream conninfo FetchParams recorded (rendered by pgreplica itself, so a parse
 /// failure is a bug).
 pub fn recorded_upstream(upstream_conninfo: &str) -> Result<Conninfo> {
-    Conninfo::parse(upstream_conninfo).map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("recorded upstream conninfo is invalid: {e}"),
-        )
-    })
+    Conninfo::parse(upstream_conninfo)
+        .map_err(|e| Error::bug(format!("recorded upstream conninfo is invalid: {e}")))
 }
 
 /// Connects to the upstream named by a recorded (password-less) conninfo.

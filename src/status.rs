@@ -285,9 +285,24 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
     Ok(())
 }
 
-/// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the epoch (civil-from-days, no time zone
-/// database needed).
+/// `YYYY-MM-DD HH:MM:SS UTC` for milliseconds since the epoch.
 pub fn utc_timestamp(millis: u64) -> String {
+    let (year, month, day, hour, minute, second) = civil(millis);
+    format!("{year:04}-{month:02}-{day:02} {hour:02}:{minute:02}:{second:02} UTC")
+}
+
+/// RFC 3339 in UTC, to the millisecond (`2026-11-30T14:21:01.250Z`), for the JSON documents.
+pub fn rfc3339(millis: u64) -> String {
+    let (year, month, day, hour, minute, second) = civil(millis);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{:03}Z",
+        millis % 1000
+    )
+}
+
+/// The UTC civil date and time of milliseconds since the epoch (civil-from-days, no time zone
+/// database needed).
+fn civil(millis: u64) -> (i64, i64, i64, u64, u64, u64) {
     let secs = millis / 1000;
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
@@ -300,12 +315,7 @@ pub fn utc_timestamp(millis: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
 #[cfg(test)]
@@ -317,5 +327,6 @@ mod tests {
         assert_eq!(utc_timestamp(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc_timestamp(1_795_000_000_000), "2026-11-18 11:06:40 UTC");
         assert_eq!(utc_timestamp(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(rfc3339(1_795_000_000_250), "2026-11-18T11:06:40.250Z");
     }
 }

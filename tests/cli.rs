@@ -92,6 +92,24 @@ fn every_clone_command_has_help_with_an_example() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&output.stdout).contains(".TH pgreplica"));
+    // The README's install commands: one page per command into a directory, each readable by
+    // man(1) as a page.
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(BINARY)
+        .args(["generate", "man"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let page = std::fs::read_to_string(dir.path().join("pgreplica-clone-start.1")).unwrap();
+    assert!(page.contains("\n.TH pgreplica-clone-start 1"), "{page}");
+    assert!(page.contains(".SH \"EXIT STATUS\""), "{page}");
+    let output = Command::new(BINARY)
+        .args(["generate", "bash"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
 }
 
 #[test]
@@ -182,29 +200,16 @@ fn the_operators_word_on_the_api_operation_is_a_documented_flag_of_resume() {
     // A clone that does not restore through pg-backup-api has no operation to choose: exit 42,
     // and the record is left as it was. (pg_basebackup mode, stopped at FetchParams: its
     // source node does not answer.)
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-        .to_string();
+    let closed = closed_port();
     let data = scratch.path("data");
     let data = data.to_str().unwrap();
-    let output = scratch.run_as_postgres(&[
-        "clone",
+    let output = scratch.run_as_postgres(&unanswered(
         "start",
-        "--without-barman",
-        "-D",
         data,
-        "-h",
-        "127.0.0.1",
-        "-p",
         &closed,
-        "-U",
-        "postgres",
-        "--retries",
         "0",
-    ]);
+        &["--without-barman"],
+    ));
     assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
     let output = scratch.run_as_postgres(&["clone", "resume", data, "--api-operation", "new"]);
     assert_eq!(output.status.code(), Some(42), "{}", stderr(&output));
@@ -223,4 +228,464 @@ fn the_operators_word_on_the_api_operation_is_a_documented_flag_of_resume() {
         value["clones"][0]["record"]["api_choice"],
         serde_json::Value::Null
     );
+}
+
+/// A refused command line is said as every error is (`ERROR:` and a HINT whose command works)
+/// and exits 1, as docs/exit-codes.md says; never clap's `error:` and exit 2.
+#[test]
+fn a_usage_error_exits_1_in_repmgrs_shape() {
+    for (args, message, hint) in [
+        (
+            &["clone", "start", "--foo"][..],
+            "ERROR: unexpected argument '--foo' found\n",
+            "HINT: \"pgreplica clone start --help\" lists the options\n",
+        ),
+        (
+            &["clone", "start", "--job", "3"],
+            "ERROR: unexpected argument '--job' found\n",
+            "HINT: a similar argument exists: '--jobs'; \"pgreplica clone start --help\" lists the options\n",
+        ),
+        (
+            &["clone", "start", "--jobs", "0"],
+            "ERROR: invalid value '0' for '--jobs <N>': 0 is not in 1..=64\n",
+            "HINT: \"pgreplica clone start --help\" lists the options\n",
+        ),
+        (
+            &["clone"],
+            "ERROR: no command given\n",
+            "HINT: \"pgreplica clone --help\" lists the options\n",
+        ),
+        (
+            &[],
+            "ERROR: no command given\n",
+            "HINT: run \"pgreplica --help\" for the commands\n",
+        ),
+    ] {
+        let output = Command::new(BINARY).args(args).output().unwrap();
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {text}");
+        assert_eq!(text, format!("{message}{hint}"), "{args:?}");
+        assert!(output.stdout.is_empty(), "{args:?}");
+    }
+    // The HINT's command works when pasted.
+    let output = Command::new(BINARY)
+        .args(["clone", "start", "--help"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+}
+
+/// repmgr's options that scripts pass: help with -?, the bare version number, -c and
+/// --recovery-min-apply-delay with repmgr's meaning (recorded on the clone), and the options
+/// with no meaning here refused with the reason — never with clap's guess at a similar one.
+#[test]
+fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
+    for args in [&["-?"][..], &["clone", "-?"], &["clone", "start", "-?"]] {
+        let output = Command::new(BINARY).args(args).output().unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains("-?, --help"), "{args:?}: {help}");
+        // -L says its true default (repmgr's help says NOTICE, its code INFO).
+        let words = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(
+            words.contains("(default: log_level from repmgr.conf, else INFO)"),
+            "{args:?}: {help}"
+        );
+    }
+    let output = Command::new(BINARY)
+        .arg("--version-number")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        format!("{}\n", env!("CARGO_PKG_VERSION"))
+    );
+
+    let scratch = Scratch::new();
+    let data = scratch.path("data");
+    let data = data.to_str().unwrap();
+    for (args, option, why) in [
+        (
+            &["-S", "postgres"][..],
+            "-S/--superuser",
+            "need no superuser",
+        ),
+        (
+            &["--upstream-conninfo", "host=127.0.0.1 port=5432"],
+            "--upstream-conninfo",
+            "writes primary_conninfo for an upstream it has checked",
+        ),
+        (
+            &["--copy-external-config-files"],
+            "--copy-external-config-files",
+            "copies the data directory only",
+        ),
+        (
+            &["--copy-external-config-files=pgdata"],
+            "--copy-external-config-files",
+            "copies the data directory only",
+        ),
+        (
+            &["--no-upstream-connection"],
+            "--no-upstream-connection",
+            "always connects to the source node",
+        ),
+        (
+            &["-R", "postgres"],
+            "-R/--remote-user",
+            "runs no ssh command on the source node",
+        ),
+    ] {
+        let mut full = vec!["clone", "start", "--without-barman", "-D", data];
+        full.extend_from_slice(args);
+        let output = scratch.run_as_postgres(&full);
+        let text = stderr(&output);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {text}");
+        assert!(
+            text.starts_with(&format!(
+                "ERROR: repmgr's {option} is not supported by pgreplica: "
+            )),
+            "{text}"
+        );
+        assert!(text.contains(why), "{text}");
+        assert!(text.contains("\nHINT: "), "{text}");
+        assert!(!text.contains("similar"), "{text}");
+        assert!(!scratch.path("data").exists());
+    }
+    // A delay repmgr would refuse is refused here too.
+    let output = scratch.run_as_postgres(&[
+        "clone",
+        "start",
+        "--without-barman",
+        "-D",
+        data,
+        "--recovery-min-apply-delay",
+        "5 min",
+    ]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("\nERROR: \"--recovery-min-apply-delay\" must be a whole number"),
+        "{}",
+        stderr(&output)
+    );
+
+    // -c and --recovery-min-apply-delay are recorded (pg_basebackup mode, stopped at
+    // FetchParams: its source node does not answer).
+    let closed = closed_port();
+    let output = scratch.run_as_postgres(&unanswered(
+        "start",
+        data,
+        &closed,
+        "0",
+        &[
+            "--without-barman",
+            "-c",
+            "--recovery-min-apply-delay",
+            "5min",
+            "--verify-backup",
+        ],
+    ));
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    let output = scratch.run_as_postgres(&["clone", "status", "--json", data]);
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let request = &value["clones"][0]["record"]["request"];
+    assert_eq!(
+        request["pg_basebackup_options"],
+        serde_json::json!(["--checkpoint=fast"])
+    );
+    assert_eq!(request["replication"]["recovery_min_apply_delay"], "5min");
+}
+
+/// `clone COMMAND` of `data` from a source node on `port` that never answers (a clone stops at
+/// FetchParams, exit 6) with `--retries RETRIES`, then `extra`.
+fn unanswered<'a>(
+    command: &'a str,
+    data: &'a str,
+    port: &'a str,
+    retries: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "clone",
+        command,
+        "-D",
+        data,
+        "-h",
+        "127.0.0.1",
+        "-p",
+        port,
+        "-U",
+        "postgres",
+        "--retries",
+        retries,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// A port on 127.0.0.1 that nothing listens on.
+fn closed_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string()
+}
+
+/// repmgr.conf's log_level and log_file are honoured (the file gets every line, stamped as
+/// repmgr stamps its log), -L wins over log_level, -q leaves errors only, -t leaves out DETAIL
+/// and HINT; and a clone without repmgr.conf says at NOTICE which file (none) and which mode
+/// were chosen, and why.
+#[test]
+fn logging_follows_repmgr_conf_and_the_flags_and_says_what_was_chosen() {
+    let scratch = Scratch::new();
+    let data = scratch.path("data");
+    let data = data.to_str().unwrap();
+    let closed = closed_port();
+    let start = |extra: &[&str]| {
+        let mut args = unanswered("start", data, &closed, "0", &["--force"]);
+        args.extend_from_slice(extra);
+        let output = scratch.run_as_postgres(&args);
+        assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+        stderr(&output)
+    };
+
+    // No -f and no repmgr.conf to be found: said, with the mode and why.
+    let text = start(&[]);
+    assert!(
+        text.starts_with("NOTICE: no configuration file: -f was not given and neither ./repmgr.conf nor /etc/repmgr.conf exists\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("NOTICE: cloning in pg_basebackup mode: neither barman_host nor pg_backupapi_host is configured: copying from the source node\n"),
+        "{text}"
+    );
+    assert!(text.contains("INFO: "), "{text}");
+    // -q: the error only; -t: no HINT.
+    let text = start(&["-q"]);
+    assert!(text.starts_with("ERROR: "), "{text}");
+    assert!(
+        !text.contains("NOTICE: ") && text.contains("\nHINT: "),
+        "{text}"
+    );
+    let text = start(&["-q", "-t"]);
+    assert_eq!(text.lines().count(), 1, "{text}");
+
+    // log_level=WARNING and a log_file: NOTICE and INFO stay out, everything else is in both.
+    let log = scratch.path("pgreplica.log");
+    let conf = scratch.write(
+        "repmgr.conf",
+        &format!(
+            "node_id=2\nnode_name='n2'\nlog_level=WARNING\nlog_file='{}'\n",
+            log.display()
+        ),
+    );
+    std::fs::set_permissions(scratch.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let text = start(&["-f", conf.to_str().unwrap()]);
+    assert!(text.starts_with("ERROR: "), "{text}");
+    let logged = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = logged.lines().collect();
+    assert!(!lines.is_empty());
+    for (line, shown) in lines.iter().zip(text.lines()) {
+        // [2026-11-30 13:43:31] [ERROR] …, the same text as on stderr.
+        let (stamp, rest) = line.split_at(22);
+        assert!(
+            stamp.starts_with('[') && stamp.ends_with("] ") && stamp.len() == 22,
+            "{line}"
+        );
+        let (level, message) = shown.split_once(": ").unwrap();
+        assert_eq!(rest, format!("[{level}] {message}"), "{line}");
+    }
+    assert_eq!(lines.len(), text.lines().count(), "{logged}\n{text}");
+    // -L wins over log_level.
+    let text = start(&[
+        "-f",
+        conf.to_str().unwrap(),
+        "-L",
+        "notice",
+        "--without-barman",
+    ]);
+    assert!(
+        text.contains("NOTICE: cloning in pg_basebackup mode: --without-barman was given\n"),
+        "{text}"
+    );
+}
+
+/// event_notification_command runs once when a clone run ends, failed here (the success is
+/// tests/conf_only.rs's), with repmgr's placeholders filled; `event_notifications` without
+/// standby_clone keeps it from running.
+#[test]
+fn the_event_command_runs_once_per_clone_end_with_the_placeholders_filled() {
+    let scratch = Scratch::new();
+    let data = scratch.path("data");
+    let data = data.to_str().unwrap();
+    let events = scratch.path("events");
+    let closed = closed_port();
+    let conf = |filter: &str| {
+        scratch.write(
+            "repmgr.conf",
+            &format!(
+                "node_id=7\nnode_name='n7'\n\
+                 event_notification_command='printf \"%%s|\" %n %e %s \"%t\" \"%d\" \"%p\" >> {}; echo >> {}'\n{filter}",
+                events.display(),
+                events.display()
+            ),
+        )
+    };
+    let start = |conf: &Path| {
+        let output = scratch.run_as_postgres(&unanswered(
+            "start",
+            data,
+            &closed,
+            "1",
+            &["-f", conf.to_str().unwrap(), "--without-barman", "--force"],
+        ));
+        assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+        stderr(&output)
+    };
+    std::fs::set_permissions(scratch.dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let text = start(&conf(""));
+    // The first attempt, retried, is a WARNING; only the final failure is an ERROR, with its
+    // HINT.
+    assert_eq!(
+        text.matches("WARNING: connection to the source node failed")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(text.matches("ERROR: ").count(), 1, "{text}");
+    assert!(
+        text.contains("\nHINT: check -h/-p of the source node"),
+        "{text}"
+    );
+    let written = std::fs::read_to_string(&events).unwrap();
+    // Once, although the step was tried twice.
+    assert_eq!(written.lines().count(), 1, "{written}");
+    let fields: Vec<&str> = written.trim_end().split('|').collect();
+    assert_eq!(&fields[..3], ["7", "standby_clone", "0"], "{written}");
+    // %t: 2026-11-30 13:43:31+0000
+    let stamp = fields[3];
+    assert_eq!(stamp.len(), 24, "{stamp}");
+    assert_eq!(&stamp[4..5], "-");
+    assert_eq!(&stamp[10..11], " ");
+    assert_eq!(
+        fields[4],
+        format!(
+            "cloned from host 127.0.0.1, port {closed}; backup method: pg_basebackup; --force: Y; failed (exit code 6): connection to the source node failed (host=127.0.0.1 port={closed} user=postgres dbname=postgres): error connecting to server: Connection refused (os error 111)"
+        )
+    );
+    assert_eq!(fields[5], "", "%p is empty for standby_clone");
+
+    std::fs::remove_file(&events).unwrap();
+    start(&conf(
+        "event_notifications='standby_register, standby_follow'\n",
+    ));
+    assert!(!events.exists());
+    start(&conf(
+        "event_notifications='standby_register,standby_clone'\n",
+    ));
+    assert_eq!(std::fs::read_to_string(&events).unwrap().lines().count(), 1);
+}
+
+/// Validates `document` against docs/result.schema.json, the versioned schema of the `--json`
+/// results that docs/json.md documents.
+fn assert_valid_result(document: &serde_json::Value) {
+    if let Some(e) = result_schema_error(document) {
+        panic!("{document:#}\ndoes not follow docs/result.schema.json: {e}");
+    }
+}
+
+/// Why `document` does not follow docs/result.schema.json; None when it does.
+fn result_schema_error(document: &serde_json::Value) -> Option<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/result.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut schemas = boon::Schemas::new();
+    let mut compiler = boon::Compiler::new();
+    compiler
+        .add_resource("file:///result.schema.json", schema)
+        .unwrap();
+    let index = compiler
+        .compile("file:///result.schema.json", &mut schemas)
+        .unwrap_or_else(|e| panic!("the schema does not compile: {e:#}"));
+    schemas
+        .validate(document, index)
+        .err()
+        .map(|e| format!("{e:#}"))
+}
+
+/// The `--json` results of start, resume, ensure and the dry run follow the documented schema,
+/// and say what the exit code says; stdout carries the one document and nothing else.
+#[test]
+fn json_results_of_start_resume_ensure_and_dry_run_follow_the_schema() {
+    let scratch = Scratch::new();
+    let data = scratch.path("data");
+    let data = data.to_str().unwrap();
+    let closed = closed_port();
+    let json_of = |args: &[&str], code: i32| {
+        let output = scratch.run_as_postgres(args);
+        assert_eq!(output.status.code(), Some(code), "{}", stderr(&output));
+        let value: serde_json::Value = serde_json::from_slice(&output.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+        assert_valid_result(&value);
+        assert_eq!(value["exit_code"], code);
+        value
+    };
+    let with = |command, extra: &[&'static str]| {
+        let mut extra = extra.to_vec();
+        extra.extend(["--json", "--without-barman"]);
+        unanswered(command, data, &closed, "0", &extra)
+    };
+
+    let dry = json_of(&with("start", &["--dry-run"]), 6);
+    assert_eq!(dry["outcome"], "dry_run");
+    assert_eq!(dry["mode"], "base_backup");
+    assert_eq!(dry["data_dir"], data);
+    assert!(dry["dry_run"]["problems"].as_u64().unwrap() >= 1, "{dry:#}");
+    let source_check = dry["dry_run"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "source node")
+        .unwrap_or_else(|| panic!("{dry:#}"));
+    assert_eq!(source_check["ok"], false);
+    assert_eq!(source_check["error"]["exit_code"], 6);
+
+    let start = json_of(&with("start", &[]), 6);
+    assert_eq!(start["command"], "start");
+    assert_eq!(start["outcome"], "failed");
+    assert_eq!(start["phase"], "fetch_params");
+    assert_eq!(start["error"]["exit_code"], 6);
+    // The schema holds: Rust's enum spellings and epoch numbers are not in it.
+    for (key, wrong) in [
+        ("mode", serde_json::json!("BaseBackup")),
+        ("phase", serde_json::json!("FetchParams")),
+        ("finished_at", serde_json::json!(1_795_000_000_000u64)),
+    ] {
+        let mut bad = start.clone();
+        bad[key] = wrong;
+        assert!(result_schema_error(&bad).is_some(), "{key}");
+    }
+    let id = start["clone_id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("data-"), "{start:#}");
+
+    let resume = json_of(&["clone", "resume", "--json", &id], 6);
+    assert_eq!(resume["command"], "resume");
+    assert_eq!(resume["outcome"], "failed");
+    assert_eq!(resume["clone_id"], id.as_str());
+    assert_eq!(resume["phase"], "fetch_params");
+
+    let ensure = json_of(&with("ensure", &[]), 6);
+    assert_eq!(ensure["command"], "ensure");
+    assert_eq!(ensure["outcome"], "failed");
+
+    // Refused before any clone is named: the document says so with nulls.
+    let refused = json_of(&with("start", &["-S", "postgres"]), 1);
+    assert_eq!(refused["clone_id"], serde_json::Value::Null);
+    assert_eq!(refused["mode"], serde_json::Value::Null);
+    assert!(refused["error"]["hint"].is_string(), "{refused:#}");
+    let unknown = json_of(&["clone", "resume", "--json", "main-00000000"], 42);
+    assert_eq!(unknown["outcome"], "failed");
 }

@@ -42,10 +42,26 @@ fn conf_only(bench: &Bench, conf: &Path, extra: &[&str]) -> std::process::Output
 fn conf_only_turns_a_restored_directory_into_a_streaming_standby() {
     let bench = Bench::start(debian_lab());
     let data_dir = restore_by_hand(&bench, "restored");
-    let conf = bench.repmgr_conf("node2", &data_dir, "");
+    // The end of the clone runs repmgr's event_notification_command once, success 1 (its
+    // failure is tests/cli.rs's).
+    let events = bench.lab.new_dir("events");
+    let conf = bench.repmgr_conf(
+        "node2",
+        &data_dir,
+        &format!(
+            "event_notification_command='echo %n %e %s \"%d\" >> {}'\n",
+            events.display()
+        ),
+    );
     let output = conf_only(&bench, &conf, &[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let notified = std::fs::read_to_string(&events).unwrap();
+    let port = bench.lab.primary_port();
+    assert_eq!(
+        notified,
+        format!("2 standby_clone 1 cloned from host 127.0.0.1, port {port}; backup method: replication configuration only; --force: N\n")
+    );
     assert!(
         stderr.contains("holds a copy of the source's cluster"),
         "{stderr}"

@@ -633,9 +633,7 @@ fn every_key_repmgr_knows_is_accepted_silently() {
         "replication_type",
         "location",
         "priority",
-        "log_level",
         "log_facility",
-        "log_file",
         "log_status_interval",
         "pg_ctl_options",
         "promote_check_timeout",
@@ -1280,6 +1278,50 @@ fn credentials_in_the_api_host_are_kept_out_of_the_target_and_refused_over_http(
         );
         assert!(e.hint.unwrap().starts_with("give an https:// URL"));
     }
+}
+
+// ---------------------------------------------------------------- logging and events
+
+#[test]
+fn log_level_log_file_and_the_event_command_are_read_and_checked() {
+    let (config, warnings) = load_ok(
+        "log_level=notice\nlog_file='/var/log/repmgr/repmgr.log'\n\
+         event_notification_command='/usr/local/bin/notify %n %e %s \"%t\" \"%d\"'\n\
+         event_notifications='standby_clone,standby_register'\n",
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(config.log_level, Some(Level::Notice));
+    assert_eq!(
+        config.log_file.as_deref(),
+        Some(Path::new("/var/log/repmgr/repmgr.log"))
+    );
+    assert_eq!(
+        config.event_notification_command.as_deref(),
+        Some("/usr/local/bin/notify %n %e %s \"%t\" \"%d\"")
+    );
+    assert_eq!(
+        config.event_notifications.as_deref(),
+        Some("standby_clone,standby_register")
+    );
+    // repmgr's syslog-like levels above ERROR print what ERROR prints.
+    assert_eq!(load_ok("log_level=CRIT\n").0.log_level, Some(Level::Error));
+
+    let (error, path) = load_err("log_level=LOUD\nlog_file='relative.log'\n");
+    let lines = problem_lines(&error);
+    assert_eq!(
+        lines,
+        [
+            format!(
+                "{}: invalid value for \"log_level\": \"LOUD\"",
+                at(&path, 1)
+            ),
+            format!(
+                "{}: \"log_file\" must be an absolute path, not \"relative.log\"",
+                at(&path, 2)
+            ),
+        ]
+    );
+    assert!(error.hint.is_some());
 }
 
 // ---------------------------------------------------------------- rsync_options

@@ -133,8 +133,34 @@ fn dry_run_reports_every_problem_with_the_first_ones_exit_code_and_changes_nothi
     );
     assert!(stdout.ends_with("4 problem(s) found\n"), "{stdout}");
     assert!(stdout.contains("  ok       source node: "), "{stdout}");
-    // Each problem is also logged as an error with its hint.
-    assert_eq!(stderr.matches("ERROR: ").count(), 4, "{stderr}");
+    // Each problem is said once, as an ERROR on stderr, in the report's order; the report
+    // points to it; then one last ERROR with the count.
+    for (n, name) in problems.iter().enumerate() {
+        assert!(
+            stdout.contains(&format!(
+                "  PROBLEM  {name}: ERROR {} of 4 on stderr\n",
+                n + 1
+            )),
+            "{stdout}"
+        );
+    }
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter_map(|l| l.strip_prefix("ERROR: "))
+        .collect();
+    assert_eq!(errors.len(), 5, "{stderr}");
+    assert!(errors[0].contains("20000101T000000"), "{stderr}");
+    assert_eq!(
+        errors[4], "dry run found 4 problem(s), each an ERROR above",
+        "{stderr}"
+    );
+    for error in &errors[..4] {
+        assert_eq!(
+            stderr.matches(error).count(),
+            1,
+            "said twice: {error}\n{stderr}"
+        );
+    }
     assert_eq!(tree_digest(&data_dir), before);
     assert_nothing_recorded(&bench);
 }

@@ -337,3 +337,129 @@ fn the_crash_hook_of_the_api_tests_is_compiled_into_debug_builds_only() {
         "the variable is named once, in the gated constant"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Every ERROR has a HINT: each `Error::new(…)` in the library (its unit tests aside) carries
+// `.hint(…)` in the chain that builds it (`Error::bug` and `Error::output` carry theirs).
+
+/// The files whose hint-less constructions predate this check, with how many each has: a
+/// ratchet. A file may not gain one, and one that loses some must have its count lowered here,
+/// so the list only shrinks. Most are failures of the copy engines and the Barman client whose
+/// callers' situations differ; each needs its own words.
+const HINTLESS_DEBT: &[(&str, usize)] = &[
+    ("src/barman/client.rs", 2),
+    ("src/barman/exec.rs", 3),
+    ("src/barman/ssh.rs", 2),
+    ("src/source/target.rs", 1),
+    ("src/steps/stage_backup.rs", 1),
+    ("src/steps/unpack_backup.rs", 2),
+    ("src/store/lock.rs", 1),
+    ("src/store/mod.rs", 1),
+    ("src/store/status.rs", 1),
+    ("src/transfer/backup_api.rs", 2),
+    ("src/transfer/basebackup.rs", 5),
+    ("src/transfer/combine.rs", 2),
+    ("src/transfer/decrypt.rs", 1),
+    ("src/transfer/rsync/command.rs", 1),
+    ("src/transfer/rsync/exit.rs", 2),
+    ("src/transfer/rsync/mod.rs", 1),
+    ("src/transfer/rsync/phase.rs", 3),
+    ("src/transfer/unpack.rs", 2),
+];
+
+/// The `Error::new(` constructions of `text` (before its unit tests) whose method chain has no
+/// `.hint(`, by line number.
+fn hintless_constructions(text: &str) -> Vec<usize> {
+    let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or(text);
+    let bytes = code.as_bytes();
+    // The index just past the parenthesis that closes the one open at `open`.
+    let close = |open: usize| {
+        let mut depth = 0usize;
+        for (i, b) in bytes.iter().enumerate().skip(open) {
+            match b {
+                b'(' => depth += 1,
+                b')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return i + 1;
+                    }
+                }
+                _ => {}
+            }
+        }
+        bytes.len()
+    };
+    let mut found = Vec::new();
+    for (start, _) in code.match_indices("Error::new(") {
+        // std's io::Error is not the operator's error.
+        if code[..start].ends_with("io::") {
+            continue;
+        }
+        let mut end = close(start + "Error::new".len());
+        let mut hinted = false;
+        // Follow the chain `.name(…)` by `.name(…)`.
+        loop {
+            let rest = &code[end..];
+            let trimmed = rest.trim_start();
+            let Some(call) = trimmed.strip_prefix('.') else {
+                break;
+            };
+            let name: String = call
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            let open = end + (rest.len() - trimmed.len()) + 1 + name.len();
+            if bytes.get(open) != Some(&b'(') {
+                break;
+            }
+            hinted |= name == "hint";
+            end = close(open);
+        }
+        if !hinted {
+            found.push(code[..start].lines().count());
+        }
+    }
+    found
+}
+
+#[test]
+fn every_error_constructed_carries_a_hint() {
+    let mut files = Vec::new();
+    files_with_extension(&Path::new(ROOT).join("src"), "rs", &mut files);
+    let mut problems = Vec::new();
+    for path in files {
+        let relative = path
+            .strip_prefix(ROOT)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if relative == "src/error.rs" {
+            continue;
+        }
+        let lines = hintless_constructions(&std::fs::read_to_string(&path).unwrap());
+        let allowed = HINTLESS_DEBT
+            .iter()
+            .find(|(file, _)| *file == relative)
+            .map_or(0, |(_, n)| *n);
+        if lines.len() > allowed {
+            problems.push(format!(
+                "{relative}: Error::new without .hint at lines {lines:?} (at most {allowed} left from before)"
+            ));
+        } else if lines.len() < allowed {
+            problems.push(format!(
+                "{relative}: {} hint-less constructions left, fewer than the {allowed} of HINTLESS_DEBT: lower it",
+                lines.len()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The scan sees a hint-less construction, and a hinted one as hinted.
+    assert_eq!(
+        hintless_constructions("fn f() { Error::new(K, format!(\"{}\", g(1))).detail(x); }"),
+        [1]
+    );
+    assert!(
+        hintless_constructions("Error::new(K, \"m\")\n    .retryable()\n    .hint(h(\"x\"))")
+            .is_empty()
+    );
+}

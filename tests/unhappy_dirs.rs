@@ -105,10 +105,11 @@ fn item_1_the_source_and_running_clusters_are_never_written(bench: &Bench) {
     assert_eq!(output.status.code(), Some(13), "{}", stderr_text(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains("  PROBLEM  source node: \"")
-            && stdout.contains("of the source node itself"),
+        stdout.contains("  PROBLEM  source node: ERROR 1 of "),
         "{stdout}"
     );
+    let stderr = stderr_text(&output);
+    assert!(stderr.contains("of the source node itself"), "{stderr}");
     // Nothing was written: no standby.signal, the configuration as it was, still a primary.
     assert!(!primary.join("standby.signal").exists());
     assert_eq!(auto_conf(), before);

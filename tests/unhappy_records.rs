@@ -488,12 +488,17 @@ fn item_16_the_dry_run_predicts_the_unfinished_clone_refusal(bench: &Bench) {
         .find(|l| l.starts_with("  PROBLEM  "))
         .unwrap_or_else(|| panic!("{stdout}"));
     assert!(
-        first_problem.starts_with(&format!(
-            "  PROBLEM  clone record: an unfinished clone of \"{}\" exists (clone {}, at step Transfer)",
+        first_problem.starts_with("  PROBLEM  clone record: ERROR 1 of "),
+        "{stdout}"
+    );
+    let dry_stderr = stderr_text(&output);
+    assert!(
+        dry_stderr.contains(&format!(
+            "\nERROR: an unfinished clone of \"{}\" exists (clone {}, at step Transfer)",
             data_dir.display(),
             id_of(&data_dir)
         )),
-        "{stdout}"
+        "{dry_stderr}"
     );
     // The real run meets exactly that.
     let output = run(bench, &bench.start_args(&conf, &[]));

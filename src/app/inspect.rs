@@ -48,7 +48,7 @@ pub(super) fn status(state_dir: &Path, args: StatusArgs) -> Result<()> {
     } else {
         crate::status::write_text(&shown_clones, state_dir, &mut out)
     };
-    written.map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))?;
+    written.map_err(Error::output)?;
     // One clone asked for by name and damaged: the output shows it, the exit code says it.
     match (args.clone.is_some(), shown_clones.pop()) {
         (true, Some(Shown::Damaged { error, .. })) => Err(error),
@@ -63,7 +63,7 @@ pub(super) fn list(state_dir: &Path) -> Result<()> {
         shown_clones.push(shown(&dir, &id)?);
     }
     crate::status::write_list(&shown_clones, state_dir, &mut std::io::stdout().lock())
-        .map_err(|e| Error::new(ErrorKind::System, format!("cannot write output: {e}")))
+        .map_err(Error::output)
 }
 
 /// `clone forget`: removes a clone's record from the state directory (refusing a clone that a
@@ -84,8 +84,11 @@ pub(super) fn forget(state_dir: &Path, args: ForgetArgs) -> Result<()> {
     // Read first (a running clone is refused by the lock below either way), for the notice.
     let record = match dir.read_status(&id) {
         Ok(view) if view.running => {
-            return Err(crate::records::running(&id, view.pid)
-                .hint("wait for it to finish, or stop it (Ctrl-C or SIGTERM), then forget it"));
+            return Err(crate::records::running(
+                &id,
+                view.pid,
+                "wait for it to finish, or stop it (Ctrl-C or SIGTERM), then forget it",
+            ));
         }
         Ok(view) => Some(view.record),
         Err(_) => None,

@@ -142,6 +142,7 @@ impl BackupApi {
                 ErrorKind::BackupApi,
                 format!("cannot set up the HTTP client for pg-backup-api: {e}"),
             )
+            .hint("check pg_backupapi_ca_file, pg_backupapi_cert_file and pg_backupapi_key_file")
         })?;
         Ok(BackupApi {
             base,

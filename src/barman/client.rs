@@ -120,12 +120,10 @@ impl Barman {
     /// The client of a Barman-mode request (`barman_host`, `barman_server`, `barman_config`,
     /// `ssh_options`); its absence is a bug in how the request was built.
     pub fn for_request(request: &states::CloneRequest) -> Result<Barman> {
-        let target = request.barman.as_ref().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Internal,
-                "Barman mode without barman_host in the request",
-            )
-        })?;
+        let target = request
+            .barman
+            .as_ref()
+            .ok_or_else(|| Error::bug("Barman mode without barman_host in the request"))?;
         Ok(Barman::from_target(target, &request.ssh_options))
     }
 

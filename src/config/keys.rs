@@ -39,6 +39,10 @@ pub(crate) const PGREPLICA: &[&str] = &[
     "pg_backupapi_stall_timeout",
     "pg_backupapi_start_timeout",
     "pg_backupapi_poll_interval",
+    "log_level",
+    "log_file",
+    "event_notification_command",
+    "event_notifications",
 ];
 
 /// repmgr's settings that have nothing to do with cloning (repmgrd, failover, switchover, event
@@ -50,10 +54,8 @@ pub(crate) const REPMGR_ONLY: &[&str] = &[
     "replication_type",
     "location",
     "priority",
-    // logging
-    "log_level",
+    // logging (log_level and log_file are read)
     "log_facility",
-    "log_file",
     "log_status_interval",
     // external command options pgreplica does not pass on: pg_ctl is never run
     "pg_ctl_options",
@@ -112,9 +114,6 @@ pub(crate) const REPMGR_ONLY: &[&str] = &[
     "service_promote_command",
     "repmgrd_service_start_command",
     "repmgrd_service_stop_command",
-    // event notifications
-    "event_notification_command",
-    "event_notifications",
     // BDR (repmgr 4)
     "bdr_local_monitoring_only",
     "bdr_recovery_timeout",

@@ -44,6 +44,14 @@ pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(300);
 /// Default of `pg_backupapi_poll_interval`: repmgr's fixed 3 seconds.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(3);
 
+/// Checks a `recovery_min_apply_delay` given on the command line (`what` names the flag) as
+/// repmgr.conf's is checked.
+pub fn check_time_units(what: &str, value: &str) -> Result<(), Error> {
+    values::time_units(what, value).map_err(|message| {
+        Error::new(ErrorKind::Config, message).hint("write e.g. 30s, 5min or 2h")
+    })
+}
+
 /// A line of a configuration file, for messages: `/etc/repmgr.conf:12`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Location {
@@ -185,6 +193,17 @@ pub struct Config {
     /// pgreplica's `pg_backupapi_poll_interval`: time between status polls (default
     /// [`DEFAULT_POLL_INTERVAL`]).
     pub pg_backupapi_poll_interval: Duration,
+    /// repmgr's `log_level`: the least severe level logged unless -L, -q or -v says otherwise.
+    pub log_level: Option<Level>,
+    /// repmgr's `log_file`: every log line is also appended there, timestamped as repmgr
+    /// writes it.
+    pub log_file: Option<PathBuf>,
+    /// repmgr's `event_notification_command`: run at the end of each clone with repmgr's
+    /// placeholders (see `crate::event`). May hold anything: never log it.
+    pub event_notification_command: Option<String>,
+    /// repmgr's `event_notifications`: the comma-separated events the command is run for
+    /// (all when unset).
+    pub event_notifications: Option<String>,
     /// Where each key pgreplica knows was last set.
     locations: HashMap<String, Location>,
     /// `ssh_options` split into arguments.
@@ -232,6 +251,10 @@ impl Default for Config {
             pg_backupapi_stall_timeout: DEFAULT_STALL_TIMEOUT,
             pg_backupapi_start_timeout: DEFAULT_START_TIMEOUT,
             pg_backupapi_poll_interval: DEFAULT_POLL_INTERVAL,
+            log_level: None,
+            log_file: None,
+            event_notification_command: None,
+            event_notifications: None,
             locations: HashMap::new(),
             ssh_args: Vec::new(),
             pg_basebackup_args: Vec::new(),
@@ -260,6 +283,7 @@ impl Config {
                     path.display()
                 ),
             )
+            .hint("give -f an absolute path to repmgr.conf")
         })?;
         let mut builder = Builder {
             config: Config {
@@ -446,6 +470,8 @@ impl Config {
             "pg_backupapi_node_name" => &mut self.pg_backupapi_node_name,
             "pg_backupapi_remote_ssh_command" => &mut self.pg_backupapi_remote_ssh_command,
             "pg_backupapi_backup_id" => &mut self.pg_backupapi_backup_id,
+            "event_notification_command" => &mut self.event_notification_command,
+            "event_notifications" => &mut self.event_notifications,
             _ => return None,
         })
     }
@@ -458,6 +484,7 @@ impl Config {
             "pg_backupapi_ca_file" => &mut self.pg_backupapi_ca_file,
             "pg_backupapi_cert_file" => &mut self.pg_backupapi_cert_file,
             "pg_backupapi_key_file" => &mut self.pg_backupapi_key_file,
+            "log_file" => &mut self.log_file,
             _ => return None,
         })
     }
@@ -639,6 +666,14 @@ impl Builder {
             "node_id" => values::node_id(&value)
                 .map(|id| c.node_id = Some(id))
                 .map_err(invalid),
+            "log_level" => Level::of_repmgr(&value)
+                .map(|level| c.log_level = Some(level))
+                .ok_or_else(|| {
+                    (
+                        format!("invalid value for \"log_level\": \"{value}\""),
+                        Some("use DEBUG, INFO, NOTICE, WARNING or ERROR".to_string()),
+                    )
+                }),
             "recovery_min_apply_delay" if value.is_empty() => {
                 c.recovery_min_apply_delay = None;
                 Ok(())

@@ -157,6 +157,7 @@ fn config_builder(
                 ErrorKind::Config,
                 format!("ssl_min_protocol_version/ssl_max_protocol_version: {e}"),
             )
+            .hint("set them to TLSv1.2 or TLSv1.3, the versions pgreplica speaks")
         })?;
     Ok(builder
         .dangerous()
