@@ -194,6 +194,7 @@ pub async fn check(request: &CloneRequest, state_dir: Option<&Path>) -> Report {
                     )),
                     Err(e) => report.record("ssh_options", Err(e)),
                 }
+                report.record("ssh cipher", Ok(barman.cipher_choice().describe()));
                 report.record(
                     "Barman server",
                     barman

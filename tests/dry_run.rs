@@ -76,6 +76,27 @@ fn dry_run_of_a_sound_barman_clone_passes_every_check_and_changes_nothing() {
     assert!(stdout.ends_with("0 problem(s) found\n"), "{stdout}");
     assert!(!data_dir.exists() && !waldir.exists());
     assert_nothing_recorded(&bench);
+    // The lab's ssh_options and configuration choose no cipher: AES-GCM first where the CPU
+    // has AES instructions, ssh's own order otherwise.
+    let preferred = if pgreplica::barman::ssh::cpu_has_aes() {
+        "  ok       ssh cipher: AES-GCM offered first (aes128-gcm@openssh.com)"
+    } else {
+        "  ok       ssh cipher: ssh's default (chacha20-poly1305 first)"
+    };
+    assert!(stdout.contains(preferred), "{stdout}");
+
+    // ssh_options that choose a cipher are obeyed, and the dry run says so.
+    let chosen = bench.repmgr_conf(
+        "node2",
+        &data_dir,
+        &format!("ssh_options='{} -c aes256-ctr'\n", bench.lab.ssh_options()),
+    );
+    let (code, stdout, stderr) = dry_run(&bench, &chosen, &[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("  ok       ssh cipher: as ssh_options choose\n"),
+        "{stdout}"
+    );
 
     // pg_basebackup mode checks its own program and options, and the installation size.
     let (code, stdout, stderr) = dry_run(&bench, &conf, &["--without-barman"]);

@@ -121,7 +121,8 @@ impl Sshd {
         self.dir.join("sshd.log")
     }
 
-    fn pid(&self) -> Option<u32> {
+    /// The running sshd's pid, from its pid file.
+    pub(crate) fn pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.dir.join("sshd.pid"))
             .ok()
             .and_then(|text| text.trim().parse().ok())

@@ -72,6 +72,12 @@ pub fn verified_files(status: &Value) -> Option<u64> {
     }
 }
 
+/// How many regular files the clone's file list holds (`files.files_total`, shown for a clone
+/// no process runs); None when the status shows no file list.
+pub fn files_total(status: &Value) -> Option<u64> {
+    status["files"]["files_total"].as_u64()
+}
+
 /// The entries of a status's `history`, oldest first (none when it has no history).
 pub fn history(status: &Value) -> &[Value] {
     status["history"].as_array().map_or(&[], Vec::as_slice)

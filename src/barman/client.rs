@@ -157,7 +157,8 @@ impl Barman {
     }
 
     /// `ssh -o BatchMode=yes`, the time limits of [`ssh::DEFAULTS`](super::ssh::DEFAULTS) that
-    /// `ssh_options` does not set, then `ssh_options`.
+    /// `ssh_options` does not set, the ciphers pgreplica prefers when nothing else chooses
+    /// ([`Barman::cipher_choice`]), then `ssh_options`.
     fn ssh_command(&self) -> Vec<String> {
         let mut argv = vec![
             "ssh".to_string(),
@@ -165,6 +166,7 @@ impl Barman {
             "BatchMode=yes".to_string(),
         ];
         argv.extend(super::ssh::default_args(&self.ssh_options));
+        argv.extend(self.cipher_choice().args());
         argv.extend(self.ssh_options.iter().cloned());
         argv
     }
@@ -467,31 +469,32 @@ mod tests {
     #[test]
     fn argv_shapes() {
         let b = client();
-        assert_eq!(
-            b.ssh_argv(),
-            [
-                "ssh",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "ConnectTimeout=10",
-                "-o",
-                "ServerAliveInterval=15",
-                "-o",
-                "ServerAliveCountMax=3",
-                "-p",
-                "2222",
-                "-i",
-                "/keys/my key",
-                "--",
-                "barman@barmansrv"
-            ]
-        );
-        assert_eq!(
-            b.rsync_rsh(),
+        // The cipher choice depends on this machine's CPU and ssh configuration: tested in
+        // `ssh`; here, where its arguments go (after the time limits, before ssh_options).
+        let ciphers = b.cipher_choice().args();
+        let mut expected: Vec<String> = [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=3",
+        ]
+        .map(String::from)
+        .to_vec();
+        expected.extend(ciphers.iter().cloned());
+        expected.extend(["-p", "2222", "-i", "/keys/my key"].map(String::from));
+        assert_eq!(b.rsync_rsh(), quote::rsync_join(&expected));
+        expected.extend(["--", "barman@barmansrv"].map(String::from));
+        assert_eq!(b.ssh_argv(), expected);
+        assert!(b.rsync_rsh().starts_with(
             "ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=15 \
-             -o ServerAliveCountMax=3 -p 2222 -i '/keys/my key'"
-        );
+             -o ServerAliveCountMax=3"
+        ));
+        assert!(b.rsync_rsh().ends_with(" -p 2222 -i '/keys/my key'"));
         assert_eq!(
             b.barman_argv(&["show-backup", "pg", "latest"]),
             [
@@ -535,12 +538,15 @@ mod tests {
         ]
         .map(String::from)
         .to_vec();
+        let own = Barman::from_target(&target, &own_limits);
+        let ciphers = own.cipher_choice().args();
+        let ciphers = ciphers.iter().map(|a| format!(" {a}")).collect::<String>();
         assert_eq!(
-            Barman::from_target(&target, &own_limits)
-                .ssh_argv()
-                .join(" "),
-            "ssh -o BatchMode=yes -o ConnectTimeout=3 -o ServerAliveInterval=1 \
-             -o ServerAliveCountMax=2 -- b@h"
+            own.ssh_argv().join(" "),
+            format!(
+                "ssh -o BatchMode=yes{ciphers} -o ConnectTimeout=3 -o ServerAliveInterval=1 \
+                 -o ServerAliveCountMax=2 -- b@h"
+            )
         );
     }
 
@@ -607,10 +613,12 @@ mod tests {
             err.message
         );
         let hint = err.hint.as_deref().unwrap_or("");
+        let ciphers = b.cipher_choice().args();
+        let ciphers = ciphers.iter().map(|a| format!(" {a}")).collect::<String>();
         assert!(
-            hint.contains(
-                "ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=15 -o ServerAliveCountMax=3 -F /dev/null -p 1 -- barman@127.0.0.1 'barman --version'"
-            ),
+            hint.contains(&format!(
+                "ssh -o BatchMode=yes -o ConnectTimeout=10 -o ServerAliveInterval=15 -o ServerAliveCountMax=3{ciphers} -F /dev/null -p 1 -- barman@127.0.0.1 'barman --version'"
+            )),
             "{hint}"
         );
     }

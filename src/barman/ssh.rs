@@ -1,5 +1,5 @@
-//! The ssh client's options that keep a dead Barman host from hanging a clone, and what the
-//! operator's `ssh_options` make ssh run.
+//! The ssh client's options that keep a dead Barman host from hanging a clone, the cipher
+//! pgreplica prefers, and what the operator's `ssh_options` make ssh run.
 //!
 //! Without `ConnectTimeout`, a host that drops packets holds each connection attempt for the
 //! kernel's TCP timeout (minutes), and without keep-alives a network that goes quiet in the
@@ -7,11 +7,20 @@
 //! [`DEFAULTS`] to every ssh it starts — unless `ssh_options` sets the option itself, which
 //! always wins — so a dead peer is noticed within about a minute.
 //!
+//! On 2 cores ssh's encryption at both ends is what limits a copy, and OpenSSH offers
+//! chacha20-poly1305 first: where this host's CPU has AES instructions, pgreplica offers AES-GCM
+//! first instead ([`AES_GCM_FIRST`]) — both are modern AEAD ciphers, AES-GCM is the faster one
+//! with AES instructions — unless `ssh_options` or the ssh configuration choose the ciphers
+//! themselves ([`CipherChoice`], decided once per host and options and shown by `--dry-run`).
+//!
 //! `ssh_options` is trusted like `~/.ssh/config`: options such as `ProxyCommand` or
 //! `LocalCommand` run commands on this host whenever ssh connects, `--dry-run` included.
 //! [`Barman::local_commands`] says which (from `ssh -G`, so `~/.ssh/config` and `-F` files count
 //! too), for the dry run to report.
 
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use super::Barman;
@@ -44,6 +53,174 @@ const COMMANDS: [(&str, &str); 4] = [
 
 /// How long `ssh -G` may take (it reads configuration files only).
 const CONFIG_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The ciphers pgreplica offers, in this order, where the CPU has AES instructions: AES-GCM
+/// first, then OpenSSH's own defaults, so a server that has no AES-GCM still agrees on one.
+/// Every one of them exists since OpenSSH 6.5.
+pub const AES_GCM_FIRST: &str = "aes128-gcm@openssh.com,aes256-gcm@openssh.com,\
+chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr";
+
+/// Which ciphers ssh offers the Barman host, and who chose them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CipherChoice {
+    /// pgreplica adds `-o Ciphers=`[`AES_GCM_FIRST`]: the CPU has AES instructions and nothing
+    /// else chose.
+    AesGcmFirst,
+    /// `ssh_options` choose (`-c …` or `-o Ciphers=…`).
+    SshOptions,
+    /// The ssh configuration (`~/.ssh/config`, `/etc/ssh/ssh_config`, a `-F` file) chooses:
+    /// its list, as `ssh -G` tells it.
+    SshConfig(String),
+    /// This CPU has no AES instructions: ssh's own order (chacha20-poly1305 first) is faster.
+    NoAes,
+    /// `ssh -G` could not say what the configuration chooses (the reason): ssh's own choice,
+    /// untouched.
+    Unknown(String),
+}
+
+impl CipherChoice {
+    /// The choice for `ssh_options`, the ciphers the ssh configuration sets (`None` when it
+    /// keeps ssh's built-in list; `Err` when `ssh -G` could not tell) and whether this CPU has
+    /// AES instructions.
+    pub fn decide(
+        ssh_options: &[String],
+        configured: std::result::Result<Option<String>, String>,
+        cpu_has_aes: bool,
+    ) -> CipherChoice {
+        if sets_ciphers(ssh_options) {
+            return CipherChoice::SshOptions;
+        }
+        match configured {
+            Err(reason) => CipherChoice::Unknown(reason),
+            Ok(Some(list)) => CipherChoice::SshConfig(list),
+            Ok(None) if cpu_has_aes => CipherChoice::AesGcmFirst,
+            Ok(None) => CipherChoice::NoAes,
+        }
+    }
+
+    /// The ssh arguments the choice adds: `-o Ciphers=…` for [`CipherChoice::AesGcmFirst`],
+    /// nothing otherwise.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            CipherChoice::AesGcmFirst => vec!["-o".to_string(), format!("Ciphers={AES_GCM_FIRST}")],
+            _ => Vec::new(),
+        }
+    }
+
+    /// What `--dry-run` says of the choice.
+    pub fn describe(&self) -> String {
+        match self {
+            CipherChoice::AesGcmFirst => {
+                "AES-GCM offered first (aes128-gcm@openssh.com): this CPU has AES instructions and neither ssh_options nor the ssh configuration choose ciphers".to_string()
+            }
+            CipherChoice::SshOptions => "as ssh_options choose".to_string(),
+            CipherChoice::SshConfig(list) => {
+                format!("as the ssh configuration chooses ({list})")
+            }
+            CipherChoice::NoAes => {
+                "ssh's default (chacha20-poly1305 first): this CPU has no AES instructions"
+                    .to_string()
+            }
+            CipherChoice::Unknown(reason) => format!("ssh's default ({reason})"),
+        }
+    }
+}
+
+/// Whether `ssh_options` choose the ciphers: `-c LIST`, `-cLIST` or `-o Ciphers=…`.
+fn sets_ciphers(ssh_options: &[String]) -> bool {
+    ssh_options.iter().any(|word| word.starts_with("-c"))
+        || option_names(ssh_options)
+            .iter()
+            .any(|name| name == "ciphers")
+}
+
+/// Whether this host's CPU has AES instructions (AES-NI and carry-less multiplication on x86,
+/// the AES extension on ARM): what makes AES-GCM faster than chacha20-poly1305.
+pub fn cpu_has_aes() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        false
+    }
+}
+
+/// The `ciphers` line of `ssh <args> -G -- <host>`.
+fn ciphers_of(args: &[&str], host: &str) -> std::result::Result<String, String> {
+    let child = Command::new("ssh")
+        .args(args)
+        .args(["-G", "--", host])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run ssh -G: {e}"))?;
+    // `Match exec` lines run commands: bound the wait as for every other ssh. The waiting
+    // thread hands the output over; past the bound the child is killed, which ends it.
+    let pid = child.id();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || sender.send(child.wait_with_output()));
+    let output = match receiver.recv_timeout(CONFIG_TIMEOUT) {
+        Ok(output) => output.map_err(|e| e.to_string())?,
+        Err(_) => {
+            // SAFETY: kill(2) on the pid of our own child, which the waiting thread has not
+            // reaped after 10 s of waiting (unless it exited at this very instant).
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            return Err("ssh -G did not answer".to_string());
+        }
+    };
+    if !output.status.success() {
+        return Err("ssh -G refused the options".to_string());
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("ciphers ").map(str::to_string))
+        .ok_or_else(|| "ssh -G printed no ciphers".to_string())
+}
+
+/// The ciphers the ssh configuration sets for `host` with `ssh_options`: `None` when they are
+/// ssh's built-in list (`ssh -F /dev/null -G`, which reads no configuration at all).
+fn configured_ciphers(
+    host: &str,
+    ssh_options: &[String],
+) -> std::result::Result<Option<String>, String> {
+    let options: Vec<&str> = ssh_options.iter().map(String::as_str).collect();
+    let configured = ciphers_of(&options, host)?;
+    let built_in = ciphers_of(&["-F", "/dev/null"], host)?;
+    Ok((configured != built_in).then_some(configured))
+}
+
+/// The cipher choice for `host` with `ssh_options`, decided once per process: every ssh of a
+/// run offers the same ciphers, and `ssh -G` runs twice per run, not per connection.
+pub(super) fn cipher_choice(host: &str, ssh_options: &[String]) -> CipherChoice {
+    type Choices = Mutex<HashMap<(String, Vec<String>), CipherChoice>>;
+    static CHOICES: OnceLock<Choices> = OnceLock::new();
+    let key = (host.to_string(), ssh_options.to_vec());
+    let choices = CHOICES.get_or_init(Default::default);
+    if let Some(choice) = choices.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return choice;
+    }
+    let choice = if sets_ciphers(ssh_options) {
+        CipherChoice::SshOptions
+    } else {
+        CipherChoice::decide(
+            ssh_options,
+            configured_ciphers(host, ssh_options),
+            cpu_has_aes(),
+        )
+    };
+    if let Ok(mut choices) = choices.lock() {
+        choices.insert(key, choice.clone());
+    }
+    choice
+}
 
 /// The names of the `-o` options in `args` (ssh's arguments), lower case: `-o Name=value`,
 /// `-oName=value`, `-o "Name value"`.
@@ -78,6 +255,11 @@ pub(super) fn default_args(ssh_options: &[String]) -> Vec<String> {
 }
 
 impl Barman {
+    /// Which ciphers this client's ssh offers the Barman host (see [`CipherChoice`]).
+    pub fn cipher_choice(&self) -> CipherChoice {
+        cipher_choice(&self.host, &self.ssh_options)
+    }
+
     /// The commands ssh runs on this host when it connects to the Barman host with this
     /// client's options (`ssh -G`: `ssh_options`, `~/.ssh/config` and any `-F` file), e.g.
     /// `ProxyCommand nc %h %p`; empty when none. `LocalCommand` counts only when
@@ -157,6 +339,74 @@ mod tests {
             ["ProxyJump (another ssh) bastion", "LocalCommand echo hi"]
         );
         assert!(commands_in("user barman\n").is_empty());
+    }
+
+    #[test]
+    fn aes_gcm_first_only_when_nothing_else_chooses_and_the_cpu_has_aes() {
+        let none: &[String] = &[];
+        assert_eq!(
+            CipherChoice::decide(none, Ok(None), true),
+            CipherChoice::AesGcmFirst
+        );
+        assert_eq!(
+            CipherChoice::decide(none, Ok(None), true).args(),
+            ["-o", &format!("Ciphers={AES_GCM_FIRST}")]
+        );
+        assert_eq!(
+            CipherChoice::decide(none, Ok(None), false),
+            CipherChoice::NoAes
+        );
+        let config = CipherChoice::decide(none, Ok(Some("aes256-ctr".into())), true);
+        assert_eq!(config, CipherChoice::SshConfig("aes256-ctr".into()));
+        assert!(config.args().is_empty());
+        assert!(config.describe().contains("aes256-ctr"));
+        let unknown = CipherChoice::decide(none, Err("ssh -G did not answer".into()), true);
+        assert!(unknown.args().is_empty());
+        for options in [
+            "-c aes256-ctr",
+            "-caes256-ctr",
+            "-o Ciphers=aes256-ctr",
+            "-oCiphers=+aes256-cbc",
+            "-p 22 -o ciphers=aes256-ctr",
+        ] {
+            let choice = CipherChoice::decide(&words(options), Ok(None), true);
+            assert_eq!(choice, CipherChoice::SshOptions, "{options}");
+            assert!(choice.args().is_empty(), "{options}");
+        }
+        assert!(!sets_ciphers(&words("-p 22 -o ConnectTimeout=3 -i key")));
+    }
+
+    /// The real ssh: a configuration file that sets Ciphers is seen, one that does not is not,
+    /// and options that choose are never overridden.
+    #[test]
+    fn the_configurations_ciphers_from_the_real_ssh() {
+        let dir = std::env::temp_dir().join(format!("pgreplica-ssh-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let with = dir.join("with");
+        std::fs::write(&with, "Host *\n  Ciphers aes256-ctr,aes128-ctr\n").expect("write");
+        let without = dir.join("without");
+        std::fs::write(&without, "Host *\n  Port 2222\n").expect("write");
+        let opts = |file: &std::path::Path| vec!["-F".to_string(), file.display().to_string()];
+        assert_eq!(
+            configured_ciphers("barman@127.0.0.1", &opts(&with)),
+            Ok(Some("aes256-ctr,aes128-ctr".to_string()))
+        );
+        assert_eq!(
+            configured_ciphers("barman@127.0.0.1", &opts(&without)),
+            Ok(None)
+        );
+        assert_eq!(
+            cipher_choice("barman@127.0.0.1", &opts(&with)),
+            CipherChoice::SshConfig("aes256-ctr,aes128-ctr".to_string())
+        );
+        let expected = if cpu_has_aes() {
+            CipherChoice::AesGcmFirst
+        } else {
+            CipherChoice::NoAes
+        };
+        assert_eq!(cipher_choice("barman@127.0.0.1", &opts(&without)), expected);
+        assert!(configured_ciphers("barman@127.0.0.1", &words("-o NoSuchOption=1")).is_err());
+        std::fs::remove_dir_all(&dir).expect("rm");
     }
 
     /// The real ssh: `-G` reads the options and names the commands, connecting nowhere.

@@ -72,6 +72,33 @@ fn timeout_arg(setting: Option<String>) -> Result<Option<String>> {
     Ok((seconds > 0).then(|| format!("--timeout={seconds}")))
 }
 
+/// The environment variable that makes rsync compress in transit: `zstd`, `lz4` or `zlib`
+/// (rsync's `--compress --compress-choice=…`); unset, empty or `none` for no compression. For a
+/// slow link, where the CPU it costs buys back more network time than it takes; on a LAN it
+/// only costs (docs/operations.md, docs/benchmarks.md).
+pub const RSYNC_COMPRESS_ENV: &str = "PGREPLICA_RSYNC_COMPRESS";
+
+/// The compressions rsync 3.2 and later accept in `--compress-choice` that pgreplica offers.
+const COMPRESSIONS: [&str; 3] = ["zstd", "lz4", "zlib"];
+
+/// rsync's compression arguments for `setting` (the value of [`RSYNC_COMPRESS_ENV`], if set).
+fn compress_args(setting: Option<String>) -> Result<Vec<String>> {
+    match setting.as_deref().map(str::trim) {
+        None | Some("") | Some("none") => Ok(Vec::new()),
+        Some(choice) if COMPRESSIONS.contains(&choice) => Ok(vec![
+            "--compress".to_string(),
+            format!("--compress-choice={choice}"),
+        ]),
+        Some(other) => Err(crate::error::Error::new(
+            crate::error::ErrorKind::Config,
+            format!("{RSYNC_COMPRESS_ENV} is not a compression rsync offers: \"{other}\""),
+        )
+        .hint(format!(
+            "set {RSYNC_COMPRESS_ENV} to zstd, lz4, zlib or none, or unset it"
+        ))),
+    }
+}
+
 /// Runs the transfer of the pinned `backup` from `target` into the prepared `dirs`.
 pub async fn run(
     ctx: &mut StepContext<'_>,
@@ -133,14 +160,16 @@ pub async fn run(
     Ok(summary)
 }
 
-/// rsync's options from the request and the environment, for every stream: `--bwlimit`, and
-/// `--timeout` unless [`RSYNC_TIMEOUT_ENV`] is 0.
+/// rsync's options from the request and the environment, for every stream: `--bwlimit`,
+/// `--timeout` unless [`RSYNC_TIMEOUT_ENV`] is 0, and the compression [`RSYNC_COMPRESS_ENV`]
+/// names.
 pub(crate) fn rsync_args(request: &CloneRequest) -> Result<Vec<String>> {
     Ok(request
         .bwlimit_kbps
         .map(|k| format!("--bwlimit={k}"))
         .into_iter()
         .chain(io_timeout_arg()?)
+        .chain(compress_args(std::env::var(RSYNC_COMPRESS_ENV).ok())?)
         .collect())
 }
 
@@ -543,6 +572,47 @@ fn totals(entries: &[ManifestEntry], select: impl Fn(&ManifestEntry) -> bool) ->
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn compression_in_transit_is_one_of_rsyncs_and_anything_else_is_refused() {
+        let args = |v: Option<&str>| super::compress_args(v.map(String::from));
+        for off in [None, Some(""), Some("none"), Some(" none ")] {
+            assert!(args(off).unwrap().is_empty(), "{off:?}");
+        }
+        assert_eq!(
+            args(Some("zstd")).unwrap(),
+            ["--compress", "--compress-choice=zstd"]
+        );
+        assert_eq!(args(Some("lz4")).unwrap()[1], "--compress-choice=lz4");
+        let err = args(Some("gzip")).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        err.assert_says(
+            "PGREPLICA_RSYNC_COMPRESS is not a compression rsync offers: \"gzip\"",
+            "set PGREPLICA_RSYNC_COMPRESS to zstd, lz4, zlib or none, or unset it",
+        );
+    }
+
+    /// The real rsync accepts every compression offered, and copies with it.
+    #[test]
+    fn the_real_rsync_copies_with_each_compression() {
+        let dir = std::env::temp_dir().join(format!("pgreplica-compress-{}", std::process::id()));
+        let (src, dst) = (dir.join("src"), dir.join("dst"));
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("f"), "x".repeat(100_000)).unwrap();
+        for choice in super::COMPRESSIONS {
+            let _ = std::fs::remove_dir_all(&dst);
+            let status = std::process::Command::new("rsync")
+                .arg("-a")
+                .args(super::compress_args(Some(choice.to_string())).unwrap())
+                .arg(format!("{}/", src.display()))
+                .arg(format!("{}/", dst.display()))
+                .status()
+                .expect("rsync runs");
+            assert!(status.success(), "{choice}: {status}");
+            assert_eq!(std::fs::read(dst.join("f")).unwrap().len(), 100_000);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn rsync_gives_up_on_a_silent_peer_unless_told_otherwise() {
         let arg = |v: Option<&str>| super::timeout_arg(v.map(String::from));

@@ -178,6 +178,12 @@ impl Lab {
         self.ssh_port
     }
 
+    /// The pid of the lab's sshd, the listener every ssh session of the lab is forked from
+    /// (the bench reads the CPU time of its reaped children: the far end of every ssh).
+    pub fn sshd_pid(&self) -> Option<u32> {
+        self.sshd.as_ref().and_then(Sshd::pid)
+    }
+
     /// The ssh destination of the Barman host, for repmgr.conf's `barman_host`.
     pub fn barman_ssh_host(&self) -> String {
         "barman@127.0.0.1".to_string()

@@ -1,7 +1,9 @@
-//! The contenders of `cargo xtask bench` ([`Contender`]) and how each runs: plain `rsync -a`
-//! over ssh, `repmgr standby clone` (through an `ssh` wrapper that carries the lab's options),
-//! `barman recover`, `pgreplica clone start`, and pgreplica's resume after a kill; each run
-//! timed into a fresh directory ([`Bench::timed`]) and checked whole.
+//! The contenders of `cargo xtask bench` ([`Contender`]) and how each runs: a local `cp -a`,
+//! plain `rsync -a` over ssh (with ssh's default cipher, and with AES-GCM), `repmgr standby
+//! clone` (through an `ssh` wrapper that carries the lab's options), `barman recover`,
+//! `pgreplica clone start` with each copy engine ([`Engine`]), pgreplica's resume after a kill,
+//! and the slow-link pair; each run timed into a fresh directory ([`Bench::timed`]), with its
+//! CPU time at both ends and its peak memory, and checked whole.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -13,57 +15,137 @@ use lab::status::{self, Phase};
 use lab::{PG_BIN, REPMGR, SSH};
 use serde_json::Value;
 
-use super::process::{run_to_end, spawn_logged, sync, tree_size};
+use super::process::{reaped_children_cpu, run_to_end, spawn_logged, sync, tree_size, Cost};
 use super::{Bench, KILL_AT, RUN_LIMIT};
+
+/// The cipher the AES-GCM rsync row asks ssh for: what pgreplica offers first on a CPU with
+/// AES instructions (`pgreplica::barman::ssh::AES_GCM_FIRST`), so that row is the same
+/// transport as pgreplica's own rsync.
+const AES_GCM: &str = "aes128-gcm@openssh.com";
+
+/// The slow link the slow-link pair copies over: rsync's `--bwlimit` (KiB/s) for 20 MB/s.
+pub(super) const SLOW_LINK_KBPS: u32 = 19_531;
+
+/// The compression in transit the slow-link pair turns on (`PGREPLICA_RSYNC_COMPRESS`).
+pub(super) const SLOW_LINK_COMPRESSION: &str = "zstd";
+
+/// A copy engine pgreplica can be told to use. Each is timed at `--jobs 1, 2, 4`.
+///
+/// A new engine adds its variant here, with the arguments of `clone start` (or the repmgr.conf
+/// line, through [`Engine::conf_line`]) that select it; the table and JSON name it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Engine {
+    /// rsync over ssh, pgreplica's engine today (selected by default).
+    Rsync,
+}
+
+impl Engine {
+    /// Every engine the bench times.
+    pub(super) const ALL: [Engine; 1] = [Engine::Rsync];
+
+    /// The engine's name in labels and keys; none for pgreplica's default engine, whose rows
+    /// keep their names.
+    fn tag(self) -> Option<&'static str> {
+        match self {
+            Engine::Rsync => None,
+        }
+    }
+
+    /// The repmgr.conf line that selects the engine; empty for the default.
+    fn conf_line(self) -> &'static str {
+        match self {
+            Engine::Rsync => "",
+        }
+    }
+}
 
 /// One way of cloning the backup into a fresh directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Contender {
-    /// `rsync -a` over ssh of the backup's data directory: the baseline.
+    /// `cp -a` of the backup's data directory on this machine: the local-copy baseline (no
+    /// network, no encryption), what any copy over ssh is bounded by.
+    LocalCopy,
+    /// `rsync -a` over ssh of the backup's data directory, ssh's default cipher: the baseline.
     Rsync,
+    /// The same with `-c aes128-gcm@openssh.com`: the transport pgreplica's rsync uses, hence
+    /// the floor for its Transfer step.
+    RsyncAesGcm,
     /// `repmgr standby clone` in Barman mode.
     Repmgr,
     /// `barman recover --remote-ssh-command … --jobs N`, pushing to the standby host.
     BarmanRecover { jobs: u32 },
-    /// `pgreplica clone start --jobs N`.
-    Pgreplica { jobs: u32 },
+    /// `pgreplica clone start --jobs N` with `engine`.
+    Pgreplica { jobs: u32, engine: Engine },
     /// `pgreplica clone start --jobs N`, SIGKILLed at [`KILL_AT`], then `clone resume`: only
     /// the resume is timed.
     Resume { jobs: u32 },
+    /// `pgreplica clone start --jobs 1 --bwlimit` [`SLOW_LINK_KBPS`], with or without
+    /// compression in transit.
+    SlowLink { compress: bool },
 }
 
 impl Contender {
     /// Every contender, in the order of the table.
-    pub(super) const ALL: [Contender; 8] = [
-        Contender::Rsync,
-        Contender::Repmgr,
-        Contender::BarmanRecover { jobs: 1 },
-        Contender::BarmanRecover { jobs: 2 },
-        Contender::Pgreplica { jobs: 1 },
-        Contender::Pgreplica { jobs: 2 },
-        Contender::Pgreplica { jobs: 4 },
-        Contender::Resume { jobs: 1 },
-    ];
+    pub(super) fn all() -> Vec<Contender> {
+        let mut all = vec![
+            Contender::LocalCopy,
+            Contender::Rsync,
+            Contender::RsyncAesGcm,
+            Contender::Repmgr,
+            Contender::BarmanRecover { jobs: 1 },
+            Contender::BarmanRecover { jobs: 2 },
+        ];
+        for engine in Engine::ALL {
+            all.extend([1, 2, 4].map(|jobs| Contender::Pgreplica { jobs, engine }));
+        }
+        all.push(Contender::Resume { jobs: 1 });
+        all.extend([false, true].map(|compress| Contender::SlowLink { compress }));
+        all
+    }
+
+    /// pgreplica's default clone: rsync engine, `--jobs 1`.
+    pub(super) const PGREPLICA: Contender = Contender::Pgreplica {
+        jobs: 1,
+        engine: Engine::Rsync,
+    };
 
     /// How the table names the contender.
     pub(super) fn label(self) -> String {
         match self {
+            Contender::LocalCopy => "cp -a, local (no network)".to_string(),
             Contender::Rsync => "rsync -a over ssh (baseline)".to_string(),
+            Contender::RsyncAesGcm => "rsync -a over ssh, AES-GCM".to_string(),
             Contender::Repmgr => "repmgr standby clone".to_string(),
             Contender::BarmanRecover { jobs } => format!("barman recover --jobs {jobs}"),
-            Contender::Pgreplica { jobs } => format!("pgreplica --jobs {jobs}"),
+            Contender::Pgreplica { jobs, engine } => match engine.tag() {
+                None => format!("pgreplica --jobs {jobs}"),
+                Some(tag) => format!("pgreplica --jobs {jobs} ({tag} engine)"),
+            },
             Contender::Resume { jobs } => format!("pgreplica resume at 50% (-j{jobs})"),
+            Contender::SlowLink { compress: false } => "pgreplica, 20 MB/s link".to_string(),
+            Contender::SlowLink { compress: true } => {
+                format!("pgreplica, 20 MB/s link, {SLOW_LINK_COMPRESSION}")
+            }
         }
     }
 
     /// A short name for directories, logs and JSON.
     pub(super) fn key(self) -> String {
         match self {
+            Contender::LocalCopy => "cp".to_string(),
             Contender::Rsync => "rsync".to_string(),
+            Contender::RsyncAesGcm => "rsync-aes-gcm".to_string(),
             Contender::Repmgr => "repmgr".to_string(),
             Contender::BarmanRecover { jobs } => format!("barman-recover-j{jobs}"),
-            Contender::Pgreplica { jobs } => format!("pgreplica-j{jobs}"),
+            Contender::Pgreplica { jobs, engine } => match engine.tag() {
+                None => format!("pgreplica-j{jobs}"),
+                Some(tag) => format!("pgreplica-{tag}-j{jobs}"),
+            },
             Contender::Resume { jobs } => format!("pgreplica-resume-j{jobs}"),
+            Contender::SlowLink { compress: false } => "pgreplica-slow-link".to_string(),
+            Contender::SlowLink { compress: true } => {
+                format!("pgreplica-slow-link-{SLOW_LINK_COMPRESSION}")
+            }
         }
     }
 }
@@ -71,7 +153,10 @@ impl Contender {
 /// One timed run.
 #[derive(Clone, Debug)]
 pub(super) struct Sample {
-    pub(super) seconds: f64,
+    /// Wall time, CPU time and peak memory on this end (the timed command's process tree).
+    pub(super) cost: Cost,
+    /// CPU seconds at the far end of its ssh connections (the sessions of the lab's sshd).
+    pub(super) remote_cpu_seconds: f64,
     /// Resume only: bytes the resume sent again and kept, and bytes on disk at the kill.
     pub(super) resume: Option<ResumeFacts>,
     /// pgreplica only: seconds per step, from the clone's own history, in order.
@@ -93,11 +178,24 @@ impl Bench {
         // Writes of the previous run still in the page cache would be flushed during this one.
         sync()?;
         let sample = match contender {
-            Contender::Rsync => self.run_rsync(&dest, &log),
+            Contender::LocalCopy => self.run_local_copy(&dest, &log),
+            Contender::Rsync => self.run_rsync(&dest, &log, None),
+            Contender::RsyncAesGcm => self.run_rsync(&dest, &log, Some(AES_GCM)),
             Contender::Repmgr => self.run_repmgr(&dest, &log),
             Contender::BarmanRecover { jobs } => self.run_barman_recover(&dest, &log, jobs),
-            Contender::Pgreplica { jobs } => self.run_pgreplica(&dest, &log, jobs),
+            Contender::Pgreplica { jobs, engine } => {
+                let cmd = self.pgreplica_start(&dest, jobs, engine.conf_line(), &[])?;
+                self.run_pgreplica(cmd, &dest, &log)
+            }
             Contender::Resume { jobs } => self.run_resume(&dest, &log, jobs),
+            Contender::SlowLink { compress } => {
+                let limit = SLOW_LINK_KBPS.to_string();
+                let mut cmd = self.pgreplica_start(&dest, 1, "", &["--bwlimit", &limit])?;
+                if compress {
+                    cmd.env("PGREPLICA_RSYNC_COMPRESS", SLOW_LINK_COMPRESSION);
+                }
+                self.run_pgreplica(cmd, &dest, &log)
+            }
         }
         .and_then(|sample| self.check_whole(&dest).map(|()| sample))
         .map_err(|e| format!("{e}\n(log: {})", log.display()))?;
@@ -105,8 +203,38 @@ impl Bench {
         Ok(sample)
     }
 
-    fn run_rsync(&self, dest: &Path, log: &Path) -> Result<Sample, String> {
-        let rsh = ssh_command_line(&self.lab.ssh_args());
+    /// `cmd` run to its end with what it cost at both ends.
+    pub(super) fn measured(&self, cmd: &mut Command, log: &Path) -> Result<Sample, String> {
+        let remote_before = self.remote_cpu()?;
+        let cost = run_to_end(cmd, log)?;
+        Ok(Sample {
+            cost,
+            remote_cpu_seconds: self.remote_cpu()? - remote_before,
+            resume: None,
+            steps: Vec::new(),
+        })
+    }
+
+    /// CPU seconds of every ssh session of the lab's sshd that has ended.
+    fn remote_cpu(&self) -> Result<f64, String> {
+        let pid = self.lab.sshd_pid().ok_or("the lab's sshd is not running")?;
+        reaped_children_cpu(pid)
+    }
+
+    fn run_local_copy(&self, dest: &Path, log: &Path) -> Result<Sample, String> {
+        let mut cmd = Command::new("/bin/cp");
+        cmd.arg("-a").arg(self.backup.data_dir.join(".")).arg(dest);
+        std::fs::create_dir_all(dest).map_err(|e| format!("mkdir {}: {e}", dest.display()))?;
+        self.measured(&mut cmd, log)
+    }
+
+    /// `rsync -a` over ssh with the lab's options, and `-c cipher` when given.
+    fn run_rsync(&self, dest: &Path, log: &Path, cipher: Option<&str>) -> Result<Sample, String> {
+        let mut ssh_args = self.lab.ssh_args();
+        if let Some(cipher) = cipher {
+            ssh_args.extend(["-c".to_string(), cipher.to_string()]);
+        }
+        let rsh = ssh_command_line(&ssh_args);
         let source = format!(
             "{}:{}/",
             self.lab.barman_ssh_host(),
@@ -115,11 +243,11 @@ impl Bench {
         let mut cmd = self.lab.command_as_postgres("/usr/bin/rsync");
         cmd.args(["-a", "-e", &rsh, &source])
             .arg(format!("{}/", dest.display()));
-        run_to_end(&mut cmd, log).map(Sample::plain)
+        self.measured(&mut cmd, log)
     }
 
     fn run_repmgr(&self, dest: &Path, log: &Path) -> Result<Sample, String> {
-        let conf = self.repmgr_conf(dest)?;
+        let conf = self.repmgr_conf(dest, "")?;
         let mut cmd = self.lab.command_as_postgres(REPMGR);
         // repmgr applies no ssh options to its Barman calls nor to its rsync: it runs plain
         // `ssh`, so the wrapper first on PATH is how it reaches the lab's sshd.
@@ -134,7 +262,7 @@ impl Bench {
         .arg(&conf)
         .args(self.lab.source_args())
         .args(["standby", "clone"]);
-        run_to_end(&mut cmd, log).map(Sample::plain)
+        self.measured(&mut cmd, log)
     }
 
     fn run_barman_recover(&self, dest: &Path, log: &Path, jobs: u32) -> Result<Sample, String> {
@@ -148,23 +276,22 @@ impl Bench {
             &self.backup.id,
         ]);
         cmd.arg(dest);
-        run_to_end(&mut cmd, log).map(Sample::plain)
+        self.measured(&mut cmd, log)
     }
 
-    fn run_pgreplica(&self, dest: &Path, log: &Path, jobs: u32) -> Result<Sample, String> {
-        let mut cmd = self.pgreplica_start(dest, jobs)?;
-        let seconds = run_to_end(&mut cmd, log)?;
+    fn run_pgreplica(&self, mut cmd: Command, dest: &Path, log: &Path) -> Result<Sample, String> {
+        let sample = self.measured(&mut cmd, log)?;
         let status = self.check_verified(dest)?;
         Ok(Sample {
             steps: step_times(&status),
-            ..Sample::plain(seconds)
+            ..sample
         })
     }
 
     /// Starts a clone, SIGKILLs its process group once half the backup is on disk, waits for
     /// every process of it to be gone, then times `clone resume`.
     fn run_resume(&self, dest: &Path, log: &Path, jobs: u32) -> Result<Sample, String> {
-        let mut cmd = self.pgreplica_start(dest, jobs)?;
+        let mut cmd = self.pgreplica_start(dest, jobs, "", &[])?;
         // Its own process group, so the kill reaches runuser, pgreplica and the guardians alike.
         cmd.process_group(0);
         let mut child = spawn_logged(&mut cmd, log)?;
@@ -196,7 +323,7 @@ impl Bench {
         let dest_arg = dest.display().to_string();
         let mut resume =
             clone_check::pgreplica(&self.lab, &self.pgreplica, &["clone", "resume", &dest_arg]);
-        let seconds = run_to_end(&mut resume, &log.with_extension("resume.log"))?;
+        let sample = self.measured(&mut resume, &log.with_extension("resume.log"))?;
         let status = self.check_verified(dest)?;
         let transfer = |key: &str| {
             status["record"]["facts"]["transfer"][key]
@@ -204,33 +331,40 @@ impl Bench {
                 .ok_or_else(|| format!("no transfer.{key} in the clone's status: {status}"))
         };
         Ok(Sample {
-            seconds,
             resume: Some(ResumeFacts {
                 resent: transfer("bytes_sent")?,
                 kept: transfer("bytes_kept")?,
                 on_disk_at_kill,
             }),
-            steps: Vec::new(),
+            ..sample
         })
     }
 
-    /// `pgreplica clone start -f CONF -h … --jobs N` as postgres, for a clone into `dest`.
-    fn pgreplica_start(&self, dest: &Path, jobs: u32) -> Result<Command, String> {
-        let conf = self.repmgr_conf(dest)?;
+    /// `pgreplica clone start -f CONF -h … --jobs N <extra>` as postgres, for a clone into
+    /// `dest`, with `conf_line` added to its repmgr.conf.
+    pub(super) fn pgreplica_start(
+        &self,
+        dest: &Path,
+        jobs: u32,
+        conf_line: &str,
+        extra: &[&str],
+    ) -> Result<Command, String> {
+        let conf = self.repmgr_conf(dest, conf_line)?;
         let mut args = self.lab.clone_start_args(&conf);
         args.extend(["--jobs".to_string(), jobs.to_string()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Ok(clone_check::pgreplica(&self.lab, &self.pgreplica, &args))
     }
 
-    /// A repmgr.conf for a standby in `dest`, beside the run's logs.
-    fn repmgr_conf(&self, dest: &Path) -> Result<PathBuf, String> {
+    /// A repmgr.conf for a standby in `dest`, with `extra` lines, beside the run's logs.
+    fn repmgr_conf(&self, dest: &Path, extra: &str) -> Result<PathBuf, String> {
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "standby".to_string());
         let path = self.work.join(format!("{name}.conf"));
-        let text = self.lab.repmgr_conf(2, "node2", dest, lab::free_port());
+        let text = self.lab.repmgr_conf(2, "node2", dest, lab::free_port()) + extra;
         self.lab
             .write_file_as_postgres(&path, &text)
             .map_err(|e| e.to_string())?;
@@ -238,7 +372,7 @@ impl Bench {
     }
 
     /// The clone is Done and VerifyCopy checked every file against the backup manifest.
-    fn check_verified(&self, dest: &Path) -> Result<Value, String> {
+    pub(super) fn check_verified(&self, dest: &Path) -> Result<Value, String> {
         let status = clone_check::clone_status(&self.lab, &self.pgreplica, dest)?;
         match (status::phase(&status), status::verified_files(&status)) {
             (Some(Phase::Done), Some(files)) if files > 0 => Ok(status),
@@ -267,16 +401,6 @@ impl Bench {
             ));
         }
         Ok(())
-    }
-}
-
-impl Sample {
-    fn plain(seconds: f64) -> Sample {
-        Sample {
-            seconds,
-            resume: None,
-            steps: Vec::new(),
-        }
     }
 }
 

@@ -123,7 +123,7 @@ fn clone(
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     sync()?;
     let log = lab.dir().join("kind-pgreplica.log");
-    let seconds = run_to_end(&mut clone_check::pgreplica(lab, pgreplica, &args), &log)?;
+    let seconds = run_to_end(&mut clone_check::pgreplica(lab, pgreplica, &args), &log)?.seconds;
     let status = clone_check::clone_status(lab, pgreplica, &dest)?;
     match (status::phase(&status), status::verified_files(&status)) {
         (Some(Phase::Done), Some(files)) if files > 0 => {}

@@ -1,6 +1,8 @@
-//! What `cargo xtask bench` prints: per contender the median and minimum time, MB/s and the
-//! ratios against the baseline (rsync) and repmgr, pgreplica's time per step and what its
-//! resume re-sent; as a table or as JSON, with the facts of the machine and lab.
+//! What `cargo xtask bench` prints: per contender the median and minimum time, MB/s, the CPU
+//! time at both ends, the peak memory and the ratios against the baseline (rsync) and repmgr,
+//! pgreplica's time per step, what its resume re-sent, `clone status` at scale, and each of
+//! issue 13's targets with the figure that meets it or not ([`Targets`]); as a table or as
+//! JSON, with the facts of the machine and lab.
 
 use std::fmt::Write as _;
 use std::process::Command;
@@ -10,6 +12,7 @@ use serde_json::{json, Value};
 
 use super::contenders::{Contender, ResumeFacts, Sample};
 use super::process::version_of;
+use super::status::StatusFacts;
 use super::{Bench, BenchOptions, ONE_MB};
 use crate::Failure;
 
@@ -42,13 +45,65 @@ pub(super) struct Report {
     facts: Value,
     backup_bytes: u64,
     rows: Vec<(Contender, Summary, Vec<Sample>)>,
+    status: StatusFacts,
+}
+
+/// The medians of one contender's CPU times (this end, far end) and its largest peak memory.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Usage {
+    cpu_s: f64,
+    remote_cpu_s: f64,
+    peak_mib: f64,
+}
+
+impl Usage {
+    fn of(samples: &[Sample]) -> Usage {
+        let median =
+            |f: fn(&Sample) -> f64| Summary::of(&samples.iter().map(f).collect::<Vec<_>>()).median;
+        Usage {
+            cpu_s: median(|s| s.cost.cpu_seconds),
+            remote_cpu_s: median(|s| s.remote_cpu_seconds),
+            peak_mib: samples
+                .iter()
+                .map(|s| s.cost.peak_rss_bytes)
+                .max()
+                .unwrap_or(0) as f64
+                / (1024.0 * 1024.0),
+        }
+    }
+}
+
+/// One of issue 13's targets: its name, the figure measured, the bound and whether a lower
+/// figure is the better one.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Target {
+    pub(super) name: &'static str,
+    pub(super) measured: f64,
+    pub(super) bound: f64,
+    /// The unit the figure is shown in (`×`, `s`, `%`, `ms`, `MiB`).
+    pub(super) unit: &'static str,
+    /// True when the target is an upper bound (most are); false for "at least".
+    pub(super) at_most: bool,
+}
+
+impl Target {
+    /// Whether the figure meets the target (a figure that could not be measured does not).
+    pub(super) fn met(&self) -> bool {
+        if self.at_most {
+            self.measured <= self.bound
+        } else {
+            self.measured >= self.bound
+        }
+    }
 }
 
 impl Report {
     pub(super) fn new(
         bench: &Bench,
         options: &BenchOptions,
+        contenders: &[Contender],
         samples: &[Vec<Sample>],
+        status: StatusFacts,
     ) -> Result<Report, Failure> {
         let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
         let date = version_of(Command::new("/usr/bin/date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]));
@@ -69,11 +124,11 @@ impl Report {
             "rsync": version_of(Command::new("/usr/bin/rsync").arg("--version")),
             "pgreplica": version_of(Command::new(&bench.pgreplica).arg("--version")),
         });
-        let rows = Contender::ALL
+        let rows = contenders
             .iter()
             .zip(samples)
             .map(|(c, s)| {
-                let times: Vec<f64> = s.iter().map(|s| s.seconds).collect();
+                let times: Vec<f64> = s.iter().map(|s| s.cost.seconds).collect();
                 (*c, Summary::of(&times), s.clone())
             })
             .collect();
@@ -81,6 +136,7 @@ impl Report {
             facts,
             backup_bytes: bench.backup.bytes,
             rows,
+            status,
         })
     }
 
@@ -103,7 +159,7 @@ impl Report {
             .collect();
         let outside: Vec<f64> = samples
             .iter()
-            .map(|s| s.seconds - s.steps.iter().map(|(_, t)| t).sum::<f64>())
+            .map(|s| s.cost.seconds - s.steps.iter().map(|(_, t)| t).sum::<f64>())
             .collect();
         medians.push(("outside steps".to_string(), Summary::of(&outside).median));
         medians
@@ -137,6 +193,111 @@ impl Report {
         ))
     }
 
+    /// The median of `step` in `contender`'s per-step times (NaN when it has none).
+    fn step_median(&self, contender: Contender, step: &str) -> f64 {
+        self.rows
+            .iter()
+            .find(|(c, _, _)| *c == contender)
+            .and_then(|(_, _, samples)| {
+                Report::step_medians(samples)
+                    .into_iter()
+                    .find(|(name, _)| name == step)
+                    .map(|(_, t)| t)
+            })
+            .unwrap_or(f64::NAN)
+    }
+
+    /// Issue 13's targets, each with the figure of this run.
+    ///
+    /// * fixed costs: every step of pgreplica's default clone but Transfer, plus its time
+    ///   outside the steps (process start, store, exit);
+    /// * checkpoint overhead: its Transfer step over plain rsync with the same cipher (`rsync
+    ///   -a over ssh, AES-GCM`), minus 1 — everything the step adds to the same rsync: the file
+    ///   list, the per-file checkpoints and pg_control sent last, so an upper bound on the
+    ///   checkpoints' own cost;
+    /// * the resume: its time over the full clone's at the same `--jobs`.
+    pub(super) fn targets(&self) -> Vec<Target> {
+        let pgreplica = self.median_of(Contender::PGREPLICA);
+        let transfer = self.step_median(Contender::PGREPLICA, "Transfer");
+        let fixed = self
+            .rows
+            .iter()
+            .find(|(c, _, _)| *c == Contender::PGREPLICA)
+            .map_or(f64::NAN, |(_, _, samples)| {
+                Report::step_medians(samples)
+                    .iter()
+                    .filter(|(step, _)| step != "Transfer")
+                    .map(|(_, t)| t)
+                    .sum()
+            });
+        let ratio = |unit, at_most, name, measured, bound| Target {
+            name,
+            measured,
+            bound,
+            unit,
+            at_most,
+        };
+        vec![
+            ratio(
+                "×",
+                true,
+                "pgreplica / repmgr (stretch 0.5)",
+                pgreplica / self.median_of(Contender::Repmgr),
+                0.6,
+            ),
+            ratio(
+                "×",
+                true,
+                "pgreplica / rsync -a over ssh",
+                pgreplica / self.median_of(Contender::Rsync),
+                0.85,
+            ),
+            ratio(
+                "s",
+                true,
+                "fixed costs (all steps but Transfer, and outside)",
+                fixed,
+                0.3,
+            ),
+            ratio(
+                "×",
+                true,
+                "resume after a kill at half / full clone",
+                self.median_of(Contender::Resume { jobs: 1 }) / pgreplica,
+                0.55,
+            ),
+            ratio(
+                "%",
+                true,
+                "Transfer over the same rsync (checkpoint overhead, upper bound)",
+                (transfer / self.median_of(Contender::RsyncAesGcm) - 1.0) * 100.0,
+                2.0,
+            ),
+            ratio(
+                "ms",
+                true,
+                "clone status time",
+                self.status.median_s * 1000.0,
+                50.0,
+            ),
+            ratio(
+                "MiB",
+                true,
+                "clone status peak memory",
+                self.status.peak_rss_bytes as f64 / (1024.0 * 1024.0),
+                32.0,
+            ),
+            ratio(
+                "×",
+                false,
+                "compression's speed-up on the 20 MB/s link",
+                self.median_of(Contender::SlowLink { compress: false })
+                    / self.median_of(Contender::SlowLink { compress: true }),
+                2.5,
+            ),
+        ]
+    }
+
     pub(super) fn table(&self) -> String {
         let baseline = self.median_of(Contender::Rsync);
         let repmgr = self.median_of(Contender::Repmgr);
@@ -158,26 +319,41 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<34} {:>8} {:>8} {:>8} {:>9} {:>10}",
-            "contender", "median s", "min s", "MB/s", "vs rsync", "vs repmgr"
+            "{:<36} {:>8} {:>8} {:>7} {:>7} {:>7} {:>8} {:>8} {:>9}",
+            "contender",
+            "median s",
+            "min s",
+            "MB/s",
+            "CPU s",
+            "far s",
+            "peak MiB",
+            "vs rsync",
+            "vs repmgr"
         );
-        for (contender, summary, _) in &self.rows {
+        for (contender, summary, samples) in &self.rows {
+            let usage = Usage::of(samples);
             let _ = writeln!(
                 out,
-                "{:<34} {:>8.2} {:>8.2} {:>8.1} {:>9.2} {:>10.2}",
+                "{:<36} {:>8.2} {:>8.2} {:>7.1} {:>7.2} {:>7.2} {:>8.1} {:>8.2} {:>9.2}",
                 contender.label(),
                 summary.median,
                 summary.min,
                 self.backup_bytes as f64 / ONE_MB / summary.median,
+                usage.cpu_s,
+                usage.remote_cpu_s,
+                usage.peak_mib,
                 summary.median / baseline,
                 summary.median / repmgr,
             );
         }
         let _ = writeln!(
             out,
-            "\nratios are median times over the baseline's (rsync -a over ssh) and repmgr's: \
-             below 1 is faster.\nMB/s is the backup's size over the median time (for the \
-             resume: over the time to finish)."
+            "\nratios are median times over the baseline's (rsync -a over ssh, ssh's default cipher) \
+             and repmgr's: below 1 is faster.\nMB/s is the backup's size over the median time (for \
+             the resume: over the time to finish). CPU s: user + system time of the command and \
+             every process it waited for (median); far s: the same for the far end of its ssh \
+             connections (the lab sshd's sessions); peak MiB: the largest resident set of one \
+             process of the tree (largest run)."
         );
         for (contender, _, samples) in &self.rows {
             let steps = Report::step_medians(samples);
@@ -196,7 +372,7 @@ impl Report {
             );
         }
         if let Some((resent, kept, at_kill)) = self.resume_facts() {
-            let full = self.median_of(Contender::Pgreplica { jobs: 1 });
+            let full = self.median_of(Contender::PGREPLICA);
             let resume = self.median_of(Contender::Resume { jobs: 1 });
             let _ = writeln!(
                 out,
@@ -211,6 +387,26 @@ impl Report {
                 kept as f64 / ONE_MB,
             );
         }
+        let _ = writeln!(
+            out,
+            "clone status --json of a finished clone of {} files: {:.1} ms (median of 5), peak {:.1} MiB",
+            self.status.files,
+            self.status.median_s * 1000.0,
+            self.status.peak_rss_bytes as f64 / (1024.0 * 1024.0)
+        );
+        let _ = writeln!(out, "\nissue 13's targets:");
+        for target in self.targets() {
+            let _ = writeln!(
+                out,
+                "  {:<4} {:<66} {:>8.2} {:<3} (target {} {})",
+                if target.met() { "met" } else { "NOT" },
+                target.name,
+                target.measured,
+                target.unit,
+                if target.at_most { "≤" } else { "≥" },
+                target.bound
+            );
+        }
         out
     }
 
@@ -221,15 +417,19 @@ impl Report {
             .rows
             .iter()
             .map(|(contender, summary, samples)| {
+                let usage = Usage::of(samples);
                 let mut row = json!({
                     "key": contender.key(),
                     "label": contender.label(),
                     "median_s": summary.median,
                     "min_s": summary.min,
                     "mb_per_s": self.backup_bytes as f64 / ONE_MB / summary.median,
+                    "cpu_s_median": usage.cpu_s,
+                    "far_end_cpu_s_median": usage.remote_cpu_s,
+                    "peak_rss_mib": usage.peak_mib,
                     "vs_baseline": summary.median / baseline,
                     "vs_repmgr": summary.median / repmgr,
-                    "runs_s": samples.iter().map(|s| s.seconds).collect::<Vec<_>>(),
+                    "runs_s": samples.iter().map(|s| s.cost.seconds).collect::<Vec<_>>(),
                 });
                 let resumes: Vec<Value> = samples
                     .iter()
@@ -250,10 +450,30 @@ impl Report {
                 row
             })
             .collect();
+        let targets: Vec<Value> = self
+            .targets()
+            .into_iter()
+            .map(|t| {
+                json!({
+                    "target": t.name,
+                    "measured": t.measured,
+                    "unit": t.unit,
+                    "bound": t.bound,
+                    "at_most": t.at_most,
+                    "met": t.met(),
+                })
+            })
+            .collect();
         json!({
             "machine": self.facts,
             "baseline": Contender::Rsync.key(),
             "contenders": contenders,
+            "clone_status": {
+                "files": self.status.files,
+                "median_s": self.status.median_s,
+                "peak_rss_bytes": self.status.peak_rss_bytes,
+            },
+            "targets": targets,
         })
     }
 }
@@ -272,5 +492,21 @@ mod tests {
             }
         );
         assert_eq!(Summary::of(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
+    }
+
+    #[test]
+    fn a_target_is_met_on_its_side_of_the_bound_and_never_by_a_missing_figure() {
+        let target = |measured, at_most| Target {
+            name: "t",
+            measured,
+            bound: 2.5,
+            unit: "×",
+            at_most,
+        };
+        assert!(target(2.5, true).met() && target(1.0, true).met());
+        assert!(!target(2.6, true).met());
+        assert!(target(2.5, false).met() && target(3.0, false).met());
+        assert!(!target(2.4, false).met());
+        assert!(!target(f64::NAN, true).met() && !target(f64::NAN, false).met());
     }
 }
