@@ -1,6 +1,6 @@
 //! The remote commands of the streaming copy engine ([`crate::transfer::stream`]): a `tar` of
-//! listed files of a backup on the Barman host, written to ssh's stdout, and the tail of one
-//! file from an offset, for a file whose first bytes a killed copy left here.
+//! listed files of a backup on the Barman host, written to ssh's stdout, and the mode and tail
+//! of one file from an offset, for a file whose first bytes a killed copy left here.
 //!
 //! The files to send arrive on the command's stdin, NUL-terminated absolute paths (`--null`:
 //! names are taken verbatim, never as options, whatever bytes they hold), so a list of any
@@ -29,10 +29,19 @@ impl Barman {
         ])
     }
 
-    /// The local argument vector that prints `remote_file`'s bytes from `offset` on.
+    /// The local argument vector that prints `remote_file`'s permission bits (octal, on a line
+    /// of their own: the tail does not carry them as tar's header does) and then its bytes
+    /// from `offset` on.
     pub fn tail_argv(&self, remote_file: &str, offset: u64) -> Vec<String> {
         let from = format!("+{}", offset + 1);
-        self.command_argv(&["tail", "-c", from.as_str(), "--", remote_file])
+        self.command_argv(&[
+            "sh",
+            "-c",
+            r#"stat -c %a -- "$1" && exec tail -c "$2" -- "$1""#,
+            "pgreplica-tail",
+            remote_file,
+            from.as_str(),
+        ])
     }
 }
 
@@ -41,6 +50,7 @@ mod tests {
     use super::*;
     use crate::barman::Transport;
     use std::io::{Read, Write};
+    use std::os::unix::fs::PermissionsExt;
     use std::process::{Command, Stdio};
 
     fn local() -> Barman {
@@ -49,7 +59,7 @@ mod tests {
     }
 
     /// The real tar through `sh`: the listed files (an odd name among them) and a directory
-    /// without its contents, under their absolute names; the tail from an offset.
+    /// without its contents, under their absolute names; the file's mode and its tail from an offset.
     #[test]
     fn the_stream_holds_exactly_the_listed_files_under_their_absolute_names() {
         let dir = tempfile::tempdir().unwrap();
@@ -92,10 +102,11 @@ mod tests {
             ]
         );
         let argv = local().tail_argv(plain.to_str().unwrap(), 4);
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o640)).unwrap();
         let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
         assert_eq!(
             (out.status.code(), &out.stdout[..]),
-            (Some(0), &b"456789"[..])
+            (Some(0), &b"640\n456789"[..])
         );
     }
 }

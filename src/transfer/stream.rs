@@ -368,9 +368,18 @@ impl Stream<'_> {
             return Err(stopped());
         };
         let stderr = drain(child.take_stderr());
-        let mut stdout = child.take_stdout().expect("piped");
-        let received = self.pour(&mut stdout, &mut file, &mut sum, &target);
-        let received = settle(
+        let mut stdout = std::io::BufReader::new(child.take_stdout().expect("piped"));
+        let mut mode = String::new();
+        let received = match std::io::BufRead::read_line(&mut stdout, &mut mode) {
+            Ok(_) => match u32::from_str_radix(mode.trim(), 8) {
+                Ok(mode) => self
+                    .pour(&mut stdout, &mut file, &mut sum, &target)
+                    .map(|n| (n, mode)),
+                Err(_) => Err(bad_member(entry, "a file without its mode")),
+            },
+            Err(e) => Err(stream_error(&self.shared.source.barman, &e)),
+        };
+        let (received, mode) = settle(
             &self.shared.source.barman,
             received,
             stdout,
@@ -385,7 +394,7 @@ impl Stream<'_> {
             );
             return Ok(false);
         }
-        self.seal(&file, &target, entry, None)?;
+        self.seal(&file, &target, entry, mode & 0o7777)?;
         self.done(index, received);
         Ok(true)
     }
@@ -529,7 +538,7 @@ impl Stream<'_> {
                 return Err(mismatch(entry, expected));
             }
         }
-        self.seal(&file, &temp, entry, Some(mode))?;
+        self.seal(&file, &temp, entry, mode)?;
         std::fs::rename(&temp, &target).map_err(|e| io_error("rename", &temp, e))?;
         self.done(index, received);
         Ok(())
@@ -572,18 +581,16 @@ impl Stream<'_> {
         Ok(copied)
     }
 
-    /// Gives a complete file its mode (when known) and the backup's mtime, and syncs it.
+    /// Gives a complete file the backup's mode and mtime, and syncs it.
     fn seal(
         &self,
         file: &std::fs::File,
         path: &Path,
         entry: &ManifestEntry,
-        mode: Option<u32>,
+        mode: u32,
     ) -> Result<()> {
-        if let Some(mode) = mode {
-            file.set_permissions(std::fs::Permissions::from_mode(mode))
-                .map_err(|e| io_error("set the mode of", path, e))?;
-        }
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io_error("set the mode of", path, e))?;
         file.set_modified(mtime_of(entry))
             .map_err(|e| io_error("set the time of", path, e))?;
         file.sync_all().map_err(|e| io_error("sync", path, e))
@@ -779,15 +786,22 @@ fn bad_member(entry: &ManifestEntry, what: &str) -> Error {
     )
 }
 
+/// A file whose bytes, as the Barman host holds them, differ from its checksum in
+/// backup_manifest: the backup is damaged (ssh's MAC rules out the transit), so sending it
+/// again cannot help; the exit code is VerifyCopy's for a copy that does not match.
 fn mismatch(entry: &ManifestEntry, expected: &Expected) -> Error {
     Error::new(
         ErrorKind::BaseBackup,
         format!(
-            "\"{}\" as the Barman host sent it does not match backup_manifest's checksum ({:?} {})",
-            entry.path, expected.algorithm, expected.hex
+            "the copy of \"{}\" does not match its backup manifest",
+            entry.path
         ),
     )
-    .hint("check the backup on the Barman host with \"barman check-backup\"; a damaged backup cannot be restored")
+    .detail(format!(
+        "backup_manifest gives it the {:?} checksum {}; the bytes the Barman host sent have another",
+        expected.algorithm, expected.hex
+    ))
+    .hint("the backup is damaged on the Barman host: clone from another backup with --backup-id")
 }
 
 #[cfg(test)]
