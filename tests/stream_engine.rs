@@ -7,7 +7,8 @@
 mod common;
 
 use common::{
-    debian_lab, kill_group, stderr_of, tree_digest, wait_for_progress, wait_until_stopped, Bench,
+    debian_lab, kill_group, stderr_of, tree_digest, uninterrupted_clone, wait_for_progress,
+    wait_until_stopped, Bench,
 };
 use lab::clone_check;
 use pgreplica::transfer::rsync::RESUME_PARTIAL_MIN_BYTES;
@@ -47,21 +48,6 @@ fn corrupt(file: &Path) {
     f.read_exact(&mut byte).unwrap();
     f.seek(SeekFrom::Start(middle)).unwrap();
     f.write_all(&[!byte[0]]).unwrap();
-}
-
-/// A clone of the pinned backup by rsync (uninterrupted), into a directory of its own, under
-/// the same node name, so that what pgreplica writes (the replication settings) is the same.
-fn rsync_reference(bench: &Bench, backup_id: &str) -> std::path::PathBuf {
-    let reference = bench.lab.new_dir("reference");
-    let conf = bench.repmgr_conf("node2-ref", &reference, "");
-    let conf_text = std::fs::read_to_string(&conf)
-        .unwrap()
-        .replace("node_name='node2-ref'", "node_name='node2'");
-    bench.lab.write_file_as_postgres(&conf, &conf_text).unwrap();
-    let args = bench.start_args(&conf, &["--backup-id", backup_id]);
-    let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(output.status.success());
-    reference
 }
 
 #[test]
@@ -138,7 +124,7 @@ fn killed_mid_file_with_its_kept_bytes_corrupted_the_stream_resume_equals_an_rsy
         "VerifyCopy did not verify against backup_manifest: {verified}"
     );
 
-    let reference = rsync_reference(&bench, status["backup_id"].as_str().unwrap());
+    let reference = uninterrupted_clone(&bench, status["backup_id"].as_str().unwrap());
     let differing = clone_check::differing_paths(&tree_digest(&data_dir), &tree_digest(&reference));
     assert!(
         differing.is_empty(),

@@ -34,7 +34,7 @@ use tokio::sync::mpsc;
 
 use super::checksums::{Checksums, Expected, Running};
 use super::guardian::{GuardedThreads, Spawner};
-use super::rsync::{RsyncEvent, RsyncJob, RsyncStats};
+use super::rsync::{forward, Msg, RsyncEvent, RsyncJob, RsyncStats};
 use super::streams::StreamPlan;
 use crate::barman::Barman;
 use crate::durable::io_error;
@@ -213,13 +213,6 @@ impl Shared {
     }
 }
 
-/// Messages from stream threads to [`run_phase`].
-enum Msg {
-    Done { index: usize, bytes_sent: u64 },
-    Progress { stream: usize, bytes: u64 },
-    Failed(Error),
-}
-
 /// Runs one thread per stream and forwards their events until every thread has finished; the
 /// first failure stops the other streams.
 async fn run_phase(
@@ -229,7 +222,7 @@ async fn run_phase(
     stats: &mut RsyncStats,
     on_event: &mut impl FnMut(RsyncEvent),
 ) -> Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let mut threads = GuardedThreads::default();
     for (n, indices) in streams.into_iter().enumerate() {
         if indices.is_empty() {
@@ -259,36 +252,7 @@ async fn run_phase(
             })?;
     }
     drop(tx);
-    let mut failure = None;
-    while let Some(msg) = rx.recv().await {
-        match msg {
-            Msg::Done { index, bytes_sent } => {
-                if std::mem::replace(&mut reported[index], true) {
-                    continue;
-                }
-                let entry = &shared.entries[index];
-                stats.files += 1;
-                stats.bytes_sent += bytes_sent;
-                on_event(RsyncEvent::FileDone {
-                    index,
-                    root: entry.root,
-                    path: entry.path.clone(),
-                    bytes_sent,
-                    size: entry.size,
-                });
-            }
-            Msg::Progress { stream, bytes } => on_event(RsyncEvent::Progress { stream, bytes }),
-            Msg::Failed(error) => {
-                // The first failure is the cause; the others are the streams stopped for it.
-                if failure.is_none() {
-                    threads.stop_all();
-                    failure = Some(error);
-                }
-            }
-        }
-    }
-    threads.join();
-    failure.map_or(Ok(()), Err)
+    forward(rx, threads, &shared.entries, reported, stats, on_event).await
 }
 
 /// One stream's thread.
