@@ -123,18 +123,23 @@ pub async fn run_streams(
         .flatten()
         .copied()
         .find(|&i| job.entries[i].root == 0 && job.entries[i].path == MANIFEST);
+    // The phases of one file report as the stream after the plan's, as rsync's last phase does.
+    let solo = plan.streams.len();
     if let Some(i) = manifest {
         let phase = Arc::new(shared);
         run_phase(
             &phase,
             vec![vec![i]],
+            Some((solo, 0)),
             &mut reported,
             &mut stats,
             &mut on_event,
         )
         .await?;
-        shared = Arc::into_inner(phase).expect("the phase's threads have ended");
+        // The phase's threads have ended, and their references with them.
+        shared = Arc::try_unwrap(phase).unwrap_or_else(|still_shared| (*still_shared).clone());
     }
+    let manifest_bytes = stats.bytes_sent;
     let local_manifest = job.dest.join(MANIFEST);
     if local_manifest.is_file() {
         shared.checksums = Checksums::read(&local_manifest)?;
@@ -149,11 +154,20 @@ pub async fn run_streams(
         .iter()
         .map(|s| s.iter().copied().filter(|&i| !reported[i]).collect())
         .collect();
-    run_phase(&shared, streams, &mut reported, &mut stats, &mut on_event).await?;
+    run_phase(
+        &shared,
+        streams,
+        None,
+        &mut reported,
+        &mut stats,
+        &mut on_event,
+    )
+    .await?;
     if let Some(last) = plan.last {
         run_phase(
             &shared,
             vec![vec![last]],
+            Some((solo, manifest_bytes)),
             &mut reported,
             &mut stats,
             &mut on_event,
@@ -173,6 +187,7 @@ pub async fn run_streams(
 }
 
 /// What every stream thread reads.
+#[derive(Clone)]
 struct Shared {
     source: StreamSource,
     entries: Vec<ManifestEntry>,
@@ -215,9 +230,13 @@ impl Shared {
 
 /// Runs one thread per stream and forwards their events until every thread has finished; the
 /// first failure stops the other streams.
+///
+/// `solo`: a phase of one stream (the manifest, `pg_control`) that reports its bytes as stream
+/// number `slot`, counted on from `base`, so the caller's per-stream sums never go back.
 async fn run_phase(
     shared: &Arc<Shared>,
     streams: Vec<Vec<usize>>,
+    solo: Option<(usize, u64)>,
     reported: &mut [bool],
     stats: &mut RsyncStats,
     on_event: &mut impl FnMut(RsyncEvent),
@@ -231,13 +250,14 @@ async fn run_phase(
         let (tx, shared) = (tx.clone(), shared.clone());
         threads
             .spawn("pgreplica-stream", move |spawner| {
+                let (number, base) = solo.unwrap_or((n, 0));
                 let mut stream = Stream {
-                    number: n,
+                    number,
                     shared: &shared,
                     spawner,
                     tx: &tx,
-                    bytes: 0,
-                    reported_at: 0,
+                    bytes: base,
+                    reported_at: base,
                     limit: shared.source.bwlimit_kbps.map(Pace::new),
                 };
                 if let Err(e) = stream.run(&indices) {
