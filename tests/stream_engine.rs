@@ -2,7 +2,7 @@
 //! processes: a clone SIGKILLed mid-file several times, the kept bytes of a file in flight
 //! corrupted between two runs, resumes to a data directory identical to an uninterrupted rsync
 //! clone's that streams; an ssh stream killed under a running clone fails the step with ssh's
-//! exit code, and a resume finishes the clone.
+//! exit code, and a resume finishes the clone; a `--force` into that directory is rsync's.
 
 mod common;
 
@@ -212,6 +212,18 @@ fn a_killed_ssh_stream_fails_the_step_with_ssh_s_code_and_a_resume_finishes() {
     );
     let status = bench.status(&data_dir);
     assert_eq!(status["phase"], "Done");
+
+    // Into a used directory (--force) rsync copies, whatever the setting: its delta wins.
+    let mut again = args.clone();
+    again.push("--force");
+    let output = {
+        let mut command = bench.command(&again);
+        command.env(COPY_ENGINE_ENV, "stream");
+        command.output().unwrap()
+    };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("(1 rsync stream(s))"), "{stderr}");
     let standby = bench.start_streaming_standby(&data_dir);
     bench.assert_replicates(&standby);
 }
