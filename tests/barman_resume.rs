@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    debian_lab, kill_group, spawn, stderr_of, tree_digest, wait_for_progress, wait_until_stopped,
-    Bench,
+    debian_lab, kill_group, spawn, stderr_of, tree_digest, uninterrupted_clone, wait_for_progress,
+    wait_until_stopped, Bench,
 };
 use lab::clone_check;
 use pgreplica::transfer::rsync::RESUME_PARTIAL_MIN_BYTES;
@@ -115,15 +115,7 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
     assert!(temp_files(&data_dir).is_empty());
 
     // The same backup cloned without interruption gives the same directory, file for file.
-    let reference = bench.lab.new_dir("reference");
-    let conf = bench.repmgr_conf("node2-ref", &reference, "");
-    let conf_text = std::fs::read_to_string(&conf)
-        .unwrap()
-        .replace("node_name='node2-ref'", "node_name='node2'");
-    bench.lab.write_file_as_postgres(&conf, &conf_text).unwrap();
-    let args = bench.start_args(&conf, &["--backup-id", pinned.as_deref().unwrap()]);
-    let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(output.status.success());
+    let reference = uninterrupted_clone(&bench, pinned.as_deref().unwrap());
     let differing = clone_check::differing_paths(&tree_digest(&data_dir), &tree_digest(&reference));
     assert!(
         differing.is_empty(),

@@ -279,11 +279,16 @@ fn one_retry_helper_and_one_policy_type() {
         "retries go through src/retry.rs, not a second retry library"
     );
     assert_none(
-        "waits outside the retry helper, the runner's step delay and pg-backup-api's protocol waits",
+        "waits outside the retry helper, the runner's step delay, pg-backup-api's protocol waits and the streaming engine's --bwlimit pace",
         offending(
             "src",
             &["thread::sleep(", "time::sleep("],
-            &["src/retry.rs", "src/runner.rs", "src/transfer/backup_api.rs"],
+            &[
+                "src/retry.rs",
+                "src/runner.rs",
+                "src/transfer/backup_api.rs",
+                "src/transfer/stream.rs",
+            ],
         )
         .into_iter()
         // Tests may wait for a process they killed to vanish.

@@ -12,6 +12,8 @@
 //!   [`tablespace_dir`]).
 //! * [`decrypt`] — the command that decrypts one file of an encrypted backup there and streams
 //!   the clear bytes here (the key stays on the Barman host).
+//! * [`stream`] — the commands of the streaming copy engine: a `tar` of listed files, the tail
+//!   of one file from an offset.
 //! * `exec` — running one command there, with a timeout, and classifying transport failures
 //!   ([`ssh_failure`], for rsync's ssh too).
 //! * [`ssh`] — the time limits every ssh gets unless `ssh_options` sets them, and the commands
@@ -34,6 +36,7 @@ mod probe;
 pub mod quote;
 mod restorability;
 pub mod ssh;
+pub mod stream;
 
 pub use catalogue::{BackupSummary, ServerDirs, ShowBackup};
 pub use client::{Barman, Transport, DEFAULT_TIMEOUT};

@@ -132,7 +132,7 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<Transf
             entry.path
         );
     }
-    let (_, summary) = copy_checkpointed(ctx, job, &copy, bytes_kept).await?;
+    let (_, summary) = copy_checkpointed(ctx, job, &copy, bytes_kept, None).await?;
     crate::notice!(
         "backup {} staged in \"{}\"",
         backup.backup_id,

@@ -24,6 +24,7 @@
 
 use super::layout::finish_layout;
 use super::rsync::{self, RsyncEvent, RsyncJob, TreeSource};
+use super::stream::{Engine, StreamSource};
 use super::streams::plan_streams;
 use crate::barman::{data_dir, tablespace_dir, Barman};
 use crate::datadir::wal_dir_name;
@@ -149,7 +150,21 @@ pub async fn run(
     );
     let room = diskspace::check(&needs)?;
     crate::info!("free disk: {room}");
-    let (job, summary) = copy_checkpointed(ctx, job, &copy, bytes_kept).await?;
+    // rsync's delta wins where the target already holds the backup's files (`--force` into a
+    // used directory); elsewhere the engine the operator chose.
+    let stream =
+        (Engine::from_env()? == Engine::Stream && !dirs.reused_existing).then(|| StreamSource {
+            barman: barman.clone(),
+            remote_dirs: std::iter::once((0, data_dir(backup)))
+                .chain(
+                    dirs.tablespaces
+                        .iter()
+                        .map(|t| (t.oid, tablespace_dir(backup, t.oid))),
+                )
+                .collect(),
+            bwlimit_kbps: request.bwlimit_kbps,
+        });
+    let (job, summary) = copy_checkpointed(ctx, job, &copy, bytes_kept, stream.as_ref()).await?;
     finish_layout(Path::new(&dirs.data_dir), backup.pg_version, dirs)?;
     crate::debug!(
         "transfer of {} entries into \"{}\" complete (jobs {})",
@@ -270,13 +285,14 @@ pub(crate) fn tidy(job: &mut RsyncJob, copy: &Copy) -> Result<u64> {
 
 /// The checkpointed copy of Transfer and StageBackup: the entries of `job` not done yet (its
 /// list, from [`stored_list`], tidied by [`tidy`], which kept `bytes_kept`) copied by parallel
-/// rsync streams, each marked done in the store as rsync reports it. Returns the job and the
-/// summary.
+/// rsync streams — or the streaming engine's tar streams from `stream` — each marked done in
+/// the store as the engine reports it. Returns the job and the summary.
 pub(crate) async fn copy_checkpointed(
     ctx: &mut StepContext<'_>,
     job: RsyncJob,
     copy: &Copy,
     bytes_kept: u64,
+    stream: Option<&StreamSource>,
 ) -> Result<(RsyncJob, TransferSummary)> {
     let jobs = ctx.request().jobs;
     let files = ctx.store.files();
@@ -287,10 +303,11 @@ pub(crate) async fn copy_checkpointed(
     }
     let plan = plan_streams(&job.entries, jobs);
     crate::notice!(
-        "retrieving {} from {} ({} stream(s))...",
+        "retrieving {} from {} ({} {} stream(s))...",
         copy.what,
         copy.source,
-        plan.streams.len().max(1)
+        plan.streams.len().max(1),
+        if stream.is_some() { "tar" } else { "rsync" }
     );
     // The bar starts after the last log line of the step's preamble, so it is drawn once.
     ctx.progress
@@ -302,7 +319,7 @@ pub(crate) async fn copy_checkpointed(
     // Bytes each stream has counted, from rsync's own counters (the bar moves inside big files
     // too), and of those the kept partial data read back: the position counts it, the rate not.
     let mut stream_bytes = vec![(0_u64, 0_u64); plan.streams.len() + 1];
-    let stats = rsync::run_streams(&job, &plan, |event| match event {
+    let on_event = |event| match event {
         RsyncEvent::FileDone {
             index, root, path, ..
         } => {
@@ -333,8 +350,11 @@ pub(crate) async fn copy_checkpointed(
                 .fold((0, 0), |(b, p), &(bytes, present)| (b + bytes, p + present));
             progress.set_bytes_done(bytes_done + counted, read_back);
         }
-    })
-    .await;
+    };
+    let stats = match stream {
+        Some(source) => super::stream::run_streams(source, &job, &plan, on_event).await,
+        None => rsync::run_streams(&job, &plan, on_event).await,
+    };
     // Whatever happened, what was reported done is committed before the step's outcome.
     files.flush()?;
     let stats = stats.map_err(|e| disk_full(e, &copy.targets))?;

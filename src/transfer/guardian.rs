@@ -183,6 +183,11 @@ pub struct GuardedChild<'a> {
 }
 
 impl GuardedChild<'_> {
+    /// The child's standard input, when it was piped (once).
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.stdin.take()
+    }
+
     /// The child's standard output, when it was piped (once).
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.child.stdout.take()

@@ -8,12 +8,14 @@
 pub mod backup_api;
 pub mod barman_rsync;
 pub mod basebackup;
+pub mod checksums;
 pub mod combine;
 pub mod decrypt;
 pub mod guardian;
 pub(crate) mod layout;
 pub mod rsync;
 pub mod staging;
+pub mod stream;
 pub mod streams;
 pub mod unpack;
 

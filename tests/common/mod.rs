@@ -170,6 +170,22 @@ impl Bench {
     }
 }
 
+/// Clones `backup_id` without interruption (the default engine) into a directory of its own,
+/// under node name `node2` like the clones of the tests, so that what pgreplica writes (the
+/// replication settings) is the same: the directory a resumed clone must equal.
+pub fn uninterrupted_clone(bench: &Bench, backup_id: &str) -> PathBuf {
+    let reference = bench.lab.new_dir("reference");
+    let conf = bench.repmgr_conf("node2-ref", &reference, "");
+    let conf_text = std::fs::read_to_string(&conf)
+        .unwrap()
+        .replace("node_name='node2-ref'", "node_name='node2'");
+    bench.lab.write_file_as_postgres(&conf, &conf_text).unwrap();
+    let args = bench.start_args(&conf, &["--backup-id", backup_id]);
+    let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(output.status.success());
+    reference
+}
+
 /// Spawns `pgreplica ARGS` as postgres with piped stderr, in its own process group.
 pub fn spawn(bench: &Bench, args: &[String]) -> Child {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -42,6 +42,7 @@ mod phase;
 pub use cleanup::{cleanup_partial, Cleanup, RESUME_PARTIAL_MIN_BYTES};
 pub use exit::{exit_code_is_retryable, exit_code_meaning};
 pub use job::{RsyncEvent, RsyncJob, RsyncStats, TreeSource};
+pub(crate) use phase::{forward, Msg};
 
 use std::collections::BTreeMap;
 use std::io;

@@ -23,17 +23,18 @@ use crate::child_output;
 use crate::error::{Error, ErrorKind, Result};
 use crate::transfer::guardian::{GuardedThreads, Spawner};
 
-/// Messages from stream threads to [`run_phase`].
-enum Msg {
-    Done {
-        index: usize,
-        bytes_sent: u64,
-    },
+/// Messages from stream threads to [`forward`] (the streaming engine's threads send them too).
+pub(crate) enum Msg {
+    /// The entry at this index is complete at its final name; this many bytes came for it.
+    Done { index: usize, bytes_sent: u64 },
+    /// The stream has counted this many bytes so far, of which `present` were found in place
+    /// (kept partial data read back) rather than received.
     Progress {
         stream: usize,
         bytes: u64,
         present: u64,
     },
+    /// The stream failed.
     Failed(Error),
 }
 
@@ -46,7 +47,7 @@ pub(super) async fn run_phase(
     stats: &mut RsyncStats,
     on_event: &mut impl FnMut(RsyncEvent),
 ) -> Result<()> {
-    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let mut threads = GuardedThreads::default();
     for invocations in streams {
         let tx = tx.clone();
@@ -62,6 +63,19 @@ pub(super) async fn run_phase(
             })?;
     }
     drop(tx);
+    forward(rx, threads, entries, reported, stats, on_event).await
+}
+
+/// Forwards the messages of a phase's stream `threads` as [`RsyncEvent`]s (each entry once)
+/// until every thread has ended; the first failure stops the other streams and is returned.
+pub(crate) async fn forward(
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    mut threads: GuardedThreads,
+    entries: &[ManifestEntry],
+    reported: &mut [bool],
+    stats: &mut RsyncStats,
+    on_event: &mut impl FnMut(RsyncEvent),
+) -> Result<()> {
     let mut failure = None;
     while let Some(msg) = rx.recv().await {
         match msg {

@@ -1,0 +1,227 @@
+//! backup_manifest's per-file checksums, read from a copied `backup_manifest`, and the running
+//! checksum of a file as its bytes arrive, so the streaming engine checks each file against the
+//! backup as it writes it.
+//!
+//! The algorithms are pg_basebackup's: CRC32C (its default; the hex of the CRC's bytes in
+//! little-endian order, as PostgreSQL prints it on the machines it runs on) and SHA-224/256/
+//! 384/512; `NONE` (or a file the manifest does not name) has no checksum to check.
+//!
+//! Must not: read anything but the manifest it is given, or decide what a mismatch costs (the
+//! engine rewrites the file).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use sha2::Digest;
+
+use crate::durable::io_error;
+use crate::error::{Error, ErrorKind, Result};
+
+/// The checksum algorithms backup_manifest names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// CRC-32C (Castagnoli), pg_basebackup's default.
+    Crc32c,
+    /// SHA-224.
+    Sha224,
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl Algorithm {
+    fn parse(name: &str) -> Option<Algorithm> {
+        Some(match name {
+            "CRC32C" => Algorithm::Crc32c,
+            "SHA224" => Algorithm::Sha224,
+            "SHA256" => Algorithm::Sha256,
+            "SHA384" => Algorithm::Sha384,
+            "SHA512" => Algorithm::Sha512,
+            _ => return None,
+        })
+    }
+}
+
+/// What the manifest says a file's checksum is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Expected {
+    /// The algorithm.
+    pub algorithm: Algorithm,
+    /// The checksum, lower-case hex.
+    pub hex: String,
+}
+
+/// The manifest's checksums by path relative to the data directory (tablespace files under
+/// `pg_tblspc/<oid>/`).
+#[derive(Clone, Debug, Default)]
+pub struct Checksums {
+    by_path: HashMap<Vec<u8>, Expected>,
+}
+
+impl Checksums {
+    /// Reads the checksums of the `backup_manifest` at `path`.
+    pub fn read(path: &Path) -> Result<Checksums> {
+        let text = std::fs::read(path).map_err(|e| io_error("read", path, e))?;
+        Checksums::parse(&text).map_err(|why| {
+            Error::new(
+                ErrorKind::BaseBackup,
+                format!("cannot read the checksums of \"{}\": {why}", path.display()),
+            )
+        })
+    }
+
+    /// Parses a manifest's text.
+    fn parse(text: &[u8]) -> std::result::Result<Checksums, String> {
+        let manifest: serde_json::Value =
+            serde_json::from_slice(text).map_err(|e| e.to_string())?;
+        let files = manifest["Files"]
+            .as_array()
+            .ok_or("it has no \"Files\" list")?;
+        let mut by_path = HashMap::with_capacity(files.len());
+        for file in files {
+            let path = match (&file["Path"], &file["Encoded-Path"]) {
+                (serde_json::Value::String(p), _) => p.as_bytes().to_vec(),
+                (_, serde_json::Value::String(hex)) => {
+                    decode_hex(hex).ok_or_else(|| format!("bad Encoded-Path {hex}"))?
+                }
+                _ => return Err("a file without a path".into()),
+            };
+            let algorithm = file["Checksum-Algorithm"]
+                .as_str()
+                .and_then(Algorithm::parse);
+            if let (Some(algorithm), Some(hex)) = (algorithm, file["Checksum"].as_str()) {
+                let hex = hex.to_ascii_lowercase();
+                by_path.insert(path, Expected { algorithm, hex });
+            }
+        }
+        Ok(Checksums { by_path })
+    }
+
+    /// The checksum of the file of list root `root` at `path` (relative to that root), if the
+    /// manifest gives one.
+    pub fn of(&self, root: u32, path: &str) -> Option<&Expected> {
+        if root == 0 {
+            self.by_path.get(path.as_bytes())
+        } else {
+            self.by_path
+                .get(format!("pg_tblspc/{root}/{path}").as_bytes())
+        }
+    }
+
+    /// How many files have a checksum.
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    /// Whether no file has one.
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+}
+
+/// A checksum computed as the bytes arrive.
+pub enum Running {
+    /// CRC-32C so far.
+    Crc32c(u32),
+    /// SHA-224.
+    Sha224(sha2::Sha224),
+    /// SHA-256.
+    Sha256(sha2::Sha256),
+    /// SHA-384.
+    Sha384(sha2::Sha384),
+    /// SHA-512.
+    Sha512(sha2::Sha512),
+}
+
+impl Running {
+    /// A checksum of `algorithm` over no bytes yet.
+    pub fn new(algorithm: Algorithm) -> Running {
+        match algorithm {
+            Algorithm::Crc32c => Running::Crc32c(0),
+            Algorithm::Sha224 => Running::Sha224(sha2::Sha224::new()),
+            Algorithm::Sha256 => Running::Sha256(sha2::Sha256::new()),
+            Algorithm::Sha384 => Running::Sha384(sha2::Sha384::new()),
+            Algorithm::Sha512 => Running::Sha512(sha2::Sha512::new()),
+        }
+    }
+
+    /// Adds `bytes`.
+    pub fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Running::Crc32c(crc) => *crc = crc32c::crc32c_append(*crc, bytes),
+            Running::Sha224(h) => h.update(bytes),
+            Running::Sha256(h) => h.update(bytes),
+            Running::Sha384(h) => h.update(bytes),
+            Running::Sha512(h) => h.update(bytes),
+        }
+    }
+
+    /// The checksum, lower-case hex, as backup_manifest writes it.
+    pub fn hex(self) -> String {
+        let bytes: Vec<u8> = match self {
+            Running::Crc32c(crc) => crc.to_le_bytes().to_vec(),
+            Running::Sha224(h) => h.finalize().to_vec(),
+            Running::Sha256(h) => h.finalize().to_vec(),
+            Running::Sha384(h) => h.finalize().to_vec(),
+            Running::Sha512(h) => h.finalize().to_vec(),
+        };
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum(algorithm: Algorithm, bytes: &[u8]) -> String {
+        let mut running = Running::new(algorithm);
+        let (a, b) = bytes.split_at(bytes.len() / 3);
+        running.update(a);
+        running.update(b);
+        running.hex()
+    }
+
+    /// Known values: CRC-32C's check value of "123456789" is 0xE3069283 (printed as
+    /// PostgreSQL prints it, its bytes little-endian), SHA-256 of "abc"; a manifest's paths,
+    /// encoded paths and tablespace files.
+    #[test]
+    fn checksums_are_computed_and_looked_up_as_backup_manifest_spells_them() {
+        assert_eq!(sum(Algorithm::Crc32c, b"123456789"), "839206e3");
+        assert_eq!(
+            sum(Algorithm::Sha256, b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(sum(Algorithm::Sha224, b"abc").len(), 56);
+        assert_eq!(sum(Algorithm::Sha384, b"abc").len(), 96);
+        assert_eq!(sum(Algorithm::Sha512, b"abc").len(), 128);
+        let manifest = br#"{ "PostgreSQL-Backup-Manifest-Version": 1,
+"Files": [
+{ "Path": "base/1/1259", "Size": 8192, "Last-Modified": "2026-11-30 10:00:00 GMT", "Checksum-Algorithm": "CRC32C", "Checksum": "839206E3" },
+{ "Encoded-Path": "6f6464", "Size": 3, "Last-Modified": "2026-11-30 10:00:00 GMT", "Checksum-Algorithm": "SHA256", "Checksum": "ab" },
+{ "Path": "pg_tblspc/16385/PG_15_202209061/5/16386", "Size": 0, "Last-Modified": "2026-11-30 10:00:00 GMT", "Checksum-Algorithm": "CRC32C", "Checksum": "00000000" },
+{ "Path": "backup_label", "Size": 3, "Last-Modified": "2026-11-30 10:00:00 GMT", "Checksum-Algorithm": "NONE" }
+],
+"WAL-Ranges": [] }"#;
+        let sums = Checksums::parse(manifest).unwrap();
+        assert_eq!(sums.len(), 3);
+        let crc = sums.of(0, "base/1/1259").unwrap();
+        assert_eq!(
+            (crc.algorithm, crc.hex.as_str()),
+            (Algorithm::Crc32c, "839206e3")
+        );
+        assert_eq!(sums.of(0, "odd").unwrap().algorithm, Algorithm::Sha256);
+        assert!(sums.of(16385, "PG_15_202209061/5/16386").is_some());
+        assert!(sums.of(0, "backup_label").is_none());
+        assert!(Checksums::parse(b"{}").is_err());
+    }
+}
