@@ -165,6 +165,21 @@ impl Step {
             Step::WriteReplicationConf => "WriteReplicationConf",
         }
     }
+
+    /// The name in the `--json` documents (docs/json.md): snake_case.
+    pub fn json_name(self) -> &'static str {
+        match self {
+            Step::VerifyBackup => "verify_backup",
+            Step::FetchParams => "fetch_params",
+            Step::PrepareDirs => "prepare_dirs",
+            Step::Transfer => "transfer",
+            Step::StageBackup => "stage_backup",
+            Step::UnpackBackup => "unpack_backup",
+            Step::CombineChain => "combine_chain",
+            Step::VerifyCopy => "verify_copy",
+            Step::WriteReplicationConf => "write_replication_conf",
+        }
+    }
 }
 
 impl fmt::Display for Step {
@@ -399,6 +414,11 @@ impl CloneRecord {
     /// The step in flight, if a run is (or was, before a crash) inside one.
     pub fn in_flight(&self) -> Option<Step> {
         self.in_flight.as_ref().map(|f| f.step)
+    }
+
+    /// When the step in flight began.
+    pub fn in_flight_since(&self) -> Option<Millis> {
+        self.in_flight.as_ref().map(|f| f.started_at)
     }
 
     /// What to do now: run the current step, or nothing.

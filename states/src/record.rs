@@ -477,6 +477,17 @@ pub enum OutcomeKind {
 }
 
 impl OutcomeKind {
+    /// Every outcome, for exhaustive tests and for readers of the JSON names.
+    pub const ALL: [OutcomeKind; 7] = [
+        OutcomeKind::Succeeded,
+        OutcomeKind::FailedRetryable,
+        OutcomeKind::FailedFatal,
+        OutcomeKind::Interrupted,
+        OutcomeKind::Crashed,
+        OutcomeKind::DirsReplaced,
+        OutcomeKind::PaceChanged,
+    ];
+
     /// Lower-case label for status output.
     pub fn label(self) -> &'static str {
         match self {
@@ -487,6 +498,19 @@ impl OutcomeKind {
             OutcomeKind::Crashed => "crashed",
             OutcomeKind::DirsReplaced => "directory replaced",
             OutcomeKind::PaceChanged => "pace changed",
+        }
+    }
+
+    /// The name in the `--json` documents (docs/json.md): snake_case.
+    pub fn json_name(self) -> &'static str {
+        match self {
+            OutcomeKind::Succeeded => "succeeded",
+            OutcomeKind::FailedRetryable => "failed_retryable",
+            OutcomeKind::FailedFatal => "failed_fatal",
+            OutcomeKind::Interrupted => "interrupted",
+            OutcomeKind::Crashed => "crashed",
+            OutcomeKind::DirsReplaced => "dirs_replaced",
+            OutcomeKind::PaceChanged => "pace_changed",
         }
     }
 }
