@@ -58,6 +58,7 @@ pub mod running;
 pub mod slots;
 pub mod source;
 pub mod status;
+pub mod status_json;
 pub mod steps;
 pub mod store;
 pub mod tls_errors;

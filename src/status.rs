@@ -1,5 +1,5 @@
-//! `clone status` and `clone list` output: a readable summary per clone, JSON for machines, or
-//! one line per clone. A record that cannot be read is shown as damaged, and the others as
+//! `clone status` and `clone list` output: a readable summary per clone, or one line per clone
+//! (the JSON document is `status_json`'s). A record that cannot be read is shown as damaged, and the others as
 //! usual.
 //!
 //! Rendering only: the views come from the store (`StateDir::read_status`).
@@ -7,7 +7,6 @@
 use crate::error::Error;
 use crate::progress::human_bytes;
 use crate::store::StatusView;
-use serde_json::json;
 use states::{CloneId, Phase, Verification};
 use std::io::{self, Write};
 use std::path::Path;
@@ -28,61 +27,6 @@ pub enum Shown {
         /// What is wrong with its record, and how to get rid of it.
         error: Error,
     },
-}
-
-/// Writes the clones as one JSON document: `{"clones": [...]}`; a damaged one as
-/// `{"id": …, "damaged": true, "error": …, "hint": …}`.
-pub fn write_json(shown: &[Shown], out: &mut dyn Write) -> io::Result<()> {
-    let clones: Vec<_> = shown
-        .iter()
-        .map(|shown| {
-            let view = match shown {
-                Shown::Clone(view) => view,
-                Shown::Damaged { id, error } => {
-                    return json!({
-                        "id": id.as_str(),
-                        "damaged": true,
-                        "error": error.full_message(),
-                        "hint": error.hint,
-                        "exit_code": error.exit_code(),
-                    })
-                }
-            };
-            let record = &view.record;
-            json!({
-                "id": record.id().as_str(),
-                "data_dir": record.request().data_dir,
-                "mode": record.request().mode,
-                "phase": phase_name(view),
-                "done": record.phase() == Phase::Done,
-                "running": view.running,
-                "pid": view.pid,
-                "updated_at": view.updated_at,
-                "attempts": record.attempts(),
-                "backup_id": record.facts().backup.as_ref().map(|b| b.backup_id.clone()),
-                "last_error": record.last_error(),
-                "live": view.live,
-                "files": view.files.map(|f| json!({
-                    "files_done": f.files_done,
-                    "files_total": f.files_total,
-                    "bytes_done": f.bytes_done,
-                    "bytes_total": f.bytes_total,
-                })),
-                "history": record.history().iter().map(|t| json!({
-                    "step": t.step,
-                    "started_at": t.started_at,
-                    "ended_at": t.ended_at,
-                    "duration_ms": t.ended_at.saturating_sub(t.started_at),
-                    "outcome": t.outcome,
-                    "message": t.message,
-                })).collect::<Vec<_>>(),
-                "damaged": false,
-                "record": record,
-            })
-        })
-        .collect();
-    serde_json::to_writer_pretty(&mut *out, &json!({ "clones": clones }))?;
-    writeln!(out)
 }
 
 fn phase_name(view: &StatusView) -> String {

@@ -225,7 +225,7 @@ fn the_operators_word_on_the_api_operation_is_a_documented_flag_of_resume() {
     let output = scratch.run_as_postgres(&["clone", "status", "--json", data]);
     let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(
-        value["clones"][0]["record"]["api_choice"],
+        value["clones"][0]["backup_api"]["operator_choice"],
         serde_json::Value::Null
     );
 }
@@ -389,7 +389,7 @@ fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
     assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
     let output = scratch.run_as_postgres(&["clone", "status", "--json", data]);
     let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let request = &value["clones"][0]["record"]["request"];
+    let request = &value["clones"][0]["request"];
     assert_eq!(
         request["pg_basebackup_options"],
         serde_json::json!(["--checkpoint=fast"])
@@ -599,6 +599,17 @@ fn assert_valid_result(document: &serde_json::Value) {
 
 /// Why `document` does not follow docs/result.schema.json; None when it does.
 fn result_schema_error(document: &serde_json::Value) -> Option<String> {
+    schema_error(document, "")
+}
+
+/// Why `document` does not follow `$defs/status` of docs/result.schema.json, the schema of
+/// `clone status --json`; None when it does.
+fn status_schema_error(document: &serde_json::Value) -> Option<String> {
+    schema_error(document, "#/$defs/status")
+}
+
+/// Why `document` does not follow the part `fragment` of docs/result.schema.json.
+fn schema_error(document: &serde_json::Value, fragment: &str) -> Option<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/result.schema.json");
     let schema: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
@@ -608,7 +619,10 @@ fn result_schema_error(document: &serde_json::Value) -> Option<String> {
         .add_resource("file:///result.schema.json", schema)
         .unwrap();
     let index = compiler
-        .compile("file:///result.schema.json", &mut schemas)
+        .compile(
+            &format!("file:///result.schema.json{fragment}"),
+            &mut schemas,
+        )
         .unwrap_or_else(|e| panic!("the schema does not compile: {e:#}"));
     schemas
         .validate(document, index)
@@ -688,4 +702,37 @@ fn json_results_of_start_resume_ensure_and_dry_run_follow_the_schema() {
     assert!(refused["error"]["hint"].is_string(), "{refused:#}");
     let unknown = json_of(&["clone", "resume", "--json", "main-00000000"], 42);
     assert_eq!(unknown["outcome"], "failed");
+
+    // `clone status --json` of the clone these commands left follows the schema too.
+    let output = scratch.run_as_postgres(&["clone", "status", "--json", &id]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    if let Some(e) = status_schema_error(&status) {
+        panic!("{status:#}\ndoes not follow $defs/status of docs/result.schema.json: {e}");
+    }
+    assert_eq!(status["schema_version"], 1);
+    let clone = &status["clones"][0];
+    assert_eq!(clone["clone_id"], id.as_str());
+    assert_eq!(clone["mode"], "base_backup");
+    assert_eq!(clone["phase"], "fetch_params");
+    assert_eq!(clone["running"], false);
+    assert_eq!(clone["last_error"]["exit_code"], 6);
+    // start, resume and ensure each tried FetchParams (and its retries): one history of them.
+    let history = clone["history"].as_array().unwrap();
+    assert!(history.len() >= 3, "{clone:#}");
+    assert!(
+        history
+            .iter()
+            .all(|t| t["step"] == "fetch_params" && t["outcome"] != "succeeded"),
+        "{clone:#}"
+    );
+    assert!(!status.to_string().contains("\"record\":"), "{status:#}");
+    for (key, wrong) in [
+        ("phase", serde_json::json!({"At": "FetchParams"})),
+        ("created_at", serde_json::json!(1_795_000_000_000u64)),
+    ] {
+        let mut bad = status.clone();
+        bad["clones"][0][key] = wrong;
+        assert!(status_schema_error(&bad).is_some(), "{key}");
+    }
 }

@@ -44,7 +44,7 @@ pub(super) fn status(state_dir: &Path, args: StatusArgs) -> Result<()> {
     }
     let mut out = std::io::stdout().lock();
     let written = if args.json {
-        crate::status::write_json(&shown_clones, &mut out)
+        crate::status_json::write(&shown_clones, &mut out)
     } else {
         crate::status::write_text(&shown_clones, state_dir, &mut out)
     };

@@ -64,23 +64,11 @@ pub fn mode_name(mode: Mode) -> &'static str {
 }
 
 /// A phase as the JSON documents name it: the step in snake_case, or `done`.
-pub fn phase_name(phase: Phase) -> String {
+pub fn phase_name(phase: Phase) -> &'static str {
     match phase {
-        Phase::Done => "done".to_string(),
-        Phase::At(step) => snake_case(step.name()),
+        Phase::Done => "done",
+        Phase::At(step) => step.json_name(),
     }
-}
-
-/// `VerifyBackup` → `verify_backup`.
-fn snake_case(name: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_lowercase());
-    }
-    out
 }
 
 /// An error as the JSON documents show it.
@@ -126,17 +114,27 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use states::{OutcomeKind, Step};
 
     #[test]
-    fn every_step_has_a_snake_case_name() {
-        assert_eq!(snake_case("VerifyBackup"), "verify_backup");
-        assert_eq!(snake_case("WriteReplicationConf"), "write_replication_conf");
-        for step in states::Step::ALL {
-            let name = phase_name(Phase::At(step));
-            assert!(
-                name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
-                "{name}"
-            );
+    fn every_step_and_outcome_has_a_distinct_snake_case_name() {
+        assert_eq!(Step::VerifyBackup.json_name(), "verify_backup");
+        assert_eq!(
+            Step::WriteReplicationConf.json_name(),
+            "write_replication_conf"
+        );
+        assert_eq!(OutcomeKind::FailedRetryable.json_name(), "failed_retryable");
+        let steps = Step::ALL.map(|step| phase_name(Phase::At(step)));
+        let outcomes = OutcomeKind::ALL.map(OutcomeKind::json_name);
+        for names in [&steps[..], &outcomes[..]] {
+            for (i, name) in names.iter().enumerate() {
+                assert!(
+                    name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                    "{name}"
+                );
+                assert!(!names[..i].contains(name), "{name} twice");
+            }
         }
+        assert!(!steps.contains(&phase_name(Phase::Done)));
     }
 }
