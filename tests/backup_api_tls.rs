@@ -281,7 +281,7 @@ fn clone_through_a_tls_proxy_that_checks_client_certificates_streams() {
             "the store holds the password: {stored:?}"
         );
     }
-    let target = &bench.status(&data_dir)["record"]["request"]["backup_api"];
+    let target = &bench.status(&data_dir)["request"]["backup_api"];
     assert_eq!(target["host"], proxy.host());
     assert_eq!(
         target["credentials_file"],

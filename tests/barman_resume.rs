@@ -49,11 +49,11 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
             resume_logs.push_str(&stderr_of(&mut child));
         }
         let status = wait_until_stopped(&bench, &data_dir);
-        assert_eq!(status["phase"], "Transfer", "{status}");
+        assert_eq!(status["phase"], "transfer", "{status}");
         assert_eq!(status["running"], false);
         let backup_id = status["backup_id"].as_str().unwrap().to_string();
         assert_eq!(*pinned.get_or_insert(backup_id.clone()), backup_id);
-        let done = status["files"]["bytes_done"].as_u64().unwrap();
+        let done = status["progress"]["bytes_done"].as_u64().unwrap();
         let temps = temp_files(&data_dir);
         if !temps.is_empty() {
             mid_file_kills += 1;
@@ -92,9 +92,9 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
     );
 
     let status = bench.status(&data_dir);
-    assert_eq!(status["phase"], "Done");
+    assert_eq!(status["phase"], "done");
     assert_eq!(status["backup_id"].as_str(), pinned.as_deref());
-    let transfer = &status["record"]["facts"]["transfer"];
+    let transfer = &status["facts"]["transfer"];
     let total = transfer["bytes_total"].as_u64().unwrap();
     let sent = transfer["bytes_sent"].as_u64().unwrap();
     let kept = transfer["bytes_kept"].as_u64().unwrap();
@@ -109,7 +109,7 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|t| t["outcome"] == "Crashed")
+        .filter(|t| t["outcome"] == "crashed")
         .count();
     assert_eq!(crashed, 3, "{}", status["history"]);
     assert!(temp_files(&data_dir).is_empty());
@@ -153,14 +153,14 @@ fn sigterm_and_a_killed_rsync_stop_the_clone_resumably() {
     let record = wait_until_stopped(&bench, &data_dir);
     assert_eq!(status.code(), Some(40), "{stderr}");
     assert!(stderr.contains("HINT: continue it with"), "{stderr}");
-    assert_eq!(record["phase"], "Transfer");
+    assert_eq!(record["phase"], "transfer");
     let last = record["history"]
         .as_array()
         .unwrap()
         .last()
         .unwrap()
         .clone();
-    assert_eq!(last["outcome"], "Interrupted", "{last}");
+    assert_eq!(last["outcome"], "interrupted", "{last}");
     // Whatever rsync had in flight is cleaned up by the next run.
     let left_behind = temp_files(&data_dir);
 
@@ -195,7 +195,7 @@ fn sigterm_and_a_killed_rsync_stop_the_clone_resumably() {
         "{left_behind:?} not cleaned: {stderr}"
     );
     let record = wait_until_stopped(&bench, &data_dir);
-    assert_eq!(record["phase"], "Transfer");
+    assert_eq!(record["phase"], "transfer");
     assert_eq!(record["last_error"]["exit_code"], 2);
 
     let output = bench.run(&["clone", "resume", &data_dir.display().to_string()]);

@@ -71,14 +71,14 @@ fn conf_only_turns_a_restored_directory_into_a_streaming_standby() {
         "{stderr}"
     );
     let status = bench.status(&data_dir);
-    assert_eq!(status["phase"], "Done");
+    assert_eq!(status["phase"], "done");
     let steps: Vec<&str> = status["history"]
         .as_array()
         .unwrap()
         .iter()
         .map(|t| t["step"].as_str().unwrap())
         .collect();
-    assert_eq!(steps, ["FetchParams", "WriteReplicationConf"]);
+    assert_eq!(steps, ["fetch_params", "write_replication_conf"]);
     assert!(data_dir.join("standby.signal").exists());
     let auto_conf = std::fs::read_to_string(data_dir.join("postgresql.auto.conf")).unwrap();
     assert!(auto_conf.contains("primary_conninfo = '"), "{auto_conf}");

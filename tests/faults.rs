@@ -123,7 +123,7 @@ impl Faults {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(self.bench.status(dir)["phase"], "Done");
+        assert_eq!(self.bench.status(dir)["phase"], "done");
         let differing: Vec<String> = differing_paths(&tree_digest(dir), &self.reference)
             .into_iter()
             .filter(|p| !allowed.contains(&p.as_str()))
@@ -161,7 +161,7 @@ fn each_fault_ends_cleanly_and_resumes_to_an_identical_clone() {
     let (dir, mut child) = faults.start("silent-network", "", &throttled);
     wait_for_progress(&faults.bench, &dir, &mut child, 0.2);
     faults.ssh.go_silent();
-    let stderr = faults.failed(&mut child, &dir, 12, "Transfer");
+    let stderr = faults.failed(&mut child, &dir, 12, "transfer");
     assert!(
         stderr.contains("ERROR: rsync lost its ssh connection to the Barman host"),
         "{stderr}"
@@ -177,7 +177,7 @@ fn each_fault_ends_cleanly_and_resumes_to_an_identical_clone() {
     let (dir, mut child) = faults.start("sshd-killed", "", &throttled);
     wait_for_progress(&faults.bench, &dir, &mut child, 0.2);
     faults.bench.lab.kill_sshd().unwrap();
-    let stderr = faults.failed(&mut child, &dir, 12, "Transfer");
+    let stderr = faults.failed(&mut child, &dir, 12, "transfer");
     // Through the relay, the dead sshd closes each new connection.
     assert!(
         stderr.contains("ERROR: rsync lost its ssh connection to the Barman host")
@@ -191,7 +191,7 @@ fn each_fault_ends_cleanly_and_resumes_to_an_identical_clone() {
     // streams starting at once do not.
     faults.bench.lab.set_sshd_max_startups(2).unwrap();
     let (dir, mut child) = faults.start("max-startups", "", &["--jobs", "4"]);
-    let stderr = faults.failed(&mut child, &dir, 12, "Transfer");
+    let stderr = faults.failed(&mut child, &dir, 12, "transfer");
     assert!(
         stderr.contains("ERROR: rsync lost its ssh connection to the Barman host"),
         "{stderr}"
@@ -206,7 +206,7 @@ fn each_fault_ends_cleanly_and_resumes_to_an_identical_clone() {
     // The source node is down when FetchParams connects: retried, then exit 6 with the cause.
     faults.source.refuse();
     let (dir, mut child) = faults.start("source-down-fetch", "", &[]);
-    let stderr = faults.failed(&mut child, &dir, 6, "FetchParams");
+    let stderr = faults.failed(&mut child, &dir, 6, "fetch_params");
     assert!(
         stderr.contains("error connecting to server: Connection refused (os error 111)"),
         "{stderr}"
@@ -218,7 +218,7 @@ fn each_fault_ends_cleanly_and_resumes_to_an_identical_clone() {
     // FetchParams connects twice (parameters, slot check), Transfer once (slot before the copy).
     faults.source.refuse_after(3);
     let (dir, mut child) = faults.start("source-down-slot", "", &[]);
-    let stderr = faults.failed(&mut child, &dir, 6, "WriteReplicationConf");
+    let stderr = faults.failed(&mut child, &dir, 6, "write_replication_conf");
     assert!(stderr.contains("Connection refused"), "{stderr}");
     faults.source.forward();
     faults.resume_to_reference(&dir, &[]);
@@ -233,7 +233,7 @@ fn each_fault_ends_cleanly_and_resumes_to_an_identical_clone() {
     let differing = differing_paths(&tree_digest(&dir), &faults.reference);
     assert!(differing.is_empty(), "{differing:?}");
     let (dir, mut child) = faults.start("tls-only-disable", "sslmode=disable", &[]);
-    let stderr = faults.failed(&mut child, &dir, 6, "FetchParams");
+    let stderr = faults.failed(&mut child, &dir, 6, "fetch_params");
     assert!(
         stderr.contains("pg_hba.conf rejects connection for host \"127.0.0.1\", user \"faults_clone\", database \"postgres\", no encryption"),
         "{stderr}"

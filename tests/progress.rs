@@ -216,7 +216,7 @@ fn progress_lines_show_the_rate_on_the_wire_after_a_kill_mid_file_and_with_pg_ba
     assert_rates(&lines, RESUMED_KBPS, &log);
 
     let status = bench.status(&data_dir);
-    assert_eq!(status["phase"], "Done", "{status}");
+    assert_eq!(status["phase"], "done", "{status}");
     let history = status["history"].as_array().unwrap();
     let changes: Vec<_> = history
         .iter()
@@ -227,7 +227,7 @@ fn progress_lines_show_the_rate_on_the_wire_after_a_kill_mid_file_and_with_pg_ba
         changes[0]["message"],
         format!("--bwlimit {FIRST_KBPS} → {RESUMED_KBPS}")
     );
-    assert_eq!(changes[0]["step"], "Transfer");
+    assert_eq!(changes[0]["step"], "transfer");
     // pg_basebackup mode, on the same lab: its own estimate of the size updated in place, a
     // rate that is its --max-rate (2 MiB/s), no files (it counts none), and `clone status`
     // showing the same figures while it runs.

@@ -144,7 +144,7 @@ fn slot_of_an_abandoned_clone_is_dropped_by_start_force() {
     );
     let (code, stderr) = run_start(&bench, &conf, &["--without-barman"]);
     assert_eq!(code, Some(14), "{stderr}");
-    assert_eq!(bench.status(&data_dir)["phase"], "Transfer");
+    assert_eq!(bench.status(&data_dir)["phase"], "transfer");
     assert_eq!(slot_active(&bench), "f");
 
     // Abandoned for a clone that does not use slots: the old slot must not hold WAL forever.

@@ -249,12 +249,12 @@ fn failed_once(bench: &Bench, out: &Output, dir: &Path, code: i32) -> String {
     assert_eq!(stderr.matches("ERROR:").count(), 1, "{stderr}");
     assert!(!stderr.contains("Retrying step"), "retried: {stderr}");
     let status = bench.status(dir);
-    assert_eq!(status["phase"], "FetchParams", "{status}");
+    assert_eq!(status["phase"], "fetch_params", "{status}");
     let attempts: Vec<&Value> = status["history"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|t| t["step"] == "FetchParams")
+        .filter(|t| t["step"] == "fetch_params")
         .collect();
     assert_eq!(attempts.len(), 1, "{status}");
     stderr

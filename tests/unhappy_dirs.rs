@@ -369,7 +369,7 @@ fn item_4_a_resume_rechecks_what_prepare_dirs_checked(bench: &Bench) {
     wait_for_progress(bench, &data_dir, &mut child, 0.3);
     kill_group(&mut child);
     let killed = wait_until_stopped(bench, &data_dir);
-    assert_eq!(killed["phase"], "Transfer", "{killed}");
+    assert_eq!(killed["phase"], "transfer", "{killed}");
     // Meanwhile someone made the directory a cluster of its own, and started it.
     std::fs::remove_dir_all(&data_dir).unwrap();
     let initdb = bench

@@ -18,8 +18,8 @@
 //!   servers, [`BackupFixture`], [`Restored`], [`BackupInfo`].
 //! - [`api_server`] — the pg-backup-api test server on a lab, repmgr.conf for API mode.
 //! - [`clone_check`] — watching a clone from outside: status, kills, digests.
-//! - [`status`] — the machine's steps, phases and outcomes as `clone status --json` spells them,
-//!   read back into the `states` types.
+//! - [`status`] — the machine's steps, phases and outcomes as `clone status --json` spells them
+//!   (docs/json.md), read back into the `states` types; its progress, facts and API parts.
 //! - [`chaos`] — the kill-anywhere campaign's core (`cargo xtask chaos`, `tests/chaos.rs`).
 //! - `postgres` — [`PgMajor`] (15 or 18), initdb, pg_ctl, psql, [`Standby`].
 //! - `barman` — [`BarmanFlavor`], the lab's barman.conf (one section per server), running

@@ -200,7 +200,7 @@ pub fn wait_for_progress(
     child: &mut std::process::Child,
     fraction: f64,
 ) -> u64 {
-    wait_for_step_progress(bench, data_dir, child, "Transfer", fraction)
+    wait_for_step_progress(bench, data_dir, child, "transfer", fraction)
 }
 
 /// Polls `clone status --json` until the running clone's `step` has done `fraction` of its
@@ -221,7 +221,7 @@ pub fn wait_for_step_progress(
             );
         }
         if let Ok(status) = bench.try_status(data_dir) {
-            let live = &status["live"];
+            let live = &status["progress"];
             if live["step"] == step {
                 let done = live["bytes_done"].as_u64().unwrap();
                 let total = live["bytes_total"].as_u64().unwrap();
@@ -291,8 +291,8 @@ pub fn wait_for_copy(bench: &Bench, status_args: &[&str], child: &mut Child) {
         }
         let output = bench.command(status_args).output().unwrap();
         if let Ok(value) = serde_json::from_slice::<Value>(&output.stdout) {
-            let live = &value["clones"][0]["live"];
-            if live["step"] == "Transfer" && live["bytes_done"].as_u64().unwrap_or(0) > 0 {
+            let live = &value["clones"][0]["progress"];
+            if live["step"] == "transfer" && live["bytes_done"].as_u64().unwrap_or(0) > 0 {
                 return;
             }
         }

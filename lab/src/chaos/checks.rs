@@ -77,7 +77,7 @@ impl Campaign<'_> {
             Step::StageBackup => "staging",
             _ => "transfer",
         };
-        let transfer = &status["record"]["facts"][summary];
+        let transfer = status::fact(status, summary);
         match (
             transfer["bytes_sent"].as_u64(),
             transfer["bytes_kept"].as_u64(),
@@ -124,9 +124,9 @@ impl Campaign<'_> {
         abandoned: &[String],
     ) -> Result<(), String> {
         let jobs = self.api_jobs_into(data_dir)?;
-        let record = &status["record"];
-        let recorded = record["api_operation"]["operation_id"].as_str();
-        let shown: Vec<&str> = record["api_abandoned"]
+        let api = status::backup_api(status);
+        let recorded = api["operation_id"].as_str();
+        let shown: Vec<&str> = api["abandoned"]
             .as_array()
             .map(|ids| ids.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
@@ -197,7 +197,7 @@ impl Campaign<'_> {
         ledger: &Ledger,
     ) -> Result<(), String> {
         let mut problems = Vec::new();
-        let restarts = status["record"]["facts"]["transfer"]["restarts"].as_u64();
+        let restarts = status::fact(status, "transfer")["restarts"].as_u64();
         let earlier = history
             .iter()
             .filter(|t| {

@@ -128,12 +128,12 @@ impl Position {
             Some(Phase::At(step)) => self.steps.iter().position(|s| *s == step).or(self.step),
             None => self.step,
         };
-        let live = &status["live"];
         let copy = self.steps[self.transfer.min(self.steps.len() - 1)];
-        let (progress, live_transfer) = if status::is_step(&live["step"], copy) {
-            (live, true)
+        let live = status::progress(status, Some(copy));
+        let (progress, live_transfer) = if live.is_null() {
+            (status::progress(status, None), false)
         } else {
-            (&status["files"], false)
+            (live, true)
         };
         if let (Some(done), Some(total)) = (
             progress["bytes_done"].as_u64(),

@@ -43,7 +43,7 @@ impl Ledger {
     ) {
         // Killed between a step's outcome and the next begin, nothing was in flight: the
         // resume has no crash to record.
-        let in_flight = &stopped["record"]["in_flight"];
+        let in_flight = &stopped["in_flight"];
         if !in_flight.is_null() {
             self.in_flight.insert(in_flight.to_string());
             if status::is_step(&in_flight["step"], copy) {
@@ -69,8 +69,9 @@ impl Ledger {
             .iter()
             .any(|s| status::phase(stopped) == Some(Phase::At(*s)));
         if before_or_in_transfer {
-            self.done_before_transfer_succeeded =
-                stopped["files"]["bytes_done"].as_u64().unwrap_or(0);
+            self.done_before_transfer_succeeded = status::progress(stopped, None)["bytes_done"]
+                .as_u64()
+                .unwrap_or(0);
         }
     }
 }
@@ -87,27 +88,27 @@ mod tests {
     }
 
     /// A `clone status --json` entry of a clone stopped at `phase`, spelt as pgreplica writes
-    /// it (the step values by serde, the phase by name).
+    /// it (steps and phase by their snake_case names).
     fn stopped(phase: Step, in_flight: Value, bytes_done: u64, history: Value) -> Value {
         json!({
-            "phase": phase.name(),
+            "phase": phase.json_name(),
             "running": false,
-            "files": {"bytes_done": bytes_done, "bytes_total": 1000},
+            "progress": {"step": null, "bytes_done": bytes_done, "bytes_total": 1000},
             "history": history,
-            "record": {"in_flight": in_flight},
+            "in_flight": in_flight,
         })
     }
 
     #[test]
     fn each_attempt_left_in_flight_counts_once_and_transfer_attempts_are_restarts() {
         let mut ledger = Ledger::default();
-        let transfer = json!({"step": Step::Transfer, "started_at": 5});
+        let transfer = json!({"step": Step::Transfer.json_name(), "started_at": 5});
         // The same attempt killed twice (the resume was killed before it recorded the crash).
         for bytes_done in [100, 300] {
             let status = stopped(Step::Transfer, transfer.clone(), bytes_done, json!([]));
             ledger.note_stop(barman_steps(), Step::Transfer, &status, false);
         }
-        let verify = json!({"step": Step::VerifyCopy, "started_at": 9});
+        let verify = json!({"step": Step::VerifyCopy.json_name(), "started_at": 9});
         ledger.note_stop(
             barman_steps(),
             Step::Transfer,
@@ -125,8 +126,8 @@ mod tests {
     fn a_sigterm_inside_transfer_is_a_restart_and_a_stop_between_steps_no_crash() {
         let mut ledger = Ledger::default();
         let history = json!([
-            {"step": Step::PrepareDirs, "outcome": OutcomeKind::Succeeded},
-            {"step": Step::Transfer, "outcome": OutcomeKind::Interrupted},
+            {"step": Step::PrepareDirs.json_name(), "outcome": OutcomeKind::Succeeded.json_name()},
+            {"step": Step::Transfer.json_name(), "outcome": OutcomeKind::Interrupted.json_name()},
         ]);
         ledger.note_stop(
             barman_steps(),
@@ -138,7 +139,7 @@ mod tests {
         assert!(ledger.in_flight.is_empty());
         assert_eq!(ledger.done_before_transfer_succeeded, 40);
         // An interruption elsewhere is no restart of the Transfer.
-        let history = json!([{"step": Step::VerifyCopy, "outcome": OutcomeKind::Interrupted}]);
+        let history = json!([{"step": Step::VerifyCopy.json_name(), "outcome": OutcomeKind::Interrupted.json_name()}]);
         ledger.note_stop(
             barman_steps(),
             Step::Transfer,
@@ -149,8 +150,7 @@ mod tests {
         assert_eq!(ledger.done_before_transfer_succeeded, 40);
         assert_eq!(ledger.interrupted, 2);
         // Stopped while waiting to retry a failed attempt: nothing was interrupted.
-        let history =
-            json!([{"step": Step::WriteReplicationConf, "outcome": OutcomeKind::FailedRetryable}]);
+        let history = json!([{"step": Step::WriteReplicationConf.json_name(), "outcome": OutcomeKind::FailedRetryable.json_name()}]);
         ledger.note_stop(
             barman_steps(),
             Step::Transfer,

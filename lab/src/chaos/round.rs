@@ -336,8 +336,8 @@ impl Campaign<'_> {
                 .answer_never_started(data_dir, &mut ledger.abandoned)
                 .map(Some);
         }
-        let attempt = &last_stop["record"]["api_operation"];
-        let lost_id = attempt.is_object() && attempt["operation_id"].is_null();
+        let attempt = status::backup_api(last_stop);
+        let lost_id = !attempt["attempt_started_at"].is_null() && attempt["operation_id"].is_null();
         if !lost_id || !stderr.contains("cannot tell which pg-backup-api operation") {
             return Ok(None);
         }
@@ -362,7 +362,7 @@ impl Campaign<'_> {
         dead: &mut Vec<String>,
     ) -> Result<OperatorAnswer, String> {
         let stopped = self.stopped(data_dir)?;
-        let followed = stopped["record"]["api_operation"]["operation_id"]
+        let followed = status::backup_api(&stopped)["operation_id"]
             .as_str()
             .map(str::to_string);
         let faulty = self

@@ -326,7 +326,7 @@ impl Bench {
         let sample = self.measured(&mut resume, &log.with_extension("resume.log"))?;
         let status = self.check_verified(dest)?;
         let transfer = |key: &str| {
-            status["record"]["facts"]["transfer"][key]
+            status::fact(&status, "transfer")[key]
                 .as_u64()
                 .ok_or_else(|| format!("no transfer.{key} in the clone's status: {status}"))
         };
@@ -380,7 +380,7 @@ impl Bench {
                 "the clone in {} is not Done and verified: phase {}, verification {}",
                 dest.display(),
                 status["phase"],
-                status["record"]["facts"]["verification"]
+                status::fact(&status, "verification")
             )),
         }
     }
@@ -412,13 +412,10 @@ pub(super) fn step_times(status: &Value) -> Vec<(String, f64)> {
             Some(step) => step.name().to_string(),
             None => transition["step"].to_string(),
         };
-        let (Some(start), Some(end)) = (
-            transition["started_at"].as_u64(),
-            transition["ended_at"].as_u64(),
-        ) else {
+        let Some(millis) = transition["duration_ms"].as_u64() else {
             continue;
         };
-        let seconds = end.saturating_sub(start) as f64 / 1000.0;
+        let seconds = millis as f64 / 1000.0;
         match steps.iter_mut().find(|(name, _)| *name == step) {
             Some((_, total)) => *total += seconds,
             None => steps.push((step, seconds)),
