@@ -736,3 +736,193 @@ fn json_results_of_start_resume_ensure_and_dry_run_follow_the_schema() {
         assert!(status_schema_error(&bad).is_some(), "{key}");
     }
 }
+
+/// `clone status --json` of a synthetic record with every part set follows `$defs/status`.
+mod synthetic_status {
+    use super::status_schema_error;
+    use pgreplica::error::{Error, ErrorKind};
+    use pgreplica::status::Shown;
+    use pgreplica::store::{FileCounts, LiveProgress, StatusView};
+    use serde_json::{json, Value};
+    use states::api::OperatorChoice;
+    use states::{
+        ApiOperation, BackupFacts, BackupFormat, BackupKind, ChainMember, CloneId, CloneRecord,
+        CloneRequest, Compression, Facts, FailureKind, Mode, OutcomeKind, Phase, Step, StepFailure,
+        Tablespace, TransferSummary, Transition, Verification,
+    };
+
+    /// A pg-backup-api record with every part the document shows set: facts of each kind, an
+    /// operation, abandoned ones, the operator's word, a step in flight, a failure, a history.
+    /// Built through the stored form, as `clone status` reads it from sled.
+    fn synthetic_record() -> CloneRecord {
+        let request = CloneRequest {
+            mode: Mode::BackupApi,
+            data_dir: "/var/lib/postgresql/15/main".to_string(),
+            tablespace_mapping: vec![("/a".to_string(), "/b".to_string())],
+            ..CloneRequest::default()
+        };
+        let id = CloneId::for_data_dir(&request.data_dir);
+        let mut stored =
+            serde_json::to_value(CloneRecord::new(id, request, 1_795_000_000_250)).unwrap();
+        let member = |backup_id: &str, format| ChainMember {
+            backup_id: backup_id.to_string(),
+            backup_dir: format!("/barman/pg/base/{backup_id}"),
+            data_subdir: "data".to_string(),
+            format,
+            size_bytes: 100,
+            tablespaces: Vec::new(),
+        };
+        let facts = Facts {
+            backup: Some(BackupFacts {
+                backup_id: "20261130T100000".to_string(),
+                tablespaces: vec![Tablespace {
+                    name: "tbs".to_string(),
+                    oid: 16_385,
+                    location: "/tbs".to_string(),
+                }],
+                kind: BackupKind::Incremental {
+                    chain: vec![
+                        member("20261129T100000", BackupFormat::Plain),
+                        member(
+                            "20261130T100000",
+                            BackupFormat::Tar {
+                                compression: Compression::Zstd,
+                                encrypted: true,
+                            },
+                        ),
+                    ],
+                },
+                ..BackupFacts::default()
+            }),
+            transfer: Some(TransferSummary {
+                files: 3,
+                bytes_total: 300,
+                ..TransferSummary::default()
+            }),
+            verification: Some(Verification::Checked {
+                pg_major: 15,
+                system_identifier: "7312345678901234567".to_string(),
+                bytes: 300,
+            }),
+            ..Facts::default()
+        };
+        stored["facts"] = serde_json::to_value(facts).unwrap();
+        stored["phase"] = serde_json::to_value(Phase::At(Step::Transfer)).unwrap();
+        stored["in_flight"] = json!({"step": Step::Transfer, "started_at": 1_795_000_009_000u64});
+        stored["attempts"] = json!(2);
+        stored["last_error"] = serde_json::to_value(StepFailure {
+            kind: FailureKind::Retryable,
+            message: "rsync failed".to_string(),
+            hint: Some("resume it".to_string()),
+            exit_code: 2,
+        })
+        .unwrap();
+        stored["history"] = serde_json::to_value(
+            [OutcomeKind::Succeeded, OutcomeKind::FailedRetryable].map(|outcome| Transition {
+                step: Step::Transfer,
+                started_at: 1_795_000_001_000,
+                ended_at: 1_795_000_003_500,
+                outcome,
+                message: None,
+            }),
+        )
+        .unwrap();
+        stored["api_operation"] = serde_json::to_value(ApiOperation {
+            attempt_started_at: 1_795_000_002_000,
+            operation_id: Some("20261130T100500".to_string()),
+            ..ApiOperation::default()
+        })
+        .unwrap();
+        stored["api_choice"] = serde_json::to_value(OperatorChoice::PostNew).unwrap();
+        stored["api_abandoned"] = json!(["20261130T100100"]);
+        serde_json::from_value(stored).expect("the stored form of a record")
+    }
+
+    fn document(shown: &[Shown]) -> Value {
+        let mut out = Vec::new();
+        pgreplica::status_json::write(shown, &mut out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    #[test]
+    fn a_synthetic_record_of_every_part_follows_the_schema() {
+        let running = StatusView {
+            record: synthetic_record(),
+            running: true,
+            pid: Some(4242),
+            updated_at: Some(1_795_000_010_125),
+            live: Some(LiveProgress {
+                step: Step::Transfer,
+                bytes_done: 10,
+                bytes_total: 300,
+                files_done: 1,
+                files_total: 3,
+                rate_bytes_per_sec: 5,
+                eta_secs: Some(58),
+            }),
+            files: None,
+        };
+        let stopped = StatusView {
+            running: false,
+            pid: None,
+            updated_at: None,
+            live: None,
+            files: Some(FileCounts {
+                files_done: 1,
+                bytes_done: 10,
+                files_total: 3,
+                bytes_total: 300,
+            }),
+            ..running.clone()
+        };
+        let damaged = Shown::Damaged {
+            id: CloneId::for_data_dir("/srv/broken"),
+            error: Error::new(ErrorKind::Store, "the record cannot be read").hint("forget it"),
+        };
+        let doc = document(&[Shown::Clone(running), Shown::Clone(stopped), damaged]);
+        if let Some(e) = status_schema_error(&doc) {
+            panic!("{doc:#}\ndoes not follow $defs/status: {e}");
+        }
+        let clone = &doc["clones"][0];
+        assert_eq!(doc["schema_version"], 1);
+        assert_eq!(clone["phase"], "transfer");
+        assert_eq!(clone["mode"], "backup_api");
+        assert_eq!(clone["request"]["mode"], "backup_api");
+        assert_eq!(clone["created_at"], "2026-11-18T11:06:40.250Z");
+        assert_eq!(clone["in_flight"]["step"], "transfer");
+        assert_eq!(clone["history"][1]["outcome"], "failed_retryable");
+        assert_eq!(clone["history"][1]["duration_ms"], 2500);
+        assert_eq!(clone["progress"]["step"], "transfer");
+        assert_eq!(clone["progress"]["eta_secs"], 58);
+        assert_eq!(clone["facts"]["verification"]["method"], "checked");
+        assert_eq!(clone["facts"]["backup"]["kind"], "incremental");
+        assert_eq!(clone["facts"]["backup"]["chain"][1]["compression"], "zstd");
+        assert_eq!(clone["backup_api"]["operator_choice"], "new");
+        assert_eq!(clone["last_error"]["retryable"], true);
+        assert_eq!(doc["clones"][1]["progress"]["step"], Value::Null);
+        assert_eq!(doc["clones"][1]["progress"]["files_total"], 3);
+        assert_eq!(doc["clones"][2]["damaged"], true);
+        // One history, and no stored form: Rust's enum shapes appear nowhere.
+        let text = doc.to_string();
+        for shape in [
+            "\"At\"",
+            "Transfer",
+            "FailedRetryable",
+            "Incremental",
+            "Checked",
+            "\"record\":",
+        ] {
+            assert!(!text.contains(shape), "{shape} in {doc:#}");
+        }
+        // The schema holds: the shapes of the stored form are refused.
+        for (key, wrong) in [
+            ("phase", json!({"At": "Transfer"})),
+            ("created_at", json!(1_795_000_000_250u64)),
+            ("record", json!({})),
+        ] {
+            let mut bad = doc.clone();
+            bad["clones"][0][key] = wrong;
+            assert!(status_schema_error(&bad).is_some(), "{key}");
+        }
+    }
+}
