@@ -288,7 +288,7 @@ fn item_13_list_forget_and_damaged_records(bench: &Bench, finished: &Path, other
     let damaged: Vec<&serde_json::Value> = clones.iter().filter(|c| c["damaged"] == true).collect();
     assert_eq!(damaged.len(), 1, "{value}");
     assert_eq!(damaged[0]["clone_id"], broken.as_str());
-    assert!(damaged[0]["error"]
+    assert!(damaged[0]["error"]["message"]
         .as_str()
         .unwrap()
         .contains("checkpoint marker"));
