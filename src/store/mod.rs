@@ -514,7 +514,11 @@ fn sled_error_at(id: &CloneId, db: &Path, action: &str, err: sled::Error) -> Err
         other => Error::new(
             ErrorKind::Store,
             format!("cannot {action} clone {id} in {}: {other}", db.display()),
-        ),
+        )
+        .hint(format!(
+            "run the command again; if it fails the same way, discard the record with \"{}\" and start the clone again: the data directory is untouched",
+            crate::paste::pgreplica(&["clone", "forget", id.as_str()])
+        )),
     }
 }
 
