@@ -295,7 +295,8 @@ mod tests {
             mode: Mode::BarmanRsync,
             data_dir: "/srv/standby".into(),
             backup_selector: "20261125T061436".into(),
-            jobs: 1,
+            // The default here, which the command leaves out.
+            jobs: crate::request::default_jobs(),
             config_file: Some("/etc/repmgr.conf".into()),
             ..CloneRequest::default()
         };
