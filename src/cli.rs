@@ -197,9 +197,9 @@ pub struct StartArgs {
     #[arg(long, value_name = "ID")]
     pub backup_id: Option<String>,
 
-    /// Parallel rsync streams for the transfer.
-    #[arg(short = 'j', long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
-    pub jobs: u32,
+    /// Parallel rsync streams for the transfer (default: this host's cores, at most 4).
+    #[arg(short = 'j', long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub jobs: Option<u32>,
 
     /// Cap each transfer stream at this many KiB/s (rsync's --bwlimit), to spare the network.
     #[arg(long, value_name = "KBPS")]
@@ -600,7 +600,7 @@ mod tests {
         };
         assert_eq!(args.host.as_deref(), Some("node1"));
         assert_eq!(args.port, Some(5433));
-        assert_eq!(args.jobs, 4);
+        assert_eq!(args.jobs, Some(4));
         assert!(args.force);
         assert_eq!(args.backup_id.as_deref(), Some("oldest"));
         assert_eq!(args.upstream_node_id, Some(2));

@@ -195,6 +195,7 @@ pub async fn check(request: &CloneRequest, state_dir: Option<&Path>) -> Report {
                     Err(e) => report.record("ssh_options", Err(e)),
                 }
                 report.record("ssh cipher", Ok(barman.cipher_choice().describe()));
+                report.record("copy streams", Ok(describe_jobs(request.jobs)));
                 report.record(
                     "Barman server",
                     barman
@@ -314,6 +315,15 @@ pub async fn check(request: &CloneRequest, state_dir: Option<&Path>) -> Report {
         );
     }
     report
+}
+
+/// The streams the copy will run, beside the default this host gives.
+fn describe_jobs(jobs: u32) -> String {
+    format!(
+        "{jobs} (--jobs; the default here is {}: this host's cores, at most {})",
+        crate::request::default_jobs(),
+        states::DEFAULT_JOBS_MAX
+    )
 }
 
 fn options_check(request: &CloneRequest) -> Result<String> {

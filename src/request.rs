@@ -44,7 +44,7 @@ impl<'a> Flags<'a> {
             dbname: args.dbname.as_deref(),
             upstream_node_id: args.upstream_node_id,
             backup_id: args.backup_id.clone(),
-            jobs: args.jobs,
+            jobs: args.jobs.unwrap_or_else(default_jobs),
             force: args.force,
             bwlimit: args.bwlimit,
             fast_checkpoint: args.repmgr.fast_checkpoint,
@@ -121,6 +121,12 @@ pub fn mode_reason(args: &StartArgs, config: &Config, mode: Mode) -> String {
     }
 }
 
+/// `--jobs` when the operator names none: [`CloneRequest::default_jobs`] of this host's cores
+/// (0, hence 1 stream, when the host cannot tell).
+pub fn default_jobs() -> u32 {
+    CloneRequest::default_jobs(std::thread::available_parallelism().map_or(0, usize::from))
+}
+
 /// Builds the request; errors are configuration errors (exit 1).
 pub fn build(
     args: &StartArgs,
@@ -163,7 +169,7 @@ pub fn start_command(request: &CloneRequest, config_file: Option<&str>, force: b
     );
     push(
         "--jobs",
-        (request.jobs != 1).then(|| request.jobs.to_string()),
+        (request.jobs != default_jobs()).then(|| request.jobs.to_string()),
     );
     push("--bwlimit", request.bwlimit_kbps.map(|k| k.to_string()));
     push(

@@ -84,6 +84,16 @@ fn dry_run_of_a_sound_barman_clone_passes_every_check_and_changes_nothing() {
         "  ok       ssh cipher: ssh's default (chacha20-poly1305 first)"
     };
     assert!(stdout.contains(preferred), "{stdout}");
+    // No --jobs given: this host's cores, at most four, and the dry run says so.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = cores.clamp(1, states::DEFAULT_JOBS_MAX as usize);
+    assert!(
+        stdout.contains(&format!(
+            "  ok       copy streams: {jobs} (--jobs; the default here is {jobs}: this host's cores, at most {})\n",
+            states::DEFAULT_JOBS_MAX
+        )),
+        "{stdout}"
+    );
 
     // ssh_options that choose a cipher are obeyed, and the dry run says so.
     let chosen = bench.repmgr_conf(

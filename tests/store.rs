@@ -2,7 +2,7 @@
 //! files, discarding, status of an idle clone. tests/store_kill.rs covers other processes.
 
 use pgreplica::error::ErrorKind;
-use pgreplica::store::{StateDir, StatusSnapshot};
+use pgreplica::store::{FileCounts, StateDir, StatusSnapshot};
 use states::{
     ApiTarget, ArchiveProgress, BackupFacts, BackupFormat, BackupKind, BarmanTarget, ChainMember,
     CloneId, CloneRecord, CloneRequest, CombineSummary, Compression, EntryKind, FailureKind,
@@ -283,6 +283,61 @@ fn file_table_of_100k_entries_round_trips_sorted_and_counts_done() {
     files.replace(&manifest(10)).unwrap();
     assert_eq!(files.entries().unwrap().len(), 10);
     assert_eq!(files.done_counts().unwrap(), (0, 0));
+}
+
+/// The counts as the entries themselves tell them.
+fn counted(entries: &[ManifestEntry]) -> FileCounts {
+    let mut counts = FileCounts::default();
+    for entry in entries.iter().filter(|e| e.kind == EntryKind::File) {
+        counts.files_total += 1;
+        counts.bytes_total += entry.size;
+        if entry.done {
+            counts.files_done += 1;
+            counts.bytes_done += entry.size;
+        }
+    }
+    counts
+}
+
+#[test]
+fn file_counts_follow_every_change_of_the_list_and_survive_reopening() {
+    let (_tmp, state) = state();
+    let id = CloneId::for_data_dir("/srv/pg/counted");
+    let mut list = manifest(200);
+    // A duplicate (root, path): the later entry wins, in the entries and in the counts.
+    let mut twin = list[1].clone();
+    twin.size = 1_000_000;
+    list.push(twin);
+    {
+        let store = state.open_clone(&id).unwrap();
+        let files = store.files();
+        files.replace(&list).unwrap();
+        let entries = files.entries().unwrap();
+        assert_eq!(entries.len(), 200);
+        assert_eq!(files.counts().unwrap(), counted(&entries));
+        assert_eq!(files.counts().unwrap().bytes_done, 0);
+        for entry in list.iter().step_by(2) {
+            assert!(files.mark_done(entry.root, &entry.path).unwrap());
+            // Marking again changes nothing.
+            assert!(files.mark_done(entry.root, &entry.path).unwrap());
+        }
+        for entry in list.iter().step_by(6) {
+            assert!(files.unmark(entry.root, &entry.path).unwrap());
+        }
+        assert!(!files.unmark(7, "not/listed").unwrap());
+        assert_eq!(files.counts().unwrap(), counted(&files.entries().unwrap()));
+        files.flush().unwrap();
+    }
+    let store = state.open_clone(&id).unwrap();
+    let files = store.files();
+    let entries = files.entries().unwrap();
+    let counts = files.counts().unwrap();
+    assert_eq!(counts, counted(&entries));
+    assert!(counts.files_done > 0 && counts.files_done < counts.files_total);
+    assert_eq!(
+        files.done_counts().unwrap(),
+        (counts.files_done, counts.bytes_done)
+    );
 }
 
 #[test]

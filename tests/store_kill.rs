@@ -12,7 +12,7 @@
 use pgreplica::error::{ErrorKind, Result};
 use pgreplica::progress::Progress;
 use pgreplica::runner::{self, Executor, StepContext, StopSignal};
-use pgreplica::store::{CloneStore, FileTable, LiveProgress, StateDir, StatusSnapshot};
+use pgreplica::store::{CloneStore, FileCounts, FileTable, LiveProgress, StateDir, StatusSnapshot};
 use rand::{Rng, SeedableRng};
 use states::{
     BackupFacts, BarmanTarget, CloneId, CloneRecord, CloneRequest, EntryKind, ManifestEntry, Mode,
@@ -383,6 +383,21 @@ fn verify(state: &StateDir, id: &CloneId, lines: &[String], expect: &mut Expect)
     if record.is_step_done(Step::Transfer) {
         assert_eq!(done, FILES, "Transfer succeeded with files left");
     }
+    // The counts `clone status` reads are the summary written in the same batch as each
+    // mark: whatever the kill left, they agree with the entries.
+    // (Every entry of the drive child's list is a file of 8 KiB; before Transfer stored the
+    // list, there is none.)
+    let (files_done, files_total) = (done as u64, entries.len() as u64);
+    assert_eq!(
+        store.files().counts().unwrap(),
+        FileCounts {
+            files_done,
+            bytes_done: files_done * 8_192,
+            files_total,
+            bytes_total: files_total * 8_192,
+        },
+        "the summary disagrees with the entries after SIGKILL"
+    );
 
     // What the next child's recover_crash will do, checked here on a copy.
     let mut recovered = record.clone();

@@ -345,32 +345,8 @@ fn the_crash_hook_of_the_api_tests_is_compiled_into_debug_builds_only() {
 
 // ---------------------------------------------------------------------------------------------
 // Every ERROR has a HINT: each `Error::new(…)` in the library (its unit tests aside) carries
-// `.hint(…)` in the chain that builds it (`Error::bug` and `Error::output` carry theirs).
-
-/// The files whose hint-less constructions predate this check, with how many each has: a
-/// ratchet. A file may not gain one, and one that loses some must have its count lowered here,
-/// so the list only shrinks. Most are failures of the copy engines and the Barman client whose
-/// callers' situations differ; each needs its own words.
-const HINTLESS_DEBT: &[(&str, usize)] = &[
-    ("src/barman/client.rs", 2),
-    ("src/barman/exec.rs", 3),
-    ("src/barman/ssh.rs", 2),
-    ("src/source/target.rs", 1),
-    ("src/steps/stage_backup.rs", 1),
-    ("src/steps/unpack_backup.rs", 2),
-    ("src/store/lock.rs", 1),
-    ("src/store/mod.rs", 1),
-    ("src/store/status.rs", 1),
-    ("src/transfer/backup_api.rs", 2),
-    ("src/transfer/basebackup.rs", 5),
-    ("src/transfer/combine.rs", 2),
-    ("src/transfer/decrypt.rs", 1),
-    ("src/transfer/rsync/command.rs", 1),
-    ("src/transfer/rsync/exit.rs", 2),
-    ("src/transfer/rsync/mod.rs", 1),
-    ("src/transfer/rsync/phase.rs", 3),
-    ("src/transfer/unpack.rs", 2),
-];
+// `.hint(…)` in the chain that builds it (`Error::bug` and `Error::output` carry theirs). No file
+// is exempt: an error whose HINT depends on the case chooses the HINT first and builds with it.
 
 /// The `Error::new(` constructions of `text` (before its unit tests) whose method chain has no
 /// `.hint(`, by line number.
@@ -438,22 +414,10 @@ fn every_error_constructed_carries_a_hint() {
             .unwrap()
             .to_string_lossy()
             .into_owned();
-        if relative == "src/error.rs" {
-            continue;
-        }
         let lines = hintless_constructions(&std::fs::read_to_string(&path).unwrap());
-        let allowed = HINTLESS_DEBT
-            .iter()
-            .find(|(file, _)| *file == relative)
-            .map_or(0, |(_, n)| *n);
-        if lines.len() > allowed {
+        if !lines.is_empty() {
             problems.push(format!(
-                "{relative}: Error::new without .hint at lines {lines:?} (at most {allowed} left from before)"
-            ));
-        } else if lines.len() < allowed {
-            problems.push(format!(
-                "{relative}: {} hint-less constructions left, fewer than the {allowed} of HINTLESS_DEBT: lower it",
-                lines.len()
+                "{relative}: Error::new without .hint at lines {lines:?}"
             ));
         }
     }

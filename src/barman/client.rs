@@ -193,7 +193,7 @@ impl Barman {
     }
 
     /// A command line the operator can paste to run `args` of barman by hand, for hints.
-    pub(super) fn manual_command(&self, args: &[&str]) -> String {
+    pub(crate) fn manual_command(&self, args: &[&str]) -> String {
         quote::shell_join(&self.command_argv(&self.barman_argv(args)))
     }
 
@@ -251,28 +251,31 @@ impl Barman {
             .first()
             .cloned()
             .unwrap_or_else(|| format!("exit status {}", reply.status));
-        let mut err = Error::new(
+        let hint = if reason.starts_with("Unknown server") {
+            format!(
+                "set barman_server in repmgr.conf to a server Barman knows (and barman_config if it uses a non-default configuration); see: {}",
+                self.manual_command(&["list-servers"])
+            )
+        } else {
+            format!(
+                "run it by hand to see Barman's full output: {}",
+                self.manual_command(&["check", &self.server])
+            )
+        };
+        let err = Error::new(
             ErrorKind::Barman,
             format!("Barman on \"{}\" failed to {what}: {reason}", self.host),
-        );
+        )
+        .hint(hint);
         let detail = [errors.join("\n"), reply.stderr.trim().to_string()]
             .into_iter()
             .filter(|s| !s.is_empty())
             .collect::<Vec<_>>()
             .join("\n");
-        if !detail.is_empty() {
-            err = err.detail(exec::output_detail(&detail));
-        }
-        if reason.starts_with("Unknown server") {
-            err.hint(format!(
-                "set barman_server in repmgr.conf to a server Barman knows (and barman_config if it uses a non-default configuration); see: {}",
-                self.manual_command(&["list-servers"])
-            ))
+        if detail.is_empty() {
+            err
         } else {
-            err.hint(format!(
-                "run it by hand to see Barman's full output: {}",
-                self.manual_command(&["check", &self.server])
-            ))
+            err.detail(exec::output_detail(&detail))
         }
     }
 
@@ -449,6 +452,11 @@ impl Barman {
                     self.host
                 ),
             )
+            .hint(format!(
+                "the list needs GNU find on the Barman host and UTF-8 file names: check the first with \"{}\"; for the second, {}",
+                quote::shell_join(&self.command_argv(&["find", "--version"])),
+                self.choose_another_hint()
+            ))
         })?;
         if data_dir.is_some() && !entries.iter().any(|e| e.path == "global/pg_control") {
             return Err(Error::new(

@@ -92,7 +92,7 @@ pub(crate) async fn run(
 ) -> Result<RemoteOutput> {
     let (program, args) = argv
         .split_first()
-        .ok_or_else(|| Error::new(ErrorKind::Internal, "empty command for the Barman host"))?;
+        .ok_or_else(|| Error::bug("empty command for the Barman host"))?;
     // The remote command line as the remote shell receives it (the last argument).
     crate::debug!(
         "on the Barman host \"{}\": {}",
@@ -120,6 +120,10 @@ pub(crate) async fn run(
                     target.host
                 ),
             )
+            .hint(format!(
+                "check that the Barman host is up and this works: {}",
+                target.probe_hint
+            ))
             .retryable())
         }
         // Dropping the future drops the child, and kill_on_drop kills it.
@@ -151,6 +155,10 @@ pub(crate) async fn run(
             ),
         )
         .detail(output_detail(&stderr))
+        .hint(format!(
+            "ssh was stopped by a signal: check that the Barman host is up and that this works: {}",
+            target.probe_hint
+        ))
         .retryable());
     };
     classify(status, output.stdout, stderr, target)

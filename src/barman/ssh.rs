@@ -276,8 +276,17 @@ impl Barman {
                 .output(),
         )
         .await
-        .map_err(|_| Error::new(ErrorKind::Ssh, "ssh -G did not answer"))?
-        .map_err(|e| Error::new(ErrorKind::Ssh, format!("cannot run ssh -G: {e}")))?;
+        .map_err(|_| {
+            Error::new(ErrorKind::Ssh, "ssh -G did not answer").hint(format!(
+                "ssh -G only reads ssh's configuration (ssh_options in repmgr.conf, ~/.ssh/config, /etc/ssh/ssh_config), where a Match exec may hang: run it by hand to see where it waits: {}",
+                crate::paste::line(&argv)
+            ))
+        })?
+        .map_err(|e| {
+            Error::new(ErrorKind::Ssh, format!("cannot run ssh -G: {e}")).hint(
+                "install the OpenSSH client (package openssh-client) and make sure \"ssh\" is on PATH",
+            )
+        })?;
         if !output.status.success() {
             return Err(
                 Error::new(ErrorKind::Config, "ssh does not accept ssh_options")

@@ -514,6 +514,9 @@ fn absolute(path: &str) -> Result<String> {
             ErrorKind::System,
             format!("cannot read the current directory: {e}"),
         )
+        .hint(format!(
+            "the working directory was removed or cannot be read: run pgreplica from a directory that exists, or write \"{path}\" (in -d's conninfo or its PG* variable) as an absolute path"
+        ))
     })?;
     Ok(here.join(path).display().to_string())
 }

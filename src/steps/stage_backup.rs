@@ -40,12 +40,9 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<Transf
         make_private_dir(&tree.local)?;
     }
     let remote = |dir: &str| format!("{}:{dir}/", barman.host);
-    let (first, others) = trees.split_first().ok_or_else(|| {
-        crate::error::Error::new(
-            crate::error::ErrorKind::Internal,
-            "a staged backup without members",
-        )
-    })?;
+    let (first, others) = trees
+        .split_first()
+        .ok_or_else(|| crate::error::Error::bug("a staged backup without members"))?;
     let job = RsyncJob {
         source: remote(&first.remote),
         rsh: Some(barman.rsync_rsh()),

@@ -118,10 +118,10 @@ fn archives(staging: &Staging, input: &UnpackInput) -> Result<Vec<(ChainMember, 
                     .find(|t| t.oid == tablespace.oid)
                     .map(|t| PathBuf::from(&t.path))
                     .ok_or_else(|| {
-                        Error::new(
-                            ErrorKind::Internal,
-                            format!("tablespace {} has no prepared target", tablespace.oid),
-                        )
+                        Error::bug(format!(
+                            "tablespace {} has no prepared target",
+                            tablespace.oid
+                        ))
                     })?,
             };
             archives.push((
@@ -197,12 +197,9 @@ async fn unpack_one(
         let unpacked = progress.offset.saturating_sub(start.offset);
         ctx.progress.set_bytes_done(bytes_before + unpacked, 0);
     }
-    engine.await.map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("the unpacking thread failed: {e}"),
-        )
-    })?
+    engine
+        .await
+        .map_err(|e| Error::bug(format!("the unpacking thread failed: {e}")))?
 }
 
 /// A damaged staged archive (the engine refuses it as a base backup error) can only be staged
@@ -298,7 +295,8 @@ mod tests {
             mode: Mode::BarmanRsync,
             data_dir: "/srv/standby".into(),
             backup_selector: "20261125T061436".into(),
-            jobs: 1,
+            // The default here, which the command leaves out.
+            jobs: crate::request::default_jobs(),
             config_file: Some("/etc/repmgr.conf".into()),
             ..CloneRequest::default()
         };

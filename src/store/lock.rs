@@ -60,6 +60,9 @@ impl CloneLock {
                 "cannot lock {}: the clone directory keeps being removed",
                 path.display()
             ),
+        )
+        .hint(
+            "another pgreplica process keeps discarding this clone (clone forget, or clone start with -F/--force): let it finish, then run this command again",
         )))
     }
 }

@@ -83,6 +83,9 @@ pub struct CloneStore {
     dir: PathBuf,
     /// What sled must at least hold; updated after each flush.
     marker: Mutex<Marker>,
+    /// The file list's marks not written yet and the summary counting them; its lock also
+    /// makes each change of an entry and the summary one writer's.
+    pending: Mutex<files::Pending>,
     _lock: CloneLock,
 }
 
@@ -354,6 +357,7 @@ impl CloneStore {
             files,
             id: id.clone(),
             marker: Mutex::new(Marker::read(&dir)?),
+            pending: Mutex::new(files::Pending::default()),
             dir,
             _lock: lock,
         })
@@ -449,6 +453,17 @@ impl CloneStore {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The file list's pending marks, locked (taken before the marker when both are). A
+    /// poisoned lock may hold half a change: its marks are dropped (they were never durable)
+    /// and the summary is read from sled again.
+    pub(crate) fn pending(&self) -> std::sync::MutexGuard<'_, files::Pending> {
+        self.pending.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            *guard = files::Pending::default();
+            guard
+        })
+    }
+
     fn db_path(&self) -> PathBuf {
         self.dir.join("db")
     }
@@ -514,7 +529,11 @@ fn sled_error_at(id: &CloneId, db: &Path, action: &str, err: sled::Error) -> Err
         other => Error::new(
             ErrorKind::Store,
             format!("cannot {action} clone {id} in {}: {other}", db.display()),
-        ),
+        )
+        .hint(format!(
+            "run the command again; if it fails the same way, discard the record with \"{}\" and start the clone again: the data directory is untouched",
+            crate::paste::pgreplica(&["clone", "forget", id.as_str()])
+        )),
     }
 }
 

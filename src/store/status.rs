@@ -66,12 +66,8 @@ pub(crate) fn write(dir: &Path, snapshot: &StatusSnapshot) -> Result<(), Error> 
         schema: SCHEMA_VERSION,
         snapshot: snapshot.clone(),
     };
-    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| {
-        Error::new(
-            ErrorKind::Internal,
-            format!("cannot serialise the status snapshot: {e}"),
-        )
-    })?;
+    let bytes = serde_json::to_vec_pretty(&file)
+        .map_err(|e| Error::bug(format!("cannot serialise the status snapshot: {e}")))?;
     write_atomically(&path, &bytes)
 }
 

@@ -108,3 +108,79 @@ fn a_panic_inside_the_guard_is_an_error_and_the_guard_resets() {
     assert!(!GUARDED.with(Cell::get));
     assert_eq!(guarded(|| 3), Ok(3));
 }
+
+#[test]
+fn a_file_list_without_a_summary_is_counted_and_gets_one_at_the_next_mark() {
+    let (_tmp, state, id) = fixture();
+    let store = state.open_clone(&id).unwrap();
+    let entry = |i: u64, kind| states::ManifestEntry {
+        root: 0,
+        path: format!("base/1/{i}"),
+        kind,
+        size: if kind == states::EntryKind::File {
+            100 * i
+        } else {
+            0
+        },
+        mtime: 1_700_000_000,
+        done: false,
+    };
+    let list = vec![
+        entry(1, states::EntryKind::File),
+        entry(2, states::EntryKind::File),
+        entry(3, states::EntryKind::Dir),
+    ];
+    let files = store.files();
+    files.replace(&list).unwrap();
+    assert!(files.mark_done(0, "base/1/1").unwrap());
+    files.flush().unwrap();
+    // As a pgreplica that kept no summary left it.
+    store.files.remove(files::SUMMARY_KEY).unwrap();
+    drop(files);
+    drop(store);
+    let store = state.open_clone(&id).unwrap();
+    let files = store.files();
+    let counted = FileCounts {
+        files_done: 1,
+        bytes_done: 100,
+        files_total: 2,
+        bytes_total: 300,
+    };
+    assert_eq!(files.counts().unwrap(), counted);
+    assert!(files.mark_done(0, "base/1/2").unwrap());
+    files.flush().unwrap();
+    assert!(store.files.get(files::SUMMARY_KEY).unwrap().is_some());
+    assert_eq!(
+        files.counts().unwrap(),
+        FileCounts {
+            files_done: 2,
+            bytes_done: 300,
+            ..counted
+        }
+    );
+}
+
+#[test]
+fn a_summary_that_disagrees_with_the_marker_is_damage() {
+    let (_tmp, state, id) = fixture();
+    let store = state.open_clone(&id).unwrap();
+    store.files().replace(&[]).unwrap();
+    let dir = store.dir().to_path_buf();
+    drop(store);
+    // The marker vouches for more entries than the summary counts, as after a lost list.
+    Marker {
+        record_generation: 0,
+        files: Some(5),
+    }
+    .write(&dir)
+    .unwrap();
+    let store = state.open_clone(&id).unwrap();
+    let err = store.files().counts().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Store);
+    assert!(
+        err.message
+            .contains("the file list has 0 entries, although 5 were saved"),
+        "{}",
+        err.message
+    );
+}

@@ -192,12 +192,10 @@ fn crash_after_post() {
 
 /// The attempt just checkpointed.
 fn attempt_of(ctx: &StepContext<'_>) -> Result<ApiOperation> {
-    ctx.record.api_operation().cloned().ok_or_else(|| {
-        Error::new(
-            ErrorKind::Internal,
-            "the pg-backup-api attempt vanished from the record",
-        )
-    })
+    ctx.record
+        .api_operation()
+        .cloned()
+        .ok_or_else(|| Error::bug("the pg-backup-api attempt vanished from the record"))
 }
 
 /// After an unknown outcome of `attempt` (`posts` POSTs in this run; `error` the last one's),
@@ -231,6 +229,10 @@ async fn resolve_unknown(
                 ErrorKind::BackupApi,
                 "pg-backup-api created no recovery after repeated requests",
             )
+            .hint(format!(
+                "check that pg-backup-api on the Barman host is running and that its log shows the requests, then run \"{}\": no recovery was created, so it is requested again",
+                crate::paste::resume()
+            ))
         })),
         AfterUnknownPost::Ask(ids) => Err(cannot_tell(ctx, api, &ids)),
     }

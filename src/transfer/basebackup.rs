@@ -13,7 +13,7 @@
 //! target, tar format, a recovery configuration of pg_basebackup's own). It must not touch the
 //! store or the replication configuration.
 
-use super::guardian::GuardedThreads;
+use super::guardian::{thread_refused, GuardedThreads};
 use super::layout::empty_dir;
 use crate::child_output;
 use crate::durable::io_error;
@@ -375,6 +375,10 @@ impl Exit {
                 ErrorKind::BaseBackup,
                 format!("cannot wait for \"{}\": {e}", program.display()),
             )
+            .hint(format!(
+                "the transfer restarts from the beginning with \"{}\"",
+                crate::paste::resume()
+            ))
         })?;
         if status.success() {
             return Ok(());
@@ -384,11 +388,6 @@ impl Exit {
             (None, Some(signal)) => format!("signal {signal}"),
             (None, None) => "unknown status".to_string(),
         };
-        let error = Error::new(
-            ErrorKind::BaseBackup,
-            format!("pg_basebackup failed ({how})"),
-        )
-        .detail(self.stderr_tail.clone());
         // A dropped connection or a killed child may succeed next time; a refusal will not.
         let transient = status.signal().is_some()
             || [
@@ -399,21 +398,24 @@ impl Exit {
             ]
             .iter()
             .any(|s| self.stderr_tail.contains(s));
-        if transient {
-            Err(error
-                .hint(format!(
-                    "the transfer restarts from the beginning with \"{}\"",
-                    crate::paste::resume()
-                ))
-                .retryable())
+        let hint = if transient {
+            format!(
+                "the transfer restarts from the beginning with \"{}\"",
+                crate::paste::resume()
+            )
         } else {
-            Err(error.hint(
-                format!(
-                    "fix the cause shown in DETAIL, then run \"{}\" (the transfer restarts from the beginning)",
-                    crate::paste::resume()
-                ),
-            ))
-        }
+            format!(
+                "fix the cause shown in DETAIL, then run \"{}\" (the transfer restarts from the beginning)",
+                crate::paste::resume()
+            )
+        };
+        let error = Error::new(
+            ErrorKind::BaseBackup,
+            format!("pg_basebackup failed ({how})"),
+        )
+        .detail(self.stderr_tail.clone())
+        .hint(hint);
+        Err(if transient { error.retryable() } else { error })
     }
 }
 
@@ -456,12 +458,7 @@ async fn watch(
                 stderr_tail,
             }));
         })
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::System,
-                format!("cannot start a thread for pg_basebackup: {e}"),
-            )
-        })?;
+        .map_err(|e| thread_refused("pg_basebackup", e))?;
     match spawned_rx.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -472,8 +469,7 @@ async fn watch(
             .hint("set pg_bindir in repmgr.conf to the directory of the PostgreSQL programs"))
         }
         Err(_) => {
-            return Err(Error::new(
-                ErrorKind::Internal,
+            return Err(Error::bug(
                 "the pg_basebackup thread ended before starting it",
             ))
         }
@@ -487,8 +483,7 @@ async fn watch(
             }
         }
     }
-    Err(Error::new(
-        ErrorKind::Internal,
+    Err(Error::bug(
         "the pg_basebackup thread ended without a status",
     ))
 }

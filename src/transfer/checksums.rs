@@ -70,6 +70,7 @@ impl Checksums {
                 ErrorKind::BaseBackup,
                 format!("cannot read the checksums of \"{}\": {why}", path.display()),
             )
+            .hint("this backup's backup_manifest on the Barman host is damaged: clone from another backup with --backup-id")
         })
     }
 

@@ -112,10 +112,9 @@ pub async fn run(
     command.arg("-o").arg(&dirs.data_dir);
     for (oid, staged) in leaf_tablespaces {
         let Some(target) = dirs.tablespaces.iter().find(|t| t.oid == *oid) else {
-            return Err(Error::new(
-                ErrorKind::Internal,
-                format!("tablespace {oid} of the chain has no prepared target"),
-            ));
+            return Err(Error::bug(format!(
+                "tablespace {oid} of the chain has no prepared target"
+            )));
         };
         command.arg(format!("-T{}={}", staged.display(), target.path));
     }
@@ -139,6 +138,19 @@ pub async fn run(
         return Ok(());
     }
     use std::os::unix::process::ExitStatusExt;
+    // Killed: running it again (it starts over) may well succeed.
+    let killed = status.signal().is_some();
+    let hint = if killed {
+        format!(
+            "run \"{}\": the chain is combined again from the start",
+            crate::paste::resume()
+        )
+    } else {
+        format!(
+            "fix the cause shown in DETAIL, then run \"{}\"",
+            crate::paste::resume()
+        )
+    };
     let error = Error::new(
         ErrorKind::BaseBackup,
         format!(
@@ -150,18 +162,7 @@ pub async fn run(
             }
         ),
     )
-    .detail(crate::child_output::detail_of(&stderr));
-    Err(match status.signal() {
-        // Killed: running it again (it starts over) may well succeed.
-        Some(_) => error
-            .hint(format!(
-                "run \"{}\": the chain is combined again from the start",
-                crate::paste::resume()
-            ))
-            .retryable(),
-        None => error.hint(format!(
-            "fix the cause shown in DETAIL, then run \"{}\"",
-            crate::paste::resume()
-        )),
-    })
+    .detail(crate::child_output::detail_of(&stderr))
+    .hint(hint);
+    Err(if killed { error.retryable() } else { error })
 }

@@ -53,8 +53,8 @@ pub async fn decrypt_into(barman: &Barman, remote_file: &str, local: &Path) -> R
         .len()
         - offset;
     let stderr = String::from_utf8_lossy(&stderr).trim().to_string();
-    let failed = |message: String| {
-        let error = Error::new(ErrorKind::Barman, message);
+    let failed = |message: String, hint: String| {
+        let error = Error::new(ErrorKind::Barman, message).hint(hint);
         if stderr.is_empty() {
             error
         } else {
@@ -66,20 +66,17 @@ pub async fn decrypt_into(barman: &Barman, remote_file: &str, local: &Path) -> R
         Some(NO_PASSPHRASE_COMMAND) | Some(PASSPHRASE_COMMAND_FAILED) => Err(failed(format!(
             "cannot decrypt \"{remote_file}\" on the Barman host \"{}\": Barman's encryption_passphrase_command of server \"{}\" is missing or fails",
             barman.host, barman.server
-        ))
-        .hint(format!("set encryption_passphrase_command in the server's section of Barman's configuration (as \"barman restore\" of an encrypted backup needs it), then run \"{}\"", crate::paste::resume()))),
+        ), format!("set encryption_passphrase_command in the server's section of Barman's configuration (as \"barman restore\" of an encrypted backup needs it), then run \"{}\"", crate::paste::resume()))),
         // ssh's own failures, or a signal: the link, not the backup.
         Some(255) | None => Err(failed(format!(
             "the ssh session decrypting \"{remote_file}\" on \"{}\" failed",
             barman.host
-        ))
-        .hint(format!("run \"{}\": the file is continued where it stopped", crate::paste::resume()))
+        ), format!("run \"{}\": the file is continued where it stopped", crate::paste::resume()))
         .retryable()),
         Some(code) => Err(failed(format!(
             "gpg could not decrypt \"{remote_file}\" on the Barman host \"{}\" (exit code {code})",
             barman.host
-        ))
-        .hint("check that the Barman host's gpg holds the backup's private key and that encryption_passphrase_command prints its passphrase, as \"barman restore\" needs")),
+        ), "check that the Barman host's gpg holds the backup's private key and that encryption_passphrase_command prints its passphrase, as \"barman restore\" needs".to_string())),
     }
 }
 

@@ -79,6 +79,19 @@ impl GuardedThreads {
     }
 }
 
+/// The error of a copy thread `what` the system refused to start ([`GuardedThreads::spawn`]'s
+/// error): the operator's to fix (exit 13), then resume.
+pub fn thread_refused(what: &str, e: io::Error) -> crate::error::Error {
+    crate::error::Error::new(
+        crate::error::ErrorKind::System,
+        format!("could not start a thread for {what}: {e}"),
+    )
+    .hint(format!(
+        "the system refused a new thread (its limit on processes, \"ulimit -u\", or its memory): make room, then run \"{}\"",
+        crate::paste::resume()
+    ))
+}
+
 impl Drop for GuardedThreads {
     fn drop(&mut self) {
         if !self.threads.is_empty() {

@@ -33,7 +33,7 @@ use states::{EntryKind, ManifestEntry};
 use tokio::sync::mpsc;
 
 use super::checksums::{Checksums, Expected, Running};
-use super::guardian::{GuardedThreads, Spawner};
+use super::guardian::{thread_refused, GuardedThreads, Spawner};
 use super::rsync::{forward, Msg, RsyncEvent, RsyncJob, RsyncStats};
 use super::streams::StreamPlan;
 use crate::barman::Barman;
@@ -264,12 +264,7 @@ async fn run_phase(
                     let _ = tx.send(Msg::Failed(e));
                 }
             })
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::System,
-                    format!("could not start a thread for a copy stream: {e}"),
-                )
-            })?;
+            .map_err(|e| thread_refused("a copy stream", e))?;
     }
     drop(tx);
     forward(rx, threads, &shared.entries, reported, stats, on_event).await
@@ -431,6 +426,11 @@ impl Stream<'_> {
                     String::from_utf8_lossy(&name)
                 ),
             )
+            .hint(format!(
+                "check that the backup still exists on the Barman host ({}), then run \"{}\": the copy goes on where it stopped",
+                self.shared.source.barman.manual_command(&["list-backups", &self.shared.source.barman.server]),
+                crate::paste::resume()
+            ))
             .retryable());
         }
         Ok(())
@@ -456,7 +456,8 @@ impl Stream<'_> {
                         "the Barman host sent \"{}\", which the copy did not ask for",
                         String::from_utf8_lossy(&name)
                     ),
-                ));
+                )
+                .hint(other_engine_hint()));
             };
             self.write_member(index, &mut member)?;
         }
@@ -514,7 +515,11 @@ impl Stream<'_> {
                     "the Barman host sent {received} bytes of \"{}\", but the backup's list says {}",
                     entry.path, entry.size
                 ),
-            ));
+            )
+            .hint(format!(
+                "the backup changed on the Barman host after the clone listed it, or is damaged there: clone from another backup with --backup-id; list them with: {}",
+                self.shared.source.barman.manual_command(&["list-backups", &self.shared.source.barman.server])
+            )));
         }
         if let Some(expected) = expected {
             if sum.hex() != expected.hex {
@@ -718,22 +723,27 @@ fn finished(
     };
     match status.code() {
         Some(0) => Ok(()),
-        Some(255) | None => Err(with_detail(Error::new(
-            ErrorKind::Ssh,
-            format!("the ssh session copying from \"{}\" failed", barman.host),
-        ))
-        .hint(format!(
-            "check that the Barman host is reachable, then run \"{}\": the copy goes on where it stopped",
-            crate::paste::resume()
-        ))
+        Some(255) | None => Err(with_detail(
+            Error::new(
+                ErrorKind::Ssh,
+                format!("the ssh session copying from \"{}\" failed", barman.host),
+            )
+            .hint(link_hint()),
+        )
         .retryable()),
-        Some(code) => Err(with_detail(Error::new(
-            ErrorKind::Barman,
-            format!(
-                "{what} on the Barman host \"{}\" failed (exit code {code}) while sending the backup's files",
-                barman.host
-            ),
-        ))),
+        Some(code) => Err(with_detail(
+            Error::new(
+                ErrorKind::Barman,
+                format!(
+                    "{what} on the Barman host \"{}\" failed (exit code {code}) while sending the backup's files",
+                    barman.host
+                ),
+            )
+            .hint(format!(
+                "fix what {what} reports there (a file removed from the backup, a permission of the barman user), then run \"{}\": the copy goes on where it stopped",
+                crate::paste::resume()
+            )),
+        )),
     }
 }
 
@@ -742,7 +752,25 @@ fn stream_error(barman: &Barman, e: &std::io::Error) -> Error {
         ErrorKind::Ssh,
         format!("the copy stream from \"{}\" broke: {e}", barman.host),
     )
+    .hint(link_hint())
     .retryable()
+}
+
+/// The HINT of a broken link to the Barman host: the resume goes on from the files done.
+fn link_hint() -> String {
+    format!(
+        "check that the Barman host is reachable, then run \"{}\": the copy goes on where it stopped",
+        crate::paste::resume()
+    )
+}
+
+/// The HINT of an archive this engine cannot read: rsync's engine copies the same files, and
+/// either engine goes on from the other's copy.
+fn other_engine_hint() -> String {
+    format!(
+        "the streaming engine needs GNU tar on the Barman host: go on with rsync's engine, from where this copy stopped: {COPY_ENGINE_ENV}=rsync {}",
+        crate::paste::resume()
+    )
 }
 
 fn spawn_error(e: std::io::Error) -> Error {
@@ -752,17 +780,16 @@ fn spawn_error(e: std::io::Error) -> Error {
 }
 
 fn stopped() -> Error {
-    Error::new(ErrorKind::Interrupted, "the copy was stopped").retryable()
+    Error::new(ErrorKind::Interrupted, "the copy was stopped")
+        .hint(format!("continue it with \"{}\"", crate::paste::resume()))
+        .retryable()
 }
 
 fn unknown_root(entry: &ManifestEntry) -> Error {
-    Error::new(
-        ErrorKind::Internal,
-        format!(
-            "the copy has no directory for root {} of \"{}\"",
-            entry.root, entry.path
-        ),
-    )
+    Error::bug(format!(
+        "the copy has no directory for root {} of \"{}\"",
+        entry.root, entry.path
+    ))
 }
 
 fn bad_member(entry: &ManifestEntry, what: &str) -> Error {
@@ -770,6 +797,7 @@ fn bad_member(entry: &ManifestEntry, what: &str) -> Error {
         ErrorKind::Barman,
         format!("the Barman host sent \"{}\" as {what}", entry.path),
     )
+    .hint(other_engine_hint())
 }
 
 /// A file whose bytes, as the Barman host holds them, differ from its checksum in

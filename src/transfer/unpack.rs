@@ -393,11 +393,14 @@ fn sync(target: &File, dest: &Path) -> Result<()> {
     Ok(())
 }
 
+/// A staged archive that cannot be read: only staging it anew helps (the unpack step's HINT
+/// then names the exact `clone start --force`).
 fn corrupt(archive: &Archive, why: &str) -> Error {
     Error::new(
         ErrorKind::BaseBackup,
         format!("cannot unpack \"{}\": {why}", archive.file.display()),
     )
+    .hint("the staged copy is damaged (a disk or a decryption problem): start the clone again with clone start -F/--force to stage the backup anew")
 }
 
 fn stopped(archive: &Archive) -> Error {
@@ -405,6 +408,7 @@ fn stopped(archive: &Archive) -> Error {
         ErrorKind::Interrupted,
         format!("unpacking \"{}\" was stopped", archive.file.display()),
     )
+    .hint(format!("continue it with \"{}\"", crate::paste::resume()))
     .retryable()
 }
 

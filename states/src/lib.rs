@@ -42,7 +42,9 @@ pub use kind::{
     ArchiveProgress, BackupFormat, BackupKind, ChainMember, Compression, StagedProgress,
     UnpackStart, WalSource,
 };
-pub use lifecycle::{Difference, Existing, Refusal, Replaced, ResumeCheck, StartDecision};
+pub use lifecycle::{
+    Difference, Existing, Refusal, Replaced, ResumeCheck, StartDecision, DEFAULT_JOBS_MAX,
+};
 pub use machine::{
     FailureKind, MachineError, Mode, Next, Outcome, Phase, Step, StepFailure, StepResult,
 };

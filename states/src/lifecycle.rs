@@ -189,6 +189,22 @@ impl CloneRecord {
     }
 }
 
+/// Most streams the `--jobs` default picks: each stream is one ssh connection, whose
+/// encryption takes a core at both ends, and on 2 cores 4 streams lost to 2 (benchmarks.md).
+pub const DEFAULT_JOBS_MAX: u32 = 4;
+
+impl CloneRequest {
+    /// The `--jobs` of a clone whose operator names none: one stream per core of this host,
+    /// at least 1, at most [`DEFAULT_JOBS_MAX`]. `cores` is what the host reports (0 when it
+    /// cannot tell). The Barman host's cores are not known before the request is recorded,
+    /// which happens before the first ssh call.
+    pub fn default_jobs(cores: usize) -> u32 {
+        u32::try_from(cores)
+            .unwrap_or(u32::MAX)
+            .clamp(1, DEFAULT_JOBS_MAX)
+    }
+}
+
 impl CloneRecord {
     /// `clone resume --jobs N --bwlimit KBPS`: the operator changes how hard the copy pulls
     /// (fewer streams or a lower rate in business hours, more at night). Only these two

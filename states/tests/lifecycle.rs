@@ -694,3 +694,20 @@ fn a_resume_changes_jobs_and_bwlimit_at_any_stand_but_done_or_in_flight_and_reco
         }
     }
 }
+
+#[test]
+fn the_jobs_default_is_one_stream_per_core_between_1_and_4() {
+    for (cores, jobs) in [
+        (0, 1),
+        (1, 1),
+        (2, 2),
+        (3, 3),
+        (4, 4),
+        (5, 4),
+        (64, 4),
+        (usize::MAX, 4),
+    ] {
+        assert_eq!(CloneRequest::default_jobs(cores), jobs, "{cores} cores");
+    }
+    assert_eq!(DEFAULT_JOBS_MAX, 4);
+}

@@ -13,7 +13,7 @@ use states::EntryKind;
 
 use super::output::out_format_arg;
 use super::{fs_error, RsyncJob};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// One rsync run: a list of entries of one root.
 pub(super) struct Invocation {
@@ -86,12 +86,9 @@ fn invocation(
     scratch: &ScratchDir,
 ) -> Result<Invocation> {
     let (source, dest) = job.tree(root).ok_or_else(|| {
-        Error::new(
-            ErrorKind::Internal,
-            format!(
-                "the manifest has entries under root {root} but the transfer has no source for it"
-            ),
-        )
+        Error::bug(format!(
+            "the manifest has entries under root {root} but the transfer has no source for it"
+        ))
     })?;
     let mut source = source.to_string();
     if !source.ends_with('/') {
@@ -314,7 +311,7 @@ mod tests {
         let error = invocations_of(&job, 0, 16385, &[0], |_| true, &scratch)
             .err()
             .expect("no tree for root 16385");
-        assert_eq!(error.kind, ErrorKind::Internal);
+        assert_eq!(error.kind, crate::error::ErrorKind::Internal);
         assert!(error.message.contains("root 16385"), "{}", error.message);
     }
 }

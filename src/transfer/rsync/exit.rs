@@ -54,6 +54,14 @@ pub(super) fn exit_error(what: &str, status: ExitStatus, tail: &str) -> Error {
         _ => None,
     };
     if let Some((code, line, transient)) = ssh {
+        let hint = if transient {
+            format!("the Barman host or the network to it stopped answering (ssh's ServerAliveInterval and ConnectTimeout noticed); files already copied are kept: once it answers again, \"{}\" re-sends only the rest", crate::paste::resume())
+        } else {
+            format!(
+                "check barman_host and ssh_options in repmgr.conf (see DETAIL), then run \"{}\"",
+                crate::paste::resume()
+            )
+        };
         let error = Error::new(
             ErrorKind::Ssh,
             format!("rsync lost its ssh connection to the Barman host {what}: {line}"),
@@ -61,17 +69,9 @@ pub(super) fn exit_error(what: &str, status: ExitStatus, tail: &str) -> Error {
         .detail(format!(
             "rsync exit code {code} ({}): {tail}",
             exit_code_meaning(code)
-        ));
-        return if transient {
-            error
-                .hint(format!("the Barman host or the network to it stopped answering (ssh's ServerAliveInterval and ConnectTimeout noticed); files already copied are kept: once it answers again, \"{}\" re-sends only the rest", crate::paste::resume()))
-                .retryable()
-        } else {
-            error.hint(format!(
-                "check barman_host and ssh_options in repmgr.conf (see DETAIL), then run \"{}\"",
-                crate::paste::resume()
-            ))
-        };
+        ))
+        .hint(hint);
+        return if transient { error.retryable() } else { error };
     }
     let (message, retryable) = match (status.code(), status.signal()) {
         (Some(code), _) => (
@@ -89,19 +89,24 @@ pub(super) fn exit_error(what: &str, status: ExitStatus, tail: &str) -> Error {
     } else {
         tail.to_string()
     };
-    let error = Error::new(ErrorKind::Rsync, message).detail(detail);
-    if retryable {
-        error
-            .hint(format!(
-                "files already copied are kept; \"{}\" re-sends only the rest",
-                crate::paste::resume()
-            ))
-            .retryable()
+    let hint = if retryable {
+        format!(
+            "files already copied are kept; \"{}\" re-sends only the rest",
+            crate::paste::resume()
+        )
     } else {
-        error.hint(format!(
+        format!(
             "fix the cause shown in DETAIL, then run \"{}\"",
             crate::paste::resume()
-        ))
+        )
+    };
+    let error = Error::new(ErrorKind::Rsync, message)
+        .detail(detail)
+        .hint(hint);
+    if retryable {
+        error.retryable()
+    } else {
+        error
     }
 }
 

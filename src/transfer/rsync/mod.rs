@@ -151,11 +151,8 @@ fn fs_error(verb: &str, path: &Path, e: &io::Error) -> Error {
 }
 
 fn bad_index(i: usize, job: &RsyncJob) -> Error {
-    Error::new(
-        ErrorKind::Internal,
-        format!(
-            "the transfer plan names entry {i} but the manifest has {} entries",
-            job.entries.len()
-        ),
-    )
+    Error::bug(format!(
+        "the transfer plan names entry {i} but the manifest has {} entries",
+        job.entries.len()
+    ))
 }

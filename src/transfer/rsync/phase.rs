@@ -21,7 +21,7 @@ use super::output::{parse_line, Line};
 use super::{fs_error, RsyncEvent, RsyncStats};
 use crate::child_output;
 use crate::error::{Error, ErrorKind, Result};
-use crate::transfer::guardian::{GuardedThreads, Spawner};
+use crate::transfer::guardian::{thread_refused, GuardedThreads, Spawner};
 
 /// Messages from stream threads to [`forward`] (the streaming engine's threads send them too).
 pub(crate) enum Msg {
@@ -55,12 +55,7 @@ pub(super) async fn run_phase(
             .spawn("pgreplica-rsync", move |spawner| {
                 run_stream(invocations, spawner, &tx)
             })
-            .map_err(|e| {
-                Error::new(
-                    ErrorKind::System,
-                    format!("could not start a thread for rsync: {e}"),
-                )
-            })?;
+            .map_err(|e| thread_refused("rsync", e))?;
     }
     drop(tx);
     forward(rx, threads, entries, reported, stats, on_event).await
@@ -224,7 +219,7 @@ fn run_invocation(
 
     let status = child
         .wait()
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("could not reap rsync: {e}")))?;
+        .map_err(|e| Error::bug(format!("could not reap rsync: {e}")))?;
     if !status.success() {
         let tail = child_output::file_detail(&mut stderr);
         return Err(exit_error(&inv.describe(), status, &tail));
@@ -293,5 +288,9 @@ fn stopped(inv: &Invocation) -> Error {
             inv.stream, inv.root
         ),
     )
+    .hint(format!(
+        "files already copied are kept; \"{}\" re-sends only the rest",
+        crate::paste::resume()
+    ))
     .retryable()
 }
