@@ -6,8 +6,8 @@
 mod common;
 
 use common::{
-    debian_lab, kill_group, spawn, stderr_of, tree_digest, uninterrupted_clone, wait_for_progress,
-    wait_until_stopped, Bench,
+    assert_equals_an_uninterrupted_clone_and_streams, debian_lab, kill_group, spawn, stderr_of,
+    tree_digest, wait_for_progress, wait_until_stopped, Bench,
 };
 use lab::clone_check;
 use pgreplica::transfer::rsync::RESUME_PARTIAL_MIN_BYTES;
@@ -115,15 +115,7 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
     assert!(temp_files(&data_dir).is_empty());
 
     // The same backup cloned without interruption gives the same directory, file for file.
-    let reference = uninterrupted_clone(&bench, pinned.as_deref().unwrap());
-    let differing = clone_check::differing_paths(&tree_digest(&data_dir), &tree_digest(&reference));
-    assert!(
-        differing.is_empty(),
-        "the directories differ in {differing:?}"
-    );
-
-    let standby = bench.start_streaming_standby(&data_dir);
-    bench.assert_replicates(&standby);
+    assert_equals_an_uninterrupted_clone_and_streams(&bench, &data_dir, pinned.as_deref().unwrap());
 }
 
 #[test]

@@ -7,8 +7,8 @@
 mod common;
 
 use common::{
-    debian_lab, kill_group, stderr_of, tree_digest, uninterrupted_clone, wait_for_progress,
-    wait_until_stopped, Bench,
+    assert_equals_an_uninterrupted_clone_and_streams, debian_lab, kill_group, stderr_of,
+    tree_digest, wait_for_progress, wait_until_stopped, Bench,
 };
 use lab::clone_check;
 use pgreplica::transfer::rsync::RESUME_PARTIAL_MIN_BYTES;
@@ -124,14 +124,11 @@ fn killed_mid_file_with_its_kept_bytes_corrupted_the_stream_resume_equals_an_rsy
         "VerifyCopy did not verify against backup_manifest: {verified}"
     );
 
-    let reference = uninterrupted_clone(&bench, status["backup_id"].as_str().unwrap());
-    let differing = clone_check::differing_paths(&tree_digest(&data_dir), &tree_digest(&reference));
-    assert!(
-        differing.is_empty(),
-        "the directories differ in {differing:?}"
+    assert_equals_an_uninterrupted_clone_and_streams(
+        &bench,
+        &data_dir,
+        status["backup_id"].as_str().unwrap(),
     );
-    let standby = bench.start_streaming_standby(&data_dir);
-    bench.assert_replicates(&standby);
 }
 
 /// Pids of the `ssh` processes below `ancestor` that carry the engine's tar stream.

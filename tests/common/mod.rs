@@ -186,6 +186,24 @@ pub fn uninterrupted_clone(bench: &Bench, backup_id: &str) -> PathBuf {
     reference
 }
 
+/// Asserts that `data_dir` equals an uninterrupted clone of `backup_id` file for file, then starts
+/// it as a standby and checks that a row inserted on the primary reaches it: what a resumed clone
+/// must give.
+pub fn assert_equals_an_uninterrupted_clone_and_streams(
+    bench: &Bench,
+    data_dir: &Path,
+    backup_id: &str,
+) {
+    let reference = uninterrupted_clone(bench, backup_id);
+    let differing = clone_check::differing_paths(&tree_digest(data_dir), &tree_digest(&reference));
+    assert!(
+        differing.is_empty(),
+        "the directories differ in {differing:?}"
+    );
+    let standby = bench.start_streaming_standby(data_dir);
+    bench.assert_replicates(&standby);
+}
+
 /// Spawns `pgreplica ARGS` as postgres with piped stderr, in its own process group.
 pub fn spawn(bench: &Bench, args: &[String]) -> Child {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
