@@ -545,6 +545,9 @@ fn common_sections() -> String {
         ".SH ENVIRONMENT\n\
          .TP\nPGREPLICA_STATE_DIR\nthe state directory (as \\-\\-state\\-dir)\n\
          .TP\nXDG_STATE_HOME, HOME\nthe default state directory: $XDG_STATE_HOME/pgreplica or ~/.local/state/pgreplica\n\
+         .TP\nPGREPLICA_RSYNC_TIMEOUT\nseconds without data after which rsync gives up (default 60, 0 none)\n\
+         .TP\nPGREPLICA_RSYNC_COMPRESS\nzstd, lz4, zlib or none: compress in transit in Barman mode, for slow links\n\
+         .TP\nPGREPLICA_COPY_ENGINE\nrsync (default) or stream: the copy engine of Barman mode's plain backups\n\
          .TP\nPGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD, PGPASSFILE, PGSSLMODE and libpq's other variables\nthe source node's connection, as libpq reads them, after \\-h \\-p \\-U \\-d\n\
          .SH FILES\n\
          .TP\n\\&./repmgr.conf, /etc/repmgr.conf\nread when \\-f is not given, in that order\n\
