@@ -154,7 +154,7 @@ mod tests {
         assert_eq!(base_url("backup1").unwrap(), "http://backup1:7480");
         assert_eq!(base_url("backup1:8080").unwrap(), "http://backup1:8080");
         assert_eq!(base_url("https://b1:7443/").unwrap(), "https://b1:7443");
-        assert_eq!(base_url("http://10.0.0.1").unwrap(), "http://10.0.0.1");
+        assert_eq!(base_url("http://127.0.0.1").unwrap(), "http://127.0.0.1");
         assert_eq!(base_url("::1").unwrap(), "http://[::1]:7480");
         assert_eq!(base_url("[::1]:9000").unwrap(), "http://[::1]:9000");
         assert_eq!(base_url("[::1]").unwrap(), "http://[::1]:7480");

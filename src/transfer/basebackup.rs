@@ -534,7 +534,7 @@ mod tests {
 
     fn target() -> Target {
         Target::resolve(&states::SourceConn {
-            host: Some("10.0.0.1".into()),
+            host: Some("127.0.0.1".into()),
             port: Some(5433),
             user: Some("repmgr".into()),
             dbname: Some("repmgr".into()),
@@ -579,7 +579,7 @@ mod tests {
             args,
             strings(&[
                 "-h",
-                "10.0.0.1",
+                "127.0.0.1",
                 "-p",
                 "5433",
                 "-U",
