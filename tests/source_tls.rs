@@ -70,16 +70,14 @@ fn tls_to_the_source_node_with_libpq_semantics() {
     );
     let out = start(&bench, &conf, &source(&wrong_ca), &[]);
     let stderr = failed_once(&bench, &out, &dir, 6);
-    assert!(
-        stderr.contains(&format!(
-            "ERROR: TLS with the source node failed: the server's certificate is not signed by a CA in sslrootcert \"{}\"",
-            pki.other_ca.display()
-        )),
-        "{stderr}"
+    let error = format!(
+        "ERROR: TLS with the source node failed: the server's certificate is not signed by a CA in sslrootcert \"{}\"",
+        pki.other_ca.display()
     );
-    assert!(
-        stderr.contains("HINT: set sslrootcert to the CA certificate"),
-        "{stderr}"
+    assert_error_and_hint(
+        &stderr,
+        &error,
+        "HINT: set sslrootcert to the CA certificate",
     );
 
     // verify-full with a host name the certificate does not list (it names IP:127.0.0.1).
@@ -92,15 +90,10 @@ fn tls_to_the_source_node_with_libpq_semantics() {
     );
     let out = start(&bench, &conf, &wrong_name, &[]);
     let stderr = failed_once(&bench, &out, &dir, 6);
-    assert!(
-        stderr.contains(
-            "ERROR: TLS with the source node failed: the server's certificate does not name the host \"localhost\""
-        ),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("HINT: connect with a host name the certificate lists"),
-        "{stderr}"
+    assert_error_and_hint(
+        &stderr,
+        "ERROR: TLS with the source node failed: the server's certificate does not name the host \"localhost\"",
+        "HINT: connect with a host name the certificate lists",
     );
 
     // sslmode=require (URI form) from Barman, with a replication slot created over TLS: the
@@ -221,15 +214,10 @@ fn tls_to_the_source_node_with_libpq_semantics() {
     );
     let out = start(&bench, &conf, &source(&revoked), &[]);
     let stderr = failed_once(&bench, &out, &dir, 6);
-    assert!(
-        stderr.contains(
-            "ERROR: TLS with the source node failed: the server's certificate is revoked"
-        ),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("HINT: the server needs a new certificate; sslcrl"),
-        "{stderr}"
+    assert_error_and_hint(
+        &stderr,
+        "ERROR: TLS with the source node failed: the server's certificate is revoked",
+        "HINT: the server needs a new certificate; sslcrl",
     );
 }
 
@@ -296,4 +284,10 @@ fn chown_postgres(path: &Path, mode: u32) {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts that the run's stderr holds this ERROR line and this HINT.
+fn assert_error_and_hint(stderr: &str, error: &str, hint: &str) {
+    assert!(stderr.contains(error), "{stderr}");
+    assert!(stderr.contains(hint), "{stderr}");
 }

@@ -108,17 +108,16 @@ pub struct Difference {
     pub values: Option<(String, String)>,
 }
 
-/// The steps that write into the data directory (or its WAL and tablespace directories), or
-/// into the staging directory whose contents are on their way there; they (or the first of
-/// them, for the staged kinds) also create the replication slot.
-const WRITING_STEPS: [Step; 6] = [
-    Step::Transfer,
-    Step::StageBackup,
-    Step::UnpackBackup,
-    Step::CombineChain,
-    Step::VerifyCopy,
-    Step::WriteReplicationConf,
-];
+/// Whether `step` writes into the data directory (or its WAL and tablespace directories), or
+/// into the staging directory whose contents are on their way there — every step after
+/// PrepareDirs; they (or the first of them, for the staged kinds) also create the replication
+/// slot. A step added later counts as writing, the safe side.
+fn writes_into_the_directories(step: Step) -> bool {
+    !matches!(
+        step,
+        Step::VerifyBackup | Step::FetchParams | Step::PrepareDirs
+    )
+}
 
 impl CloneRecord {
     /// Whether any attempt (finished, failed, crashed or in flight) reached a step that writes
@@ -130,7 +129,7 @@ impl CloneRecord {
             .iter()
             .map(|t| t.step)
             .chain(self.in_flight())
-            .any(|step| WRITING_STEPS.contains(&step))
+            .any(writes_into_the_directories)
     }
 
     /// What a resume must check before the next step runs.
