@@ -23,6 +23,12 @@ pub struct Need {
 /// Checks that each file system can take what its directories still need; the needs of
 /// directories on one file system are added up. Returns a summary for the dry run's report.
 pub fn check(needs: &[Need]) -> Result<String> {
+    check_against(needs, free_bytes)
+}
+
+/// [`check`] with the free space of a file system read by `free_of` (tests fix it, since the
+/// real figure moves while other processes write).
+fn check_against(needs: &[Need], free_of: impl Fn(&Path) -> Result<u64>) -> Result<String> {
     let mut by_device: Vec<(u64, PathBuf, u64)> = Vec::new();
     for need in needs {
         let existing = nearest_existing(&need.dir);
@@ -36,7 +42,7 @@ pub fn check(needs: &[Need]) -> Result<String> {
     }
     let mut summary = Vec::new();
     for (_, dir, needed) in by_device {
-        let free = free_bytes(&dir)?;
+        let free = free_of(&dir)?;
         if free < needed {
             return Err(Error::new(
                 ErrorKind::System,
@@ -173,17 +179,22 @@ mod tests {
     fn free_space_is_read_from_the_nearest_existing_ancestor_and_added_up_per_device() {
         let root = tempfile::tempdir().unwrap();
         assert!(free_bytes(&root.path().join("not/yet")).unwrap() > 0);
-        let half = free_bytes(root.path()).unwrap() / 2 + 1;
         let one = |dir: &str, bytes| Need {
             dir: root.path().join(dir),
             bytes,
         };
-        check(&[one("a", half)]).unwrap();
-        // Two directories on one file system: their needs add up.
-        let err = check(&[one("a", half), one("b/c", half)]).unwrap_err();
+        // The real statvfs: one byte fits, more than any disk holds does not.
+        check(&[one("a", 1)]).unwrap();
+        let err = check(&[one("a", u64::MAX / 2)]).unwrap_err();
+        assert!(err.message.contains(" mounted on "), "{err:?}");
+        // Two directories on one file system: their needs add up (free space fixed, as the
+        // real figure moves while other tests write and delete).
+        let free = |_: &Path| Ok(1000);
+        check_against(&[one("a", 600)], free).unwrap();
+        let err = check_against(&[one("a", 600), one("b/c", 600)], free).unwrap_err();
         assert_eq!(err.kind, ErrorKind::System);
         assert!(err.message.contains("not enough free disk"), "{err:?}");
-        assert!(err.message.contains(" mounted on "), "{err:?}");
+        assert!(err.message.contains("1.2 KiB needed, 1000 bytes free"), "{err:?}");
     }
 
     #[test]
