@@ -194,7 +194,10 @@ mod tests {
         let err = check_against(&[one("a", 600), one("b/c", 600)], free).unwrap_err();
         assert_eq!(err.kind, ErrorKind::System);
         assert!(err.message.contains("not enough free disk"), "{err:?}");
-        assert!(err.message.contains("1.2 KiB needed, 1000 bytes free"), "{err:?}");
+        assert!(
+            err.message.contains("1.2 KiB needed, 1000 bytes free"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -95,16 +95,36 @@ impl Contender {
             Contender::BarmanRecover { jobs: 1 },
             Contender::BarmanRecover { jobs: 2 },
         ];
+        let mut streams = vec![1, 2, 4];
+        if !streams.contains(&default_jobs()) {
+            streams.push(default_jobs());
+            streams.sort_unstable();
+        }
         for engine in Engine::ALL {
-            all.extend([1, 2, 4].map(|jobs| Contender::Pgreplica { jobs, engine }));
+            all.extend(
+                streams
+                    .iter()
+                    .map(|&jobs| Contender::Pgreplica { jobs, engine }),
+            );
         }
         all.push(Contender::Resume { jobs: 1 });
         all.extend([false, true].map(|compress| Contender::SlowLink { compress }));
         all
     }
 
-    /// pgreplica's default clone: rsync engine, `--jobs 1`.
-    pub(super) const PGREPLICA: Contender = Contender::Pgreplica {
+    /// pgreplica's default clone, as an operator gets it with no `--jobs`: rsync engine, the
+    /// streams `clone start` picks on this host. The ratios to repmgr and rsync and the fixed
+    /// costs are read from it.
+    pub(super) fn pgreplica_default() -> Contender {
+        Contender::Pgreplica {
+            jobs: default_jobs(),
+            engine: Engine::Rsync,
+        }
+    }
+
+    /// pgreplica with one stream: the same single rsync as the AES-GCM baseline (the
+    /// checkpoint overhead) and the full clone the resume at `-j1` is compared with.
+    pub(super) const PGREPLICA_ONE_STREAM: Contender = Contender::Pgreplica {
         jobs: 1,
         engine: Engine::Rsync,
     };
@@ -453,6 +473,12 @@ pub(super) fn write_executable(path: &Path, text: &str) -> Result<(), String> {
     std::fs::write(path, text).map_err(|e| format!("write {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| format!("chmod {}: {e}", path.display()))
+}
+
+/// The `--jobs` `clone start` picks when none is given, by the same rule
+/// ([`states::CloneRequest::default_jobs`] of this host's cores).
+pub(super) fn default_jobs() -> u32 {
+    states::CloneRequest::default_jobs(std::thread::available_parallelism().map_or(0, usize::from))
 }
 
 #[cfg(test)]

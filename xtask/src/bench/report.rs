@@ -209,27 +209,31 @@ impl Report {
 
     /// Issue 13's targets, each with the figure of this run.
     ///
-    /// * fixed costs: every step of pgreplica's default clone but Transfer, plus its time
-    ///   outside the steps (process start, store, exit);
-    /// * checkpoint overhead: its Transfer step over plain rsync with the same cipher (`rsync
-    ///   -a over ssh, AES-GCM`), minus 1 — everything the step adds to the same rsync: the file
-    ///   list, the per-file checkpoints and pg_control sent last, so an upper bound on the
-    ///   checkpoints' own cost;
-    /// * the resume: its time over the full clone's at the same `--jobs`.
+    /// * pgreplica's ratios to repmgr and plain rsync: its default clone (the `--jobs` it picks
+    ///   on this host, as an operator runs it);
+    /// * fixed costs: every step of that clone but Transfer, plus its time outside the steps
+    ///   (process start, store, exit);
+    /// * checkpoint overhead: the one-stream clone's Transfer step over plain rsync with the
+    ///   same cipher (`rsync -a over ssh, AES-GCM`), minus 1 — everything the step adds to the
+    ///   same rsync: the file list, the per-file checkpoints and pg_control sent last, so an
+    ///   upper bound on the checkpoints' own cost;
+    /// * the resume: its time over the full clone's at the same `--jobs` (1).
     pub(super) fn targets(&self) -> Vec<Target> {
-        let pgreplica = self.median_of(Contender::PGREPLICA);
-        let transfer = self.step_median(Contender::PGREPLICA, "Transfer");
-        let fixed = self
-            .rows
-            .iter()
-            .find(|(c, _, _)| *c == Contender::PGREPLICA)
-            .map_or(f64::NAN, |(_, _, samples)| {
-                Report::step_medians(samples)
-                    .iter()
-                    .filter(|(step, _)| step != "Transfer")
-                    .map(|(_, t)| t)
-                    .sum()
-            });
+        let default = Contender::pgreplica_default();
+        let pgreplica = self.median_of(default);
+        let one_stream = self.median_of(Contender::PGREPLICA_ONE_STREAM);
+        let transfer = self.step_median(Contender::PGREPLICA_ONE_STREAM, "Transfer");
+        let fixed =
+            self.rows
+                .iter()
+                .find(|(c, _, _)| *c == default)
+                .map_or(f64::NAN, |(_, _, samples)| {
+                    Report::step_medians(samples)
+                        .iter()
+                        .filter(|(step, _)| step != "Transfer")
+                        .map(|(_, t)| t)
+                        .sum()
+                });
         let ratio = |unit, at_most, name, measured, bound| Target {
             name,
             measured,
@@ -263,7 +267,7 @@ impl Report {
                 "×",
                 true,
                 "resume after a kill at half / full clone",
-                self.median_of(Contender::Resume { jobs: 1 }) / pgreplica,
+                self.median_of(Contender::Resume { jobs: 1 }) / one_stream,
                 0.55,
             ),
             ratio(
@@ -372,7 +376,7 @@ impl Report {
             );
         }
         if let Some((resent, kept, at_kill)) = self.resume_facts() {
-            let full = self.median_of(Contender::PGREPLICA);
+            let full = self.median_of(Contender::PGREPLICA_ONE_STREAM);
             let resume = self.median_of(Contender::Resume { jobs: 1 });
             let _ = writeln!(
                 out,
