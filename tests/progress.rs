@@ -8,6 +8,7 @@
 //! where it stopped. Each run's progress lines must show the limit of that run, from its first
 //! line. Then a pg_basebackup clone of the same lab, throttled by its `--max-rate`: the same
 //! lines (without files, which it does not count) and `clone status` showing them while it runs.
+//! On a terminal (a real pty, through `script`), the bar instead: redrawn in place, at the limit.
 
 mod common;
 
@@ -275,4 +276,109 @@ fn progress_lines_show_the_rate_on_the_wire_after_a_kill_mid_file_and_with_pg_ba
     for pair in lines.windows(2) {
         assert!(pair[0].done <= pair[1].done, "{pair:?}");
     }
+}
+
+/// The frames of the bar in a terminal transcript: what lies between carriage returns, without
+/// ANSI escape sequences, that reads as progress figures (`… of … (N%), RATE/s…`).
+fn bar_frames(transcript: &str) -> Vec<String> {
+    let plain = strip_ansi(transcript);
+    plain
+        .split(['\r', '\n'])
+        .filter_map(|piece| {
+            let at = piece.find(|c: char| c.is_ascii_digit())?;
+            let figures = piece[at..].trim_end();
+            (figures.contains(" of ") && figures.contains("%), ") && figures.contains("/s"))
+                .then(|| figures.to_string())
+        })
+        .collect()
+}
+
+/// `text` without CSI escape sequences (`ESC [ … final byte`), as a terminal shows it.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            if chars.next() == Some('[') {
+                for d in chars.by_ref() {
+                    if ('@'..='~').contains(&d) {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// On a terminal (a real pty, through util-linux's `script`), a pg_basebackup clone at
+/// `--max-rate` shows one bar redrawn in place — frames separated by carriage returns, never one
+/// line each — whose rate is the limit once the copy is under way, and no progress lines
+/// (those are for logs).
+#[test]
+fn on_a_terminal_the_bar_redraws_in_place_at_the_rate_on_the_wire() {
+    let bench = Bench::start(debian_lab());
+    let bb_dir = bench.lab.new_dir("terminal-basebackup");
+    let conf = bench.repmgr_conf("node2", &bb_dir, "pg_basebackup_options='--max-rate=2M'\n");
+    let mut words = vec![bench.binary.display().to_string()];
+    words.extend(bench.start_args(&conf, &["--without-barman"]));
+    let line = words
+        .iter()
+        .map(|w| lab::shell_quote(w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // script(1): the command on a new pty, its output (the terminal's) on script's stdout.
+    let output = bench
+        .lab
+        .command_as_postgres("script")
+        .args(["-qefc", &line, "/dev/null"])
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run script(1): util-linux's bsdutils must be installed");
+    let transcript = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "the clone on a terminal failed ({}):\n{transcript}",
+        output.status
+    );
+    assert!(
+        !transcript.contains("INFO: Transfer: "),
+        "progress lines on a terminal:\n{transcript}"
+    );
+    let frames = bar_frames(&transcript);
+    let frame_lines = strip_ansi(&transcript)
+        .lines()
+        .filter(|l| !bar_frames(l).is_empty())
+        .count();
+    eprintln!("{} frames on {frame_lines} line(s)", frames.len());
+    assert!(
+        frames.len() >= 10,
+        "too few frames of the bar:\n{transcript}"
+    );
+    // Redrawn in place: every frame of the step on one terminal line.
+    assert_eq!(
+        frame_lines, 1,
+        "the bar is not redrawn in place:\n{transcript}"
+    );
+    // Once a fifth of the copy is done, each frame's rate is the limit (2 MiB/s) within 20 %.
+    let limit = 2048.0 * 1024.0;
+    let mut checked = 0;
+    for frame in &frames {
+        let parsed = parse(&format!("INFO: Transfer: {frame}")).expect("a frame's figures");
+        assert!(
+            parsed.done <= parsed.total && parsed.percent <= 100,
+            "{frame}"
+        );
+        if parsed.percent >= 20 && parsed.percent < 100 {
+            checked += 1;
+            assert!(
+                (parsed.rate - limit).abs() <= 0.2 * limit,
+                "a frame's rate is not the limit: {frame}\n{transcript}"
+            );
+        }
+    }
+    assert!(checked >= 5, "too few frames past 20 %:\n{transcript}");
 }
