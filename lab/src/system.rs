@@ -54,7 +54,8 @@ pub(crate) const GPGCONF: &str = "/usr/bin/gpgconf";
 /// The Debian packages the lab uses. gcc is not in the brief's list but pip needs it to build
 /// psycopg2 from source, which the PyPI Barman pulls in even beside psycopg2-binary. stunnel4
 /// and openssl serve the pg-backup-api TLS tests. gnupg serves the encrypted backups (Barman
-/// runs `gpg`, and `file` to recognise an encrypted file); lz4 and zstd are the programs
+/// runs `gpg`, and `file` to recognise an encrypted file); bsdutils has `script`, the tests'
+/// terminal; lz4 and zstd are the programs
 /// Barman's restore hands to `tar --use-compress-program` for those tar backups. repmgr is
 /// installed for the benchmark but is not a prerequisite of the lab: [`prerequisites`] does not
 /// check it, [`bench_prerequisites`] does.
@@ -73,6 +74,7 @@ const PACKAGES: &[&str] = &[
     "openssl",
     "gnupg",
     "file",
+    "bsdutils",
     "lz4",
     "zstd",
     REPMGR_PACKAGE,
@@ -126,6 +128,8 @@ fn programs() -> Vec<(String, &'static str)> {
         (GPG.to_string(), "gnupg"),
         (GPGCONF.to_string(), "gpgconf"),
         ("/usr/bin/file".to_string(), "file"),
+        // script(1): the tests' real terminal (a pty) for pgreplica's progress bar.
+        ("/usr/bin/script".to_string(), "bsdutils"),
         ("/usr/bin/lz4".to_string(), "lz4"),
         ("/usr/bin/zstd".to_string(), "zstd"),
         (format!("{BARMAN_VENV}/bin/barman"), "the PyPI Barman venv"),
