@@ -29,32 +29,38 @@ pub(super) const SLOW_LINK_KBPS: u32 = 19_531;
 /// The compression in transit the slow-link pair turns on (`PGREPLICA_RSYNC_COMPRESS`).
 pub(super) const SLOW_LINK_COMPRESSION: &str = "zstd";
 
-/// A copy engine pgreplica can be told to use. Each is timed at `--jobs 1, 2, 4`.
+/// A copy engine pgreplica can be told to use. Each is timed at `--jobs 1, 2, 4` (and the
+/// default's).
 ///
-/// A new engine adds its variant here, with the arguments of `clone start` (or the repmgr.conf
-/// line, through [`Engine::conf_line`]) that select it; the table and JSON name it.
+/// A new engine adds its variant here, with the environment of `clone start` that selects it
+/// ([`Engine::env`]); the table and JSON name it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Engine {
-    /// rsync over ssh, pgreplica's engine today (selected by default).
+    /// rsync over ssh, pgreplica's default engine.
     Rsync,
+    /// The in-process streaming engine (`PGREPLICA_COPY_ENGINE=stream`): tar over ssh, each
+    /// file written, checkpointed and checked against backup_manifest as it arrives.
+    Stream,
 }
 
 impl Engine {
     /// Every engine the bench times.
-    pub(super) const ALL: [Engine; 1] = [Engine::Rsync];
+    pub(super) const ALL: [Engine; 2] = [Engine::Rsync, Engine::Stream];
 
     /// The engine's name in labels and keys; none for pgreplica's default engine, whose rows
     /// keep their names.
     fn tag(self) -> Option<&'static str> {
         match self {
             Engine::Rsync => None,
+            Engine::Stream => Some("stream"),
         }
     }
 
-    /// The repmgr.conf line that selects the engine; empty for the default.
-    fn conf_line(self) -> &'static str {
+    /// The environment variable that selects the engine; none for the default.
+    fn env(self) -> Option<(&'static str, &'static str)> {
         match self {
-            Engine::Rsync => "",
+            Engine::Rsync => None,
+            Engine::Stream => Some(("PGREPLICA_COPY_ENGINE", "stream")),
         }
     }
 }
@@ -204,13 +210,14 @@ impl Bench {
             Contender::Repmgr => self.run_repmgr(&dest, &log),
             Contender::BarmanRecover { jobs } => self.run_barman_recover(&dest, &log, jobs),
             Contender::Pgreplica { jobs, engine } => {
-                let cmd = self.pgreplica_start(&dest, jobs, engine.conf_line(), &[])?;
+                let mut cmd = self.pgreplica_start(&dest, jobs, &[])?;
+                cmd.envs(engine.env());
                 self.run_pgreplica(cmd, &dest, &log)
             }
             Contender::Resume { jobs } => self.run_resume(&dest, &log, jobs),
             Contender::SlowLink { compress } => {
                 let limit = SLOW_LINK_KBPS.to_string();
-                let mut cmd = self.pgreplica_start(&dest, 1, "", &["--bwlimit", &limit])?;
+                let mut cmd = self.pgreplica_start(&dest, 1, &["--bwlimit", &limit])?;
                 if compress {
                     cmd.env("PGREPLICA_RSYNC_COMPRESS", SLOW_LINK_COMPRESSION);
                 }
@@ -267,7 +274,7 @@ impl Bench {
     }
 
     fn run_repmgr(&self, dest: &Path, log: &Path) -> Result<Sample, String> {
-        let conf = self.repmgr_conf(dest, "")?;
+        let conf = self.repmgr_conf(dest)?;
         let mut cmd = self.lab.command_as_postgres(REPMGR);
         // repmgr applies no ssh options to its Barman calls nor to its rsync: it runs plain
         // `ssh`, so the wrapper first on PATH is how it reaches the lab's sshd.
@@ -311,7 +318,7 @@ impl Bench {
     /// Starts a clone, SIGKILLs its process group once half the backup is on disk, waits for
     /// every process of it to be gone, then times `clone resume`.
     fn run_resume(&self, dest: &Path, log: &Path, jobs: u32) -> Result<Sample, String> {
-        let mut cmd = self.pgreplica_start(dest, jobs, "", &[])?;
+        let mut cmd = self.pgreplica_start(dest, jobs, &[])?;
         // Its own process group, so the kill reaches runuser, pgreplica and the guardians alike.
         cmd.process_group(0);
         let mut child = spawn_logged(&mut cmd, log)?;
@@ -361,15 +368,14 @@ impl Bench {
     }
 
     /// `pgreplica clone start -f CONF -h … --jobs N <extra>` as postgres, for a clone into
-    /// `dest`, with `conf_line` added to its repmgr.conf.
+    /// `dest`.
     pub(super) fn pgreplica_start(
         &self,
         dest: &Path,
         jobs: u32,
-        conf_line: &str,
         extra: &[&str],
     ) -> Result<Command, String> {
-        let conf = self.repmgr_conf(dest, conf_line)?;
+        let conf = self.repmgr_conf(dest)?;
         let mut args = self.lab.clone_start_args(&conf);
         args.extend(["--jobs".to_string(), jobs.to_string()]);
         args.extend(extra.iter().map(|a| a.to_string()));
@@ -377,14 +383,14 @@ impl Bench {
         Ok(clone_check::pgreplica(&self.lab, &self.pgreplica, &args))
     }
 
-    /// A repmgr.conf for a standby in `dest`, with `extra` lines, beside the run's logs.
-    fn repmgr_conf(&self, dest: &Path, extra: &str) -> Result<PathBuf, String> {
+    /// A repmgr.conf for a standby in `dest`, beside the run's logs.
+    fn repmgr_conf(&self, dest: &Path) -> Result<PathBuf, String> {
         let name = dest
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "standby".to_string());
         let path = self.work.join(format!("{name}.conf"));
-        let text = self.lab.repmgr_conf(2, "node2", dest, lab::free_port()) + extra;
+        let text = self.lab.repmgr_conf(2, "node2", dest, lab::free_port());
         self.lab
             .write_file_as_postgres(&path, &text)
             .map_err(|e| e.to_string())?;

@@ -46,7 +46,7 @@ impl Bench {
 
         let dest = self.lab.new_dir("pgreplica-status");
         let log = self.work.join("status-clone.log");
-        let mut clone = self.pgreplica_start(&dest, 2, "", &["--backup-id", &backup_id])?;
+        let mut clone = self.pgreplica_start(&dest, 2, &["--backup-id", &backup_id])?;
         run_to_end(&mut clone, &log)?;
         let shown = self.check_verified(&dest)?;
         let files = status::files_total(&shown)
