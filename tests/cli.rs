@@ -747,8 +747,8 @@ mod synthetic_status {
     use states::api::OperatorChoice;
     use states::{
         ApiOperation, BackupFacts, BackupFormat, BackupKind, ChainMember, CloneId, CloneRecord,
-        CloneRequest, Compression, Facts, FailureKind, Mode, OutcomeKind, Phase, Step, StepFailure,
-        Tablespace, TransferSummary, Transition, Verification,
+        CloneRequest, Compression, Facts, FailureKind, Mode, OutcomeKind, Phase, SourceParams,
+        Step, StepFailure, Tablespace, TransferSummary, Transition, Verification,
     };
 
     /// A pg-backup-api record with every part the document shows set: facts of each kind, an
@@ -775,6 +775,7 @@ mod synthetic_status {
         let facts = Facts {
             backup: Some(BackupFacts {
                 backup_id: "20261130T100000".to_string(),
+                pg_version: 150_018,
                 tablespaces: vec![Tablespace {
                     name: "tbs".to_string(),
                     oid: 16_385,
@@ -793,6 +794,10 @@ mod synthetic_status {
                     ],
                 },
                 ..BackupFacts::default()
+            }),
+            params: Some(SourceParams {
+                server_version_num: 90_624,
+                ..SourceParams::default()
             }),
             transfer: Some(TransferSummary {
                 files: 3,
@@ -897,6 +902,11 @@ mod synthetic_status {
         assert_eq!(clone["facts"]["verification"]["method"], "checked");
         assert_eq!(clone["facts"]["backup"]["kind"], "incremental");
         assert_eq!(clone["facts"]["backup"]["chain"][1]["compression"], "zstd");
+        // Versions as PostgreSQL gives them: the text `server_version`, the number beside it.
+        assert_eq!(clone["facts"]["backup"]["server_version"], "15.18");
+        assert_eq!(clone["facts"]["backup"]["server_version_num"], 150_018);
+        assert_eq!(clone["facts"]["params"]["server_version"], "9.6.24");
+        assert_eq!(clone["facts"]["params"]["server_version_num"], 90_624);
         assert_eq!(clone["backup_api"]["operator_choice"], "new");
         assert_eq!(clone["last_error"]["retryable"], true);
         assert_eq!(doc["clones"][1]["progress"]["step"], Value::Null);
@@ -924,5 +934,11 @@ mod synthetic_status {
             bad["clones"][0][key] = wrong;
             assert!(status_schema_error(&bad).is_some(), "{key}");
         }
+        // ... and a version text given as the number, which the text output never prints.
+        let mut bad = doc.clone();
+        bad["clones"][0]["facts"]["backup"]["server_version"] = json!(150_018);
+        assert!(status_schema_error(&bad).is_some());
+        bad["clones"][0]["facts"]["backup"]["server_version"] = json!("150018");
+        assert!(status_schema_error(&bad).is_some());
     }
 }
