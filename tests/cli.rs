@@ -312,11 +312,6 @@ fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
             "need no superuser",
         ),
         (
-            &["--upstream-conninfo", "host=127.0.0.1 port=5432"],
-            "--upstream-conninfo",
-            "writes primary_conninfo for an upstream it has checked",
-        ),
-        (
             &["--copy-external-config-files"],
             "--copy-external-config-files",
             "copies the data directory only",
@@ -384,9 +379,17 @@ fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
             "--recovery-min-apply-delay",
             "5min",
             "--verify-backup",
+            "--upstream-conninfo",
+            "host=127.0.0.1 port=5433 application_name=other",
         ],
     ));
     assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    // repmgr ignores an application_name there: the standby's is its node_name.
+    assert!(
+        stderr(&output).contains("NOTICE: \"application_name\" in --upstream-conninfo is ignored"),
+        "{}",
+        stderr(&output)
+    );
     let output = scratch.run_as_postgres(&["clone", "status", "--json", data]);
     let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let request = &value["clones"][0]["request"];
@@ -395,6 +398,52 @@ fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
         serde_json::json!(["--checkpoint=fast"])
     );
     assert_eq!(request["replication"]["recovery_min_apply_delay"], "5min");
+    assert_eq!(request["upstream_conninfo"], "host=127.0.0.1 port=5433");
+
+    // A clone that copied nothing yet is replaced by a corrected start, once the new one passed
+    // its checks: this source never answers, so the recorded value stays. (One that began
+    // copying names the difference: states' lifecycle tests.)
+    let output = scratch.run_as_postgres(&unanswered(
+        "start",
+        data,
+        &closed,
+        "0",
+        &[
+            "--without-barman",
+            "--upstream-conninfo",
+            "postgresql://127.0.0.1:5434",
+        ],
+    ));
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    let output = scratch.run_as_postgres(&["clone", "status", "--json", data]);
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        value["clones"][0]["request"]["upstream_conninfo"],
+        "host=127.0.0.1 port=5433"
+    );
+
+    // A password there is refused before anything is recorded, and never echoed.
+    let fresh = scratch.path("fresh");
+    let output = scratch.run_as_postgres(&[
+        "clone",
+        "start",
+        "--without-barman",
+        "-D",
+        fresh.to_str().unwrap(),
+        "--upstream-conninfo",
+        "host=127.0.0.1 password=s3cret",
+    ]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "\nERROR: --upstream-conninfo holds a password, which pgreplica never records\nHINT: "
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    let output = scratch.run_as_postgres(&["clone", "status", "--json", fresh.to_str().unwrap()]);
+    assert_ne!(output.status.code(), Some(0), "{}", stderr(&output));
 }
 
 /// `clone COMMAND` of `data` from a source node on `port` that never answers (a clone stops at
