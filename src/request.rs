@@ -487,6 +487,12 @@ mod tests {
             assert!(error.hint.is_some(), "{given}");
             assert!(!format!("{error:?}").contains("s3cret"), "{given}");
         }
+        // What a resume compares with today's repmgr.conf keeps the recorded value: no
+        // difference to report, and the same primary_conninfo is written.
+        let recorded = build("host=127.0.0.1 port=5433 application_name=other").unwrap();
+        let current = current(&recorded, &config, None).unwrap();
+        assert_eq!(current.upstream_conninfo, recorded.upstream_conninfo);
+        assert!(recorded.differences(&current).is_empty());
         // The pasted start command carries it, so the HINT's start starts the same clone.
         let request = build("host=127.0.0.1 port=5433").unwrap();
         assert!(

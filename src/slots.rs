@@ -130,3 +130,36 @@ pub async fn drop_abandoned_slot(request: &CloneRequest, upstream_conninfo: &str
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As in repmgr, `--upstream-conninfo` wins over the upstream FetchParams recorded (the
+    /// `--upstream-node-id` node's registered conninfo here) for primary_conninfo; without it,
+    /// the recorded upstream is the one.
+    #[test]
+    fn the_given_upstream_conninfo_wins_over_the_recorded_upstream() {
+        let recorded = "host=node1 port=5432 user=repmgr dbname=repmgr";
+        let mut request = CloneRequest {
+            source: SourceConn {
+                host: Some("127.0.0.1".to_string()),
+                port: Some(5433),
+                user: Some("barman".to_string()),
+                dbname: Some("postgres".to_string()),
+            },
+            upstream_node_id: Some(1),
+            ..CloneRequest::default()
+        };
+        assert_eq!(
+            streaming_upstream(&request, recorded).unwrap().render(),
+            recorded
+        );
+        request.upstream_conninfo = Some("host=vip.example user=repl".to_string());
+        let upstream = streaming_upstream(&request, recorded).unwrap().render();
+        assert_eq!(
+            upstream,
+            "port=5433 user=repl dbname=postgres host=vip.example"
+        );
+    }
+}
