@@ -48,6 +48,8 @@ fn clone_from_debian_barman_gives_a_streaming_standby() {
         stderr.contains("NOTICE: standby clone (from Barman) complete"),
         "{stderr}"
     );
+    // The run closed its store (sled's snapshot made current) without a hitch.
+    assert!(!stderr.contains("WARNING: cannot open clone"), "{stderr}");
     let status = bench.status(&data_dir);
     assert_eq!(status["phase"], "done");
     assert_eq!(
