@@ -368,31 +368,29 @@ fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
     // -c and --recovery-min-apply-delay are recorded (pg_basebackup mode, stopped at
     // FetchParams: its source node does not answer).
     let closed = closed_port();
-    let output = scratch.run_as_postgres(&unanswered(
-        "start",
-        data,
-        &closed,
-        "0",
-        &[
-            "--without-barman",
-            "-c",
-            "--recovery-min-apply-delay",
-            "5min",
-            "--verify-backup",
-            "--upstream-conninfo",
-            "host=127.0.0.1 port=5433 application_name=other",
-        ],
-    ));
-    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    // A start with `extra` that stops at FetchParams: its stderr and the recorded request.
+    let start_recorded = |extra: &[&str]| {
+        let mut args = vec!["--without-barman"];
+        args.extend_from_slice(extra);
+        let output = scratch.run_as_postgres(&unanswered("start", data, &closed, "0", &args));
+        assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+        let status = scratch.run_as_postgres(&["clone", "status", "--json", data]);
+        let value: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        (stderr(&output), value["clones"][0]["request"].clone())
+    };
+    let (text, request) = start_recorded(&[
+        "-c",
+        "--recovery-min-apply-delay",
+        "5min",
+        "--verify-backup",
+        "--upstream-conninfo",
+        "host=127.0.0.1 port=5433 application_name=other",
+    ]);
     // repmgr ignores an application_name there: the standby's is its node_name.
     assert!(
-        stderr(&output).contains("NOTICE: \"application_name\" in --upstream-conninfo is ignored"),
-        "{}",
-        stderr(&output)
+        text.contains("NOTICE: \"application_name\" in --upstream-conninfo is ignored"),
+        "{text}"
     );
-    let output = scratch.run_as_postgres(&["clone", "status", "--json", data]);
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let request = &value["clones"][0]["request"];
     assert_eq!(
         request["pg_basebackup_options"],
         serde_json::json!(["--checkpoint=fast"])
@@ -403,24 +401,8 @@ fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
     // A clone that copied nothing yet is replaced by a corrected start, once the new one passed
     // its checks: this source never answers, so the recorded value stays. (One that began
     // copying names the difference: states' lifecycle tests.)
-    let output = scratch.run_as_postgres(&unanswered(
-        "start",
-        data,
-        &closed,
-        "0",
-        &[
-            "--without-barman",
-            "--upstream-conninfo",
-            "postgresql://127.0.0.1:5434",
-        ],
-    ));
-    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
-    let output = scratch.run_as_postgres(&["clone", "status", "--json", data]);
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(
-        value["clones"][0]["request"]["upstream_conninfo"],
-        "host=127.0.0.1 port=5433"
-    );
+    let (_, request) = start_recorded(&["--upstream-conninfo", "postgresql://127.0.0.1:5434"]);
+    assert_eq!(request["upstream_conninfo"], "host=127.0.0.1 port=5433");
 
     // A password there is refused before anything is recorded, and never echoed.
     let fresh = scratch.path("fresh");
