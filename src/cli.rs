@@ -259,8 +259,13 @@ pub struct RepmgrArgs {
     #[arg(long)]
     pub verify_backup: bool,
 
-    #[arg(long, hide = true, value_name = "CONNINFO")]
-    upstream_conninfo: Option<String>,
+    /// The connection settings the standby streams with (primary_conninfo), when it must
+    /// reach its upstream otherwise than pgreplica does (a VIP, a pooler, another address):
+    /// key=value or a URI, without password. repmgr's keywords are added as for the upstream's
+    /// own conninfo (application_name = node_name, user = replication_user, passfile); the
+    /// replication slot is still made on the upstream pgreplica connects to.
+    #[arg(long, value_name = "CONNINFO")]
+    pub upstream_conninfo: Option<String>,
 
     #[arg(short = 'S', long, hide = true, value_name = "USER")]
     superuser: Option<String>,
@@ -283,12 +288,6 @@ impl RepmgrArgs {
     pub fn refusal(&self) -> Option<(&'static str, &'static str, &'static str)> {
         // (given, option, why it means nothing here, what to do instead)
         let refused = [
-            (
-                self.upstream_conninfo.is_some(),
-                "--upstream-conninfo",
-                "pgreplica writes primary_conninfo for an upstream it has checked: the source node (-h/-p/-U/-d) or the node named by --upstream-node-id",
-                "name the upstream with -h/-p/-U or --upstream-node-id",
-            ),
             (
                 self.superuser.is_some(),
                 "-S/--superuser",

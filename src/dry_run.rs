@@ -308,6 +308,16 @@ pub async fn check(request: &CloneRequest, state_dir: Option<&Path>) -> Report {
     if let Some(command) = &request.replication.restore_command {
         report.record("restore_command", check_restore_command(command).await);
     }
+    if let Some(params) = &params {
+        // What the standby will stream with (no password shown: one from the password file or
+        // PGPASSWORD joins it only in the written file, under use_primary_conninfo_password).
+        report.record(
+            "primary_conninfo",
+            crate::slots::streaming_upstream(request, &params.upstream_conninfo).map(|upstream| {
+                crate::replication_conf::primary_conninfo_for(request, &upstream, None)
+            }),
+        );
+    }
     if request.replication.use_replication_slots {
         report.record(
             "replication slot",

@@ -21,6 +21,8 @@ struct Flags<'a> {
     user: Option<String>,
     dbname: Option<&'a str>,
     upstream_node_id: Option<i32>,
+    /// `--upstream-conninfo`: primary_conninfo's connection settings, given.
+    upstream_conninfo: Option<&'a str>,
     /// `--backup-id` when given (pg-backup-api mode restores `pg_backupapi_backup_id`).
     backup_id: Option<String>,
     jobs: u32,
@@ -43,6 +45,7 @@ impl<'a> Flags<'a> {
             user: args.user.clone(),
             dbname: args.dbname.as_deref(),
             upstream_node_id: args.upstream_node_id,
+            upstream_conninfo: args.repmgr.upstream_conninfo.as_deref(),
             backup_id: args.backup_id.clone(),
             jobs: args.jobs.unwrap_or_else(default_jobs),
             force: args.force,
@@ -65,6 +68,7 @@ impl<'a> Flags<'a> {
             user: request.source.user.clone(),
             dbname: request.source.dbname.as_deref(),
             upstream_node_id: request.upstream_node_id,
+            upstream_conninfo: request.upstream_conninfo.as_deref(),
             backup_id: (request.mode != Mode::BackupApi).then(|| request.backup_selector.clone()),
             jobs: request.jobs,
             force: request.force,
@@ -176,6 +180,7 @@ pub fn start_command(request: &CloneRequest, config_file: Option<&str>, force: b
         "--upstream-node-id",
         request.upstream_node_id.map(|n| n.to_string()),
     );
+    push("--upstream-conninfo", request.upstream_conninfo.clone());
     match request.mode {
         Mode::ReplicationConfOnly => args.push("--replication-conf-only".into()),
         Mode::BaseBackup => args.push("--without-barman".into()),
@@ -241,6 +246,10 @@ fn build_from(
     // Every keyword and PG* variable is checked now, before anything is recorded: a refused
     // or misspelt one is a configuration error at once, not a failed step later.
     crate::source::Target::resolve(&source)?;
+    let upstream_conninfo = flags
+        .upstream_conninfo
+        .map(|given| upstream_conninfo_of(given, announce))
+        .transpose()?;
     Ok(CloneRequest {
         mode,
         data_dir: data_dir.display().to_string(),
@@ -249,6 +258,7 @@ fn build_from(
         node_name: config.node_name.clone(),
         source,
         upstream_node_id: flags.upstream_node_id,
+        upstream_conninfo,
         backup_selector,
         jobs: flags.jobs,
         force: flags.force,
@@ -264,6 +274,46 @@ fn build_from(
         staging_parent: config.staging_dir.as_ref().map(|p| p.display().to_string()),
         replication,
     })
+}
+
+/// `--upstream-conninfo` as repmgr reads it, ready to record: parsed and checked keyword by
+/// keyword as `-d` is (key=value or URI); without `application_name`, `passfile` and
+/// `servicefile`, which repmgr ignores there (the standby's application_name is its node_name,
+/// the password file repmgr.conf's `passfile`). A password is refused: the record never holds
+/// one, and a password for this run only would be gone when a resumed run writes
+/// primary_conninfo.
+fn upstream_conninfo_of(given: &str, announce: bool) -> Result<String> {
+    let in_flag = |mut e: Error| {
+        e.message = format!("--upstream-conninfo: {}", e.message);
+        e
+    };
+    let mut conninfo = crate::conninfo::Conninfo::parse(given).map_err(in_flag)?;
+    if conninfo.get("password").is_some() {
+        return Err(Error::new(
+            ErrorKind::Config,
+            "--upstream-conninfo holds a password, which pgreplica never records",
+        )
+        .hint("leave password out of --upstream-conninfo and put it in the postgres user's password file (passfile in repmgr.conf, or ~/.pgpass), which primary_conninfo names"));
+    }
+    for ignored in ["application_name", "passfile", "servicefile"] {
+        if conninfo.remove(ignored).is_some() && announce {
+            crate::notice!(
+                "\"{ignored}\" in --upstream-conninfo is ignored, as repmgr ignores it: primary_conninfo gets {}",
+                match ignored {
+                    "application_name" => "node_name as application_name",
+                    "passfile" => "repmgr.conf's passfile",
+                    _ => "no servicefile",
+                }
+            );
+        }
+    }
+    let rendered = conninfo.render();
+    crate::source::Target::resolve(&SourceConn {
+        dbname: Some(rendered.clone()),
+        ..SourceConn::default()
+    })
+    .map_err(in_flag)?;
+    Ok(rendered)
 }
 
 /// The backup to restore: `--backup-id`, else `latest`. In pg-backup-api mode
@@ -383,6 +433,74 @@ mod tests {
         assert_eq!(request.backup_selector, "latest");
         let request = super::build(&start_args(&["--backup-id", "oldest"]), &barman, None).unwrap();
         assert_eq!(request.backup_selector, "oldest");
+    }
+
+    /// `--upstream-conninfo` is parsed as `-d` is (key=value or URI) and recorded as repmgr
+    /// reads it: application_name, passfile and servicefile left out; a password or an
+    /// unknown keyword refused before anything is recorded.
+    #[test]
+    fn upstream_conninfo_is_recorded_as_repmgr_reads_it_and_never_with_a_password() {
+        let config = Config::default();
+        let build = |given: &str| {
+            super::build(
+                &start_args(&["--without-barman", "--upstream-conninfo", given]),
+                &config,
+                None,
+            )
+        };
+        let request =
+            build("host=127.0.0.1 port=5433 application_name=other passfile=/p sslmode=disable")
+                .unwrap();
+        assert_eq!(
+            request.upstream_conninfo.as_deref(),
+            Some("host=127.0.0.1 port=5433 sslmode=disable")
+        );
+        let request =
+            build("postgresql://repl@127.0.0.1:5434/postgres?application_name=x").unwrap();
+        assert_eq!(
+            request.upstream_conninfo.as_deref(),
+            Some("user=repl host=127.0.0.1 port=5434 dbname=postgres")
+        );
+        assert_eq!(
+            super::build(&start_args(&["--without-barman"]), &config, None)
+                .unwrap()
+                .upstream_conninfo,
+            None
+        );
+        for (given, message) in [
+            (
+                "host=127.0.0.1 password=s3cret",
+                "--upstream-conninfo holds a password, which pgreplica never records",
+            ),
+            (
+                "postgresql://repl:s3cret@127.0.0.1/postgres",
+                "--upstream-conninfo holds a password, which pgreplica never records",
+            ),
+            (
+                "host=127.0.0.1 colour=blue",
+                "--upstream-conninfo: invalid connection option \"colour\"",
+            ),
+        ] {
+            let error = build(given).unwrap_err();
+            assert_eq!(error.kind, ErrorKind::Config, "{given}");
+            assert_eq!(error.message, message, "{given}");
+            assert!(error.hint.is_some(), "{given}");
+            assert!(!format!("{error:?}").contains("s3cret"), "{given}");
+        }
+        // What a resume compares with today's repmgr.conf keeps the recorded value: no
+        // difference to report, and the same primary_conninfo is written.
+        let recorded = build("host=127.0.0.1 port=5433 application_name=other").unwrap();
+        let current = current(&recorded, &config, None).unwrap();
+        assert_eq!(current.upstream_conninfo, recorded.upstream_conninfo);
+        assert!(recorded.differences(&current).is_empty());
+        // The pasted start command carries it, so the HINT's start starts the same clone.
+        let request = build("host=127.0.0.1 port=5433").unwrap();
+        assert!(
+            start_command(&request, None, false)
+                .contains("--upstream-conninfo 'host=127.0.0.1 port=5433'"),
+            "{}",
+            start_command(&request, None, false)
+        );
     }
 
     #[test]

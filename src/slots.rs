@@ -6,7 +6,8 @@
 //! WriteReplicationConf create or reuse it ([`ensure_slot`]), `clone start --force` drops the
 //! one an abandoned clone made ([`drop_abandoned_slot`]). Whether a clone uses a slot, and
 //! whether an abandoned one may hold one, is the machine's call; this module only talks to the
-//! upstream.
+//! upstream. It also says which upstream that is, and which one the standby streams from
+//! ([`streaming_upstream`]: `--upstream-conninfo` may name another address for the same node).
 
 use crate::conninfo::Conninfo;
 use crate::error::{Error, ErrorKind, Result};
@@ -39,6 +40,23 @@ pub fn upstream_target(upstream: &Conninfo) -> Result<Target> {
 pub fn recorded_upstream(upstream_conninfo: &str) -> Result<Conninfo> {
     Conninfo::parse(upstream_conninfo)
         .map_err(|e| Error::bug(format!("recorded upstream conninfo is invalid: {e}")))
+}
+
+/// The upstream the standby streams from, as primary_conninfo will name it: the recorded
+/// `--upstream-conninfo` over the source node's settings when one was given (repmgr's
+/// precedence: over the `--upstream-node-id` node's record too), else the upstream FetchParams
+/// recorded. The slot is never made through it: [`ensure_slot`] takes the recorded upstream.
+pub fn streaming_upstream(request: &CloneRequest, upstream_conninfo: &str) -> Result<Conninfo> {
+    match &request.upstream_conninfo {
+        Some(given) => {
+            let source = Conninfo::parse(&Target::resolve(&request.source)?.conninfo())
+                .map_err(|e| Error::bug(format!("the source's conninfo is invalid: {e}")))?;
+            let given = Conninfo::parse(given)
+                .map_err(|e| Error::bug(format!("recorded --upstream-conninfo is invalid: {e}")))?;
+            Ok(crate::replication_conf::given_upstream(&source, &given))
+        }
+        None => recorded_upstream(upstream_conninfo),
+    }
 }
 
 /// Connects to the upstream named by a recorded (password-less) conninfo.
@@ -110,5 +128,38 @@ pub async fn drop_abandoned_slot(request: &CloneRequest, upstream_conninfo: &str
             node.drop_slot(&name).await?;
             Ok(node.slot_state(&name).await? == SlotState::Missing)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// As in repmgr, `--upstream-conninfo` wins over the upstream FetchParams recorded (the
+    /// `--upstream-node-id` node's registered conninfo here) for primary_conninfo; without it,
+    /// the recorded upstream is the one.
+    #[test]
+    fn the_given_upstream_conninfo_wins_over_the_recorded_upstream() {
+        let recorded = "host=node1 port=5432 user=repmgr dbname=repmgr";
+        let mut request = CloneRequest {
+            source: SourceConn {
+                host: Some("127.0.0.1".to_string()),
+                port: Some(5433),
+                user: Some("barman".to_string()),
+                dbname: Some("postgres".to_string()),
+            },
+            upstream_node_id: Some(1),
+            ..CloneRequest::default()
+        };
+        assert_eq!(
+            streaming_upstream(&request, recorded).unwrap().render(),
+            recorded
+        );
+        request.upstream_conninfo = Some("host=vip.example user=repl".to_string());
+        let upstream = streaming_upstream(&request, recorded).unwrap().render();
+        assert_eq!(
+            upstream,
+            "port=5433 user=repl dbname=postgres host=vip.example"
+        );
     }
 }

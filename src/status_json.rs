@@ -12,7 +12,7 @@ use crate::store::StatusView;
 use serde_json::{json, Value};
 use states::{
     BackupFacts, BackupFormat, BackupKind, ChainMember, CloneRecord, Compression, FailureKind,
-    Phase, Verification,
+    Phase, SourceParams, Verification,
 };
 use std::io::{self, Write};
 
@@ -112,7 +112,7 @@ fn facts(record: &CloneRecord) -> Value {
     let facts = record.facts();
     json!({
         "backup": facts.backup.as_ref().map(backup),
-        "params": plain(facts.params.as_ref()),
+        "params": facts.params.as_ref().map_or(Value::Null, params),
         "transfer": plain(facts.transfer.as_ref()),
         "staging": plain(facts.staging.as_ref()),
         "unpacked": plain(facts.unpacked.as_ref()),
@@ -129,7 +129,17 @@ fn plain<T: serde::Serialize>(fact: Option<&T>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// VerifyBackup's facts, the backup's kind spelt out.
+/// FetchParams' facts as stored, with the source's version also as PostgreSQL prints it
+/// (`server_version`, beside the stored `server_version_num`).
+fn params(params: &SourceParams) -> Value {
+    let mut value = plain(Some(params));
+    value["server_version"] = json!(crate::progress::pg_version(params.server_version_num));
+    value
+}
+
+/// VerifyBackup's facts, the backup's kind spelt out; the backup's version both as PostgreSQL
+/// prints it (`server_version`, "15.18") and as its number (`server_version_num`, 150018).
+/// `pg_version` is the number again, under the name schema version 1 gave it first.
 fn backup(backup: &BackupFacts) -> Value {
     let (compression, encrypted, chain) = match &backup.kind {
         BackupKind::Plain => (None, false, Vec::new()),
@@ -148,6 +158,8 @@ fn backup(backup: &BackupFacts) -> Value {
         "backup_id": backup.backup_id,
         "backup_name": backup.backup_name,
         "server": backup.server,
+        "server_version": crate::progress::pg_version(backup.pg_version),
+        "server_version_num": backup.pg_version,
         "pg_version": backup.pg_version,
         "size_bytes": backup.size_bytes,
         "cluster_bytes": backup.cluster_bytes,

@@ -10,7 +10,37 @@ fn clone_from_debian_barman_gives_a_streaming_standby() {
     let bench = Bench::start(debian_lab());
     let data_dir = bench.lab.new_dir("standby");
     let conf = bench.repmgr_conf("node2", &data_dir, "");
-    let args = bench.start_args(&conf, &["--jobs", "2"]);
+    // The standby must stream through --upstream-conninfo, not through the address pgreplica
+    // reaches the source at (127.0.0.1, as barman): the primary's Unix socket, as postgres.
+    // repmgr ignores an application_name there: the standby's stays its node_name.
+    let socket = bench.lab.dir().join("run");
+    let upstream = format!(
+        "host={} user=postgres application_name=other",
+        socket.display()
+    );
+    let args = bench.start_args(&conf, &["--jobs", "2", "--upstream-conninfo", &upstream]);
+    let mut dry = args.clone();
+    dry.push("--dry-run".into());
+    let output = bench.run(&dry.iter().map(String::as_str).collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let report = String::from_utf8_lossy(&output.stdout);
+    let line = report
+        .lines()
+        .find(|l| l.trim_start().starts_with("ok       primary_conninfo: "))
+        .unwrap_or_else(|| panic!("{report}"));
+    let given_host = format!("host={}", socket.display());
+    for part in [
+        given_host.as_str(),
+        "user=postgres",
+        "application_name=node2",
+    ] {
+        assert!(line.contains(part), "{part} not in {line}");
+    }
+    assert!(
+        !line.contains("127.0.0.1") && !line.contains("other"),
+        "{line}"
+    );
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
@@ -18,10 +48,33 @@ fn clone_from_debian_barman_gives_a_streaming_standby() {
         stderr.contains("NOTICE: standby clone (from Barman) complete"),
         "{stderr}"
     );
+    // The run closed its store (sled's snapshot made current) without a hitch.
+    assert!(!stderr.contains("WARNING: cannot open clone"), "{stderr}");
     let status = bench.status(&data_dir);
     assert_eq!(status["phase"], "done");
+    assert_eq!(
+        status["request"]["upstream_conninfo"],
+        format!("host={} user=postgres", socket.display())
+    );
     let auto_conf = std::fs::read_to_string(data_dir.join("postgresql.auto.conf")).unwrap();
-    assert!(auto_conf.contains("application_name=node2"), "{auto_conf}");
+    let primary_conninfo = auto_conf
+        .lines()
+        .find(|l| l.starts_with("primary_conninfo = "))
+        .unwrap_or_else(|| panic!("{auto_conf}"));
+    for part in [
+        given_host.as_str(),
+        "user=postgres",
+        "application_name=node2",
+    ] {
+        assert!(
+            primary_conninfo.contains(part),
+            "{part} not in {primary_conninfo}"
+        );
+    }
+    assert!(
+        !primary_conninfo.contains("127.0.0.1") && !primary_conninfo.contains("other"),
+        "{primary_conninfo}"
+    );
     assert!(!auto_conf.contains("password"), "{auto_conf}");
     assert!(data_dir.join("standby.signal").exists());
 
@@ -57,6 +110,15 @@ fn clone_from_debian_barman_gives_a_streaming_standby() {
 
     let standby = bench.start_streaming_standby(&data_dir);
     bench.assert_replicates(&standby);
+    // It streams as the given conninfo says: over the socket (no client address), as postgres.
+    let walsender = bench
+        .lab
+        .psql(
+            bench.lab.primary_port(),
+            "SELECT usename || ' ' || (client_addr IS NULL)::text FROM pg_stat_replication WHERE application_name = 'node2'",
+        )
+        .unwrap();
+    assert_eq!(walsender.trim(), "postgres true");
 }
 
 #[test]

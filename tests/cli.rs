@@ -312,11 +312,6 @@ fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
             "need no superuser",
         ),
         (
-            &["--upstream-conninfo", "host=127.0.0.1 port=5432"],
-            "--upstream-conninfo",
-            "writes primary_conninfo for an upstream it has checked",
-        ),
-        (
             &["--copy-external-config-files"],
             "--copy-external-config-files",
             "copies the data directory only",
@@ -373,28 +368,64 @@ fn repmgrs_options_are_honoured_or_refused_with_the_reason() {
     // -c and --recovery-min-apply-delay are recorded (pg_basebackup mode, stopped at
     // FetchParams: its source node does not answer).
     let closed = closed_port();
-    let output = scratch.run_as_postgres(&unanswered(
-        "start",
-        data,
-        &closed,
-        "0",
-        &[
-            "--without-barman",
-            "-c",
-            "--recovery-min-apply-delay",
-            "5min",
-            "--verify-backup",
-        ],
-    ));
-    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
-    let output = scratch.run_as_postgres(&["clone", "status", "--json", data]);
-    let value: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    let request = &value["clones"][0]["request"];
+    // A start with `extra` that stops at FetchParams: its stderr and the recorded request.
+    let start_recorded = |extra: &[&str]| {
+        let mut args = vec!["--without-barman"];
+        args.extend_from_slice(extra);
+        let output = scratch.run_as_postgres(&unanswered("start", data, &closed, "0", &args));
+        assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+        let status = scratch.run_as_postgres(&["clone", "status", "--json", data]);
+        let value: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+        (stderr(&output), value["clones"][0]["request"].clone())
+    };
+    let (text, request) = start_recorded(&[
+        "-c",
+        "--recovery-min-apply-delay",
+        "5min",
+        "--verify-backup",
+        "--upstream-conninfo",
+        "host=127.0.0.1 port=5433 application_name=other",
+    ]);
+    // repmgr ignores an application_name there: the standby's is its node_name.
+    assert!(
+        text.contains("NOTICE: \"application_name\" in --upstream-conninfo is ignored"),
+        "{text}"
+    );
     assert_eq!(
         request["pg_basebackup_options"],
         serde_json::json!(["--checkpoint=fast"])
     );
     assert_eq!(request["replication"]["recovery_min_apply_delay"], "5min");
+    assert_eq!(request["upstream_conninfo"], "host=127.0.0.1 port=5433");
+
+    // A clone that copied nothing yet is replaced by a corrected start, once the new one passed
+    // its checks: this source never answers, so the recorded value stays. (One that began
+    // copying names the difference: states' lifecycle tests.)
+    let (_, request) = start_recorded(&["--upstream-conninfo", "postgresql://127.0.0.1:5434"]);
+    assert_eq!(request["upstream_conninfo"], "host=127.0.0.1 port=5433");
+
+    // A password there is refused before anything is recorded, and never echoed.
+    let fresh = scratch.path("fresh");
+    let output = scratch.run_as_postgres(&[
+        "clone",
+        "start",
+        "--without-barman",
+        "-D",
+        fresh.to_str().unwrap(),
+        "--upstream-conninfo",
+        "host=127.0.0.1 password=s3cret",
+    ]);
+    let text = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(
+            "\nERROR: --upstream-conninfo holds a password, which pgreplica never records\nHINT: "
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret"), "{text}");
+    let output = scratch.run_as_postgres(&["clone", "status", "--json", fresh.to_str().unwrap()]);
+    assert_ne!(output.status.code(), Some(0), "{}", stderr(&output));
 }
 
 /// `clone COMMAND` of `data` from a source node on `port` that never answers (a clone stops at
@@ -747,8 +778,8 @@ mod synthetic_status {
     use states::api::OperatorChoice;
     use states::{
         ApiOperation, BackupFacts, BackupFormat, BackupKind, ChainMember, CloneId, CloneRecord,
-        CloneRequest, Compression, Facts, FailureKind, Mode, OutcomeKind, Phase, Step, StepFailure,
-        Tablespace, TransferSummary, Transition, Verification,
+        CloneRequest, Compression, Facts, FailureKind, Mode, OutcomeKind, Phase, SourceParams,
+        Step, StepFailure, Tablespace, TransferSummary, Transition, Verification,
     };
 
     /// A pg-backup-api record with every part the document shows set: facts of each kind, an
@@ -775,6 +806,7 @@ mod synthetic_status {
         let facts = Facts {
             backup: Some(BackupFacts {
                 backup_id: "20261130T100000".to_string(),
+                pg_version: 150_018,
                 tablespaces: vec![Tablespace {
                     name: "tbs".to_string(),
                     oid: 16_385,
@@ -793,6 +825,10 @@ mod synthetic_status {
                     ],
                 },
                 ..BackupFacts::default()
+            }),
+            params: Some(SourceParams {
+                server_version_num: 90_624,
+                ..SourceParams::default()
             }),
             transfer: Some(TransferSummary {
                 files: 3,
@@ -897,6 +933,11 @@ mod synthetic_status {
         assert_eq!(clone["facts"]["verification"]["method"], "checked");
         assert_eq!(clone["facts"]["backup"]["kind"], "incremental");
         assert_eq!(clone["facts"]["backup"]["chain"][1]["compression"], "zstd");
+        // Versions as PostgreSQL gives them: the text `server_version`, the number beside it.
+        assert_eq!(clone["facts"]["backup"]["server_version"], "15.18");
+        assert_eq!(clone["facts"]["backup"]["server_version_num"], 150_018);
+        assert_eq!(clone["facts"]["params"]["server_version"], "9.6.24");
+        assert_eq!(clone["facts"]["params"]["server_version_num"], 90_624);
         assert_eq!(clone["backup_api"]["operator_choice"], "new");
         assert_eq!(clone["last_error"]["retryable"], true);
         assert_eq!(doc["clones"][1]["progress"]["step"], Value::Null);
@@ -924,5 +965,11 @@ mod synthetic_status {
             bad["clones"][0][key] = wrong;
             assert!(status_schema_error(&bad).is_some(), "{key}");
         }
+        // ... and a version text given as the number, which the text output never prints.
+        let mut bad = doc.clone();
+        bad["clones"][0]["facts"]["backup"]["server_version"] = json!(150_018);
+        assert!(status_schema_error(&bad).is_some());
+        bad["clones"][0]["facts"]["backup"]["server_version"] = json!("150018");
+        assert!(status_schema_error(&bad).is_some());
     }
 }

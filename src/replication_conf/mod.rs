@@ -67,6 +67,36 @@ pub fn primary_conninfo(
     conninfo.render()
 }
 
+/// [`primary_conninfo`] for a clone: its node_name (`pgreplica` when repmgr.conf has none),
+/// replication user and password file; `password` only under `use_primary_conninfo_password`.
+pub fn primary_conninfo_for(
+    request: &states::CloneRequest,
+    upstream: &Conninfo,
+    password: Option<&str>,
+) -> String {
+    primary_conninfo(
+        upstream,
+        request.node_name.as_deref().unwrap_or("pgreplica"),
+        request.replication.replication_user.as_deref(),
+        request.replication.passfile.as_deref(),
+        password,
+    )
+}
+
+/// The upstream of `--upstream-conninfo`, as repmgr builds it: the source node's connection
+/// settings, each overridden by the given conninfo's (`given` as recorded: no password,
+/// application_name, passfile or servicefile). One departure: when `given` names a host or a
+/// hostaddr, the source's host and hostaddr are both left out, since together they name one
+/// address and a source's hostaddr kept beside the given host would still reach the source.
+pub fn given_upstream(source: &Conninfo, given: &Conninfo) -> Conninfo {
+    let mut upstream = source.without_password();
+    if given.get("host").is_some() || given.get("hostaddr").is_some() {
+        upstream.retain(|key, _| !matches!(key, "host" | "hostaddr"));
+    }
+    upstream.merge(given);
+    upstream
+}
+
 /// `None` for an absent or empty value: repmgr treats both as "not set".
 fn non_empty(value: Option<&str>) -> Option<&str> {
     value.filter(|v| !v.is_empty())
@@ -259,6 +289,36 @@ mod tests {
             Some("barman-wal-restore -U barman bk pg %f %p"),
             None,
         )
+    }
+
+    /// `--upstream-conninfo` over the source's settings, as repmgr overlays them; a given host
+    /// replaces the source's host and hostaddr together.
+    #[test]
+    fn a_given_upstream_overrides_the_source_key_by_key() {
+        let source = Conninfo::parse(
+            "host=db1 hostaddr=127.0.0.2 port=5433 user=repmgr dbname=repmgr sslmode=require password=x",
+        )
+        .unwrap();
+        let given = Conninfo::parse("host=vip user=repl").unwrap();
+        let upstream = given_upstream(&source, &given);
+        assert_eq!(
+            upstream.render(),
+            "port=5433 user=repl dbname=repmgr sslmode=require host=vip"
+        );
+        let request = states::CloneRequest {
+            node_name: Some("node2".to_string()),
+            ..states::CloneRequest::default()
+        };
+        assert_eq!(
+            primary_conninfo_for(&request, &upstream, None),
+            "port=5433 user=repl sslmode=require host=vip application_name=node2"
+        );
+        // Without host or hostaddr, the source's address stays.
+        let given = Conninfo::parse("sslmode=verify-full").unwrap();
+        assert_eq!(
+            given_upstream(&source, &given).render(),
+            "host=db1 hostaddr=127.0.0.2 port=5433 user=repmgr dbname=repmgr sslmode=verify-full"
+        );
     }
 
     #[test]

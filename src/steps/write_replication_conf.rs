@@ -1,6 +1,6 @@
 //! WriteReplicationConf: create (or reuse) the replication slot on the upstream, then write
-//! primary_conninfo, primary_slot_name, restore_command and friends where this PostgreSQL
-//! version reads them.
+//! primary_conninfo (for the recorded upstream, or `--upstream-conninfo`'s),
+//! primary_slot_name, restore_command and friends where this PostgreSQL version reads them.
 //!
 //! Idempotent: the slot is reused when it exists and is inactive (our own, from the crashed
 //! attempt), and the configuration writer replaces keys instead of appending duplicates.
@@ -8,7 +8,7 @@
 use crate::error::Result;
 use crate::replication_conf;
 use crate::runner::StepContext;
-use crate::slots::{ensure_slot, recorded_upstream, upstream_target};
+use crate::slots::{ensure_slot, streaming_upstream, upstream_target};
 use crate::source::password_for;
 use states::{SourceParams, WrittenConf};
 use std::path::Path;
@@ -16,7 +16,9 @@ use std::path::Path;
 /// Runs the step with FetchParams' `params`.
 pub async fn run(ctx: &mut StepContext<'_>, params: &SourceParams) -> Result<WrittenConf> {
     let request = ctx.request();
-    let upstream = recorded_upstream(&params.upstream_conninfo)?;
+    let upstream = streaming_upstream(request, &params.upstream_conninfo)?;
+    // The slot goes where pgreplica connects (the source node, or the --upstream-node-id
+    // node's record), as repmgr makes it, whatever address the standby streams through.
     let slot = match request.replication.use_replication_slots {
         true => Some(ensure_slot(request, &params.upstream_conninfo).await?),
         false => None,
@@ -29,17 +31,8 @@ pub async fn run(ctx: &mut StepContext<'_>, params: &SourceParams) -> Result<Wri
     } else {
         None
     };
-    let node_name = request
-        .node_name
-        .clone()
-        .unwrap_or_else(|| "pgreplica".to_string());
-    let primary_conninfo = replication_conf::primary_conninfo(
-        &upstream,
-        &node_name,
-        request.replication.replication_user.as_deref(),
-        request.replication.passfile.as_deref(),
-        password.as_deref(),
-    );
+    let primary_conninfo =
+        replication_conf::primary_conninfo_for(request, &upstream, password.as_deref());
     let settings = replication_conf::settings(
         params.server_version_num,
         &primary_conninfo,

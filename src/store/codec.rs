@@ -1,11 +1,13 @@
 //! The versioned encoding of every value the store writes: a magic, a schema version, bincode.
 //!
-//! The header lets a reader tell three cases apart before it trusts a single byte of payload:
-//! not ours (or damaged), written by a newer pgreplica, or readable. This module only turns
-//! values into bytes and back; it never touches sled or the file system.
+//! The header lets a reader tell four cases apart before it trusts a single byte of payload:
+//! not ours (or damaged), written by a newer pgreplica, written by an older one (migrated: each
+//! stored type says how it reads an older layout, [`Stored`]), or current. This module only
+//! turns values into bytes and back; it never touches sled or the file system.
 
 use serde::{de::DeserializeOwned, Serialize};
-use states::SCHEMA_VERSION;
+use states::schema3::OLDEST_READABLE;
+use states::{CloneRecord, ManifestEntry, SCHEMA_VERSION};
 
 /// First bytes of every stored value: "pgreplica store".
 const MAGIC: [u8; 4] = *b"PGRS";
@@ -24,6 +26,34 @@ pub(crate) enum DecodeError {
     Newer(u16),
     /// Truncated, garbage, or an older layout nothing reads any more.
     Unreadable(String),
+}
+
+/// A value the store keeps, and how it reads the payload of an older schema.
+pub(crate) trait Stored: Serialize + DeserializeOwned {
+    /// Decodes `payload` written under schema `version` (from [`OLDEST_READABLE`] to the
+    /// current one, excluded) into today's layout.
+    fn decode_older(version: u16, payload: &[u8]) -> Result<Self, DecodeError>;
+}
+
+impl Stored for CloneRecord {
+    /// Schema 3 had no `CloneRequest::upstream_conninfo`: read by its frozen layout.
+    fn decode_older(_version: u16, payload: &[u8]) -> Result<Self, DecodeError> {
+        deserialize::<states::schema3::CloneRecordV3>(payload).map(CloneRecord::from)
+    }
+}
+
+impl Stored for ManifestEntry {
+    /// Unchanged since schema 3.
+    fn decode_older(_version: u16, payload: &[u8]) -> Result<Self, DecodeError> {
+        deserialize(payload)
+    }
+}
+
+impl Stored for super::files::Summary {
+    /// Unchanged since schema 3.
+    fn decode_older(_version: u16, payload: &[u8]) -> Result<Self, DecodeError> {
+        deserialize(payload)
+    }
 }
 
 fn options() -> impl bincode::Options {
@@ -48,9 +78,9 @@ pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bytes
 }
 
-/// Decodes bytes written by [`encode`], refusing newer schemas and damaged bytes.
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    use bincode::Options;
+/// Decodes bytes written by [`encode`] of this pgreplica or of an older one (migrated),
+/// refusing newer schemas, schemas older than [`OLDEST_READABLE`] and damaged bytes.
+pub(crate) fn decode<T: Stored>(bytes: &[u8]) -> Result<T, DecodeError> {
     if bytes.len() < HEADER_LEN {
         return Err(DecodeError::Unreadable(format!(
             "{} bytes, shorter than the {HEADER_LEN}-byte header",
@@ -66,13 +96,23 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError
     if version > SCHEMA_VERSION {
         return Err(DecodeError::Newer(version));
     }
-    if version < SCHEMA_VERSION {
+    if version < OLDEST_READABLE {
         return Err(DecodeError::Unreadable(format!(
             "schema {version} is older than any this pgreplica reads"
         )));
     }
+    let payload = &bytes[HEADER_LEN..];
+    match version < SCHEMA_VERSION {
+        true => T::decode_older(version, payload),
+        false => deserialize(payload),
+    }
+}
+
+/// Decodes one payload with the store's bincode options.
+fn deserialize<T: DeserializeOwned>(payload: &[u8]) -> Result<T, DecodeError> {
+    use bincode::Options;
     options()
-        .deserialize(&bytes[HEADER_LEN..])
+        .deserialize(payload)
         .map_err(|e| DecodeError::Unreadable(e.to_string()))
 }
 
@@ -135,6 +175,40 @@ mod tests {
                 other => panic!("{what}: {other:?}"),
             }
         }
+    }
+
+    /// A record pgreplica wrote under schema 3 (bytes produced by pgreplica at db49674, with
+    /// the record's JSON form beside them) reads back migrated: every field as it was, and
+    /// the request's `upstream_conninfo`, unknown to schema 3, None.
+    #[test]
+    fn a_schema_3_record_is_migrated() {
+        let bytes = include_bytes!("../../tests/fixtures/store/record-schema3.bin");
+        assert_eq!(&bytes[..6], b"PGRS\x03\x00");
+        let record: CloneRecord = decode(bytes).expect("a schema-3 record is read");
+        let mut expected: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/store/record-schema3.json"
+        ))
+        .unwrap();
+        expected["request"]["upstream_conninfo"] = serde_json::Value::Null;
+        assert_eq!(serde_json::to_value(&record).unwrap(), expected);
+        assert_eq!(record.request().upstream_conninfo, None);
+        assert_eq!(record.request().upstream_node_id, Some(1));
+        assert_eq!(
+            record.facts().params.as_ref().unwrap().server_version_num,
+            150_018
+        );
+        // Written again, it is a current record.
+        let again = encode(&record);
+        assert_eq!(u16::from_le_bytes([again[4], again[5]]), SCHEMA_VERSION);
+        assert_eq!(decode::<CloneRecord>(&again), Ok(record));
+    }
+
+    /// The schema-3 layout is not the current one: read without the migration, the bytes do
+    /// not make a record (so the migration is what reads them, not luck).
+    #[test]
+    fn a_schema_3_record_does_not_read_as_the_current_layout() {
+        let bytes = include_bytes!("../../tests/fixtures/store/record-schema3.bin");
+        assert!(deserialize::<CloneRecord>(&bytes[HEADER_LEN..]).is_err());
     }
 
     #[test]

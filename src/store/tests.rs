@@ -184,3 +184,65 @@ fn a_summary_that_disagrees_with_the_marker_is_damage() {
         err.message
     );
 }
+
+/// sled's snapshot files in a clone's database directory.
+fn snapshots(store_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(store_dir.join("db"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("snap."))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A run's `close` leaves sled's snapshot current: the next opener (`clone status` of the
+/// idle clone) has no log to replay, so it writes no newer snapshot; a store merely dropped
+/// leaves its writes to be replayed, and the next opener writes one.
+#[test]
+fn close_leaves_the_snapshot_current_for_the_next_opener() {
+    let (_tmp, state, id) = fixture();
+    let write = |store: &CloneStore| {
+        store.save(&record(&id)).unwrap();
+        let list: Vec<states::ManifestEntry> = (0..500)
+            .map(|i| states::ManifestEntry {
+                root: 0,
+                path: format!("base/1/{i}"),
+                kind: states::EntryKind::File,
+                size: 8192,
+                mtime: 1_700_000_000,
+                done: false,
+            })
+            .collect();
+        store.files().replace(&list).unwrap();
+        for entry in &list {
+            store.files().mark_done(entry.root, &entry.path).unwrap();
+        }
+        store.files().flush().unwrap();
+        store.save(&record(&id)).unwrap();
+    };
+    // Dropped: the writes are left in the log, and opening again snapshots them.
+    let store = state.open_clone(&id).unwrap();
+    let dir = store.dir().to_path_buf();
+    write(&store);
+    drop(store);
+    let before = snapshots(&dir);
+    drop(state.open_clone(&id).unwrap());
+    let replayed = snapshots(&dir);
+    assert_ne!(
+        replayed, before,
+        "the writes were replayed into a new snapshot"
+    );
+    // Closed: the snapshot is current, and the next opener finds nothing to replay.
+    let store = state.open_clone(&id).unwrap();
+    write(&store);
+    store.close().unwrap();
+    let closed = snapshots(&dir);
+    assert_eq!(closed.len(), 1, "{closed:?}");
+    assert_ne!(closed, replayed);
+    let store = state.open_clone(&id).unwrap();
+    assert_eq!(store.load().unwrap(), Some(record(&id)));
+    assert_eq!(store.files().counts().unwrap().files_done, 500);
+    drop(store);
+    assert_eq!(snapshots(&dir), closed, "nothing was left to replay");
+}

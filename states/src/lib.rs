@@ -32,6 +32,7 @@ pub mod lifecycle;
 mod machine;
 mod record;
 mod retry;
+pub mod schema3;
 
 pub use id::CloneId;
 pub use inputs::{

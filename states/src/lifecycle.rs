@@ -273,7 +273,7 @@ impl CloneRequest {
             }
         };
         let both = |value: fn(&CloneRequest) -> String| (value(self), value(current));
-        let fields: [(&'static str, Render); 30] = [
+        let fields: [(&'static str, Render); 31] = [
             ("mode", |r| r.mode.label().to_string()),
             ("node_id", |r| opt(r.node_id)),
             ("node_name", |r| opt(r.node_name.as_ref())),
@@ -281,6 +281,7 @@ impl CloneRequest {
             ("-p/--port", |r| opt(r.source.port)),
             ("-U/--username", |r| opt(r.source.user.as_ref())),
             ("--upstream-node-id", |r| opt(r.upstream_node_id)),
+            ("--upstream-conninfo", |r| opt(r.upstream_conninfo.as_ref())),
             ("--backup-id", |r| quoted(&r.backup_selector)),
             ("--jobs", |r| r.jobs.to_string()),
             ("--bwlimit", |r| opt(r.bwlimit_kbps)),

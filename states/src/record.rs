@@ -12,8 +12,11 @@ use crate::CloneId;
 use serde::{Deserialize, Serialize};
 
 /// Version of the serialised record layout. A store written by a newer pgreplica carries a
-/// larger number and is refused with a clear error instead of being misread.
-pub const SCHEMA_VERSION: u16 = 3;
+/// larger number and is refused with a clear error instead of being misread; one written by an
+/// older pgreplica is migrated when it is read (see [`crate::schema3`]).
+///
+/// 4: `CloneRequest::upstream_conninfo` (`--upstream-conninfo`).
+pub const SCHEMA_VERSION: u16 = 4;
 
 /// Milliseconds since the Unix epoch. Time always comes in as an argument: the machine never
 /// reads the clock.
@@ -85,6 +88,11 @@ pub struct CloneRequest {
     pub source: SourceConn,
     /// `--upstream-node-id`: the node the standby will follow, if not the source node.
     pub upstream_node_id: Option<i32>,
+    /// `--upstream-conninfo`, as repmgr reads it (without `password`, `application_name`,
+    /// `passfile` and `servicefile`): written as primary_conninfo over the source's connection
+    /// settings, instead of the conninfo of the upstream pgreplica connects to. The slot is
+    /// still made on that upstream (the source node or the `--upstream-node-id` node's record).
+    pub upstream_conninfo: Option<String>,
     /// `--backup-id` as typed: `latest`, `oldest`, an id or a backup name. VerifyBackup pins it
     /// to a concrete id in [`BackupFacts::backup_id`].
     pub backup_selector: String,

@@ -464,6 +464,10 @@ fn every_recorded_value_that_differs_is_named_once_and_secrets_are_never_shown()
             shown("node_id", "(not set)", "\"3\""),
         ),
         (
+            changed(|r| r.upstream_conninfo = Some("host=vip".into())),
+            shown("--upstream-conninfo", "(not set)", "\"host=vip\""),
+        ),
+        (
             changed(|r| r.node_name = Some("n2".into())),
             shown("node_name", "(not set)", "\"n2\""),
         ),
