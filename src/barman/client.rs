@@ -15,6 +15,7 @@ use serde_json::Value;
 use states::{BackupFacts, BarmanTarget, ManifestEntry, Tablespace};
 
 use super::catalogue::{self, BackupSummary, ServerDirs, ShowBackup, ShowServerError};
+use super::direct::{self, DirectCatalogue, Reading};
 use super::restorability::{facts_from, member_from, parent_of};
 use super::{exec, files, quote, RemoteOutput};
 use crate::error::{Error, ErrorKind, Result};
@@ -326,6 +327,11 @@ impl Barman {
     /// backup, classifies its kind (plain, tar, encrypted, an incremental chain, followed to its
     /// full backup) and returns its facts.
     ///
+    /// The catalogue is read directly first ([`direct`]: one ssh round trip, no Barman
+    /// process); where that read cannot be trusted, Barman is asked (`show-server` and
+    /// `show-backup`, each a Python process on the host, then one probe per backup), and its
+    /// answers and refusals stand.
+    ///
     /// Refused with [`ErrorKind::Barman`]: unknown backup, status other than DONE (the chain's
     /// members included), a catalogue in the cloud, snapshot backups, an unknown compression or
     /// encryption, a backup directory without data, a chain without its full backup.
@@ -334,9 +340,76 @@ impl Barman {
             return Err(Error::new(ErrorKind::Config, format!("\"{selector}\" is not a backup id, name or shortcut"))
                 .hint("use --backup-id latest, oldest, a backup id such as 20261125T061436, or a backup name"));
         }
-        // Each is a Barman process (Python) starting on the host: ask both at once.
-        let (dirs, shown) = tokio::join!(self.show_server(), self.show_backup(selector));
-        let (dirs, shown) = (dirs?, shown?);
+        let pinned = self
+            .read_catalogue()
+            .await?
+            .and_then(|catalogue| Ok((catalogue.pin(selector, MAX_CHAIN)?, catalogue)));
+        match pinned {
+            Ok((shown, catalogue)) => {
+                crate::debug!(
+                    "read Barman's catalogue of \"{}\" directly on \"{}\": backup {}",
+                    self.server,
+                    self.host,
+                    shown.backup_id
+                );
+                self.classify(&catalogue.dirs, &shown, Some(&catalogue))
+                    .await
+            }
+            Err(why) => {
+                crate::info!("asking Barman on \"{}\" for backup \"{selector}\" (its catalogue could not be read directly: {why})", self.host);
+                // Each is a Barman process (Python) starting on the host: ask both at once.
+                let (dirs, shown) = tokio::join!(self.show_server(), self.show_backup(selector));
+                self.classify(&dirs?, &shown?, None).await
+            }
+        }
+    }
+
+    /// Reads the server's catalogue with [`direct::CATALOGUE_SCRIPT`]: once where Barman's
+    /// defaults put it, once more where the configuration does if that differs. The outer
+    /// error is the transport's (ssh failed: asking Barman would fail too); the inner one says
+    /// why the direct read cannot be trusted.
+    pub(super) async fn read_catalogue(&self) -> Result<Result<DirectCatalogue, String>> {
+        let mut dirs = [String::new(), String::new(), String::new()];
+        for _ in 0..2 {
+            let config = self.config.as_deref().unwrap_or("");
+            let mut remote = vec![
+                "sh",
+                "-c",
+                direct::CATALOGUE_SCRIPT,
+                "pgreplica-catalogue",
+                config,
+                &self.server,
+            ];
+            remote.extend(dirs.iter().map(String::as_str));
+            let out = self.run(&remote).await?;
+            if out.status != 0 {
+                return Ok(Err(format!(
+                    "the catalogue script exited with status {}: {}",
+                    out.status,
+                    out.stderr.trim()
+                )));
+            }
+            let reading = direct::ScriptOutput::parse(&out.stdout_text())
+                .and_then(|output| direct::judge(output, &self.server));
+            match reading {
+                Ok(Reading::Ready(catalogue)) => return Ok(Ok(catalogue)),
+                Ok(Reading::Again(elsewhere)) if dirs[0].is_empty() => dirs = elsewhere,
+                Ok(Reading::Again(_)) => break,
+                Err(why) => return Ok(Err(why)),
+            }
+        }
+        Ok(Err("the configuration moved while it was read".into()))
+    }
+
+    /// The rest of [`Barman::resolve_backup`] once the backup is pinned: its status, its
+    /// chain (members probed on the host, or found in `catalogue` when it was read directly)
+    /// and its facts.
+    async fn classify(
+        &self,
+        dirs: &ServerDirs,
+        shown: &ShowBackup,
+        catalogue: Option<&DirectCatalogue>,
+    ) -> Result<BackupFacts> {
         if shown.status != "DONE" {
             return Err(Error::new(
                 ErrorKind::Barman,
@@ -344,7 +417,15 @@ impl Barman {
             )
             .hint(self.choose_another_hint()));
         }
-        let probe = self.probe(&dirs, &shown.backup_id).await?;
+        let probe_of = |id: String| async move {
+            match catalogue {
+                Some(catalogue) => catalogue.probe(&id).cloned().ok_or_else(|| {
+                    Error::bug(format!("backup {id} vanished from the catalogue read"))
+                }),
+                None => self.probe(dirs, &id).await,
+            }
+        };
+        let probe = probe_of(shown.backup_id.clone()).await?;
         // An incremental backup: follow parent_backup_id to the full backup, one probe per
         // member (a chain is a handful of backups; a cycle would be a broken catalogue).
         let mut parents = Vec::new();
@@ -357,15 +438,15 @@ impl Barman {
                 )
                 .hint(self.choose_another_hint()));
             }
-            let member_probe = self.probe(&dirs, &id).await?;
+            let member_probe = probe_of(id.clone()).await?;
             parent = parent_of(&member_probe);
             parents.push(
-                member_from(&self.server, &dirs, &id, &member_probe)
+                member_from(&self.server, dirs, &id, &member_probe)
                     .map_err(|refusal| refusal.into_error(self))?,
             );
         }
         parents.reverse();
-        facts_from(&self.server, &dirs, &shown, &probe, parents)
+        facts_from(&self.server, dirs, shown, &probe, parents)
             .map_err(|refusal| refusal.into_error(self))
     }
 

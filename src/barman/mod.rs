@@ -28,7 +28,9 @@
 
 pub mod catalogue;
 mod client;
+mod conf;
 pub mod decrypt;
+mod direct;
 mod exec;
 pub mod files;
 pub mod info;
