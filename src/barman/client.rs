@@ -340,28 +340,47 @@ impl Barman {
             return Err(Error::new(ErrorKind::Config, format!("\"{selector}\" is not a backup id, name or shortcut"))
                 .hint("use --backup-id latest, oldest, a backup id such as 20261125T061436, or a backup name"));
         }
+        match self.resolve_backup_directly(selector).await? {
+            Ok(facts) => Ok(facts),
+            Err(why) => {
+                crate::info!("asking Barman on \"{}\" for backup \"{selector}\" (its catalogue could not be read directly: {why})", self.host);
+                self.resolve_backup_with_barman(selector).await
+            }
+        }
+    }
+
+    /// [`Barman::resolve_backup`] from the catalogue read directly, and only so: `Ok(Err(why))`
+    /// when that read cannot be trusted (the selector is not checked here).
+    pub async fn resolve_backup_directly(
+        &self,
+        selector: &str,
+    ) -> Result<std::result::Result<BackupFacts, String>> {
         let pinned = self
             .read_catalogue()
             .await?
             .and_then(|catalogue| Ok((catalogue.pin(selector, MAX_CHAIN)?, catalogue)));
-        match pinned {
-            Ok((shown, catalogue)) => {
-                crate::debug!(
-                    "read Barman's catalogue of \"{}\" directly on \"{}\": backup {}",
-                    self.server,
-                    self.host,
-                    shown.backup_id
-                );
-                self.classify(&catalogue.dirs, &shown, Some(&catalogue))
-                    .await
-            }
-            Err(why) => {
-                crate::info!("asking Barman on \"{}\" for backup \"{selector}\" (its catalogue could not be read directly: {why})", self.host);
-                // Each is a Barman process (Python) starting on the host: ask both at once.
-                let (dirs, shown) = tokio::join!(self.show_server(), self.show_backup(selector));
-                self.classify(&dirs?, &shown?, None).await
-            }
-        }
+        let (shown, catalogue) = match pinned {
+            Ok(pinned) => pinned,
+            Err(why) => return Ok(Err(why)),
+        };
+        crate::debug!(
+            "read Barman's catalogue of \"{}\" directly on \"{}\": backup {}",
+            self.server,
+            self.host,
+            shown.backup_id
+        );
+        self.classify(&catalogue.dirs, &shown, Some(&catalogue))
+            .await
+            .map(Ok)
+    }
+
+    /// [`Barman::resolve_backup`] through Barman's own commands, as before the direct read:
+    /// `show-server` and `show-backup` (each a Python process on the host), then one probe per
+    /// backup of the chain.
+    pub async fn resolve_backup_with_barman(&self, selector: &str) -> Result<BackupFacts> {
+        // Each is a Barman process (Python) starting on the host: ask both at once.
+        let (dirs, shown) = tokio::join!(self.show_server(), self.show_backup(selector));
+        self.classify(&dirs?, &shown?, None).await
     }
 
     /// Reads the server's catalogue with [`direct::CATALOGUE_SCRIPT`]: once where Barman's
