@@ -400,3 +400,28 @@ pub fn recorded_clones(state_dir: &Path) -> Vec<String> {
 pub fn debian_lab() -> LabOptions {
     LabOptions::default()
 }
+
+/// Resolves `selector` of the lab's Barman server `server` both ways — the catalogue read
+/// directly (which must be trusted here) and Barman's own commands — asserts the same facts,
+/// and returns them.
+pub fn assert_resolves_alike(bench: &Bench, server: &str, selector: &str) -> states::BackupFacts {
+    let barman = pgreplica::barman::Barman::new(
+        bench.lab.barman_ssh_host(),
+        server,
+        Some(bench.lab.barman_config().display().to_string()),
+        bench.lab.ssh_args(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let direct = rt
+        .block_on(barman.resolve_backup_directly(selector))
+        .unwrap_or_else(|e| panic!("{server} {selector}: {e:?}"))
+        .unwrap_or_else(|why| panic!("{server} {selector}: not read directly: {why}"));
+    let asked = rt
+        .block_on(barman.resolve_backup_with_barman(selector))
+        .unwrap_or_else(|e| panic!("{server} {selector} through Barman: {e:?}"));
+    assert_eq!(direct, asked, "{server} {selector}");
+    direct
+}
