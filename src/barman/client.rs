@@ -16,6 +16,7 @@ use states::{BackupFacts, BarmanTarget, ManifestEntry, Tablespace};
 
 use super::catalogue::{self, BackupSummary, ServerDirs, ShowBackup, ShowServerError};
 use super::direct::{self, DirectCatalogue, Reading};
+use super::mux::{Multiplexing, Role};
 use super::restorability::{facts_from, member_from, parent_of};
 use super::{exec, files, quote, RemoteOutput};
 use crate::error::{Error, ErrorKind, Result};
@@ -143,9 +144,15 @@ impl Barman {
     /// `ssh -o BatchMode=yes <time limits> <ssh_options…> -- <host>`: the prefix of every remote
     /// command. BatchMode makes a missing key fail at once instead of waiting at a password
     /// prompt; the time limits keep a dead host from hanging it; `--` keeps the host from ever
-    /// being read as an option.
+    /// being read as an option. In a run it uses the shared connection but never starts it
+    /// ([`Role::Client`]): the commands built from it run under a guardian, which would wait for
+    /// a master it forked.
     pub fn ssh_argv(&self) -> Vec<String> {
-        let mut argv = self.ssh_command();
+        self.ssh_argv_as(Role::Client)
+    }
+
+    fn ssh_argv_as(&self, role: Role) -> Vec<String> {
+        let mut argv = self.ssh_command(role);
         argv.push("--".to_string());
         argv.push(self.host.clone());
         argv
@@ -154,13 +161,14 @@ impl Barman {
     /// The ssh command for `rsync -e`, rendered for rsync's own argument splitting: the same
     /// program and options as [`Barman::ssh_argv`], without the host (rsync appends it).
     pub fn rsync_rsh(&self) -> String {
-        quote::rsync_join(&self.ssh_command())
+        quote::rsync_join(&self.ssh_command(Role::Client))
     }
 
     /// `ssh -o BatchMode=yes`, the time limits of [`ssh::DEFAULTS`](super::ssh::DEFAULTS) that
     /// `ssh_options` does not set, the ciphers pgreplica prefers when nothing else chooses
-    /// ([`Barman::cipher_choice`]), then `ssh_options`.
-    fn ssh_command(&self) -> Vec<String> {
+    /// ([`Barman::cipher_choice`]), `ssh_options`, then the run's shared connection
+    /// ([`Barman::multiplexing`]) in `role`.
+    fn ssh_command(&self, role: Role) -> Vec<String> {
         let mut argv = vec![
             "ssh".to_string(),
             "-o".to_string(),
@@ -169,7 +177,18 @@ impl Barman {
         argv.extend(super::ssh::default_args(&self.ssh_options));
         argv.extend(self.cipher_choice().args());
         argv.extend(self.ssh_options.iter().cloned());
+        // After ssh_options: for an option given twice ssh takes the first.
+        argv.extend(self.multiplexing().args(role));
         argv
+    }
+
+    /// Whether this client's ssh shares the run's connection (see [`mux`](super::mux)).
+    pub fn multiplexing(&self) -> Multiplexing {
+        Multiplexing::decide(
+            &self.host,
+            &self.ssh_options,
+            super::mux::control_dir().as_deref(),
+        )
     }
 
     /// `barman [--config=<config>] <args…>` as an argument vector.
@@ -185,8 +204,12 @@ impl Barman {
     /// The local argument vector that runs `remote` (an argument vector) on the Barman host:
     /// the transport's prefix plus `remote` rendered as one POSIX shell command line.
     pub fn command_argv<S: AsRef<str>>(&self, remote: &[S]) -> Vec<String> {
+        self.command_argv_as(remote, Role::Client)
+    }
+
+    fn command_argv_as<S: AsRef<str>>(&self, remote: &[S], role: Role) -> Vec<String> {
         let mut argv = match &self.transport {
-            Transport::Ssh => self.ssh_argv(),
+            Transport::Ssh => self.ssh_argv_as(role),
             Transport::Local(launcher) => launcher.clone(),
         };
         argv.push(quote::shell_join(remote));
@@ -222,7 +245,13 @@ impl Barman {
             host: &self.host,
             probe_hint: quote::shell_join(&self.command_argv(&["barman", "--version"])),
         };
-        exec::run(&self.command_argv(remote), self.timeout, &target).await
+        // pgreplica waits for this ssh itself: it may start the run's shared connection.
+        exec::run(
+            &self.command_argv_as(remote, Role::Master),
+            self.timeout,
+            &target,
+        )
+        .await
     }
 
     /// Runs barman with `-f json` prepended to `args` and reads its reply.

@@ -112,6 +112,12 @@ impl BarmanConf {
         }))
     }
 
+    /// Whether `[barman]` is the same in both: Barman stops (FATAL) when a file of
+    /// configuration_files_directory changes it.
+    pub(super) fn same_global_section(&self, other: &BarmanConf) -> bool {
+        self.sections.get("barman") == other.sections.get("barman")
+    }
+
     /// `[barman] barman_home`, required: Barman has no default for it.
     pub(super) fn barman_home(&self) -> Result<String, String> {
         let home = self

@@ -243,7 +243,7 @@ pub(super) fn judge(out: ScriptOutput, server: &str) -> Result<Reading, String> 
         ));
     }
     // A [barman] section in an included file is fatal to Barman.
-    if out.files.len() > 1 && conf.barman_home()? != first.barman_home()? {
+    if !conf.same_global_section(&first) {
         return Err("an included file changes the [barman] section".into());
     }
     let dirs = conf.server_dirs(server)?;
@@ -510,6 +510,12 @@ mod tests {
         assert!(judged(base.replace("end\n", "autoconf\nend\n"))
             .expect_err("auto")
             .contains("config-update"));
+        // A file of configuration_files_directory that changes [barman] is fatal to Barman.
+        let fatal = base.replace(
+            "confdir \n",
+            "confdir \nconfd /etc/barman.d/x.conf\n|[barman]\n|log_level = DEBUG\n",
+        );
+        assert!(judged(fatal).expect_err("fatal").contains("[barman]"));
         assert!(judged(base.replace("|[pg]", "|[pgx]"))
             .expect_err("no server")
             .contains("[pg]"));

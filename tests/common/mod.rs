@@ -425,3 +425,40 @@ pub fn assert_resolves_alike(bench: &Bench, server: &str, selector: &str) -> sta
     assert_eq!(direct, asked, "{server} {selector}");
     direct
 }
+
+/// The ssh control sockets (`ssh-*`) in the clone directories of the lab's state directory.
+pub fn ssh_sockets(bench: &Bench) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let clones = bench.lab.state_dir().join("clones");
+    let mut sockets = Vec::new();
+    for clone in std::fs::read_dir(&clones).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(clone.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let is_socket = entry.file_type().is_ok_and(|t| t.is_socket());
+            if is_socket && entry.file_name().to_string_lossy().starts_with("ssh-") {
+                sockets.push(entry.path());
+            }
+        }
+    }
+    sockets
+}
+
+/// The processes whose command line names `path` (an ssh master names its ControlPath).
+pub fn processes_naming(path: &Path) -> Vec<i32> {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(&needle)
+                .then_some(pid)
+        })
+        .collect()
+}
