@@ -30,6 +30,16 @@ use super::Barman;
 /// steps of a run, short enough that one left by a killed run goes soon.
 pub const PERSIST: &str = "60";
 
+/// How long the master may take to tear down after `ssh -O exit` (it answers first): polled
+/// every 10 ms, for 2 s at most.
+const TEARDOWN: states::RetryPolicy = states::RetryPolicy {
+    max_attempts: u32::MAX,
+    first_delay_ms: 10,
+    max_delay_ms: 10,
+    give_up_after_ms: Some(2_000),
+    jitter_percent: 0,
+};
+
 /// The longest socket path: `sun_path` is 108 bytes with its NUL.
 const SUN_PATH_MAX: usize = 107;
 
@@ -216,11 +226,13 @@ impl Drop for SharedConnection {
         // is gone, so that nothing of the run is left when pgreplica exits.
         if let Multiplexing::Shared(socket) = self.barman.multiplexing() {
             if closed.as_ref().is_ok_and(|status| status.success()) {
-                for _ in 0..100 {
-                    if !socket.exists() {
-                        break;
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
+                let gone = crate::retry::poll_blocking(
+                    &TEARDOWN,
+                    |_: &()| true,
+                    || if socket.exists() { Err(()) } else { Ok(()) },
+                );
+                if gone.is_err() {
+                    crate::debug!("the ssh master still holds {} after 2 s", socket.display());
                 }
             }
             remove_if_dead(&socket);
