@@ -653,7 +653,12 @@ async fn drive(
     let steps = LockedSteps {
         locks: RefCell::new(locks),
     };
+    // One ssh connection to the Barman host for the whole run, closed when it ends.
+    let shared_ssh = crate::barman::Barman::for_request(record.request())
+        .ok()
+        .and_then(|barman| crate::barman::mux::SharedConnection::start(&barman, store.dir()));
     let outcome = runner::run(&store, &mut record, &steps, &progress, policy, &mut stop).await;
+    drop(shared_ssh);
     // The next `clone status` of the idle clone then reads sled's snapshot instead of replaying
     // this run's log; a failure here changes nothing the run did.
     if let Err(e) = store.close() {

@@ -195,6 +195,10 @@ pub async fn check(request: &CloneRequest, state_dir: Option<&Path>) -> Report {
                     Err(e) => report.record("ssh_options", Err(e)),
                 }
                 report.record("ssh cipher", Ok(barman.cipher_choice().describe()));
+                report.record(
+                    "ssh connection",
+                    Ok(crate::barman::mux::describe_for_run(&barman.ssh_options)),
+                );
                 report.record("copy streams", Ok(describe_jobs(request.jobs)));
                 report.record(
                     "Barman server",

@@ -1,13 +1,15 @@
 //! Crash safety in Barman mode, with real processes: pgreplica is SIGKILLed during Transfer at
 //! several points (one of them mid-file), a newer backup appears meanwhile, and `clone resume`
 //! finishes with a data directory identical to an uninterrupted clone's, having re-sent only the
-//! files that were in flight (less what of them had arrived, for big files).
+//! files that were in flight (less what of them had arrived, for big files). The dead socket of
+//! the first run's shared ssh connection does not stop the resume, and the run that finishes
+//! leaves no socket and no master.
 
 mod common;
 
 use common::{
-    assert_equals_an_uninterrupted_clone_and_streams, debian_lab, kill_group, spawn, stderr_of,
-    tree_digest, wait_for_progress, wait_until_stopped, Bench,
+    assert_equals_an_uninterrupted_clone_and_streams, debian_lab, kill_group, processes_naming,
+    spawn, ssh_sockets, stderr_of, tree_digest, wait_for_progress, wait_until_stopped, Bench,
 };
 use lab::clone_check;
 use pgreplica::transfer::rsync::RESUME_PARTIAL_MIN_BYTES;
@@ -65,6 +67,22 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
             big_partial_kills += 1;
         }
         kills.push(done);
+        // The first run shared one ssh connection, whose socket the kill left in the clone's
+        // directory; its master is killed too, so the socket is a dead one, which the resume
+        // must survive (it removes it, and its rsyncs, which only use a master, connect on
+        // their own).
+        let sockets = ssh_sockets(&bench);
+        assert!(sockets.len() <= 1, "{sockets:?}");
+        if round == 0 {
+            assert_eq!(sockets.len(), 1, "the first run shared no connection");
+            let masters = processes_naming(&sockets[0]);
+            assert!(!masters.is_empty(), "no ssh master for {sockets:?}");
+            for pid in masters {
+                // SAFETY: kill(2) of the ssh master this test's clone started.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            assert!(sockets[0].exists(), "the dead master's socket stays behind");
+        }
         if round == 0 {
             // A newer backup appears: the resumed clone must still restore the pinned one.
             let newer = bench.lab.take_backup().unwrap();
@@ -113,6 +131,14 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
         .count();
     assert_eq!(crashed, 3, "{}", status["history"]);
     assert!(temp_files(&data_dir).is_empty());
+    // The run that finished closed its shared connection: no socket, no master left.
+    let sockets = ssh_sockets(&bench);
+    assert!(sockets.is_empty(), "{sockets:?}");
+    let clone_dirs = bench.lab.state_dir().join("clones");
+    assert!(
+        processes_naming(&clone_dirs).is_empty(),
+        "an ssh master outlived the run"
+    );
 
     // The same backup cloned without interruption gives the same directory, file for file.
     assert_equals_an_uninterrupted_clone_and_streams(&bench, &data_dir, pinned.as_deref().unwrap());

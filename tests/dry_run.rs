@@ -84,6 +84,13 @@ fn dry_run_of_a_sound_barman_clone_passes_every_check_and_changes_nothing() {
         "  ok       ssh cipher: ssh's default (chacha20-poly1305 first)"
     };
     assert!(stdout.contains(preferred), "{stdout}");
+    // A run shares one ssh connection (ssh_options set neither ControlMaster nor ControlPath).
+    assert!(
+        stdout.contains(
+            "  ok       ssh connection: one multiplexed connection per run (ControlMaster=auto"
+        ),
+        "{stdout}"
+    );
     // No --jobs given: this host's cores, at most four, and the dry run says so.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = cores.clamp(1, states::DEFAULT_JOBS_MAX as usize);
@@ -95,16 +102,25 @@ fn dry_run_of_a_sound_barman_clone_passes_every_check_and_changes_nothing() {
         "{stdout}"
     );
 
-    // ssh_options that choose a cipher are obeyed, and the dry run says so.
+    // ssh_options that choose a cipher and multiplexing are obeyed, and the dry run says so.
     let chosen = bench.repmgr_conf(
         "node2",
         &data_dir,
-        &format!("ssh_options='{} -c aes256-ctr'\n", bench.lab.ssh_options()),
+        &format!(
+            "ssh_options='{} -c aes256-ctr -o ControlMaster=no'\n",
+            bench.lab.ssh_options()
+        ),
     );
     let (code, stdout, stderr) = dry_run(&bench, &chosen, &[]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(
         stdout.contains("  ok       ssh cipher: as ssh_options choose\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "  ok       ssh connection: as ssh_options choose (ControlMaster/ControlPath)\n"
+        ),
         "{stdout}"
     );
 

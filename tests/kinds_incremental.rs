@@ -8,8 +8,8 @@
 mod common;
 
 use common::{
-    fixture_conf, kill_at_line, kill_group, spawn, stderr_of, tree_digest, wait_for_step_progress,
-    wait_until_stopped, Bench,
+    assert_resolves_alike, fixture_conf, kill_at_line, kill_group, spawn, stderr_of, tree_digest,
+    wait_for_step_progress, wait_until_stopped, Bench,
 };
 use lab::clone_check;
 use lab::{BarmanFlavor, LabOptions, PgMajor, WRITES_TABLE};
@@ -51,6 +51,13 @@ fn a_pg18_chain_of_two_increments_gives_a_streaming_standby_and_resumes_after_ki
         .take_incremental_chain(2)
         .unwrap_or_else(|e| panic!("incremental chain: {e}"));
     assert_eq!(fixture.chain.len(), 3);
+    // The catalogue read directly and Barman's commands give the same facts, chain included.
+    let facts = assert_resolves_alike(&bench, &fixture.server, &fixture.backup_id);
+    assert!(
+        matches!(&facts.kind, states::BackupKind::Incremental { chain } if chain.len() == 3),
+        "{:?}",
+        facts.kind
+    );
 
     // The dry run names the kind and checks the staging space, changing nothing.
     let reference = bench.lab.new_dir("whole");

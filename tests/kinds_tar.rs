@@ -8,8 +8,8 @@
 mod common;
 
 use common::{
-    fixture_conf, kill_at_line, kill_group, spawn, stderr_of, tree_digest, wait_for_step_progress,
-    wait_until_stopped, Bench,
+    assert_resolves_alike, fixture_conf, kill_at_line, kill_group, spawn, stderr_of, tree_digest,
+    wait_for_step_progress, wait_until_stopped, Bench,
 };
 use lab::clone_check;
 use lab::{BackupFixture, BarmanFlavor, LabOptions, PgMajor, TarCompression};
@@ -155,6 +155,14 @@ fn tar_backups_of_every_compression_give_streaming_standbys_and_resume_after_kil
             .lab
             .take_tar_backup(compression)
             .unwrap_or_else(|e| panic!("tar backup ({name}): {e}"));
+        // The catalogue read directly and Barman's commands give the same facts.
+        let facts = assert_resolves_alike(&bench, &fixture.server, &fixture.backup_id);
+        assert!(
+            matches!(facts.kind, states::BackupKind::Tar { compression, encrypted: false } if compression.label() == name),
+            "{name}: {:?}",
+            facts.kind
+        );
+        assert_resolves_alike(&bench, &fixture.server, "latest");
         let reference = clone_whole(&bench, &fixture, &format!("{name}-whole"));
         assert_staged_clone(&bench, &reference, "\"kind\":\"tar\"");
 
@@ -214,6 +222,21 @@ fn an_encrypted_backup_is_decrypted_on_the_barman_host_and_resumes_after_kills()
         .lab
         .take_encrypted_backup()
         .unwrap_or_else(|e| panic!("encrypted backup: {e}"));
+    let facts = assert_resolves_alike(&bench, &fixture.server, &fixture.backup_id);
+    assert!(
+        matches!(
+            facts.kind,
+            states::BackupKind::Tar {
+                encrypted: true,
+                ..
+            }
+        ),
+        "{:?}",
+        facts.kind
+    );
+    // The lab's first, plain backup too.
+    let plain = assert_resolves_alike(&bench, bench.lab.barman_server(), "oldest");
+    assert_eq!(plain.kind, states::BackupKind::Plain);
     // barman-wal-restore as the lab offers it: its --test passes (pgreplica tests
     // restore_command before the copy), and the standby fetches decrypted WAL with it.
     let wal_restore = format!(

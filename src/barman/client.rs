@@ -15,6 +15,8 @@ use serde_json::Value;
 use states::{BackupFacts, BarmanTarget, ManifestEntry, Tablespace};
 
 use super::catalogue::{self, BackupSummary, ServerDirs, ShowBackup, ShowServerError};
+use super::direct::{self, DirectCatalogue, Reading};
+use super::mux::{Multiplexing, Role};
 use super::restorability::{facts_from, member_from, parent_of};
 use super::{exec, files, quote, RemoteOutput};
 use crate::error::{Error, ErrorKind, Result};
@@ -142,9 +144,15 @@ impl Barman {
     /// `ssh -o BatchMode=yes <time limits> <ssh_options…> -- <host>`: the prefix of every remote
     /// command. BatchMode makes a missing key fail at once instead of waiting at a password
     /// prompt; the time limits keep a dead host from hanging it; `--` keeps the host from ever
-    /// being read as an option.
+    /// being read as an option. In a run it uses the shared connection but never starts it
+    /// ([`Role::Client`]): the commands built from it run under a guardian, which would wait for
+    /// a master it forked.
     pub fn ssh_argv(&self) -> Vec<String> {
-        let mut argv = self.ssh_command();
+        self.ssh_argv_as(Role::Client)
+    }
+
+    fn ssh_argv_as(&self, role: Role) -> Vec<String> {
+        let mut argv = self.ssh_command(role);
         argv.push("--".to_string());
         argv.push(self.host.clone());
         argv
@@ -153,13 +161,14 @@ impl Barman {
     /// The ssh command for `rsync -e`, rendered for rsync's own argument splitting: the same
     /// program and options as [`Barman::ssh_argv`], without the host (rsync appends it).
     pub fn rsync_rsh(&self) -> String {
-        quote::rsync_join(&self.ssh_command())
+        quote::rsync_join(&self.ssh_command(Role::Client))
     }
 
     /// `ssh -o BatchMode=yes`, the time limits of [`ssh::DEFAULTS`](super::ssh::DEFAULTS) that
     /// `ssh_options` does not set, the ciphers pgreplica prefers when nothing else chooses
-    /// ([`Barman::cipher_choice`]), then `ssh_options`.
-    fn ssh_command(&self) -> Vec<String> {
+    /// ([`Barman::cipher_choice`]), `ssh_options`, then the run's shared connection
+    /// ([`Barman::multiplexing`]) in `role`.
+    fn ssh_command(&self, role: Role) -> Vec<String> {
         let mut argv = vec![
             "ssh".to_string(),
             "-o".to_string(),
@@ -168,7 +177,18 @@ impl Barman {
         argv.extend(super::ssh::default_args(&self.ssh_options));
         argv.extend(self.cipher_choice().args());
         argv.extend(self.ssh_options.iter().cloned());
+        // After ssh_options: for an option given twice ssh takes the first.
+        argv.extend(self.multiplexing().args(role));
         argv
+    }
+
+    /// Whether this client's ssh shares the run's connection (see [`mux`](super::mux)).
+    pub fn multiplexing(&self) -> Multiplexing {
+        Multiplexing::decide(
+            &self.host,
+            &self.ssh_options,
+            super::mux::control_dir().as_deref(),
+        )
     }
 
     /// `barman [--config=<config>] <args…>` as an argument vector.
@@ -184,8 +204,12 @@ impl Barman {
     /// The local argument vector that runs `remote` (an argument vector) on the Barman host:
     /// the transport's prefix plus `remote` rendered as one POSIX shell command line.
     pub fn command_argv<S: AsRef<str>>(&self, remote: &[S]) -> Vec<String> {
+        self.command_argv_as(remote, Role::Client)
+    }
+
+    fn command_argv_as<S: AsRef<str>>(&self, remote: &[S], role: Role) -> Vec<String> {
         let mut argv = match &self.transport {
-            Transport::Ssh => self.ssh_argv(),
+            Transport::Ssh => self.ssh_argv_as(role),
             Transport::Local(launcher) => launcher.clone(),
         };
         argv.push(quote::shell_join(remote));
@@ -221,7 +245,13 @@ impl Barman {
             host: &self.host,
             probe_hint: quote::shell_join(&self.command_argv(&["barman", "--version"])),
         };
-        exec::run(&self.command_argv(remote), self.timeout, &target).await
+        // pgreplica waits for this ssh itself: it may start the run's shared connection.
+        exec::run(
+            &self.command_argv_as(remote, Role::Master),
+            self.timeout,
+            &target,
+        )
+        .await
     }
 
     /// Runs barman with `-f json` prepended to `args` and reads its reply.
@@ -326,6 +356,11 @@ impl Barman {
     /// backup, classifies its kind (plain, tar, encrypted, an incremental chain, followed to its
     /// full backup) and returns its facts.
     ///
+    /// The catalogue is read directly first ([`direct`]: one ssh round trip, no Barman
+    /// process); where that read cannot be trusted, Barman is asked (`show-server` and
+    /// `show-backup`, each a Python process on the host, then one probe per backup), and its
+    /// answers and refusals stand.
+    ///
     /// Refused with [`ErrorKind::Barman`]: unknown backup, status other than DONE (the chain's
     /// members included), a catalogue in the cloud, snapshot backups, an unknown compression or
     /// encryption, a backup directory without data, a chain without its full backup.
@@ -334,9 +369,95 @@ impl Barman {
             return Err(Error::new(ErrorKind::Config, format!("\"{selector}\" is not a backup id, name or shortcut"))
                 .hint("use --backup-id latest, oldest, a backup id such as 20261125T061436, or a backup name"));
         }
+        match self.resolve_backup_directly(selector).await? {
+            Ok(facts) => Ok(facts),
+            Err(why) => {
+                crate::info!("asking Barman on \"{}\" for backup \"{selector}\" (its catalogue could not be read directly: {why})", self.host);
+                self.resolve_backup_with_barman(selector).await
+            }
+        }
+    }
+
+    /// [`Barman::resolve_backup`] from the catalogue read directly, and only so: `Ok(Err(why))`
+    /// when that read cannot be trusted (the selector is not checked here).
+    pub async fn resolve_backup_directly(
+        &self,
+        selector: &str,
+    ) -> Result<std::result::Result<BackupFacts, String>> {
+        let pinned = self
+            .read_catalogue()
+            .await?
+            .and_then(|catalogue| Ok((catalogue.pin(selector, MAX_CHAIN)?, catalogue)));
+        let (shown, catalogue) = match pinned {
+            Ok(pinned) => pinned,
+            Err(why) => return Ok(Err(why)),
+        };
+        crate::debug!(
+            "read Barman's catalogue of \"{}\" directly on \"{}\": backup {}",
+            self.server,
+            self.host,
+            shown.backup_id
+        );
+        self.classify(&catalogue.dirs, &shown, Some(&catalogue))
+            .await
+            .map(Ok)
+    }
+
+    /// [`Barman::resolve_backup`] through Barman's own commands, as before the direct read:
+    /// `show-server` and `show-backup` (each a Python process on the host), then one probe per
+    /// backup of the chain.
+    pub async fn resolve_backup_with_barman(&self, selector: &str) -> Result<BackupFacts> {
         // Each is a Barman process (Python) starting on the host: ask both at once.
         let (dirs, shown) = tokio::join!(self.show_server(), self.show_backup(selector));
-        let (dirs, shown) = (dirs?, shown?);
+        self.classify(&dirs?, &shown?, None).await
+    }
+
+    /// Reads the server's catalogue with [`direct::CATALOGUE_SCRIPT`]: once where Barman's
+    /// defaults put it, once more where the configuration does if that differs. The outer
+    /// error is the transport's (ssh failed: asking Barman would fail too); the inner one says
+    /// why the direct read cannot be trusted.
+    pub(super) async fn read_catalogue(&self) -> Result<Result<DirectCatalogue, String>> {
+        let mut dirs = [String::new(), String::new(), String::new()];
+        for _ in 0..2 {
+            let config = self.config.as_deref().unwrap_or("");
+            let mut remote = vec![
+                "sh",
+                "-c",
+                direct::CATALOGUE_SCRIPT,
+                "pgreplica-catalogue",
+                config,
+                &self.server,
+            ];
+            remote.extend(dirs.iter().map(String::as_str));
+            let out = self.run(&remote).await?;
+            if out.status != 0 {
+                return Ok(Err(format!(
+                    "the catalogue script exited with status {}: {}",
+                    out.status,
+                    out.stderr.trim()
+                )));
+            }
+            let reading = direct::ScriptOutput::parse(&out.stdout_text())
+                .and_then(|output| direct::judge(output, &self.server));
+            match reading {
+                Ok(Reading::Ready(catalogue)) => return Ok(Ok(catalogue)),
+                Ok(Reading::Again(elsewhere)) if dirs[0].is_empty() => dirs = elsewhere,
+                Ok(Reading::Again(_)) => break,
+                Err(why) => return Ok(Err(why)),
+            }
+        }
+        Ok(Err("the configuration moved while it was read".into()))
+    }
+
+    /// The rest of [`Barman::resolve_backup`] once the backup is pinned: its status, its
+    /// chain (members probed on the host, or found in `catalogue` when it was read directly)
+    /// and its facts.
+    async fn classify(
+        &self,
+        dirs: &ServerDirs,
+        shown: &ShowBackup,
+        catalogue: Option<&DirectCatalogue>,
+    ) -> Result<BackupFacts> {
         if shown.status != "DONE" {
             return Err(Error::new(
                 ErrorKind::Barman,
@@ -344,7 +465,15 @@ impl Barman {
             )
             .hint(self.choose_another_hint()));
         }
-        let probe = self.probe(&dirs, &shown.backup_id).await?;
+        let probe_of = |id: String| async move {
+            match catalogue {
+                Some(catalogue) => catalogue.probe(&id).cloned().ok_or_else(|| {
+                    Error::bug(format!("backup {id} vanished from the catalogue read"))
+                }),
+                None => self.probe(dirs, &id).await,
+            }
+        };
+        let probe = probe_of(shown.backup_id.clone()).await?;
         // An incremental backup: follow parent_backup_id to the full backup, one probe per
         // member (a chain is a handful of backups; a cycle would be a broken catalogue).
         let mut parents = Vec::new();
@@ -357,15 +486,15 @@ impl Barman {
                 )
                 .hint(self.choose_another_hint()));
             }
-            let member_probe = self.probe(&dirs, &id).await?;
+            let member_probe = probe_of(id.clone()).await?;
             parent = parent_of(&member_probe);
             parents.push(
-                member_from(&self.server, &dirs, &id, &member_probe)
+                member_from(&self.server, dirs, &id, &member_probe)
                     .map_err(|refusal| refusal.into_error(self))?,
             );
         }
         parents.reverse();
-        facts_from(&self.server, &dirs, &shown, &probe, parents)
+        facts_from(&self.server, dirs, shown, &probe, parents)
             .map_err(|refusal| refusal.into_error(self))
     }
 

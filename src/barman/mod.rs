@@ -5,6 +5,10 @@
 //! * `client` — [`Barman`], the host, server and options from repmgr.conf, and the catalogue
 //!   calls: [`Barman::show_server`], [`Barman::list_backups`], [`Barman::resolve_backup`],
 //!   [`Barman::list_files`].
+//! * `direct`, `conf` — the catalogue read without Barman's Python: one script prints
+//!   Barman's configuration and every backup.info; `conf` computes the server's directories as
+//!   Barman does, `direct` pins a selector as `show-backup` would, or says why it cannot be
+//!   trusted (then Barman is asked).
 //! * `probe` — what is on the host: [`Barman::version`], [`Barman::check_reachable`], and what
 //!   a backup's directory holds.
 //! * `restorability` — whether a plain rsync can restore a backup, and its facts
@@ -18,6 +22,7 @@
 //!   ([`ssh_failure`], for rsync's ssh too).
 //! * [`ssh`] — the time limits every ssh gets unless `ssh_options` sets them, and the commands
 //!   `ssh_options` make ssh run ([`Barman::local_commands`]).
+//! * [`mux`] — one multiplexed ssh connection per run (ControlMaster), closed at its end.
 //! * [`quote`] — POSIX shell and rsync `-e` quoting.
 //! * [`catalogue`], [`info`], [`files`] — readers of Barman's outputs, backup.info and the
 //!   `find` listing, tested on real outputs of Barman 3.4.0 and 3.19.1.
@@ -28,10 +33,13 @@
 
 pub mod catalogue;
 mod client;
+mod conf;
 pub mod decrypt;
+mod direct;
 mod exec;
 pub mod files;
 pub mod info;
+pub mod mux;
 mod probe;
 pub mod quote;
 mod restorability;

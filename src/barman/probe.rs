@@ -10,20 +10,33 @@ use super::info::BackupInfo;
 use super::{catalogue, exec, Barman, ServerDirs};
 use crate::error::{Error, ErrorKind, Result};
 
-/// The backup probe run on the Barman host: `$1` basebackups_directory, `$2` backup_directory,
-/// `$3` backup id. It prints one word per fact (`dir data`, `dir pgdata`, `manifest`, `tar`,
-/// `gpg`), then `info` followed by the backup.info text, or `noinfo`. The values arrive as
-/// positional parameters, never spliced into the script. backup.info is looked up where Barman
-/// ≥ 3.13.2 writes it (`meta/<id>-backup.info`) first, then where older releases left it.
-const PROBE_SCRIPT: &str = r#"b="$1/$3"
-for d in data pgdata; do if [ -d "$b/$d" ]; then echo "dir $d"; fi; done
+/// The facts of one backup directory `$b`, one word per line (`dir data`, `dir pgdata`,
+/// `manifest`, `tar`, `gpg`): shared by the one-backup probe and the catalogue script
+/// ([`direct`](super::direct)), read by [`Probe::read_fact`].
+macro_rules! probe_facts {
+    () => {
+        r#"for d in data pgdata; do if [ -d "$b/$d" ]; then echo "dir $d"; fi; done
 if [ -f "$b/data/backup_manifest" ]; then echo manifest; fi
 for f in "$b"/data/base.tar*; do if [ -e "$f" ]; then echo tar; fi; break; done
 if [ -n "$(find "$b" -maxdepth 2 -name '*.gpg' -print -quit 2>/dev/null)" ]; then echo gpg; fi
-for f in "$2/meta/$3-backup.info" "$b/backup.info"; do
+"#
+    };
+}
+pub(super) use probe_facts;
+
+/// The backup probe run on the Barman host: `$1` basebackups_directory, `$2` backup_directory,
+/// `$3` backup id. It prints the backup directory's facts (`probe_facts!`), then `info`
+/// followed by the backup.info text, or `noinfo`. The values arrive as positional parameters,
+/// never spliced into the script. backup.info is looked up where Barman ≥ 3.13.2 writes it
+/// (`meta/<id>-backup.info`) first, then where older releases left it.
+const PROBE_SCRIPT: &str = concat!(
+    "b=\"$1/$3\"\n",
+    probe_facts!(),
+    r#"for f in "$2/meta/$3-backup.info" "$b/backup.info"; do
   if [ -f "$f" ]; then echo info; exec cat -- "$f"; fi
 done
-echo noinfo"#;
+echo noinfo"#
+);
 
 impl Barman {
     /// Barman's version on the host (`3.4.0`), from `barman --version`.
@@ -90,7 +103,7 @@ impl Barman {
 }
 
 /// What the probe found in a backup's directory.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Probe {
     /// `data` (Barman's current layout) or `pgdata` (backup_version 1); `None` when neither
     /// directory exists.
@@ -112,25 +125,32 @@ impl Probe {
         let mut lines = text.split_inclusive('\n');
         for line in lines.by_ref() {
             match line.trim_end() {
-                // Barman reads `pgdata/` as the layout marker when it exists (backup_version 1).
-                "dir data" if probe.data_subdir.is_none() => {
-                    probe.data_subdir = Some("data".into())
-                }
-                "dir data" => {}
-                "dir pgdata" => probe.data_subdir = Some("pgdata".into()),
-                "manifest" => probe.has_manifest = true,
-                "tar" => probe.tar = true,
-                "gpg" => probe.gpg = true,
                 "noinfo" => return Err("no backup.info found in either location".into()),
                 "info" => {
                     let rest: String = lines.collect();
                     probe.info = Some(BackupInfo::parse(&rest)?);
                     return Ok(probe);
                 }
+                other if probe.read_fact(other) => {}
                 other => return Err(format!("unexpected probe line {other:?}")),
             }
         }
         Err("the probe stopped early".into())
+    }
+
+    /// Takes one line of `probe_facts!`'s output; whether it was one.
+    pub(super) fn read_fact(&mut self, line: &str) -> bool {
+        match line {
+            // Barman reads `pgdata/` as the layout marker when it exists (backup_version 1).
+            "dir data" if self.data_subdir.is_none() => self.data_subdir = Some("data".into()),
+            "dir data" => {}
+            "dir pgdata" => self.data_subdir = Some("pgdata".into()),
+            "manifest" => self.has_manifest = true,
+            "tar" => self.tar = true,
+            "gpg" => self.gpg = true,
+            _ => return false,
+        }
+        true
     }
 }
 

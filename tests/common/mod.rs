@@ -400,3 +400,65 @@ pub fn recorded_clones(state_dir: &Path) -> Vec<String> {
 pub fn debian_lab() -> LabOptions {
     LabOptions::default()
 }
+
+/// Resolves `selector` of the lab's Barman server `server` both ways — the catalogue read
+/// directly (which must be trusted here) and Barman's own commands — asserts the same facts,
+/// and returns them.
+pub fn assert_resolves_alike(bench: &Bench, server: &str, selector: &str) -> states::BackupFacts {
+    let barman = pgreplica::barman::Barman::new(
+        bench.lab.barman_ssh_host(),
+        server,
+        Some(bench.lab.barman_config().display().to_string()),
+        bench.lab.ssh_args(),
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let direct = rt
+        .block_on(barman.resolve_backup_directly(selector))
+        .unwrap_or_else(|e| panic!("{server} {selector}: {e:?}"))
+        .unwrap_or_else(|why| panic!("{server} {selector}: not read directly: {why}"));
+    let asked = rt
+        .block_on(barman.resolve_backup_with_barman(selector))
+        .unwrap_or_else(|e| panic!("{server} {selector} through Barman: {e:?}"));
+    assert_eq!(direct, asked, "{server} {selector}");
+    direct
+}
+
+/// The ssh control sockets (`ssh-*`) in the clone directories of the lab's state directory.
+pub fn ssh_sockets(bench: &Bench) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let clones = bench.lab.state_dir().join("clones");
+    let mut sockets = Vec::new();
+    for clone in std::fs::read_dir(&clones).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(clone.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let is_socket = entry.file_type().is_ok_and(|t| t.is_socket());
+            if is_socket && entry.file_name().to_string_lossy().starts_with("ssh-") {
+                sockets.push(entry.path());
+            }
+        }
+    }
+    sockets
+}
+
+/// The processes whose command line names `path` (an ssh master names its ControlPath).
+pub fn processes_naming(path: &Path) -> Vec<i32> {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .contains(&needle)
+                .then_some(pid)
+        })
+        .collect()
+}

@@ -1,0 +1,342 @@
+//! One ssh connection per run, multiplexed: every ssh a clone run starts to the Barman host —
+//! the catalogue read, the probes, the file lists, rsync's `-e` — shares one master connection
+//! (ssh's `ControlMaster`, `ControlPersist`), so only the first pays for the TCP and key
+//! exchange handshake. Only an ssh pgreplica waits for itself may start the master
+//! ([`Role`]); rsync's and the streaming engine's use it when it is there.
+//!
+//! The control socket lives in a private directory: the clone's own directory in the state
+//! directory (mode 0700, checked by the store), or a 0700 directory made in the temporary
+//! directory when that path is too long for a socket (`sun_path` holds 108 bytes) or holds
+//! characters ssh's `ControlPath` would read otherwise (blanks, quotes, `%`). The master is
+//! closed (`ssh -O exit`) when the run ends, failed or not ([`SharedConnection`]'s drop). A
+//! run killed with SIGKILL leaves its master (which exits after [`PERSIST`] idle, and which the
+//! next run of the clone shares) or a dead socket behind, which the next run removes as it
+//! starts (ssh itself would connect directly beside it).
+//!
+//! `ssh_options` that set `ControlMaster` or `ControlPath` themselves win: pgreplica then adds
+//! nothing ([`Multiplexing::SshOptions`]).
+//!
+//! Must not: share a connection beyond one run (the directory is the run's), or leave a master
+//! running after a run that ends normally.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+
+use super::ssh::option_names;
+use super::Barman;
+
+/// How long an idle master waits for the next session: longer than any pause between two
+/// steps of a run, short enough that one left by a killed run goes soon.
+pub const PERSIST: &str = "60";
+
+/// How long the master may take to tear down after `ssh -O exit` (it answers first): polled
+/// every 10 ms, for 2 s at most.
+const TEARDOWN: states::RetryPolicy = states::RetryPolicy {
+    max_attempts: u32::MAX,
+    first_delay_ms: 10,
+    max_delay_ms: 10,
+    give_up_after_ms: Some(2_000),
+    jitter_percent: 0,
+};
+
+/// The longest socket path: `sun_path` is 108 bytes with its NUL.
+const SUN_PATH_MAX: usize = 107;
+
+/// What ssh adds to the socket's name while it creates it: `.` and 16 random characters.
+const SSH_TEMP_SUFFIX: usize = 17;
+
+/// The socket's name: `ssh-` and 8 hex digits of a hash of the destination and `ssh_options`
+/// ([`socket_name`]), so that a clone resumed against another host never talks to a master
+/// left by the old one. ssh's own `%C` would do too, but its 40 characters leave too little of
+/// `sun_path` for a clone's directory.
+const NAME_LEN: usize = 12;
+
+/// The control directory of the run in this process, when one is shared.
+static CONTROL_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Which part an ssh takes in the shared connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It may start the master (`ControlMaster=auto`, `ControlPersist`): only an ssh pgreplica
+    /// runs and waits for itself. The master outlives that ssh (it is reparented to init); one
+    /// forked under a guardian (rsync's ssh, the streaming engine's) would be the guardian's to
+    /// wait for, and the guardian would wait until the master's persistence ends.
+    Master,
+    /// It uses the master when there is one and connects on its own otherwise
+    /// (`ControlMaster=no` with the `ControlPath`).
+    Client,
+}
+
+/// Whether and how ssh connections to the Barman host are shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Multiplexing {
+    /// pgreplica adds `ControlMaster=auto`, `ControlPath=<this socket>`, `ControlPersist`.
+    Shared(PathBuf),
+    /// `ssh_options` set `ControlMaster` or `ControlPath`: theirs stands.
+    SshOptions,
+    /// Each ssh connects on its own (the reason).
+    Off(String),
+}
+
+impl Multiplexing {
+    /// The choice for `host` with `ssh_options` and the run's control directory, if any.
+    pub fn decide(host: &str, ssh_options: &[String], control_dir: Option<&Path>) -> Multiplexing {
+        let names = option_names(ssh_options);
+        if names
+            .iter()
+            .any(|n| n == "controlmaster" || n == "controlpath")
+        {
+            return Multiplexing::SshOptions;
+        }
+        match control_dir {
+            Some(dir) => Multiplexing::Shared(dir.join(socket_name(host, ssh_options))),
+            None => Multiplexing::Off("outside a clone run".into()),
+        }
+    }
+
+    /// The ssh arguments the choice adds for an ssh in `role`.
+    pub fn args(&self, role: Role) -> Vec<String> {
+        let Multiplexing::Shared(socket) = self else {
+            return Vec::new();
+        };
+        let mut args = vec![
+            "-o".into(),
+            match role {
+                Role::Master => "ControlMaster=auto".into(),
+                Role::Client => "ControlMaster=no".into(),
+            },
+            "-o".into(),
+            format!("ControlPath={}", socket.display()),
+        ];
+        if role == Role::Master {
+            args.extend(["-o".into(), format!("ControlPersist={PERSIST}")]);
+        }
+        args
+    }
+
+    /// What `--dry-run` says of it.
+    pub fn describe(&self) -> String {
+        match self {
+            Multiplexing::Shared(socket) => format!(
+                "one multiplexed connection per run (ControlMaster, socket {})",
+                socket.display()
+            ),
+            Multiplexing::SshOptions => "as ssh_options choose (ControlMaster/ControlPath)".into(),
+            Multiplexing::Off(reason) => format!("one connection per ssh ({reason})"),
+        }
+    }
+}
+
+/// What a clone run with `ssh_options` does, for `--dry-run` (which runs no clone).
+pub fn describe_for_run(ssh_options: &[String]) -> String {
+    match Multiplexing::decide("", ssh_options, None) {
+        Multiplexing::SshOptions => Multiplexing::SshOptions.describe(),
+        _ => format!(
+            "one multiplexed connection per run (ControlMaster=auto, ControlPersist={PERSIST} s; socket in the clone's directory of the state directory, or a private temporary directory when that path is too long), closed when the run ends"
+        ),
+    }
+}
+
+/// Whether `dir` can hold the control socket: short enough for `sun_path` with ssh's name and
+/// temporary suffix, and nothing ssh's option parser or `%` expansion would change.
+pub fn fits(dir: &Path) -> bool {
+    let Some(text) = dir.to_str() else {
+        return false;
+    };
+    text.len() + 1 + NAME_LEN + SSH_TEMP_SUFFIX <= SUN_PATH_MAX
+        && text.starts_with('/')
+        && !text
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '"' | '\'' | '%' | '\\'))
+}
+
+/// The run's control directory, if one is shared.
+pub(super) fn control_dir() -> Option<PathBuf> {
+    CONTROL_DIR.lock().ok().and_then(|d| d.clone())
+}
+
+/// The connection a run shares; closed (`ssh -O exit`) and forgotten when dropped.
+#[derive(Debug)]
+pub struct SharedConnection {
+    /// A client with the run's options: `ssh -O exit` must name the same destination.
+    barman: Barman,
+    /// The control directory.
+    dir: PathBuf,
+    /// A directory made for the socket (removed at the end), not the clone's own.
+    made: bool,
+}
+
+impl SharedConnection {
+    /// Shares one connection for the run whose clone directory is `clone_dir`, unless
+    /// `barman`'s `ssh_options` decide themselves; `None` when nothing is shared (said at
+    /// DEBUG).
+    pub fn start(barman: &Barman, clone_dir: &Path) -> Option<SharedConnection> {
+        if Multiplexing::decide(&barman.host, &barman.ssh_options, None) == Multiplexing::SshOptions
+        {
+            return None;
+        }
+        let (dir, made) = if fits(clone_dir) {
+            (clone_dir.to_path_buf(), false)
+        } else {
+            match private_temp_dir() {
+                Some(dir) => (dir, true),
+                None => {
+                    crate::debug!("no directory short enough for an ssh control socket: one connection per ssh");
+                    return None;
+                }
+            }
+        };
+        if let Ok(mut shared) = CONTROL_DIR.lock() {
+            *shared = Some(dir.clone());
+        }
+        // A killed run's master may still answer there (it is shared), or be dead: then its
+        // socket goes, or only a `ControlMaster=auto` ssh would clear it.
+        if let Multiplexing::Shared(socket) = barman.multiplexing() {
+            remove_if_dead(&socket);
+        }
+        crate::debug!(
+            "ssh connections to \"{}\" share one master (socket in {})",
+            barman.host,
+            dir.display()
+        );
+        Some(SharedConnection {
+            barman: barman.clone(),
+            dir,
+            made,
+        })
+    }
+}
+
+impl Drop for SharedConnection {
+    fn drop(&mut self) {
+        // `ssh -O exit` only talks to the local socket: it returns at once, master or not.
+        // `ssh <options> -O exit -- <host>`: the same options (the socket's name hashes them).
+        let mut argv = self.barman.ssh_argv();
+        let tail = argv.split_off(argv.len().saturating_sub(2));
+        argv.extend(["-O".to_string(), "exit".to_string()]);
+        argv.extend(tail);
+        let closed = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // The master answers the request before it tears down: wait (briefly) until its socket
+        // is gone, so that nothing of the run is left when pgreplica exits.
+        if let Multiplexing::Shared(socket) = self.barman.multiplexing() {
+            if closed.as_ref().is_ok_and(|status| status.success()) {
+                let gone = crate::retry::poll_blocking(
+                    &TEARDOWN,
+                    |_: &()| true,
+                    || if socket.exists() { Err(()) } else { Ok(()) },
+                );
+                if gone.is_err() {
+                    crate::debug!("the ssh master still holds {} after 2 s", socket.display());
+                }
+            }
+            remove_if_dead(&socket);
+        }
+        crate::debug!("closed the shared ssh connection: {closed:?}");
+        if let Ok(mut shared) = CONTROL_DIR.lock() {
+            *shared = None;
+        }
+        if self.made {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Removes `socket` when no master answers on it (one a SIGKILL left behind).
+fn remove_if_dead(socket: &Path) {
+    if let Err(e) = std::os::unix::net::UnixStream::connect(socket) {
+        if e.kind() == std::io::ErrorKind::ConnectionRefused {
+            crate::debug!("removing the dead ssh control socket {}", socket.display());
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+}
+
+/// The socket's name for `host` and `ssh_options`: `ssh-` and the FNV-1a hash of them, 8 hex
+/// digits.
+fn socket_name(host: &str, ssh_options: &[String]) -> String {
+    let mut hash: u32 = 0x811c_9dc5;
+    for word in std::iter::once(host).chain(ssh_options.iter().map(String::as_str)) {
+        for byte in word.bytes().chain([0]) {
+            hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+        }
+    }
+    format!("ssh-{hash:08x}")
+}
+
+/// A new 0700 directory in the temporary directory (`$TMPDIR`, else /tmp) that fits a socket.
+fn private_temp_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let base = std::env::temp_dir();
+    for attempt in 0..8u32 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = base.join(format!(
+            "pgreplica-ssh-{}-{:x}",
+            std::process::id(),
+            nanos ^ attempt
+        ));
+        if !fits(&dir) {
+            return None;
+        }
+        if std::fs::DirBuilder::new().mode(0o700).create(&dir).is_ok() {
+            return Some(dir);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operator_s_choice_wins_and_the_socket_must_fit() {
+        let own = |o: &[&str]| o.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let dir = Path::new("/var/lib/pgreplica/clones/abc");
+        assert_eq!(
+            Multiplexing::decide("h", &own(&["-o", "ControlMaster=no"]), Some(dir)),
+            Multiplexing::SshOptions
+        );
+        assert_eq!(
+            Multiplexing::decide("h", &own(&["-oControlPath=/x/%C"]), Some(dir)),
+            Multiplexing::SshOptions
+        );
+        let shared = Multiplexing::decide("b@h", &own(&["-p", "22"]), Some(dir));
+        let name = socket_name("b@h", &own(&["-p", "22"]));
+        assert_eq!(name.len(), NAME_LEN);
+        assert_ne!(name, socket_name("b@h", &own(&["-p", "2222"])));
+        assert_ne!(name, socket_name("b@h2", &own(&["-p", "22"])));
+        let path = format!("ControlPath=/var/lib/pgreplica/clones/abc/{name}");
+        assert_eq!(
+            shared.args(Role::Master),
+            own(&[
+                "-o",
+                "ControlMaster=auto",
+                "-o",
+                &path,
+                "-o",
+                "ControlPersist=60"
+            ])
+        );
+        assert_eq!(
+            shared.args(Role::Client),
+            own(&["-o", "ControlMaster=no", "-o", &path])
+        );
+        assert!(Multiplexing::decide("h", &[], None)
+            .args(Role::Master)
+            .is_empty());
+        assert!(fits(dir));
+        // 77 bytes of directory + "/" + 12 + 17 = 107: the longest that fits.
+        assert!(fits(Path::new(&format!("/{}", "a".repeat(76)))));
+        assert!(!fits(Path::new(&format!("/{}", "a".repeat(77)))));
+        assert!(!fits(Path::new("/a b")) && !fits(Path::new("/100%")) && !fits(Path::new("rel")));
+    }
+}
