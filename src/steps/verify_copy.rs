@@ -169,6 +169,10 @@ async fn check_the_rest(
             ErrorKind::System,
             format!("the check of the copy's checksums failed: {e}"),
         )
+        .hint(format!(
+            "run \"{}\" to check the copy again",
+            crate::paste::resume()
+        ))
     })?
 }
 
@@ -345,4 +349,69 @@ async fn count_manifest_files(manifest: &Path) -> u64 {
                 .map(|f| f.len() as u64)
         })
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::transfer::checksums::{Algorithm, Running};
+
+    fn crc(bytes: &[u8]) -> String {
+        let mut sum = Running::new(Algorithm::Crc32c);
+        sum.update(bytes);
+        sum.hex()
+    }
+
+    /// The checksums left to the end are those not checked during the copy: a damaged file
+    /// checked during the copy is not read again (its check vouches for the bytes written), an
+    /// unchecked one is, and is named as pg_verifybackup names it; tablespace files are matched
+    /// under their manifest names.
+    #[test]
+    fn only_the_files_not_checked_during_the_copy_are_read_at_the_end() {
+        let dir = std::env::temp_dir().join(format!("pgreplica-verify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("base/1")).unwrap();
+        std::fs::create_dir_all(dir.join("pg_tblspc/16385/PG_15")).unwrap();
+        let files = [
+            ("PG_VERSION", &b"15\n"[..]),
+            ("base/1/1259", &b"relation"[..]),
+            ("pg_tblspc/16385/PG_15/1", &b"tablespace"[..]),
+        ];
+        let mut listed = Vec::new();
+        for (path, bytes) in files {
+            std::fs::write(dir.join(path), bytes).unwrap();
+            listed.push(format!(
+                r#"{{ "Path": "{path}", "Size": {}, "Last-Modified": "2026-11-30 10:00:00 GMT", "Checksum-Algorithm": "CRC32C", "Checksum": "{}" }}"#,
+                bytes.len(),
+                crc(bytes)
+            ));
+        }
+        let manifest = dir.join("backup_manifest");
+        std::fs::write(
+            &manifest,
+            format!(
+                r#"{{ "PostgreSQL-Backup-Manifest-Version": 1, "Files": [{}], "WAL-Ranges": [] }}"#,
+                listed.join(",\n")
+            ),
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let check = |checked: &[(u32, &str)]| {
+            let checked = checked.iter().map(|&(r, p)| (r, p.to_string())).collect();
+            rt.block_on(super::check_the_rest(&dir, &manifest, checked))
+                .unwrap()
+        };
+        assert_eq!(check(&[(16385, "PG_15/1")]), Ok((1, 2)));
+        // Damaged, same size.
+        std::fs::write(dir.join("base/1/1259"), b"RELATION").unwrap();
+        assert_eq!(check(&[(0, "base/1/1259")]), Ok((1, 2)));
+        assert_eq!(
+            check(&[(0, "PG_VERSION")]),
+            Err(vec![
+                "pg_verifybackup: error: checksum mismatch for file \"base/1/1259\"".to_string()
+            ])
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -27,7 +27,7 @@ use super::layout::finish_layout;
 use super::rsync::{self, RsyncEvent, RsyncJob, TreeSource};
 use super::stream::{Engine, StreamSource};
 use super::streams::plan_streams;
-use super::verifier::{Check, Verdict, Verifier};
+use super::verifier::{Check, Landing, Verdict, Verifier};
 use crate::barman::{data_dir, tablespace_dir, Barman};
 use crate::datadir::wal_dir_name;
 use crate::diskspace::{self, Need};
@@ -338,7 +338,11 @@ pub(crate) async fn copy_checkpointed(
         .position(|e| e.root == 0 && e.path == MANIFEST);
     if let (Some(verifier), Some(i)) = (&verifier, manifest) {
         if job.entries[i].done {
-            verifier.manifest(job.dest.join(MANIFEST));
+            verifier.manifest(Landing {
+                file: job.dest.join(MANIFEST),
+                size: job.entries[i].size,
+                mtime: job.entries[i].mtime,
+            });
         }
     }
     // The wall time the copy spends in the store (marks, checks, flushes): the checkpoints'
@@ -363,19 +367,28 @@ pub(crate) async fn copy_checkpointed(
                 checked.files += 1;
             }
             if let Some(verifier) = &verifier {
+                let landing = |e: &ManifestEntry| {
+                    job_root(&job, e.root).map(|r| Landing {
+                        file: r.join(&e.path),
+                        size: e.size,
+                        mtime: e.mtime,
+                    })
+                };
                 if entry.kind == EntryKind::File {
-                    if let Some(file) = job_root(&job, root).map(|r| r.join(&path)) {
+                    if let Some(landing) = landing(entry) {
                         verifier.submit(Check {
                             index,
                             root,
                             path,
-                            file,
-                            size: entry.size,
+                            landing,
                         });
                     }
                 }
-                if Some(index) == manifest {
-                    verifier.manifest(job.dest.join(MANIFEST));
+                if let Some(landing) = manifest
+                    .filter(|&m| m == index)
+                    .and_then(|m| landing(&job.entries[m]))
+                {
+                    verifier.manifest(landing);
                 }
                 checked.record(&files, &job, verifier.ready());
             }
@@ -440,8 +453,8 @@ pub(crate) async fn copy_checkpointed(
         bytes_kept,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         restarts: 0,
+        checkpoint_ms: u64::try_from(checkpoint.as_millis()).unwrap_or(u64::MAX),
     };
-    crate::debug!("the copy's checkpoints took {} ms", checkpoint.as_millis());
     Ok((job, summary))
 }
 

@@ -353,6 +353,10 @@ pub struct TransferSummary {
     pub duration_ms: u64,
     /// Times the transfer had to start over (pg_basebackup cannot resume).
     pub restarts: u32,
+    /// Wall time the finishing run's copy spent in the store, marking files done and their
+    /// checks and flushing them: the checkpoints' own cost (0 where the copy keeps no file
+    /// list: pg_basebackup, pg-backup-api).
+    pub checkpoint_ms: u64,
 }
 
 /// How UnpackBackup went.
