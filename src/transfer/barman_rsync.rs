@@ -358,14 +358,18 @@ pub(crate) async fn copy_checkpointed(
             ..
         } => {
             let entry = &job.entries[index];
-            let timed = Instant::now();
-            if let Err(e) = files.mark_done(root, &path) {
+            let marked = timed(&mut checkpoint, || {
+                // The mark first: a new mark takes any earlier check back.
+                let marked = files.mark_done(root, &path);
+                if on_its_way && copy.check {
+                    files.mark_checked(root, &path);
+                }
+                marked
+            });
+            if let Err(e) = marked {
                 flush_error.get_or_insert(e);
             }
-            if on_its_way && copy.check {
-                files.mark_checked(root, &path);
-                checked.files += 1;
-            }
+            checked.files += u64::from(on_its_way && copy.check);
             if let Some(verifier) = &verifier {
                 let landing = |e: &ManifestEntry| {
                     job_root(&job, e.root).map(|r| Landing {
@@ -390,19 +394,19 @@ pub(crate) async fn copy_checkpointed(
                 {
                     verifier.manifest(landing);
                 }
-                checked.record(&files, &job, verifier.ready());
+                let verdicts = verifier.ready();
+                timed(&mut checkpoint, || checked.record(&files, &job, verdicts));
             }
             // Files are regular files, as in the totals: directories and links are not counted.
             if entry.kind == EntryKind::File {
                 progress.add_file();
             }
             if last_flush.elapsed() >= FLUSH_EVERY {
-                if let Err(e) = files.flush() {
+                if let Err(e) = timed(&mut checkpoint, || files.flush()) {
                     flush_error.get_or_insert(e);
                 }
                 last_flush = Instant::now();
             }
-            checkpoint += timed.elapsed();
         }
         RsyncEvent::Progress {
             stream,
@@ -429,12 +433,10 @@ pub(crate) async fn copy_checkpointed(
         } else {
             Vec::new()
         };
-        checked.record(&files, &job, rest);
+        timed(&mut checkpoint, || checked.record(&files, &job, rest));
     }
     // Whatever happened, what was reported done is committed before the step's outcome.
-    let timed = Instant::now();
-    files.flush()?;
-    checkpoint += timed.elapsed();
+    timed(&mut checkpoint, || files.flush())?;
     let stats = stats.map_err(|e| disk_full(e, &copy.targets))?;
     if let Some(e) = flush_error.or(checked.failure) {
         return Err(e);
@@ -456,6 +458,14 @@ pub(crate) async fn copy_checkpointed(
         checkpoint_ms: u64::try_from(checkpoint.as_millis()).unwrap_or(u64::MAX),
     };
     Ok((job, summary))
+}
+
+/// Runs `op`, adding the wall time it took to `total`.
+fn timed<T>(total: &mut Duration, op: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = op();
+    *total += started.elapsed();
+    result
 }
 
 /// backup_manifest's name in the data directory (root 0).
