@@ -25,7 +25,7 @@
 use super::guardian::thread_refused;
 use super::layout::finish_layout;
 use super::rsync::{self, RsyncEvent, RsyncJob, TreeSource};
-use super::stream::{Engine, StreamSource};
+use super::stream::{Engine, StreamSource, MANIFEST};
 use super::streams::plan_streams;
 use super::verifier::{Check, Landing, Verdict, Verifier};
 use crate::barman::{data_dir, tablespace_dir, Barman};
@@ -467,9 +467,6 @@ fn timed<T>(total: &mut Duration, op: impl FnOnce() -> T) -> T {
     *total += started.elapsed();
     result
 }
-
-/// backup_manifest's name in the data directory (root 0).
-const MANIFEST: &str = "backup_manifest";
 
 /// The checks of a copy so far: how many files matched, the first that did not.
 #[derive(Default)]

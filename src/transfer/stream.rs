@@ -88,7 +88,7 @@ pub struct StreamSource {
 }
 
 /// The manifest's own name in the list: copied before the other files, whose checksums it holds.
-const MANIFEST: &str = "backup_manifest";
+pub(crate) const MANIFEST: &str = "backup_manifest";
 
 /// Bytes read from the stream at a time.
 const CHUNK: usize = 256 * 1024;
