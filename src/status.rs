@@ -194,6 +194,14 @@ fn write_one(view: &StatusView, out: &mut dyn Write) -> io::Result<()> {
                 "  verified:   PostgreSQL {pg_major} of system {system_identifier}, {} (no backup_manifest)",
                 human_bytes(*bytes)
             )?,
+            Verification::VerifiedDuringCopy {
+                files,
+                during_copy,
+                at_end,
+            } => writeln!(
+                out,
+                "  verified:   {files} files against backup_manifest ({during_copy} checksums checked during the copy, {at_end} at the end)"
+            )?,
             Verification::Skipped { reason } => writeln!(out, "  verified:   skipped: {reason}")?,
         }
     }

@@ -204,6 +204,10 @@ fn verification(verification: &Verification) -> Value {
             "method": "manifest", "files": files,
             "pg_major": null, "system_identifier": null, "bytes": null, "reason": null,
         }),
+        Verification::VerifiedDuringCopy { files, .. } => json!({
+            "method": "manifest", "files": files,
+            "pg_major": null, "system_identifier": null, "bytes": null, "reason": null,
+        }),
         Verification::Checked {
             pg_major,
             system_identifier,

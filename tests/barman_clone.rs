@@ -50,6 +50,7 @@ fn clone_from_debian_barman_gives_a_streaming_standby() {
     );
     // The run closed its store (sled's snapshot made current) without a hitch.
     assert!(!stderr.contains("WARNING: cannot open clone"), "{stderr}");
+    common::assert_verified_once(&stderr, &data_dir);
     let status = bench.status(&data_dir);
     assert_eq!(status["phase"], "done");
     assert_eq!(
@@ -152,6 +153,8 @@ fn clone_from_pypi_barman_with_tablespace_waldir_and_restore_command() {
     let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(0), "{stderr}");
+    // The tablespace's files were checked during the copy too, under their manifest names.
+    common::assert_verified_once(&stderr, &data_dir);
 
     // pg_wal is a link to the WAL directory, the tablespace went to its mapped target.
     assert_eq!(std::fs::read_link(data_dir.join("pg_wal")).unwrap(), waldir);
@@ -185,11 +188,13 @@ fn clone_from_pypi_barman_with_tablespace_waldir_and_restore_command() {
     assert_eq!(rows.trim(), tablespace.rows.to_string());
 }
 
+/// A file damaged in the catalogue (its size kept: only the manifest's checksum can tell) is
+/// caught during the copy by either engine — rsync's verifier reading it back, the streaming
+/// engine as it arrives — with the same error, and a resume, which sends it again, finds it
+/// damaged again.
 #[test]
-fn a_copy_that_does_not_match_the_backup_manifest_fails_verify_copy_naming_the_file() {
+fn a_damaged_file_in_the_backup_is_caught_during_the_copy_by_either_engine() {
     let bench = Bench::start(debian_lab());
-    // Damage one file of the backup in the catalogue, keeping its size: only the manifest's
-    // checksum can tell.
     let backup_id = bench.lab.take_backup().unwrap();
     let victim = bench
         .lab
@@ -199,22 +204,34 @@ fn a_copy_that_does_not_match_the_backup_manifest_fails_verify_copy_naming_the_f
     bytes[0] = if bytes[0] == b'9' { b'8' } else { b'9' };
     std::fs::write(&victim, &bytes).unwrap();
 
-    let data_dir = bench.lab.new_dir("standby");
-    let conf = bench.repmgr_conf("node2", &data_dir, "");
-    let args = bench.start_args(&conf, &["--backup-id", &backup_id]);
-    let output = bench.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(14), "{stderr}");
-    assert!(
-        stderr.contains("does not match its backup manifest"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("\"PG_VERSION\""),
-        "the DETAIL names the file: {stderr}"
-    );
-    let status = bench.status(&data_dir);
-    assert_eq!(status["phase"], "verify_copy");
-    assert_eq!(status["last_error"]["exit_code"], 14);
-    assert!(!data_dir.join("standby.signal").exists());
+    for engine in ["rsync", "stream"] {
+        let data_dir = bench.lab.new_dir(&format!("standby-{engine}"));
+        let conf = bench.repmgr_conf("node2", &data_dir, "");
+        let args = bench.start_args(&conf, &["--backup-id", &backup_id]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env = [("PGREPLICA_COPY_ENGINE", engine)];
+        let dir_arg = data_dir.display().to_string();
+        let resume = ["clone", "resume", dir_arg.as_str()];
+        for (run, args) in [("start", &args[..]), ("resume", &resume[..])] {
+            let output = bench.run_with_env(args, &env);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(output.status.code(), Some(14), "{engine} {run}: {stderr}");
+            assert!(
+                stderr.contains(
+                    "ERROR: the copy of \"PG_VERSION\" does not match its backup manifest"
+                ),
+                "{engine} {run}: {stderr}"
+            );
+            assert!(
+                stderr.contains("HINT: the backup is damaged on the Barman host: clone from another backup with --backup-id"),
+                "{engine} {run}: {stderr}"
+            );
+            let status = bench.status(&data_dir);
+            assert_eq!(status["phase"], "transfer", "{engine} {run}");
+            assert_eq!(status["last_error"]["exit_code"], 14);
+            // The damaged file is not left in place as if it were the backup's.
+            assert!(!data_dir.join("PG_VERSION").exists(), "{engine} {run}");
+            assert!(!data_dir.join("standby.signal").exists());
+        }
+    }
 }

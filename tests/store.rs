@@ -79,6 +79,7 @@ fn result_for(step: Step) -> StepResult {
             bytes_kept: 40 << 20,
             duration_ms: 61_000,
             restarts: 0,
+            checkpoint_ms: 12,
         }),
         Step::StageBackup => StepResult::StageBackup(TransferSummary {
             files: 3,
@@ -508,4 +509,53 @@ fn a_clone_reopens_at_once_after_its_store_is_dropped() {
         drop(store);
         assert_eq!(state.read_status(&id).unwrap().record, record);
     }
+}
+
+/// A file's check against backup_manifest is kept beside its done mark, survives reopening,
+/// counts only while the entry is done, and is taken back by any new mark (the file was
+/// copied again) and by a new list.
+#[test]
+fn checks_follow_the_done_marks_they_were_made_for() {
+    let (_tmp, state) = state();
+    let id = CloneId::for_data_dir("/srv/pg/checked");
+    let list = manifest(20);
+    let (a, b, c) = (&list[1], &list[2], &list[3]);
+    let key = |e: &ManifestEntry| (e.root, e.path.clone());
+    {
+        let store = state.open_clone(&id).unwrap();
+        let files = store.files();
+        files.replace(&list).unwrap();
+        for entry in [a, b, c] {
+            assert!(files.mark_done(entry.root, &entry.path).unwrap());
+        }
+        files.mark_checked(a.root, &a.path);
+        files.mark_checked(b.root, &b.path);
+        files.flush().unwrap();
+        let mut checked = files.checked().unwrap();
+        checked.sort();
+        let mut expected = vec![key(a), key(b)];
+        expected.sort();
+        assert_eq!(checked, expected);
+    }
+    let store = state.open_clone(&id).unwrap();
+    let files = store.files();
+    assert_eq!(
+        files.checked().unwrap().len(),
+        2,
+        "checks survive reopening"
+    );
+    // a is copied again (unmarked, then marked anew without a check); b is checked again.
+    assert!(files.unmark(a.root, &a.path).unwrap());
+    assert!(files.mark_done(a.root, &a.path).unwrap());
+    assert!(files.mark_done(b.root, &b.path).unwrap());
+    files.mark_checked(b.root, &b.path);
+    // A check of an entry not done does not count.
+    files.mark_checked(list[4].root, &list[4].path);
+    files.flush().unwrap();
+    assert_eq!(files.checked().unwrap(), vec![key(b)]);
+    files.replace(&list).unwrap();
+    assert!(
+        files.checked().unwrap().is_empty(),
+        "a new list has no checks"
+    );
 }

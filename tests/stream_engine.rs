@@ -123,6 +123,7 @@ fn killed_mid_file_with_its_kept_bytes_corrupted_the_stream_resume_equals_an_rsy
         verified["method"] == "manifest",
         "VerifyCopy did not verify against backup_manifest: {verified}"
     );
+    common::assert_verified_once(&logs, &data_dir);
 
     assert_equals_an_uninterrupted_clone_and_streams(
         &bench,

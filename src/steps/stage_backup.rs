@@ -69,6 +69,8 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<Transf
             .filter(|t| t.encrypted)
             .map(|t| t.root)
             .collect(),
+        // Staged files are not the data directory's: UnpackBackup and VerifyCopy check those.
+        check: false,
     };
     let list = async {
         let mut entries = Vec::new();

@@ -179,7 +179,8 @@ mod tests {
 
     /// A record pgreplica wrote under schema 3 (bytes produced by pgreplica at db49674, with
     /// the record's JSON form beside them) reads back migrated: every field as it was, and
-    /// the request's `upstream_conninfo`, unknown to schema 3, None.
+    /// the request's `upstream_conninfo`, unknown to schema 3, None, and the Transfer and
+    /// StageBackup facts' `checkpoint_ms`, unmeasured then, 0.
     #[test]
     fn a_schema_3_record_is_migrated() {
         let bytes = include_bytes!("../../tests/fixtures/store/record-schema3.bin");
@@ -190,7 +191,15 @@ mod tests {
         ))
         .unwrap();
         expected["request"]["upstream_conninfo"] = serde_json::Value::Null;
+        for copy in ["transfer", "staging"] {
+            expected["facts"][copy]["checkpoint_ms"] = 0.into();
+        }
         assert_eq!(serde_json::to_value(&record).unwrap(), expected);
+        let transfer = record.facts().transfer.as_ref().expect("transfer facts");
+        assert_eq!(
+            (transfer.bytes_sent, transfer.checkpoint_ms),
+            (170_000_000, 0)
+        );
         assert_eq!(record.request().upstream_conninfo, None);
         assert_eq!(record.request().upstream_node_id, Some(1));
         assert_eq!(

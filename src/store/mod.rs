@@ -79,6 +79,8 @@ pub struct CloneStore {
     // that (see `open_sled`).
     db: sled::Db,
     files: sled::Tree,
+    /// The file list's checks against backup_manifest ([`files::CHECKS_TREE`]).
+    checks: sled::Tree,
     id: CloneId,
     dir: PathBuf,
     /// What sled must at least hold; updated after each flush.
@@ -352,9 +354,13 @@ impl CloneStore {
         let files = guarded(|| db.open_tree(files::TREE))
             .map_err(|panic| unreadable(&format!("clone {id}"), &path, &panic))?
             .map_err(|e| sled_error_at(id, &path, "open the file list of", e))?;
+        let checks = guarded(|| db.open_tree(files::CHECKS_TREE))
+            .map_err(|panic| unreadable(&format!("clone {id}"), &path, &panic))?
+            .map_err(|e| sled_error_at(id, &path, "open the file list of", e))?;
         Ok(CloneStore {
             db,
             files,
+            checks,
             id: id.clone(),
             marker: Mutex::new(Marker::read(&dir)?),
             pending: Mutex::new(files::Pending::default()),
@@ -422,6 +428,7 @@ impl CloneStore {
         FileTable {
             store: self,
             tree: self.files.clone(),
+            checks: self.checks.clone(),
         }
     }
 

@@ -22,10 +22,12 @@
 //! * done marks are flushed at least every second (and at the end), so at most one second of
 //!   completed files is re-sent after a kill.
 
+use super::guardian::thread_refused;
 use super::layout::finish_layout;
 use super::rsync::{self, RsyncEvent, RsyncJob, TreeSource};
-use super::stream::{Engine, StreamSource};
+use super::stream::{Engine, StreamSource, MANIFEST};
 use super::streams::plan_streams;
+use super::verifier::{Check, Landing, Verdict, Verifier};
 use crate::barman::{data_dir, tablespace_dir, Barman};
 use crate::datadir::wal_dir_name;
 use crate::diskspace::{self, Need};
@@ -136,6 +138,7 @@ pub async fn run(
             .map(PathBuf::from)
             .collect(),
         decrypted_roots: Vec::new(),
+        check: true,
     };
     let list = list_backup(&barman, backup, &request);
     let entries = stored_list(ctx, &copy, &job, list).await?;
@@ -203,6 +206,10 @@ pub(crate) struct Copy {
     /// Roots of the list whose `*.gpg` files arrive decrypted, under their name without the
     /// `.gpg` and at a size the list does not know (StageBackup's encrypted trees).
     pub(crate) decrypted_roots: Vec<u32>,
+    /// Whether the copy fills the data directory whose `backup_manifest` VerifyCopy checks
+    /// (Transfer, not StageBackup): each file is then checked against the manifest as it is
+    /// copied, and the check recorded beside its done mark.
+    pub(crate) check: bool,
 }
 
 /// The clone's file list: the stored one, or, on the first attempt, the one `list` fetches,
@@ -319,19 +326,83 @@ pub(crate) async fn copy_checkpointed(
     // Bytes each stream has counted, from rsync's own counters (the bar moves inside big files
     // too), and of those the kept partial data read back: the position counts it, the rate not.
     let mut stream_bytes = vec![(0_u64, 0_u64); plan.streams.len() + 1];
+    // rsync's files are checked as they complete, on a thread of their own; the streaming
+    // engine checks them as they arrive.
+    let verifier = match (copy.check, stream) {
+        (true, None) => Some(Verifier::start().map_err(|e| thread_refused("a verifier", e))?),
+        _ => None,
+    };
+    let manifest = job
+        .entries
+        .iter()
+        .position(|e| e.root == 0 && e.path == MANIFEST);
+    if let (Some(verifier), Some(i)) = (&verifier, manifest) {
+        if job.entries[i].done {
+            verifier.manifest(Landing {
+                file: job.dest.join(MANIFEST),
+                size: job.entries[i].size,
+                mtime: job.entries[i].mtime,
+            });
+        }
+    }
+    // The wall time the copy spends in the store (marks, checks, flushes): the checkpoints'
+    // own cost.
+    let mut checkpoint = Duration::ZERO;
+    let mut checked = Checked::default();
     let on_event = |event| match event {
         RsyncEvent::FileDone {
-            index, root, path, ..
+            index,
+            root,
+            path,
+            checked: on_its_way,
+            ..
         } => {
-            if let Err(e) = files.mark_done(root, &path) {
+            let entry = &job.entries[index];
+            let marked = timed(&mut checkpoint, || {
+                // The mark first: a new mark takes any earlier check back.
+                let marked = files.mark_done(root, &path);
+                if on_its_way && copy.check {
+                    files.mark_checked(root, &path);
+                }
+                marked
+            });
+            if let Err(e) = marked {
                 flush_error.get_or_insert(e);
             }
+            checked.files += u64::from(on_its_way && copy.check);
+            if let Some(verifier) = &verifier {
+                let landing = |e: &ManifestEntry| {
+                    job_root(&job, e.root).map(|r| Landing {
+                        file: r.join(&e.path),
+                        size: e.size,
+                        mtime: e.mtime,
+                    })
+                };
+                if entry.kind == EntryKind::File {
+                    if let Some(landing) = landing(entry) {
+                        verifier.submit(Check {
+                            index,
+                            root,
+                            path,
+                            landing,
+                        });
+                    }
+                }
+                if let Some(landing) = manifest
+                    .filter(|&m| m == index)
+                    .and_then(|m| landing(&job.entries[m]))
+                {
+                    verifier.manifest(landing);
+                }
+                let verdicts = verifier.ready();
+                timed(&mut checkpoint, || checked.record(&files, &job, verdicts));
+            }
             // Files are regular files, as in the totals: directories and links are not counted.
-            if job.entries[index].kind == EntryKind::File {
+            if entry.kind == EntryKind::File {
                 progress.add_file();
             }
             if last_flush.elapsed() >= FLUSH_EVERY {
-                if let Err(e) = files.flush() {
+                if let Err(e) = timed(&mut checkpoint, || files.flush()) {
                     flush_error.get_or_insert(e);
                 }
                 last_flush = Instant::now();
@@ -355,11 +426,26 @@ pub(crate) async fn copy_checkpointed(
         Some(source) => super::stream::run_streams(source, &job, &plan, on_event).await,
         None => rsync::run_streams(&job, &plan, on_event).await,
     };
+    // The checks still queued finish before the outcome: a copy that succeeded waits for them.
+    if let Some(verifier) = verifier {
+        let rest = if stats.is_ok() {
+            verifier.finish()
+        } else {
+            Vec::new()
+        };
+        timed(&mut checkpoint, || checked.record(&files, &job, rest));
+    }
     // Whatever happened, what was reported done is committed before the step's outcome.
-    files.flush()?;
+    timed(&mut checkpoint, || files.flush())?;
     let stats = stats.map_err(|e| disk_full(e, &copy.targets))?;
-    if let Some(e) = flush_error {
+    if let Some(e) = flush_error.or(checked.failure) {
         return Err(e);
+    }
+    if copy.check {
+        crate::info!(
+            "{} file(s) checked against backup_manifest as they were copied",
+            checked.files
+        );
     }
     let summary = TransferSummary {
         files: files_total,
@@ -369,8 +455,57 @@ pub(crate) async fn copy_checkpointed(
         bytes_kept,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         restarts: 0,
+        checkpoint_ms: u64::try_from(checkpoint.as_millis()).unwrap_or(u64::MAX),
     };
     Ok((job, summary))
+}
+
+/// Runs `op`, adding the wall time it took to `total`.
+fn timed<T>(total: &mut Duration, op: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = op();
+    *total += started.elapsed();
+    result
+}
+
+/// The checks of a copy so far: how many files matched, the first that did not.
+#[derive(Default)]
+struct Checked {
+    files: u64,
+    failure: Option<crate::error::Error>,
+}
+
+impl Checked {
+    /// Records the verifier's `verdicts` on `job`'s entries: a match beside the done mark; a
+    /// mismatch takes the mark back and removes the file, so a resume sends it again (and
+    /// finds it damaged again, as the streaming engine would), and fails the copy.
+    fn record(
+        &mut self,
+        files: &crate::store::FileTable<'_>,
+        job: &RsyncJob,
+        verdicts: Vec<Verdict>,
+    ) {
+        for verdict in verdicts {
+            match verdict {
+                Verdict::Matched { index } => {
+                    let entry = &job.entries[index];
+                    files.mark_checked(entry.root, &entry.path);
+                    self.files += 1;
+                }
+                Verdict::Mismatch { index, expected } => {
+                    let entry = &job.entries[index];
+                    if let Err(e) = files.unmark(entry.root, &entry.path) {
+                        self.failure.get_or_insert(e);
+                    }
+                    if let Some(file) = job_root(job, entry.root).map(|r| r.join(&entry.path)) {
+                        let _ = std::fs::remove_file(file);
+                    }
+                    self.failure
+                        .get_or_insert_with(|| super::checksums::mismatch(&entry.path, &expected));
+                }
+            }
+        }
+    }
 }
 
 /// Bytes the WAL location needs before the standby can start: one segment of the default size,

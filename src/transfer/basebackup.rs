@@ -100,6 +100,7 @@ pub async fn run(
         bytes_kept: 0,
         duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         restarts,
+        checkpoint_ms: 0,
     })
 }
 

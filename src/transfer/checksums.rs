@@ -6,8 +6,12 @@
 //! little-endian order, as PostgreSQL prints it on the machines it runs on) and SHA-224/256/
 //! 384/512; `NONE` (or a file the manifest does not name) has no checksum to check.
 //!
-//! Must not: read anything but the manifest it is given, or decide what a mismatch costs (the
-//! engine rewrites the file).
+//! Also the one error for a file whose bytes differ from the manifest's checksum ([`mismatch`]),
+//! whichever engine found it, and the checksum of a file on disk ([`sum_file`]), for the rsync
+//! engine's verifier and VerifyCopy.
+//!
+//! Must not: read anything but the manifest and the files it is given, or decide what a
+//! mismatch costs (the engine takes the file back).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -104,12 +108,13 @@ impl Checksums {
     /// The checksum of the file of list root `root` at `path` (relative to that root), if the
     /// manifest gives one.
     pub fn of(&self, root: u32, path: &str) -> Option<&Expected> {
-        if root == 0 {
-            self.by_path.get(path.as_bytes())
-        } else {
-            self.by_path
-                .get(format!("pg_tblspc/{root}/{path}").as_bytes())
-        }
+        self.by_path.get(&manifest_path(root, path))
+    }
+
+    /// Every file with a checksum: its path as the manifest names it (relative to the data
+    /// directory, tablespace files under `pg_tblspc/<oid>/`) and its checksum.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Expected)> {
+        self.by_path.iter().map(|(path, e)| (path.as_slice(), e))
     }
 
     /// How many files have a checksum.
@@ -171,6 +176,47 @@ impl Running {
         };
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     }
+}
+
+/// The manifest's path of the file of list root `root` at `path` (relative to that root).
+pub fn manifest_path(root: u32, path: &str) -> Vec<u8> {
+    if root == 0 {
+        path.as_bytes().to_vec()
+    } else {
+        format!("pg_tblspc/{root}/{path}").into_bytes()
+    }
+}
+
+/// The checksum by `algorithm` of the file at `path`, lower-case hex.
+pub fn sum_file(path: &Path, algorithm: Algorithm) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut sum = Running::new(algorithm);
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(sum.hex()),
+            Ok(n) => sum.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A copied file (`path`, relative to its root) whose bytes, as the Barman host holds them,
+/// differ from `expected`, its checksum in backup_manifest: the backup is damaged (ssh's MAC
+/// and rsync's own whole-file checksum rule out the transit), so sending it again cannot help;
+/// the exit code is VerifyCopy's for a copy that does not match.
+pub fn mismatch(path: &str, expected: &Expected) -> Error {
+    Error::new(
+        ErrorKind::BaseBackup,
+        format!("the copy of \"{path}\" does not match its backup manifest"),
+    )
+    .detail(format!(
+        "backup_manifest gives it the {:?} checksum {}; the bytes the Barman host sent have another",
+        expected.algorithm, expected.hex
+    ))
+    .hint("the backup is damaged on the Barman host: clone from another backup with --backup-id")
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {

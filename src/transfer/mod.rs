@@ -18,6 +18,7 @@ pub mod staging;
 pub mod stream;
 pub mod streams;
 pub mod unpack;
+pub(crate) mod verifier;
 
 use crate::diskspace::{self, Need};
 use crate::error::{Error, Result};

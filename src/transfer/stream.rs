@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use states::{EntryKind, ManifestEntry};
 use tokio::sync::mpsc;
 
-use super::checksums::{Checksums, Expected, Running};
+use super::checksums::{Checksums, Running};
 use super::guardian::{thread_refused, GuardedThreads, Spawner};
 use super::rsync::{forward, Msg, RsyncEvent, RsyncJob, RsyncStats};
 use super::streams::StreamPlan;
@@ -88,7 +88,7 @@ pub struct StreamSource {
 }
 
 /// The manifest's own name in the list: copied before the other files, whose checksums it holds.
-const MANIFEST: &str = "backup_manifest";
+pub(crate) const MANIFEST: &str = "backup_manifest";
 
 /// Bytes read from the stream at a time.
 const CHUNK: usize = 256 * 1024;
@@ -374,7 +374,7 @@ impl Stream<'_> {
             return Ok(false);
         }
         self.seal(&file, &target, entry, mode & 0o7777)?;
-        self.done(index, received);
+        self.done(index, received, true);
         Ok(true)
     }
 
@@ -475,7 +475,7 @@ impl Stream<'_> {
             create_dirs(&target)?;
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode))
                 .map_err(|e| io_error("set the mode of", &target, e))?;
-            self.done(index, 0);
+            self.done(index, 0, false);
             return Ok(());
         }
         let parent = target.parent().unwrap_or(Path::new("/"));
@@ -491,7 +491,7 @@ impl Stream<'_> {
             std::os::unix::fs::symlink(&link, &temp)
                 .map_err(|e| io_error("create the link", &temp, e))?;
             std::fs::rename(&temp, &target).map_err(|e| io_error("rename", &temp, e))?;
-            self.done(index, 0);
+            self.done(index, 0, false);
             return Ok(());
         }
         if !kind.is_file() {
@@ -524,12 +524,12 @@ impl Stream<'_> {
         if let Some(expected) = expected {
             if sum.hex() != expected.hex {
                 let _ = std::fs::remove_file(&temp);
-                return Err(mismatch(entry, expected));
+                return Err(super::checksums::mismatch(&entry.path, expected));
             }
         }
         self.seal(&file, &temp, entry, mode)?;
         std::fs::rename(&temp, &target).map_err(|e| io_error("rename", &temp, e))?;
-        self.done(index, received);
+        self.done(index, received, expected.is_some());
         Ok(())
     }
 
@@ -586,8 +586,13 @@ impl Stream<'_> {
         file.sync_all().map_err(|e| io_error("sync", path, e))
     }
 
-    fn done(&mut self, index: usize, bytes_sent: u64) {
-        let _ = self.tx.send(Msg::Done { index, bytes_sent });
+    /// Reports entry `index` done; `checked`: its bytes matched backup_manifest's checksum.
+    fn done(&mut self, index: usize, bytes_sent: u64, checked: bool) {
+        let _ = self.tx.send(Msg::Done {
+            index,
+            bytes_sent,
+            checked,
+        });
         let _ = self.tx.send(Msg::Progress {
             stream: self.number,
             bytes: self.bytes,
@@ -798,24 +803,6 @@ fn bad_member(entry: &ManifestEntry, what: &str) -> Error {
         format!("the Barman host sent \"{}\" as {what}", entry.path),
     )
     .hint(other_engine_hint())
-}
-
-/// A file whose bytes, as the Barman host holds them, differ from its checksum in
-/// backup_manifest: the backup is damaged (ssh's MAC rules out the transit), so sending it
-/// again cannot help; the exit code is VerifyCopy's for a copy that does not match.
-fn mismatch(entry: &ManifestEntry, expected: &Expected) -> Error {
-    Error::new(
-        ErrorKind::BaseBackup,
-        format!(
-            "the copy of \"{}\" does not match its backup manifest",
-            entry.path
-        ),
-    )
-    .detail(format!(
-        "backup_manifest gives it the {:?} checksum {}; the bytes the Barman host sent have another",
-        expected.algorithm, expected.hex
-    ))
-    .hint("the backup is damaged on the Barman host: clone from another backup with --backup-id")
 }
 
 #[cfg(test)]

@@ -361,6 +361,10 @@ pub struct TransferSummary {
     pub duration_ms: u64,
     /// Times the transfer had to start over (pg_basebackup cannot resume).
     pub restarts: u32,
+    /// Wall time the finishing run's copy spent in the store, marking files done and their
+    /// checks and flushing them: the checkpoints' own cost (0 where the copy keeps no file
+    /// list: pg_basebackup, pg-backup-api).
+    pub checkpoint_ms: u64,
 }
 
 /// How UnpackBackup went.
@@ -394,7 +398,7 @@ pub struct CombineSummary {
 /// The result of VerifyCopy.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Verification {
-    /// Every file in the backup manifest matched.
+    /// Every file in the backup manifest matched, checked by pg_verifybackup after the copy.
     Verified {
         /// Files checked.
         files: u64,
@@ -413,6 +417,17 @@ pub enum Verification {
     Skipped {
         /// Why it was skipped.
         reason: String,
+    },
+    /// Every file in the backup manifest matched, most checksums checked as the files were
+    /// copied: VerifyCopy checked every file's presence and size, and the checksums of the
+    /// others. (Last, so that records written before it keep their encoding.)
+    VerifiedDuringCopy {
+        /// Files in the manifest.
+        files: u64,
+        /// Files whose checksum was checked as they were copied.
+        during_copy: u64,
+        /// Files whose checksum VerifyCopy checked (the manifest's other files have none).
+        at_end: u64,
     },
 }
 

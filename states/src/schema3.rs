@@ -2,16 +2,18 @@
 //!
 //! bincode stores a struct's fields one after the other, without names, so a record written
 //! before a field was added cannot be read by the current types: it is read by these frozen
-//! copies and converted. Schema 4 added [`CloneRequest::upstream_conninfo`]; every other type a
-//! record holds kept its layout, so the copies reuse them. These types must never change: a
+//! copies and converted. Schema 4 added [`CloneRequest::upstream_conninfo`] and
+//! [`TransferSummary::checkpoint_ms`] (in the Transfer and StageBackup facts); every other type
+//! a record holds kept its layout, so the copies reuse them. These types must never change: a
 //! later schema freezes its own copy beside them.
 
 use crate::api::OperatorChoice;
 use crate::kind::StagedProgress;
 use crate::machine::{Mode, Phase, StepFailure};
 use crate::record::{
-    ApiOperation, ApiTarget, BarmanTarget, CloneRecord, CloneRequest, Facts, InFlight, Millis,
-    ReplicationSettings, SourceConn, Transition,
+    ApiOperation, ApiTarget, BackupFacts, BarmanTarget, CloneRecord, CloneRequest, CombineSummary,
+    Facts, InFlight, Millis, PreparedDirs, ReplicationSettings, SourceConn, SourceParams,
+    TransferSummary, Transition, UnpackSummary, Verification, WrittenConf,
 };
 use crate::CloneId;
 use serde::Deserialize;
@@ -29,7 +31,7 @@ pub struct CloneRecordV3 {
     in_flight: Option<InFlight>,
     attempts: u32,
     last_error: Option<StepFailure>,
-    facts: Facts,
+    facts: FactsV3,
     history: Vec<Transition>,
     api_operation: Option<ApiOperation>,
     staged: StagedProgress,
@@ -60,6 +62,64 @@ struct CloneRequestV3 {
     pg_basebackup_options: Vec<String>,
     staging_parent: Option<String>,
     replication: ReplicationSettings,
+}
+
+/// `Facts` of schema 3: its Transfer and StageBackup summaries without `checkpoint_ms`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct FactsV3 {
+    backup: Option<BackupFacts>,
+    params: Option<SourceParams>,
+    dirs: Option<PreparedDirs>,
+    transfer: Option<TransferSummaryV3>,
+    staging: Option<TransferSummaryV3>,
+    unpacked: Option<UnpackSummary>,
+    combined: Option<CombineSummary>,
+    verification: Option<Verification>,
+    replication_conf: Option<WrittenConf>,
+}
+
+/// `TransferSummary` of schema 3: no `checkpoint_ms` after `restarts`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct TransferSummaryV3 {
+    files: u64,
+    bytes_total: u64,
+    bytes_sent: u64,
+    files_reused: u64,
+    bytes_kept: u64,
+    duration_ms: u64,
+    restarts: u32,
+}
+
+impl From<TransferSummaryV3> for TransferSummary {
+    /// A schema-3 copy did not measure its checkpoints: 0, as for a copy that keeps none.
+    fn from(old: TransferSummaryV3) -> TransferSummary {
+        TransferSummary {
+            files: old.files,
+            bytes_total: old.bytes_total,
+            bytes_sent: old.bytes_sent,
+            files_reused: old.files_reused,
+            bytes_kept: old.bytes_kept,
+            duration_ms: old.duration_ms,
+            restarts: old.restarts,
+            checkpoint_ms: 0,
+        }
+    }
+}
+
+impl From<FactsV3> for Facts {
+    fn from(old: FactsV3) -> Facts {
+        Facts {
+            backup: old.backup,
+            params: old.params,
+            dirs: old.dirs,
+            transfer: old.transfer.map(TransferSummary::from),
+            staging: old.staging.map(TransferSummary::from),
+            unpacked: old.unpacked,
+            combined: old.combined,
+            verification: old.verification,
+            replication_conf: old.replication_conf,
+        }
+    }
 }
 
 impl From<CloneRecordV3> for CloneRecord {
@@ -97,7 +157,7 @@ impl From<CloneRecordV3> for CloneRecord {
             in_flight: old.in_flight,
             attempts: old.attempts,
             last_error: old.last_error,
-            facts: old.facts,
+            facts: Facts::from(old.facts),
             history: old.history,
             api_operation: old.api_operation,
             staged: old.staged,

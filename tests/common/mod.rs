@@ -462,3 +462,38 @@ pub fn processes_naming(path: &Path) -> Vec<i32> {
         })
         .collect()
 }
+
+/// Asserts that the run whose log is `log` (the last one of a clone) ended with every file of
+/// `data_dir`'s backup_manifest that has a checksum checked exactly once — during the copy or
+/// by VerifyCopy at the end —, most of them during the copy.
+pub fn assert_verified_once(log: &str, data_dir: &Path) {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("backup successfully verified ("))
+        .unwrap_or_else(|| panic!("VerifyCopy did not check the checksums left: {log}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [.., during_copy, at_end] = numbers[..] else {
+        panic!("no counts in {line}");
+    };
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(data_dir.join("backup_manifest")).unwrap()).unwrap();
+    let with_checksum = manifest["Files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| {
+            f["Checksum-Algorithm"]
+                .as_str()
+                .is_some_and(|a| a != "NONE")
+        })
+        .count() as u64;
+    assert_eq!(during_copy + at_end, with_checksum, "{line}");
+    assert!(
+        during_copy > at_end,
+        "most files are checked during the copy: {line}"
+    );
+}

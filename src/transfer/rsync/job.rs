@@ -82,6 +82,9 @@ pub enum RsyncEvent {
         bytes_sent: u64,
         /// The entry's size in the manifest.
         size: u64,
+        /// Whether its bytes were checked against backup_manifest's checksum on their way
+        /// (the streaming engine does; rsync's files are checked after they are reported).
+        checked: bool,
     },
     /// Bytes a stream has counted so far in this phase (from `--info=progress2`). The final
     /// pg_control copy is stream number `streams.len()`.

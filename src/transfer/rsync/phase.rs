@@ -25,8 +25,14 @@ use crate::transfer::guardian::{thread_refused, GuardedThreads, Spawner};
 
 /// Messages from stream threads to [`forward`] (the streaming engine's threads send them too).
 pub(crate) enum Msg {
-    /// The entry at this index is complete at its final name; this many bytes came for it.
-    Done { index: usize, bytes_sent: u64 },
+    /// The entry at this index is complete at its final name; this many bytes came for it;
+    /// `checked`: its bytes matched backup_manifest's checksum on their way (the streaming
+    /// engine; rsync's files are checked after they are reported, by `transfer::verifier`).
+    Done {
+        index: usize,
+        bytes_sent: u64,
+        checked: bool,
+    },
     /// The stream has counted this many bytes so far, of which `present` were found in place
     /// (kept partial data read back) rather than received.
     Progress {
@@ -74,7 +80,11 @@ pub(crate) async fn forward(
     let mut failure = None;
     while let Some(msg) = rx.recv().await {
         match msg {
-            Msg::Done { index, bytes_sent } => {
+            Msg::Done {
+                index,
+                bytes_sent,
+                checked,
+            } => {
                 if std::mem::replace(&mut reported[index], true) {
                     continue;
                 }
@@ -87,6 +97,7 @@ pub(crate) async fn forward(
                     path: entry.path.clone(),
                     bytes_sent,
                     size: entry.size,
+                    checked,
                 });
             }
             Msg::Progress {
@@ -196,6 +207,7 @@ fn run_invocation(
                         let _ = tx.send(Msg::Done {
                             index: item.index,
                             bytes_sent,
+                            checked: false,
                         });
                     }
                 }
@@ -262,6 +274,7 @@ fn run_invocation(
         let _ = tx.send(Msg::Done {
             index: item.index,
             bytes_sent: appended[*n],
+            checked: false,
         });
     }
     Ok(())

@@ -187,6 +187,9 @@ pub(super) struct Sample {
     pub(super) resume: Option<ResumeFacts>,
     /// pgreplica only: seconds per step, from the clone's own history, in order.
     pub(super) steps: Vec<(String, f64)>,
+    /// pgreplica only: seconds the Transfer step's copy spent in the store (its checkpoints),
+    /// from the clone's `facts.transfer.checkpoint_ms`.
+    pub(super) checkpoint_s: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -239,6 +242,7 @@ impl Bench {
             remote_cpu_seconds: self.remote_cpu()? - remote_before,
             resume: None,
             steps: Vec::new(),
+            checkpoint_s: None,
         })
     }
 
@@ -311,6 +315,9 @@ impl Bench {
         let status = self.check_verified(dest)?;
         Ok(Sample {
             steps: step_times(&status),
+            checkpoint_s: status::fact(&status, "transfer")["checkpoint_ms"]
+                .as_u64()
+                .map(|ms| ms as f64 / 1000.0),
             ..sample
         })
     }
