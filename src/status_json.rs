@@ -199,26 +199,34 @@ fn member(member: &ChainMember) -> Value {
 
 /// VerifyCopy's result: `{"method": "manifest" | "checked" | "skipped", …}`.
 fn verification(verification: &Verification) -> Value {
+    let manifest = |files: &u64, during_copy: u64, at_end: u64| {
+        json!({
+            "method": "manifest", "files": files,
+            "checked_during_copy": during_copy, "checked_at_end": at_end,
+            "pg_major": null, "system_identifier": null, "bytes": null, "reason": null,
+        })
+    };
     match verification {
-        Verification::Verified { files } => json!({
-            "method": "manifest", "files": files,
-            "pg_major": null, "system_identifier": null, "bytes": null, "reason": null,
-        }),
-        Verification::VerifiedDuringCopy { files, .. } => json!({
-            "method": "manifest", "files": files,
-            "pg_major": null, "system_identifier": null, "bytes": null, "reason": null,
-        }),
+        // pg_verifybackup read every file at the end.
+        Verification::Verified { files } => manifest(files, 0, *files),
+        Verification::VerifiedDuringCopy {
+            files,
+            during_copy,
+            at_end,
+        } => manifest(files, *during_copy, *at_end),
         Verification::Checked {
             pg_major,
             system_identifier,
             bytes,
         } => json!({
             "method": "checked", "files": null,
+            "checked_during_copy": null, "checked_at_end": null,
             "pg_major": pg_major, "system_identifier": system_identifier, "bytes": bytes,
             "reason": null,
         }),
         Verification::Skipped { reason } => json!({
             "method": "skipped", "files": null,
+            "checked_during_copy": null, "checked_at_end": null,
             "pg_major": null, "system_identifier": null, "bytes": null, "reason": reason,
         }),
     }
