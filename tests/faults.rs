@@ -1,7 +1,7 @@
 //! The world's faults, each against the real lab: the network to the Barman host going silent
 //! in the middle of the transfer (a relay that stops forwarding), the Barman host's sshd killed
 //! in the middle of the transfer and started again, sshd refusing sessions (`MaxStartups`)
-//! under `--jobs 4`, the source node down during FetchParams and during WriteReplicationConf
+//! under `--jobs 4` (where the run's streams share no ssh connection; sharing one, they pass), the source node down during FetchParams and during WriteReplicationConf
 //! (the replication slot), and the source reachable only over TLS. Each must end in its
 //! documented exit code with one ERROR, a DETAIL and a HINT, leave a record that `clone resume`
 //! finishes once the fault is gone, and give a data directory identical to an uninterrupted
@@ -38,11 +38,11 @@ struct Faults {
 
 impl Faults {
     /// The repmgr.conf of a clone into `dir`: one node name, the relays, slots on.
-    fn conf(&self, dir: &Path) -> PathBuf {
+    fn conf(&self, dir: &Path, ssh_extra: &str) -> PathBuf {
         let lab = &self.bench.lab;
         let path = dir.with_extension("conf");
         let text = format!(
-            "{}ssh_options='{} {QUICK_SSH}'\nuse_replication_slots=on\n",
+            "{}ssh_options='{} {QUICK_SSH} {ssh_extra}'\nuse_replication_slots=on\n",
             lab.repmgr_conf(2, "node2", dir, lab.primary_port()),
             lab.ssh_args_to(self.ssh.port()).join(" "),
         );
@@ -50,11 +50,18 @@ impl Faults {
         path
     }
 
-    /// `clone start` of a clone into a new directory `name`, with `extra` arguments and
-    /// `keywords` added to the source's conninfo: the directory and the arguments.
-    fn args(&self, name: &str, keywords: &str, extra: &[&str]) -> (PathBuf, Vec<String>) {
+    /// `clone start` of a clone into a new directory `name`, with `extra` arguments,
+    /// `keywords` added to the source's conninfo and `ssh_extra` to ssh_options: the directory
+    /// and the arguments.
+    fn args(
+        &self,
+        name: &str,
+        keywords: &str,
+        ssh_extra: &str,
+        extra: &[&str],
+    ) -> (PathBuf, Vec<String>) {
         let dir = self.bench.lab.new_dir(name);
-        let conf = self.conf(&dir);
+        let conf = self.conf(&dir, ssh_extra);
         let mut args: Vec<String> = [
             "clone",
             "start",
@@ -74,13 +81,24 @@ impl Faults {
 
     /// Starts the clone of [`Faults::args`] in the background.
     fn start(&self, name: &str, keywords: &str, extra: &[&str]) -> (PathBuf, Child) {
-        let (dir, args) = self.args(name, keywords, extra);
+        self.start_with_ssh(name, keywords, "", extra)
+    }
+
+    /// [`Faults::start`] with `ssh_extra` added to ssh_options.
+    fn start_with_ssh(
+        &self,
+        name: &str,
+        keywords: &str,
+        ssh_extra: &str,
+        extra: &[&str],
+    ) -> (PathBuf, Child) {
+        let (dir, args) = self.args(name, keywords, ssh_extra, extra);
         (dir, spawn(&self.bench, &args))
     }
 
     /// Runs the clone of [`Faults::args`], which must succeed.
-    fn clone_ok(&self, name: &str) -> PathBuf {
-        let (dir, args) = self.args(name, "", &[]);
+    fn clone_ok(&self, name: &str, extra: &[&str]) -> PathBuf {
+        let (dir, args) = self.args(name, "", "", extra);
         let out = self
             .bench
             .run(&args.iter().map(String::as_str).collect::<Vec<_>>());
@@ -153,7 +171,7 @@ fn each_fault_ends_cleanly_and_resumes_to_an_identical_clone() {
         source,
         reference: TreeDigest::new(),
     };
-    faults.reference = tree_digest(&faults.clone_ok("reference"));
+    faults.reference = tree_digest(&faults.clone_ok("reference", &[]));
     let throttled = ["--jobs", "2", "--bwlimit", "1500"];
 
     // The network to the Barman host goes silent mid-transfer: ssh's keep-alives notice, the
@@ -187,10 +205,16 @@ fn each_fault_ends_cleanly_and_resumes_to_an_identical_clone() {
     faults.bench.lab.restart_sshd().unwrap();
     faults.resume_to_reference(&dir, &[]);
 
-    // sshd refuses sessions beyond 2 waiting to log in: VerifyBackup's two pass, four rsync
-    // streams starting at once do not.
+    // sshd refuses sessions beyond 2 waiting to log in. The four rsync streams of one run
+    // share its one ssh connection (ControlMaster): nothing is refused, the clone is whole.
     faults.bench.lab.set_sshd_max_startups(2).unwrap();
-    let (dir, mut child) = faults.start("max-startups", "", &["--jobs", "4"]);
+    let dir = faults.clone_ok("max-startups-shared", &["--jobs", "4"]);
+    let differing = differing_paths(&tree_digest(&dir), &faults.reference);
+    assert!(differing.is_empty(), "{differing:?}");
+    // Without it (the operator's ssh_options say ControlMaster=no): VerifyBackup's connection
+    // passes, four rsync streams starting at once do not.
+    let (dir, mut child) =
+        faults.start_with_ssh("max-startups", "", "-o ControlMaster=no", &["--jobs", "4"]);
     let stderr = faults.failed(&mut child, &dir, 12, "transfer");
     assert!(
         stderr.contains("ERROR: rsync lost its ssh connection to the Barman host"),
@@ -229,7 +253,7 @@ fn each_fault_ends_cleanly_and_resumes_to_an_identical_clone() {
     let pki = Pki::generate(&faults.bench.lab.dir().join("pki")).unwrap();
     faults.bench.lab.enable_ssl(&pki).unwrap();
     faults.bench.lab.require_tls(&[ROLE], &[]).unwrap();
-    let dir = faults.clone_ok("tls-only-prefer");
+    let dir = faults.clone_ok("tls-only-prefer", &[]);
     let differing = differing_paths(&tree_digest(&dir), &faults.reference);
     assert!(differing.is_empty(), "{differing:?}");
     let (dir, mut child) = faults.start("tls-only-disable", "sslmode=disable", &[]);

@@ -450,11 +450,14 @@ impl CloneStore {
         let CloneStore {
             db,
             files,
+            checks,
             id,
             dir,
             _lock: lock,
             ..
         } = self;
+        // Every handle on the database goes before the reopen: one kept would hold sled's lock.
+        drop(checks);
         drop(files);
         drop(db);
         let path = dir.join("db");
@@ -471,10 +474,12 @@ impl CloneStore {
         let CloneStore {
             db,
             files,
+            checks,
             dir,
             _lock: lock,
             ..
         } = self;
+        drop(checks);
         drop(files);
         drop(db);
         remove_clone_dir(&dir, lock)
