@@ -447,19 +447,7 @@ impl CloneStore {
     /// that once at the end of the run. A kill meanwhile loses nothing: opening is what every
     /// reader does, and the snapshot is replaced by an atomic rename.
     pub fn close(self) -> Result<(), Error> {
-        let CloneStore {
-            db,
-            files,
-            checks,
-            id,
-            dir,
-            _lock: lock,
-            ..
-        } = self;
-        // Every handle on the database goes before the reopen: one kept would hold sled's lock.
-        drop(checks);
-        drop(files);
-        drop(db);
+        let (id, dir, lock) = self.release_database();
         let path = dir.join("db");
         let reopened = open_sled(&path)
             .map_err(|panic| unreadable(&format!("clone {id}"), &path, &panic))?
@@ -471,10 +459,18 @@ impl CloneStore {
 
     /// Removes the clone's directory (record, file list, snapshot) and then releases the lock.
     pub fn discard(self) -> Result<(), Error> {
+        let (_, dir, lock) = self.release_database();
+        remove_clone_dir(&dir, lock)
+    }
+
+    /// Drops every handle on the sled database (one kept would hold sled's own lock), keeping
+    /// what the caller still needs: the clone's id, its directory and the clone lock.
+    fn release_database(self) -> (CloneId, PathBuf, CloneLock) {
         let CloneStore {
             db,
             files,
             checks,
+            id,
             dir,
             _lock: lock,
             ..
@@ -482,7 +478,7 @@ impl CloneStore {
         drop(checks);
         drop(files);
         drop(db);
-        remove_clone_dir(&dir, lock)
+        (id, dir, lock)
     }
 
     /// The marker, locked; a poisoned lock still holds a consistent marker (it is replaced
