@@ -2,8 +2,11 @@
 //! name) and `--info=progress2` lines (bytes sent so far).
 //!
 //! The format is defined here, next to its parser ([`out_format_arg`]), so the two cannot drift.
-//! An `--out-format` line containing `%b` is printed only after the file was received and
-//! renamed into place, which is why a Done line may be reported as a finished file.
+//! An `--out-format` line containing `%b` is printed once the file's data was received, but
+//! just *before* rsync closes the temporary file and renames it into place (receiver.c:
+//! `log_item` follows `receive_data`, `finish_transfer` comes after): a reader of the final
+//! name must wait for it (`transfer::verifier` does), and a done mark relies on the mark
+//! reaching disk no sooner than the next flush, by which time the rename is long done.
 //!
 //! Must not: decide what a line means for the copy (whether a file is listed, reported, or
 //! mismatched): the stream that ran rsync knows its entries.
