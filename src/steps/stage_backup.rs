@@ -18,6 +18,7 @@ use crate::runner::StepContext;
 use crate::transfer::barman_rsync::{copy_checkpointed, rsync_args, stored_list, tidy, Copy};
 use crate::transfer::rsync::{RsyncJob, TreeSource};
 use crate::transfer::staging::Staging;
+use crate::transfer::stream::Engine;
 use states::{EntryKind, StageInput, TransferSummary};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -131,7 +132,7 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<Transf
             entry.path
         );
     }
-    let (_, summary) = copy_checkpointed(ctx, job, &copy, bytes_kept, None).await?;
+    let (_, summary) = copy_checkpointed(ctx, job, &copy, bytes_kept, None, Engine::Rsync).await?;
     crate::notice!(
         "backup {} staged in \"{}\"",
         backup.backup_id,

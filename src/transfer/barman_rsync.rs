@@ -24,7 +24,7 @@
 
 use super::guardian::thread_refused;
 use super::layout::finish_layout;
-use super::rsync::{self, RsyncEvent, RsyncJob, TreeSource};
+use super::rsync::{self, RsyncEvent, RsyncJob, RsyncStats, TreeSource};
 use super::stream::{Engine, StreamSource, MANIFEST};
 use super::streams::plan_streams;
 use super::verifier::{Check, Landing, Verdict, Verifier};
@@ -155,19 +155,23 @@ pub async fn run(
     crate::info!("free disk: {room}");
     // rsync's delta wins where the target already holds the backup's files (`--force` into a
     // used directory); elsewhere the engine the operator chose.
-    let stream =
-        (Engine::from_env()? == Engine::Stream && !dirs.reused_existing).then(|| StreamSource {
-            barman: barman.clone(),
-            remote_dirs: std::iter::once((0, data_dir(backup)))
-                .chain(
-                    dirs.tablespaces
-                        .iter()
-                        .map(|t| (t.oid, tablespace_dir(backup, t.oid))),
-                )
-                .collect(),
-            bwlimit_kbps: request.bwlimit_kbps,
-        });
-    let (job, summary) = copy_checkpointed(ctx, job, &copy, bytes_kept, stream.as_ref()).await?;
+    let engine = match Engine::from_env()? {
+        Engine::Stream if !dirs.reused_existing => Engine::Stream,
+        _ => Engine::Rsync,
+    };
+    let source = StreamSource {
+        barman: barman.clone(),
+        remote_dirs: std::iter::once((0, data_dir(backup)))
+            .chain(
+                dirs.tablespaces
+                    .iter()
+                    .map(|t| (t.oid, tablespace_dir(backup, t.oid))),
+            )
+            .collect(),
+        bwlimit_kbps: request.bwlimit_kbps,
+    };
+    let (job, summary) =
+        copy_checkpointed(ctx, job, &copy, bytes_kept, Some(&source), engine).await?;
     finish_layout(Path::new(&dirs.data_dir), backup.pg_version, dirs)?;
     crate::debug!(
         "transfer of {} entries into \"{}\" complete (jobs {})",
@@ -292,15 +296,19 @@ pub(crate) fn tidy(job: &mut RsyncJob, copy: &Copy) -> Result<u64> {
 
 /// The checkpointed copy of Transfer and StageBackup: the entries of `job` not done yet (its
 /// list, from [`stored_list`], tidied by [`tidy`], which kept `bytes_kept`) copied by parallel
-/// rsync streams — or the streaming engine's tar streams from `stream` — each marked done in
-/// the store as the engine reports it. Returns the job and the summary.
+/// rsync streams — or, with [`Engine::Stream`], the streaming engine's tar streams from
+/// `source` — each marked done in the store as the engine reports it. With rsync, the files a
+/// killed copy left in part are first completed from their tails from `source`, when the copy
+/// is checked against backup_manifest ([`tail_first`]). Returns the job and the summary.
 pub(crate) async fn copy_checkpointed(
     ctx: &mut StepContext<'_>,
     job: RsyncJob,
     copy: &Copy,
     bytes_kept: u64,
-    stream: Option<&StreamSource>,
+    source: Option<&StreamSource>,
+    engine: Engine,
 ) -> Result<(RsyncJob, TransferSummary)> {
+    let stream = source.filter(|_| engine == Engine::Stream);
     let jobs = ctx.request().jobs;
     let files = ctx.store.files();
     let (bytes_total, files_total) = totals(&job.entries, |_| true);
@@ -308,7 +316,21 @@ pub(crate) async fn copy_checkpointed(
     if files_done > 0 {
         crate::notice!("resuming the transfer: {files_done} of {files_total} files already copied");
     }
-    let plan = plan_streams(&job.entries, jobs);
+    let tails = match source {
+        Some(source) if stream.is_none() => tail_first(&job, copy).map(|t| (source, t)),
+        _ => None,
+    };
+    let plan = match &tails {
+        // rsync leaves what the tails complete.
+        Some((_, tails)) => {
+            let mut rest = job.entries.clone();
+            for &i in tails {
+                rest[i].done = true;
+            }
+            plan_streams(&rest, jobs)
+        }
+        None => plan_streams(&job.entries, jobs),
+    };
     crate::notice!(
         "retrieving {} from {} ({} {} stream(s))...",
         copy.what,
@@ -325,7 +347,9 @@ pub(crate) async fn copy_checkpointed(
     let progress = ctx.progress;
     // Bytes each stream has counted, from rsync's own counters (the bar moves inside big files
     // too), and of those the kept partial data read back: the position counts it, the rate not.
-    let mut stream_bytes = vec![(0_u64, 0_u64); plan.streams.len() + 1];
+    // One slot per stream, one for rsync's final phase, one for the tails.
+    let tail_slot = plan.streams.len() + 1;
+    let mut stream_bytes = vec![(0_u64, 0_u64); tail_slot + 1];
     // rsync's files are checked as they complete, on a thread of their own; the streaming
     // engine checks them as they arrive.
     let verifier = match (copy.check, stream) {
@@ -349,7 +373,7 @@ pub(crate) async fn copy_checkpointed(
     // own cost.
     let mut checkpoint = Duration::ZERO;
     let mut checked = Checked::default();
-    let on_event = |event| match event {
+    let mut on_event = |event| match event {
         RsyncEvent::FileDone {
             index,
             root,
@@ -370,7 +394,7 @@ pub(crate) async fn copy_checkpointed(
                 flush_error.get_or_insert(e);
             }
             checked.files += u64::from(on_its_way && copy.check);
-            if let Some(verifier) = &verifier {
+            if let Some(verifier) = verifier.as_ref().filter(|_| !on_its_way) {
                 let landing = |e: &ManifestEntry| {
                     job_root(&job, e.root).map(|r| Landing {
                         file: r.join(&e.path),
@@ -422,9 +446,33 @@ pub(crate) async fn copy_checkpointed(
             progress.set_bytes_done(bytes_done + counted, read_back);
         }
     };
-    let stats = match stream {
-        Some(source) => super::stream::run_streams(source, &job, &plan, on_event).await,
-        None => rsync::run_streams(&job, &plan, on_event).await,
+    let stats = match (stream, tails) {
+        (Some(source), _) => super::stream::run_streams(source, &job, &plan, on_event).await,
+        (None, Some((source, tails))) => {
+            // The tails report their bytes in their own slot.
+            let tailed = super::stream::continue_partials(source, &job, tails, |event| {
+                on_event(match event {
+                    RsyncEvent::Progress { bytes, present, .. } => RsyncEvent::Progress {
+                        stream: tail_slot,
+                        bytes,
+                        present,
+                    },
+                    done => done,
+                })
+            })
+            .await;
+            match tailed {
+                Ok(tailed) => rsync::run_streams(&job, &plan, &mut on_event)
+                    .await
+                    .map(|rest| RsyncStats {
+                        files: tailed.files + rest.files,
+                        bytes_sent: tailed.bytes_sent + rest.bytes_sent,
+                        duration: tailed.duration + rest.duration,
+                    }),
+                Err(e) => Err(e),
+            }
+        }
+        (None, None) => rsync::run_streams(&job, &plan, on_event).await,
     };
     // The checks still queued finish before the outcome: a copy that succeeded waits for them.
     if let Some(verifier) = verifier {
@@ -458,6 +506,28 @@ pub(crate) async fn copy_checkpointed(
         checkpoint_ms: u64::try_from(checkpoint.as_millis()).unwrap_or(u64::MAX),
     };
     Ok((job, summary))
+}
+
+/// The entries the rsync engine leaves to [`continue_partials`](super::stream::continue_partials):
+/// the kept partial files, and backup_manifest before them when it is not copied yet, since
+/// each file's tail is checked with the manifest's checksum over the whole file. None when
+/// nothing was kept, or the copy is not checked against a backup_manifest in the list (a
+/// staged archive, a backup without one): rsync's `--append-verify` completes those.
+fn tail_first(job: &RsyncJob, copy: &Copy) -> Option<Vec<usize>> {
+    let manifest = job
+        .entries
+        .iter()
+        .position(|e| e.root == 0 && e.path == MANIFEST)?;
+    if !copy.check || job.partials.is_empty() {
+        return None;
+    }
+    let manifest = (!job.entries[manifest].done).then_some(manifest);
+    Some(
+        manifest
+            .into_iter()
+            .chain(job.partials.iter().copied())
+            .collect(),
+    )
 }
 
 /// Runs `op`, adding the wall time it took to `total`.

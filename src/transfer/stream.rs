@@ -97,9 +97,47 @@ const CHUNK: usize = 256 * 1024;
 const PROGRESS_EVERY: u64 = 1 << 20;
 
 /// Copies the planned entries of `job` from `source`: `backup_manifest` first (when it is to
-/// be copied), then the streams, then `global/pg_control`; calls `on_event` as files complete.
-/// Dropping the future stops every ssh and waits until they are reaped.
+/// be copied), then the streams, then `global/pg_control`, and last gives the directories the
+/// backup's times; calls `on_event` as files complete. Dropping the future stops every ssh and
+/// waits until they are reaped.
 pub async fn run_streams(
+    source: &StreamSource,
+    job: &RsyncJob,
+    plan: &StreamPlan,
+    on_event: impl FnMut(RsyncEvent),
+) -> Result<RsyncStats> {
+    let stats = copy_planned(source, job, plan, on_event).await?;
+    // The files are in: the directories get the backup's times, which writing into them changed.
+    for entry in job.entries.iter().filter(|e| e.kind == EntryKind::Dir) {
+        if let Some(dest) = job.tree(entry.root).map(|(_, dest)| dest) {
+            let dir = dest.join(&entry.path);
+            let set = std::fs::File::open(&dir).and_then(|d| d.set_modified(mtime_of(entry)));
+            set.map_err(|e| io_error("set the time of", &dir, e))?;
+        }
+    }
+    Ok(stats)
+}
+
+/// Completes the kept partial files `indices` of `job` (and `backup_manifest` first, when it is
+/// among them) in one stream, as [`run_streams`] does: each from its tail where backup_manifest
+/// has its checksum, else whole. The rsync engine's resume uses it for the files a killed copy
+/// left in part, since `tail -c` sends the missing bytes without the whole-file checksum pass
+/// on both ends that rsync's `--append-verify` makes. Directories are left to the caller.
+pub async fn continue_partials(
+    source: &StreamSource,
+    job: &RsyncJob,
+    indices: Vec<usize>,
+    on_event: impl FnMut(RsyncEvent),
+) -> Result<RsyncStats> {
+    let plan = StreamPlan {
+        streams: vec![indices],
+        last: None,
+    };
+    copy_planned(source, job, &plan, on_event).await
+}
+
+/// The copy of [`run_streams`] without the directories' times.
+async fn copy_planned(
     source: &StreamSource,
     job: &RsyncJob,
     plan: &StreamPlan,
@@ -173,14 +211,6 @@ pub async fn run_streams(
             &mut on_event,
         )
         .await?;
-    }
-    // The files are in: the directories get the backup's times, which writing into them changed.
-    for entry in job.entries.iter().filter(|e| e.kind == EntryKind::Dir) {
-        if let Some(dest) = shared.dest(entry.root) {
-            let dir = dest.join(&entry.path);
-            let set = std::fs::File::open(&dir).and_then(|d| d.set_modified(mtime_of(entry)));
-            set.map_err(|e| io_error("set the time of", &dir, e))?;
-        }
     }
     stats.duration = started.elapsed();
     Ok(stats)
@@ -258,6 +288,7 @@ async fn run_phase(
                     tx: &tx,
                     bytes: base,
                     reported_at: base,
+                    present: 0,
                     limit: shared.source.bwlimit_kbps.map(Pace::new),
                 };
                 if let Err(e) = stream.run(&indices) {
@@ -280,6 +311,8 @@ struct Stream<'a> {
     bytes: u64,
     /// `bytes` when progress was last reported.
     reported_at: u64,
+    /// Of `bytes`, those found in place: the kept parts of files continued from their tails.
+    present: u64,
     limit: Option<Pace>,
 }
 
@@ -332,6 +365,9 @@ impl Stream<'_> {
             sum.update(&buf[..n]);
             kept += n as u64;
         }
+        // The kept bytes count where the copy stands, not in its rate.
+        self.bytes += kept;
+        self.present += kept;
         let remote = self
             .shared
             .remote(entry)
@@ -564,7 +600,7 @@ impl Stream<'_> {
                 let _ = self.tx.send(Msg::Progress {
                     stream: self.number,
                     bytes: self.bytes,
-                    present: 0,
+                    present: self.present,
                 });
             }
         }
@@ -596,7 +632,7 @@ impl Stream<'_> {
         let _ = self.tx.send(Msg::Progress {
             stream: self.number,
             bytes: self.bytes,
-            present: 0,
+            present: self.present,
         });
         self.reported_at = self.bytes;
     }

@@ -47,7 +47,7 @@ pub struct RsyncJob {
 
 impl RsyncJob {
     /// Source and target directory of `root`, if the job knows that root.
-    pub(super) fn tree(&self, root: u32) -> Option<(&str, &Path)> {
+    pub(crate) fn tree(&self, root: u32) -> Option<(&str, &Path)> {
         if root == 0 {
             return Some((&self.source, &self.dest));
         }
