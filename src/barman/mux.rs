@@ -8,7 +8,9 @@
 //! directory (mode 0700, checked by the store), or a 0700 directory made in the temporary
 //! directory when that path is too long for a socket (`sun_path` holds 108 bytes) or holds
 //! characters ssh's `ControlPath` would read otherwise (blanks, quotes, `%`). The master is
-//! closed (`ssh -O exit`) when the run ends, failed or not ([`SharedConnection`]'s drop). A
+//! closed when the run ends, failed or not ([`SharedConnection`]'s drop): asked to exit over its
+//! socket in ssh's own multiplexing protocol (what `ssh -O exit` sends, without starting ssh),
+//! or by `ssh -O exit` where that fails. A
 //! run killed with SIGKILL leaves its master (which exits after [`PERSIST`] idle, and which the
 //! next run of the clone shares) or a dead socket behind, which the next run removes as it
 //! starts (ssh itself would connect directly beside it).
@@ -30,12 +32,12 @@ use super::Barman;
 /// steps of a run, short enough that one left by a killed run goes soon.
 pub const PERSIST: &str = "60";
 
-/// How long the master may take to tear down after `ssh -O exit` (it answers first): polled
-/// every 10 ms, for 2 s at most.
+/// How long the master may take to tear down once asked to exit (it removes its socket within
+/// a few milliseconds): polled every 2 ms, for 2 s at most.
 const TEARDOWN: states::RetryPolicy = states::RetryPolicy {
     max_attempts: u32::MAX,
-    first_delay_ms: 10,
-    max_delay_ms: 10,
+    first_delay_ms: 2,
+    max_delay_ms: 2,
     give_up_after_ms: Some(2_000),
     jitter_percent: 0,
 };
@@ -156,7 +158,7 @@ pub(super) fn control_dir() -> Option<PathBuf> {
     CONTROL_DIR.lock().ok().and_then(|d| d.clone())
 }
 
-/// The connection a run shares; closed (`ssh -O exit`) and forgotten when dropped.
+/// The connection a run shares; closed and forgotten when dropped.
 #[derive(Debug)]
 pub struct SharedConnection {
     /// A client with the run's options: `ssh -O exit` must name the same destination.
@@ -210,22 +212,17 @@ impl SharedConnection {
 
 impl Drop for SharedConnection {
     fn drop(&mut self) {
-        // `ssh -O exit` only talks to the local socket: it returns at once, master or not.
-        // `ssh <options> -O exit -- <host>`: the same options (the socket's name hashes them).
-        let mut argv = self.barman.ssh_argv();
-        let tail = argv.split_off(argv.len().saturating_sub(2));
-        argv.extend(["-O".to_string(), "exit".to_string()]);
-        argv.extend(tail);
-        let closed = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        // The master answers the request before it tears down: wait (briefly) until its socket
-        // is gone, so that nothing of the run is left when pgreplica exits.
         if let Multiplexing::Shared(socket) = self.barman.multiplexing() {
-            if closed.as_ref().is_ok_and(|status| status.success()) {
+            // The master answers before it tears down, and removes its socket as it exits:
+            // wait (briefly) for that, so that nothing of the run is left when pgreplica exits.
+            let asked = match terminate(&socket) {
+                Ok(()) => true,
+                Err(e) => {
+                    crate::debug!("the ssh master did not take the request to exit ({e}): asking with ssh -O exit");
+                    self.exit_by_ssh()
+                }
+            };
+            if asked {
                 let gone = crate::retry::poll_blocking(
                     &TEARDOWN,
                     |_: &()| true,
@@ -237,13 +234,96 @@ impl Drop for SharedConnection {
             }
             remove_if_dead(&socket);
         }
-        crate::debug!("closed the shared ssh connection: {closed:?}");
         if let Ok(mut shared) = CONTROL_DIR.lock() {
             *shared = None;
         }
         if self.made {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+impl SharedConnection {
+    /// `ssh <options> -O exit -- <host>`: the same options (the socket's name hashes them).
+    /// It only talks to the local socket, and returns at once, master or not. Whether the
+    /// master said yes.
+    fn exit_by_ssh(&self) -> bool {
+        let mut argv = self.barman.ssh_argv();
+        let tail = argv.split_off(argv.len().saturating_sub(2));
+        argv.extend(["-O".to_string(), "exit".to_string()]);
+        argv.extend(tail);
+        let closed = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        crate::debug!("closed the shared ssh connection: {closed:?}");
+        closed.is_ok_and(|status| status.success())
+    }
+}
+
+/// OpenSSH's multiplexing protocol (its PROTOCOL.mux): the hello both ends send first, the
+/// request to terminate the master, and the master's yes.
+const MUX_MSG_HELLO: u32 = 0x0000_0001;
+const MUX_PROTOCOL_VERSION: u32 = 4;
+const MUX_C_TERMINATE: u32 = 0x1000_0005;
+const MUX_S_OK: u32 = 0x8000_0001;
+
+/// Asks the master on `socket` to exit, as `ssh -O exit` does but without starting ssh:
+/// hello, then MUX_C_TERMINATE; Ok once the master said yes.
+fn terminate(socket: &Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind, Read, Write};
+    let stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+    stream.set_write_timeout(Some(std::time::Duration::from_secs(2)))?;
+    let packet = |words: &[u32]| {
+        let body: Vec<u8> = words.iter().flat_map(|w| w.to_be_bytes()).collect();
+        let mut framed = u32::try_from(body.len())
+            .unwrap_or(0)
+            .to_be_bytes()
+            .to_vec();
+        framed.extend(body);
+        framed
+    };
+    let read_packet = || -> std::io::Result<Vec<u8>> {
+        let mut reader = &stream;
+        let mut len = [0; 4];
+        reader.read_exact(&mut len)?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len > 1 << 16 {
+            return Err(Error::new(ErrorKind::InvalidData, "oversized packet"));
+        }
+        let mut body = vec![0; len];
+        reader.read_exact(&mut body)?;
+        Ok(body)
+    };
+    let word = |body: &[u8], at: usize| {
+        body.get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let hello = read_packet()?;
+    if word(&hello, 0) != Some(MUX_MSG_HELLO) {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            "no hello from the master",
+        ));
+    }
+    let request_id = std::process::id();
+    let mut writer = &stream;
+    writer.write_all(&packet(&[MUX_MSG_HELLO, MUX_PROTOCOL_VERSION]))?;
+    writer.write_all(&packet(&[MUX_C_TERMINATE, request_id]))?;
+    match read_packet() {
+        Ok(reply) if word(&reply, 0) == Some(MUX_S_OK) && word(&reply, 4) == Some(request_id) => {
+            Ok(())
+        }
+        // The master may exit before its answer leaves (ssh -O exit takes that as a yes).
+        Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(()),
+        Ok(_) => Err(Error::new(
+            ErrorKind::PermissionDenied,
+            "the master refused",
+        )),
+        Err(e) => Err(e),
     }
 }
 

@@ -19,6 +19,7 @@
 //! too), for the dry run to report.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -152,49 +153,215 @@ pub fn cpu_has_aes() -> bool {
     }
 }
 
-/// The `ciphers` line of `ssh <args> -G -- <host>`.
-fn ciphers_of(args: &[&str], host: &str) -> std::result::Result<String, String> {
-    let child = Command::new("ssh")
-        .args(args)
-        .args(["-G", "--", host])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run ssh -G: {e}"))?;
-    // `Match exec` lines run commands: bound the wait as for every other ssh. The waiting
-    // thread hands the output over; past the bound the child is killed, which ends it.
-    let pid = child.id();
-    let (sender, receiver) = std::sync::mpsc::channel();
-    std::thread::spawn(move || sender.send(child.wait_with_output()));
-    let output = match receiver.recv_timeout(CONFIG_TIMEOUT) {
-        Ok(output) => output.map_err(|e| e.to_string())?,
-        Err(_) => {
-            // SAFETY: kill(2) on the pid of our own child, which the waiting thread has not
-            // reaped after 10 s of waiting (unless it exited at this very instant).
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            return Err("ssh -G did not answer".to_string());
-        }
-    };
-    if !output.status.success() {
-        return Err("ssh -G refused the options".to_string());
+/// `ssh <args> -G -- <host>`, started: its `ciphers` line comes from [`CiphersProbe::ciphers`].
+struct CiphersProbe {
+    pid: u32,
+    output: std::sync::mpsc::Receiver<std::io::Result<std::process::Output>>,
+}
+
+impl CiphersProbe {
+    fn start(args: &[&str], host: &str) -> std::result::Result<CiphersProbe, String> {
+        let child = Command::new("ssh")
+            .args(args)
+            .args(["-G", "--", host])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run ssh -G: {e}"))?;
+        // `Match exec` lines run commands: bound the wait as for every other ssh. The waiting
+        // thread hands the output over; past the bound the child is killed, which ends it.
+        let pid = child.id();
+        let (sender, output) = std::sync::mpsc::channel();
+        std::thread::spawn(move || sender.send(child.wait_with_output()));
+        Ok(CiphersProbe { pid, output })
     }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .find_map(|line| line.strip_prefix("ciphers ").map(str::to_string))
-        .ok_or_else(|| "ssh -G printed no ciphers".to_string())
+
+    /// The `ciphers` line ssh printed.
+    fn ciphers(self) -> std::result::Result<String, String> {
+        let output = match self.output.recv_timeout(CONFIG_TIMEOUT) {
+            Ok(output) => output.map_err(|e| e.to_string())?,
+            Err(_) => {
+                // SAFETY: kill(2) on the pid of our own child, which the waiting thread has not
+                // reaped after 10 s of waiting (unless it exited at this very instant).
+                unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGKILL) };
+                return Err("ssh -G did not answer".to_string());
+            }
+        };
+        if !output.status.success() {
+            return Err("ssh -G refused the options".to_string());
+        }
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .find_map(|line| line.strip_prefix("ciphers ").map(str::to_string))
+            .ok_or_else(|| "ssh -G printed no ciphers".to_string())
+    }
 }
 
 /// The ciphers the ssh configuration sets for `host` with `ssh_options`: `None` when they are
-/// ssh's built-in list (`ssh -F /dev/null -G`, which reads no configuration at all).
+/// ssh's built-in list. Where no configuration file ssh reads names `Ciphers`
+/// ([`config_names_ciphers`]), that is known without running ssh; otherwise
+/// [`ciphers_by_ssh`] asks ssh itself.
 fn configured_ciphers(
     host: &str,
     ssh_options: &[String],
 ) -> std::result::Result<Option<String>, String> {
+    let homes = user_config_dirs();
+    let user_files: Vec<PathBuf> = homes.iter().map(|d| d.join("config")).collect();
+    match config_names_ciphers(ssh_options, &user_files, Path::new(SYSTEM_CONFIG)) {
+        Some(false) => Ok(None),
+        _ => ciphers_by_ssh(host, ssh_options),
+    }
+}
+
+/// The ciphers `ssh -G` resolves for `host` with `ssh_options` (`~/.ssh/config`,
+/// `/etc/ssh/ssh_config` and any `-F` file read), against ssh's built-in list
+/// (`ssh -F /dev/null -G`, which reads no configuration at all): `None` when they are the same.
+/// Both run at once.
+fn ciphers_by_ssh(
+    host: &str,
+    ssh_options: &[String],
+) -> std::result::Result<Option<String>, String> {
     let options: Vec<&str> = ssh_options.iter().map(String::as_str).collect();
-    let configured = ciphers_of(&options, host)?;
-    let built_in = ciphers_of(&["-F", "/dev/null"], host)?;
+    let configured = CiphersProbe::start(&options, host)?;
+    let built_in = CiphersProbe::start(&["-F", "/dev/null"], host)?;
+    let (configured, built_in) = (configured.ciphers()?, built_in.ciphers()?);
     Ok((configured != built_in).then_some(configured))
+}
+
+/// The system-wide ssh client configuration (OpenSSH's compiled-in path on Debian).
+const SYSTEM_CONFIG: &str = "/etc/ssh/ssh_config";
+
+/// How deep `Include` may nest, as in ssh (`READCONF_MAX_DEPTH`).
+const INCLUDE_DEPTH: usize = 16;
+
+/// The directories whose `config` ssh may read as the user's own: `~/.ssh` of `$HOME` and of
+/// the user database's home (ssh uses the latter; both are read here, to be safe).
+fn user_config_dirs() -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(crate::source::user_entry().map(|(_, home)| home))
+        .map(|home| home.join(".ssh"))
+        .collect();
+    dirs.dedup();
+    dirs
+}
+
+/// Whether any configuration file ssh reads names the `Ciphers` keyword, in any block:
+/// `Some(false)` when none does, so ssh offers its built-in list; `None` when this reading
+/// cannot tell (`ssh_options` name another file with `-F` or include one with `-o Include`, a
+/// file cannot be read, an `Include` it does not follow), and ssh must be asked. The user's
+/// files (`user_files`, their `Include`s relative to their directory) and the system file
+/// (`system`, relative to `/etc/ssh`) are read as ssh reads them: a keyword is the first word
+/// of a line, before blanks or `=`, in any case; `#` starts a comment line.
+fn config_names_ciphers(
+    ssh_options: &[String],
+    user_files: &[PathBuf],
+    system: &Path,
+) -> Option<bool> {
+    if ssh_options.iter().any(|w| w.starts_with("-F"))
+        || option_names(ssh_options).iter().any(|n| n == "include")
+    {
+        return None;
+    }
+    let mut files: Vec<(PathBuf, PathBuf, usize)> = user_files
+        .iter()
+        .chain(std::iter::once(&system.to_path_buf()))
+        .map(|f| {
+            let base = f.parent().unwrap_or(Path::new("/")).to_path_buf();
+            (f.clone(), base, 0)
+        })
+        .collect();
+    while let Some((file, base, depth)) = files.pop() {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(_) => return None,
+        };
+        for line in text.lines() {
+            let line = line.trim_start();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut words = line.splitn(2, |c: char| c == '=' || c.is_whitespace());
+            let keyword = words.next().unwrap_or("").to_ascii_lowercase();
+            let rest = words.next().unwrap_or("");
+            match keyword.as_str() {
+                "ciphers" => return Some(true),
+                "include" if depth < INCLUDE_DEPTH => {
+                    for pattern in rest.trim_start_matches(['=', ' ', '\t']).split_whitespace() {
+                        for included in expand_include(pattern, &base)? {
+                            files.push((included, base.clone(), depth + 1));
+                        }
+                    }
+                }
+                "include" => return None,
+                _ => {}
+            }
+        }
+    }
+    Some(false)
+}
+
+/// The files an `Include` pattern names: relative to `base`; `*` and `?` in its last component
+/// only. None for what this reading does not follow (quotes, `~`, `%` tokens, `${}`, wildcards
+/// in a directory, `[` classes).
+fn expand_include(pattern: &str, base: &Path) -> Option<Vec<PathBuf>> {
+    if pattern.contains(['"', '\'', '~', '%', '$', '[', '\\']) {
+        return None;
+    }
+    let path = base.join(pattern);
+    let dir = path.parent()?;
+    let name = path.file_name()?.to_str()?;
+    if dir.to_str()?.contains(['*', '?']) {
+        return None;
+    }
+    if !name.contains(['*', '?']) {
+        return Some(vec![path]);
+    }
+    let listing = match std::fs::read_dir(dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(Vec::new()),
+        Err(_) => return None,
+    };
+    let mut matched = Vec::new();
+    for item in listing {
+        let item = item.ok()?;
+        let file = item.file_name();
+        if file.to_str().is_some_and(|f| wildcard_match(name, f)) {
+            matched.push(item.path());
+        }
+    }
+    Some(matched)
+}
+
+/// Whether `text` matches `pattern` with `*` (any run) and `?` (any one character), as
+/// glob(3) matches a file name (a leading `.` only by a leading `.`).
+fn wildcard_match(pattern: &str, text: &str) -> bool {
+    if text.starts_with('.') && !pattern.starts_with('.') {
+        return false;
+    }
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
 }
 
 /// The cipher choice for `host` with `ssh_options`, decided once per process: every ssh of a
@@ -414,8 +581,80 @@ mod tests {
             CipherChoice::NoAes
         };
         assert_eq!(cipher_choice("barman@127.0.0.1", &opts(&without)), expected);
-        assert!(configured_ciphers("barman@127.0.0.1", &words("-o NoSuchOption=1")).is_err());
+        assert!(ciphers_by_ssh("barman@127.0.0.1", &words("-o NoSuchOption=1")).is_err());
         std::fs::remove_dir_all(&dir).expect("rm");
+    }
+
+    /// Without running ssh: a `Ciphers` keyword in any block of any file ssh reads (through
+    /// `Include`s too) is seen; files that name none need no `ssh -G`; what the reading cannot
+    /// follow is left to ssh.
+    #[test]
+    fn configuration_files_that_name_no_ciphers_need_no_ssh() {
+        let dir = std::env::temp_dir().join(format!("pgreplica-ssh-read-{}", std::process::id()));
+        let (user, system, confd) = (dir.join("user"), dir.join("etc"), dir.join("etc/conf.d"));
+        std::fs::create_dir_all(&user).expect("mkdir");
+        std::fs::create_dir_all(&confd).expect("mkdir");
+        let (user_file, system_file) = (user.join("config"), system.join("ssh_config"));
+        let write = |file: &Path, text: &str| std::fs::write(file, text).expect("write");
+        let names = |options: &str| {
+            config_names_ciphers(
+                &words(options),
+                std::slice::from_ref(&user_file),
+                &system_file,
+            )
+        };
+        // Nothing to read at all: ssh's built-in list.
+        assert_eq!(names("-p 22"), Some(false));
+        write(
+            &user_file,
+            "Host barman\n  Port 2222\n# Ciphers aes128-ctr\n",
+        );
+        write(
+            &system_file,
+            "Include conf.d/*.conf\nHost *\n    SendEnv LANG LC_*\n",
+        );
+        write(&confd.join("10-a.conf"), "ForwardAgent no\n");
+        write(&confd.join("20-b.txt"), "Ciphers aes256-ctr\n");
+        write(&confd.join(".30-hidden.conf"), "Ciphers aes256-ctr\n");
+        assert_eq!(names("-p 22"), Some(false));
+        // A keyword in any case, after `=`, in a Match block, or in an included file.
+        for (file, text) in [
+            (&user_file, "Match host barman\n\tCIPHERS=aes128-ctr\n"),
+            (&confd.join("20-b.conf"), "Host *\n  ciphers +aes256-cbc\n"),
+        ] {
+            write(file, text);
+            assert_eq!(names("-p 22"), Some(true), "{text}");
+            std::fs::remove_file(file).expect("rm");
+        }
+        // Left to ssh: another file, an Include given in the options, an unfollowed pattern.
+        assert_eq!(names("-F /tmp/other"), None);
+        assert_eq!(names("-o Include=/tmp/x"), None);
+        write(&user_file, "Include ~/.ssh/conf.d/*\n");
+        assert_eq!(names("-p 22"), None);
+        std::fs::remove_dir_all(&dir).expect("rm");
+        assert!(wildcard_match("*.conf", "10-a.conf"));
+        assert!(wildcard_match("a?c*", "abcdef"));
+        assert!(!wildcard_match("*.conf", "20-b.txt"));
+        assert!(!wildcard_match("*", ".hidden"));
+    }
+
+    /// On this machine, where no configuration file names ciphers, reading the files and
+    /// asking ssh agree.
+    #[test]
+    fn reading_the_files_agrees_with_ssh_here() {
+        let options = words("-p 22 -o ConnectTimeout=3");
+        let user_files: Vec<PathBuf> = user_config_dirs()
+            .iter()
+            .map(|d| d.join("config"))
+            .collect();
+        let read = config_names_ciphers(&options, &user_files, Path::new(SYSTEM_CONFIG));
+        let asked = ciphers_by_ssh("barman@127.0.0.1", &options).expect("ssh -G");
+        match read {
+            Some(false) => assert_eq!(asked, None),
+            Some(true) => {}
+            None => panic!("this machine's ssh configuration could not be read"),
+        }
+        assert_eq!(configured_ciphers("barman@127.0.0.1", &options), Ok(asked));
     }
 
     /// The real ssh: `-G` reads the options and names the commands, connecting nowhere.

@@ -20,6 +20,7 @@ mod target;
 mod tls;
 
 pub use password::{password_for, take_password_from_dbname};
+pub(crate) use target::user_entry;
 pub use target::{is_tls_keyword, with_absolute_paths, Target, DEFAULT_CONNECT_TIMEOUT};
 pub use tls::SslMode;
 

@@ -536,7 +536,7 @@ fn os_user_name() -> String {
 }
 
 /// The effective user's name and home directory from the user database.
-fn user_entry() -> Option<(String, PathBuf)> {
+pub(crate) fn user_entry() -> Option<(String, PathBuf)> {
     // SAFETY: getpwuid returns a pointer into static storage or null; we copy it out at once.
     unsafe {
         let pw = libc::getpwuid(libc::geteuid());
