@@ -88,10 +88,14 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
             let newer = bench.lab.take_backup().unwrap();
             assert_ne!(Some(&newer), pinned.as_ref());
         }
-        child = spawn(
-            &bench,
-            &["clone", "resume", &data_dir.display().to_string()].map(String::from),
-        );
+        // The last resume says at DEBUG how it closes its shared connection.
+        let mut resume = ["clone", "resume", &data_dir.display().to_string()]
+            .map(String::from)
+            .to_vec();
+        if round == 2 {
+            resume.push("-v".to_string());
+        }
+        child = spawn(&bench, &resume);
     }
     assert!(
         mid_file_kills >= 1,
@@ -133,7 +137,12 @@ fn killed_three_times_during_transfer_resume_matches_an_uninterrupted_clone() {
         .count();
     assert_eq!(crashed, 3, "{}", status["history"]);
     assert!(temp_files(&data_dir).is_empty());
-    // The run that finished closed its shared connection: no socket, no master left.
+    // The run that finished closed its shared connection — asked its master over the socket,
+    // in ssh's own protocol — : no socket, no master left.
+    assert!(
+        stderr.contains("DEBUG: the shared ssh connection's master was asked to exit"),
+        "{stderr}"
+    );
     let sockets = ssh_sockets(&bench);
     assert!(sockets.is_empty(), "{sockets:?}");
     let clone_dirs = bench.lab.state_dir().join("clones");

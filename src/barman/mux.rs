@@ -23,7 +23,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use super::ssh::option_names;
 use super::Barman;
@@ -56,6 +57,36 @@ const NAME_LEN: usize = 12;
 
 /// The control directory of the run in this process, when one is shared.
 static CONTROL_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The master being opened ahead of the run's first ssh ([`SharedConnection::open_ahead`]),
+/// until it is up or has failed.
+static OPENING: Mutex<Option<Arc<Opening>>> = Mutex::new(None);
+
+/// How long an ssh waits for the master opened ahead: ssh's own `ConnectTimeout` (10 s) and a
+/// margin. Past it the ssh connects on its own, as without a master.
+const OPENING_WAIT: Duration = Duration::from_secs(15);
+
+/// A master being opened: its ssh's pid, and whether that ssh has ended.
+struct Opening {
+    pid: u32,
+    ended: Mutex<bool>,
+    signal: Condvar,
+}
+
+/// Waits until the master opened ahead is up (or its ssh failed), for [`OPENING_WAIT`] at most:
+/// an ssh started meanwhile would not find its socket and would connect on its own. Called as
+/// each ssh command line of the run is built; returns at once when nothing is being opened.
+pub(super) fn await_opening() {
+    let Some(opening) = OPENING.lock().ok().and_then(|o| o.clone()) else {
+        return;
+    };
+    let Ok(ended) = opening.ended.lock() else {
+        return;
+    };
+    let _ = opening
+        .signal
+        .wait_timeout_while(ended, OPENING_WAIT, |ended| !*ended);
+}
 
 /// Which part an ssh takes in the shared connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -210,13 +241,33 @@ impl SharedConnection {
     }
 }
 
+/// Forgets the master being opened ahead; its ssh, if still running (a host that does not
+/// answer), is killed, so that it cannot become a master after the run closed its connection.
+fn stop_opening() {
+    let Some(opening) = OPENING.lock().ok().and_then(|mut o| o.take()) else {
+        return;
+    };
+    let ended = opening.ended.lock().map(|e| *e).unwrap_or(true);
+    if !ended {
+        // SAFETY: kill(2) of the ssh this process started and whose waiting thread has not
+        // reaped it yet (it reports `ended` only after the wait).
+        unsafe { libc::kill(opening.pid as libc::pid_t, libc::SIGKILL) };
+    }
+}
+
 impl Drop for SharedConnection {
     fn drop(&mut self) {
+        stop_opening();
         if let Multiplexing::Shared(socket) = self.barman.multiplexing() {
             // The master answers before it tears down, and removes its socket as it exits:
             // wait (briefly) for that, so that nothing of the run is left when pgreplica exits.
             let asked = match terminate(&socket) {
-                Ok(()) => true,
+                // No master was started: nothing to close.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                Ok(()) => {
+                    crate::debug!("the shared ssh connection's master was asked to exit");
+                    true
+                }
                 Err(e) => {
                     crate::debug!("the ssh master did not take the request to exit ({e}): asking with ssh -O exit");
                     self.exit_by_ssh()
@@ -244,6 +295,66 @@ impl Drop for SharedConnection {
 }
 
 impl SharedConnection {
+    /// Opens the shared connection now, in the background (`ssh … true` as its master, on a
+    /// thread that waits for it), for a run whose next step talks to the Barman host: the
+    /// handshake then overlaps the run's start, and a resume whose first ssh would only use a
+    /// master (rsync's, the tails') shares one instead of each connecting on its own. Every ssh
+    /// of the run waits for it (`await_opening`). A failure is only logged: the step's own
+    /// ssh then connects and reports what is wrong.
+    pub fn open_ahead(&self) {
+        if self.barman.transport != super::Transport::Ssh
+            || !matches!(self.barman.multiplexing(), Multiplexing::Shared(_))
+        {
+            return;
+        }
+        // Built before the opening is registered: building it waits for any opening.
+        let argv = self.barman.command_argv_as(&["true"], Role::Master);
+        let child = Command::new(&argv[0])
+            .args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match child {
+            Ok(child) => child,
+            Err(e) => {
+                crate::debug!("could not open the shared ssh connection ahead: {e}");
+                return;
+            }
+        };
+        let opening = Arc::new(Opening {
+            pid: child.id(),
+            ended: Mutex::new(false),
+            signal: Condvar::new(),
+        });
+        if let Ok(mut slot) = OPENING.lock() {
+            *slot = Some(opening.clone());
+        }
+        let started = std::time::Instant::now();
+        let waiter = std::thread::Builder::new()
+            .name("pgreplica-ssh-open".into())
+            .spawn(move || {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                let status = child.wait();
+                crate::debug!(
+                    "opened the shared ssh connection ahead in {} ms: {status:?} {}",
+                    started.elapsed().as_millis(),
+                    stderr.trim()
+                );
+                if let Ok(mut ended) = opening.ended.lock() {
+                    *ended = true;
+                }
+                opening.signal.notify_all();
+            });
+        if let Err(e) = waiter {
+            crate::debug!("no thread to open the shared ssh connection ahead: {e}");
+            stop_opening();
+        }
+    }
+
     /// `ssh <options> -O exit -- <host>`: the same options (the socket's name hashes them).
     /// It only talks to the local socket, and returns at once, master or not. Whether the
     /// master said yes.
@@ -376,6 +487,72 @@ fn private_temp_dir() -> Option<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixListener;
+
+    /// A master on a socket in a fresh directory that sends its hello, reads the client's
+    /// packets (returned by the thread) and answers the second with `answer` (none: it hangs up).
+    fn fake_master(answer: Option<[u32; 2]>) -> (PathBuf, std::thread::JoinHandle<Vec<Vec<u32>>>) {
+        let dir = std::env::temp_dir().join(format!(
+            "pgreplica-mux-{}-{}",
+            std::process::id(),
+            answer.map_or(0, |a| a[0])
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let socket = dir.join("s");
+        let listener = UnixListener::bind(&socket).expect("bind");
+        let thread = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().expect("accept");
+            let send = |conn: &mut std::os::unix::net::UnixStream, words: &[u32]| {
+                let mut packet = ((words.len() * 4) as u32).to_be_bytes().to_vec();
+                packet.extend(words.iter().flat_map(|w| w.to_be_bytes()));
+                conn.write_all(&packet).expect("write");
+            };
+            send(&mut conn, &[MUX_MSG_HELLO, MUX_PROTOCOL_VERSION]);
+            let mut packets = Vec::new();
+            for _ in 0..2 {
+                let mut len = [0; 4];
+                conn.read_exact(&mut len).expect("length");
+                let mut body = vec![0; u32::from_be_bytes(len) as usize];
+                conn.read_exact(&mut body).expect("body");
+                packets.push(
+                    body.chunks(4)
+                        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                );
+            }
+            if let Some(answer) = answer {
+                send(&mut conn, &answer);
+            }
+            packets
+        });
+        (socket, thread)
+    }
+
+    /// The request `ssh -O exit` sends, as PROTOCOL.mux frames it: the client's hello
+    /// (version 4), then MUX_C_TERMINATE with a request id the master's yes repeats. A master
+    /// that hangs up before answering has taken it too, as ssh -O exit reads it; a refusal is
+    /// not a yes.
+    #[test]
+    fn the_master_is_asked_to_exit_as_ssh_o_exit_asks() {
+        let id = std::process::id();
+        for (answer, taken) in [
+            (Some([MUX_S_OK, id]), true),
+            (None, true),
+            (Some([0x8000_0002, id]), false),
+        ] {
+            let (socket, master) = fake_master(answer);
+            assert_eq!(terminate(&socket).is_ok(), taken, "{answer:?}");
+            let packets = master.join().expect("master");
+            assert_eq!(
+                packets,
+                vec![vec![MUX_MSG_HELLO, 4], vec![MUX_C_TERMINATE, id]]
+            );
+            assert!(terminate(&socket.with_file_name("none")).is_err());
+            std::fs::remove_dir_all(socket.parent().unwrap()).expect("rm");
+        }
+    }
 
     #[test]
     fn the_operator_s_choice_wins_and_the_socket_must_fit() {

@@ -165,6 +165,23 @@ impl Running {
         }
     }
 
+    /// Whether the checksums of two runs of bytes make the checksum of both, one after the
+    /// other ([`Running::followed_by`]): CRC-32C's do, a SHA's do not.
+    pub fn joins(algorithm: Algorithm) -> bool {
+        algorithm == Algorithm::Crc32c
+    }
+
+    /// The checksum of this run's bytes followed by `later`'s (`later_len` bytes), where the
+    /// algorithm [`joins`](Running::joins); None otherwise.
+    pub fn followed_by(self, later: Running, later_len: u64) -> Option<Running> {
+        match (self, later) {
+            (Running::Crc32c(first), Running::Crc32c(second)) => Some(Running::Crc32c(
+                crc32c::crc32c_combine(first, second, usize::try_from(later_len).ok()?),
+            )),
+            _ => None,
+        }
+    }
+
     /// The checksum, lower-case hex, as backup_manifest writes it.
     pub fn hex(self) -> String {
         let bytes: Vec<u8> = match self {
@@ -189,13 +206,19 @@ pub fn manifest_path(root: u32, path: &str) -> Vec<u8> {
 
 /// The checksum by `algorithm` of the file at `path`, lower-case hex.
 pub fn sum_file(path: &Path, algorithm: Algorithm) -> std::io::Result<String> {
+    Ok(sum_prefix(path, u64::MAX, algorithm)?.hex())
+}
+
+/// The checksum by `algorithm` of the first `len` bytes of the file at `path` (all of it when
+/// shorter), still open to more bytes.
+pub fn sum_prefix(path: &Path, len: u64, algorithm: Algorithm) -> std::io::Result<Running> {
     use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
+    let mut file = std::fs::File::open(path)?.take(len);
     let mut sum = Running::new(algorithm);
     let mut buf = vec![0; 1 << 20];
     loop {
         match file.read(&mut buf) {
-            Ok(0) => return Ok(sum.hex()),
+            Ok(0) => return Ok(sum),
             Ok(n) => sum.update(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -229,6 +252,41 @@ fn decode_hex(hex: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file's kept bytes and its tail, summed apart, make the whole file's CRC-32C; a SHA
+    /// does not join; a prefix is read up to its length.
+    #[test]
+    fn a_prefix_and_a_tail_join_into_the_whole_files_crc() {
+        let dir = std::env::temp_dir().join(format!("pgreplica-sums-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let file = dir.join("f");
+        let bytes: Vec<u8> = (0..3_000_000_u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&file, &bytes).expect("write");
+        let kept = 1_234_567;
+        let prefix = sum_prefix(&file, kept, Algorithm::Crc32c).expect("read");
+        let mut tail = Running::new(Algorithm::Crc32c);
+        tail.update(&bytes[kept as usize..]);
+        let whole = prefix
+            .followed_by(tail, (bytes.len() - kept as usize) as u64)
+            .expect("joins");
+        assert_eq!(whole.hex(), sum(Algorithm::Crc32c, &bytes));
+        assert_eq!(
+            sum_file(&file, Algorithm::Crc32c).expect("read"),
+            sum(Algorithm::Crc32c, &bytes)
+        );
+        assert_eq!(
+            sum_prefix(&file, kept, Algorithm::Sha256)
+                .expect("read")
+                .hex(),
+            sum(Algorithm::Sha256, &bytes[..kept as usize])
+        );
+        assert!(Running::joins(Algorithm::Crc32c) && !Running::joins(Algorithm::Sha256));
+        let sha = Running::new(Algorithm::Sha256);
+        assert!(sha
+            .followed_by(Running::new(Algorithm::Sha256), 0)
+            .is_none());
+        std::fs::remove_dir_all(&dir).expect("rm");
+    }
 
     fn sum(algorithm: Algorithm, bytes: &[u8]) -> String {
         let mut running = Running::new(algorithm);

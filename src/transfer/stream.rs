@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 use states::{EntryKind, ManifestEntry};
 use tokio::sync::mpsc;
 
-use super::checksums::{Checksums, Running};
+use super::checksums::{sum_prefix, Checksums, Running};
 use super::guardian::{thread_refused, GuardedThreads, Spawner};
 use super::rsync::{forward, Msg, RsyncEvent, RsyncJob, RsyncStats};
 use super::streams::StreamPlan;
@@ -106,7 +106,7 @@ pub async fn run_streams(
     plan: &StreamPlan,
     on_event: impl FnMut(RsyncEvent),
 ) -> Result<RsyncStats> {
-    let stats = copy_planned(source, job, plan, on_event).await?;
+    let stats = copy_planned(source, job, plan, true, on_event).await?;
     // The files are in: the directories get the backup's times, which writing into them changed.
     for entry in job.entries.iter().filter(|e| e.kind == EntryKind::Dir) {
         if let Some(dest) = job.tree(entry.root).map(|(_, dest)| dest) {
@@ -122,7 +122,8 @@ pub async fn run_streams(
 /// among them) in one stream, as [`run_streams`] does: each from its tail where backup_manifest
 /// has its checksum, else whole. The rsync engine's resume uses it for the files a killed copy
 /// left in part, since `tail -c` sends the missing bytes without the whole-file checksum pass
-/// on both ends that rsync's `--append-verify` makes. Directories are left to the caller.
+/// on both ends that rsync's `--append-verify` makes. Files are not synced (rsync's are not
+/// either: a killed pgreplica leaves the page cache behind); directories are left to the caller.
 pub async fn continue_partials(
     source: &StreamSource,
     job: &RsyncJob,
@@ -133,14 +134,17 @@ pub async fn continue_partials(
         streams: vec![indices],
         last: None,
     };
-    copy_planned(source, job, &plan, on_event).await
+    // As rsync leaves its files: in the page cache, which a killed pgreplica does not lose.
+    copy_planned(source, job, &plan, false, on_event).await
 }
 
-/// The copy of [`run_streams`] without the directories' times.
+/// The copy of [`run_streams`] without the directories' times; `sync`: each file is synced
+/// before it is reported done.
 async fn copy_planned(
     source: &StreamSource,
     job: &RsyncJob,
     plan: &StreamPlan,
+    sync: bool,
     mut on_event: impl FnMut(RsyncEvent),
 ) -> Result<RsyncStats> {
     let started = Instant::now();
@@ -153,6 +157,7 @@ async fn copy_planned(
             .collect(),
         partials: job.partials.clone(),
         checksums: Checksums::default(),
+        sync,
     };
     let mut reported = vec![false; job.entries.len()];
     let manifest = plan
@@ -224,6 +229,8 @@ struct Shared {
     dests: Vec<(u32, PathBuf)>,
     partials: BTreeSet<usize>,
     checksums: Checksums,
+    /// Each file is synced before it is reported done.
+    sync: bool,
 }
 
 impl Shared {
@@ -348,23 +355,28 @@ impl Stream<'_> {
             return Ok(false);
         };
         let mut file = std::fs::OpenOptions::new()
-            .read(true)
             .append(true)
             .open(&target)
             .map_err(|e| io_error("open", &target, e))?;
-        let mut sum = Running::new(expected.algorithm);
-        let mut buf = vec![0; CHUNK];
-        let mut kept = 0_u64;
-        loop {
-            let n = file
-                .read(&mut buf)
-                .map_err(|e| io_error("read", &target, e))?;
-            if n == 0 {
-                break;
-            }
-            sum.update(&buf[..n]);
-            kept += n as u64;
-        }
+        let kept = file
+            .metadata()
+            .map_err(|e| io_error("read", &target, e))?
+            .len();
+        let algorithm = expected.algorithm;
+        // The kept bytes are read back while the tail arrives, where their checksum and the
+        // tail's join into the file's (CRC-32C); before it otherwise.
+        let (mut sum, reading_back) = if Running::joins(algorithm) {
+            let path = target.clone();
+            let reader = std::thread::Builder::new()
+                .name("pgreplica-readback".into())
+                .spawn(move || sum_prefix(&path, kept, algorithm))
+                .map_err(|e| thread_refused("a read-back", e))?;
+            (Running::new(algorithm), Some(reader))
+        } else {
+            let sum =
+                sum_prefix(&target, kept, algorithm).map_err(|e| io_error("read", &target, e))?;
+            (sum, None)
+        };
         // The kept bytes count where the copy stands, not in its rate.
         self.bytes += kept;
         self.present += kept;
@@ -402,6 +414,18 @@ impl Stream<'_> {
             stderr,
             "tail",
         )?;
+        let sum = match reading_back {
+            Some(reader) => {
+                let kept_sum = reader
+                    .join()
+                    .map_err(|_| Error::bug("the read-back thread panicked"))?
+                    .map_err(|e| io_error("read", &target, e))?;
+                kept_sum
+                    .followed_by(sum, received)
+                    .ok_or_else(|| Error::bug("a checksum that does not join"))?
+            }
+            None => sum,
+        };
         if kept + received != entry.size || sum.hex() != expected.hex {
             crate::notice!(
                 "the kept bytes of \"{}\" do not match backup_manifest's checksum: it is copied again whole",
@@ -607,7 +631,8 @@ impl Stream<'_> {
         Ok(copied)
     }
 
-    /// Gives a complete file the backup's mode and mtime, and syncs it.
+    /// Gives a complete file the backup's mode and mtime, and syncs it unless the copy's files
+    /// stay in the page cache as rsync leaves them.
     fn seal(
         &self,
         file: &std::fs::File,
@@ -619,6 +644,9 @@ impl Stream<'_> {
             .map_err(|e| io_error("set the mode of", path, e))?;
         file.set_modified(mtime_of(entry))
             .map_err(|e| io_error("set the time of", path, e))?;
+        if !self.shared.sync {
+            return Ok(());
+        }
         file.sync_all().map_err(|e| io_error("sync", path, e))
     }
 

@@ -6,8 +6,10 @@
 //! and never decides to retry.
 //!
 //! Facts it relies on (reference/rsync.md):
-//! * an `--out-format` containing `%b` is printed only after the file was received and renamed
-//!   into place, so a [`RsyncEvent::FileDone`] is never sent for a half-copied file;
+//! * an `--out-format` containing `%b` is printed once the file was received, just before rsync
+//!   renames it into place (see `output`); a [`RsyncEvent::FileDone`] is never sent for a
+//!   half-received file, and a mark a kill caught before the rename is taken back by the next
+//!   run, which finds no file of the list's size and mtime at the final name;
 //! * rsync skips a file whose size and mtime already match, silently; after an rsync exits 0,
 //!   each listed entry it did not name is checked on disk (size and mtime) and then reported;
 //! * a killed receiver leaves `.<name>.XXXXXX` temp files holding the first bytes of the file:

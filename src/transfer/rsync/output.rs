@@ -5,8 +5,10 @@
 //! An `--out-format` line containing `%b` is printed once the file's data was received, but
 //! just *before* rsync closes the temporary file and renames it into place (receiver.c:
 //! `log_item` follows `receive_data`, `finish_transfer` comes after): a reader of the final
-//! name must wait for it (`transfer::verifier` does), and a done mark relies on the mark
-//! reaching disk no sooner than the next flush, by which time the rename is long done.
+//! name must wait for it (`transfer::verifier` does). A done mark may thus reach the store
+//! while a kill stops rsync between the line and the rename: the next run takes such a mark
+//! back before it copies anything, since the final name does not hold the file at the list's
+//! size and mtime (`barman_rsync::stored_list`'s re-derivation of the done marks).
 //!
 //! Must not: decide what a line means for the copy (whether a file is listed, reported, or
 //! mismatched): the stream that ran rsync knows its entries.

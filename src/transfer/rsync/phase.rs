@@ -2,8 +2,8 @@
 //! dies with pgreplica), each running its stream's rsyncs one after another, reading their
 //! stdout as it comes and telling the caller which files are complete.
 //!
-//! A file is reported done only when rsync printed its `%b` line for it (it is then at its
-//! final name), or, for entries rsync skipped as already complete and for kept partial files
+//! A file is reported done only when rsync printed its `%b` line for it (its data received,
+//! the rename into place under way), or, for entries rsync skipped as already complete and for kept partial files
 //! completed with `--append-verify`, after rsync exited 0 and the file checks out on disk.
 //!
 //! Must not: read or write the store, or retry; a failure stops the phase's other streams.
