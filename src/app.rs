@@ -653,16 +653,10 @@ async fn drive(
     let steps = LockedSteps {
         locks: RefCell::new(locks),
     };
-    // One ssh connection to the Barman host for the whole run, closed when it ends; opened
-    // at once when the next step talks to the Barman host.
+    // One ssh connection to the Barman host for the whole run, closed when it ends.
     let shared_ssh = crate::barman::Barman::for_request(record.request())
         .ok()
         .and_then(|barman| crate::barman::mux::SharedConnection::start(&barman, store.dir()));
-    if let Some(shared) = &shared_ssh {
-        if next_step_talks_to_barman(&record) {
-            shared.open_ahead();
-        }
-    }
     let outcome = runner::run(&store, &mut record, &steps, &progress, policy, &mut stop).await;
     drop(shared_ssh);
     // The next `clone status` of the idle clone then reads sled's snapshot instead of replaying
@@ -684,23 +678,6 @@ async fn drive(
     report_done(&record);
     notifier.notify(record.request(), Ending::Done);
     Ok(())
-}
-
-/// Whether the step the run starts with reaches the Barman host over ssh: every step up to
-/// the copy (VerifyBackup, FetchParams, PrepareDirs, Transfer, StageBackup) does or leads
-/// straight to one that does; the steps after it work on this host alone.
-fn next_step_talks_to_barman(record: &CloneRecord) -> bool {
-    use states::{Next, Step};
-    matches!(
-        record.next(),
-        Next::Run(
-            Step::VerifyBackup
-                | Step::FetchParams
-                | Step::PrepareDirs
-                | Step::Transfer
-                | Step::StageBackup
-        )
-    )
 }
 
 fn report_done(record: &CloneRecord) {

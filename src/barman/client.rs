@@ -178,11 +178,7 @@ impl Barman {
         argv.extend(self.cipher_choice().args());
         argv.extend(self.ssh_options.iter().cloned());
         // After ssh_options: for an option given twice ssh takes the first.
-        let multiplexing = self.multiplexing();
-        if matches!(multiplexing, Multiplexing::Shared(_)) {
-            super::mux::await_opening();
-        }
-        argv.extend(multiplexing.args(role));
+        argv.extend(self.multiplexing().args(role));
         argv
     }
 
@@ -211,7 +207,7 @@ impl Barman {
         self.command_argv_as(remote, Role::Client)
     }
 
-    pub(super) fn command_argv_as<S: AsRef<str>>(&self, remote: &[S], role: Role) -> Vec<String> {
+    fn command_argv_as<S: AsRef<str>>(&self, remote: &[S], role: Role) -> Vec<String> {
         let mut argv = match &self.transport {
             Transport::Ssh => self.ssh_argv_as(role),
             Transport::Local(launcher) => launcher.clone(),

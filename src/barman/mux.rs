@@ -23,8 +23,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::sync::Mutex;
 
 use super::ssh::option_names;
 use super::Barman;
@@ -57,36 +56,6 @@ const NAME_LEN: usize = 12;
 
 /// The control directory of the run in this process, when one is shared.
 static CONTROL_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
-
-/// The master being opened ahead of the run's first ssh ([`SharedConnection::open_ahead`]),
-/// until it is up or has failed.
-static OPENING: Mutex<Option<Arc<Opening>>> = Mutex::new(None);
-
-/// How long an ssh waits for the master opened ahead: ssh's own `ConnectTimeout` (10 s) and a
-/// margin. Past it the ssh connects on its own, as without a master.
-const OPENING_WAIT: Duration = Duration::from_secs(15);
-
-/// A master being opened: its ssh's pid, and whether that ssh has ended.
-struct Opening {
-    pid: u32,
-    ended: Mutex<bool>,
-    signal: Condvar,
-}
-
-/// Waits until the master opened ahead is up (or its ssh failed), for [`OPENING_WAIT`] at most:
-/// an ssh started meanwhile would not find its socket and would connect on its own. Called as
-/// each ssh command line of the run is built; returns at once when nothing is being opened.
-pub(super) fn await_opening() {
-    let Some(opening) = OPENING.lock().ok().and_then(|o| o.clone()) else {
-        return;
-    };
-    let Ok(ended) = opening.ended.lock() else {
-        return;
-    };
-    let _ = opening
-        .signal
-        .wait_timeout_while(ended, OPENING_WAIT, |ended| !*ended);
-}
 
 /// Which part an ssh takes in the shared connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,23 +210,8 @@ impl SharedConnection {
     }
 }
 
-/// Forgets the master being opened ahead; its ssh, if still running (a host that does not
-/// answer), is killed, so that it cannot become a master after the run closed its connection.
-fn stop_opening() {
-    let Some(opening) = OPENING.lock().ok().and_then(|mut o| o.take()) else {
-        return;
-    };
-    let ended = opening.ended.lock().map(|e| *e).unwrap_or(true);
-    if !ended {
-        // SAFETY: kill(2) of the ssh this process started and whose waiting thread has not
-        // reaped it yet (it reports `ended` only after the wait).
-        unsafe { libc::kill(opening.pid as libc::pid_t, libc::SIGKILL) };
-    }
-}
-
 impl Drop for SharedConnection {
     fn drop(&mut self) {
-        stop_opening();
         if let Multiplexing::Shared(socket) = self.barman.multiplexing() {
             // The master answers before it tears down, and removes its socket as it exits:
             // wait (briefly) for that, so that nothing of the run is left when pgreplica exits.
@@ -295,66 +249,6 @@ impl Drop for SharedConnection {
 }
 
 impl SharedConnection {
-    /// Opens the shared connection now, in the background (`ssh … true` as its master, on a
-    /// thread that waits for it), for a run whose next step talks to the Barman host: the
-    /// handshake then overlaps the run's start, and a resume whose first ssh would only use a
-    /// master (rsync's, the tails') shares one instead of each connecting on its own. Every ssh
-    /// of the run waits for it (`await_opening`). A failure is only logged: the step's own
-    /// ssh then connects and reports what is wrong.
-    pub fn open_ahead(&self) {
-        if self.barman.transport != super::Transport::Ssh
-            || !matches!(self.barman.multiplexing(), Multiplexing::Shared(_))
-        {
-            return;
-        }
-        // Built before the opening is registered: building it waits for any opening.
-        let argv = self.barman.command_argv_as(&["true"], Role::Master);
-        let child = Command::new(&argv[0])
-            .args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn();
-        let mut child = match child {
-            Ok(child) => child,
-            Err(e) => {
-                crate::debug!("could not open the shared ssh connection ahead: {e}");
-                return;
-            }
-        };
-        let opening = Arc::new(Opening {
-            pid: child.id(),
-            ended: Mutex::new(false),
-            signal: Condvar::new(),
-        });
-        if let Ok(mut slot) = OPENING.lock() {
-            *slot = Some(opening.clone());
-        }
-        let started = std::time::Instant::now();
-        let waiter = std::thread::Builder::new()
-            .name("pgreplica-ssh-open".into())
-            .spawn(move || {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-                }
-                let status = child.wait();
-                crate::debug!(
-                    "opened the shared ssh connection ahead in {} ms: {status:?} {}",
-                    started.elapsed().as_millis(),
-                    stderr.trim()
-                );
-                if let Ok(mut ended) = opening.ended.lock() {
-                    *ended = true;
-                }
-                opening.signal.notify_all();
-            });
-        if let Err(e) = waiter {
-            crate::debug!("no thread to open the shared ssh connection ahead: {e}");
-            stop_opening();
-        }
-    }
-
     /// `ssh <options> -O exit -- <host>`: the same options (the socket's name hashes them).
     /// It only talks to the local socket, and returns at once, master or not. Whether the
     /// master said yes.
@@ -371,6 +265,27 @@ impl SharedConnection {
             .status();
         crate::debug!("closed the shared ssh connection: {closed:?}");
         closed.is_ok_and(|status| status.success())
+    }
+}
+
+impl Barman {
+    /// Opens the run's shared connection when no master answers on its socket yet: an ssh
+    /// pgreplica awaits (`ssh … true`) becomes the master. The copy's own ssh — rsync's, the
+    /// tails', the decryptions' — only use a master and never start one, so a resume, whose
+    /// file list is stored and whose first ssh is one of them, calls this before it copies;
+    /// otherwise each stream would connect on its own. A host that cannot be reached fails
+    /// here, in ssh's words, as the step's failure. Nothing to do when connections are not
+    /// shared or a master answers.
+    pub async fn open_shared_connection(&self) -> crate::error::Result<()> {
+        let Multiplexing::Shared(socket) = self.multiplexing() else {
+            return Ok(());
+        };
+        if self.transport != super::Transport::Ssh
+            || std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        {
+            return Ok(());
+        }
+        self.run(&["true"]).await.map(|_| ())
     }
 }
 

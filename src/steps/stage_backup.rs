@@ -110,6 +110,7 @@ pub async fn run(ctx: &mut StepContext<'_>, input: &StageInput) -> Result<Transf
     let room = diskspace::check(&needs)
         .map_err(|e| crate::transfer::staging_space_hint(e, Some(&request)))?;
     crate::info!("staging space: {room}");
+    barman.open_shared_connection().await?;
     // Encrypted files first, decrypted on the Barman host on their way; each is marked done
     // once complete, so rsync (below) skips them and a resume continues the one in flight.
     for entry in job.entries.iter_mut().filter(|e| !e.done) {

@@ -153,6 +153,7 @@ pub async fn run(
     );
     let room = diskspace::check(&needs)?;
     crate::info!("free disk: {room}");
+    barman.open_shared_connection().await?;
     // rsync's delta wins where the target already holds the backup's files (`--force` into a
     // used directory); elsewhere the engine the operator chose.
     let engine = match Engine::from_env()? {

@@ -353,6 +353,8 @@ impl Bench {
         kill_group(&mut child).map_err(|e| format!("kill the clone's process group: {e}"))?;
         // Guardians exit once their rsyncs are gone, a moment after the kill.
         wait_until_stopped(&self.lab, &self.pgreplica, dest, Duration::from_secs(30))?;
+        // As before every timed run: the killed run's writes are not the resume's to flush.
+        sync()?;
 
         let dest_arg = dest.display().to_string();
         let mut resume =
