@@ -299,7 +299,7 @@ const MUX_S_OK: u32 = 0x8000_0001;
 /// Asks the master on `socket` to exit, as `ssh -O exit` does but without starting ssh:
 /// hello, then MUX_C_TERMINATE; Ok once the master said yes.
 fn terminate(socket: &Path) -> std::io::Result<()> {
-    use std::io::{Error, ErrorKind, Read, Write};
+    use std::io::{ErrorKind, Read, Write};
     let stream = std::os::unix::net::UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
     stream.set_write_timeout(Some(std::time::Duration::from_secs(2)))?;
@@ -318,7 +318,10 @@ fn terminate(socket: &Path) -> std::io::Result<()> {
         reader.read_exact(&mut len)?;
         let len = u32::from_be_bytes(len) as usize;
         if len > 1 << 16 {
-            return Err(Error::new(ErrorKind::InvalidData, "oversized packet"));
+            return Err(std::io::Error::new(
+                ErrorKind::InvalidData,
+                "oversized packet",
+            ));
         }
         let mut body = vec![0; len];
         reader.read_exact(&mut body)?;
@@ -330,7 +333,7 @@ fn terminate(socket: &Path) -> std::io::Result<()> {
     };
     let hello = read_packet()?;
     if word(&hello, 0) != Some(MUX_MSG_HELLO) {
-        return Err(Error::new(
+        return Err(std::io::Error::new(
             ErrorKind::InvalidData,
             "no hello from the master",
         ));
@@ -345,7 +348,7 @@ fn terminate(socket: &Path) -> std::io::Result<()> {
         }
         // The master may exit before its answer leaves (ssh -O exit takes that as a yes).
         Err(e) if e.kind() == ErrorKind::UnexpectedEof => Ok(()),
-        Ok(_) => Err(Error::new(
+        Ok(_) => Err(std::io::Error::new(
             ErrorKind::PermissionDenied,
             "the master refused",
         )),
