@@ -195,7 +195,7 @@ impl SharedConnection {
         // A killed run's master may still answer there (it is shared), or be dead: then its
         // socket goes, or only a `ControlMaster=auto` ssh would clear it.
         if let Multiplexing::Shared(socket) = barman.multiplexing() {
-            remove_if_dead(&socket);
+            master_answers(&socket);
         }
         crate::debug!(
             "ssh connections to \"{}\" share one master (socket in {})",
@@ -216,8 +216,16 @@ impl Drop for SharedConnection {
             // The master answers before it tears down, and removes its socket as it exits:
             // wait (briefly) for that, so that nothing of the run is left when pgreplica exits.
             let asked = match terminate(&socket) {
-                // No master was started: nothing to close.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+                // No master was started, or none answers any more: nothing to close (a dead
+                // socket is removed below).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                    ) =>
+                {
+                    false
+                }
                 Ok(()) => {
                     crate::debug!("the shared ssh connection's master was asked to exit");
                     true
@@ -237,7 +245,7 @@ impl Drop for SharedConnection {
                     crate::debug!("the ssh master still holds {} after 2 s", socket.display());
                 }
             }
-            remove_if_dead(&socket);
+            master_answers(&socket);
         }
         if let Ok(mut shared) = CONTROL_DIR.lock() {
             *shared = None;
@@ -269,20 +277,18 @@ impl SharedConnection {
 }
 
 impl Barman {
-    /// Opens the run's shared connection when no master answers on its socket yet: an ssh
-    /// pgreplica awaits (`ssh … true`) becomes the master. The copy's own ssh — rsync's, the
-    /// tails', the decryptions' — only use a master and never start one, so a resume, whose
-    /// file list is stored and whose first ssh is one of them, calls this before it copies;
-    /// otherwise each stream would connect on its own. A host that cannot be reached fails
-    /// here, in ssh's words, as the step's failure. Nothing to do when connections are not
-    /// shared or a master answers.
+    /// Opens the run's shared connection when no master answers on its socket (a dead socket is
+    /// removed first): an ssh pgreplica awaits (`ssh … true`) becomes the master. The copy's
+    /// own ssh — rsync's, the tails', the decryptions' — only use a master and never start
+    /// one, so a resume, whose file list is stored and whose first ssh is one of them, calls
+    /// this before it copies; otherwise each stream would connect on its own. A host that
+    /// cannot be reached fails here, in ssh's words, as the step's failure. Nothing to do when
+    /// connections are not shared or a master answers.
     pub async fn open_shared_connection(&self) -> crate::error::Result<()> {
         let Multiplexing::Shared(socket) = self.multiplexing() else {
             return Ok(());
         };
-        if self.transport != super::Transport::Ssh
-            || std::os::unix::net::UnixStream::connect(&socket).is_ok()
-        {
+        if self.transport != super::Transport::Ssh || master_answers(&socket) {
             return Ok(());
         }
         self.run(&["true"]).await.map(|_| ())
@@ -356,12 +362,17 @@ fn terminate(socket: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Removes `socket` when no master answers on it (one a SIGKILL left behind).
-fn remove_if_dead(socket: &Path) {
-    if let Err(e) = std::os::unix::net::UnixStream::connect(socket) {
-        if e.kind() == std::io::ErrorKind::ConnectionRefused {
-            crate::debug!("removing the dead ssh control socket {}", socket.display());
-            let _ = std::fs::remove_file(socket);
+/// Whether a master answers on `socket`; a socket none answers (one a SIGKILL left behind) is
+/// removed, so that the next `ControlMaster=auto` ssh can bind it.
+fn master_answers(socket: &Path) -> bool {
+    match std::os::unix::net::UnixStream::connect(socket) {
+        Ok(_) => true,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                crate::debug!("removing the dead ssh control socket {}", socket.display());
+                let _ = std::fs::remove_file(socket);
+            }
+            false
         }
     }
 }
